@@ -1,0 +1,460 @@
+//! The tokio driver of the media plane: one thread per shard, each with a current-thread
+//! runtime that owns its shard core, its UDP sockets and its timer, so the media path takes
+//! no lock. Signaling reaches a shard through a bounded command queue.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use quinn_udp::{RecvMeta, UdpSocketState};
+use signaling::protocol::{ErrorCode, ErrorMessage, ParticipantId, ServerMessage};
+use signaling::{Join, MediaPlane, Request};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::sync::{Notify, mpsc};
+use tracing::{debug, error, info, warn};
+
+use crate::forwarder::DropReason;
+use crate::metrics::Metrics;
+use crate::shard::{Shard, ShardConfig, ShardOutput};
+
+/// Commands queued per shard before `join` and requests answer `server_busy`.
+const COMMAND_QUEUE: usize = 1024;
+
+/// Datagrams read per receive call.
+const RECV_BATCH: usize = 32;
+
+/// How the media plane is set up.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// The IP the UDP sockets bind to.
+    pub bind_ip: IpAddr,
+    /// One socket per port; each carries many participants.
+    pub ports: RangeInclusive<u16>,
+    /// The addresses put in ICE candidates (with the participant's port).
+    pub advertise: Vec<IpAddr>,
+    /// How many shard threads.
+    pub shards: usize,
+    pub shard: ShardConfig,
+}
+
+/// What a shard's control task receives from signaling.
+enum Command {
+    Join {
+        id: ParticipantId,
+        join: Join,
+        events: mpsc::Sender<ServerMessage>,
+    },
+    Request {
+        id: ParticipantId,
+        request: Request,
+    },
+}
+
+/// The handle signaling uses: routes each call to the shard that owns it.
+pub struct Plane {
+    shards: Vec<ShardHandle>,
+    /// Participant ids are `counter * shards + shard`, so the id names its shard.
+    next_participant: AtomicU64,
+}
+
+struct ShardHandle {
+    commands: mpsc::Sender<Command>,
+    /// Leaves never wait and are never refused; at most one per participant.
+    departures: mpsc::UnboundedSender<ParticipantId>,
+}
+
+impl Plane {
+    /// Binds every port and starts the shard threads. Fails if a port cannot be bound.
+    pub fn start(config: MediaConfig, metrics: Metrics) -> anyhow::Result<Plane> {
+        anyhow::ensure!(!config.advertise.is_empty(), "no address to advertise");
+        let ports: Vec<u16> = config.ports.clone().collect();
+        anyhow::ensure!(!ports.is_empty(), "the UDP port range is empty");
+        let count = config.shards.clamp(1, ports.len());
+        let mut shards = Vec::with_capacity(count);
+        for index in 0..count {
+            let mine: Vec<u16> = ports.iter().copied().skip(index).step_by(count).collect();
+            let mut sockets = Vec::with_capacity(mine.len());
+            for port in &mine {
+                let addr = SocketAddr::new(config.bind_ip, *port);
+                let socket = std::net::UdpSocket::bind(addr)
+                    .with_context(|| format!("cannot bind UDP {addr}"))?;
+                socket.set_nonblocking(true)?;
+                sockets.push(socket);
+            }
+            let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+            let (departures, departures_rx) = mpsc::unbounded_channel();
+            let mut shard_config = config.shard.clone();
+            shard_config.index = index as u64;
+            shard_config.count = count as u64;
+            let advertise = config.advertise.clone();
+            let metrics = metrics.clone();
+            std::thread::Builder::new()
+                .name(format!("shard-{index}"))
+                .spawn(move || {
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            error!("shard {index}: cannot start its runtime: {e}");
+                            return;
+                        }
+                    };
+                    let local = tokio::task::LocalSet::new();
+                    let run = run_shard(
+                        index,
+                        shard_config,
+                        sockets,
+                        advertise,
+                        metrics,
+                        commands_rx,
+                        departures_rx,
+                    );
+                    if let Err(e) = local.block_on(&runtime, run) {
+                        error!("shard {index} stopped: {e:#}");
+                    }
+                })?;
+            info!(
+                "shard {index}: UDP ports {} ({} sockets)",
+                describe_ports(&mine),
+                mine.len()
+            );
+            shards.push(ShardHandle {
+                commands,
+                departures,
+            });
+        }
+        Ok(Plane {
+            shards,
+            next_participant: AtomicU64::new(1),
+        })
+    }
+
+    fn shard_of(&self, id: ParticipantId) -> &ShardHandle {
+        &self.shards[(id.0 % self.shards.len() as u64) as usize]
+    }
+}
+
+impl MediaPlane for Plane {
+    fn join(
+        &self,
+        join: Join,
+        events: mpsc::Sender<ServerMessage>,
+    ) -> Result<ParticipantId, ErrorMessage> {
+        let n = self.shards.len() as u64;
+        // A room lives on one shard: pick it from the room name.
+        let shard = fnv1a(join.room.as_bytes()) % n;
+        let id = ParticipantId(self.next_participant.fetch_add(1, Ordering::Relaxed) * n + shard);
+        self.shards[shard as usize]
+            .commands
+            .try_send(Command::Join { id, join, events })
+            .map_err(busy)?;
+        Ok(id)
+    }
+
+    fn request(&self, participant: ParticipantId, request: Request) -> Result<(), ErrorMessage> {
+        self.shard_of(participant)
+            .commands
+            .try_send(Command::Request {
+                id: participant,
+                request,
+            })
+            .map_err(busy)
+    }
+
+    fn leave(&self, participant: ParticipantId) {
+        let _ = self.shard_of(participant).departures.send(participant);
+    }
+}
+
+fn busy<T>(e: mpsc::error::TrySendError<T>) -> ErrorMessage {
+    match e {
+        mpsc::error::TrySendError::Full(_) => {
+            ErrorMessage::new(ErrorCode::ServerBusy, "media server is busy, retry")
+        }
+        mpsc::error::TrySendError::Closed(_) => {
+            ErrorMessage::new(ErrorCode::Internal, "media shard is not running")
+        }
+    }
+}
+
+/// FNV-1a: a stable, dependency-free hash to place rooms on shards.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn describe_ports(ports: &[u16]) -> String {
+    match ports {
+        [] => "none".into(),
+        [one] => one.to_string(),
+        [first, second, ..] => format!(
+            "{first}, {second}, .. {}",
+            ports.last().copied().unwrap_or(*second)
+        ),
+    }
+}
+
+/// One bound UDP port of a shard.
+struct Socket {
+    udp: UdpSocket,
+    state: UdpSocketState,
+    port: u16,
+}
+
+/// Everything a shard thread owns; shared by its tasks through `Rc<RefCell<..>>` on one
+/// thread, never across threads.
+struct Driver {
+    core: Shard,
+    sockets: HashMap<u16, Rc<Socket>>,
+    advertise: Vec<IpAddr>,
+    /// Each participant's signaling queue.
+    events: HashMap<ParticipantId, mpsc::Sender<ServerMessage>>,
+    /// Each participant's port, and how many participants each port carries.
+    ports_of: HashMap<ParticipantId, u16>,
+    load: HashMap<u16, usize>,
+    /// The deadline the timer task sleeps until.
+    deadline: Instant,
+}
+
+impl Driver {
+    /// Polls the core until it has nothing more to do now; returns whether the deadline
+    /// moved earlier (the timer must wake up).
+    fn drain(&mut self) -> bool {
+        loop {
+            match self.core.poll_output() {
+                ShardOutput::Transmit(t) => {
+                    let Some(socket) = self.sockets.get(&t.source.port()) else {
+                        warn!("no socket for {}", t.source);
+                        continue;
+                    };
+                    let transmit = quinn_udp::Transmit {
+                        destination: t.destination,
+                        ecn: None,
+                        contents: &t.contents,
+                        segment_size: None,
+                        src_ip: None,
+                    };
+                    match socket.state.try_send((&socket.udp).into(), &transmit) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            self.core.counters.drop(DropReason::SendBufferFull);
+                        }
+                        Err(e) => debug!("send to {} failed: {e}", t.destination),
+                    }
+                }
+                ShardOutput::Signal(id, message) => {
+                    let Some(events) = self.events.get(&id) else {
+                        continue;
+                    };
+                    match events.try_send(message) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            // A client that cannot keep up with signaling would fall out of
+                            // step with the room: remove it rather than lose messages.
+                            warn!(participant = %id, "signaling queue full; removing");
+                            self.core.counters.drop(DropReason::SignalQueueFull);
+                            self.events.remove(&id);
+                            self.core.leave(Instant::now(), id);
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            self.core.leave(Instant::now(), id);
+                        }
+                    }
+                }
+                ShardOutput::Closed(id) => {
+                    self.events.remove(&id);
+                    if let Some(port) = self.ports_of.remove(&id) {
+                        if let Some(n) = self.load.get_mut(&port) {
+                            *n = n.saturating_sub(1);
+                        }
+                    }
+                }
+                ShardOutput::Timeout(at) => {
+                    let earlier = at < self.deadline;
+                    self.deadline = at;
+                    return earlier;
+                }
+            }
+        }
+    }
+
+    fn join(&mut self, id: ParticipantId, join: Join, events: mpsc::Sender<ServerMessage>) {
+        // The least loaded port; ties go to the lowest port.
+        let port = self
+            .load
+            .iter()
+            .min_by_key(|(port, n)| (**n, **port))
+            .map(|(port, _)| *port);
+        let Some(port) = port else {
+            return;
+        };
+        *self.load.entry(port).or_default() += 1;
+        self.ports_of.insert(id, port);
+        self.events.insert(id, events);
+        let candidates: Vec<SocketAddr> = self
+            .advertise
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, port))
+            .collect();
+        self.core.join(Instant::now(), id, join, &candidates);
+    }
+
+    /// The local address str0m knows for a datagram that arrived on `port` at `dst_ip`.
+    fn local_addr(&self, dst_ip: Option<IpAddr>, port: u16) -> SocketAddr {
+        let ip = dst_ip
+            .filter(|ip| self.advertise.contains(ip))
+            .or_else(|| self.advertise.first().copied())
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        SocketAddr::new(ip, port)
+    }
+}
+
+async fn run_shard(
+    index: usize,
+    config: ShardConfig,
+    sockets: Vec<std::net::UdpSocket>,
+    advertise: Vec<IpAddr>,
+    metrics: Metrics,
+    mut commands: mpsc::Receiver<Command>,
+    mut departures: mpsc::UnboundedReceiver<ParticipantId>,
+) -> anyhow::Result<()> {
+    let mut by_port = HashMap::new();
+    let mut load = HashMap::new();
+    for socket in sockets {
+        let port = socket.local_addr()?.port();
+        let state = UdpSocketState::new((&socket).into())?;
+        let udp = UdpSocket::from_std(socket)?;
+        by_port.insert(port, Rc::new(Socket { udp, state, port }));
+        load.insert(port, 0usize);
+    }
+    let now = Instant::now();
+    let driver = Rc::new(RefCell::new(Driver {
+        core: Shard::new(config, now),
+        sockets: by_port.clone(),
+        advertise,
+        events: HashMap::new(),
+        ports_of: HashMap::new(),
+        load,
+        deadline: now + Duration::from_secs(1),
+    }));
+    let wake = Rc::new(Notify::new());
+    for socket in by_port.into_values() {
+        tokio::task::spawn_local(receive(driver.clone(), socket, wake.clone()));
+    }
+    tokio::task::spawn_local(timer(driver.clone(), wake.clone()));
+    tokio::task::spawn_local(flush_metrics(driver.clone(), metrics, index.to_string()));
+    loop {
+        tokio::select! {
+            command = commands.recv() => {
+                let Some(command) = command else { break };
+                let mut d = driver.borrow_mut();
+                match command {
+                    Command::Join { id, join, events } => d.join(id, join, events),
+                    Command::Request { id, request } => d.core.request(Instant::now(), id, request),
+                }
+                if d.drain() {
+                    wake.notify_one();
+                }
+            }
+            Some(id) = departures.recv() => {
+                let mut d = driver.borrow_mut();
+                d.core.leave(Instant::now(), id);
+                if d.drain() {
+                    wake.notify_one();
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads a socket in batches and feeds each datagram to the core.
+async fn receive(driver: Rc<RefCell<Driver>>, socket: Rc<Socket>, wake: Rc<Notify>) {
+    let segment = 1500;
+    let gro = socket.state.gro_segments().max(1);
+    let mut buffer = vec![0u8; RECV_BATCH * segment * gro];
+    let mut meta = vec![RecvMeta::default(); RECV_BATCH];
+    loop {
+        if let Err(e) = socket.udp.readable().await {
+            error!(port = socket.port, "socket failed: {e}");
+            return;
+        }
+        loop {
+            let mut slices: Vec<IoSliceMut<'_>> = buffer
+                .chunks_mut(segment * gro)
+                .map(IoSliceMut::new)
+                .collect();
+            let result = socket.udp.try_io(Interest::READABLE, || {
+                socket.state.recv((&socket.udp).into(), &mut slices, &mut meta)
+            });
+            let n = match result {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    debug!(port = socket.port, "receive failed: {e}");
+                    break;
+                }
+            };
+            let now = Instant::now();
+            let mut d = driver.borrow_mut();
+            for (m, slice) in meta.iter().zip(slices.iter()).take(n) {
+                let local = d.local_addr(m.dst_ip, socket.port);
+                let stride = m.stride.max(1);
+                for datagram in slice[..m.len].chunks(stride) {
+                    d.core.handle_datagram(now, local, m.addr, datagram);
+                }
+            }
+            if d.drain() {
+                wake.notify_one();
+            }
+        }
+    }
+}
+
+/// Wakes the core at its deadline.
+async fn timer(driver: Rc<RefCell<Driver>>, wake: Rc<Notify>) {
+    loop {
+        let deadline = driver.borrow().deadline;
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                let mut d = driver.borrow_mut();
+                d.core.handle_timeout(Instant::now());
+                d.drain();
+            }
+            _ = wake.notified() => {}
+        }
+    }
+}
+
+/// Moves the core's counters into Prometheus once a second.
+async fn flush_metrics(driver: Rc<RefCell<Driver>>, metrics: Metrics, shard: String) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let mut d = driver.borrow_mut();
+        let counters = std::mem::take(&mut d.core.counters);
+        metrics.flush(&shard, &counters, d.core.sizes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv1a_matches_reference_values() {
+        // Reference values of 64-bit FNV-1a.
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+}

@@ -1,0 +1,269 @@
+//! The `sfu` binary: signaling and media in one process, with embedded defaults.
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use sfu::driver::{MediaConfig, Plane};
+use sfu::metrics::Metrics;
+use sfu::shard::ShardConfig;
+use signaling::{Grants, TokenKey};
+use tracing::{info, warn};
+
+/// A selective forwarding unit for end-to-end encrypted voice, video and screen share.
+///
+/// With no subcommand it serves: signaling, the demo page and metrics over HTTP, media over
+/// UDP. Every option can also be set with the environment variable shown.
+#[derive(Parser, Debug)]
+#[command(version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server (the default).
+    Serve(ServeArgs),
+    /// Print a join token signed with the server's secret.
+    Token(TokenArgs),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address for HTTP: signaling WebSocket (/ws), demo page (/), /metrics, /healthz.
+    #[arg(long, env = "SFU_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
+    http_listen: SocketAddr,
+
+    /// UDP port range for media, as FIRST-LAST. One socket per port, many participants each.
+    #[arg(long, env = "SFU_UDP_PORTS", default_value = "16384-16584", value_parser = parse_ports)]
+    udp_ports: RangeInclusive<u16>,
+
+    /// IP the media sockets bind to.
+    #[arg(long, env = "SFU_UDP_BIND", default_value = "0.0.0.0")]
+    udp_bind: IpAddr,
+
+    /// IP put in ICE candidates (repeatable, or comma-separated). Default: every non-loopback
+    /// IPv4 address of this machine, or 127.0.0.1 if it has none. Behind NAT: the public IP.
+    #[arg(long = "advertise-ip", env = "SFU_ADVERTISE_IP", value_delimiter = ',')]
+    advertise_ip: Vec<IpAddr>,
+
+    /// Secret that signs join tokens (HS256). Without it the server runs in dev mode: a random
+    /// secret, and /dev/token gives anyone a token.
+    #[arg(long, env = "SFU_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+
+    /// Media threads (shards); each owns some of the ports and the rooms placed on it.
+    #[arg(long, env = "SFU_SHARDS", default_value_t = default_shards())]
+    shards: usize,
+
+    /// Seconds without media before a participant is removed.
+    #[arg(long, env = "SFU_PARTICIPANT_TIMEOUT", default_value_t = 20)]
+    participant_timeout: u64,
+
+    /// Most participants in one room.
+    #[arg(long, env = "SFU_ROOM_CAPACITY", default_value_t = 70)]
+    room_capacity: usize,
+
+    /// Log filter, in tracing's EnvFilter syntax (for example `info,sfu=debug`).
+    #[arg(long, env = "SFU_LOG", default_value = "info")]
+    log: String,
+}
+
+#[derive(Args, Debug)]
+struct TokenArgs {
+    /// Room the token admits to.
+    #[arg(long)]
+    room: String,
+    /// Identity of the user.
+    #[arg(long)]
+    identity: String,
+    /// Display name (default: the identity).
+    #[arg(long)]
+    name: Option<String>,
+    /// Lifetime: seconds, or a number with s, m, h or d.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    ttl: Duration,
+    /// Grants, comma-separated, out of publish_audio, publish_video, publish_screen,
+    /// subscribe. Default: all of them.
+    #[arg(long, value_delimiter = ',')]
+    grants: Option<Vec<String>>,
+    /// The server's secret.
+    #[arg(long, env = "SFU_SECRET", hide_env_values = true)]
+    secret: String,
+}
+
+fn default_shards() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn parse_ports(s: &str) -> Result<RangeInclusive<u16>, String> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let a: u16 = a.trim().parse().map_err(|e| format!("bad first port: {e}"))?;
+    let b: u16 = b.trim().parse().map_err(|e| format!("bad last port: {e}"))?;
+    if a == 0 || a > b {
+        return Err(format!("{a}-{b} is not a port range"));
+    }
+    Ok(a..=b)
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("{s:?} is not a duration"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown unit {unit:?}: use s, m, h or d")),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(scale)))
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Token(args)) => token(args),
+        Some(Command::Serve(args)) => serve(args),
+        None => serve(cli.serve),
+    }
+}
+
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let mut claims = TokenKey::claims(&args.room, &args.identity, args.name.as_deref(), args.ttl);
+    if let Some(list) = args.grants {
+        let mut grants = Grants {
+            publish_audio: false,
+            publish_video: false,
+            publish_screen: false,
+            subscribe: false,
+        };
+        for g in list.iter().map(|g| g.trim()).filter(|g| !g.is_empty()) {
+            match g {
+                "publish_audio" => grants.publish_audio = true,
+                "publish_video" => grants.publish_video = true,
+                "publish_screen" => grants.publish_screen = true,
+                "subscribe" => grants.subscribe = true,
+                other => bail!("unknown grant {other:?}"),
+            }
+        }
+        claims.grants = grants;
+    }
+    let token = TokenKey::new(args.secret.as_bytes()).issue(&claims)?;
+    println!("{token}");
+    Ok(())
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
+        .with_context(|| format!("bad --log filter {:?}", args.log))?;
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+
+    let (tokens, dev_mode) = match &args.secret {
+        Some(secret) if !secret.is_empty() => (TokenKey::new(secret.as_bytes()), false),
+        _ => {
+            warn!(
+                "dev mode: no SFU_SECRET set, so tokens are signed with a random secret and \
+                 /dev/token gives one to anyone; set SFU_SECRET in production"
+            );
+            (TokenKey::random(), true)
+        }
+    };
+    let advertise = if args.advertise_ip.is_empty() {
+        default_advertise()
+    } else {
+        args.advertise_ip.clone()
+    };
+    info!("media candidates advertise {advertise:?}");
+
+    let registry = prometheus::Registry::new();
+    let metrics = Metrics::new(&registry)?;
+    let plane = Plane::start(
+        MediaConfig {
+            bind_ip: args.udp_bind,
+            ports: args.udp_ports.clone(),
+            advertise,
+            shards: args.shards,
+            shard: ShardConfig {
+                participant_timeout: Duration::from_secs(args.participant_timeout.max(1)),
+                room_capacity: args.room_capacity.max(1),
+                ..ShardConfig::default()
+            },
+        },
+        metrics,
+    )?;
+    let router = signaling::router(
+        Arc::new(plane),
+        signaling::Config { tokens, dev_mode },
+        registry,
+    )?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.http_listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.http_listen))?;
+        info!("signaling on http://{}", listener.local_addr()?);
+        signaling::serve(listener, router, async {
+            let _ = tokio::signal::ctrl_c().await;
+            info!("shutting down");
+        })
+        .await?;
+        anyhow::Ok(())
+    })
+}
+
+/// Every up, non-loopback IPv4 address, or 127.0.0.1 when there is none.
+fn default_advertise() -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| !i.is_loopback() && i.ip().is_ipv4())
+        .map(|i| i.ip())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    if ips.is_empty() {
+        ips.push(IpAddr::from([127, 0, 0, 1]));
+    }
+    ips
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_port_ranges() {
+        assert_eq!(parse_ports("16384-16584"), Ok(16384..=16584));
+        assert_eq!(parse_ports("5000"), Ok(5000..=5000));
+        assert!(parse_ports("9-1").is_err());
+        assert!(parse_ports("0-10").is_err());
+        assert!(parse_ports("a-b").is_err());
+    }
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("1y").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,86 @@
+//! The media plane's Prometheus metrics, fed by each shard from its plain counters.
+
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+use crate::forwarder::DropReason;
+use crate::shard::Counters;
+
+/// Every media-plane metric, shared by the shards (each updates only its own labels).
+#[derive(Clone)]
+pub struct Metrics {
+    rooms: IntGaugeVec,
+    participants: IntGaugeVec,
+    tracks: IntGaugeVec,
+    rx_packets: IntCounter,
+    rx_bytes: IntCounter,
+    tx_packets: IntCounter,
+    tx_bytes: IntCounter,
+    forwarded: IntCounter,
+    calls: IntCounter,
+    drops: IntCounterVec,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn new(registry: &Registry) -> prometheus::Result<Metrics> {
+        let gauge = |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), &["shard"]);
+        let m = Metrics {
+            rooms: gauge("sfu_rooms", "Rooms (calls) in progress")?,
+            participants: gauge("sfu_participants", "Participants in calls")?,
+            tracks: gauge("sfu_published_tracks", "Tracks being published")?,
+            rx_packets: IntCounter::new("sfu_udp_rx_packets_total", "UDP datagrams received")?,
+            rx_bytes: IntCounter::new("sfu_udp_rx_bytes_total", "UDP bytes received")?,
+            tx_packets: IntCounter::new("sfu_udp_tx_packets_total", "UDP datagrams sent")?,
+            tx_bytes: IntCounter::new("sfu_udp_tx_bytes_total", "UDP bytes sent")?,
+            forwarded: IntCounter::new(
+                "sfu_rtp_forwarded_total",
+                "RTP packets forwarded to a subscriber",
+            )?,
+            calls: IntCounter::new("sfu_calls_started_total", "Calls started (rooms opened)")?,
+            drops: IntCounterVec::new(
+                Opts::new("sfu_dropped_total", "Packets not forwarded, by reason"),
+                &["reason"],
+            )?,
+        };
+        for c in [&m.rooms, &m.participants, &m.tracks] {
+            registry.register(Box::new(c.clone()))?;
+        }
+        for c in [
+            &m.rx_packets,
+            &m.rx_bytes,
+            &m.tx_packets,
+            &m.tx_bytes,
+            &m.forwarded,
+            &m.calls,
+        ] {
+            registry.register(Box::new(c.clone()))?;
+        }
+        registry.register(Box::new(m.drops.clone()))?;
+        for reason in DropReason::ALL {
+            m.drops.with_label_values(&[reason.as_str()]);
+        }
+        Ok(m)
+    }
+
+    /// Adds a shard's counters since the last flush, and sets its gauges.
+    pub fn flush(&self, shard: &str, counters: &Counters, sizes: (usize, usize, usize)) {
+        let (rooms, participants, tracks) = sizes;
+        self.rooms.with_label_values(&[shard]).set(rooms as i64);
+        self.participants
+            .with_label_values(&[shard])
+            .set(participants as i64);
+        self.tracks.with_label_values(&[shard]).set(tracks as i64);
+        self.rx_packets.inc_by(counters.rx_packets);
+        self.rx_bytes.inc_by(counters.rx_bytes);
+        self.tx_packets.inc_by(counters.tx_packets);
+        self.tx_bytes.inc_by(counters.tx_bytes);
+        self.forwarded.inc_by(counters.rtp_forwarded);
+        self.calls.inc_by(counters.calls_started);
+        for reason in DropReason::ALL {
+            let n = counters.drops[reason.index()];
+            if n > 0 {
+                self.drops.with_label_values(&[reason.as_str()]).inc_by(n);
+            }
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! The JSON messages of the WebSocket protocol, as documented in `docs/protocol.md`.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::token::Grants;
+
+/// Largest message the server reads; larger ones get `message_too_large`.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// A participant, unique in the server for its lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ParticipantId(pub u64);
+
+/// A published track, unique in the server for its lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TrackId(pub u64);
+
+impl fmt::Display for ParticipantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "p{}", self.0)
+    }
+}
+
+impl fmt::Display for TrackId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "t{}", self.0)
+    }
+}
+
+/// What kind of media a track carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Audio,
+    Video,
+}
+
+/// Where a published track comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Microphone,
+    Camera,
+    Screen,
+}
+
+impl Source {
+    /// The kind of media this source produces.
+    pub fn kind(self) -> Kind {
+        match self {
+            Source::Microphone => Kind::Audio,
+            Source::Camera | Source::Screen => Kind::Video,
+        }
+    }
+
+    /// Whether `grants` allow publishing from this source.
+    pub fn is_granted(self, grants: &Grants) -> bool {
+        match self {
+            Source::Microphone => grants.publish_audio,
+            Source::Camera => grants.publish_video,
+            Source::Screen => grants.publish_screen,
+        }
+    }
+
+    /// The grant's name, for error messages.
+    pub fn grant_name(self) -> &'static str {
+        match self {
+            Source::Microphone => "publish_audio",
+            Source::Camera => "publish_video",
+            Source::Screen => "publish_screen",
+        }
+    }
+}
+
+/// One m-line the client publishes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Publish {
+    pub mid: String,
+    pub source: Source,
+}
+
+/// One m-line on which the client receives a track.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscribe {
+    pub mid: String,
+    pub track_id: TrackId,
+}
+
+/// A message from a client.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    Join {
+        token: String,
+    },
+    Offer {
+        sdp: String,
+        #[serde(default)]
+        publish: Vec<Publish>,
+        #[serde(default)]
+        subscribe: Vec<Subscribe>,
+    },
+    Mute {
+        track_id: TrackId,
+        muted: bool,
+    },
+    Leave,
+}
+
+/// Names of the client message types, to tell `unknown_type` from `bad_request`.
+const CLIENT_TYPES: [&str; 4] = ["join", "offer", "mute", "leave"];
+
+impl ClientMessage {
+    /// Parses one text frame. The error says which code to answer with.
+    pub fn parse(text: &str) -> Result<ClientMessage, ErrorMessage> {
+        if text.len() > MAX_MESSAGE_BYTES {
+            return Err(ErrorMessage::new(
+                ErrorCode::MessageTooLarge,
+                format!(
+                    "message of {} bytes is over the limit of {MAX_MESSAGE_BYTES}",
+                    text.len()
+                ),
+            ));
+        }
+        #[derive(Deserialize)]
+        struct Envelope {
+            #[serde(rename = "type")]
+            kind: String,
+        }
+        let envelope: Envelope = serde_json::from_str(text)
+            .map_err(|e| ErrorMessage::new(ErrorCode::BadRequest, format!("not a message: {e}")))?;
+        if !CLIENT_TYPES.contains(&envelope.kind.as_str()) {
+            let mut shown = envelope.kind;
+            shown.truncate(64);
+            return Err(ErrorMessage::new(
+                ErrorCode::UnknownType,
+                format!("unknown message type {shown:?}"),
+            ));
+        }
+        serde_json::from_str(text).map_err(|e| {
+            ErrorMessage::new(ErrorCode::BadRequest, format!("malformed message: {e}"))
+        })
+    }
+}
+
+/// Someone else in the room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantInfo {
+    pub participant_id: ParticipantId,
+    pub identity: String,
+    pub name: String,
+}
+
+/// A track someone in the room publishes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackInfo {
+    pub track_id: TrackId,
+    pub participant_id: ParticipantId,
+    pub kind: Kind,
+    pub source: Source,
+    pub muted: bool,
+}
+
+/// Which track id the server gave one of the client's published mids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Published {
+    pub mid: String,
+    pub track_id: TrackId,
+}
+
+/// An entry of `RTCConfiguration.iceServers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// Why a participant left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveReason {
+    /// It sent `leave` or closed its socket.
+    Left,
+    /// Its media stopped, ICE consent was lost, or it never connected.
+    Timeout,
+    /// The server removed it after an error.
+    Error,
+}
+
+/// A message to a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    Joined {
+        participant_id: ParticipantId,
+        room: String,
+        identity: String,
+        name: String,
+        grants: Grants,
+        participants: Vec<ParticipantInfo>,
+        tracks: Vec<TrackInfo>,
+        ice_servers: Vec<IceServer>,
+    },
+    Answer {
+        sdp: String,
+        published: Vec<Published>,
+    },
+    ParticipantJoined(ParticipantInfo),
+    ParticipantLeft {
+        participant_id: ParticipantId,
+        reason: LeaveReason,
+    },
+    TrackPublished(TrackInfo),
+    TrackUnpublished {
+        track_id: TrackId,
+    },
+    TrackMuted {
+        track_id: TrackId,
+        muted: bool,
+    },
+    Left {
+        reason: LeaveReason,
+    },
+    Error(ErrorMessage),
+}
+
+impl ServerMessage {
+    /// Whether the server closes the socket once this message is sent.
+    pub fn closes_socket(&self) -> bool {
+        match self {
+            ServerMessage::Left { .. } => true,
+            ServerMessage::Error(e) => e.code.closes_socket(),
+            _ => false,
+        }
+    }
+}
+
+/// The stable error codes of `docs/protocol.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    Unauthorized,
+    Forbidden,
+    BadRequest,
+    UnknownType,
+    BadSdp,
+    MessageTooLarge,
+    NotJoined,
+    AlreadyJoined,
+    RoomFull,
+    ServerBusy,
+    Internal,
+}
+
+impl ErrorCode {
+    /// Whether the server closes the socket after this error.
+    pub fn closes_socket(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::Unauthorized | ErrorCode::RoomFull | ErrorCode::Internal
+        )
+    }
+
+    /// The code as it appears on the wire and in metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::BadSdp => "bad_sdp",
+            ErrorCode::MessageTooLarge => "message_too_large",
+            ErrorCode::NotJoined => "not_joined",
+            ErrorCode::AlreadyJoined => "already_joined",
+            ErrorCode::RoomFull => "room_full",
+            ErrorCode::ServerBusy => "server_busy",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// The body of an `error` message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{}: {message}", code.as_str())]
+pub struct ErrorMessage {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ErrorMessage {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorMessage {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code_of(text: &str) -> ErrorCode {
+        ClientMessage::parse(text).expect_err("must be refused").code
+    }
+
+    #[test]
+    fn parses_each_client_message() {
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"join","token":"abc"}"#).unwrap(),
+            ClientMessage::Join {
+                token: "abc".into()
+            }
+        );
+        let offer = ClientMessage::parse(
+            r#"{"type":"offer","sdp":"v=0","publish":[{"mid":"0","source":"screen"}],
+                "subscribe":[{"mid":"1","track_id":7}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            offer,
+            ClientMessage::Offer {
+                sdp: "v=0".into(),
+                publish: vec![Publish {
+                    mid: "0".into(),
+                    source: Source::Screen
+                }],
+                subscribe: vec![Subscribe {
+                    mid: "1".into(),
+                    track_id: TrackId(7)
+                }],
+            }
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"leave"}"#).unwrap(),
+            ClientMessage::Leave
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"mute","track_id":3,"muted":true}"#).unwrap(),
+            ClientMessage::Mute {
+                track_id: TrackId(3),
+                muted: true
+            }
+        );
+    }
+
+    #[test]
+    fn tells_bad_request_from_unknown_type() {
+        assert_eq!(code_of("{not json"), ErrorCode::BadRequest);
+        assert_eq!(code_of(r#"{"token":"x"}"#), ErrorCode::BadRequest);
+        assert_eq!(code_of(r#"[1,2]"#), ErrorCode::BadRequest);
+        assert_eq!(code_of(r#"{"type":"dance"}"#), ErrorCode::UnknownType);
+        assert_eq!(code_of(r#"{"type":"join"}"#), ErrorCode::BadRequest);
+        assert_eq!(code_of(r#"{"type":"join","token":5}"#), ErrorCode::BadRequest);
+        assert_eq!(
+            code_of(r#"{"type":"offer","sdp":"x","publish":[{"mid":"0","source":"tv"}]}"#),
+            ErrorCode::BadRequest
+        );
+    }
+
+    #[test]
+    fn refuses_oversized_messages_before_parsing() {
+        let big = format!(
+            r#"{{"type":"join","token":"{}"}}"#,
+            "a".repeat(MAX_MESSAGE_BYTES)
+        );
+        assert_eq!(code_of(&big), ErrorCode::MessageTooLarge);
+    }
+
+    #[test]
+    fn server_messages_have_the_documented_shape() {
+        let msg = ServerMessage::ParticipantLeft {
+            participant_id: ParticipantId(13),
+            reason: LeaveReason::Timeout,
+        };
+        assert_eq!(
+            serde_json::to_string(&msg).unwrap(),
+            r#"{"type":"participant_left","participant_id":13,"reason":"timeout"}"#
+        );
+        let msg = ServerMessage::Error(ErrorMessage::new(ErrorCode::RoomFull, "full"));
+        assert_eq!(
+            serde_json::to_string(&msg).unwrap(),
+            r#"{"type":"error","code":"room_full","message":"full"}"#
+        );
+        assert!(msg.closes_socket());
+        let msg = ServerMessage::TrackPublished(TrackInfo {
+            track_id: TrackId(22),
+            participant_id: ParticipantId(13),
+            kind: Kind::Video,
+            source: Source::Screen,
+            muted: false,
+        });
+        assert_eq!(
+            serde_json::to_string(&msg).unwrap(),
+            r#"{"type":"track_published","track_id":22,"participant_id":13,"kind":"video","source":"screen","muted":false}"#
+        );
+    }
+}

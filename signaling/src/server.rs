@@ -1,0 +1,386 @@
+//! The HTTP and WebSocket server: one session task per socket, talking to the media plane.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::protocol::{
+    ClientMessage, ErrorCode, ErrorMessage, ParticipantId, Publish, ServerMessage, Subscribe,
+    TrackId,
+};
+use crate::token::{Grants, MAX_NAME_BYTES, TokenKey};
+
+/// Largest WebSocket frame the transport accepts; larger frames close the socket.
+const MAX_FRAME_BYTES: usize = 1024 * 1024;
+
+/// How many messages may wait for one slow client before the media plane drops it.
+pub const EVENT_QUEUE: usize = 256;
+
+/// A participant admitted by a valid token, as the media plane receives it.
+#[derive(Debug, Clone)]
+pub struct Join {
+    pub room: String,
+    pub identity: String,
+    pub name: String,
+    pub grants: Grants,
+}
+
+/// What a joined participant asks of the media plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Offer {
+        sdp: String,
+        publish: Vec<Publish>,
+        subscribe: Vec<Subscribe>,
+    },
+    Mute {
+        track_id: TrackId,
+        muted: bool,
+    },
+}
+
+/// The media plane as signaling sees it. Every method returns at once: the answers and
+/// notifications come back through the participant's event queue.
+pub trait MediaPlane: Send + Sync + 'static {
+    /// Admits a participant. Its `joined` message (or `room_full`) arrives on `events`;
+    /// when the media plane drops `events`, the session closes the socket.
+    fn join(
+        &self,
+        join: Join,
+        events: mpsc::Sender<ServerMessage>,
+    ) -> Result<ParticipantId, ErrorMessage>;
+
+    /// Passes on a request; `server_busy` when the media plane cannot queue it now.
+    fn request(&self, participant: ParticipantId, request: Request) -> Result<(), ErrorMessage>;
+
+    /// The participant left or its socket closed. Never refused, never lost.
+    fn leave(&self, participant: ParticipantId);
+}
+
+/// How the signaling server is set up.
+#[derive(Debug)]
+pub struct Config {
+    /// Verifies join tokens.
+    pub tokens: TokenKey,
+    /// No secret was configured: `/dev/token` hands out tokens to anyone.
+    pub dev_mode: bool,
+}
+
+/// Counters of the control plane, on `/metrics`.
+#[derive(Clone)]
+struct Metrics {
+    sockets: IntGauge,
+    errors: IntCounterVec,
+}
+
+impl Metrics {
+    fn new(registry: &Registry) -> prometheus::Result<Metrics> {
+        let sockets = IntGauge::new("sfu_signaling_sockets", "Open signaling WebSockets")?;
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "sfu_signaling_errors_total",
+                "Error messages sent to clients, by code",
+            ),
+            &["code"],
+        )?;
+        registry.register(Box::new(sockets.clone()))?;
+        registry.register(Box::new(errors.clone()))?;
+        Ok(Metrics { sockets, errors })
+    }
+}
+
+struct AppState {
+    plane: Arc<dyn MediaPlane>,
+    config: Config,
+    registry: Registry,
+    metrics: Metrics,
+}
+
+/// Builds the HTTP router: demo page, client library, WebSocket, health, metrics, and in
+/// dev mode `/dev/token`. Registers the control plane's own metrics in `registry`.
+pub fn router(
+    plane: Arc<dyn MediaPlane>,
+    config: Config,
+    registry: Registry,
+) -> prometheus::Result<Router> {
+    let metrics = Metrics::new(&registry)?;
+    let dev_mode = config.dev_mode;
+    let state = Arc::new(AppState {
+        plane,
+        config,
+        registry,
+        metrics,
+    });
+    let mut router = Router::new()
+        .route("/", get(|| async { Html(crate::web::INDEX_HTML) }))
+        .route("/client.js", get(|| async { javascript(crate::web::CLIENT_JS) }))
+        .route("/demo.js", get(|| async { javascript(crate::web::DEMO_JS) }))
+        .route(
+            "/style.css",
+            get(|| async { ([(header::CONTENT_TYPE, "text/css")], crate::web::STYLE_CSS) }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics_text))
+        .route("/ws", get(websocket));
+    if dev_mode {
+        router = router.route("/dev/token", get(dev_token));
+    }
+    Ok(router.with_state(state))
+}
+
+fn javascript(body: &'static str) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        body,
+    )
+}
+
+async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
+    let families = state.registry.gather();
+    match prometheus::TextEncoder::new().encode_to_string(&families) {
+        Ok(text) => (
+            [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct DevTokenQuery {
+    room: String,
+    identity: String,
+    name: Option<String>,
+}
+
+async fn dev_token(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<DevTokenQuery>,
+) -> Response {
+    let too_long = |s: &str| s.is_empty() || s.len() > MAX_NAME_BYTES;
+    if too_long(&q.room) || too_long(&q.identity) || q.name.as_deref().is_some_and(too_long) {
+        return (
+            StatusCode::BAD_REQUEST,
+            "room, identity and name must be 1 to 128 bytes\n",
+        )
+            .into_response();
+    }
+    let claims = TokenKey::claims(
+        &q.room,
+        &q.identity,
+        q.name.as_deref(),
+        Duration::from_secs(3600),
+    );
+    match state.config.tokens.issue(&claims) {
+        Ok(token) => axum::Json(serde_json::json!({ "token": token })).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn websocket(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgrade) -> Response {
+    upgrade
+        .max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| async move {
+            state.metrics.sockets.inc();
+            let mut session = Session {
+                state: state.clone(),
+                socket,
+                joined: None,
+            };
+            session.run().await;
+            state.metrics.sockets.dec();
+        })
+}
+
+/// One client's WebSocket, from upgrade to close.
+struct Session {
+    state: Arc<AppState>,
+    socket: WebSocket,
+    /// The participant and its event queue, once `join` succeeded.
+    joined: Option<(ParticipantId, mpsc::Receiver<ServerMessage>)>,
+}
+
+/// What the session loop does next.
+enum Step {
+    Continue,
+    Close,
+}
+
+impl Session {
+    async fn run(&mut self) {
+        loop {
+            let step = match &mut self.joined {
+                None => match self.socket.recv().await {
+                    Some(Ok(message)) => self.on_client_frame(message).await,
+                    _ => Step::Close,
+                },
+                Some((_, events)) => {
+                    tokio::select! {
+                        frame = self.socket.recv() => match frame {
+                            Some(Ok(message)) => self.on_client_frame(message).await,
+                            _ => Step::Close,
+                        },
+                        event = events.recv() => match event {
+                            Some(event) => self.on_event(event).await,
+                            None => Step::Close,
+                        },
+                    }
+                }
+            };
+            if let Step::Close = step {
+                break;
+            }
+        }
+        if let Some((participant, mut events)) = self.joined.take() {
+            self.state.plane.leave(participant);
+            // Deliver what was already queued (a last `left`, say) if the socket still works.
+            while let Ok(event) = events.try_recv() {
+                if self.send(&event).await.is_err() {
+                    break;
+                }
+            }
+        }
+        let _ = self
+            .socket
+            .send(Message::Close(Some(CloseFrame {
+                code: close_code::NORMAL,
+                reason: "bye".into(),
+            })))
+            .await;
+    }
+
+    async fn on_client_frame(&mut self, message: Message) -> Step {
+        let text = match message {
+            Message::Text(text) => text,
+            Message::Binary(_) => {
+                return self
+                    .error(ErrorMessage::new(
+                        ErrorCode::BadRequest,
+                        "binary frames are not part of the protocol",
+                    ))
+                    .await;
+            }
+            Message::Close(_) => return Step::Close,
+            Message::Ping(_) | Message::Pong(_) => return Step::Continue,
+        };
+        let message = match ClientMessage::parse(text.as_str()) {
+            Ok(message) => message,
+            Err(e) => return self.error(e).await,
+        };
+        let participant = self.joined.as_ref().map(|(p, _)| *p);
+        match (message, participant) {
+            (ClientMessage::Join { token }, None) => self.join(&token).await,
+            (ClientMessage::Join { .. }, Some(_)) => {
+                self.error(ErrorMessage::new(
+                    ErrorCode::AlreadyJoined,
+                    "this socket has joined already",
+                ))
+                .await
+            }
+            (_, None) => {
+                self.error(ErrorMessage::new(
+                    ErrorCode::NotJoined,
+                    "send join with a token first",
+                ))
+                .await
+            }
+            (ClientMessage::Leave, Some(_)) => Step::Close,
+            (ClientMessage::Offer { sdp, publish, subscribe }, Some(p)) => {
+                self.forward(p, Request::Offer { sdp, publish, subscribe }).await
+            }
+            (ClientMessage::Mute { track_id, muted }, Some(p)) => {
+                self.forward(p, Request::Mute { track_id, muted }).await
+            }
+        }
+    }
+
+    async fn join(&mut self, token: &str) -> Step {
+        let claims = match self.state.config.tokens.verify(token) {
+            Ok(claims) => claims,
+            Err(e) => {
+                info!("join refused: {e}");
+                return self
+                    .error(ErrorMessage::new(ErrorCode::Unauthorized, e.to_string()))
+                    .await;
+            }
+        };
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let join = Join {
+            name: claims.display_name().to_owned(),
+            room: claims.room,
+            identity: claims.sub,
+            grants: claims.grants,
+        };
+        match self.state.plane.join(join, events_tx) {
+            Ok(participant) => {
+                debug!(%participant, "joined");
+                self.joined = Some((participant, events_rx));
+                Step::Continue
+            }
+            Err(e) => self.error(e).await,
+        }
+    }
+
+    async fn forward(&mut self, participant: ParticipantId, request: Request) -> Step {
+        match self.state.plane.request(participant, request) {
+            Ok(()) => Step::Continue,
+            Err(e) => self.error(e).await,
+        }
+    }
+
+    async fn on_event(&mut self, event: ServerMessage) -> Step {
+        if let ServerMessage::Error(e) = &event {
+            self.state
+                .metrics
+                .errors
+                .with_label_values(&[e.code.as_str()])
+                .inc();
+        }
+        let closes = event.closes_socket();
+        if self.send(&event).await.is_err() || closes {
+            return Step::Close;
+        }
+        Step::Continue
+    }
+
+    async fn error(&mut self, error: ErrorMessage) -> Step {
+        self.on_event(ServerMessage::Error(error)).await
+    }
+
+    async fn send(&mut self, message: &ServerMessage) -> Result<(), ()> {
+        let text = match serde_json::to_string(message) {
+            Ok(text) => text,
+            Err(e) => {
+                warn!("cannot serialize {message:?}: {e}");
+                return Err(());
+            }
+        };
+        self.socket
+            .send(Message::Text(text.into()))
+            .await
+            .map_err(|e| debug!("websocket send failed: {e}"))
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets open requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
