@@ -273,10 +273,10 @@ impl Driver {
                 }
                 ShardOutput::Closed(id) => {
                     self.events.remove(&id);
-                    if let Some(port) = self.ports_of.remove(&id) {
-                        if let Some(n) = self.load.get_mut(&port) {
-                            *n = n.saturating_sub(1);
-                        }
+                    if let Some(port) = self.ports_of.remove(&id)
+                        && let Some(n) = self.load.get_mut(&port)
+                    {
+                        *n = n.saturating_sub(1);
                     }
                 }
                 ShardOutput::Timeout(at) => {
@@ -395,7 +395,9 @@ async fn receive(driver: Rc<RefCell<Driver>>, socket: Rc<Socket>, wake: Rc<Notif
                 .map(IoSliceMut::new)
                 .collect();
             let result = socket.udp.try_io(Interest::READABLE, || {
-                socket.state.recv((&socket.udp).into(), &mut slices, &mut meta)
+                socket
+                    .state
+                    .recv((&socket.udp).into(), &mut slices, &mut meta)
             });
             let n = match result {
                 Ok(n) => n,

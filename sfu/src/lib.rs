@@ -4,7 +4,7 @@
 
 #![forbid(unsafe_code)]
 
-pub mod forwarder;
-pub mod shard;
 pub mod driver;
+pub mod forwarder;
 pub mod metrics;
+pub mod shard;

@@ -104,8 +104,14 @@ fn default_shards() -> usize {
 
 fn parse_ports(s: &str) -> Result<RangeInclusive<u16>, String> {
     let (a, b) = s.split_once('-').unwrap_or((s, s));
-    let a: u16 = a.trim().parse().map_err(|e| format!("bad first port: {e}"))?;
-    let b: u16 = b.trim().parse().map_err(|e| format!("bad last port: {e}"))?;
+    let a: u16 = a
+        .trim()
+        .parse()
+        .map_err(|e| format!("bad first port: {e}"))?;
+    let b: u16 = b
+        .trim()
+        .parse()
+        .map_err(|e| format!("bad last port: {e}"))?;
     if a == 0 || a > b {
         return Err(format!("{a}-{b} is not a port range"));
     }

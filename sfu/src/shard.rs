@@ -222,13 +222,7 @@ impl Shard {
     }
 
     /// Admits a participant whose ICE candidates are `candidates` (all on one local port).
-    pub fn join(
-        &mut self,
-        now: Instant,
-        id: ParticipantId,
-        join: Join,
-        candidates: &[SocketAddr],
-    ) {
+    pub fn join(&mut self, now: Instant, id: ParticipantId, join: Join, candidates: &[SocketAddr]) {
         self.advance(now);
         let members = self.rooms.get(&join.room).map_or(0, |r| r.members.len());
         if members >= self.config.room_capacity {
@@ -387,7 +381,9 @@ impl Shard {
         if p.media_deadline.is_some() {
             p.media_deadline = Some(now + self.config.participant_timeout);
         }
-        self.mark_dirty(id);
+        // str0m keeps one received RTP packet until the next poll: drain before the next
+        // datagram, or it is lost.
+        self.drain_rtc(id);
     }
 
     /// Time passed; call at (or after) the last polled `Timeout`.
@@ -433,38 +429,44 @@ impl Shard {
             if let Some(out) = self.outputs.pop_front() {
                 return out;
             }
-            let Some(&id) = self.dirty.front() else {
+            let Some(id) = self.dirty.pop_front() else {
                 return ShardOutput::Timeout(self.earliest);
             };
+            if self.participants.get(&id).is_some_and(|p| p.dirty) {
+                self.drain_rtc(id);
+            }
+        }
+    }
+
+    /// Polls one participant's `Rtc` until its timeout: transmits are queued, events
+    /// handled (forwarding marks subscribers dirty).
+    fn drain_rtc(&mut self, id: ParticipantId) {
+        loop {
             let Some(p) = self.participants.get_mut(&id) else {
-                self.dirty.pop_front();
-                continue;
+                return;
             };
             if !p.rtc.is_alive() {
-                self.dirty.pop_front();
-                p.dirty = false;
                 info!(participant = %id, "WebRTC session ended");
                 self.remove(id, LeaveReason::Timeout);
-                continue;
+                return;
             }
             match p.rtc.poll_output() {
                 Ok(Output::Transmit(t)) => {
                     self.counters.tx_packets += 1;
                     self.counters.tx_bytes += t.contents.len() as u64;
-                    return ShardOutput::Transmit(t);
+                    self.outputs.push_back(ShardOutput::Transmit(t));
                 }
                 Ok(Output::Timeout(at)) => {
                     p.rtc_timeout = at;
                     p.dirty = false;
-                    self.dirty.pop_front();
                     self.earliest = self.earliest.min(at);
+                    return;
                 }
                 Ok(Output::Event(event)) => self.on_event(id, event),
                 Err(e) => {
                     warn!(participant = %id, "WebRTC error: {e}");
-                    p.dirty = false;
-                    self.dirty.pop_front();
                     self.remove(id, LeaveReason::Error);
+                    return;
                 }
             }
         }
@@ -480,11 +482,11 @@ impl Shard {
     }
 
     fn mark_dirty(&mut self, id: ParticipantId) {
-        if let Some(p) = self.participants.get_mut(&id) {
-            if !p.dirty {
-                p.dirty = true;
-                self.dirty.push_back(id);
-            }
+        if let Some(p) = self.participants.get_mut(&id)
+            && !p.dirty
+        {
+            p.dirty = true;
+            self.dirty.push_back(id);
         }
     }
 
@@ -642,7 +644,9 @@ impl Shard {
             self.error(
                 id,
                 ErrorCode::BadRequest,
-                format!("mids {refused:?} are not m-lines of the declared kind that the client sends on"),
+                format!(
+                    "mids {refused:?} are not m-lines of the declared kind that the client sends on"
+                ),
             );
         }
         self.participants
@@ -805,11 +809,11 @@ impl Shard {
         }
         let owner = track.info.participant_id;
         let mid = track.mid;
-        if let Some(p) = self.participants.get_mut(&owner) {
-            if let Some(rx) = p.rtc.direct_api().stream_rx_by_mid(mid, None) {
-                debug!(track = %track_id, "keyframe requested");
-                rx.request_keyframe(KeyframeRequestKind::Pli);
-            }
+        if let Some(p) = self.participants.get_mut(&owner)
+            && let Some(rx) = p.rtc.direct_api().stream_rx_by_mid(mid, None)
+        {
+            debug!(track = %track_id, "keyframe requested");
+            rx.request_keyframe(KeyframeRequestKind::Pli);
         }
         self.mark_dirty(owner);
     }
@@ -829,12 +833,12 @@ impl Shard {
             }
             Event::IceConnectionStateChange(state) => {
                 debug!(participant = %id, ?state, "ICE state");
-                if state == IceConnectionState::Disconnected {
-                    if let Some(p) = self.participants.get_mut(&id) {
-                        // Consent lost: give it the usual grace to come back, then remove.
-                        let deadline = self.now + self.config.participant_timeout;
-                        p.media_deadline = Some(p.media_deadline.map_or(deadline, |d| d.min(deadline)));
-                    }
+                if state == IceConnectionState::Disconnected
+                    && let Some(p) = self.participants.get_mut(&id)
+                {
+                    // Consent lost: give it the usual grace to come back, then remove.
+                    let deadline = self.now + self.config.participant_timeout;
+                    p.media_deadline = Some(p.media_deadline.map_or(deadline, |d| d.min(deadline)));
                 }
             }
             Event::Connected => info!(participant = %id, "media connected"),
@@ -911,10 +915,16 @@ impl Shard {
                 continue;
             };
             tx.write_rtp(
-                RtpWrite::new(pt_out, seq_no, time, packet.timestamp, packet.payload.clone())
-                    .marker(packet.header.marker)
-                    .ext_vals(ext_vals.clone())
-                    .nackable(nackable),
+                RtpWrite::new(
+                    pt_out,
+                    seq_no,
+                    time,
+                    packet.timestamp,
+                    packet.payload.clone(),
+                )
+                .marker(packet.header.marker)
+                .ext_vals(ext_vals.clone())
+                .nackable(nackable),
             );
             self.counters.rtp_forwarded += 1;
             if !sub.dirty {
@@ -959,7 +969,11 @@ impl Shard {
                 reason,
             },
         );
-        if self.rooms.get(&p.room).is_some_and(|r| r.members.is_empty()) {
+        if self
+            .rooms
+            .get(&p.room)
+            .is_some_and(|r| r.members.is_empty())
+        {
             info!(room = %p.room, "call ended");
             self.rooms.remove(&p.room);
         }
@@ -969,9 +983,10 @@ impl Shard {
     /// The exact earliest deadline over every participant and pending keyframe request.
     fn scan_deadlines(&self) -> Instant {
         let far = self.now + Duration::from_secs(1);
-        let participants = self.participants.values().flat_map(|p| {
-            std::iter::once(p.rtc_timeout).chain(p.media_deadline)
-        });
+        let participants = self
+            .participants
+            .values()
+            .flat_map(|p| std::iter::once(p.rtc_timeout).chain(p.media_deadline));
         let keyframes = self
             .pending_keyframes
             .iter()

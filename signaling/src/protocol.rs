@@ -308,7 +308,9 @@ mod tests {
     use super::*;
 
     fn code_of(text: &str) -> ErrorCode {
-        ClientMessage::parse(text).expect_err("must be refused").code
+        ClientMessage::parse(text)
+            .expect_err("must be refused")
+            .code
     }
 
     #[test]
@@ -358,7 +360,10 @@ mod tests {
         assert_eq!(code_of(r#"[1,2]"#), ErrorCode::BadRequest);
         assert_eq!(code_of(r#"{"type":"dance"}"#), ErrorCode::UnknownType);
         assert_eq!(code_of(r#"{"type":"join"}"#), ErrorCode::BadRequest);
-        assert_eq!(code_of(r#"{"type":"join","token":5}"#), ErrorCode::BadRequest);
+        assert_eq!(
+            code_of(r#"{"type":"join","token":5}"#),
+            ErrorCode::BadRequest
+        );
         assert_eq!(
             code_of(r#"{"type":"offer","sdp":"x","publish":[{"mid":"0","source":"tv"}]}"#),
             ErrorCode::BadRequest

@@ -123,8 +123,14 @@ pub fn router(
     });
     let mut router = Router::new()
         .route("/", get(|| async { Html(crate::web::INDEX_HTML) }))
-        .route("/client.js", get(|| async { javascript(crate::web::CLIENT_JS) }))
-        .route("/demo.js", get(|| async { javascript(crate::web::DEMO_JS) }))
+        .route(
+            "/client.js",
+            get(|| async { javascript(crate::web::CLIENT_JS) }),
+        )
+        .route(
+            "/demo.js",
+            get(|| async { javascript(crate::web::DEMO_JS) }),
+        )
         .route(
             "/style.css",
             get(|| async { ([(header::CONTENT_TYPE, "text/css")], crate::web::STYLE_CSS) }),
@@ -148,11 +154,7 @@ fn javascript(body: &'static str) -> impl IntoResponse {
 async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
     let families = state.registry.gather();
     match prometheus::TextEncoder::new().encode_to_string(&families) {
-        Ok(text) => (
-            [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
-            text,
-        )
-            .into_response(),
+        Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
@@ -164,10 +166,7 @@ struct DevTokenQuery {
     name: Option<String>,
 }
 
-async fn dev_token(
-    State(state): State<Arc<AppState>>,
-    Query(q): Query<DevTokenQuery>,
-) -> Response {
+async fn dev_token(State(state): State<Arc<AppState>>, Query(q): Query<DevTokenQuery>) -> Response {
     let too_long = |s: &str| s.is_empty() || s.len() > MAX_NAME_BYTES;
     if too_long(&q.room) || too_long(&q.identity) || q.name.as_deref().is_some_and(too_long) {
         return (
@@ -297,8 +296,23 @@ impl Session {
                 .await
             }
             (ClientMessage::Leave, Some(_)) => Step::Close,
-            (ClientMessage::Offer { sdp, publish, subscribe }, Some(p)) => {
-                self.forward(p, Request::Offer { sdp, publish, subscribe }).await
+            (
+                ClientMessage::Offer {
+                    sdp,
+                    publish,
+                    subscribe,
+                },
+                Some(p),
+            ) => {
+                self.forward(
+                    p,
+                    Request::Offer {
+                        sdp,
+                        publish,
+                        subscribe,
+                    },
+                )
+                .await
             }
             (ClientMessage::Mute { track_id, muted }, Some(p)) => {
                 self.forward(p, Request::Mute { track_id, muted }).await

@@ -133,7 +133,11 @@ impl TokenKey {
         let claims = data.claims;
         check_name(&claims.room, "room")?;
         check_name(&claims.sub, "sub")?;
-        if claims.name.as_ref().is_some_and(|n| n.len() > MAX_NAME_BYTES) {
+        if claims
+            .name
+            .as_ref()
+            .is_some_and(|n| n.len() > MAX_NAME_BYTES)
+        {
             return Err(TokenError::Claims("name is longer than 128 bytes"));
         }
         Ok(claims)
@@ -182,7 +186,12 @@ mod tests {
     #[test]
     fn refuses_forged_signature() {
         let token = TokenKey::new(b"other")
-            .issue(&TokenKey::claims("r", "mallory", None, Duration::from_secs(60)))
+            .issue(&TokenKey::claims(
+                "r",
+                "mallory",
+                None,
+                Duration::from_secs(60),
+            ))
             .unwrap();
         assert!(matches!(
             TokenKey::new(b"secret").verify(&token),
