@@ -190,6 +190,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     info!("media candidates advertise {advertise:?}");
 
     let registry = prometheus::Registry::new();
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
     let metrics = Metrics::new(&registry)?;
     let plane = Plane::start(
         MediaConfig {

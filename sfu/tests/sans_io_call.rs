@@ -461,9 +461,9 @@ fn a_late_joiner_gets_existing_tracks_and_its_keyframe_request_reaches_publisher
     for (track, received) in &d.received {
         assert_well_forwarded(received, &format!("dave <- {track}"));
     }
-    for i in 0..3 {
+    for (i, before) in kf_before.iter().enumerate().take(3) {
         assert!(
-            net.client(i).keyframe_requests > kf_before[i],
+            net.client(i).keyframe_requests > *before,
             "{} was asked for a keyframe when dave subscribed",
             net.client(i).name
         );

@@ -1,0 +1,351 @@
+//! The WebSocket session against a real server on 127.0.0.1:0 and a recording media plane:
+//! every bad-input case of docs/protocol.md, and what reaches the media plane.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use parking_lot::Mutex;
+use prometheus::Registry;
+use signaling::protocol::{ErrorCode, ErrorMessage, LeaveReason, ParticipantId, ServerMessage};
+use signaling::{Config, Join, MediaPlane, Request, TokenKey};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+const SECRET: &[u8] = b"test-secret";
+
+/// What the session asked of the media plane.
+#[derive(Debug, Clone, PartialEq)]
+enum Call {
+    Join(String, String),
+    Request(ParticipantId, Request),
+    Leave(ParticipantId),
+}
+
+/// A media plane that records calls, answers every join with a `left` event (so tests see
+/// the event path work), and keeps each event queue for tests to push into.
+#[derive(Default)]
+struct Recorder {
+    calls: Mutex<Vec<Call>>,
+    events: Mutex<Vec<mpsc::Sender<ServerMessage>>>,
+    busy: Mutex<bool>,
+}
+
+impl MediaPlane for Recorder {
+    fn join(
+        &self,
+        join: Join,
+        events: mpsc::Sender<ServerMessage>,
+    ) -> Result<ParticipantId, ErrorMessage> {
+        if *self.busy.lock() {
+            return Err(ErrorMessage::new(ErrorCode::ServerBusy, "busy"));
+        }
+        self.calls.lock().push(Call::Join(join.room, join.identity));
+        let _ = events.try_send(ServerMessage::TrackUnpublished {
+            track_id: signaling::TrackId(0),
+        });
+        let mut all = self.events.lock();
+        all.push(events);
+        Ok(ParticipantId(all.len() as u64))
+    }
+
+    fn request(&self, participant: ParticipantId, request: Request) -> Result<(), ErrorMessage> {
+        if *self.busy.lock() {
+            return Err(ErrorMessage::new(ErrorCode::ServerBusy, "busy"));
+        }
+        self.calls.lock().push(Call::Request(participant, request));
+        Ok(())
+    }
+
+    fn leave(&self, participant: ParticipantId) {
+        self.calls.lock().push(Call::Leave(participant));
+    }
+}
+
+async fn start(dev_mode: bool) -> (String, Arc<Recorder>) {
+    let plane = Arc::new(Recorder::default());
+    let router = signaling::router(
+        plane.clone(),
+        Config {
+            tokens: TokenKey::new(SECRET),
+            dev_mode,
+        },
+        Registry::new(),
+    )
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(signaling::serve(listener, router, std::future::pending()));
+    (format!("127.0.0.1:{}", addr.port()), plane)
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(addr: &str) -> Ws {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    ws
+}
+
+async fn send(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text)).await.unwrap();
+}
+
+/// The next server message, or `None` when the socket closed.
+async fn next(ws: &mut Ws) -> Option<serde_json::Value> {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("server answers within 5 s");
+        match frame {
+            Some(Ok(Message::Text(t))) => return Some(serde_json::from_str(&t).unwrap()),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+async fn expect_error(ws: &mut Ws, code: &str) {
+    let msg = next(ws).await.expect("an error message");
+    assert_eq!(msg["type"], "error", "{msg}");
+    assert_eq!(msg["code"], code, "{msg}");
+    assert!(msg["message"].as_str().is_some_and(|m| !m.is_empty()));
+}
+
+fn token(room: &str, identity: &str) -> String {
+    TokenKey::new(SECRET)
+        .issue(&TokenKey::claims(
+            room,
+            identity,
+            None,
+            Duration::from_secs(60),
+        ))
+        .unwrap()
+}
+
+fn join_message(identity: &str) -> String {
+    format!(r#"{{"type":"join","token":"{}"}}"#, token("r", identity))
+}
+
+/// Joins and reads the recorder's first event; returns the participant id.
+async fn joined(addr: &str, plane: &Recorder) -> (Ws, ParticipantId) {
+    let mut ws = connect(addr).await;
+    send(&mut ws, &join_message("alice")).await;
+    assert_eq!(next(&mut ws).await.unwrap()["type"], "track_unpublished");
+    let id = ParticipantId(plane.events.lock().len() as u64);
+    (ws, id)
+}
+
+#[tokio::test]
+async fn forged_expired_and_garbage_tokens_are_unauthorized_and_closed() {
+    let (addr, plane) = start(false).await;
+    let forged = TokenKey::new(b"not-the-secret")
+        .issue(&TokenKey::claims(
+            "r",
+            "mallory",
+            None,
+            Duration::from_secs(60),
+        ))
+        .unwrap();
+    let mut expired = TokenKey::claims("r", "old", None, Duration::from_secs(60));
+    expired.exp = signaling::token::unix_now() - 5;
+    let expired = TokenKey::new(SECRET).issue(&expired).unwrap();
+    for t in [forged.as_str(), expired.as_str(), "garbage", ""] {
+        let mut ws = connect(&addr).await;
+        send(&mut ws, &format!(r#"{{"type":"join","token":"{t}"}}"#)).await;
+        expect_error(&mut ws, "unauthorized").await;
+        assert!(
+            next(&mut ws).await.is_none(),
+            "socket closed after unauthorized"
+        );
+    }
+    assert!(
+        plane.calls.lock().is_empty(),
+        "nothing reached the media plane"
+    );
+}
+
+#[tokio::test]
+async fn bad_messages_get_codes_and_the_socket_stays_usable() {
+    let (addr, plane) = start(false).await;
+    let mut ws = connect(&addr).await;
+    send(&mut ws, "{not json").await;
+    expect_error(&mut ws, "bad_request").await;
+    send(&mut ws, r#"{"type":"dance"}"#).await;
+    expect_error(&mut ws, "unknown_type").await;
+    send(&mut ws, r#"{"type":"join"}"#).await;
+    expect_error(&mut ws, "bad_request").await;
+    let big = format!(r#"{{"type":"leave","pad":"{}"}}"#, "x".repeat(70_000));
+    send(&mut ws, &big).await;
+    expect_error(&mut ws, "message_too_large").await;
+    send(&mut ws, r#"{"type":"offer","sdp":"v=0"}"#).await;
+    expect_error(&mut ws, "not_joined").await;
+    ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    expect_error(&mut ws, "bad_request").await;
+    // Still usable: a valid join goes through.
+    send(&mut ws, &join_message("bob")).await;
+    assert_eq!(next(&mut ws).await.unwrap()["type"], "track_unpublished");
+    assert_eq!(plane.calls.lock()[0], Call::Join("r".into(), "bob".into()));
+}
+
+#[tokio::test]
+async fn a_frame_over_one_mebibyte_closes_the_socket() {
+    let (addr, _plane) = start(false).await;
+    let mut ws = connect(&addr).await;
+    let _ = ws.send(Message::text("x".repeat(2 * 1024 * 1024))).await;
+    assert!(next(&mut ws).await.is_none());
+}
+
+#[tokio::test]
+async fn requests_reach_the_media_plane_and_close_means_leave() {
+    let (addr, plane) = start(false).await;
+    let (mut ws, id) = joined(&addr, &plane).await;
+    send(
+        &mut ws,
+        r#"{"type":"offer","sdp":"v=0","publish":[{"mid":"0","source":"camera"}]}"#,
+    )
+    .await;
+    send(&mut ws, r#"{"type":"mute","track_id":4,"muted":true}"#).await;
+    send(&mut ws, &join_message("again")).await;
+    expect_error(&mut ws, "already_joined").await;
+    ws.close(None).await.unwrap();
+    for _ in 0..200 {
+        if plane.calls.lock().contains(&Call::Leave(id)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let calls = plane.calls.lock().clone();
+    assert!(
+        matches!(&calls[1], Call::Request(p, Request::Offer { publish, .. })
+        if *p == id && publish.len() == 1),
+        "{calls:?}"
+    );
+    assert_eq!(
+        calls[2],
+        Call::Request(
+            id,
+            Request::Mute {
+                track_id: signaling::TrackId(4),
+                muted: true
+            }
+        )
+    );
+    assert_eq!(calls.last(), Some(&Call::Leave(id)));
+    assert_eq!(
+        calls.len(),
+        4,
+        "one join, two requests, one leave: {calls:?}"
+    );
+}
+
+#[tokio::test]
+async fn leave_message_means_leave_and_close() {
+    let (addr, plane) = start(false).await;
+    let (mut ws, id) = joined(&addr, &plane).await;
+    send(&mut ws, r#"{"type":"leave"}"#).await;
+    assert!(next(&mut ws).await.is_none(), "socket closes after leave");
+    assert_eq!(plane.calls.lock().last(), Some(&Call::Leave(id)));
+}
+
+#[tokio::test]
+async fn events_are_delivered_and_a_closing_message_closes_the_socket() {
+    let (addr, plane) = start(false).await;
+    let (mut ws, _id) = joined(&addr, &plane).await;
+    let events = plane.events.lock()[0].clone();
+    events
+        .send(ServerMessage::TrackMuted {
+            track_id: signaling::TrackId(9),
+            muted: true,
+        })
+        .await
+        .unwrap();
+    let msg = next(&mut ws).await.unwrap();
+    assert_eq!(msg["type"], "track_muted");
+    assert_eq!(msg["track_id"], 9);
+    events
+        .send(ServerMessage::Left {
+            reason: LeaveReason::Timeout,
+        })
+        .await
+        .unwrap();
+    let msg = next(&mut ws).await.unwrap();
+    assert_eq!(
+        (msg["type"].as_str(), msg["reason"].as_str()),
+        (Some("left"), Some("timeout"))
+    );
+    assert!(next(&mut ws).await.is_none());
+
+    // A closing error code closes too.
+    let (mut ws, _) = joined(&addr, &plane).await;
+    let events = plane.events.lock()[1].clone();
+    events
+        .send(ServerMessage::Error(ErrorMessage::new(
+            ErrorCode::RoomFull,
+            "full",
+        )))
+        .await
+        .unwrap();
+    expect_error(&mut ws, "room_full").await;
+    assert!(next(&mut ws).await.is_none());
+}
+
+#[tokio::test]
+async fn dropping_the_event_queue_closes_the_socket() {
+    let (addr, plane) = start(false).await;
+    let (mut ws, _id) = joined(&addr, &plane).await;
+    plane.events.lock().clear();
+    assert!(next(&mut ws).await.is_none());
+}
+
+#[tokio::test]
+async fn a_busy_media_plane_answers_server_busy() {
+    let (addr, plane) = start(false).await;
+    *plane.busy.lock() = true;
+    let mut ws = connect(&addr).await;
+    send(&mut ws, &join_message("a")).await;
+    expect_error(&mut ws, "server_busy").await;
+    *plane.busy.lock() = false;
+    send(&mut ws, &join_message("a")).await;
+    assert_eq!(next(&mut ws).await.unwrap()["type"], "track_unpublished");
+}
+
+#[tokio::test]
+async fn dev_token_exists_only_in_dev_mode() {
+    let (addr, _) = start(true).await;
+    let body = http_get(&addr, "/dev/token?room=r&identity=i&name=N").await;
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    let json = body.split("\r\n\r\n").nth(1).unwrap();
+    let token: serde_json::Value = serde_json::from_str(json).unwrap();
+    let claims = TokenKey::new(SECRET)
+        .verify(token["token"].as_str().unwrap())
+        .unwrap();
+    assert_eq!((claims.room.as_str(), claims.sub.as_str()), ("r", "i"));
+    let long = format!("/dev/token?room={}&identity=i", "r".repeat(200));
+    assert!(http_get(&addr, &long).await.starts_with("HTTP/1.1 400"));
+
+    let (addr, _) = start(false).await;
+    let body = http_get(&addr, "/dev/token?room=r&identity=i").await;
+    assert!(body.starts_with("HTTP/1.1 404"), "{body}");
+    let health = http_get(&addr, "/healthz").await;
+    assert!(health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"));
+    let metrics = http_get(&addr, "/metrics").await;
+    assert!(metrics.contains("sfu_signaling_sockets"), "{metrics}");
+    let page = http_get(&addr, "/").await;
+    assert!(page.starts_with("HTTP/1.1 200") && page.contains("<html"));
+    let js = http_get(&addr, "/client.js").await;
+    assert!(js.contains("text/javascript") && js.contains("export"));
+}
+
+async fn http_get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
