@@ -1,6 +1,8 @@
 //! Sans-IO integration tests: real str0m clients (full ICE, DTLS-SRTP, RTP) and the shard
 //! core wired together in virtual time, with no socket and no clock.
 
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

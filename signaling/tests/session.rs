@@ -1,6 +1,8 @@
 //! The WebSocket session against a real server on 127.0.0.1:0 and a recording media plane:
 //! every bad-input case of docs/protocol.md, and what reaches the media plane.
 
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
 use std::sync::Arc;
 use std::time::Duration;
 
