@@ -198,6 +198,8 @@ pub struct Shard {
     pending_keyframes: Vec<TrackId>,
     /// No deadline is earlier than this (it may be earlier than needed: a spurious wakeup).
     earliest: Instant,
+    /// `earliest` must be recomputed from scratch before it is next returned.
+    rescan: bool,
     next_track: u64,
     pub counters: Counters,
 }
@@ -216,6 +218,7 @@ impl Shard {
             outputs: VecDeque::new(),
             pending_keyframes: Vec::new(),
             earliest: now + Duration::from_secs(1),
+            rescan: false,
             next_track: 1,
             counters: Counters::default(),
         }
@@ -420,7 +423,8 @@ impl Shard {
                 None => {}
             }
         }
-        self.earliest = self.scan_deadlines();
+        // Rescan once the due participants are drained and their deadlines are fresh.
+        self.rescan = true;
     }
 
     /// The next thing to do. Call until it returns `Timeout`.
@@ -430,6 +434,10 @@ impl Shard {
                 return out;
             }
             let Some(id) = self.dirty.pop_front() else {
+                if self.rescan {
+                    self.rescan = false;
+                    self.earliest = self.scan_deadlines();
+                }
                 return ShardOutput::Timeout(self.earliest);
             };
             if self.participants.get(&id).is_some_and(|p| p.dirty) {
