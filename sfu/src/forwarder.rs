@@ -1,6 +1,8 @@
 //! The per-subscriber forwarding decision: a pure function from an incoming packet's
 //! sequence number and timestamp to the rewritten ones, or a reason to drop it.
 
+use std::time::Instant;
+
 use str0m::rtp::SeqNo;
 
 /// Why a packet was not forwarded. Every drop is counted under one of these.
@@ -75,18 +77,30 @@ pub enum Decision {
     Drop(DropReason),
 }
 
-/// Sequence and timestamp rewriting for one subscriber of one source.
+/// Sequence and timestamp rewriting for one subscriber's m-line.
 ///
 /// The subscriber's sequence numbers start at `first_seq` with the first packet it is sent
 /// and follow the source's from there, so a loss upstream stays a visible gap (the
-/// subscriber NACKs it) while nothing else ever makes one.
+/// subscriber NACKs it) while nothing else ever makes one. When the m-line switches to
+/// another source ([`Forwarder::switch_source`]), the stream goes on where it was: the next
+/// sequence number, and a timestamp advanced by the wallclock time since the last packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Forwarder {
     first_seq: u16,
-    /// `(incoming, outgoing)` extended sequence numbers of the first forwarded packet.
+    /// `(incoming, outgoing)` extended sequence numbers of the current source's first packet.
     base: Option<(u64, u64)>,
-    /// Added (wrapping) to every incoming timestamp.
+    /// Added (wrapping) to every incoming timestamp of the current source.
     time_offset: u32,
+    /// The highest packet sent so far.
+    last: Option<Sent>,
+}
+
+/// The highest packet a forwarder has sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sent {
+    seq_no: u64,
+    time: u32,
+    at: Instant,
 }
 
 impl Forwarder {
@@ -96,29 +110,62 @@ impl Forwarder {
             first_seq,
             base: None,
             time_offset: 0,
+            last: None,
         }
     }
 
+    /// The next packet comes from another source: continue the stream from there.
+    pub fn switch_source(&mut self) {
+        self.base = None;
+    }
+
     /// Decides for one incoming packet with extended sequence number `seq_no` and RTP
-    /// timestamp `time`.
-    pub fn decide(&mut self, seq_no: SeqNo, time: u32) -> Decision {
+    /// timestamp `time` (clock `clock_hz`), received at `now`.
+    pub fn decide(&mut self, seq_no: SeqNo, time: u32, now: Instant, clock_hz: u32) -> Decision {
         let incoming = *seq_no;
-        let (in_base, out_base) = *self
-            .base
-            .get_or_insert((incoming, u64::from(self.first_seq)));
+        let (in_base, out_base) = match self.base {
+            Some(base) => base,
+            None => {
+                let (out_base, time_offset) = match self.last {
+                    None => (u64::from(self.first_seq), 0),
+                    Some(last) => {
+                        let elapsed = now.saturating_duration_since(last.at);
+                        let ticks = elapsed.as_micros() * u128::from(clock_hz) / 1_000_000;
+                        let ticks = u32::try_from(ticks).unwrap_or(u32::MAX).max(1);
+                        let out_time = last.time.wrapping_add(ticks);
+                        (last.seq_no + 1, out_time.wrapping_sub(time))
+                    }
+                };
+                self.time_offset = time_offset;
+                *self.base.insert((incoming, out_base))
+            }
+        };
         if incoming < in_base {
             return Decision::Drop(DropReason::BeforeStart);
         }
+        let out = incoming - in_base + out_base;
+        let out_time = time.wrapping_add(self.time_offset);
+        if self.last.is_none_or(|l| out > l.seq_no) {
+            self.last = Some(Sent {
+                seq_no: out,
+                time: out_time,
+                at: now,
+            });
+        }
         Decision::Forward {
-            seq_no: (incoming - in_base + out_base).into(),
-            time: time.wrapping_add(self.time_offset),
+            seq_no: out.into(),
+            time: out_time,
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    const HZ: u32 = 90_000;
 
     fn forwarded(d: Decision) -> (u64, u32) {
         match d {
@@ -130,20 +177,32 @@ mod tests {
     #[test]
     fn starts_at_first_seq_and_follows_the_source() {
         let mut f = Forwarder::new(100);
-        assert_eq!(forwarded(f.decide(5000.into(), 90_000)), (100, 90_000));
-        assert_eq!(forwarded(f.decide(5001.into(), 93_000)), (101, 93_000));
+        assert_eq!(
+            forwarded(f.decide(5000.into(), 90_000, t0(), HZ)),
+            (100, 90_000)
+        );
+        assert_eq!(
+            forwarded(f.decide(5001.into(), 93_000, t0(), HZ)),
+            (101, 93_000)
+        );
         // A loss upstream stays a gap, so the subscriber can NACK it.
-        assert_eq!(forwarded(f.decide(5004.into(), 96_000)), (104, 96_000));
+        assert_eq!(
+            forwarded(f.decide(5004.into(), 96_000, t0(), HZ)),
+            (104, 96_000)
+        );
         // A late (reordered or retransmitted) packet slots back into its place.
-        assert_eq!(forwarded(f.decide(5003.into(), 96_000)), (103, 96_000));
+        assert_eq!(
+            forwarded(f.decide(5003.into(), 96_000, t0(), HZ)),
+            (103, 96_000)
+        );
     }
 
     #[test]
     fn drops_packets_from_before_the_subscription() {
         let mut f = Forwarder::new(1);
-        forwarded(f.decide(70_000.into(), 1));
+        forwarded(f.decide(70_000.into(), 1, t0(), HZ));
         assert_eq!(
-            f.decide(69_999.into(), 0),
+            f.decide(69_999.into(), 0, t0(), HZ),
             Decision::Drop(DropReason::BeforeStart)
         );
     }
@@ -153,16 +212,63 @@ mod tests {
         // The source has wrapped its 16-bit sequence three times already.
         let mut f = Forwarder::new(65_000);
         let start = 3 * 65_536 + 10;
-        assert_eq!(forwarded(f.decide(start.into(), 0)).0, 65_000);
+        assert_eq!(forwarded(f.decide(start.into(), 0, t0(), HZ)).0, 65_000);
         // The subscriber wraps on its own, with the extended counter carrying on.
-        assert_eq!(forwarded(f.decide((start + 600).into(), 0)).0, 65_600);
+        assert_eq!(
+            forwarded(f.decide((start + 600).into(), 0, t0(), HZ)).0,
+            65_600
+        );
     }
 
     #[test]
     fn timestamps_wrap() {
         let mut f = Forwarder::new(1);
-        assert_eq!(forwarded(f.decide(1.into(), u32::MAX)).1, u32::MAX);
-        assert_eq!(forwarded(f.decide(2.into(), 5)).1, 5);
+        assert_eq!(
+            forwarded(f.decide(1.into(), u32::MAX, t0(), HZ)).1,
+            u32::MAX
+        );
+        assert_eq!(forwarded(f.decide(2.into(), 5, t0(), HZ)).1, 5);
+    }
+
+    fn t0() -> Instant {
+        use std::sync::OnceLock;
+        static T0: OnceLock<Instant> = OnceLock::new();
+        *T0.get_or_init(Instant::now)
+    }
+
+    #[test]
+    fn a_source_switch_continues_the_stream() {
+        let mut f = Forwarder::new(10);
+        let t = t0();
+        assert_eq!(forwarded(f.decide(500.into(), 1_000, t, HZ)), (10, 1_000));
+        assert_eq!(forwarded(f.decide(501.into(), 4_000, t, HZ)), (11, 4_000));
+        f.switch_source();
+        // Another source, with its own numbering, 100 ms later.
+        let later = t + Duration::from_millis(100);
+        assert_eq!(
+            forwarded(f.decide(90_000.into(), 7, later, HZ)),
+            (12, 4_000 + 9_000)
+        );
+        assert_eq!(
+            forwarded(f.decide(90_001.into(), 3_007, later, HZ)),
+            (13, 4_000 + 9_000 + 3_000)
+        );
+        // Packets of the new source from before the switch are not sent.
+        assert_eq!(
+            f.decide(89_999.into(), 0, later, HZ),
+            Decision::Drop(DropReason::BeforeStart)
+        );
+    }
+
+    #[test]
+    fn a_switch_after_a_late_packet_continues_after_the_highest_sent() {
+        let mut f = Forwarder::new(1);
+        let t = t0();
+        forwarded(f.decide(10.into(), 0, t, HZ));
+        forwarded(f.decide(12.into(), 6_000, t, HZ));
+        forwarded(f.decide(11.into(), 3_000, t, HZ)); // Late, below the highest.
+        f.switch_source();
+        assert_eq!(forwarded(f.decide(1.into(), 0, t, HZ)).0, 4);
     }
 
     #[test]

@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use signaling::protocol::{
-    ErrorCode, ErrorMessage, IceServer, LeaveReason, ParticipantId, ParticipantInfo, Publish,
-    Published, ServerMessage, Source, Subscribe, TrackId, TrackInfo,
+    ErrorCode, ErrorMessage, IceServer, Kind, LeaveReason, ParticipantId, ParticipantInfo, Publish,
+    Published, RequestType, ServerMessage, Source, Subscribe, TrackId, TrackInfo,
 };
 use signaling::{Grants, Join, Request};
 use str0m::change::SdpOffer;
@@ -86,6 +86,47 @@ impl Counters {
     }
 }
 
+/// Checks, before anything is applied, that every published mid is an m-line of the offer,
+/// of its source's kind, on which the client sends.
+fn check_publish_kinds(offer: &SdpOffer, publish: &[Publish]) -> Result<(), String> {
+    for x in publish {
+        let line = offer
+            .media_lines
+            .iter()
+            .find(|m| m.mid().to_string() == x.mid);
+        let Some(line) = line else {
+            return Err(format!("mid {:?} is not in the offer", x.mid));
+        };
+        // str0m's media type is not nameable outside the crate; its Debug form is stable.
+        let kind = match format!("{:?}", line.typ).as_str() {
+            "Audio" => Some(Kind::Audio),
+            "Video" => Some(Kind::Video),
+            _ => None,
+        };
+        if kind != Some(x.source.kind()) {
+            return Err(format!(
+                "mid {:?} is a {:?} m-line, not {:?} as {:?} needs",
+                x.mid,
+                line.typ,
+                x.source.kind(),
+                x.source
+            ));
+        }
+        if line.disabled || !line.direction().is_sending() {
+            return Err(format!(
+                "mid {:?} is {} in the offer: the client does not send on it",
+                x.mid,
+                if line.disabled {
+                    "rejected".to_string()
+                } else {
+                    line.direction().to_string()
+                }
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// How many remote addresses one participant may use at once (ICE candidates that
 /// reached us); more are refused rather than growing the address map.
 const MAX_REMOTES: usize = 8;
@@ -112,6 +153,21 @@ struct Participant {
     subscriptions: Vec<Subscription>,
     /// Incoming SSRC to track, filled as packets arrive.
     ssrc_tracks: Vec<(Ssrc, TrackId)>,
+    /// Forwarders of m-lines that carry nothing now, kept so that the stream continues
+    /// when the m-line is given another track. At most one per m-line.
+    idle_forwarders: Vec<(Mid, Forwarder)>,
+}
+
+impl Participant {
+    /// Ends the subscription on `mid`, keeping its forwarder for the m-line's next track.
+    fn retire_subscription(&mut self, mid: Mid) {
+        let Some(i) = self.subscriptions.iter().position(|s| s.mid == mid) else {
+            return;
+        };
+        let s = self.subscriptions.swap_remove(i);
+        self.idle_forwarders.retain(|(m, _)| *m != mid);
+        self.idle_forwarders.push((mid, s.forwarder));
+    }
 }
 
 /// A track this participant publishes, on one of its m-lines.
@@ -230,13 +286,11 @@ impl Shard {
         let members = self.rooms.get(&join.room).map_or(0, |r| r.members.len());
         if members >= self.config.room_capacity {
             info!(participant = %id, room = %join.room, "room full");
-            self.signal(
-                id,
-                ServerMessage::Error(ErrorMessage::new(
-                    ErrorCode::RoomFull,
-                    format!("room has its {} participants", self.config.room_capacity),
-                )),
+            let error = ErrorMessage::new(
+                ErrorCode::RoomFull,
+                format!("room has its {} participants", self.config.room_capacity),
             );
+            self.signal(id, ServerMessage::Error(error.answering(RequestType::Join)));
             self.outputs.push_back(ShardOutput::Closed(id));
             return;
         }
@@ -322,6 +376,7 @@ impl Shard {
                 publications: Vec::new(),
                 subscriptions: Vec::new(),
                 ssrc_tracks: Vec::new(),
+                idle_forwarders: Vec::new(),
             },
         );
         self.mark_dirty(id);
@@ -502,8 +557,16 @@ impl Shard {
         self.outputs.push_back(ShardOutput::Signal(id, message));
     }
 
-    fn error(&mut self, id: ParticipantId, code: ErrorCode, message: impl Into<String>) {
-        self.signal(id, ServerMessage::Error(ErrorMessage::new(code, message)));
+    /// Answers a client's `request` with an error.
+    fn error(
+        &mut self,
+        id: ParticipantId,
+        request: RequestType,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) {
+        let error = ErrorMessage::new(code, message).answering(request);
+        self.signal(id, ServerMessage::Error(error));
     }
 
     /// Signals every member of `room` but `except`.
@@ -561,11 +624,16 @@ impl Shard {
         // Refuse what is not granted before applying anything.
         if let Some(denied) = publish.iter().find(|x| !x.source.is_granted(&p.grants)) {
             let message = format!("token does not grant {}", denied.source.grant_name());
-            self.error(id, ErrorCode::Forbidden, message);
+            self.error(id, RequestType::Offer, ErrorCode::Forbidden, message);
             return;
         }
         if !p.grants.subscribe && !subscribe.is_empty() {
-            self.error(id, ErrorCode::Forbidden, "token does not grant subscribe");
+            self.error(
+                id,
+                RequestType::Offer,
+                ErrorCode::Forbidden,
+                "token does not grant subscribe",
+            );
             return;
         }
         let mut mids: Vec<&str> = publish
@@ -575,20 +643,39 @@ impl Shard {
             .collect();
         mids.sort_unstable();
         if mids.windows(2).any(|w| w[0] == w[1]) {
-            self.error(id, ErrorCode::BadRequest, "a mid is listed twice");
+            self.error(
+                id,
+                RequestType::Offer,
+                ErrorCode::BadRequest,
+                "a mid is listed twice",
+            );
             return;
         }
         let offer = match SdpOffer::from_sdp_string(sdp) {
             Ok(offer) => offer,
             Err(e) => {
-                self.error(id, ErrorCode::BadSdp, format!("cannot parse offer: {e}"));
+                self.error(
+                    id,
+                    RequestType::Offer,
+                    ErrorCode::BadSdp,
+                    format!("cannot parse offer: {e}"),
+                );
                 return;
             }
         };
+        if let Err(message) = check_publish_kinds(&offer, &publish) {
+            self.error(id, RequestType::Offer, ErrorCode::BadRequest, message);
+            return;
+        }
         let answer = match p.rtc.sdp_api().accept_offer(offer) {
             Ok(answer) => answer,
             Err(e) => {
-                self.error(id, ErrorCode::BadSdp, format!("cannot accept offer: {e}"));
+                self.error(
+                    id,
+                    RequestType::Offer,
+                    ErrorCode::BadSdp,
+                    format!("cannot accept offer: {e}"),
+                );
                 return;
             }
         };
@@ -649,13 +736,8 @@ impl Shard {
             self.publish(id, mid, source);
         }
         if !refused.is_empty() {
-            self.error(
-                id,
-                ErrorCode::BadRequest,
-                format!(
-                    "mids {refused:?} are not m-lines of the declared kind that the client sends on"
-                ),
-            );
+            // check_publish_kinds refused such offers before they were applied.
+            warn!(participant = %id, "published mids {refused:?} do not match their m-lines");
         }
         self.participants
             .get(&id)
@@ -712,7 +794,7 @@ impl Shard {
         info!(track = %track_id, "track unpublished");
         for (sub, mid) in &track.subscribers {
             if let Some(s) = self.participants.get_mut(sub) {
-                s.subscriptions.retain(|x| x.mid != *mid);
+                s.retire_subscription(*mid);
             }
         }
         if let Some(owner) = self.participants.get_mut(&track.info.participant_id) {
@@ -753,21 +835,31 @@ impl Shard {
                 wanted.push((mid, x.track_id));
             }
         }
-        let mut dropped = Vec::new();
-        p.subscriptions.retain(|s| {
-            let keep = wanted.contains(&(s.mid, s.track_id));
-            if !keep {
-                dropped.push((s.mid, s.track_id));
-            }
-            keep
-        });
+        let dropped: Vec<(Mid, TrackId)> = p
+            .subscriptions
+            .iter()
+            .filter(|s| !wanted.contains(&(s.mid, s.track_id)))
+            .map(|s| (s.mid, s.track_id))
+            .collect();
+        for (mid, _) in &dropped {
+            p.retire_subscription(*mid);
+        }
         let mut new = Vec::new();
         for (mid, track_id) in wanted {
             if !p.subscriptions.iter().any(|s| s.mid == mid) {
+                // An m-line that carried another track before goes on with its stream.
+                let forwarder = match p.idle_forwarders.iter().position(|(m, _)| *m == mid) {
+                    Some(i) => {
+                        let mut f = p.idle_forwarders.swap_remove(i).1;
+                        f.switch_source();
+                        f
+                    }
+                    None => Forwarder::new(rand::random::<u16>() & 0x7fff),
+                };
                 p.subscriptions.push(Subscription {
                     mid,
                     track_id,
-                    forwarder: Forwarder::new(rand::random::<u16>() & 0x7fff),
+                    forwarder,
                     pts: Vec::new(),
                 });
                 new.push((mid, track_id));
@@ -797,7 +889,12 @@ impl Shard {
                     self.broadcast(&room, id, &ServerMessage::TrackMuted { track_id, muted });
                 }
             }
-            _ => self.error(id, ErrorCode::Forbidden, format!("{track_id} is not yours")),
+            _ => self.error(
+                id,
+                RequestType::Mute,
+                ErrorCode::Forbidden,
+                format!("{track_id} is not yours"),
+            ),
         }
     }
 
@@ -883,6 +980,7 @@ impl Shard {
             .iter()
             .find(|x| x.pt() == pt_in)
             .copied();
+        let clock_hz = params.map_or(90_000, |x| x.spec().clock_rate.get());
         let nackable = track.info.kind == signaling::protocol::Kind::Video;
         let mut ext_vals = packet.header.ext_vals.clone();
         ext_vals.mid = None;
@@ -910,7 +1008,13 @@ impl Shard {
                 self.counters.drop(DropReason::NoCodec);
                 continue;
             };
-            let (seq_no, time) = match s.forwarder.decide(packet.seq_no, packet.header.timestamp) {
+            let decision = s.forwarder.decide(
+                packet.seq_no,
+                packet.header.timestamp,
+                packet.timestamp,
+                clock_hz,
+            );
+            let (seq_no, time) = match decision {
                 Decision::Forward { seq_no, time } => (seq_no, time),
                 Decision::Drop(reason) => {
                     self.counters.drop(reason);

@@ -632,3 +632,109 @@ fn drain_client(c: &mut Client, to_server: &mut Vec<(SocketAddr, SocketAddr, Vec
         }
     }
 }
+
+#[test]
+fn a_reused_m_line_continues_its_stream_across_tracks() {
+    let mut net = three_party_call();
+    let carol = net.client(2).id;
+    let track_of = |c: &Client, source: Source| {
+        c.publish
+            .iter()
+            .find(|(_, s)| *s == source)
+            .and_then(|(mid, _)| c.own_tracks.get(mid).copied())
+            .expect("published")
+    };
+    let carol_audio = track_of(net.client(2), Source::Microphone);
+    let carol_video = track_of(net.client(2), Source::Camera);
+    let mid = net
+        .client(0)
+        .subscribe
+        .iter()
+        .find(|(_, t)| *t == carol_audio)
+        .map(|(m, _)| *m)
+        .expect("alice receives carol's audio");
+    net.shard.leave(net.now, carol);
+    net.clients[2].online = false;
+    net.pump();
+    let dave = net.join("dave", everyone());
+    net.negotiate(dave, &[Source::Microphone, Source::Camera]);
+    let dave_id = net.client(dave).id;
+    let dave_audio = net
+        .client(0)
+        .tracks_announced()
+        .iter()
+        .find(|t| t.participant_id == dave_id && t.kind == Kind::Audio)
+        .map(|t| t.track_id)
+        .expect("alice was told of dave's audio");
+    net.run(Duration::from_millis(500));
+    // Alice receives dave's audio on the m-line that carried carol's, like the browser
+    // client does, and leaves carol's video m-line idle.
+    let alice = &mut net.clients[0];
+    alice.subscribe.retain(|(_, t)| *t != carol_video);
+    for entry in &mut alice.subscribe {
+        if entry.0 == mid {
+            entry.1 = dave_audio;
+        }
+    }
+    net.negotiate(0, &[]);
+    net.run(Duration::from_secs(2));
+    let alice = net.client(0);
+    let old = alice.received.get(&carol_audio).expect("carol's audio");
+    let new = alice.received.get(&dave_audio).expect("dave's audio");
+    let (last, first) = (old.last().expect("packets"), &new[0]);
+    assert_eq!(
+        first.seq_no,
+        last.seq_no + 1,
+        "the m-line's sequence goes on"
+    );
+    let advance = first.time.wrapping_sub(last.time);
+    assert!(
+        (48_000 / 2..48_000 * 2).contains(&advance),
+        "timestamp advanced by the ~1 s between the tracks, in 48 kHz ticks: {advance}"
+    );
+    assert_well_forwarded(new, "alice <- dave's audio on a reused m-line");
+    assert_eq!(
+        alice.subscribe.len(),
+        4,
+        "one m-line reused, one new for dave's video, carol's video idle and out of the list"
+    );
+}
+
+#[test]
+fn a_publish_of_the_wrong_kind_is_refused_before_anything_is_applied() {
+    let mut net = Net::new(ShardConfig::default());
+    let i = net.join("trudy", everyone());
+    let c = &mut net.clients[i];
+    let mut api = c.rtc.sdp_api();
+    let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+    let (offer, _pending) = api.apply().expect("an offer");
+    let id = c.id;
+    let sdp = offer.to_sdp_string();
+    for (mid, source) in [
+        (video.to_string(), Source::Microphone),
+        ("nope".into(), Source::Camera),
+    ] {
+        net.shard.request(
+            net.now,
+            id,
+            Request::Offer {
+                sdp: sdp.clone(),
+                publish: vec![Publish { mid, source }],
+                subscribe: vec![],
+            },
+        );
+        net.pump();
+    }
+    let c = net.client(i);
+    let replies: Vec<&ServerMessage> = c
+        .messages()
+        .filter(|m| matches!(m, ServerMessage::Error(_) | ServerMessage::Answer { .. }))
+        .collect();
+    assert_eq!(replies.len(), 2, "exactly one reply per offer: {replies:?}");
+    for r in replies {
+        assert!(matches!(r, ServerMessage::Error(e)
+            if e.code == ErrorCode::BadRequest
+                && e.request == Some(signaling::protocol::RequestType::Offer)));
+    }
+    assert_eq!(net.shard.sizes().2, 0, "nothing published");
+}

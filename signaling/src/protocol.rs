@@ -6,8 +6,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::token::Grants;
 
-/// Largest message the server reads; larger ones get `message_too_large`.
+/// Largest message other than `offer`; larger ones get `message_too_large`.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Largest `offer`: the SDP of a 70-person call runs to several hundred KiB.
+pub const MAX_OFFER_BYTES: usize = 1024 * 1024;
 
 /// A participant, unique in the server for its lifetime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -111,20 +114,20 @@ pub enum ClientMessage {
     Leave,
 }
 
-/// Names of the client message types, to tell `unknown_type` from `bad_request`.
-const CLIENT_TYPES: [&str; 4] = ["join", "offer", "mute", "leave"];
-
 impl ClientMessage {
     /// Parses one text frame. The error says which code to answer with.
     pub fn parse(text: &str) -> Result<ClientMessage, ErrorMessage> {
-        if text.len() > MAX_MESSAGE_BYTES {
-            return Err(ErrorMessage::new(
+        let too_large = |limit: usize| {
+            ErrorMessage::new(
                 ErrorCode::MessageTooLarge,
                 format!(
-                    "message of {} bytes is over the limit of {MAX_MESSAGE_BYTES}",
+                    "message of {} bytes is over the limit of {limit}",
                     text.len()
                 ),
-            ));
+            )
+        };
+        if text.len() > MAX_OFFER_BYTES {
+            return Err(too_large(MAX_OFFER_BYTES));
         }
         #[derive(Deserialize)]
         struct Envelope {
@@ -133,16 +136,52 @@ impl ClientMessage {
         }
         let envelope: Envelope = serde_json::from_str(text)
             .map_err(|e| ErrorMessage::new(ErrorCode::BadRequest, format!("not a message: {e}")))?;
-        if !CLIENT_TYPES.contains(&envelope.kind.as_str()) {
+        let Some(request) = RequestType::from_name(&envelope.kind) else {
             let mut shown = envelope.kind;
             shown.truncate(64);
             return Err(ErrorMessage::new(
                 ErrorCode::UnknownType,
                 format!("unknown message type {shown:?}"),
             ));
+        };
+        if request != RequestType::Offer && text.len() > MAX_MESSAGE_BYTES {
+            return Err(too_large(MAX_MESSAGE_BYTES));
         }
         serde_json::from_str(text).map_err(|e| {
             ErrorMessage::new(ErrorCode::BadRequest, format!("malformed message: {e}"))
+                .answering(request)
+        })
+    }
+
+    /// The type of this message, as errors name it.
+    pub fn request_type(&self) -> RequestType {
+        match self {
+            ClientMessage::Join { .. } => RequestType::Join,
+            ClientMessage::Offer { .. } => RequestType::Offer,
+            ClientMessage::Mute { .. } => RequestType::Mute,
+            ClientMessage::Leave => RequestType::Leave,
+        }
+    }
+}
+
+/// The type of a client message, named in the errors that answer it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestType {
+    Join,
+    Offer,
+    Mute,
+    Leave,
+}
+
+impl RequestType {
+    fn from_name(name: &str) -> Option<RequestType> {
+        Some(match name {
+            "join" => RequestType::Join,
+            "offer" => RequestType::Offer,
+            "mute" => RequestType::Mute,
+            "leave" => RequestType::Leave,
+            _ => return None,
         })
     }
 }
@@ -292,6 +331,9 @@ impl ErrorCode {
 pub struct ErrorMessage {
     pub code: ErrorCode,
     pub message: String,
+    /// The client message this answers, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestType>,
 }
 
 impl ErrorMessage {
@@ -299,7 +341,14 @@ impl ErrorMessage {
         ErrorMessage {
             code,
             message: message.into(),
+            request: None,
         }
+    }
+
+    /// The same error, marked as the answer to a `request` message.
+    pub fn answering(mut self, request: RequestType) -> Self {
+        self.request = Some(request);
+        self
     }
 }
 
@@ -371,12 +420,38 @@ mod tests {
     }
 
     #[test]
-    fn refuses_oversized_messages_before_parsing() {
+    fn limits_offers_to_a_mebibyte_and_the_rest_to_64_kib() {
         let big = format!(
             r#"{{"type":"join","token":"{}"}}"#,
             "a".repeat(MAX_MESSAGE_BYTES)
         );
         assert_eq!(code_of(&big), ErrorCode::MessageTooLarge);
+        let offer = format!(
+            r#"{{"type":"offer","sdp":"{}"}}"#,
+            "a".repeat(MAX_MESSAGE_BYTES * 4)
+        );
+        assert!(ClientMessage::parse(&offer).is_ok());
+        let huge = format!(
+            r#"{{"type":"offer","sdp":"{}"}}"#,
+            "a".repeat(MAX_OFFER_BYTES)
+        );
+        assert_eq!(code_of(&huge), ErrorCode::MessageTooLarge);
+    }
+
+    #[test]
+    fn errors_name_the_request_when_its_type_is_known() {
+        let e = ClientMessage::parse(r#"{"type":"mute","track_id":"x"}"#).unwrap_err();
+        assert_eq!(
+            (e.code, e.request),
+            (ErrorCode::BadRequest, Some(RequestType::Mute))
+        );
+        assert_eq!(
+            serde_json::to_value(&e).unwrap()["request"],
+            serde_json::json!("mute")
+        );
+        let e = ClientMessage::parse("{").unwrap_err();
+        assert_eq!(e.request, None);
+        assert!(serde_json::to_value(&e).unwrap().get("request").is_none());
     }
 
     #[test]

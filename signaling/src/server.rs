@@ -15,13 +15,14 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::protocol::{
-    ClientMessage, ErrorCode, ErrorMessage, ParticipantId, Publish, ServerMessage, Subscribe,
-    TrackId,
+    ClientMessage, ErrorCode, ErrorMessage, ParticipantId, Publish, RequestType, ServerMessage,
+    Subscribe, TrackId,
 };
 use crate::token::{Grants, MAX_NAME_BYTES, TokenKey};
 
-/// Largest WebSocket frame the transport accepts; larger frames close the socket.
-const MAX_FRAME_BYTES: usize = 1024 * 1024;
+/// Largest WebSocket frame the transport accepts; larger frames close the socket. Above
+/// the largest offer, so that an oversized offer still gets `message_too_large`.
+const MAX_FRAME_BYTES: usize = 2 * 1024 * 1024;
 
 /// How many messages may wait for one slow client before the media plane drops it.
 pub const EVENT_QUEUE: usize = 256;
@@ -279,23 +280,18 @@ impl Session {
             Err(e) => return self.error(e).await,
         };
         let participant = self.joined.as_ref().map(|(p, _)| *p);
-        match (message, participant) {
-            (ClientMessage::Join { token }, None) => self.join(&token).await,
-            (ClientMessage::Join { .. }, Some(_)) => {
-                self.error(ErrorMessage::new(
-                    ErrorCode::AlreadyJoined,
-                    "this socket has joined already",
-                ))
-                .await
-            }
-            (_, None) => {
-                self.error(ErrorMessage::new(
-                    ErrorCode::NotJoined,
-                    "send join with a token first",
-                ))
-                .await
-            }
-            (ClientMessage::Leave, Some(_)) => Step::Close,
+        let request = message.request_type();
+        let step = match (message, participant) {
+            (ClientMessage::Join { token }, None) => return self.join(&token).await,
+            (ClientMessage::Join { .. }, Some(_)) => Err(ErrorMessage::new(
+                ErrorCode::AlreadyJoined,
+                "this socket has joined already",
+            )),
+            (_, None) => Err(ErrorMessage::new(
+                ErrorCode::NotJoined,
+                "send join with a token first",
+            )),
+            (ClientMessage::Leave, Some(_)) => return Step::Close,
             (
                 ClientMessage::Offer {
                     sdp,
@@ -303,20 +299,22 @@ impl Session {
                     subscribe,
                 },
                 Some(p),
-            ) => {
-                self.forward(
-                    p,
-                    Request::Offer {
-                        sdp,
-                        publish,
-                        subscribe,
-                    },
-                )
-                .await
-            }
-            (ClientMessage::Mute { track_id, muted }, Some(p)) => {
-                self.forward(p, Request::Mute { track_id, muted }).await
-            }
+            ) => self.state.plane.request(
+                p,
+                Request::Offer {
+                    sdp,
+                    publish,
+                    subscribe,
+                },
+            ),
+            (ClientMessage::Mute { track_id, muted }, Some(p)) => self
+                .state
+                .plane
+                .request(p, Request::Mute { track_id, muted }),
+        };
+        match step {
+            Ok(()) => Step::Continue,
+            Err(e) => self.error(e.answering(request)).await,
         }
     }
 
@@ -325,9 +323,8 @@ impl Session {
             Ok(claims) => claims,
             Err(e) => {
                 info!("join refused: {e}");
-                return self
-                    .error(ErrorMessage::new(ErrorCode::Unauthorized, e.to_string()))
-                    .await;
+                let error = ErrorMessage::new(ErrorCode::Unauthorized, e.to_string());
+                return self.error(error.answering(RequestType::Join)).await;
             }
         };
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
@@ -343,14 +340,7 @@ impl Session {
                 self.joined = Some((participant, events_rx));
                 Step::Continue
             }
-            Err(e) => self.error(e).await,
-        }
-    }
-
-    async fn forward(&mut self, participant: ParticipantId, request: Request) -> Step {
-        match self.state.plane.request(participant, request) {
-            Ok(()) => Step::Continue,
-            Err(e) => self.error(e).await,
+            Err(e) => self.error(e.answering(RequestType::Join)).await,
         }
     }
 

@@ -184,7 +184,11 @@ async fn bad_messages_get_codes_and_the_socket_stays_usable() {
     send(&mut ws, &big).await;
     expect_error(&mut ws, "message_too_large").await;
     send(&mut ws, r#"{"type":"offer","sdp":"v=0"}"#).await;
-    expect_error(&mut ws, "not_joined").await;
+    let msg = next(&mut ws).await.unwrap();
+    assert_eq!(
+        (msg["code"].as_str(), msg["request"].as_str()),
+        (Some("not_joined"), Some("offer"))
+    );
     ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
     expect_error(&mut ws, "bad_request").await;
     // Still usable: a valid join goes through.
@@ -194,11 +198,38 @@ async fn bad_messages_get_codes_and_the_socket_stays_usable() {
 }
 
 #[tokio::test]
-async fn a_frame_over_one_mebibyte_closes_the_socket() {
+async fn a_frame_over_two_mebibytes_closes_the_socket() {
     let (addr, _plane) = start(false).await;
     let mut ws = connect(&addr).await;
-    let _ = ws.send(Message::text("x".repeat(2 * 1024 * 1024))).await;
+    let _ = ws.send(Message::text("x".repeat(3 * 1024 * 1024))).await;
     assert!(next(&mut ws).await.is_none());
+}
+
+#[tokio::test]
+async fn offers_may_be_large_but_not_over_a_mebibyte() {
+    let (addr, plane) = start(false).await;
+    let (mut ws, id) = joined(&addr, &plane).await;
+    let sdp = "a".repeat(300 * 1024);
+    send(&mut ws, &format!(r#"{{"type":"offer","sdp":"{sdp}"}}"#)).await;
+    let sdp = "a".repeat(1536 * 1024);
+    send(&mut ws, &format!(r#"{{"type":"offer","sdp":"{sdp}"}}"#)).await;
+    expect_error(&mut ws, "message_too_large").await;
+    send(&mut ws, r#"{"type":"mute","track_id":1,"muted":false}"#).await;
+    for _ in 0..200 {
+        if plane.calls.lock().len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let calls = plane.calls.lock().clone();
+    assert!(
+        matches!(&calls[1], Call::Request(p, Request::Offer { sdp, .. })
+        if *p == id && sdp.len() == 300 * 1024)
+    );
+    assert!(
+        matches!(&calls[2], Call::Request(_, Request::Mute { .. })),
+        "socket still usable"
+    );
 }
 
 #[tokio::test]
@@ -212,7 +243,11 @@ async fn requests_reach_the_media_plane_and_close_means_leave() {
     .await;
     send(&mut ws, r#"{"type":"mute","track_id":4,"muted":true}"#).await;
     send(&mut ws, &join_message("again")).await;
-    expect_error(&mut ws, "already_joined").await;
+    let msg = next(&mut ws).await.unwrap();
+    assert_eq!(
+        (msg["code"].as_str(), msg["request"].as_str()),
+        (Some("already_joined"), Some("join"))
+    );
     ws.close(None).await.unwrap();
     for _ in 0..200 {
         if plane.calls.lock().contains(&Call::Leave(id)) {
