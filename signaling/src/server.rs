@@ -24,6 +24,9 @@ use crate::token::{Grants, MAX_NAME_BYTES, TokenKey};
 /// the largest offer, so that an oversized offer still gets `message_too_large`.
 const MAX_FRAME_BYTES: usize = 2 * 1024 * 1024;
 
+/// A socket that has not joined by then is closed.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How many messages may wait for one slow client before the media plane drops it.
 pub const EVENT_QUEUE: usize = 256;
 
@@ -222,9 +225,13 @@ impl Session {
     async fn run(&mut self) {
         loop {
             let step = match &mut self.joined {
-                None => match self.socket.recv().await {
-                    Some(Ok(message)) => self.on_client_frame(message).await,
-                    _ => Step::Close,
+                None => match tokio::time::timeout(JOIN_TIMEOUT, self.socket.recv()).await {
+                    Ok(Some(Ok(message))) => self.on_client_frame(message).await,
+                    Ok(_) => Step::Close,
+                    Err(_) => {
+                        debug!("no join within {JOIN_TIMEOUT:?}; closing");
+                        Step::Close
+                    }
                 },
                 Some((_, events)) => {
                     tokio::select! {

@@ -386,3 +386,19 @@ async fn http_get(addr: &str, path: &str) -> String {
     s.read_to_string(&mut out).await.unwrap();
     out
 }
+
+#[tokio::test]
+async fn a_socket_that_never_joins_is_closed() {
+    let (addr, _plane) = start(false).await;
+    let mut ws = connect(&addr).await;
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(15), ws.next()).await;
+    assert!(
+        matches!(
+            closed,
+            Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_)))
+        ),
+        "closed, not answered: {closed:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(9));
+}

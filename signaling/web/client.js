@@ -1,0 +1,786 @@
+// Browser client of the SFU: one WebSocket for signaling (docs/protocol.md), one
+// RTCPeerConnection for media. Plain ES module, no dependencies.
+//
+//   import { Call } from '/client.js';
+//   const call = new Call({ token });
+//   call.addEventListener('track', (e) => attach(e.detail.track));
+//   await call.join({ audio: true, video: true });
+//
+// The client is always the SDP offerer. Every change to the peer connection (adding,
+// idling or reusing a transceiver) is queued and applied by one negotiation loop, between
+// offers, so that exactly one offer is in flight at a time and each offer carries the full
+// `publish` and `subscribe` lists.
+//
+// M-lines are reused, never rejected (docs/protocol.md): a transceiver is never stopped.
+// One that no longer carries a track goes `inactive` and waits, in a pool per direction
+// and kind, for the next track of its kind, which takes its mid.
+
+const ANSWER_TIMEOUT_MS = 20000;
+const JOIN_TIMEOUT_MS = 15000;
+const LEAVE_TIMEOUT_MS = 3000;
+const BUSY_RETRIES = 3;
+const BUSY_RETRY_MS = 1000;
+
+/** `audio` or `video`: every transceiver has a receiver track of its kind, even sendonly. */
+function kindOf(transceiver) {
+  return transceiver.receiver.track.kind;
+}
+
+/** Whether the negotiated direction lets media in (the answer said sendonly/sendrecv). */
+function receiving(transceiver) {
+  return transceiver.currentDirection === 'recvonly' || transceiver.currentDirection === 'sendrecv';
+}
+
+/** An Error with a protocol error `code` (e.g. `unauthorized`, `forbidden`). */
+export class CallError extends Error {
+  constructor(code, message) {
+    super(message ? `${code}: ${message}` : code);
+    this.name = 'CallError';
+    this.code = code;
+  }
+}
+
+function defaultUrl() {
+  const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${proto}//${location.host}/ws`;
+}
+
+export class Call extends EventTarget {
+  /**
+   * @param {object} opts
+   * @param {string} opts.token       join token (JWT)
+   * @param {string} [opts.url]       WebSocket URL; default ws(s)://<this host>/ws
+   * @param {RTCIceServer[]} [opts.iceServers] added to the server's `ice_servers`
+   */
+  constructor({ url, token, iceServers = [] } = {}) {
+    super();
+    this.url = url || defaultUrl();
+    this.token = token;
+    this.iceServers = iceServers;
+
+    /** @type {number|null} */
+    this.participantId = null;
+    this.room = null;
+    this.identity = null;
+    this.name = null;
+    this.grants = null;
+    /** @type {Map<number, {participant_id:number, identity:string, name:string}>} */
+    this.participants = new Map();
+    /** @type {Map<number, {track_id:number, participant_id:number, kind:string, source:string, muted:boolean, mid:string|null, track:MediaStreamTrack|null}>} */
+    this.remoteTracks = new Map();
+    /** @type {Map<string, {track:MediaStreamTrack, mid:string|null, track_id:number|null}>} */
+    this.localTracks = new Map();
+    /** @type {RTCPeerConnection|null} */
+    this.pc = null;
+    /** @type {WebSocket|null} */
+    this.ws = null;
+    /** performance.now() timestamps of the join steps. */
+    this.timings = { wsOpen: null, joined: null, firstAnswer: null };
+
+    this._state = 'new'; // new | joining | joined | closed
+    this._joinWaiter = null; // {resolve, reject}
+    this._answerWaiter = null; // {resolve, reject}
+    this._answersToSkip = 0; // answers to offers we gave up waiting for
+    this._leaveWaiter = null;
+    this._ops = []; // pc mutations waiting for the next negotiation
+    this._localOps = []; // the same for local tracks: applied first, see _offerOnce
+    this._wantNegotiation = false;
+    this._negotiating = null; // Promise of the running negotiation loop
+    // Every transceiver of the connection is in exactly one of these two maps, for the
+    // call's lifetime; the value is null while it is idle (`inactive`, reusable).
+    this._sendTransceivers = new Map(); // RTCRtpTransceiver -> source | null
+    this._recvTransceivers = new Map(); // RTCRtpTransceiver -> track_id | null
+    this._localMuted = new Map(); // source -> muted wished by the user
+  }
+
+  // ---------------------------------------------------------------- public API
+
+  /** `new`, `joining`, `joined` or `closed`. */
+  get state() {
+    return this._state;
+  }
+
+  /**
+   * Connects, joins the room, publishes local media (what the token grants) and
+   * subscribes to everyone. Resolves once the first answer is applied.
+   * Rejects with a CallError (`.code`) when the server refuses the join.
+   */
+  async join({ audio = true, video = true } = {}) {
+    if (this._state !== 'new') throw new CallError('bad_state', `join() in state ${this._state}`);
+    this._state = 'joining';
+    try {
+      await this._openSocket();
+      const joined = await this._sendJoin();
+      this._onJoined(joined);
+      await this._startMedia({ audio, video });
+      await this._negotiate();
+    } catch (err) {
+      this._teardown(err.code === 'unauthorized' ? 'unauthorized' : 'error');
+      throw err;
+    }
+    return this;
+  }
+
+  /** Mutes or unmutes the microphone (track.enabled and `mute` to the server). */
+  setMicrophoneMuted(muted) {
+    return this._setSourceMuted('microphone', !!muted);
+  }
+
+  /** Turns the camera on or off (track.enabled and `mute` to the server). */
+  setCameraEnabled(enabled) {
+    return this._setSourceMuted('camera', !enabled);
+  }
+
+  /** Whether the local track of `source` is muted (or absent). */
+  isMuted(source) {
+    const local = this.localTracks.get(source);
+    return !local || !local.track.enabled;
+  }
+
+  /** Shares the screen (getDisplayMedia); resolves once the server has accepted it. */
+  async startScreenShare() {
+    this._assertJoined();
+    if (!this.grants.publish_screen) {
+      throw new CallError('forbidden', 'the token does not grant publish_screen');
+    }
+    if (this.localTracks.has('screen')) return this.localTracks.get('screen').track;
+    const stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+    const [track] = stream.getVideoTracks();
+    if (!track) throw new CallError('media', 'getDisplayMedia returned no video track');
+    if (this._state !== 'joined' || this.localTracks.has('screen')) {
+      track.stop();
+      this._assertJoined();
+      return this.localTracks.get('screen').track;
+    }
+    track.contentHint = 'detail';
+    // The user ended the share from the browser's own UI.
+    track.addEventListener('ended', () => {
+      if (this.localTracks.get('screen')?.track === track) {
+        this.stopScreenShare().catch((err) => this._reportError('negotiation', err));
+      }
+    });
+    this._addLocalTrack('screen', track);
+    await this._negotiate();
+    return track;
+  }
+
+  /** Stops sharing the screen. */
+  async stopScreenShare() {
+    const local = this.localTracks.get('screen');
+    if (!local) return;
+    this.localTracks.delete('screen');
+    this._localMuted.delete('screen');
+    local.track.stop();
+    this._emit('local_track_removed', { source: 'screen', track_id: local.track_id });
+    if (this._state !== 'joined') return;
+    this._removeLocalTrack('screen', local);
+    await this._negotiate();
+  }
+
+  /** Leaves the call: sends `leave`, waits (bounded) for the server, closes everything. */
+  async leave() {
+    if (this._state === 'closed') return;
+    this._leaving = true;
+    this._leftReason = this._leftReason || 'left';
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) {
+      const closed = new Promise((resolve) => {
+        this._leaveWaiter = resolve;
+        setTimeout(resolve, LEAVE_TIMEOUT_MS);
+      });
+      this._send({ type: 'leave' });
+      await closed;
+    }
+    this._teardown('left');
+  }
+
+  /**
+   * Inbound RTP statistics of the subscribed tracks:
+   * [{track_id, kind, source, participant_id, mid, framesDecoded, bytesReceived,
+   *   packetsReceived, frameWidth, frameHeight, totalSamplesReceived}]
+   * Chromium reports an inbound stream only once its first packet arrived.
+   */
+  async inboundStats() {
+    if (!this.pc) return [];
+    const report = await this.pc.getStats();
+    // Attributed by the current, negotiated mid -> track_id mapping: a reused m-line's
+    // stream counts for the track it carries now. `info.mid` is set once an answer
+    // covering the subscription is applied, and the track leaves remoteTracks when it is
+    // unpublished. (A receiver's MediaStreamTrack outlives reuse: not a key.)
+    const byMid = new Map();
+    for (const info of this.remoteTracks.values()) {
+      if (info.mid != null && info.track) byMid.set(info.mid, info.track_id);
+    }
+    // One inbound-rtp per mid, the one that received last (an SSRC change on a reused
+    // m-line may leave the previous stream's report for a while).
+    const latest = new Map();
+    for (const r of report.values()) {
+      if (r.type !== 'inbound-rtp' || r.mid == null || !byMid.has(r.mid)) continue;
+      const prev = latest.get(r.mid);
+      if (!prev || (r.lastPacketReceivedTimestamp ?? 0) > (prev.lastPacketReceivedTimestamp ?? 0)) latest.set(r.mid, r);
+    }
+    const out = [];
+    for (const [mid, r] of latest) {
+      const trackId = byMid.get(mid);
+      const info = this.remoteTracks.get(trackId);
+      out.push({
+        track_id: trackId,
+        kind: r.kind,
+        source: info.source,
+        participant_id: info.participant_id,
+        mid: r.mid ?? null,
+        framesDecoded: r.kind === 'video' ? (r.framesDecoded ?? 0) : null,
+        bytesReceived: r.bytesReceived ?? 0,
+        packetsReceived: r.packetsReceived ?? 0,
+        frameWidth: r.frameWidth ?? null,
+        frameHeight: r.frameHeight ?? null,
+        totalSamplesReceived: r.totalSamplesReceived ?? null,
+      });
+    }
+    return out;
+  }
+
+  // ---------------------------------------------------------------- socket
+
+  _openSocket() {
+    return new Promise((resolve, reject) => {
+      let ws;
+      try {
+        ws = new WebSocket(this.url);
+      } catch (err) {
+        reject(new CallError('network', `cannot open ${this.url}: ${err.message}`));
+        return;
+      }
+      this.ws = ws;
+      let opened = false;
+      ws.addEventListener('open', () => {
+        opened = true;
+        this.timings.wsOpen = performance.now();
+        resolve();
+      });
+      ws.addEventListener('message', (e) => this._onMessage(e.data));
+      ws.addEventListener('close', (e) => {
+        if (!opened) {
+          reject(new CallError('network', `WebSocket to ${this.url} failed (code ${e.code})`));
+        }
+        this._onSocketClose(e);
+      });
+      // 'error' is always followed by 'close', which does the work.
+      ws.addEventListener('error', () => console.warn('call: WebSocket error', this.url));
+    });
+  }
+
+  _send(msg) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) {
+      throw new CallError('closed', `cannot send ${msg.type}: socket not open`);
+    }
+    this.ws.send(JSON.stringify(msg));
+  }
+
+  _sendJoin() {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._joinWaiter = null;
+        reject(new CallError('timeout', 'no reply to join'));
+      }, JOIN_TIMEOUT_MS);
+      this._joinWaiter = {
+        resolve: (m) => { clearTimeout(timer); resolve(m); },
+        reject: (e) => { clearTimeout(timer); reject(e); },
+      };
+      this._send({ type: 'join', token: this.token });
+    });
+  }
+
+  _onMessage(data) {
+    let msg;
+    try {
+      msg = JSON.parse(data);
+    } catch (err) {
+      this._reportError('protocol', new Error(`server sent invalid JSON: ${err.message}`));
+      return;
+    }
+    try {
+      this._dispatch(msg);
+    } catch (err) {
+      this._reportError('client', err);
+    }
+  }
+
+  _dispatch(msg) {
+    switch (msg.type) {
+      case 'joined':
+        if (this._joinWaiter) {
+          this._joinWaiter.resolve(msg);
+          this._joinWaiter = null;
+        }
+        return;
+      case 'error':
+        return this._onServerError(msg);
+      case 'answer':
+        return this._onAnswer(msg);
+      case 'participant_joined':
+        return this._onParticipantJoined(msg);
+      case 'participant_left':
+        return this._onParticipantLeft(msg);
+      case 'track_published':
+        return this._onTrackPublished(msg);
+      case 'track_unpublished':
+        return this._onTrackUnpublished(msg);
+      case 'track_muted':
+        return this._onTrackMuted(msg);
+      case 'left':
+        this._leftReason = msg.reason || 'left';
+        this._teardown(this._leftReason);
+        return;
+      default:
+        // Newer servers may send more; ignore what we do not know.
+        console.warn('call: ignoring unknown message type', msg.type);
+    }
+  }
+
+  _onServerError(msg) {
+    const err = new CallError(msg.code || 'unknown', msg.message || '');
+    err.request = msg.request ?? null;
+    // Before `joined` only the join is outstanding; an error without `request` (e.g. for a
+    // frame the server could not read) then also ends the join.
+    if (this._joinWaiter && (msg.request === 'join' || msg.request == null)) {
+      this._joinWaiter.reject(err);
+      this._joinWaiter = null;
+      return;
+    }
+    if (msg.request === 'offer') {
+      // An offer gets exactly one reply: this error is the in-flight offer's.
+      if (this._answersToSkip > 0) {
+        this._answersToSkip--;
+        console.warn(`call: dropping a late reply to an offer: ${err.message}`);
+        return;
+      }
+      if (this._answerWaiter) {
+        this._answerWaiter.reject(err);
+        this._answerWaiter = null;
+        return;
+      }
+    }
+    this._reportError(err.code, err);
+  }
+
+  _onSocketClose(e) {
+    if (this._leaveWaiter) {
+      this._leaveWaiter();
+      this._leaveWaiter = null;
+    }
+    const err = new CallError('closed', `socket closed (code ${e.code}${e.reason ? `, ${e.reason}` : ''})`);
+    if (this._joinWaiter) {
+      this._joinWaiter.reject(err);
+      this._joinWaiter = null;
+    }
+    if (this._answerWaiter) {
+      this._answerWaiter.reject(err);
+      this._answerWaiter = null;
+    }
+    if (this._state === 'joined' && !this._leftReason && !this._leaving) {
+      this._reportError('closed', err);
+    }
+    this._teardown(this._leftReason || 'closed', e);
+  }
+
+  // ---------------------------------------------------------------- room state
+
+  _onJoined(msg) {
+    this.participantId = msg.participant_id;
+    this.room = msg.room;
+    this.identity = msg.identity;
+    this.name = msg.name;
+    this.grants = {
+      publish_audio: true, publish_video: true, publish_screen: true, subscribe: true,
+      ...(msg.grants || {}),
+    };
+    for (const p of msg.participants || []) {
+      this.participants.set(p.participant_id, { participant_id: p.participant_id, identity: p.identity, name: p.name });
+    }
+    for (const t of msg.tracks || []) this._addRemoteTrack(t);
+    this._iceServers = [...(msg.ice_servers || []), ...this.iceServers];
+    this.timings.joined = performance.now();
+    this._state = 'joined';
+    this._createPeerConnection();
+    this._emit('joined', {
+      participant_id: this.participantId, room: this.room, identity: this.identity, name: this.name,
+      grants: this.grants, participants: [...this.participants.values()], tracks: msg.tracks || [],
+    });
+  }
+
+  _onParticipantJoined(msg) {
+    const p = { participant_id: msg.participant_id, identity: msg.identity, name: msg.name };
+    this.participants.set(p.participant_id, p);
+    this._emit('participant_joined', p);
+  }
+
+  _onParticipantLeft(msg) {
+    const p = this.participants.get(msg.participant_id) || { participant_id: msg.participant_id };
+    this.participants.delete(msg.participant_id);
+    // The server unpublishes a leaver's tracks before participant_left; in case one was
+    // missed, drop what is left here.
+    let removed = false;
+    for (const t of [...this.remoteTracks.values()]) {
+      if (t.participant_id === msg.participant_id) removed = this._removeRemoteTrack(t.track_id) || removed;
+    }
+    this._emit('participant_left', { ...p, reason: msg.reason });
+    if (removed) this._negotiateInBackground();
+  }
+
+  _onTrackPublished(msg) {
+    if (msg.participant_id === this.participantId) return;
+    if (this.remoteTracks.has(msg.track_id)) return;
+    this._addRemoteTrack(msg);
+    this._emit('track_published', this._trackDetail(this.remoteTracks.get(msg.track_id)));
+    if (this.grants.subscribe) this._negotiateInBackground();
+  }
+
+  _onTrackUnpublished(msg) {
+    if (this._removeRemoteTrack(msg.track_id)) this._negotiateInBackground();
+  }
+
+  _onTrackMuted(msg) {
+    const t = this.remoteTracks.get(msg.track_id);
+    if (!t) return;
+    t.muted = !!msg.muted;
+    this._emit('track_muted', this._trackDetail(t));
+  }
+
+  /**
+   * Records a remote track and, with the subscribe grant, queues giving it a recvonly
+   * transceiver: an idle one of its kind (its m-line then carries the new track), else a
+   * new one.
+   */
+  _addRemoteTrack(t) {
+    const info = {
+      track_id: t.track_id, participant_id: t.participant_id, kind: t.kind, source: t.source,
+      muted: !!t.muted, mid: null, track: null,
+    };
+    this.remoteTracks.set(t.track_id, info);
+    if (!this.grants.subscribe) return;
+    this._ops.push(() => {
+      if (this.remoteTracks.get(t.track_id) !== info) return; // unpublished meanwhile
+      let transceiver = this._idleTransceiver(this._recvTransceivers, t.kind);
+      if (transceiver) {
+        transceiver.direction = 'recvonly';
+      } else {
+        transceiver = this.pc.addTransceiver(t.kind, { direction: 'recvonly' });
+      }
+      this._recvTransceivers.set(transceiver, t.track_id);
+    });
+  }
+
+  /**
+   * Forgets a remote track and queues idling its transceiver (`inactive`, out of
+   * `subscribe`, kept for reuse). Returns whether it existed.
+   */
+  _removeRemoteTrack(trackId) {
+    const info = this.remoteTracks.get(trackId);
+    if (!info) return false;
+    this.remoteTracks.delete(trackId);
+    this._ops.push(() => {
+      const transceiver = this._transceiverOfTrack(trackId);
+      if (!transceiver) return; // never got one
+      transceiver.direction = 'inactive';
+      this._recvTransceivers.set(transceiver, null);
+    });
+    this._emit('track_removed', this._trackDetail(info));
+    return true;
+  }
+
+  _trackDetail(t) {
+    return {
+      track_id: t.track_id, participant_id: t.participant_id, kind: t.kind, source: t.source,
+      muted: t.muted, mid: t.mid, track: t.track,
+    };
+  }
+
+  // ---------------------------------------------------------------- media
+
+  _createPeerConnection() {
+    const pc = new RTCPeerConnection({ iceServers: this._iceServers, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    this.pc = pc;
+    // No 'track' listener: a reused m-line keeps its receiver's MediaStreamTrack, and the
+    // event may not fire again. Remote tracks are announced after each answer instead
+    // (_announceRemoteTracks).
+    pc.addEventListener('connectionstatechange', () => {
+      this._emit('connection_state', { state: pc.connectionState });
+      if (pc.connectionState === 'failed') {
+        this._reportError('ice_failed', new Error('media connection failed'));
+      }
+    });
+  }
+
+  async _startMedia({ audio, video }) {
+    const wantAudio = !!audio && this.grants.publish_audio;
+    const wantVideo = !!video && this.grants.publish_video;
+    if (!wantAudio && !wantVideo) return;
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      this._reportError('media', new Error('no media devices: the page needs HTTPS or localhost'));
+      return;
+    }
+    const get = (constraints) => navigator.mediaDevices.getUserMedia(constraints);
+    let tracks = [];
+    try {
+      tracks = (await get({ audio: wantAudio, video: wantVideo })).getTracks();
+    } catch (err) {
+      if (!(wantAudio && wantVideo)) {
+        this._reportError('media', err);
+      } else {
+        // One device may be missing or refused: try each alone.
+        for (const c of [{ audio: true }, { video: true }]) {
+          try {
+            tracks.push(...(await get(c)).getTracks());
+          } catch (e) {
+            this._reportError('media', e);
+          }
+        }
+      }
+    }
+    if (this._state !== 'joined') {
+      for (const t of tracks) t.stop();
+      return;
+    }
+    for (const track of tracks) {
+      this._addLocalTrack(track.kind === 'audio' ? 'microphone' : 'camera', track);
+    }
+  }
+
+  /** Records a local track and queues sending it: on an idle sender of its kind, else a new one. */
+  _addLocalTrack(source, track) {
+    const local = { track, mid: null, track_id: null };
+    this.localTracks.set(source, local);
+    if (this._localMuted.get(source)) track.enabled = false;
+    this._localOps.push(async () => {
+      if (this.localTracks.get(source) !== local) return; // removed meanwhile
+      let transceiver = this._idleTransceiver(this._sendTransceivers, track.kind);
+      if (transceiver) {
+        await transceiver.sender.replaceTrack(track);
+        transceiver.direction = 'sendonly';
+      } else {
+        transceiver = this.pc.addTransceiver(track, { direction: 'sendonly' });
+      }
+      this._sendTransceivers.set(transceiver, source);
+    });
+    this._emit('local_track', { source, track });
+  }
+
+  /** Queues idling the sender of a stopped local track: no track, `inactive`, out of `publish`. */
+  _removeLocalTrack(source, local) {
+    this._localOps.push(async () => {
+      for (const [t, s] of this._sendTransceivers) {
+        if (s !== source || t.sender.track !== local.track) continue;
+        this._sendTransceivers.set(t, null);
+        t.direction = 'inactive';
+        await t.sender.replaceTrack(null);
+      }
+    });
+  }
+
+  _setSourceMuted(source, muted) {
+    this._localMuted.set(source, muted);
+    const local = this.localTracks.get(source);
+    if (!local) return false;
+    local.track.enabled = !muted;
+    // Without a track_id yet, the mute is sent once the answer assigns one.
+    if (local.track_id != null && this._state === 'joined') {
+      this._send({ type: 'mute', track_id: local.track_id, muted });
+    }
+    return true;
+  }
+
+  /**
+   * After an answer: each subscribed track whose m-line now receives gets its mid and its
+   * receiver's MediaStreamTrack (the same object a previous track of a reused m-line had),
+   * and a 'track' event, once per track_id.
+   */
+  _announceRemoteTracks() {
+    for (const [t, trackId] of this._recvTransceivers) {
+      if (trackId == null || t.mid == null) continue;
+      const info = this.remoteTracks.get(trackId);
+      if (!info || info.track) continue;
+      // An m-line the server answered inactive (the track is gone; its
+      // track_unpublished is on the way) announces nothing.
+      if (!receiving(t)) continue;
+      info.track = t.receiver.track;
+      info.mid = t.mid;
+      this._emit('track', this._trackDetail(info));
+    }
+  }
+
+  /** An idle transceiver of `kind` in `pool` (_sendTransceivers or _recvTransceivers). */
+  _idleTransceiver(pool, kind) {
+    for (const [t, v] of pool) if (v == null && kindOf(t) === kind) return t;
+    return null;
+  }
+
+  _transceiverOfTrack(trackId) {
+    for (const [t, id] of this._recvTransceivers) if (id === trackId) return t;
+    return null;
+  }
+
+  // ---------------------------------------------------------------- negotiation
+
+  /** Requests a negotiation; resolves when an offer with every change so far is answered. */
+  _negotiate() {
+    this._wantNegotiation = true;
+    if (!this._negotiating) {
+      this._negotiating = this._negotiationLoop().finally(() => {
+        this._negotiating = null;
+      });
+    }
+    return this._negotiating;
+  }
+
+  _negotiateInBackground() {
+    this._negotiate().catch((err) => {
+      // Ending the call cancels the negotiation: not an error.
+      if (this._state === 'closed' && err.code === 'closed') return;
+      this._reportError(err.code || 'negotiation', err);
+    });
+  }
+
+  async _negotiationLoop() {
+    let lastError = null;
+    while (this._wantNegotiation && this._state === 'joined') {
+      this._wantNegotiation = false;
+      lastError = null;
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await this._offerOnce();
+          break;
+        } catch (err) {
+          if (err.code === 'server_busy' && attempt < BUSY_RETRIES && this._state === 'joined') {
+            await new Promise((r) => setTimeout(r, BUSY_RETRY_MS * (attempt + 1)));
+            continue;
+          }
+          lastError = err;
+          break;
+        }
+      }
+    }
+    if (lastError) throw lastError;
+    if (this._state !== 'joined') throw new CallError('closed', 'the call ended during negotiation');
+  }
+
+  async _offerOnce() {
+    const pc = this.pc;
+    // Local tracks get their m-lines first, so that at join the participant's own media
+    // come first in the SDP. (No m-line is ever rejected, so which one is the BUNDLE tag
+    // does not matter.)
+    const ops = [...this._localOps.splice(0), ...this._ops.splice(0)];
+    for (const op of ops) {
+      try {
+        await op();
+      } catch (err) {
+        this._reportError('client', err);
+      }
+    }
+    if (this._state !== 'joined') return;
+    if (pc.getTransceivers().length === 0) return; // nothing to negotiate yet (a viewer in an empty room)
+
+    const offer = await pc.createOffer();
+    await pc.setLocalDescription(offer);
+
+    const publish = [];
+    const subscribe = [];
+    for (const [t, source] of this._sendTransceivers) {
+      if (source != null && t.mid != null) publish.push({ mid: t.mid, source });
+    }
+    for (const [t, trackId] of this._recvTransceivers) {
+      if (trackId != null && t.mid != null) subscribe.push({ mid: t.mid, track_id: trackId });
+    }
+
+    const answered = new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        if (this._answerWaiter && this._answerWaiter.resolve === wrappedResolve) {
+          this._answerWaiter = null;
+          this._answersToSkip++;
+          reject(new CallError('timeout', 'no answer to offer'));
+        }
+      }, ANSWER_TIMEOUT_MS);
+      const wrappedResolve = (m) => { clearTimeout(timer); resolve(m); };
+      this._answerWaiter = {
+        resolve: wrappedResolve,
+        reject: (e) => { clearTimeout(timer); reject(e); },
+      };
+    });
+    let answer;
+    try {
+      this._send({ type: 'offer', sdp: pc.localDescription.sdp, publish, subscribe });
+      answer = await answered;
+    } catch (err) {
+      this._answerWaiter = null;
+      if (pc.signalingState === 'have-local-offer') {
+        await pc.setLocalDescription({ type: 'rollback' }).catch((e) => console.warn('call: rollback failed', e));
+      }
+      throw err;
+    }
+    await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
+    if (this.timings.firstAnswer == null) this.timings.firstAnswer = performance.now();
+
+    const published = new Map((answer.published || []).map((p) => [String(p.mid), p.track_id]));
+    for (const [t, source] of this._sendTransceivers) {
+      const local = source != null ? this.localTracks.get(source) : null;
+      if (!local || t.mid == null || t.sender.track !== local.track) continue;
+      local.mid = t.mid;
+      const trackId = published.get(t.mid);
+      if (trackId != null && trackId !== local.track_id) {
+        local.track_id = trackId;
+        // A mute wished before the track had an id.
+        if (!local.track.enabled) this._send({ type: 'mute', track_id: trackId, muted: true });
+      }
+    }
+    this._announceRemoteTracks();
+  }
+
+  _onAnswer(msg) {
+    if (this._answersToSkip > 0) {
+      this._answersToSkip--;
+      console.warn('call: dropping a late answer');
+      return;
+    }
+    if (!this._answerWaiter) {
+      this._reportError('protocol', new Error('answer without an offer in flight'));
+      return;
+    }
+    this._answerWaiter.resolve(msg);
+    this._answerWaiter = null;
+  }
+
+  // ---------------------------------------------------------------- teardown, events
+
+  _assertJoined() {
+    if (this._state !== 'joined') throw new CallError('bad_state', `not joined (state ${this._state})`);
+  }
+
+  _teardown(reason, closeEvent) {
+    if (this._state === 'closed') return;
+    const wasJoined = this._state === 'joined';
+    this._state = 'closed';
+    this._leaving = true;
+    // `left` from the server, or our own leave(): the participant is out of the call.
+    if (wasJoined && this._leftReason) this._emit('left', { reason: this._leftReason });
+    for (const local of this.localTracks.values()) local.track.stop();
+    if (this.pc) this.pc.close();
+    if (this.ws && this.ws.readyState <= WebSocket.OPEN) this.ws.close(1000, 'leaving');
+    if (this._answerWaiter) {
+      this._answerWaiter.reject(new CallError('closed', 'the call ended'));
+      this._answerWaiter = null;
+    }
+    this._emit('closed', {
+      reason, wasJoined,
+      code: closeEvent ? closeEvent.code : null,
+    });
+  }
+
+  _reportError(code, err) {
+    const message = err && err.message ? err.message : String(err);
+    console.warn(`call: ${code}: ${message}`);
+    this._emit('error', { code, message, error: err });
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}

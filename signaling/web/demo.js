@@ -1,0 +1,328 @@
+// The demo page: join a room, see and hear the others, mute, camera off, share screen, leave.
+import { Call } from '/client.js';
+
+const $ = (id) => document.getElementById(id);
+const form = $('join-form');
+const grid = $('grid');
+const statusLine = $('status');
+const buttons = { join: $('join'), mute: $('mute'), camera: $('camera'), screen: $('screen'), leave: $('leave') };
+
+/** For tests and the console: the current Call. */
+window.demo = { call: null };
+
+/** Tiles by key: `local`, `local-screen`, `p<participant_id>`, `s<track_id>`. */
+const tiles = new Map();
+/** <audio> elements by remote track_id. */
+const audios = new Map();
+
+function setStatus(text, isError = false) {
+  statusLine.textContent = text;
+  statusLine.classList.toggle('error', isError);
+}
+
+function showError(prefix, err) {
+  const message = err && err.message ? err.message : String(err);
+  console.warn(prefix, err);
+  setStatus(`${prefix}: ${message}`, true);
+}
+
+// ------------------------------------------------------------------ tiles
+
+function initials(name) {
+  return (name || '?').split(/\s+/).filter(Boolean).slice(0, 2).map((w) => w[0].toUpperCase()).join('') || '?';
+}
+
+function tile(key, { name, screen = false, local = false }) {
+  let t = tiles.get(key);
+  if (t) return t;
+  const el = $('tile-template').content.firstElementChild.cloneNode(true);
+  el.dataset.key = key;
+  el.classList.toggle('screen', screen);
+  el.classList.toggle('local', local && !screen);
+  el.classList.add('no-video');
+  const video = el.querySelector('video');
+  video.muted = true; // sound goes through <audio> elements
+  t = { el, video, nameEl: el.querySelector('.name'), badges: el.querySelector('.badges'), videoTrackId: null };
+  t.el.querySelector('.placeholder').textContent = initials(name);
+  t.nameEl.textContent = name;
+  tiles.set(key, t);
+  grid.append(el);
+  return t;
+}
+
+function removeTile(key) {
+  const t = tiles.get(key);
+  if (!t) return;
+  t.video.srcObject = null;
+  t.el.remove();
+  tiles.delete(key);
+}
+
+function showVideo(t, track, trackId = null) {
+  t.videoTrackId = trackId;
+  t.video.srcObject = track ? new MediaStream([track]) : null;
+  t.el.classList.toggle('no-video', !track);
+  // A newer srcObject interrupts a pending play() with AbortError: not an error.
+  if (track) t.video.play().catch((err) => err.name !== 'AbortError' && showError('Cannot play video', err));
+}
+
+function setBadge(t, name, on) {
+  let badge = t.badges.querySelector(`[data-badge="${name}"]`);
+  if (on && !badge) {
+    badge = document.createElement('span');
+    badge.className = 'badge';
+    badge.dataset.badge = name;
+    badge.textContent = name;
+    t.badges.append(badge);
+  } else if (!on && badge) {
+    badge.remove();
+  }
+}
+
+function participantName(call, participantId) {
+  const p = call.participants.get(participantId);
+  return p ? p.name || p.identity : `#${participantId}`;
+}
+
+function participantTile(call, participantId) {
+  return tile(`p${participantId}`, { name: participantName(call, participantId) });
+}
+
+// ------------------------------------------------------------------ remote media
+
+function onTrack(call, t) {
+  if (t.kind === 'audio') {
+    const audio = document.createElement('audio');
+    audio.autoplay = true;
+    audio.srcObject = new MediaStream([t.track]);
+    audio.dataset.trackId = t.track_id;
+    document.body.append(audio);
+    audios.set(t.track_id, audio);
+    audio.play().catch((err) => err.name !== 'AbortError'
+      && showError('Cannot play audio (click the page to allow sound)', err));
+    setBadge(participantTile(call, t.participant_id), 'muted', t.muted);
+    return;
+  }
+  if (t.source === 'screen') {
+    const st = tile(`s${t.track_id}`, { name: `${participantName(call, t.participant_id)} — screen`, screen: true });
+    showVideo(st, t.track, t.track_id);
+    return;
+  }
+  const pt = participantTile(call, t.participant_id);
+  showVideo(pt, t.track, t.track_id);
+  pt.el.classList.toggle('no-video', t.muted);
+}
+
+function onTrackRemoved(call, t) {
+  if (t.kind === 'audio') {
+    const audio = audios.get(t.track_id);
+    if (audio) {
+      audio.srcObject = null;
+      audio.remove();
+      audios.delete(t.track_id);
+    }
+    const pt = tiles.get(`p${t.participant_id}`);
+    if (pt) setBadge(pt, 'muted', false);
+    return;
+  }
+  if (t.source === 'screen') {
+    removeTile(`s${t.track_id}`);
+    return;
+  }
+  const pt = tiles.get(`p${t.participant_id}`);
+  if (pt && pt.videoTrackId === t.track_id) showVideo(pt, null);
+}
+
+function onTrackMuted(call, t) {
+  const pt = tiles.get(`p${t.participant_id}`);
+  if (t.kind === 'audio') {
+    if (pt) setBadge(pt, 'muted', t.muted);
+  } else if (t.source === 'screen') {
+    const st = tiles.get(`s${t.track_id}`);
+    if (st) st.el.classList.toggle('no-video', t.muted);
+  } else if (pt && pt.videoTrackId === t.track_id) {
+    pt.el.classList.toggle('no-video', t.muted);
+  }
+}
+
+// ------------------------------------------------------------------ controls
+
+function updateButtons(call) {
+  const joined = !!call;
+  const mic = joined && call.localTracks.get('microphone');
+  const cam = joined && call.localTracks.get('camera');
+  const micMuted = joined && call.isMuted('microphone');
+  const camOff = joined && call.isMuted('camera');
+  buttons.mute.disabled = !mic;
+  buttons.mute.textContent = micMuted && mic ? 'Unmute' : 'Mute';
+  buttons.mute.classList.toggle('on', !!mic && micMuted);
+  buttons.camera.disabled = !cam;
+  buttons.camera.textContent = camOff && cam ? 'Camera on' : 'Camera off';
+  buttons.camera.classList.toggle('on', !!cam && camOff);
+  const sharing = joined && call.localTracks.has('screen');
+  buttons.screen.disabled = !joined || !call.grants || !call.grants.publish_screen
+    || !navigator.mediaDevices || !navigator.mediaDevices.getDisplayMedia;
+  buttons.screen.textContent = sharing ? 'Stop sharing' : 'Share screen';
+  buttons.screen.classList.toggle('on', sharing);
+  const local = tiles.get('local');
+  if (local) {
+    setBadge(local, 'muted', !!mic && micMuted);
+    local.el.classList.toggle('no-video', !cam || camOff);
+  }
+}
+
+buttons.mute.addEventListener('click', () => {
+  const call = window.demo.call;
+  if (!call) return;
+  try {
+    call.setMicrophoneMuted(!call.isMuted('microphone'));
+  } catch (err) {
+    showError('Mute failed', err);
+  }
+  updateButtons(call);
+});
+
+buttons.camera.addEventListener('click', () => {
+  const call = window.demo.call;
+  if (!call) return;
+  try {
+    call.setCameraEnabled(call.isMuted('camera'));
+  } catch (err) {
+    showError('Camera failed', err);
+  }
+  updateButtons(call);
+});
+
+buttons.screen.addEventListener('click', async () => {
+  const call = window.demo.call;
+  if (!call) return;
+  buttons.screen.disabled = true;
+  try {
+    if (call.localTracks.has('screen')) await call.stopScreenShare();
+    else await call.startScreenShare();
+  } catch (err) {
+    showError('Screen share failed', err);
+  }
+  updateButtons(call);
+});
+
+buttons.leave.addEventListener('click', async () => {
+  const call = window.demo.call;
+  if (!call) return;
+  buttons.leave.disabled = true;
+  try {
+    await call.leave();
+  } catch (err) {
+    showError('Leave failed', err);
+  }
+});
+
+// ------------------------------------------------------------------ join
+
+async function fetchToken(room, name) {
+  const pasted = $('token').value.trim();
+  if (!$('token-field').hidden && pasted) return pasted;
+  const identity = `${name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '') || 'guest'}-${
+    crypto.getRandomValues(new Uint32Array(1))[0].toString(36)}`;
+  const query = new URLSearchParams({ room, identity, name });
+  const res = await fetch(`/dev/token?${query}`);
+  if (res.status === 404) {
+    $('token-field').hidden = false;
+    $('token').focus();
+    return null;
+  }
+  if (!res.ok) throw new Error(`token request failed: ${res.status} ${(await res.text()).trim()}`);
+  return (await res.json()).token;
+}
+
+function wire(call) {
+  call.addEventListener('joined', (e) => {
+    $('room-label').textContent = `Room ${e.detail.room}`;
+    const local = tile('local', { name: `${e.detail.name} (you)`, local: true });
+    local.el.classList.add('no-video');
+    for (const p of e.detail.participants) participantTile(call, p.participant_id);
+  });
+  call.addEventListener('local_track', (e) => {
+    const { source, track } = e.detail;
+    if (source === 'camera') showVideo(tile('local', { name: 'You', local: true }), track);
+    if (source === 'screen') showVideo(tile('local-screen', { name: 'Your screen', screen: true }), track);
+    updateButtons(call);
+  });
+  call.addEventListener('local_track_removed', (e) => {
+    if (e.detail.source === 'screen') removeTile('local-screen');
+    updateButtons(call);
+  });
+  call.addEventListener('participant_joined', (e) => {
+    participantTile(call, e.detail.participant_id).nameEl.textContent = e.detail.name || e.detail.identity;
+    setStatus(`${e.detail.name || e.detail.identity} joined`);
+  });
+  call.addEventListener('participant_left', (e) => {
+    removeTile(`p${e.detail.participant_id}`);
+    setStatus(`${e.detail.name || e.detail.identity || 'someone'} left`);
+  });
+  call.addEventListener('track', (e) => onTrack(call, e.detail));
+  call.addEventListener('track_removed', (e) => onTrackRemoved(call, e.detail));
+  call.addEventListener('track_muted', (e) => onTrackMuted(call, e.detail));
+  call.addEventListener('error', (e) => setStatus(`Error (${e.detail.code}): ${e.detail.message}`, true));
+  call.addEventListener('left', (e) => setStatus(`Removed from the call (${e.detail.reason})`, e.detail.reason !== 'left'));
+  call.addEventListener('closed', (e) => {
+    if (window.demo.call !== call) return;
+    endCall(e.detail.reason === 'left' ? 'You left the call' : null);
+  });
+}
+
+function endCall(message) {
+  for (const key of [...tiles.keys()]) removeTile(key);
+  for (const audio of audios.values()) audio.remove();
+  audios.clear();
+  $('call').hidden = true;
+  form.hidden = false;
+  buttons.join.disabled = false;
+  buttons.leave.disabled = false;
+  $('room-label').textContent = '';
+  if (message) setStatus(message);
+  updateButtons(null);
+}
+
+async function join(room, name) {
+  buttons.join.disabled = true;
+  setStatus('Joining…');
+  let call = null;
+  try {
+    const token = await fetchToken(room, name);
+    if (!token) {
+      setStatus('This server issues no tokens itself: paste a join token.', true);
+      buttons.join.disabled = false;
+      return null;
+    }
+    call = new Call({ token });
+    window.demo.call = call;
+    wire(call);
+    form.hidden = true;
+    $('call').hidden = false;
+    await call.join({ audio: true, video: true });
+    setStatus(`Joined as ${call.name}`);
+    updateButtons(call);
+    return call;
+  } catch (err) {
+    showError('Could not join', err);
+    if (call) window.demo.call = null;
+    endCall(null);
+    return null;
+  }
+}
+
+form.addEventListener('submit', (e) => {
+  e.preventDefault();
+  join($('room').value.trim(), $('name').value.trim());
+});
+
+// Prefill from ?room=..&name=..
+const params = new URLSearchParams(location.search);
+if (params.get('room')) $('room').value = params.get('room');
+if (params.get('name')) $('name').value = params.get('name');
+if (!navigator.mediaDevices) {
+  setStatus('Camera and microphone need HTTPS (or localhost): you can only watch.', true);
+}
+updateButtons(null);
+window.demo.join = join;
