@@ -196,7 +196,7 @@ export class Call extends EventTarget {
   /**
    * Inbound RTP statistics of the subscribed tracks:
    * [{track_id, kind, source, participant_id, mid, framesDecoded, bytesReceived,
-   *   packetsReceived, frameWidth, frameHeight, totalSamplesReceived}]
+   *   packetsReceived, packetsLost, ssrc, frameWidth, frameHeight, totalSamplesReceived}]
    * Chromium reports an inbound stream only once its first packet arrived.
    */
   async inboundStats() {
@@ -231,6 +231,8 @@ export class Call extends EventTarget {
         framesDecoded: r.kind === 'video' ? (r.framesDecoded ?? 0) : null,
         bytesReceived: r.bytesReceived ?? 0,
         packetsReceived: r.packetsReceived ?? 0,
+        packetsLost: r.packetsLost ?? 0,
+        ssrc: r.ssrc ?? null,
         frameWidth: r.frameWidth ?? null,
         frameHeight: r.frameHeight ?? null,
         totalSamplesReceived: r.totalSamplesReceived ?? null,
