@@ -217,7 +217,13 @@ class Participant {
     this.id = await page.evaluate(() => window.demo.call.participantId);
     if (firstFrame) {
       this.firstFrameMs = await firstFrame;
-      console.log(`E2E first-frame-ms participant=${this.name} ms=${this.firstFrameMs.toFixed(0)}`);
+      const t = await page.evaluate(() => {
+        const { wsOpen, joined, firstAnswer } = window.demo.call.timings;
+        const connected = window.demo.call.timings.connected;
+        return { joined: joined - wsOpen, answer: firstAnswer - wsOpen, connected: connected != null ? connected - wsOpen : null };
+      });
+      console.log(`E2E first-frame-ms participant=${this.name} ms=${this.firstFrameMs.toFixed(0)} `
+        + `(joined +${t.joined.toFixed(0)}, answer +${t.answer.toFixed(0)}, connected +${t.connected == null ? '?' : t.connected.toFixed(0)})`);
     }
     return this;
   }
@@ -463,7 +469,8 @@ describe('a call through the SFU with Chromium peers', { timeout: 420000 }, () =
   const vera = new Participant('Vera'); // receive-only viewer
   const dave = new Participant('Dave');
   const erin = new Participant('Erin');
-  const everyone = [alice, bob, carol, vera, dave, erin];
+  const frank = new Participant('Frank'); // a fifth timed join
+  const everyone = [alice, bob, carol, vera, dave, erin, frank];
   let failed = false;
   let callUp = false;
 
@@ -476,7 +483,7 @@ describe('a call through the SFU with Chromium peers', { timeout: 420000 }, () =
   });
 
   after(async () => {
-    const joins = [bob, carol, vera, dave].map((p) => p.firstFrameMs).filter((v) => v != null);
+    const joins = [bob, carol, vera, dave, frank].map((p) => p.firstFrameMs).filter((v) => v != null);
     if (joins.length) {
       console.log(`E2E first-frame-ms median=${median(joins).toFixed(0)} joins=${joins.length} values=${joins.map((v) => v.toFixed(0)).join(',')}`);
     }
@@ -746,6 +753,20 @@ describe('a call through the SFU with Chromium peers', { timeout: 420000 }, () =
       }
     }
   }, 90000, true);
+
+  step('a fifth participant decodes everyone promptly, and its leaving is seen', async () => {
+    await frank.join(ROOM, { expectVideoFrom: true });
+    assert.ok(frank.firstFrameMs != null, 'Frank decoded a remote video frame');
+    await frank.expectMedia(camOf(bob, carol, dave), 'Bob, Carol and Dave');
+    await frank.page.click('#leave');
+    await waitFor('Bob and Carol to see Frank leave', async () => {
+      const states = await Promise.all([bob.state(), carol.state()]);
+      const gone = states.every((st) => !st.participants.some((x) => x.participant_id === frank.id)
+        && !st.remote.some((t) => t.participant_id === frank.id));
+      return { ok: gone };
+    });
+    await frank.close();
+  }, 60000, true);
 
   step('mute reaches the others as track_muted', async () => {
     await bob.page.click('#mute');

@@ -22,6 +22,8 @@ pub enum DropReason {
     NoCodec,
     /// The subscriber has no send stream for the m-line (not negotiated yet).
     NoStream,
+    /// The subscriber's transport (ICE + DTLS) is not up yet; it gets a keyframe when it is.
+    NotConnected,
     /// The socket's send buffer was full.
     SendBufferFull,
     /// The participant's signaling queue was full.
@@ -30,7 +32,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in the order of [`DropReason::index`].
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::UnknownSource,
         DropReason::Malformed,
         DropReason::Refused,
@@ -38,6 +40,7 @@ impl DropReason {
         DropReason::BeforeStart,
         DropReason::NoCodec,
         DropReason::NoStream,
+        DropReason::NotConnected,
         DropReason::SendBufferFull,
         DropReason::SignalQueueFull,
     ];
@@ -57,6 +60,7 @@ impl DropReason {
             DropReason::BeforeStart => "before_start",
             DropReason::NoCodec => "no_codec",
             DropReason::NoStream => "no_stream",
+            DropReason::NotConnected => "not_connected",
             DropReason::SendBufferFull => "send_buffer_full",
             DropReason::SignalQueueFull => "signal_queue_full",
         }

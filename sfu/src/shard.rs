@@ -707,8 +707,8 @@ impl Shard {
             let mid = Mid::from(x.mid.as_str());
             let kind_ok = p.rtc.media(mid).is_some_and(|m| {
                 let kind = match m.kind() {
-                    MediaKind::Audio => signaling::protocol::Kind::Audio,
-                    MediaKind::Video => signaling::protocol::Kind::Video,
+                    MediaKind::Audio => Kind::Audio,
+                    MediaKind::Video => Kind::Video,
                 };
                 kind == x.source.kind() && m.direction().is_receiving()
             });
@@ -827,8 +827,7 @@ impl Shard {
                 m.direction().is_sending()
                     && matches!(
                         (m.kind(), track.info.kind),
-                        (MediaKind::Audio, signaling::protocol::Kind::Audio)
-                            | (MediaKind::Video, signaling::protocol::Kind::Video)
+                        (MediaKind::Audio, Kind::Audio) | (MediaKind::Video, Kind::Video)
                     )
             });
             if track.room == p.room && track.info.participant_id != id && sendable {
@@ -870,10 +869,13 @@ impl Shard {
                 t.subscribers.retain(|s| *s != (id, mid));
             }
         }
+        // A subscriber whose transport is up needs a keyframe now; one still connecting
+        // gets its keyframes when it connects (a keyframe sent before would be lost).
+        let connected = p.rtc.is_connected();
         for (mid, track_id) in new {
             if let Some(t) = self.tracks.get_mut(&track_id) {
                 t.subscribers.push((id, mid));
-                if t.info.kind == signaling::protocol::Kind::Video {
+                if connected && t.info.kind == Kind::Video {
                     self.request_keyframe(track_id);
                 }
             }
@@ -946,7 +948,23 @@ impl Shard {
                     p.media_deadline = Some(p.media_deadline.map_or(deadline, |d| d.min(deadline)));
                 }
             }
-            Event::Connected => info!(participant = %id, "media connected"),
+            Event::Connected => {
+                info!(participant = %id, "media connected");
+                let video: Vec<TrackId> = self
+                    .participants
+                    .get(&id)
+                    .map(|p| p.subscriptions.iter().map(|s| s.track_id).collect())
+                    .unwrap_or_default();
+                for track_id in video {
+                    if self
+                        .tracks
+                        .get(&track_id)
+                        .is_some_and(|t| t.info.kind == Kind::Video)
+                    {
+                        self.request_keyframe(track_id);
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -981,7 +999,7 @@ impl Shard {
             .find(|x| x.pt() == pt_in)
             .copied();
         let clock_hz = params.map_or(90_000, |x| x.spec().clock_rate.get());
-        let nackable = track.info.kind == signaling::protocol::Kind::Video;
+        let nackable = track.info.kind == Kind::Video;
         let mut ext_vals = packet.header.ext_vals.clone();
         ext_vals.mid = None;
         ext_vals.rid = None;
@@ -992,6 +1010,10 @@ impl Shard {
             let Some(s) = sub.subscriptions.iter_mut().find(|s| s.mid == *mid) else {
                 continue;
             };
+            if !sub.rtc.is_connected() {
+                self.counters.drop(DropReason::NotConnected);
+                continue;
+            }
             let pt_out = match s.pts.iter().find(|(i, _)| *i == pt_in) {
                 Some((_, o)) => Some(*o),
                 None => {

@@ -40,6 +40,21 @@ export class CallError extends Error {
   }
 }
 
+/**
+ * The grants a join token claims (docs/protocol.md: each defaults to true). Read, not
+ * verified: only to avoid capturing devices the server would refuse anyway.
+ */
+function tokenGrants(token) {
+  const all = { publish_audio: true, publish_video: true, publish_screen: true, subscribe: true };
+  try {
+    const b64 = String(token).split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const claims = JSON.parse(atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4)));
+    return { ...all, ...(claims.grants || {}) };
+  } catch {
+    return all;
+  }
+}
+
 function defaultUrl() {
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
   return `${proto}//${location.host}/ws`;
@@ -75,7 +90,7 @@ export class Call extends EventTarget {
     /** @type {WebSocket|null} */
     this.ws = null;
     /** performance.now() timestamps of the join steps. */
-    this.timings = { wsOpen: null, joined: null, firstAnswer: null };
+    this.timings = { wsOpen: null, joined: null, firstAnswer: null, connected: null };
 
     this._state = 'new'; // new | joining | joined | closed
     this._joinWaiter = null; // {resolve, reject}
@@ -108,13 +123,22 @@ export class Call extends EventTarget {
   async join({ audio = true, video = true } = {}) {
     if (this._state !== 'new') throw new CallError('bad_state', `join() in state ${this._state}`);
     this._state = 'joining';
+    // Start the camera and microphone while the socket joins: device start-up is the
+    // slowest step of a join. Only what the token grants is captured (its claims are
+    // readable here; the server checks them again).
+    const grants = tokenGrants(this.token);
+    const capture = this._captureMedia({
+      audio: !!audio && grants.publish_audio,
+      video: !!video && grants.publish_video,
+    });
     try {
       await this._openSocket();
       const joined = await this._sendJoin();
       this._onJoined(joined);
-      await this._startMedia({ audio, video });
+      await this._startMedia(await capture);
       await this._negotiate();
     } catch (err) {
+      capture.then((tracks) => tracks.forEach((t) => t.stop()));
       this._teardown(err.code === 'unauthorized' ? 'unauthorized' : 'error');
       throw err;
     }
@@ -506,6 +530,9 @@ export class Call extends EventTarget {
     // event may not fire again. Remote tracks are announced after each answer instead
     // (_announceRemoteTracks).
     pc.addEventListener('connectionstatechange', () => {
+      if (pc.connectionState === 'connected' && this.timings.connected == null) {
+        this.timings.connected = performance.now();
+      }
       this._emit('connection_state', { state: pc.connectionState });
       if (pc.connectionState === 'failed') {
         this._reportError('ice_failed', new Error('media connection failed'));
@@ -513,37 +540,40 @@ export class Call extends EventTarget {
     });
   }
 
-  async _startMedia({ audio, video }) {
-    const wantAudio = !!audio && this.grants.publish_audio;
-    const wantVideo = !!video && this.grants.publish_video;
-    if (!wantAudio && !wantVideo) return;
+  /** Captures microphone and/or camera; resolves with the tracks it got (errors reported). */
+  async _captureMedia({ audio, video }) {
+    if (!audio && !video) return [];
     if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
       this._reportError('media', new Error('no media devices: the page needs HTTPS or localhost'));
-      return;
+      return [];
     }
     const get = (constraints) => navigator.mediaDevices.getUserMedia(constraints);
-    let tracks = [];
     try {
-      tracks = (await get({ audio: wantAudio, video: wantVideo })).getTracks();
+      return (await get({ audio, video })).getTracks();
     } catch (err) {
-      if (!(wantAudio && wantVideo)) {
+      if (!(audio && video)) {
         this._reportError('media', err);
-      } else {
-        // One device may be missing or refused: try each alone.
-        for (const c of [{ audio: true }, { video: true }]) {
-          try {
-            tracks.push(...(await get(c)).getTracks());
-          } catch (e) {
-            this._reportError('media', e);
-          }
+        return [];
+      }
+      // One device may be missing or refused: try each alone.
+      const tracks = [];
+      for (const c of [{ audio: true }, { video: true }]) {
+        try {
+          tracks.push(...(await get(c)).getTracks());
+        } catch (e) {
+          this._reportError('media', e);
         }
       }
+      return tracks;
     }
-    if (this._state !== 'joined') {
-      for (const t of tracks) t.stop();
-      return;
-    }
-    for (const track of tracks) {
+  }
+
+  /** Publishes the captured tracks that the server's grants allow; stops the others. */
+  async _startMedia(tracks) {
+    const granted = (t) => (t.kind === 'audio' ? this.grants.publish_audio : this.grants.publish_video);
+    for (const t of tracks) if (!granted(t) || this._state !== 'joined') t.stop();
+    if (this._state !== 'joined') return;
+    for (const track of tracks.filter(granted)) {
       this._addLocalTrack(track.kind === 'audio' ? 'microphone' : 'camera', track);
     }
   }
