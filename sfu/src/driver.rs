@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use quinn_udp::{RecvMeta, UdpSocketState};
-use signaling::protocol::{ErrorCode, ErrorMessage, ParticipantId, ServerMessage};
+use signaling::protocol::{ErrorCode, ErrorMessage, LeaveReason, ParticipantId, ServerMessage};
 use signaling::{Join, MediaPlane, Request};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -264,7 +264,7 @@ impl Driver {
                             warn!(participant = %id, "signaling queue full; removing");
                             self.core.counters.drop(DropReason::SignalQueueFull);
                             self.events.remove(&id);
-                            self.core.leave(Instant::now(), id);
+                            self.core.remove(Instant::now(), id, LeaveReason::Error);
                         }
                         Err(mpsc::error::TrySendError::Closed(_)) => {
                             self.core.leave(Instant::now(), id);
@@ -384,16 +384,17 @@ async fn receive(driver: Rc<RefCell<Driver>>, socket: Rc<Socket>, wake: Rc<Notif
     let gro = socket.state.gro_segments().max(1);
     let mut buffer = vec![0u8; RECV_BATCH * segment * gro];
     let mut meta = vec![RecvMeta::default(); RECV_BATCH];
+    // Built once: the datagrams are read back through these same slices.
+    let mut slices: Vec<IoSliceMut<'_>> = buffer
+        .chunks_mut(segment * gro)
+        .map(IoSliceMut::new)
+        .collect();
     loop {
         if let Err(e) = socket.udp.readable().await {
             error!(port = socket.port, "socket failed: {e}");
             return;
         }
         loop {
-            let mut slices: Vec<IoSliceMut<'_>> = buffer
-                .chunks_mut(segment * gro)
-                .map(IoSliceMut::new)
-                .collect();
             let result = socket.udp.try_io(Interest::READABLE, || {
                 socket
                     .state

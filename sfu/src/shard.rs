@@ -400,8 +400,14 @@ impl Shard {
 
     /// The participant left or its signaling socket closed.
     pub fn leave(&mut self, now: Instant, id: ParticipantId) {
+        self.remove(now, id, LeaveReason::Left);
+    }
+
+    /// Removes a participant for `reason`: its tracks, its subscriptions, its addresses;
+    /// tells the room, and the participant itself unless it left on its own.
+    pub fn remove(&mut self, now: Instant, id: ParticipantId, reason: LeaveReason) {
         self.advance(now);
-        self.remove(id, LeaveReason::Left);
+        self.remove_participant(id, reason);
     }
 
     /// A datagram arrived at `local` from `remote`.
@@ -464,7 +470,7 @@ impl Shard {
         }
         for id in expired {
             info!(participant = %id, "no media for {:?}", self.config.participant_timeout);
-            self.remove(id, LeaveReason::Timeout);
+            self.remove_participant(id, LeaveReason::Timeout);
         }
         let interval = self.config.keyframe_interval;
         let pending = std::mem::take(&mut self.pending_keyframes);
@@ -510,7 +516,7 @@ impl Shard {
             };
             if !p.rtc.is_alive() {
                 info!(participant = %id, "WebRTC session ended");
-                self.remove(id, LeaveReason::Timeout);
+                self.remove_participant(id, LeaveReason::Timeout);
                 return;
             }
             match p.rtc.poll_output() {
@@ -528,7 +534,7 @@ impl Shard {
                 Ok(Output::Event(event)) => self.on_event(id, event),
                 Err(e) => {
                     warn!(participant = %id, "WebRTC error: {e}");
-                    self.remove(id, LeaveReason::Error);
+                    self.remove_participant(id, LeaveReason::Error);
                     return;
                 }
             }
@@ -1068,8 +1074,7 @@ impl Shard {
         }
     }
 
-    /// Removes a participant: its tracks, its subscriptions, its addresses; tells the room.
-    fn remove(&mut self, id: ParticipantId, reason: LeaveReason) {
+    fn remove_participant(&mut self, id: ParticipantId, reason: LeaveReason) {
         let Some(mut p) = self.participants.remove(&id) else {
             return;
         };
@@ -1084,7 +1089,6 @@ impl Shard {
                 t.subscribers.retain(|x| *x != (id, s.mid));
             }
         }
-        // Put it back briefly so that unpublish can find the owner; simpler: unpublish first.
         let publications = p.publications.clone();
         for pb in publications {
             self.unpublish(pb.track_id);
