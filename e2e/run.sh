@@ -53,9 +53,10 @@ trap 'exit 130' INT TERM
 bash "$E2E_DIR/netns.sh" up
 
 # `ip netns exec` execs the command, so $! is the server itself.
+# No --advertise-ip: the default (every non-loopback IPv4 address, here the veth's) is
+# what is tested.
 RUST_LOG=${RUST_LOG:-info} ip netns exec sfu-srv "$SFU_BIN" \
     --http-listen "$SRV_ADDR:$HTTP_PORT" \
-    --advertise-ip "$SRV_ADDR" \
     --udp-ports 16384-16584 \
     >"$E2E_LOG" 2>&1 &
 SERVER_PID=$!

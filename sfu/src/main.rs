@@ -170,7 +170,11 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
         .with_context(|| format!("bad --log filter {:?}", args.log))?;
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal())
+        .init();
 
     let (tokens, dev_mode) = match &args.secret {
         Some(secret) if !secret.is_empty() => (TokenKey::new(secret.as_bytes()), false),
