@@ -732,9 +732,7 @@ impl Server {
         if let Some(code) = self.check_peer(slot, peer) {
             return Some(self.error(msg, code, Some(key)));
         }
-        let Some(a) = self.allocations[slot].as_ref() else {
-            return None;
-        };
+        let a = self.allocations[slot].as_ref()?;
         // A channel is bound to one peer, and a peer to one channel, for its lifetime.
         let clash = a
             .channels
@@ -751,9 +749,7 @@ impl Server {
             return Some(self.error(msg, ErrorCode::INSUFFICIENT_CAPACITY, Some(key)));
         }
         let expires = now + self.config.channel_lifetime;
-        let Some(a) = self.allocations[slot].as_mut() else {
-            return None;
-        };
+        let a = self.allocations[slot].as_mut()?;
         let count = a.channels.len();
         match a.channels.iter_mut().find(|c| c.number == number) {
             Some(c) => c.expires = expires,
