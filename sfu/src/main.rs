@@ -32,6 +32,72 @@ enum Command {
     Serve(ServeArgs),
     /// Print a join token signed with the server's secret.
     Token(TokenArgs),
+    /// Run only the TURN relay (RFC 8656), for hosts that relay and carry no calls.
+    Turn(TurnArgs),
+}
+
+#[derive(Args, Debug)]
+struct TurnArgs {
+    /// Address clients reach over UDP and TCP (repeatable).
+    #[arg(
+        long,
+        env = "SFU_TURN_LISTEN",
+        value_delimiter = ',',
+        default_value = "0.0.0.0:3478"
+    )]
+    listen: Vec<SocketAddr>,
+    /// Realm of the long-term credentials.
+    #[arg(long, env = "SFU_TURN_REALM", default_value = "sfu")]
+    realm: String,
+    /// A static user, as NAME:PASSWORD (repeatable).
+    #[arg(
+        long = "user",
+        env = "SFU_TURN_USERS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    users: Vec<String>,
+    /// A TURN REST API shared secret (coturn's use-auth-secret; repeatable, for rotation).
+    #[arg(
+        long = "auth-secret",
+        env = "SFU_TURN_AUTH_SECRETS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    auth_secrets: Vec<String>,
+    /// Peers the relay may send to although the default policy denies them (repeatable
+    /// CIDR): the SFU's own media addresses, or loopback in tests.
+    #[arg(
+        long = "allow-peer",
+        env = "SFU_TURN_ALLOW_PEERS",
+        value_delimiter = ','
+    )]
+    allow_peers: Vec<turn::policy::Cidr>,
+    /// Public peers the relay must not send to (repeatable CIDR).
+    #[arg(long = "deny-peer", env = "SFU_TURN_DENY_PEERS", value_delimiter = ',')]
+    deny_peers: Vec<turn::policy::Cidr>,
+    /// Relay ports, FIRST-LAST: one socket each, shared by many allocations.
+    #[arg(long, env = "SFU_TURN_RELAY_PORTS", default_value = "49152-49251", value_parser = parse_ports)]
+    relay_ports: RangeInclusive<u16>,
+    /// IP given to peers in relayed addresses. Default: this machine's first non-loopback
+    /// IPv4 address (127.0.0.1 if it has none).
+    #[arg(long, env = "SFU_TURN_RELAY_IP")]
+    relay_ip: Option<IpAddr>,
+    /// IP the relay sockets bind to.
+    #[arg(long, env = "SFU_TURN_RELAY_BIND", default_value = "0.0.0.0")]
+    relay_bind: IpAddr,
+    /// Most allocations in all.
+    #[arg(long, env = "SFU_TURN_MAX_ALLOCATIONS", default_value_t = 100_000)]
+    max_allocations: usize,
+    /// Most allocations per username.
+    #[arg(long, env = "SFU_TURN_MAX_ALLOCATIONS_PER_USER", default_value_t = 100)]
+    max_allocations_per_user: usize,
+    /// Bytes per second each allocation may relay (0: unlimited).
+    #[arg(long, env = "SFU_TURN_MAX_BYTES_PER_SEC", default_value_t = 0)]
+    max_bytes_per_sec: u64,
+    /// Log filter, in tracing's EnvFilter syntax.
+    #[arg(long, env = "SFU_LOG", default_value = "info")]
+    log: String,
 }
 
 #[derive(Args, Debug)]
@@ -138,6 +204,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Token(args)) => token(args),
         Some(Command::Serve(args)) => serve(args),
+        Some(Command::Turn(args)) => relay(args),
         None => serve(cli.serve),
     }
 }
@@ -167,14 +234,65 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
-        .with_context(|| format!("bad --log filter {:?}", args.log))?;
+fn init_log(filter: &str) -> anyhow::Result<()> {
     use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("bad --log filter {filter:?}"))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stdout().is_terminal())
         .init();
+    Ok(())
+}
+
+/// The standalone relay: runs until SIGINT or SIGTERM.
+fn relay(args: TurnArgs) -> anyhow::Result<()> {
+    init_log(&args.log)?;
+    let mut credentials = turn::auth::Credentials::new(args.realm.clone());
+    for user in &args.users {
+        let Some((name, password)) = user.split_once(':') else {
+            bail!("--user takes NAME:PASSWORD, got {user:?}");
+        };
+        credentials.add_user(name, password);
+    }
+    for secret in &args.auth_secrets {
+        credentials.add_secret(secret.as_bytes());
+    }
+    if args.users.is_empty() && args.auth_secrets.is_empty() {
+        bail!("no --user and no --auth-secret: nobody could allocate");
+    }
+    let policy = turn::policy::PeerPolicy::new(args.allow_peers.clone(), args.deny_peers.clone());
+    let mut config = turn::server::Config::new(credentials, policy, Vec::new());
+    config.max_allocations = args.max_allocations;
+    config.max_allocations_per_user = args.max_allocations_per_user;
+    config.max_bytes_per_sec = (args.max_bytes_per_sec > 0).then_some(args.max_bytes_per_sec);
+    let relay_ip = args
+        .relay_ip
+        .or_else(|| default_advertise().first().copied())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let handle = turn::driver::start(
+        turn::driver::Listeners {
+            listen: args.listen.clone(),
+            relay_bind: args.relay_bind,
+            relay_ip,
+            relay_ports: args.relay_ports.clone(),
+        },
+        config,
+    )?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(shutdown_signal());
+    let c = handle.take_counters();
+    info!(
+        "relayed {} packets ({} bytes), {} allocations in all",
+        c.relayed_packets, c.relayed_bytes, c.allocations_total
+    );
+    Ok(())
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_log(&args.log)?;
 
     let (tokens, dev_mode) = match &args.secret {
         Some(secret) if !secret.is_empty() => (TokenKey::new(secret.as_bytes()), false),

@@ -3,8 +3,9 @@
 
 use std::net::SocketAddr;
 
-/// Channel numbers clients may bind (RFC 8656 §12).
-pub const CHANNELS: std::ops::RangeInclusive<u16> = 0x4000..=0x4fff;
+/// Channel numbers clients may bind. RFC 8656 §12 narrowed them to 0x4000-0x4FFF, but
+/// RFC 5766 clients (coturn's own among them) still pick up to 0x7FFE: both are accepted.
+pub const CHANNELS: std::ops::RangeInclusive<u16> = 0x4000..=0x7ffe;
 
 /// Length of the ChannelData header.
 pub const HEADER: usize = 4;
@@ -135,9 +136,15 @@ mod tests {
     fn channel_data_refuses_bad_numbers_and_truncation() {
         assert_eq!(parse(&[0x40, 0x00, 0x00, 0x05, 1, 2]), None, "truncated");
         assert_eq!(
-            parse(&[0x50, 0x00, 0x00, 0x00]),
+            parse(&[0x7f, 0xff, 0x00, 0x00]),
             None,
-            "0x5000 is not a channel"
+            "0x7FFF is not a channel"
+        );
+        assert_eq!(parse(&[0x80, 0x00, 0x00, 0x00]), None);
+        assert_eq!(
+            parse(&[0x50, 0x00, 0x00, 0x00]),
+            Some((0x5000, 4..4)),
+            "RFC 5766 range"
         );
         assert_eq!(parse(&[0x3f, 0xff, 0x00, 0x00]), None);
         assert_eq!(parse(&[0x40]), None);

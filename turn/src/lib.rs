@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod channel;
+pub mod driver;
 pub mod nonce;
 pub mod policy;
 pub mod ratelimit;

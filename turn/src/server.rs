@@ -28,8 +28,8 @@ use stun_types::message::{
     MessageIntegrityCredentials, MessageWrite, MessageWriteExt, MessageWriteVec,
 };
 use turn_types::attribute::{
-    ChannelNumber, Data, Lifetime, RequestedAddressFamily, RequestedTransport, XorPeerAddress,
-    XorRelayedAddress,
+    ChannelNumber, Data, EvenPort, Lifetime, RequestedAddressFamily, RequestedTransport,
+    XorPeerAddress, XorRelayedAddress,
 };
 use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH, SEND};
 
@@ -210,11 +210,12 @@ struct Bound {
 /// §18): MAPPED-ADDRESS, USERNAME, MESSAGE-INTEGRITY, ERROR-CODE, UNKNOWN-ATTRIBUTES,
 /// CHANNEL-NUMBER, LIFETIME, XOR-PEER-ADDRESS, DATA, REALM, NONCE, XOR-RELAYED-ADDRESS,
 /// REQUESTED-ADDRESS-FAMILY, REQUESTED-TRANSPORT, XOR-MAPPED-ADDRESS,
-/// MESSAGE-INTEGRITY-SHA256, PASSWORD-ALGORITHM, USERHASH. EVEN-PORT, RESERVATION-TOKEN and
-/// DONT-FRAGMENT are not among them (yet): a request with them gets 420, as RFC 8656 asks.
-const KNOWN: [u16; 18] = [
+/// MESSAGE-INTEGRITY-SHA256, PASSWORD-ALGORITHM, USERHASH, and EVEN-PORT (an even relay
+/// port is chosen; a reservation of the next port is refused with 508). RESERVATION-TOKEN
+/// and DONT-FRAGMENT are not among them (yet): a request with them gets 420.
+const KNOWN: [u16; 19] = [
     0x0001, 0x0006, 0x0008, 0x0009, 0x000a, 0x000c, 0x000d, 0x0012, 0x0013, 0x0014, 0x0015, 0x0016,
-    0x0017, 0x0019, 0x0020, 0x001c, 0x001d, 0x001e,
+    0x0017, 0x0018, 0x0019, 0x0020, 0x001c, 0x001d, 0x001e,
 ];
 
 /// Most peer addresses one allocation claims; beyond, return traffic relies on the IP
@@ -290,7 +291,15 @@ impl Server {
         if channel::is_channel_data(data) {
             return self.channel_data(now, client, data);
         }
-        let Ok(msg) = Message::from_bytes(data) else {
+        // The header's length must cover the message exactly: stun-types reads attributes to
+        // the end of the buffer whatever the header says.
+        let declared = data
+            .get(2..4)
+            .map(|l| 20 + usize::from(u16::from_be_bytes([l[0], l[1]])));
+        let Some(msg) = (declared == Some(data.len()))
+            .then(|| Message::from_bytes(data).ok())
+            .flatten()
+        else {
             self.counters.refuse(Refusal::Malformed);
             return Action::Nothing;
         };
@@ -310,6 +319,7 @@ impl Server {
             .filter(|t| t.comprehension_required() && !KNOWN.contains(&t.value()))
             .collect();
         if !unknown.is_empty() {
+            tracing::debug!(client = %client.remote, ?unknown, "unknown comprehension-required attributes");
             let reply = Message::unknown_attributes(&msg, &unknown, MessageWriteVec::new());
             return self.reply(client, out, self.finish(reply, None));
         }
@@ -407,6 +417,13 @@ impl Server {
                 Action::Reply { to, len }
             }
             None => Action::Nothing,
+        }
+    }
+
+    /// A stream client's connection closed: its allocation goes with it (RFC 8656 §3.1).
+    pub fn client_closed(&mut self, client: Client) {
+        if let Some(slot) = self.by_client.get(&client).copied() {
+            self.delete(slot);
         }
     }
 
@@ -595,6 +612,14 @@ impl Server {
             }
             Err(_) => return Some(self.error(msg, ErrorCode::BAD_REQUEST, Some(key))),
         }
+        let even = match msg.attribute::<EvenPort>() {
+            Ok(e) if e.requested() => {
+                // Reserving the next port means nothing when ports are shared.
+                return Some(self.error(msg, ErrorCode::INSUFFICIENT_CAPACITY, Some(key)));
+            }
+            Ok(_) => true,
+            Err(_) => false,
+        };
         let family = msg
             .attribute::<RequestedAddressFamily>()
             .map(|f| f.family())
@@ -602,6 +627,7 @@ impl Server {
         let v6 = family == AddressFamily::IPV6;
         let relay = (0..self.config.relays.len())
             .filter(|i| self.config.relays[*i].is_ipv6() == v6)
+            .filter(|i| !even || self.config.relays[*i].port().is_multiple_of(2))
             .min_by_key(|i| self.load[*i]);
         let Some(relay_index) = relay else {
             return Some(self.error(msg, ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED, Some(key)));

@@ -262,11 +262,50 @@ fn unknown_comprehension_required_attributes_get_420() {
     let reply = c.call(&mut server, now, ALLOCATE, &|w| {
         w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
             .unwrap();
-        w.add_attribute(&turn_types::attribute::EvenPort::new(true))
+        w.add_attribute(&turn_types::attribute::DontFragment::new())
             .unwrap();
     });
     assert_eq!(error_of(&reply), Err(420));
     assert_eq!(server.allocations(), 0);
+}
+
+#[test]
+fn even_port_gets_an_even_relay_port_and_reservations_are_refused() {
+    let (mut server, now) = server(|c| {
+        c.relays = vec![
+            addr("192.0.2.1:50001"),
+            addr("192.0.2.1:50002"),
+            addr("192.0.2.1:50003"),
+        ]
+    });
+    for port in 0..3 {
+        let mut c = TestClient::new(
+            &format!("203.0.113.7:{}", 4000 + port),
+            "alice",
+            "secret-pw",
+        );
+        let reply = c.call(&mut server, now, ALLOCATE, &|w| {
+            w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+                .unwrap();
+            w.add_attribute(&turn_types::attribute::EvenPort::new(false))
+                .unwrap();
+        });
+        assert_eq!(error_of(&reply), Ok(()), "allocation {port}");
+        let msg = Message::from_bytes(&reply).unwrap();
+        let relay = msg
+            .attribute::<XorRelayedAddress>()
+            .unwrap()
+            .addr(msg.transaction_id());
+        assert_eq!(relay.port(), 50002, "the only even port, shared");
+    }
+    let mut c = TestClient::new("203.0.113.7:5000", "alice", "secret-pw");
+    let reply = c.call(&mut server, now, ALLOCATE, &|w| {
+        w.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+            .unwrap();
+        w.add_attribute(&turn_types::attribute::EvenPort::new(true))
+            .unwrap();
+    });
+    assert_eq!(error_of(&reply), Err(508));
 }
 
 #[test]
@@ -378,7 +417,8 @@ fn channels_relay_both_ways_and_pad_on_streams() {
         other => panic!("{other:?}"),
     }
     // A channel number out of range, or rebinding the channel to another peer, is refused.
-    assert_eq!(c.bind(&mut server, now, 0x5000, peer), Err(400));
+    assert_eq!(c.bind(&mut server, now, 0x3fff, peer), Err(400));
+    assert_eq!(c.bind(&mut server, now, 0x7fff, peer), Err(400));
     assert_eq!(
         c.bind(&mut server, now, 0x4001, addr("198.51.100.21:9000")),
         Err(400)
@@ -615,4 +655,29 @@ fn garbage_never_panics_and_is_counted() {
         let _ = server.handle_peer(now, relays()[0], addr(PEER), &data, &mut out);
     }
     assert!(refusals(&server, Refusal::Malformed) > 0);
+}
+
+#[test]
+fn a_header_length_that_does_not_cover_the_message_is_malformed() {
+    let (mut server, now) = server(|_| {});
+    let c = TestClient::new("203.0.113.7:4000", "alice", "secret-pw");
+    let request = Message::builder_request(BINDING, MessageWriteVec::new()).finish();
+    let mut out = vec![0u8; 2048];
+    let mut longer = request.clone();
+    longer.extend_from_slice(&[0x80, 0x22, 0x00, 0x00]); // a SOFTWARE the header omits
+    assert_eq!(
+        server.handle_client(now, c.client, &longer, &mut out),
+        Action::Nothing
+    );
+    let mut shorter = request.clone();
+    shorter[3] = 0x04; // claims 4 bytes of attributes that are not there
+    assert_eq!(
+        server.handle_client(now, c.client, &shorter, &mut out),
+        Action::Nothing
+    );
+    assert_eq!(refusals(&server, Refusal::Malformed), 2);
+    assert!(
+        c.send(&mut server, now, &request).is_some(),
+        "the exact one is answered"
+    );
 }

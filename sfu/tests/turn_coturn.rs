@@ -1,0 +1,194 @@
+//! `sfu turn` against coturn's own test client, `turnutils_uclient`, with `turnutils_peer`
+//! as the peer (Debian package `coturn`, installed by `scripts/test`). Everything runs on
+//! loopback, on non-default ports; loopback peers are allowed explicitly with --allow-peer.
+
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const LISTEN_PORT: u16 = 34_780;
+const PEER_PORT: u16 = 34_800;
+
+/// A child process killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tool(name: &str) -> String {
+    for dir in ["/usr/bin", "/usr/local/bin"] {
+        let path = format!("{dir}/{name}");
+        if std::path::Path::new(&path).exists() {
+            return path;
+        }
+    }
+    panic!("{name} not found: install Debian's coturn package (scripts/test does)");
+}
+
+fn relay(extra: &[&str]) -> Running {
+    let port = LISTEN_PORT.to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "turn",
+        "--listen",
+        &listen,
+        "--relay-ports",
+        "45000-45009",
+        "--relay-ip",
+        "127.0.0.1",
+        "--relay-bind",
+        "127.0.0.1",
+    ];
+    args.extend_from_slice(extra);
+    let child = Command::new(env!("CARGO_BIN_EXE_sfu"))
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Ready when the TCP listener accepts.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", LISTEN_PORT)).is_err() {
+        assert!(Instant::now() < deadline, "sfu turn did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Running(child)
+}
+
+fn peer() -> Running {
+    let child = Command::new(tool("turnutils_peer"))
+        .args(["-L", "127.0.0.1", "-p", &PEER_PORT.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    Running(child)
+}
+
+/// Runs turnutils_uclient with `args` (bounded by `timeout`), 2 clients x `n` messages.
+fn uclient(args: &[&str], n: u32) -> Output {
+    let n = n.to_string();
+    let port = LISTEN_PORT.to_string();
+    let peer_port = PEER_PORT.to_string();
+    let bin = tool("turnutils_uclient");
+    let mut all = vec!["--kill-after=5", "30", bin.as_str()];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&[
+        "-p",
+        &port,
+        "-e",
+        "127.0.0.1",
+        "-r",
+        &peer_port,
+        "-c",
+        "-m",
+        "2",
+        "-n",
+        &n,
+        "127.0.0.1",
+    ]);
+    Command::new("timeout").args(&all).output().unwrap()
+}
+
+/// The messages sent and received, and the lost packets, read from uclient's report.
+fn report(out: &Output) -> (u64, u64, u64) {
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let number_after = |key: &str| {
+        text.lines()
+            .rev()
+            .find_map(|l| l.split(key).nth(1))
+            .and_then(|rest| {
+                rest.trim_start()
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .and_then(|d| d.parse().ok())
+            })
+    };
+    match (
+        number_after("tot_send_msgs="),
+        number_after("tot_recv_msgs="),
+        number_after("Total lost packets"),
+    ) {
+        (Some(s), Some(r), Some(l)) => (s, r, l),
+        _ => panic!("no report in uclient output:\n{text}"),
+    }
+}
+
+fn assert_relays_without_loss(out: &Output, n: u64, what: &str) {
+    assert!(out.status.success(), "{what}: uclient failed: {out:?}");
+    let (sent, received, lost) = report(out);
+    assert_eq!((sent, received, lost), (2 * n, 2 * n, 0), "{what}");
+}
+
+fn assert_fails(out: &Output, expect: &str, what: &str) {
+    assert!(!out.status.success(), "{what}: uclient succeeded");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains(expect),
+        "{what}: expected {expect:?} in:\n{text}"
+    );
+}
+
+/// One test, so that the fixed ports are never used by two at once.
+#[test]
+fn coturn_client_relays_through_sfu_turn() {
+    let _peer = peer();
+    {
+        let _relay = relay(&[
+            "--user",
+            "alice:secret",
+            "--auth-secret",
+            "old-secret",
+            "--auth-secret",
+            "north",
+            "--allow-peer",
+            "127.0.0.1/32",
+        ]);
+        let creds = ["-u", "alice", "-w", "secret"];
+        assert_relays_without_loss(&uclient(&creds, 50), 50, "UDP, channels");
+        assert_relays_without_loss(
+            &uclient(&[&creds[..], &["-s"]].concat(), 50),
+            50,
+            "UDP, Send",
+        );
+        assert_relays_without_loss(
+            &uclient(&[&creds[..], &["-t"]].concat(), 50),
+            50,
+            "TCP, channels",
+        );
+        assert_relays_without_loss(
+            &uclient(&[&creds[..], &["-t", "-s"]].concat(), 50),
+            50,
+            "TCP, Send",
+        );
+        // REST credentials from the second of two secrets (rotation).
+        assert_relays_without_loss(&uclient(&["-W", "north", "-u", "carol"], 20), 20, "REST");
+        assert_fails(
+            &uclient(&["-u", "alice", "-w", "wrong"], 5),
+            "Cannot complete Allocation",
+            "wrong password",
+        );
+        assert_fails(
+            &uclient(&["-W", "not-a-secret", "-u", "carol"], 5),
+            "Cannot complete Allocation",
+            "wrong REST secret",
+        );
+    }
+    {
+        // Without --allow-peer, a loopback peer is refused.
+        let _relay = relay(&["--user", "alice:secret"]);
+        assert_fails(
+            &uclient(&["-u", "alice", "-w", "secret"], 5),
+            "403",
+            "forbidden peer",
+        );
+    }
+}

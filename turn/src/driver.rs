@@ -1,0 +1,387 @@
+//! The tokio driver of the TURN core: one thread with a current-thread runtime owns the
+//! core, the client listeners (UDP and TCP) and the relay sockets, so nothing is locked.
+//!
+//! Stream clients (TCP) are framed here (RFC 8656 §12.5) and get a bounded send queue: a
+//! client that does not read loses packets, counted, instead of growing memory or stalling
+//! the relay for everyone else.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::rc::Rc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::server::{Action, Client, Config, Counters, Server, Transport};
+
+/// Largest UDP datagram read.
+const DATAGRAM: usize = 65_536;
+
+/// Packets queued for one stream client before more are dropped.
+const STREAM_QUEUE: usize = 512;
+
+/// How the relay is reached and where it relays from.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Addresses clients reach over UDP and TCP (each gets both).
+    pub listen: Vec<SocketAddr>,
+    /// The IP relay sockets bind to.
+    pub relay_bind: IpAddr,
+    /// The IP put in XOR-RELAYED-ADDRESS (what peers reach).
+    pub relay_ip: IpAddr,
+    /// Relay ports: one socket each, shared by many allocations.
+    pub relay_ports: RangeInclusive<u16>,
+}
+
+/// A running relay: its counters, for metrics.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    counters: std::sync::Arc<parking_lot::Mutex<Counters>>,
+    /// Allocations alive at the last metrics tick.
+    allocations: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Handle {
+    /// Takes the counters accumulated since the last call.
+    pub fn take_counters(&self) -> Counters {
+        std::mem::take(&mut *self.counters.lock())
+    }
+
+    /// Allocations alive, as of the last second.
+    pub fn allocations(&self) -> usize {
+        self.allocations.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Binds every socket (failing fast), then runs the relay on a thread of its own.
+pub fn start(listeners: Listeners, mut config: Config) -> io::Result<Handle> {
+    let mut udp = Vec::new();
+    let mut tcp = Vec::new();
+    for addr in &listeners.listen {
+        let u = std::net::UdpSocket::bind(addr)
+            .map_err(|e| io::Error::new(e.kind(), format!("TURN UDP {addr}: {e}")))?;
+        u.set_nonblocking(true)?;
+        let t = std::net::TcpListener::bind(addr)
+            .map_err(|e| io::Error::new(e.kind(), format!("TURN TCP {addr}: {e}")))?;
+        t.set_nonblocking(true)?;
+        udp.push(u);
+        tcp.push(t);
+    }
+    let mut relays = Vec::new();
+    for port in listeners.relay_ports.clone() {
+        let bind = SocketAddr::new(listeners.relay_bind, port);
+        let s = std::net::UdpSocket::bind(bind)
+            .map_err(|e| io::Error::new(e.kind(), format!("TURN relay {bind}: {e}")))?;
+        s.set_nonblocking(true)?;
+        relays.push((SocketAddr::new(listeners.relay_ip, port), s));
+    }
+    config.relays = relays.iter().map(|(a, _)| *a).collect();
+    info!(
+        "TURN on {:?} (UDP+TCP), relaying from {} ports {}..={}",
+        listeners.listen,
+        listeners.relay_ip,
+        listeners.relay_ports.start(),
+        listeners.relay_ports.end()
+    );
+    let handle = Handle {
+        counters: Default::default(),
+        allocations: Default::default(),
+    };
+    let h = handle.clone();
+    std::thread::Builder::new()
+        .name("turn".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    warn!("TURN runtime: {e}");
+                    return;
+                }
+            };
+            let local = tokio::task::LocalSet::new();
+            if let Err(e) = local.block_on(&runtime, run(config, udp, tcp, relays, h)) {
+                warn!("TURN stopped: {e}");
+            }
+        })?;
+    Ok(handle)
+}
+
+/// Everything the relay thread owns.
+struct Relay {
+    core: Server,
+    /// Client-facing UDP sockets by local address.
+    udp: HashMap<SocketAddr, Rc<UdpSocket>>,
+    /// Relay sockets by relayed address.
+    relays: HashMap<SocketAddr, Rc<UdpSocket>>,
+    /// Stream clients' send queues.
+    streams: HashMap<Client, mpsc::Sender<Vec<u8>>>,
+    out: Vec<u8>,
+}
+
+impl Relay {
+    /// Carries out an action; `input` is the buffer a `Relay` range points into.
+    fn act(&mut self, action: Action, input: &[u8]) {
+        match action {
+            Action::Nothing => {}
+            Action::Relay { relay, peer, range } => {
+                let Some(socket) = self.relays.get(&relay) else {
+                    return;
+                };
+                if let Err(e) = socket.try_send_to(&input[range], peer) {
+                    debug!("relay to {peer}: {e}");
+                }
+            }
+            Action::Reply { to, len } => {
+                let data = &self.out[..len];
+                match to.transport {
+                    Transport::Udp => {
+                        let socket = self.udp.get(&to.local);
+                        if let Some(Err(e)) = socket.map(|s| s.try_send_to(data, to.remote)) {
+                            debug!("reply to {}: {e}", to.remote);
+                        }
+                    }
+                    Transport::Tcp | Transport::Tls => {
+                        let queue = self.streams.get(&to);
+                        if queue.is_some_and(|q| q.try_send(data.to_vec()).is_err()) {
+                            debug!("stream client {} is not reading; dropped", to.remote);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn run(
+    config: Config,
+    udp: Vec<std::net::UdpSocket>,
+    tcp: Vec<std::net::TcpListener>,
+    relays: Vec<(SocketAddr, std::net::UdpSocket)>,
+    handle: Handle,
+) -> io::Result<()> {
+    let now = Instant::now();
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let relay = Rc::new(RefCell::new(Relay {
+        core: Server::new(config, now, unix),
+        udp: HashMap::new(),
+        relays: HashMap::new(),
+        streams: HashMap::new(),
+        out: vec![0; DATAGRAM + 64],
+    }));
+    for socket in udp {
+        let local = socket.local_addr()?;
+        let socket = Rc::new(UdpSocket::from_std(socket)?);
+        relay.borrow_mut().udp.insert(local, socket.clone());
+        tokio::task::spawn_local(client_datagrams(relay.clone(), socket, local));
+    }
+    for (addr, socket) in relays {
+        let socket = Rc::new(UdpSocket::from_std(socket)?);
+        relay.borrow_mut().relays.insert(addr, socket.clone());
+        tokio::task::spawn_local(peer_datagrams(relay.clone(), socket, addr));
+    }
+    for listener in tcp {
+        let listener = TcpListener::from_std(listener)?;
+        tokio::task::spawn_local(accept(relay.clone(), listener));
+    }
+    loop {
+        let deadline = relay.borrow().core.poll_timeout();
+        tokio::time::sleep_until(deadline.into()).await;
+        let mut r = relay.borrow_mut();
+        r.core.handle_timeout(Instant::now());
+        let counters = std::mem::take(&mut r.core.counters);
+        merge(&mut handle.counters.lock(), counters);
+        handle
+            .allocations
+            .store(r.core.allocations(), std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn merge(into: &mut Counters, from: Counters) {
+    into.allocations_total += from.allocations_total;
+    into.relayed_packets += from.relayed_packets;
+    into.relayed_bytes += from.relayed_bytes;
+    for (r, n) in from.refusals {
+        *into.refusals.entry(r).or_default() += n;
+    }
+}
+
+/// Messages from clients over one UDP listener.
+async fn client_datagrams(relay: Rc<RefCell<Relay>>, socket: Rc<UdpSocket>, local: SocketAddr) {
+    let mut buf = vec![0u8; DATAGRAM];
+    loop {
+        let (len, remote) = match socket.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                debug!("TURN UDP {local}: {e}");
+                continue;
+            }
+        };
+        let client = Client {
+            transport: Transport::Udp,
+            remote,
+            local,
+        };
+        let mut r = relay.borrow_mut();
+        let r = &mut *r;
+        let action = r
+            .core
+            .handle_client(Instant::now(), client, &buf[..len], &mut r.out);
+        r.act(action, &buf[..len]);
+    }
+}
+
+/// Datagrams from peers on one relay socket.
+async fn peer_datagrams(relay: Rc<RefCell<Relay>>, socket: Rc<UdpSocket>, addr: SocketAddr) {
+    let mut buf = vec![0u8; DATAGRAM];
+    loop {
+        let (len, peer) = match socket.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                debug!("TURN relay {addr}: {e}");
+                continue;
+            }
+        };
+        let mut r = relay.borrow_mut();
+        let r = &mut *r;
+        let action = r
+            .core
+            .handle_peer(Instant::now(), addr, peer, &buf[..len], &mut r.out);
+        r.act(action, &buf[..len]);
+    }
+}
+
+async fn accept(relay: Rc<RefCell<Relay>>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, remote)) => {
+                let _ = stream.set_nodelay(true);
+                let Ok(local) = stream.local_addr() else {
+                    continue;
+                };
+                let client = Client {
+                    transport: Transport::Tcp,
+                    remote,
+                    local,
+                };
+                tokio::task::spawn_local(stream_client(relay.clone(), stream, client));
+            }
+            Err(e) => {
+                warn!("TURN accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// One stream client: frames its messages in, writes its queue out.
+async fn stream_client(relay: Rc<RefCell<Relay>>, stream: TcpStream, client: Client) {
+    let (mut reader, mut writer) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(STREAM_QUEUE);
+    relay.borrow_mut().streams.insert(client, tx);
+    let write = async move {
+        while let Some(data) = rx.recv().await {
+            if writer.write_all(&data).await.is_err() {
+                break;
+            }
+        }
+    };
+    let read = async {
+        let mut buf = vec![0u8; 2 * DATAGRAM];
+        let mut filled = 0;
+        loop {
+            match reader.read(&mut buf[filled..]).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => filled += n,
+            }
+            let mut start = 0;
+            loop {
+                match frame_len(&buf[start..filled]) {
+                    Frame::Incomplete => break,
+                    Frame::Garbage => return,
+                    Frame::Complete(len) => {
+                        let frame = &buf[start..start + len];
+                        let mut r = relay.borrow_mut();
+                        let r = &mut *r;
+                        let action =
+                            r.core
+                                .handle_client(Instant::now(), client, frame, &mut r.out);
+                        r.act(action, frame);
+                        start += len;
+                    }
+                }
+            }
+            buf.copy_within(start..filled, 0);
+            filled -= start;
+        }
+    };
+    tokio::select! {
+        _ = read => {}
+        _ = write => {}
+    }
+    let mut r = relay.borrow_mut();
+    r.streams.remove(&client);
+    r.core.client_closed(client);
+    debug!("TURN stream client {} closed", client.remote);
+}
+
+/// What the start of a stream buffer holds.
+#[derive(Debug, PartialEq, Eq)]
+enum Frame {
+    /// A whole message of this many bytes (ChannelData with its padding).
+    Complete(usize),
+    Incomplete,
+    /// Neither STUN nor ChannelData: the stream cannot be resynchronized.
+    Garbage,
+}
+
+fn frame_len(buf: &[u8]) -> Frame {
+    if buf.len() < 4 {
+        return Frame::Incomplete;
+    }
+    let len = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
+    let total = match buf[0] >> 6 {
+        0 => 20 + len,
+        1 => (4 + len).next_multiple_of(4),
+        _ => return Frame::Garbage,
+    };
+    if buf.len() < total {
+        Frame::Incomplete
+    } else {
+        Frame::Complete(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_stun_and_padded_channel_data() {
+        let stun = [0x00, 0x01, 0x00, 0x04, 0x21, 0x12, 0xa4, 0x42];
+        assert_eq!(frame_len(&stun), Frame::Incomplete);
+        let mut whole = stun.to_vec();
+        whole.resize(24, 0);
+        assert_eq!(frame_len(&whole), Frame::Complete(24));
+        assert_eq!(
+            frame_len(&[0x40, 0x00, 0x00, 0x05, 1, 2, 3, 4, 5, 0, 0]),
+            Frame::Incomplete
+        );
+        assert_eq!(
+            frame_len(&[0x40, 0x00, 0x00, 0x05, 1, 2, 3, 4, 5, 0, 0, 0, 9]),
+            Frame::Complete(12)
+        );
+        assert_eq!(frame_len(&[0xc0, 0, 0, 0]), Frame::Garbage);
+        assert_eq!(frame_len(&[0x80, 0, 0, 0]), Frame::Garbage);
+    }
+}
