@@ -2,6 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +47,15 @@ struct TurnArgs {
         default_value = "0.0.0.0:3478"
     )]
     listen: Vec<SocketAddr>,
+    /// Address for TURN over TLS (443 where only TLS gets through); needs --cert and --key.
+    #[arg(long, env = "SFU_TURN_TLS_LISTEN", requires_all = ["cert", "key"])]
+    tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain for TLS.
+    #[arg(long, env = "SFU_TURN_CERT")]
+    cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    #[arg(long, env = "SFU_TURN_KEY")]
+    key: Option<PathBuf>,
     /// Realm of the long-term credentials.
     #[arg(long, env = "SFU_TURN_REALM", default_value = "sfu")]
     realm: String,
@@ -139,6 +149,45 @@ struct ServeArgs {
     /// Log filter, in tracing's EnvFilter syntax (for example `info,sfu=debug`).
     #[arg(long, env = "SFU_LOG", default_value = "info")]
     log: String,
+
+    /// Run the embedded TURN relay, for clients that cannot reach the media ports.
+    #[arg(long, env = "SFU_TURN", default_value_t = true, action = clap::ArgAction::Set)]
+    turn: bool,
+    /// Addresses of the embedded TURN relay, UDP and TCP (repeatable).
+    #[arg(
+        long,
+        env = "SFU_TURN_LISTEN",
+        value_delimiter = ',',
+        default_value = "0.0.0.0:3478"
+    )]
+    turn_listen: Vec<SocketAddr>,
+    /// Address for TURN over TLS (443 where only TLS gets through); needs --turn-cert,
+    /// --turn-key and --turn-tls-host.
+    #[arg(long, env = "SFU_TURN_TLS_LISTEN", requires_all = ["turn_cert", "turn_key", "turn_tls_host"])]
+    turn_tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain for TURN over TLS.
+    #[arg(long, env = "SFU_TURN_CERT")]
+    turn_cert: Option<PathBuf>,
+    /// PEM private key for TURN over TLS.
+    #[arg(long, env = "SFU_TURN_KEY")]
+    turn_key: Option<PathBuf>,
+    /// Host name in the turns: URL handed to clients (the certificate's name).
+    #[arg(long, env = "SFU_TURN_TLS_HOST")]
+    turn_tls_host: Option<String>,
+    /// Relay ports of the embedded relay, FIRST-LAST.
+    #[arg(long, env = "SFU_TURN_RELAY_PORTS", default_value = "49152-49251", value_parser = parse_ports)]
+    turn_relay_ports: RangeInclusive<u16>,
+    /// Secret for the TURN credentials handed to clients (TURN REST API). Default: random
+    /// at each start; set it when a standalone `sfu turn` shares it.
+    #[arg(long, env = "SFU_TURN_AUTH_SECRET", hide_env_values = true)]
+    turn_auth_secret: Option<String>,
+    /// Seconds the TURN credentials handed to a client stay valid (a call must end first).
+    #[arg(long, env = "SFU_TURN_CREDENTIAL_TTL", default_value_t = 86_400)]
+    turn_credential_ttl: u64,
+    /// TURN URLs handed to clients instead of the ones derived from the options above
+    /// (repeatable): for a relay elsewhere, or a public name.
+    #[arg(long, env = "SFU_TURN_URL", value_delimiter = ',')]
+    turn_url: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -245,6 +294,21 @@ fn init_log(filter: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The TLS listener, when an address is given (clap makes sure certificate and key are).
+fn tls_listener(
+    listen: Option<SocketAddr>,
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> anyhow::Result<Option<turn::driver::TlsListener>> {
+    let (Some(listen), Some(cert), Some(key)) = (listen, cert, key) else {
+        return Ok(None);
+    };
+    Ok(Some(turn::driver::TlsListener {
+        listen,
+        config: turn::driver::tls_config(cert, key)?,
+    }))
+}
+
 /// The standalone relay: runs until SIGINT or SIGTERM.
 fn relay(args: TurnArgs) -> anyhow::Result<()> {
     init_log(&args.log)?;
@@ -276,6 +340,7 @@ fn relay(args: TurnArgs) -> anyhow::Result<()> {
             relay_bind: args.relay_bind,
             relay_ip,
             relay_ports: args.relay_ports.clone(),
+            tls: tls_listener(args.tls_listen, args.cert.as_deref(), args.key.as_deref())?,
         },
         config,
     )?;
@@ -311,6 +376,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     info!("media candidates advertise {advertise:?}");
 
+    let ice_servers = if args.turn {
+        Some(embedded_relay(&args, &advertise)?)
+    } else {
+        None
+    };
+
     let registry = prometheus::Registry::new();
     registry.register(Box::new(
         prometheus::process_collector::ProcessCollector::for_self(),
@@ -332,7 +403,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )?;
     let router = signaling::router(
         Arc::new(plane),
-        signaling::Config { tokens, dev_mode },
+        signaling::Config {
+            tokens,
+            dev_mode,
+            ice_servers,
+        },
         registry,
     )?;
 
@@ -348,6 +423,77 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         signaling::serve(listener, router, shutdown_signal()).await?;
         anyhow::Ok(())
     })
+}
+
+/// Starts the embedded TURN relay; returns what mints each client's TURN URLs and
+/// credentials (TURN REST API, expiring).
+fn embedded_relay(
+    args: &ServeArgs,
+    advertise: &[IpAddr],
+) -> anyhow::Result<signaling::IceServerSource> {
+    let secret = match &args.turn_auth_secret {
+        Some(s) if !s.is_empty() => s.clone().into_bytes(),
+        _ => {
+            let mut s = [0u8; 32];
+            rand::fill(&mut s);
+            s.to_vec()
+        }
+    };
+    let mut credentials = turn::auth::Credentials::new("sfu");
+    credentials.add_secret(&secret);
+    // The relay exists to reach this server's media ports: let it.
+    let allow = advertise
+        .iter()
+        .map(|ip| turn::policy::Cidr::host(*ip))
+        .collect();
+    let policy = turn::policy::PeerPolicy::new(allow, Vec::new());
+    let relay_ip = advertise
+        .first()
+        .copied()
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    turn::driver::start(
+        turn::driver::Listeners {
+            listen: args.turn_listen.clone(),
+            relay_bind: args.udp_bind,
+            relay_ip,
+            relay_ports: args.turn_relay_ports.clone(),
+            tls: tls_listener(
+                args.turn_tls_listen,
+                args.turn_cert.as_deref(),
+                args.turn_key.as_deref(),
+            )?,
+        },
+        turn::server::Config::new(credentials, policy, Vec::new()),
+    )?;
+    let urls = if args.turn_url.is_empty() {
+        let mut urls = Vec::new();
+        if let Some(listen) = args.turn_listen.first() {
+            let port = listen.port();
+            let host = match relay_ip {
+                IpAddr::V6(ip) => format!("[{ip}]"),
+                IpAddr::V4(ip) => ip.to_string(),
+            };
+            urls.push(format!("turn:{host}:{port}?transport=udp"));
+            urls.push(format!("turn:{host}:{port}?transport=tcp"));
+        }
+        if let (Some(tls), Some(host)) = (args.turn_tls_listen, &args.turn_tls_host) {
+            urls.push(format!("turns:{host}:{}?transport=tcp", tls.port()));
+        }
+        urls
+    } else {
+        args.turn_url.clone()
+    };
+    info!("TURN URLs for clients: {urls:?}");
+    let ttl = Duration::from_secs(args.turn_credential_ttl.max(60));
+    Ok(Arc::new(move |identity: &str| {
+        let (username, credential) =
+            turn::auth::rest_credentials(&secret, identity, signaling::token::unix_now(), ttl);
+        vec![signaling::protocol::IceServer {
+            urls: urls.clone(),
+            username: Some(username),
+            credential: Some(credential),
+        }]
+    }))
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (systemd, Kubernetes).

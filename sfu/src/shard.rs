@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use signaling::protocol::{
-    ErrorCode, ErrorMessage, IceServer, Kind, LeaveReason, ParticipantId, ParticipantInfo, Publish,
-    Published, RequestType, ServerMessage, Source, Subscribe, TrackId, TrackInfo,
+    ErrorCode, ErrorMessage, Kind, LeaveReason, ParticipantId, ParticipantInfo, Publish, Published,
+    RequestType, ServerMessage, Source, Subscribe, TrackId, TrackInfo,
 };
 use signaling::{Grants, Join, Request};
 use str0m::change::SdpOffer;
@@ -35,8 +35,6 @@ pub struct ShardConfig {
     pub keyframe_interval: Duration,
     /// Most participants in one room.
     pub room_capacity: usize,
-    /// Handed to every client in `joined`.
-    pub ice_servers: Vec<IceServer>,
     /// This shard's index and the number of shards, to make track ids unique server-wide.
     pub index: u64,
     pub count: u64,
@@ -48,7 +46,6 @@ impl Default for ShardConfig {
             participant_timeout: Duration::from_secs(20),
             keyframe_interval: Duration::from_millis(200),
             room_capacity: 70,
-            ice_servers: Vec::new(),
             index: 0,
             count: 1,
         }
@@ -353,7 +350,7 @@ impl Shard {
                 grants: join.grants,
                 participants,
                 tracks,
-                ice_servers: self.config.ice_servers.clone(),
+                ice_servers: join.ice_servers,
             },
         );
         for other in others {

@@ -74,6 +74,7 @@ async fn garbage_is_counted_and_a_join_is_answered() {
         identity: "a".into(),
         name: "A".into(),
         grants: Grants::default(),
+        ice_servers: Vec::new(),
     };
     let id = plane.join(join, events).unwrap();
     let first = tokio::time::timeout(Duration::from_secs(5), rx.recv())

@@ -146,6 +146,11 @@ impl Net {
             identity: name.into(),
             name: name.to_uppercase(),
             grants,
+            ice_servers: vec![signaling::protocol::IceServer {
+                urls: vec!["turn:192.0.2.1:3478?transport=udp".into()],
+                username: Some(format!("9999999999:{name}")),
+                credential: Some("pw".into()),
+            }],
         };
         self.shard.join(self.now, id, join, &[Net::server()]);
         self.pump();
@@ -448,8 +453,10 @@ fn a_late_joiner_gets_existing_tracks_and_its_keyframe_request_reaches_publisher
         Some(ServerMessage::Joined {
             tracks,
             participants,
+            ice_servers,
             ..
         }) => {
+            assert_eq!(ice_servers[0].username.as_deref(), Some("9999999999:dave"));
             assert_eq!(participants.len(), 3);
             tracks.len()
         }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 const LISTEN_PORT: u16 = 34_780;
 const PEER_PORT: u16 = 34_800;
+const TLS_PORT: u16 = 34_791;
 
 /// A child process killed when dropped.
 struct Running(Child);
@@ -45,15 +46,20 @@ fn relay(extra: &[&str]) -> Running {
         "127.0.0.1",
     ];
     args.extend_from_slice(extra);
-    let child = Command::new(env!("CARGO_BIN_EXE_sfu"))
+    let log = std::env::temp_dir().join(format!("sfu-turn-test-{}.log", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sfu"))
         .args(&args)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    // Ready when the TCP listener accepts.
+    // Ready when the TCP listener accepts; a relay that exits says why in its log.
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", LISTEN_PORT)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            let why = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("sfu turn exited ({status}):\n{why}");
+        }
         assert!(Instant::now() < deadline, "sfu turn did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -73,8 +79,12 @@ fn peer() -> Running {
 
 /// Runs turnutils_uclient with `args` (bounded by `timeout`), 2 clients x `n` messages.
 fn uclient(args: &[&str], n: u32) -> Output {
+    uclient_at(LISTEN_PORT, args, n)
+}
+
+fn uclient_at(port: u16, args: &[&str], n: u32) -> Output {
     let n = n.to_string();
-    let port = LISTEN_PORT.to_string();
+    let port = port.to_string();
     let peer_port = PEER_PORT.to_string();
     let bin = tool("turnutils_uclient");
     let mut all = vec!["--kill-after=5", "30", bin.as_str()];
@@ -181,6 +191,53 @@ fn coturn_client_relays_through_sfu_turn() {
             "Cannot complete Allocation",
             "wrong REST secret",
         );
+    }
+    {
+        // TURN over TLS, with a certificate made for the test.
+        let dir = std::env::temp_dir().join(format!("sfu-turn-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let made = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
+            .args(["-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "openssl: {made:?}");
+        let tls = format!("127.0.0.1:{TLS_PORT}");
+        let _relay = relay(&[
+            "--user",
+            "alice:secret",
+            "--allow-peer",
+            "127.0.0.1/32",
+            "--tls-listen",
+            &tls,
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ]);
+        let out = uclient_at(TLS_PORT, &["-t", "-S", "-u", "alice", "-w", "secret"], 50);
+        assert_relays_without_loss(&out, 50, "TLS, channels");
+        let out = uclient_at(
+            TLS_PORT,
+            &["-t", "-S", "-s", "-u", "alice", "-w", "secret"],
+            50,
+        );
+        assert_relays_without_loss(&out, 50, "TLS, Send");
+        // Plain TCP to the TLS port is not TURN.
+        let out = uclient_at(TLS_PORT, &["-t", "-u", "alice", "-w", "secret"], 5);
+        assert!(!out.status.success(), "plain TCP on the TLS port must fail");
+        let _ = std::fs::remove_dir_all(&dir);
     }
     {
         // Without --allow-peer, a loopback peer is refused.

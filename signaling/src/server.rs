@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::protocol::{
-    ClientMessage, ErrorCode, ErrorMessage, ParticipantId, Publish, RequestType, ServerMessage,
-    Subscribe, TrackId,
+    ClientMessage, ErrorCode, ErrorMessage, IceServer, ParticipantId, Publish, RequestType,
+    ServerMessage, Subscribe, TrackId,
 };
 use crate::token::{Grants, MAX_NAME_BYTES, TokenKey};
 
@@ -37,7 +37,12 @@ pub struct Join {
     pub identity: String,
     pub name: String,
     pub grants: Grants,
+    /// Handed to the client in `joined` (TURN URLs with credentials minted for it).
+    pub ice_servers: Vec<IceServer>,
 }
+
+/// Mints the ICE servers (TURN URLs and credentials) for a participant's identity.
+pub type IceServerSource = Arc<dyn Fn(&str) -> Vec<IceServer> + Send + Sync>;
 
 /// What a joined participant asks of the media plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,12 +77,22 @@ pub trait MediaPlane: Send + Sync + 'static {
 }
 
 /// How the signaling server is set up.
-#[derive(Debug)]
 pub struct Config {
     /// Verifies join tokens.
     pub tokens: TokenKey,
     /// No secret was configured: `/dev/token` hands out tokens to anyone.
     pub dev_mode: bool,
+    /// ICE servers for each joining participant; `None` hands out none.
+    pub ice_servers: Option<IceServerSource>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("dev_mode", &self.dev_mode)
+            .field("ice_servers", &self.ice_servers.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Counters of the control plane, on `/metrics`.
@@ -335,11 +350,16 @@ impl Session {
             }
         };
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let ice_servers = match &self.state.config.ice_servers {
+            Some(source) => source(&claims.sub),
+            None => Vec::new(),
+        };
         let join = Join {
             name: claims.display_name().to_owned(),
             room: claims.room,
             identity: claims.sub,
             grants: claims.grants,
+            ice_servers,
         };
         match self.state.plane.join(join, events_tx) {
             Ok(participant) => {

@@ -43,6 +43,11 @@ impl MediaPlane for Recorder {
         if *self.busy.lock() {
             return Err(ErrorMessage::new(ErrorCode::ServerBusy, "busy"));
         }
+        assert_eq!(
+            join.ice_servers[0].urls[0],
+            format!("turn:relay.example:3478?for={}", join.identity),
+            "ICE servers are minted per identity"
+        );
         self.calls.lock().push(Call::Join(join.room, join.identity));
         let _ = events.try_send(ServerMessage::TrackUnpublished {
             track_id: signaling::TrackId(0),
@@ -72,6 +77,13 @@ async fn start(dev_mode: bool) -> (String, Arc<Recorder>) {
         Config {
             tokens: TokenKey::new(SECRET),
             dev_mode,
+            ice_servers: Some(std::sync::Arc::new(|identity: &str| {
+                vec![signaling::protocol::IceServer {
+                    urls: vec![format!("turn:relay.example:3478?for={identity}")],
+                    username: Some(identity.to_owned()),
+                    credential: Some("pw".into()),
+                }]
+            })),
         },
         Registry::new(),
     )

@@ -13,15 +13,24 @@ use std::ops::RangeInclusive;
 use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use std::path::Path;
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
+use tokio_rustls::{TlsAcceptor, rustls};
 use tracing::{debug, info, warn};
 
 use crate::server::{Action, Client, Config, Counters, Server, Transport};
 
 /// Largest UDP datagram read.
 const DATAGRAM: usize = 65_536;
+
+/// A TLS client that has not finished its handshake by then is dropped.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Packets queued for one stream client before more are dropped.
 const STREAM_QUEUE: usize = 512;
@@ -37,6 +46,36 @@ pub struct Listeners {
     pub relay_ip: IpAddr,
     /// Relay ports: one socket each, shared by many allocations.
     pub relay_ports: RangeInclusive<u16>,
+    /// TURN over TLS (port 443 in deployments where only TLS gets through).
+    pub tls: Option<TlsListener>,
+}
+
+/// A TLS listener and its server configuration.
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    pub listen: SocketAddr,
+    pub config: Arc<rustls::ServerConfig>,
+}
+
+/// A TLS server configuration from a PEM certificate chain and a PEM private key.
+pub fn tls_config(cert: &Path, key: &Path) -> io::Result<Arc<rustls::ServerConfig>> {
+    let invalid = |what: &str, e: &dyn std::fmt::Display| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("{what}: {e}"))
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| invalid(&format!("certificate {}", cert.display()), &e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(&format!("certificate {}", cert.display()), &e))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| invalid(&format!("private key {}", key.display()), &e))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid("TLS versions", &e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| invalid("certificate and key", &e))?;
+    Ok(Arc::new(config))
 }
 
 /// A running relay: its counters, for metrics.
@@ -81,6 +120,15 @@ pub fn start(listeners: Listeners, mut config: Config) -> io::Result<Handle> {
         s.set_nonblocking(true)?;
         relays.push((SocketAddr::new(listeners.relay_ip, port), s));
     }
+    let tls = match &listeners.tls {
+        Some(t) => {
+            let l = std::net::TcpListener::bind(t.listen)
+                .map_err(|e| io::Error::new(e.kind(), format!("TURN TLS {}: {e}", t.listen)))?;
+            l.set_nonblocking(true)?;
+            Some((l, TlsAcceptor::from(t.config.clone())))
+        }
+        None => None,
+    };
     config.relays = relays.iter().map(|(a, _)| *a).collect();
     info!(
         "TURN on {:?} (UDP+TCP), relaying from {} ports {}..={}",
@@ -108,7 +156,7 @@ pub fn start(listeners: Listeners, mut config: Config) -> io::Result<Handle> {
                 }
             };
             let local = tokio::task::LocalSet::new();
-            if let Err(e) = local.block_on(&runtime, run(config, udp, tcp, relays, h)) {
+            if let Err(e) = local.block_on(&runtime, run(config, udp, tcp, tls, relays, h)) {
                 warn!("TURN stopped: {e}");
             }
         })?;
@@ -165,6 +213,7 @@ async fn run(
     config: Config,
     udp: Vec<std::net::UdpSocket>,
     tcp: Vec<std::net::TcpListener>,
+    tls: Option<(std::net::TcpListener, TlsAcceptor)>,
     relays: Vec<(SocketAddr, std::net::UdpSocket)>,
     handle: Handle,
 ) -> io::Result<()> {
@@ -192,7 +241,11 @@ async fn run(
     }
     for listener in tcp {
         let listener = TcpListener::from_std(listener)?;
-        tokio::task::spawn_local(accept(relay.clone(), listener));
+        tokio::task::spawn_local(accept(relay.clone(), listener, None));
+    }
+    if let Some((listener, acceptor)) = tls {
+        let listener = TcpListener::from_std(listener)?;
+        tokio::task::spawn_local(accept(relay.clone(), listener, Some(acceptor)));
     }
     loop {
         let deadline = relay.borrow().core.poll_timeout();
@@ -261,32 +314,60 @@ async fn peer_datagrams(relay: Rc<RefCell<Relay>>, socket: Rc<UdpSocket>, addr: 
     }
 }
 
-async fn accept(relay: Rc<RefCell<Relay>>, listener: TcpListener) {
+/// Accepts stream clients, over TLS when there is an acceptor.
+async fn accept(relay: Rc<RefCell<Relay>>, listener: TcpListener, tls: Option<TlsAcceptor>) {
     loop {
-        match listener.accept().await {
-            Ok((stream, remote)) => {
-                let _ = stream.set_nodelay(true);
-                let Ok(local) = stream.local_addr() else {
-                    continue;
-                };
+        let (stream, remote) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                warn!("TURN accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
+        let relay = relay.clone();
+        match &tls {
+            None => {
                 let client = Client {
                     transport: Transport::Tcp,
                     remote,
                     local,
                 };
-                tokio::task::spawn_local(stream_client(relay.clone(), stream, client));
+                tokio::task::spawn_local(stream_client(relay, stream, client));
             }
-            Err(e) => {
-                warn!("TURN accept: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                tokio::task::spawn_local(async move {
+                    let handshake =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(stream)) => {
+                            let client = Client {
+                                transport: Transport::Tls,
+                                remote,
+                                local,
+                            };
+                            stream_client(relay, stream, client).await;
+                        }
+                        Ok(Err(e)) => debug!("TURN TLS handshake with {remote}: {e}"),
+                        Err(_) => debug!("TURN TLS handshake with {remote} timed out"),
+                    }
+                });
             }
         }
     }
 }
 
 /// One stream client: frames its messages in, writes its queue out.
-async fn stream_client(relay: Rc<RefCell<Relay>>, stream: TcpStream, client: Client) {
-    let (mut reader, mut writer) = stream.into_split();
+async fn stream_client<S>(relay: Rc<RefCell<Relay>>, stream: S, client: Client)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(STREAM_QUEUE);
     relay.borrow_mut().streams.insert(client, tx);
     let write = async move {
