@@ -91,6 +91,17 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# receive-buffer drops: on UDP sockets bound to ports LO..HI (/proc/net/udp, last column),
+# and machine-wide (/proc/net/snmp RcvbufErrors)
+udp_drops() { # lo hi
+    awk -v lo="$1" -v hi="$2" 'NR > 1 { split($2, a, ":"); p = 0; h = a[2]
+        for (i = 1; i <= length(h); i++) p = p * 16 + index("0123456789ABCDEF", substr(h, i, 1)) - 1
+        if (p >= lo && p <= hi) n += $NF } END { print n + 0 }' /proc/net/udp
+}
+rcvbuf_errors() {
+    awk '/^Udp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "RcvbufErrors") c = i; h = 1 } else print $c }' /proc/net/snmp
+}
+
 # utime+stime of a process (all its threads), in clock ticks
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 now_ns() { date +%s%N; }
@@ -167,7 +178,11 @@ run_one() { # name -> writes $WORK/$name.result (key=value lines)
     wait_udp "$PEER_PORT" "$peer_pid" || die "turnutils_peer does not listen on $PEER_PORT"
     sleep 0.5
 
-    local s0 p0 t0 s1 p1 t1 rc=0
+    local s0 p0 t0 s1 p1 t1 rc=0 relay_lo relay_hi e0 e1 d_srv0 d_srv1 d_peer0 d_peer1
+    if [ "$name" = ours ]; then relay_lo=${OURS_RELAY_PORTS%-*}; relay_hi=${OURS_RELAY_PORTS#*-}
+    else relay_lo=$COTURN_MIN_PORT; relay_hi=$COTURN_MAX_PORT; fi
+    d_srv0=$(( $(udp_drops "$PORT" "$PORT") + $(udp_drops "$relay_lo" "$relay_hi") ))
+    d_peer0=$(udp_drops "$PEER_PORT" "$PEER_PORT"); e0=$(rcvbuf_errors)
     s0=$(cpu_ticks "$SERVER_PID"); p0=$(cpu_ticks "$peer_pid"); t0=$(now_ns)
     (
         rc=0
@@ -180,6 +195,8 @@ run_one() { # name -> writes $WORK/$name.result (key=value lines)
     ) || rc=$?
     t1=$(now_ns); s1=$(cpu_ticks "$SERVER_PID"); p1=$(cpu_ticks "$peer_pid")
     tail -n1 "$WORK/$name.times" | parse_times >"$WORK/$name.uclient.cpu"
+    d_srv1=$(( $(udp_drops "$PORT" "$PORT") + $(udp_drops "$relay_lo" "$relay_hi") ))
+    d_peer1=$(udp_drops "$PEER_PORT" "$PEER_PORT"); e1=$(rcvbuf_errors)
     kill "$peer_pid" 2>/dev/null || true
     wait "$peer_wrapper" 2>/dev/null || true
     stop_server
@@ -195,6 +212,18 @@ run_one() { # name -> writes $WORK/$name.result (key=value lines)
     lost=$(sed -n 's/.*Total lost packets \([0-9]*\) (\([0-9.]*\)%.*/\1/p' "$log" | tail -n1)
     lost_pct=$(sed -n 's/.*Total lost packets \([0-9]*\) (\([0-9.]*\)%.*/\2/p' "$log" | tail -n1)
     ttime=$(sed -n 's/.*Total transmit time is \([0-9]*\).*/\1/p' "$log" | tail -n1)
+    # the active window, from uclient's once-a-second progress lines ("T: : ... tot_send_msgs=S,
+    # tot_recv_msgs=R, ..."): from the last second nothing had been sent yet to the first
+    # second the received count reached its final value. Excludes the allocations before and
+    # the 10 s uclient waits for stragglers after, when packets were lost.
+    local active
+    active=$(awk -v final="${recv:-0}" '/start_mclient: msz=/ {
+            t = $1 + 0; s = $0; r = $0
+            sub(/.*tot_send_msgs=/, "", s); s += 0
+            sub(/.*tot_recv_msgs=/, "", r); r += 0
+            if (s == 0) first = t
+            if (r >= final && last == "") last = t
+        } END { if (last != "" && last > first) print last - first; else print "NA" }' "$log")
     if [ "$name" = ours ]; then
         relayed=$(sed -n 's/.*relayed \([0-9]*\) packets.*/\1/p' "$WORK/ours.log" | tail -n1)
     fi
@@ -205,11 +234,15 @@ run_one() { # name -> writes $WORK/$name.result (key=value lines)
         echo "lost=${lost:-NA}"
         echo "lost_pct=${lost_pct:-NA}"
         echo "transmit_s=${ttime:-NA}"
+        echo "active_s=$active"
         echo "wall_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')"
         echo "server_cpu_s=$(awk -v a="$s0" -v b="$s1" -v t="$CLK_TCK" 'BEGIN { printf "%.3f", (b - a) / t }')"
         echo "peer_cpu_s=$(awk -v a="$p0" -v b="$p1" -v t="$CLK_TCK" 'BEGIN { printf "%.3f", (b - a) / t }')"
         echo "uclient_cpu_s=$(cat "$WORK/$name.uclient.cpu" 2>/dev/null || echo 0)"
         echo "server_counter=${relayed:-NA}"
+        echo "drops_server=$((d_srv1 - d_srv0))"
+        echo "drops_peer=$((d_peer1 - d_peer0))"
+        echo "drops_other=$(( (e1 - e0) - (d_srv1 - d_srv0) - (d_peer1 - d_peer0) ))"
     } >"$WORK/$name.result"
 }
 
@@ -248,25 +281,26 @@ row() { # name
         -v wall="$(get "$n" wall_s)" -v cpu="$(get "$n" server_cpu_s)" \
         -v ucpu="$(get "$n" uclient_cpu_s)" -v pcpu="$(get "$n" peer_cpu_s)" \
         -v lost="$(get "$n" lost)" -v lpct="$(get "$n" lost_pct)" -v tt="$(get "$n" transmit_s)" \
-        -v ctr="$(get "$n" server_counter)" -v rc="$(get "$n" rc)" 'BEGIN {
+        -v ctr="$(get "$n" server_counter)" -v rc="$(get "$n" rc)" \
+        -v ds="$(get "$n" drops_server)" -v dp="$(get "$n" drops_peer)" -v do_="$(get "$n" drops_other)" 'BEGIN {
         relayed = sent + recv
         pps = wall > 0 ? relayed / wall : 0
         cores = wall > 0 ? cpu / wall : 0
         ppc = cpu > 0 ? relayed / cpu : 0
         load = wall > 0 ? (ucpu + pcpu) / wall : 0
-        printf "%-7s %9d %9d %8s %8.2f %7s %6.1f %7.3f %9.0f %9.0f %6.2f %5.2f %s\n",
-            name, sent, recv, lost, lpct + 0, tt, wall, cores, pps, ppc, ucpu / wall, load,
-            (rc != 0 ? "uclient rc=" rc : "")
+        printf "%-7s %9d %9d %8s %8.2f %7s %6.1f %7.3f %9.0f %9.0f %6.2f %5.2f %s%s\n",
+            name, sent, recv, lost, lpct + 0, tt, wall, cores, pps, ppc, (wall > 0 ? ucpu / wall : 0), load, ds "/" dp "/" do_,
+            (rc != 0 ? " uclient rc=" rc : "")
         # machine-readable copy for the JSON line
-        printf "{\"server\":\"%s\",\"sent\":%d,\"received\":%d,\"lost\":%s,\"loss_pct\":%.4f,\"transmit_s\":%s,\"wall_s\":%.3f,\"server_cpu_s\":%.3f,\"cores\":%.4f,\"relayed_pps\":%.0f,\"pps_per_core\":%.0f,\"uclient_cpu_s\":%.3f,\"peer_cpu_s\":%.3f,\"uclient_rc\":%d%s}\n",
+        printf "{\"server\":\"%s\",\"sent\":%d,\"received\":%d,\"lost\":%s,\"loss_pct\":%.4f,\"transmit_s\":%s,\"wall_s\":%.3f,\"server_cpu_s\":%.3f,\"cores\":%.4f,\"relayed_pps\":%.0f,\"pps_per_core\":%.0f,\"uclient_cpu_s\":%.3f,\"peer_cpu_s\":%.3f,\"uclient_rc\":%d,\"rcvbuf_drops\":{\"server\":%d,\"peer\":%d,\"other\":%d}%s}\n",
             name, sent, recv, (lost == "NA" ? "null" : lost), lpct + 0, (tt == "NA" ? "null" : tt), wall, cpu, cores,
-            pps, ppc, ucpu, pcpu, rc, (ctr != "NA" ? ",\"server_relayed_counter\":" ctr : "") > "/dev/stderr"
+            pps, ppc, ucpu, pcpu, rc, ds, dp, do_, (ctr != "NA" ? ",\"server_relayed_counter\":" ctr : "") > "/dev/stderr"
     }'
 }
 
 {
     printf "%-7s %9s %9s %8s %8s %7s %6s %7s %9s %9s %6s %5s %s\n" \
-        server sent recvd lost loss% xmit_s wall_s cores relay_pps pps/core uc_cpu load notes
+        server sent recvd lost loss% xmit_s wall_s cores relay_pps pps/core uc_cpu load "drops srv/peer/other"
     for s in $SERVERS; do row "$s" 2>>"$WORK/json.parts"; done
 } | tee "$WORK/table"
 

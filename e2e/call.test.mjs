@@ -194,10 +194,10 @@ class Participant {
   }
 
   /** Opens the demo page and joins through its form (pasting a token: the server has a secret). */
-  async join(room, { expectVideoFrom = false, grants } = {}) {
+  async join(room, { expectVideoFrom = false, grants, query = '' } = {}) {
     const { ctx, page, logs } = await newBrowser(this.name.toLowerCase());
     Object.assign(this, { ctx, page, logs });
-    await page.goto(`${SFU_URL}/`);
+    await page.goto(`${SFU_URL}/${query}`);
     await page.fill('#room', room);
     await page.fill('#name', this.name);
     await page.click('#join');
@@ -470,7 +470,9 @@ describe('a call through the SFU with Chromium peers', { timeout: 420000 }, () =
   const dave = new Participant('Dave');
   const erin = new Participant('Erin');
   const frank = new Participant('Frank'); // a fifth timed join
-  const everyone = [alice, bob, carol, vera, dave, erin, frank];
+  const rita = new Participant('Rita'); // media through the TURN relay only
+  const sam = new Participant('Sam');
+  const everyone = [alice, bob, carol, vera, dave, erin, frank, rita, sam];
   let failed = false;
   let callUp = false;
 
@@ -812,6 +814,30 @@ describe('a call through the SFU with Chromium peers', { timeout: 420000 }, () =
     assert.ok(after.transceivers <= before.transceivers, `Vera's transceivers grew: ${before.transceivers} -> ${after.transceivers}`);
     assert.equal(after.stopped, 0, 'no transceiver stopped');
   }, 90000, true);
+
+  step('a participant whose media may only go through the TURN relay sees and is seen', async () => {
+    const room = `e2e-relay-${RUN}`;
+    await sam.join(room);
+    await rita.join(room, { query: '?transport=relay', expectVideoFrom: true });
+    await Promise.all([
+      rita.expectMedia(cam(sam), 'Sam, through the relay'),
+      sam.expectMedia(cam(rita), 'Rita, through the relay'),
+    ]);
+    const pair = await rita.page.evaluate(async () => {
+      const call = window.demo.call;
+      const stats = [...(await call.pc.getStats()).values()];
+      const transport = stats.find((s) => s.type === 'transport');
+      const selected = stats.find((s) => s.id === transport.selectedCandidatePairId);
+      const local = stats.find((s) => s.id === selected.localCandidateId);
+      const servers = call.pc.getConfiguration().iceServers;
+      return { policy: call.pc.getConfiguration().iceTransportPolicy, local: { type: local.candidateType, protocol: local.protocol, relayProtocol: local.relayProtocol, address: local.address }, urls: servers.flatMap((s) => [].concat(s.urls)) };
+    });
+    console.log(`E2E relay participant=Rita ${JSON.stringify(pair)}`);
+    assert.equal(pair.policy, 'relay');
+    assert.equal(pair.local.type, 'relay', `Rita's selected candidate is a relay one: ${JSON.stringify(pair)}`);
+    assert.ok(pair.urls.some((u) => u.startsWith('turn:')), `the server handed out TURN URLs: ${JSON.stringify(pair.urls)}`);
+    await Promise.all([rita.close(), sam.close()]);
+  }, 90000);
 
   step('forged, expired, unsigned and malformed tokens are refused with unauthorized', async () => {
     const room = `e2e-auth-${RUN}`;

@@ -66,12 +66,14 @@ export class Call extends EventTarget {
    * @param {string} opts.token       join token (JWT)
    * @param {string} [opts.url]       WebSocket URL; default ws(s)://<this host>/ws
    * @param {RTCIceServer[]} [opts.iceServers] added to the server's `ice_servers`
+   * @param {'all'|'relay'} [opts.iceTransportPolicy] `relay`: media only through TURN
    */
-  constructor({ url, token, iceServers = [] } = {}) {
+  constructor({ url, token, iceServers = [], iceTransportPolicy = 'all' } = {}) {
     super();
     this.url = url || defaultUrl();
     this.token = token;
     this.iceServers = iceServers;
+    this.iceTransportPolicy = iceTransportPolicy;
 
     /** @type {number|null} */
     this.participantId = null;
@@ -524,7 +526,12 @@ export class Call extends EventTarget {
   // ---------------------------------------------------------------- media
 
   _createPeerConnection() {
-    const pc = new RTCPeerConnection({ iceServers: this._iceServers, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    const pc = new RTCPeerConnection({
+      iceServers: this._iceServers,
+      iceTransportPolicy: this.iceTransportPolicy,
+      bundlePolicy: 'max-bundle',
+      rtcpMuxPolicy: 'require',
+    });
     this.pc = pc;
     // No 'track' listener: a reused m-line keeps its receiver's MediaStreamTrack, and the
     // event may not fire again. Remote tracks are announced after each answer instead

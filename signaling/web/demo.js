@@ -295,7 +295,9 @@ async function join(room, name) {
       buttons.join.disabled = false;
       return null;
     }
-    call = new Call({ token });
+    // ?transport=relay: media only through the TURN relay (to try restricted networks).
+    const relayOnly = new URLSearchParams(location.search).get('transport') === 'relay';
+    call = new Call({ token, iceTransportPolicy: relayOnly ? 'relay' : 'all' });
     window.demo.call = call;
     wire(call);
     form.hidden = true;
