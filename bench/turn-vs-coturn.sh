@@ -169,7 +169,7 @@ run_one() { # name -> writes $WORK/$name.result (key=value lines)
         >"$WORK/$name.peer.log" 2>&1 &
     local peer_wrapper=$!
     PIDS+=("$peer_wrapper")
-    local peer_pid=""
+    local peer_pid="" relay_lo
     for _ in $(seq 50); do
         peer_pid=$(pgrep -P "$peer_wrapper" | head -n1 || true)
         [ -n "$peer_pid" ] && break
@@ -177,8 +177,12 @@ run_one() { # name -> writes $WORK/$name.result (key=value lines)
     done
     wait_udp "$PEER_PORT" "$peer_pid" || die "turnutils_peer does not listen on $PEER_PORT"
     sleep 0.5
+    # receive buffers the sockets got (SO_RCVBUF as the kernel holds it): listener, a relay port
+    local rb_listen rb_relay
+    rb_listen=$(ss -Huanm "sport = :$PORT" | grep -o 'rb[0-9]*' | head -n1 | tr -d rb)
+    if [ "$name" = ours ]; then relay_lo=${OURS_RELAY_PORTS%-*}; else relay_lo=$COTURN_MIN_PORT; fi
 
-    local s0 p0 t0 s1 p1 t1 rc=0 relay_lo relay_hi e0 e1 d_srv0 d_srv1 d_peer0 d_peer1
+    local s0 p0 t0 s1 p1 t1 rc=0 relay_hi e0 e1 d_srv0 d_srv1 d_peer0 d_peer1
     if [ "$name" = ours ]; then relay_lo=${OURS_RELAY_PORTS%-*}; relay_hi=${OURS_RELAY_PORTS#*-}
     else relay_lo=$COTURN_MIN_PORT; relay_hi=$COTURN_MAX_PORT; fi
     d_srv0=$(( $(udp_drops "$PORT" "$PORT") + $(udp_drops "$relay_lo" "$relay_hi") ))
@@ -195,6 +199,8 @@ run_one() { # name -> writes $WORK/$name.result (key=value lines)
     ) || rc=$?
     t1=$(now_ns); s1=$(cpu_ticks "$SERVER_PID"); p1=$(cpu_ticks "$peer_pid")
     tail -n1 "$WORK/$name.times" | parse_times >"$WORK/$name.uclient.cpu"
+    # coturn opens relay sockets on demand: look once the load is over, before the server stops
+    rb_relay=$(ss -Huanm "sport >= :$relay_lo and sport <= :$relay_hi" | grep -o 'rb[0-9]*' | head -n1 | tr -d rb)
     d_srv1=$(( $(udp_drops "$PORT" "$PORT") + $(udp_drops "$relay_lo" "$relay_hi") ))
     d_peer1=$(udp_drops "$PEER_PORT" "$PEER_PORT"); e1=$(rcvbuf_errors)
     kill "$peer_pid" 2>/dev/null || true
@@ -223,7 +229,9 @@ run_one() { # name -> writes $WORK/$name.result (key=value lines)
             sub(/.*tot_recv_msgs=/, "", r); r += 0
             if (s == 0) first = t
             if (r >= final && last == "") last = t
-        } END { if (last != "" && last > first) print last - first; else print "NA" }' "$log")
+        }
+        /Total transmit time/ { end = $1 + 0 }
+        END { if (last == "") last = end; if (last != "" && last > first) print last - first; else print "NA" }' "$log")
     if [ "$name" = ours ]; then
         relayed=$(sed -n 's/.*relayed \([0-9]*\) packets.*/\1/p' "$WORK/ours.log" | tail -n1)
     fi
@@ -240,6 +248,8 @@ run_one() { # name -> writes $WORK/$name.result (key=value lines)
         echo "peer_cpu_s=$(awk -v a="$p0" -v b="$p1" -v t="$CLK_TCK" 'BEGIN { printf "%.3f", (b - a) / t }')"
         echo "uclient_cpu_s=$(cat "$WORK/$name.uclient.cpu" 2>/dev/null || echo 0)"
         echo "server_counter=${relayed:-NA}"
+        echo "rcvbuf_listen=${rb_listen:-NA}"
+        echo "rcvbuf_relay=${rb_relay:-NA}"
         echo "drops_server=$((d_srv1 - d_srv0))"
         echo "drops_peer=$((d_peer1 - d_peer0))"
         echo "drops_other=$(( (e1 - e0) - (d_srv1 - d_srv0) - (d_peer1 - d_peer0) ))"
@@ -278,29 +288,32 @@ done
 row() { # name
     local n=$1
     awk -v name="$n" -v sent="$(get "$n" sent)" -v recv="$(get "$n" recv)" \
-        -v wall="$(get "$n" wall_s)" -v cpu="$(get "$n" server_cpu_s)" \
+        -v wall="$(get "$n" wall_s)" -v act="$(get "$n" active_s)" -v cpu="$(get "$n" server_cpu_s)" \
         -v ucpu="$(get "$n" uclient_cpu_s)" -v pcpu="$(get "$n" peer_cpu_s)" \
         -v lost="$(get "$n" lost)" -v lpct="$(get "$n" lost_pct)" -v tt="$(get "$n" transmit_s)" \
         -v ctr="$(get "$n" server_counter)" -v rc="$(get "$n" rc)" \
         -v ds="$(get "$n" drops_server)" -v dp="$(get "$n" drops_peer)" -v do_="$(get "$n" drops_other)" 'BEGIN {
         relayed = sent + recv
-        pps = wall > 0 ? relayed / wall : 0
-        cores = wall > 0 ? cpu / wall : 0
+        win = (act != "NA" && act > 0) ? act : wall     # the active window, else the whole run
+        pps = win > 0 ? relayed / win : 0
+        cores = win > 0 ? cpu / win : 0
         ppc = cpu > 0 ? relayed / cpu : 0
-        load = wall > 0 ? (ucpu + pcpu) / wall : 0
-        printf "%-7s %9d %9d %8s %8.2f %7s %6.1f %7.3f %9.0f %9.0f %6.2f %5.2f %s%s\n",
-            name, sent, recv, lost, lpct + 0, tt, wall, cores, pps, ppc, (wall > 0 ? ucpu / wall : 0), load, ds "/" dp "/" do_,
-            (rc != 0 ? " uclient rc=" rc : "")
+        ul = win > 0 ? ucpu / win : 0
+        pl = win > 0 ? pcpu / win : 0
+        printf "%-7s %9d %9d %7s %7.3f %6s %6.1f %6.2f %6.3f %9.0f %9.0f %5.2f %5.2f  %s%s\n",
+            name, sent, recv, lost, lpct + 0, act, wall, cpu, cores, pps, ppc, ul, pl,
+            ds "/" dp "/" do_, (rc != 0 ? "  uclient rc=" rc : "")
         # machine-readable copy for the JSON line
-        printf "{\"server\":\"%s\",\"sent\":%d,\"received\":%d,\"lost\":%s,\"loss_pct\":%.4f,\"transmit_s\":%s,\"wall_s\":%.3f,\"server_cpu_s\":%.3f,\"cores\":%.4f,\"relayed_pps\":%.0f,\"pps_per_core\":%.0f,\"uclient_cpu_s\":%.3f,\"peer_cpu_s\":%.3f,\"uclient_rc\":%d,\"rcvbuf_drops\":{\"server\":%d,\"peer\":%d,\"other\":%d}%s}\n",
-            name, sent, recv, (lost == "NA" ? "null" : lost), lpct + 0, (tt == "NA" ? "null" : tt), wall, cpu, cores,
-            pps, ppc, ucpu, pcpu, rc, ds, dp, do_, (ctr != "NA" ? ",\"server_relayed_counter\":" ctr : "") > "/dev/stderr"
+        printf "{\"server\":\"%s\",\"sent\":%d,\"received\":%d,\"relayed\":%d,\"lost\":%s,\"loss_pct\":%.4f,\"transmit_s\":%s,\"active_s\":%s,\"wall_s\":%.3f,\"server_cpu_s\":%.3f,\"cores\":%.4f,\"relayed_pps\":%.0f,\"pps_per_core\":%.0f,\"uclient_cpu_s\":%.3f,\"peer_cpu_s\":%.3f,\"uclient_rc\":%d,\"rcvbuf_drops\":{\"server\":%d,\"peer\":%d,\"other\":%d}%s}\n",
+            name, sent, recv, relayed, (lost == "NA" ? "null" : lost), lpct + 0, (tt == "NA" ? "null" : tt),
+            (act == "NA" ? "null" : act), wall, cpu, cores, pps, ppc, ucpu, pcpu, rc, ds, dp, do_,
+            (ctr != "NA" ? ",\"server_relayed_counter\":" ctr : "") > "/dev/stderr"
     }'
 }
 
 {
-    printf "%-7s %9s %9s %8s %8s %7s %6s %7s %9s %9s %6s %5s %s\n" \
-        server sent recvd lost loss% xmit_s wall_s cores relay_pps pps/core uc_cpu load "drops srv/peer/other"
+    printf "%-7s %9s %9s %7s %7s %6s %6s %6s %6s %9s %9s %5s %5s  %s\n" \
+        server sent recvd lost loss% act_s wall_s cpu_s cores relay_pps pps/core uc pe "rcvbuf drops srv/peer/other"
     for s in $SERVERS; do row "$s" 2>>"$WORK/json.parts"; done
 } | tee "$WORK/table"
 
@@ -316,13 +329,16 @@ fi
 # warnings that change how to read the figures
 for s in $SERVERS; do
     awk -v name="$s" -v u="$(get "$s" uclient_cpu_s)" -v p="$(get "$s" peer_cpu_s)" \
-        -v w="$(get "$s" wall_s)" -v c="$(get "$s" server_cpu_s)" -v l="$(get "$s" lost)" 'BEGIN {
-        if (w > 0 && (u + p) / w > 0.85)
-            printf "WARNING %s: the load CPU was %.0f%% busy (uclient+peer): the generator may be the bottleneck\n", name, 100 * (u + p) / w
-        if (w > 0 && c / w > 0.9)
-            printf "WARNING %s: the server used %.0f%% of its core: it is saturated at this load\n", name, 100 * c / w
+        -v w="$(get "$s" wall_s)" -v a="$(get "$s" active_s)" -v c="$(get "$s" server_cpu_s)" \
+        -v l="$(get "$s" lost)" -v ds="$(get "$s" drops_server)" -v dp="$(get "$s" drops_peer)" \
+        -v do_="$(get "$s" drops_other)" 'BEGIN {
+        win = (a != "NA" && a > 0) ? a : w
+        if (win > 0 && (u + p) / win > 0.85)
+            printf "WARNING %s: CPU %s was %.0f%% busy with uclient + turnutils_peer: the generator may be the bottleneck\n", name, "'"$LOAD_CPU"'", 100 * (u + p) / win
+        if (win > 0 && c / win > 0.9)
+            printf "WARNING %s: the server used %.0f%% of its core: saturated at this load\n", name, 100 * c / win
         if (l != "NA" && l + 0 > 0)
-            printf "NOTE %s: %d packets lost\n", name, l
+            printf "NOTE %s: %d packets lost; receive-buffer drops: %d at the server sockets, %d at turnutils_peer, %d elsewhere (uclient or other programs)\n", name, l, ds, dp, do_
     }'
 done
 echo "load avg    $(cut -d' ' -f1-3 /proc/loadavg) (after)"

@@ -836,6 +836,13 @@ describe('a call through the SFU with Chromium peers', { timeout: 420000 }, () =
     assert.equal(pair.policy, 'relay');
     assert.equal(pair.local.type, 'relay', `Rita's selected candidate is a relay one: ${JSON.stringify(pair)}`);
     assert.ok(pair.urls.some((u) => u.startsWith('turn:')), `the server handed out TURN URLs: ${JSON.stringify(pair.urls)}`);
+    // The relay's work shows on /metrics (flushed once a second).
+    const m = await waitFor('TURN counters on /metrics', async () => {
+      const m = await serverMetrics();
+      return { ok: m.sfu_turn_allocations >= 1 && m.sfu_turn_relayed_packets_total > 100, m: {
+        allocations: m.sfu_turn_allocations, total: m.sfu_turn_allocations_total, packets: m.sfu_turn_relayed_packets_total } };
+    });
+    console.log(`E2E relay metrics ${JSON.stringify(m.m)}`);
     await Promise.all([rita.close(), sam.close()]);
   }, 90000);
 

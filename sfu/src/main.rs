@@ -376,13 +376,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     info!("media candidates advertise {advertise:?}");
 
-    let ice_servers = if args.turn {
-        Some(embedded_relay(&args, &advertise)?)
+    let (ice_servers, relay) = if args.turn {
+        let (source, handle) = embedded_relay(&args, &advertise)?;
+        (Some(source), Some(handle))
     } else {
-        None
+        (None, None)
     };
 
     let registry = prometheus::Registry::new();
+    let turn_metrics = match &relay {
+        Some(_) => Some(sfu::metrics::TurnMetrics::new(&registry)?),
+        None => None,
+    };
     registry.register(Box::new(
         prometheus::process_collector::ProcessCollector::for_self(),
     ))?;
@@ -416,6 +421,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        if let (Some(metrics), Some(relay)) = (turn_metrics, relay) {
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    metrics.flush(&relay);
+                }
+            });
+        }
         let listener = tokio::net::TcpListener::bind(args.http_listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.http_listen))?;
@@ -430,7 +444,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 fn embedded_relay(
     args: &ServeArgs,
     advertise: &[IpAddr],
-) -> anyhow::Result<signaling::IceServerSource> {
+) -> anyhow::Result<(signaling::IceServerSource, turn::driver::Handle)> {
     let secret = match &args.turn_auth_secret {
         Some(s) if !s.is_empty() => s.clone().into_bytes(),
         _ => {
@@ -451,7 +465,7 @@ fn embedded_relay(
         .first()
         .copied()
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-    turn::driver::start(
+    let handle = turn::driver::start(
         turn::driver::Listeners {
             listen: args.turn_listen.clone(),
             relay_bind: args.udp_bind,
@@ -485,7 +499,7 @@ fn embedded_relay(
     };
     info!("TURN URLs for clients: {urls:?}");
     let ttl = Duration::from_secs(args.turn_credential_ttl.max(60));
-    Ok(Arc::new(move |identity: &str| {
+    let source: signaling::IceServerSource = Arc::new(move |identity: &str| {
         let (username, credential) =
             turn::auth::rest_credentials(&secret, identity, signaling::token::unix_now(), ttl);
         vec![signaling::protocol::IceServer {
@@ -493,7 +507,8 @@ fn embedded_relay(
             username: Some(username),
             credential: Some(credential),
         }]
-    }))
+    });
+    Ok((source, handle))
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (systemd, Kubernetes).

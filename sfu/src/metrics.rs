@@ -84,3 +84,64 @@ impl Metrics {
         }
     }
 }
+
+/// The TURN relay's metrics, fed from its counters once a second.
+#[derive(Clone)]
+pub struct TurnMetrics {
+    allocations: prometheus::IntGauge,
+    allocations_total: IntCounter,
+    packets: IntCounter,
+    bytes: IntCounter,
+    refusals: IntCounterVec,
+}
+
+impl TurnMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn new(registry: &Registry) -> prometheus::Result<TurnMetrics> {
+        let m = TurnMetrics {
+            allocations: prometheus::IntGauge::new(
+                "sfu_turn_allocations",
+                "TURN allocations alive",
+            )?,
+            allocations_total: IntCounter::new(
+                "sfu_turn_allocations_total",
+                "TURN allocations made",
+            )?,
+            packets: IntCounter::new(
+                "sfu_turn_relayed_packets_total",
+                "Packets relayed by TURN, both ways",
+            )?,
+            bytes: IntCounter::new(
+                "sfu_turn_relayed_bytes_total",
+                "Payload bytes relayed by TURN, both ways",
+            )?,
+            refusals: IntCounterVec::new(
+                Opts::new(
+                    "sfu_turn_refusals_total",
+                    "TURN requests and packets refused, by reason (auth failures included)",
+                ),
+                &["reason"],
+            )?,
+        };
+        registry.register(Box::new(m.allocations.clone()))?;
+        registry.register(Box::new(m.allocations_total.clone()))?;
+        registry.register(Box::new(m.packets.clone()))?;
+        registry.register(Box::new(m.bytes.clone()))?;
+        registry.register(Box::new(m.refusals.clone()))?;
+        Ok(m)
+    }
+
+    /// Moves the relay's counters into Prometheus.
+    pub fn flush(&self, handle: &turn::driver::Handle) {
+        let c = handle.take_counters();
+        self.allocations.set(handle.allocations() as i64);
+        self.allocations_total.inc_by(c.allocations_total);
+        self.packets.inc_by(c.relayed_packets);
+        self.bytes.inc_by(c.relayed_bytes);
+        for (reason, n) in c.refusals {
+            self.refusals
+                .with_label_values(&[reason.as_str()])
+                .inc_by(n);
+        }
+    }
+}
