@@ -53,6 +53,8 @@ for tool in taskset timeout ss awk; do
 done
 [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs: one for the server, one for the load"
 CLK_TCK=$(getconf CLK_TCK)
+# this script and its helpers (samplers, awk, ss) run on the load CPU, away from the server's
+taskset -p -c "$LOAD_CPU" $$ >/dev/null
 
 # --- our binary: build it when missing or older than its sources ---------------------------
 if [[ " $SERVERS " == *" ours "* ]]; then
@@ -91,12 +93,20 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# receive-buffer drops: on UDP sockets bound to ports LO..HI (/proc/net/udp, last column),
-# and machine-wide (/proc/net/snmp RcvbufErrors)
-udp_drops() { # lo hi
-    awk -v lo="$1" -v hi="$2" 'NR > 1 { split($2, a, ":"); p = 0; h = a[2]
+# receive-buffer drops. /proc/net/udp has one line per socket with its drop count (last
+# column); sockets come and go (coturn opens relay sockets per allocation and closes them at
+# the end), so a sampler snapshots "port inode drops" twice a second during the load.
+udp_snapshot() {
+    awk 'NR > 1 { split($2, a, ":"); p = 0; h = a[2]
         for (i = 1; i <= length(h); i++) p = p * 16 + index("0123456789ABCDEF", substr(h, i, 1)) - 1
-        if (p >= lo && p <= hi) n += $NF } END { print n + 0 }' /proc/net/udp
+        print p, $10, $NF }' /proc/net/udp
+}
+# drops that happened during the load on sockets bound to ports LO..HI, from the first
+# snapshot (the baseline) and the samples: per socket, the highest count seen less its baseline
+drops_in() { # baseline samples lo hi
+    awk -v lo="$3" -v hi="$4" 'FNR == NR { base[$2] = $3; next }
+        $1 >= lo && $1 <= hi { if (!($2 in max) || $3 > max[$2]) max[$2] = $3 }
+        END { for (k in max) n += max[k] - base[k]; print n + 0 }' "$1" "$2"
 }
 rcvbuf_errors() {
     awk '/^Udp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "RcvbufErrors") c = i; h = 1 } else print $c }' /proc/net/snmp
@@ -177,16 +187,26 @@ run_one() { # name -> writes $WORK/$name.result (key=value lines)
     done
     wait_udp "$PEER_PORT" "$peer_pid" || die "turnutils_peer does not listen on $PEER_PORT"
     sleep 0.5
-    # receive buffers the sockets got (SO_RCVBUF as the kernel holds it): listener, a relay port
-    local rb_listen rb_relay
-    rb_listen=$(ss -Huanm "sport = :$PORT" | grep -o 'rb[0-9]*' | head -n1 | tr -d rb)
-    if [ "$name" = ours ]; then relay_lo=${OURS_RELAY_PORTS%-*}; else relay_lo=$COTURN_MIN_PORT; fi
 
-    local s0 p0 t0 s1 p1 t1 rc=0 relay_hi e0 e1 d_srv0 d_srv1 d_peer0 d_peer1
+    local relay_lo relay_hi s0 p0 t0 s1 p1 t1 e0 e1 rc=0 sampler
     if [ "$name" = ours ]; then relay_lo=${OURS_RELAY_PORTS%-*}; relay_hi=${OURS_RELAY_PORTS#*-}
     else relay_lo=$COTURN_MIN_PORT; relay_hi=$COTURN_MAX_PORT; fi
-    d_srv0=$(( $(udp_drops "$PORT" "$PORT") + $(udp_drops "$relay_lo" "$relay_hi") ))
-    d_peer0=$(udp_drops "$PEER_PORT" "$PEER_PORT"); e0=$(rcvbuf_errors)
+    udp_snapshot >"$WORK/$name.udp.base"
+    : >"$WORK/$name.udp.samples"
+    (
+        i=0
+        while :; do
+            udp_snapshot >>"$WORK/$name.udp.samples"
+            # the receive buffers the server's sockets got (skmem rb), once the load runs
+            [ $i -eq 16 ] && ss -Huanm "( sport = :$PORT or ( sport >= :$relay_lo and sport <= :$relay_hi ) )" \
+                >"$WORK/$name.skmem" 2>/dev/null
+            i=$((i + 1))
+            sleep 0.5
+        done
+    ) &
+    sampler=$!
+    PIDS+=("$sampler")
+    e0=$(rcvbuf_errors)
     s0=$(cpu_ticks "$SERVER_PID"); p0=$(cpu_ticks "$peer_pid"); t0=$(now_ns)
     (
         rc=0
@@ -198,11 +218,17 @@ run_one() { # name -> writes $WORK/$name.result (key=value lines)
         exit "$rc"
     ) || rc=$?
     t1=$(now_ns); s1=$(cpu_ticks "$SERVER_PID"); p1=$(cpu_ticks "$peer_pid")
+    kill "$sampler" 2>/dev/null || true
+    wait "$sampler" 2>/dev/null || true
+    udp_snapshot >>"$WORK/$name.udp.samples"
+    e1=$(rcvbuf_errors)
     tail -n1 "$WORK/$name.times" | parse_times >"$WORK/$name.uclient.cpu"
-    # coturn opens relay sockets on demand: look once the load is over, before the server stops
-    rb_relay=$(ss -Huanm "sport >= :$relay_lo and sport <= :$relay_hi" | grep -o 'rb[0-9]*' | head -n1 | tr -d rb)
-    d_srv1=$(( $(udp_drops "$PORT" "$PORT") + $(udp_drops "$relay_lo" "$relay_hi") ))
-    d_peer1=$(udp_drops "$PEER_PORT" "$PEER_PORT"); e1=$(rcvbuf_errors)
+    local d_srv d_peer rb_listen rb_relay
+    d_srv=$(( $(drops_in "$WORK/$name.udp.base" "$WORK/$name.udp.samples" "$PORT" "$PORT") +
+        $(drops_in "$WORK/$name.udp.base" "$WORK/$name.udp.samples" "$relay_lo" "$relay_hi") ))
+    d_peer=$(drops_in "$WORK/$name.udp.base" "$WORK/$name.udp.samples" "$PEER_PORT" "$PEER_PORT")
+    rb_listen=$(awk -v p=":$PORT" '$4 ~ p"$" { getline; if (match($0, /rb[0-9]+/)) print substr($0, RSTART + 2, RLENGTH - 2); exit }' "$WORK/$name.skmem" 2>/dev/null || true)
+    rb_relay=$(awk -v p=":$PORT" '$1 !~ /^skmem/ && $4 !~ p"$" { getline; if (match($0, /rb[0-9]+/)) print substr($0, RSTART + 2, RLENGTH - 2); exit }' "$WORK/$name.skmem" 2>/dev/null || true)
     kill "$peer_pid" 2>/dev/null || true
     wait "$peer_wrapper" 2>/dev/null || true
     stop_server
@@ -250,9 +276,9 @@ run_one() { # name -> writes $WORK/$name.result (key=value lines)
         echo "server_counter=${relayed:-NA}"
         echo "rcvbuf_listen=${rb_listen:-NA}"
         echo "rcvbuf_relay=${rb_relay:-NA}"
-        echo "drops_server=$((d_srv1 - d_srv0))"
-        echo "drops_peer=$((d_peer1 - d_peer0))"
-        echo "drops_other=$(( (e1 - e0) - (d_srv1 - d_srv0) - (d_peer1 - d_peer0) ))"
+        echo "drops_server=$d_srv"
+        echo "drops_peer=$d_peer"
+        echo "drops_other=$(( e1 - e0 - d_srv - d_peer ))"
     } >"$WORK/$name.result"
 }
 
