@@ -287,7 +287,7 @@ get() { sed -n "s/^$2=//p" "$WORK/$1.result"; }
 # --- run -----------------------------------------------------------------------------------
 DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
-NPROC=$(nproc)
+NPROC=$(getconf _NPROCESSORS_ONLN)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 DIRTY=$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo "+dirty" || true)

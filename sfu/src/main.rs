@@ -89,10 +89,11 @@ struct TurnArgs {
     /// Relay ports, FIRST-LAST: one socket each, shared by many allocations.
     #[arg(long, env = "SFU_TURN_RELAY_PORTS", default_value = "49152-49251", value_parser = parse_ports)]
     relay_ports: RangeInclusive<u16>,
-    /// IP given to peers in relayed addresses. Default: this machine's first non-loopback
-    /// IPv4 address (127.0.0.1 if it has none).
-    #[arg(long, env = "SFU_TURN_RELAY_IP")]
-    relay_ip: Option<IpAddr>,
+    /// IP given to peers in relayed addresses (repeatable: one IPv4 and one IPv6 serve
+    /// both families). Default: this machine's first non-loopback IPv4 address (127.0.0.1
+    /// if it has none).
+    #[arg(long, env = "SFU_TURN_RELAY_IP", value_delimiter = ',')]
+    relay_ip: Vec<IpAddr>,
     /// IP the relay sockets bind to.
     #[arg(long, env = "SFU_TURN_RELAY_BIND", default_value = "0.0.0.0")]
     relay_bind: IpAddr,
@@ -330,15 +331,16 @@ fn relay(args: TurnArgs) -> anyhow::Result<()> {
     config.max_allocations = args.max_allocations;
     config.max_allocations_per_user = args.max_allocations_per_user;
     config.max_bytes_per_sec = (args.max_bytes_per_sec > 0).then_some(args.max_bytes_per_sec);
-    let relay_ip = args
-        .relay_ip
-        .or_else(|| default_advertise().first().copied())
-        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let relay_ips = if args.relay_ip.is_empty() {
+        default_advertise().into_iter().take(1).collect()
+    } else {
+        args.relay_ip.clone()
+    };
     let handle = turn::driver::start(
         turn::driver::Listeners {
             listen: args.listen.clone(),
             relay_bind: args.relay_bind,
-            relay_ip,
+            relay_ips,
             relay_ports: args.relay_ports.clone(),
             tls: tls_listener(args.tls_listen, args.cert.as_deref(), args.key.as_deref())?,
         },
@@ -469,7 +471,7 @@ fn embedded_relay(
         turn::driver::Listeners {
             listen: args.turn_listen.clone(),
             relay_bind: args.udp_bind,
-            relay_ip,
+            relay_ips: vec![relay_ip],
             relay_ports: args.turn_relay_ports.clone(),
             tls: tls_listener(
                 args.turn_tls_listen,

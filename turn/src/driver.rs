@@ -40,10 +40,13 @@ const STREAM_QUEUE: usize = 512;
 pub struct Listeners {
     /// Addresses clients reach over UDP and TCP (each gets both).
     pub listen: Vec<SocketAddr>,
-    /// The IP relay sockets bind to.
+    /// The IP relay sockets bind to. When unspecified, IPv4 relays bind 0.0.0.0 (the relay IP
+    /// may be a NAT's public one) and IPv6 relays bind their own IP (binding `[::]` would be
+    /// dual-stack on Linux and clash with the IPv4 sockets; IPv6 rarely sits behind NAT).
     pub relay_bind: IpAddr,
-    /// The IP put in XOR-RELAYED-ADDRESS (what peers reach).
-    pub relay_ip: IpAddr,
+    /// The IPs put in XOR-RELAYED-ADDRESS (what peers reach); one of each family at most
+    /// is useful: clients choose the family with REQUESTED-ADDRESS-FAMILY.
+    pub relay_ips: Vec<IpAddr>,
     /// Relay ports: one socket each, shared by many allocations.
     pub relay_ports: RangeInclusive<u16>,
     /// TURN over TLS (port 443 in deployments where only TLS gets through).
@@ -113,12 +116,19 @@ pub fn start(listeners: Listeners, mut config: Config) -> io::Result<Handle> {
         tcp.push(t);
     }
     let mut relays = Vec::new();
-    for port in listeners.relay_ports.clone() {
-        let bind = SocketAddr::new(listeners.relay_bind, port);
-        let s = std::net::UdpSocket::bind(bind)
-            .map_err(|e| io::Error::new(e.kind(), format!("TURN relay {bind}: {e}")))?;
-        s.set_nonblocking(true)?;
-        relays.push((SocketAddr::new(listeners.relay_ip, port), s));
+    for ip in &listeners.relay_ips {
+        let bind_ip = match (listeners.relay_bind.is_unspecified(), ip) {
+            (true, IpAddr::V4(_)) => IpAddr::from([0u8; 4]),
+            (true, IpAddr::V6(_)) => *ip,
+            (false, _) => listeners.relay_bind,
+        };
+        for port in listeners.relay_ports.clone() {
+            let bind = SocketAddr::new(bind_ip, port);
+            let s = std::net::UdpSocket::bind(bind)
+                .map_err(|e| io::Error::new(e.kind(), format!("TURN relay {bind}: {e}")))?;
+            s.set_nonblocking(true)?;
+            relays.push((SocketAddr::new(*ip, port), s));
+        }
     }
     let tls = match &listeners.tls {
         Some(t) => {
@@ -131,9 +141,9 @@ pub fn start(listeners: Listeners, mut config: Config) -> io::Result<Handle> {
     };
     config.relays = relays.iter().map(|(a, _)| *a).collect();
     info!(
-        "TURN on {:?} (UDP+TCP), relaying from {} ports {}..={}",
+        "TURN on {:?} (UDP+TCP), relaying from {:?} ports {}..={}",
         listeners.listen,
-        listeners.relay_ip,
+        listeners.relay_ips,
         listeners.relay_ports.start(),
         listeners.relay_ports.end()
     );

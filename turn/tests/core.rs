@@ -7,7 +7,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use stun_types::attribute::{ErrorCode, Nonce, Realm, Username, XorMappedAddress};
+use stun_types::attribute::{
+    AttributeStaticType, ErrorCode, Nonce, Realm, Username, XorMappedAddress,
+};
 use stun_types::message::{
     BINDING, IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass, MessageWrite,
     MessageWriteExt, MessageWriteVec,
@@ -61,6 +63,7 @@ struct TestClient {
     username: String,
     password: String,
     nonce: Option<String>,
+    algorithm: IntegrityAlgorithm,
 }
 
 impl TestClient {
@@ -74,6 +77,7 @@ impl TestClient {
             username: username.into(),
             password: password.into(),
             nonce: None,
+            algorithm: IntegrityAlgorithm::Sha1,
         }
     }
 
@@ -95,7 +99,7 @@ impl TestClient {
                 REALM.into(),
             )
             .into();
-            w.add_message_integrity(&credentials, IntegrityAlgorithm::Sha1)
+            w.add_message_integrity(&credentials, self.algorithm)
                 .unwrap();
         }
         w.add_fingerprint().unwrap();
@@ -680,4 +684,20 @@ fn a_header_length_that_does_not_cover_the_message_is_malformed() {
         c.send(&mut server, now, &request).is_some(),
         "the exact one is answered"
     );
+}
+
+#[test]
+fn message_integrity_sha256_is_validated_and_answered_in_kind() {
+    let (mut server, now) = server(|_| {});
+    let mut c = TestClient::new("203.0.113.7:4000", "alice", "secret-pw");
+    c.algorithm = IntegrityAlgorithm::Sha256;
+    c.allocate(&mut server, now).unwrap();
+    let reply = c.call(&mut server, now, REFRESH, &|_| {});
+    let msg = Message::from_bytes(&reply).unwrap();
+    assert!(msg.has_attribute(stun_types::attribute::MessageIntegritySha256::TYPE));
+    assert!(!msg.has_attribute(stun_types::attribute::MessageIntegrity::TYPE));
+    // A SHA-256 request with the wrong password is refused like a SHA-1 one.
+    let mut d = TestClient::new("203.0.113.7:4001", "alice", "wrong");
+    d.algorithm = IntegrityAlgorithm::Sha256;
+    assert_eq!(d.allocate(&mut server, now), Err(401));
 }
