@@ -27,6 +27,9 @@ use crate::shard::{Shard, ShardConfig, ShardOutput};
 /// Commands queued per shard before `join` and requests answer `server_busy`.
 const COMMAND_QUEUE: usize = 1024;
 
+/// Socket buffers asked for, per media socket.
+const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
 /// Datagrams read per receive call.
 const RECV_BATCH: usize = 32;
 
@@ -333,6 +336,16 @@ async fn run_shard(
     for socket in sockets {
         let port = socket.local_addr()?.port();
         let state = UdpSocketState::new((&socket).into())?;
+        // The default 208 KiB overflows under bursts (a keyframe to hundreds of viewers);
+        // the kernel caps what it grants at net.core.{r,w}mem_max.
+        for result in [
+            state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER),
+            state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER),
+        ] {
+            if let Err(e) = result {
+                warn!(port, "cannot enlarge UDP socket buffers: {e}");
+            }
+        }
         let udp = UdpSocket::from_std(socket)?;
         by_port.insert(port, Rc::new(Socket { udp, state, port }));
         load.insert(port, 0usize);

@@ -26,6 +26,21 @@ use tracing::{debug, info, warn};
 
 use crate::server::{Action, Client, Config, Counters, Server, Transport};
 
+/// Socket buffers asked for (the kernel caps them at net.core.rmem_max / wmem_max): the
+/// default 208 KiB overflows, and drops, under bursts of tens of thousands of packets/s.
+const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
+/// Asks for large send and receive buffers; a smaller grant is logged, not fatal.
+fn enlarge_buffers(socket: &std::net::UdpSocket) {
+    let s = socket2::SockRef::from(socket);
+    if let Err(e) = s
+        .set_recv_buffer_size(SOCKET_BUFFER)
+        .and_then(|()| s.set_send_buffer_size(SOCKET_BUFFER))
+    {
+        warn!("cannot enlarge UDP socket buffers: {e}");
+    }
+}
+
 /// Largest UDP datagram read.
 const DATAGRAM: usize = 65_536;
 
@@ -109,6 +124,7 @@ pub fn start(listeners: Listeners, mut config: Config) -> io::Result<Handle> {
         let u = std::net::UdpSocket::bind(addr)
             .map_err(|e| io::Error::new(e.kind(), format!("TURN UDP {addr}: {e}")))?;
         u.set_nonblocking(true)?;
+        enlarge_buffers(&u);
         let t = std::net::TcpListener::bind(addr)
             .map_err(|e| io::Error::new(e.kind(), format!("TURN TCP {addr}: {e}")))?;
         t.set_nonblocking(true)?;
@@ -127,6 +143,7 @@ pub fn start(listeners: Listeners, mut config: Config) -> io::Result<Handle> {
             let s = std::net::UdpSocket::bind(bind)
                 .map_err(|e| io::Error::new(e.kind(), format!("TURN relay {bind}: {e}")))?;
             s.set_nonblocking(true)?;
+            enlarge_buffers(&s);
             relays.push((SocketAddr::new(*ip, port), s));
         }
     }
