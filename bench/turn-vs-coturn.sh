@@ -5,7 +5,7 @@
 # bench/results/turn-vs-coturn.json. How to read it: bench/README.md.
 #
 # Usage: bench/turn-vs-coturn.sh
-#   CLIENTS=64 MESSAGES=20000 SIZE=100 INTERVAL_MS=1   the load: turnutils_uclient -m -n -l -z
+#   CLIENTS=48 MESSAGES=20000 SIZE=100 INTERVAL_MS=1   the load: turnutils_uclient -m -n -l -z
 #   ROUNDS=3                  rounds; each runs both servers, the order alternating
 #   SERVERS="ours coturn"     which servers (one alone gives no ratio)
 #   SFU_BIN=path              bench this sfu binary instead of target/release/sfu (which is
@@ -23,7 +23,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-CLIENTS=${CLIENTS:-64}
+CLIENTS=${CLIENTS:-48}
 MESSAGES=${MESSAGES:-20000}
 SIZE=${SIZE:-100}
 INTERVAL_MS=${INTERVAL_MS:-1}
@@ -134,6 +134,8 @@ drops_in() { # baseline samples lo hi
         $1 >= lo && $1 <= hi { if (!($2 in max) || $3 > max[$2]) max[$2] = $3 }
         END { for (k in max) n += max[k] - base[k]; print n + 0 }' "$1" "$2"
 }
+# time the hypervisor ran something else while this VM wanted the CPU (all CPUs, ticks)
+steal_ticks() { awk '$1 == "cpu" { print $9 }' /proc/stat; }
 # the machine's count of datagrams dropped for a full receive buffer
 rcvbuf_errors() {
     awk '/^Udp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "RcvbufErrors") c = i; h = 1 } else print $c }' /proc/net/snmp
@@ -240,6 +242,8 @@ run_one() { # name tag -> $WORK/$tag.result (key=value lines)
     PIDS+=("$sampler")
 
     local e0 s0 p0 t0 e1 s1 p1 t1 rc=0
+    local st0 st1
+    st0=$(steal_ticks)
     e0=$(rcvbuf_errors); s0=$(cpu_ticks "$SERVER_PID"); p0=$(cpu_ticks "$peer_pid"); t0=$(now_ns)
     (
         timeout "$TIMEOUT" taskset -c "$LOAD_CPU" turnutils_uclient -p "$PORT" \
@@ -257,7 +261,7 @@ run_one() { # name tag -> $WORK/$tag.result (key=value lines)
     kill "$sampler" 2>/dev/null || true
     wait "$sampler" 2>/dev/null || true
     udp_snapshot >>"$WORK/$tag.udp.samples"
-    e1=$(rcvbuf_errors)
+    e1=$(rcvbuf_errors); st1=$(steal_ticks)
 
     # the busiest second (1 s spans of the samples) of the server, and of the generator
     # (uclient + turnutils_peer, on one CPU). Per-process times: in this VM the per-CPU counters
@@ -324,6 +328,7 @@ run_one() { # name tag -> $WORK/$tag.result (key=value lines)
         echo "peak_server_cores=${peak_srv:-0}"
         echo "peak_generator_cores=${peak_gen:-0}"
         echo "others_cpu_s=${others:-0}"
+        echo "steal_s=$(awk -v a="$st0" -v b="$st1" -v t="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / t }')"
         echo "drops_listen=$d_listen"
         echo "drops_relay=$d_relay"
         echo "drops_peer=$d_peer"
@@ -389,13 +394,14 @@ done
             gen = win > 0 ? (uclient_cpu_s + peer_cpu_s) / win : 0
             lpct = sent > 0 && lost != "NA" ? 100 * lost / sent : 0
             oth = wall_s > 0 ? others_cpu_s / wall_s : 0
+            stl = wall_s > 0 ? steal_s / wall_s : 0
             printf "%-9s %8d %8d %6s %6.2f %5s %6.2f %5.2f %5.2f %8.0f %8.0f %5.2f %5.2f %5.2f  %s%s\n",
                 tag, sent, recv, lost, lpct, active_s, server_cpu_s, cores, peak_server_cores, pps, ppc,
                 gen, peak_generator_cores, oth, drops_listen "+" drops_relay "/" drops_peer "/" drops_other,
                 (rc != 0 ? "  uclient exit " rc : "")
             printf "{\"server\":\"%s\",\"run\":\"%s\",\"sent\":%d,\"received\":%d,\"relayed\":%d,\"lost\":%s,\"loss_pct\":%.4f,", server, tag, sent, recv, relayed, (lost == "NA" ? "null" : lost), lpct >> out
             printf "\"transmit_s\":%s,\"active_s\":%s,\"wall_s\":%s,\"server_cpu_s\":%s,\"cores\":%.4f,\"peak_cores\":%s,", (transmit_s == "NA" ? "null" : transmit_s), (active_s == "NA" ? "null" : active_s), wall_s, server_cpu_s, cores, peak_server_cores >> out
-            printf "\"relayed_pps\":%.0f,\"pps_per_core\":%.0f,\"uclient_cpu_s\":%s,\"peer_cpu_s\":%s,\"generator_cores\":%.4f,\"peak_generator_cores\":%s,\"other_processes_cores\":%.4f,", pps, ppc, uclient_cpu_s, peer_cpu_s, gen, peak_generator_cores, oth >> out
+            printf "\"relayed_pps\":%.0f,\"pps_per_core\":%.0f,\"uclient_cpu_s\":%s,\"peer_cpu_s\":%s,\"generator_cores\":%.4f,\"peak_generator_cores\":%s,\"other_processes_cores\":%.4f,\"steal_cores\":%.4f,", pps, ppc, uclient_cpu_s, peer_cpu_s, gen, peak_generator_cores, oth, stl >> out
             printf "\"rcvbuf_drops\":{\"server_listen\":%d,\"server_relay\":%d,\"peer\":%d,\"other\":%d},", drops_listen, drops_relay, drops_peer, drops_other >> out
             printf "\"server_rcvbuf_bytes\":{\"listen\":%s,\"relay\":%s},\"uclient_exit\":%d%s}\n", (rcvbuf_listen == "" ? "null" : rcvbuf_listen), (rcvbuf_relay == "" ? "null" : rcvbuf_relay), rc, (server_counter != "" ? ",\"server_relayed_counter\":" server_counter : "") >> out
         }'
@@ -460,12 +466,16 @@ for tag in "${TAGS[@]}"; do
             printf "WARNING %s: the generator (uclient + turnutils_peer) used %.0f%% of its CPU in its busiest second: it may be the bottleneck\n", tag, 100 * v["peak_generator_cores"]
         if (v["wall_s"] > 0 && v["others_cpu_s"] / v["wall_s"] > 0.05)
             printf "WARNING %s: other processes used %.2f cores on average during this run: the machine was not quiet, figures disturbed\n", tag, v["others_cpu_s"] / v["wall_s"]
+        if (v["wall_s"] > 0 && v["steal_s"] / v["wall_s"] > 0.02)
+            printf "WARNING %s: the hypervisor took %.2f cores from this VM (steal) during this run: figures disturbed\n", tag, v["steal_s"] / v["wall_s"]
         if (v["peak_server_cores"] + 0 > 0.9)
             printf "NOTE %s: the server used %.0f%% of its core in its busiest second: at or near saturation\n", tag, 100 * v["peak_server_cores"]
     }' "$WORK/$tag.result"
 done
 for s in $SERVERS; do
-    t=$(printf '%s\n' "${TAGS[@]}" | awk -v s="$s" -F- '$1 == s { print; exit }')
+    t=$(for tag in "${TAGS[@]}"; do
+        [ "${tag%-*}" = "$s" ] && grep -q '^rcvbuf_listen=[0-9]' "$WORK/$tag.result" && echo "$tag"
+    done | head -n1 || true)
     [ -n "$t" ] || continue
     printf "%-7s socket receive buffers (bytes, as the kernel holds them): listener %s, relay %s\n" "$s" \
         "$(sed -n 's/^rcvbuf_listen=//p' "$WORK/$t.result")" "$(sed -n 's/^rcvbuf_relay=//p' "$WORK/$t.result")"

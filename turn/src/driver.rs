@@ -7,7 +7,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::rc::Rc;
@@ -19,6 +19,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use quinn_udp::{RecvMeta, UdpSocketState};
+use tokio::io::Interest;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_rustls::{TlsAcceptor, rustls};
@@ -255,16 +257,21 @@ async fn run(
         streams: HashMap::new(),
         out: vec![0; DATAGRAM + 64],
     }));
+    let batch = Batch::new();
     for socket in udp {
         let local = socket.local_addr()?;
+        let state = UdpSocketState::new((&socket).into())?;
         let socket = Rc::new(UdpSocket::from_std(socket)?);
         relay.borrow_mut().udp.insert(local, socket.clone());
-        tokio::task::spawn_local(client_datagrams(relay.clone(), socket, local));
+        let task = client_datagrams(relay.clone(), socket, state, batch.clone(), local);
+        tokio::task::spawn_local(task);
     }
     for (addr, socket) in relays {
+        let state = UdpSocketState::new((&socket).into())?;
         let socket = Rc::new(UdpSocket::from_std(socket)?);
         relay.borrow_mut().relays.insert(addr, socket.clone());
-        tokio::task::spawn_local(peer_datagrams(relay.clone(), socket, addr));
+        let task = peer_datagrams(relay.clone(), socket, state, batch.clone(), addr);
+        tokio::task::spawn_local(task);
     }
     for listener in tcp {
         let listener = TcpListener::from_std(listener)?;
@@ -296,17 +303,75 @@ fn merge(into: &mut Counters, from: Counters) {
     }
 }
 
-/// Messages from clients over one UDP listener.
-async fn client_datagrams(relay: Rc<RefCell<Relay>>, socket: Rc<UdpSocket>, local: SocketAddr) {
-    let mut buf = vec![0u8; DATAGRAM];
+/// Datagrams read per receive call (recvmmsg, through quinn-udp).
+const RECV_BATCH: usize = 32;
+
+/// The receive buffer of the relay thread, shared by all its socket tasks: they run one at
+/// a time on this thread and hold it only between two awaits, so one buffer serves every
+/// socket (a relay port range may have thousands).
+struct Batch {
+    buf: Vec<u8>,
+    meta: Vec<RecvMeta>,
+}
+
+impl Batch {
+    fn new() -> Rc<RefCell<Batch>> {
+        Rc::new(RefCell::new(Batch {
+            buf: vec![0; RECV_BATCH * DATAGRAM],
+            meta: vec![RecvMeta::default(); RECV_BATCH],
+        }))
+    }
+}
+
+/// Reads a UDP socket in batches until it fails, handing each datagram (GRO-coalesced
+/// ones split apart) and its source to `each`.
+async fn receive(
+    socket: Rc<UdpSocket>,
+    state: UdpSocketState,
+    batch: Rc<RefCell<Batch>>,
+    name: SocketAddr,
+    mut each: impl FnMut(SocketAddr, &[u8]),
+) {
     loop {
-        let (len, remote) = match socket.recv_from(&mut buf).await {
-            Ok(x) => x,
-            Err(e) => {
-                debug!("TURN UDP {local}: {e}");
-                continue;
+        if let Err(e) = socket.readable().await {
+            warn!("TURN socket {name}: {e}");
+            return;
+        }
+        loop {
+            let mut b = batch.borrow_mut();
+            let Batch { buf, meta } = &mut *b;
+            let mut slices: Vec<IoSliceMut<'_>> =
+                buf.chunks_mut(DATAGRAM).map(IoSliceMut::new).collect();
+            let result = socket.try_io(Interest::READABLE, || {
+                state.recv((&*socket).into(), &mut slices, meta)
+            });
+            let n = match result {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // ICMP errors surface here (a peer's port closed): not the socket's end.
+                    debug!("TURN socket {name}: {e}");
+                    continue;
+                }
+            };
+            for (m, slice) in meta.iter().zip(slices.iter()).take(n) {
+                for datagram in slice[..m.len].chunks(m.stride.max(1)) {
+                    each(m.addr, datagram);
+                }
             }
-        };
+        }
+    }
+}
+
+/// Messages from clients over one UDP listener.
+async fn client_datagrams(
+    relay: Rc<RefCell<Relay>>,
+    socket: Rc<UdpSocket>,
+    state: UdpSocketState,
+    batch: Rc<RefCell<Batch>>,
+    local: SocketAddr,
+) {
+    receive(socket, state, batch, local, |remote, data| {
         let client = Client {
             transport: Transport::Udp,
             remote,
@@ -316,29 +381,29 @@ async fn client_datagrams(relay: Rc<RefCell<Relay>>, socket: Rc<UdpSocket>, loca
         let r = &mut *r;
         let action = r
             .core
-            .handle_client(Instant::now(), client, &buf[..len], &mut r.out);
-        r.act(action, &buf[..len]);
-    }
+            .handle_client(Instant::now(), client, data, &mut r.out);
+        r.act(action, data);
+    })
+    .await;
 }
 
 /// Datagrams from peers on one relay socket.
-async fn peer_datagrams(relay: Rc<RefCell<Relay>>, socket: Rc<UdpSocket>, addr: SocketAddr) {
-    let mut buf = vec![0u8; DATAGRAM];
-    loop {
-        let (len, peer) = match socket.recv_from(&mut buf).await {
-            Ok(x) => x,
-            Err(e) => {
-                debug!("TURN relay {addr}: {e}");
-                continue;
-            }
-        };
+async fn peer_datagrams(
+    relay: Rc<RefCell<Relay>>,
+    socket: Rc<UdpSocket>,
+    state: UdpSocketState,
+    batch: Rc<RefCell<Batch>>,
+    addr: SocketAddr,
+) {
+    receive(socket, state, batch, addr, |peer, data| {
         let mut r = relay.borrow_mut();
         let r = &mut *r;
         let action = r
             .core
-            .handle_peer(Instant::now(), addr, peer, &buf[..len], &mut r.out);
-        r.act(action, &buf[..len]);
-    }
+            .handle_peer(Instant::now(), addr, peer, data, &mut r.out);
+        r.act(action, data);
+    })
+    .await;
 }
 
 /// Accepts stream clients, over TLS when there is an acceptor.
