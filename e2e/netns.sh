@@ -1,56 +1,70 @@
 #!/usr/bin/env bash
 # Network namespaces for the browser end-to-end tests (run as root).
 #
-#   e2e/netns.sh up     create sfu-srv and sfu-cli joined by a veth pair (idempotent)
+#   e2e/netns.sh up     create them (idempotent: removes leftovers first)
 #   e2e/netns.sh down   remove them
 #
-#   sfu-srv: veth sfu-v-srv 10.77.0.1/24, lo up   (the SFU runs here)
-#   sfu-cli: veth sfu-v-cli 10.77.0.2/24, lo up   (node + Chromium run here)
+#   sfu-srv   the SFU runs here; one veth per client namespace:
+#               sfu-v-srv 10.77.0.1/24, sfu-v-srv1 10.77.1.1/24, sfu-v-srv2 10.77.2.1/24
+#   sfu-cli   node and most browsers: sfu-v-cli 10.77.0.2/24        (an open network)
+#   sfu-tcp   a browser on a network that drops UDP: sfu-v-tcp 10.77.1.2/24
+#   sfu-tls   a browser on a network that passes only TCP to two ports: sfu-v-tls 10.77.2.2/24
+#
+# sfu-tcp and sfu-tls route everything through sfu-srv (default route), so they reach the
+# server at 10.77.0.1 like sfu-cli does. Their nftables rules are the tests' business
+# (e2e/network.test.mjs sets them); here they are plain links.
 #
 # Chromium gathers no ICE candidates on `lo`, so the browser needs a real interface with a
-# real address: the veth. All test traffic stays between these two namespaces.
+# real address: a veth. All test traffic stays between these namespaces.
 set -euo pipefail
 
-SRV_NS=${SFU_NETNS_SRV:-sfu-srv}
-CLI_NS=${SFU_NETNS_CLI:-sfu-cli}
-SRV_IF=sfu-v-srv
-CLI_IF=sfu-v-cli
-SRV_ADDR=10.77.0.1
-CLI_ADDR=10.77.0.2
-PREFIX=24
+SRV_NS=sfu-srv
+CLIENTS=(sfu-cli sfu-tcp sfu-tls)
 
 down() {
-    ip netns del "$SRV_NS" 2>/dev/null || true
-    ip netns del "$CLI_NS" 2>/dev/null || true
-    # A veth end left in the root namespace by an interrupted run.
-    ip link del "$SRV_IF" 2>/dev/null || true
-    ip link del "$CLI_IF" 2>/dev/null || true
+    for ns in "$SRV_NS" "${CLIENTS[@]}"; do
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    # veth ends left in the root namespace by an interrupted run.
+    for dev in sfu-v-srv sfu-v-srv1 sfu-v-srv2 sfu-v-cli sfu-v-tcp sfu-v-tls; do
+        ip link del "$dev" 2>/dev/null || true
+    done
+}
+
+# link NS SRV_IF SRV_ADDR CLI_IF CLI_ADDR: a veth pair from sfu-srv to NS.
+link() {
+    local ns=$1 srv_if=$2 srv_addr=$3 cli_if=$4 cli_addr=$5
+    ip netns add "$ns"
+    ip link add "$srv_if" type veth peer name "$cli_if"
+    ip link set "$srv_if" netns "$SRV_NS"
+    ip link set "$cli_if" netns "$ns"
+    ip -n "$SRV_NS" addr add "$srv_addr/24" dev "$srv_if"
+    ip -n "$ns" addr add "$cli_addr/24" dev "$cli_if"
+    ip -n "$ns" link set lo up
+    ip -n "$SRV_NS" link set "$srv_if" up
+    ip -n "$ns" link set "$cli_if" up
+    if [ "$srv_addr" != 10.77.0.1 ]; then
+        ip -n "$ns" route add default via "$srv_addr"
+    fi
+    # veth comes up asynchronously: wait (bounded) until both ends report LOWER_UP.
+    for _ in $(seq 1 50); do
+        if ip -n "$SRV_NS" link show dev "$srv_if" | grep -q LOWER_UP &&
+           ip -n "$ns" link show dev "$cli_if" | grep -q LOWER_UP; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "netns.sh: veth $srv_if/$cli_if did not come up" >&2
+    return 1
 }
 
 up() {
     down
     ip netns add "$SRV_NS"
-    ip netns add "$CLI_NS"
-    ip link add "$SRV_IF" type veth peer name "$CLI_IF"
-    ip link set "$SRV_IF" netns "$SRV_NS"
-    ip link set "$CLI_IF" netns "$CLI_NS"
-    ip -n "$SRV_NS" addr add "$SRV_ADDR/$PREFIX" dev "$SRV_IF"
-    ip -n "$CLI_NS" addr add "$CLI_ADDR/$PREFIX" dev "$CLI_IF"
-    for ns in "$SRV_NS" "$CLI_NS"; do
-        ip -n "$ns" link set lo up
-    done
-    ip -n "$SRV_NS" link set "$SRV_IF" up
-    ip -n "$CLI_NS" link set "$CLI_IF" up
-    # veth comes up asynchronously: wait (bounded) until both ends report LOWER_UP.
-    for _ in $(seq 1 50); do
-        if ip -n "$SRV_NS" link show dev "$SRV_IF" | grep -q LOWER_UP &&
-           ip -n "$CLI_NS" link show dev "$CLI_IF" | grep -q LOWER_UP; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "netns.sh: veth $SRV_IF/$CLI_IF did not come up" >&2
-    return 1
+    ip -n "$SRV_NS" link set lo up
+    link sfu-cli sfu-v-srv 10.77.0.1 sfu-v-cli 10.77.0.2
+    link sfu-tcp sfu-v-srv1 10.77.1.1 sfu-v-tcp 10.77.1.2
+    link sfu-tls sfu-v-srv2 10.77.2.1 sfu-v-tls 10.77.2.2
 }
 
 case "${1:-up}" in

@@ -5,9 +5,13 @@
 #   bash e2e/run.sh                  # uses target/debug/sfu
 #   SFU_BIN=target/release/sfu bash e2e/run.sh
 #
-# 1. e2e/netns.sh up: namespaces sfu-srv (10.77.0.1) and sfu-cli (10.77.0.2), one veth.
-# 2. The server in sfu-srv, with a token secret, its log in $E2E_LOG.
-# 3. node --test e2e/call.test.mjs in sfu-cli, where Chromium runs.
+# 1. e2e/netns.sh up: the server's namespace sfu-srv (10.77.0.1) and the clients' sfu-cli,
+#    sfu-tcp and sfu-tls, each linked to it by a veth.
+# 2. A self-signed certificate for 10.77.0.1, and the server in sfu-srv with a token
+#    secret, ICE-TCP on 16384/tcp and its TURN relay on 3478 (UDP, TCP) and 5349 (TLS,
+#    standing in for 443); its log in $E2E_LOG.
+# 3. node --test e2e/*.test.mjs (one file at a time) in sfu-cli, where node and most
+#    browsers run; the network tests start some browsers in sfu-tcp and sfu-tls.
 # 4. Server stopped, namespaces removed (also on failure or Ctrl-C).
 set -euo pipefail
 
@@ -21,7 +25,9 @@ HTTP_PORT=${E2E_HTTP_PORT:-8080}
 export SFU_URL="http://$SRV_ADDR:$HTTP_PORT"
 export SFU_SECRET=${SFU_SECRET:-e2e-test-secret-$RANDOM$RANDOM}
 E2E_LOG=${E2E_LOG:-$(mktemp /tmp/sfu-e2e-server.XXXXXX.log)}
-TEST_TIMEOUT=${E2E_TIMEOUT:-540}
+TEST_TIMEOUT=${E2E_TIMEOUT:-900}
+TLS_PORT=5349
+export E2E_TURN_TLS_PORT=$TLS_PORT
 
 if [ "$(id -u)" != 0 ]; then
     echo "e2e/run.sh: needs root (ip netns)" >&2
@@ -36,7 +42,9 @@ if [ ! -d "$E2E_DIR/node_modules/playwright-core" ]; then
 fi
 
 SERVER_PID=
+CERT_DIR=$(mktemp -d /tmp/sfu-e2e-cert.XXXXXX)
 cleanup() {
+    rm -rf "$CERT_DIR"
     if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
         kill -TERM "$SERVER_PID" 2>/dev/null || true
         for _ in $(seq 1 50); do
@@ -52,12 +60,21 @@ trap 'exit 130' INT TERM
 
 bash "$E2E_DIR/netns.sh" up
 
+# TURN over TLS needs a certificate; the browsers are started with
+# --ignore-certificate-errors (lib.mjs), so a self-signed one for the address will do.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj "/CN=$SRV_ADDR" -addext "subjectAltName=IP:$SRV_ADDR" \
+    -keyout "$CERT_DIR/key.pem" -out "$CERT_DIR/cert.pem" 2>/dev/null
+
 # `ip netns exec` execs the command, so $! is the server itself.
 # No --advertise-ip: the default (every non-loopback IPv4 address, here the veth's) is
 # what is tested.
 RUST_LOG=${RUST_LOG:-info} ip netns exec sfu-srv "$SFU_BIN" \
     --http-listen "$SRV_ADDR:$HTTP_PORT" \
     --udp-ports 16384-16584 \
+    --tcp-port 16384 \
+    --turn-tls-listen "$SRV_ADDR:$TLS_PORT" --turn-tls-host "$SRV_ADDR" \
+    --turn-cert "$CERT_DIR/cert.pem" --turn-key "$CERT_DIR/key.pem" \
     >"$E2E_LOG" 2>&1 &
 SERVER_PID=$!
 
@@ -80,7 +97,7 @@ fi
 
 status=0
 (cd "$REPO" && ip netns exec sfu-cli timeout "$TEST_TIMEOUT" \
-    node --test --test-reporter=spec e2e/call.test.mjs) || status=$?
+    node --test --test-concurrency=1 --test-reporter=spec ${E2E_TESTS:-e2e/call.test.mjs e2e/network.test.mjs}) || status=$?
 
 if [ "$status" != 0 ]; then
     echo "e2e/run.sh: tests failed ($status); server log tail ($E2E_LOG):" >&2

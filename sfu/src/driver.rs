@@ -1,6 +1,13 @@
 //! The tokio driver of the media plane: one thread per shard, each with a current-thread
 //! runtime that owns its shard core, its UDP sockets and its timer, so the media path takes
 //! no lock. Signaling reaches a shard through a bounded command queue.
+//!
+//! ICE-TCP (RFC 6544, passive candidates, RFC 4571 framing): one thread accepts on the TCP
+//! media port, reads each connection's first frame (a STUN binding request), finds the
+//! shard from the ufrag in its USERNAME and hands the connection over; from then on the
+//! connection belongs to that shard like a UDP remote address. Each connection has a
+//! bounded send queue: a client that reads too slowly loses packets (counted as
+//! `tcp_queue_full`) and never stalls its shard or delays anyone else.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -12,17 +19,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use futures_util::StreamExt;
 use quinn_udp::{RecvMeta, UdpSocketState};
 use signaling::protocol::{ErrorCode, ErrorMessage, LeaveReason, ParticipantId, ServerMessage};
 use signaling::{Join, MediaPlane, Request};
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
+use str0m::ice::StunMessage;
+use str0m::net::Protocol;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tracing::{debug, error, info, warn};
 
 use crate::forwarder::DropReason;
-use crate::metrics::Metrics;
-use crate::shard::{Shard, ShardConfig, ShardOutput};
+use crate::metrics::{Metrics, TcpRefusal};
+use crate::shard::{LocalCandidates, Shard, ShardConfig, ShardOutput, shard_of_ufrag};
 
 /// Commands queued per shard before `join` and requests answer `server_busy`.
 const COMMAND_QUEUE: usize = 1024;
@@ -33,6 +45,25 @@ const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 /// Datagrams read per receive call.
 const RECV_BATCH: usize = 32;
 
+/// ICE-TCP connections waiting for their first frame; more are closed at once.
+const TCP_PENDING: usize = 1024;
+
+/// An ICE-TCP connection that sends no complete first frame by then is closed.
+const TCP_FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The largest first frame: a STUN binding request is a few hundred bytes.
+const TCP_FIRST_FRAME_MAX: usize = 2048;
+
+/// Bytes waiting to be written per ICE-TCP connection; packets beyond are dropped. About
+/// a second of a 2 Mbit/s video stream, so a keyframe fits but a stalled reader costs
+/// little memory and media never arrives seconds late.
+const TCP_QUEUE_BYTES: usize = 256 * 1024;
+
+/// The kernel send buffer asked for per ICE-TCP connection (it doubles it): small, so that
+/// a slow reader fills our queue, where drops are counted and chosen per packet, rather
+/// than megabytes of stale media in the kernel.
+const TCP_SOCKET_SEND_BUFFER: usize = 128 * 1024;
+
 /// How the media plane is set up.
 #[derive(Debug, Clone)]
 pub struct MediaConfig {
@@ -42,6 +73,9 @@ pub struct MediaConfig {
     pub ports: RangeInclusive<u16>,
     /// The addresses put in ICE candidates (with the participant's port).
     pub advertise: Vec<IpAddr>,
+    /// The ICE-TCP port (passive candidates on every advertised address); `None` turns
+    /// ICE-TCP off.
+    pub tcp_port: Option<u16>,
     /// How many shard threads.
     pub shards: usize,
     pub shard: ShardConfig,
@@ -57,6 +91,13 @@ enum Command {
     Request {
         id: ParticipantId,
         request: Request,
+    },
+    /// An ICE-TCP connection whose first frame, `first`, names a participant of this shard.
+    Tcp {
+        stream: std::net::TcpStream,
+        first: Vec<u8>,
+        local: SocketAddr,
+        remote: SocketAddr,
     },
 }
 
@@ -80,6 +121,16 @@ impl Plane {
         let ports: Vec<u16> = config.ports.clone().collect();
         anyhow::ensure!(!ports.is_empty(), "the UDP port range is empty");
         let count = config.shards.clamp(1, ports.len());
+        let tcp_listener = match config.tcp_port {
+            Some(port) => {
+                let addr = SocketAddr::new(config.bind_ip, port);
+                let listener = std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("cannot bind ICE-TCP {addr}"))?;
+                listener.set_nonblocking(true)?;
+                Some(listener)
+            }
+            None => None,
+        };
         let mut shards = Vec::with_capacity(count);
         for index in 0..count {
             let mine: Vec<u16> = ports.iter().copied().skip(index).step_by(count).collect();
@@ -97,6 +148,7 @@ impl Plane {
             shard_config.index = index as u64;
             shard_config.count = count as u64;
             let advertise = config.advertise.clone();
+            let tcp_port = config.tcp_port;
             let metrics = metrics.clone();
             std::thread::Builder::new()
                 .name(format!("shard-{index}"))
@@ -117,6 +169,7 @@ impl Plane {
                         shard_config,
                         sockets,
                         advertise,
+                        tcp_port,
                         metrics,
                         commands_rx,
                         departures_rx,
@@ -134,6 +187,33 @@ impl Plane {
                 commands,
                 departures,
             });
+        }
+        if let Some(listener) = tcp_listener {
+            let queues: Vec<mpsc::Sender<Command>> =
+                shards.iter().map(|s| s.commands.clone()).collect();
+            let addr = listener.local_addr()?;
+            std::thread::Builder::new()
+                .name("ice-tcp".into())
+                .spawn(move || {
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            error!("ICE-TCP: cannot start its runtime: {e}");
+                            return;
+                        }
+                    };
+                    let local = tokio::task::LocalSet::new();
+                    if let Err(e) = local.block_on(&runtime, accept_tcp(listener, queues, metrics))
+                    {
+                        error!("ICE-TCP stopped: {e:#}");
+                    }
+                })?;
+            info!("ICE-TCP on {addr}");
+        } else {
+            info!("ICE-TCP off: clients that cannot use UDP need TURN over TCP or TLS");
         }
         Ok(Plane {
             shards,
@@ -214,12 +294,45 @@ struct Socket {
     port: u16,
 }
 
+/// The send side of one ICE-TCP connection: framed packets waiting for its writer.
+struct TcpConnection {
+    /// The participant whose STUN request opened it.
+    owner: ParticipantId,
+    /// RFC 4571 frames (length, then packet), at most `TCP_QUEUE_BYTES`.
+    queue: Rc<RefCell<Vec<u8>>>,
+    /// Wakes the writer when the queue was empty.
+    wake: Rc<Notify>,
+    task: JoinHandle<()>,
+}
+
+impl TcpConnection {
+    /// Queues one packet, or returns false when the queue has no room for it.
+    fn push(&self, packet: &[u8]) -> bool {
+        let Ok(len) = u16::try_from(packet.len()) else {
+            return false;
+        };
+        let mut queue = self.queue.borrow_mut();
+        if queue.len() + 2 + packet.len() > TCP_QUEUE_BYTES {
+            return false;
+        }
+        if queue.is_empty() {
+            self.wake.notify_one();
+        }
+        queue.extend_from_slice(&len.to_be_bytes());
+        queue.extend_from_slice(packet);
+        true
+    }
+}
+
 /// Everything a shard thread owns; shared by its tasks through `Rc<RefCell<..>>` on one
 /// thread, never across threads.
 struct Driver {
     core: Shard,
     sockets: HashMap<u16, Rc<Socket>>,
     advertise: Vec<IpAddr>,
+    tcp_port: Option<u16>,
+    /// ICE-TCP connections by (our advertised address, theirs).
+    tcp: HashMap<(SocketAddr, SocketAddr), TcpConnection>,
     /// Each participant's signaling queue.
     events: HashMap<ParticipantId, mpsc::Sender<ServerMessage>>,
     /// Each participant's port, and how many participants each port carries.
@@ -235,6 +348,13 @@ impl Driver {
     fn drain(&mut self) -> bool {
         loop {
             match self.core.poll_output() {
+                ShardOutput::Transmit(t) if t.proto != Protocol::Udp => {
+                    match self.tcp.get(&(t.source, t.destination)) {
+                        Some(c) if c.push(&t.contents) => {}
+                        Some(_) => self.core.counters.drop(DropReason::TcpQueueFull),
+                        None => self.core.counters.drop(DropReason::TcpClosed),
+                    }
+                }
                 ShardOutput::Transmit(t) => {
                     let Some(socket) = self.sockets.get(&t.source.port()) else {
                         warn!("no socket for {}", t.source);
@@ -276,6 +396,12 @@ impl Driver {
                 }
                 ShardOutput::Closed(id) => {
                     self.events.remove(&id);
+                    self.tcp.retain(|_, c| {
+                        if c.owner == id {
+                            c.task.abort();
+                        }
+                        c.owner != id
+                    });
                     if let Some(port) = self.ports_of.remove(&id)
                         && let Some(n) = self.load.get_mut(&port)
                     {
@@ -304,12 +430,72 @@ impl Driver {
         *self.load.entry(port).or_default() += 1;
         self.ports_of.insert(id, port);
         self.events.insert(id, events);
-        let candidates: Vec<SocketAddr> = self
-            .advertise
-            .iter()
-            .map(|ip| SocketAddr::new(*ip, port))
-            .collect();
+        // The core picks those the join's transport and grants call for.
+        let at = |port: u16| -> Vec<SocketAddr> {
+            self.advertise
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, port))
+                .collect()
+        };
+        let candidates = LocalCandidates {
+            udp: at(port),
+            tcp: self.tcp_port.map(at).unwrap_or_default(),
+        };
         self.core.join(Instant::now(), id, join, &candidates);
+    }
+
+    /// Takes an ICE-TCP connection whose first frame is `first`, if that frame, a STUN
+    /// request, is one of our participants'.
+    fn adopt_tcp(
+        &mut self,
+        me: &Rc<RefCell<Driver>>,
+        wake_timer: &Rc<Notify>,
+        stream: std::net::TcpStream,
+        first: &[u8],
+        local: SocketAddr,
+        remote: SocketAddr,
+        metrics: &Metrics,
+    ) {
+        let local = self.local_addr(Some(local.ip()), local.port());
+        self.core
+            .handle_datagram(Instant::now(), Protocol::Tcp, local, remote, first);
+        let Some(owner) = self.core.owner_of(Protocol::Tcp, local, remote) else {
+            debug!(%remote, "ICE-TCP connection names no participant of ours");
+            metrics.tcp_refused(TcpRefusal::Unclaimed);
+            return;
+        };
+        let stream = match TcpStream::from_std(stream) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(%remote, "ICE-TCP connection lost in hand-over: {e}");
+                self.core.forget_remote(Protocol::Tcp, local, remote);
+                return;
+            }
+        };
+        if let Some(old) = self.tcp.remove(&(local, remote)) {
+            old.task.abort();
+        }
+        let queue = Rc::new(RefCell::new(Vec::new()));
+        let wake = Rc::new(Notify::new());
+        let task = tokio::task::spawn_local(tcp_connection(
+            me.clone(),
+            wake_timer.clone(),
+            stream,
+            local,
+            remote,
+            queue.clone(),
+            wake.clone(),
+        ));
+        debug!(participant = %owner, %remote, "ICE-TCP connection taken");
+        self.tcp.insert(
+            (local, remote),
+            TcpConnection {
+                owner,
+                queue,
+                wake,
+                task,
+            },
+        );
     }
 
     /// The local address str0m knows for a datagram that arrived on `port` at `dst_ip`.
@@ -327,6 +513,7 @@ async fn run_shard(
     config: ShardConfig,
     sockets: Vec<std::net::UdpSocket>,
     advertise: Vec<IpAddr>,
+    tcp_port: Option<u16>,
     metrics: Metrics,
     mut commands: mpsc::Receiver<Command>,
     mut departures: mpsc::UnboundedReceiver<ParticipantId>,
@@ -355,6 +542,8 @@ async fn run_shard(
         core: Shard::new(config, now),
         sockets: by_port.clone(),
         advertise,
+        tcp_port,
+        tcp: HashMap::new(),
         events: HashMap::new(),
         ports_of: HashMap::new(),
         load,
@@ -365,7 +554,11 @@ async fn run_shard(
         tokio::task::spawn_local(receive(driver.clone(), socket, wake.clone()));
     }
     tokio::task::spawn_local(timer(driver.clone(), wake.clone()));
-    tokio::task::spawn_local(flush_metrics(driver.clone(), metrics, index.to_string()));
+    tokio::task::spawn_local(flush_metrics(
+        driver.clone(),
+        metrics.clone(),
+        index.to_string(),
+    ));
     loop {
         tokio::select! {
             command = commands.recv() => {
@@ -374,6 +567,9 @@ async fn run_shard(
                 match command {
                     Command::Join { id, join, events } => d.join(id, join, events),
                     Command::Request { id, request } => d.core.request(Instant::now(), id, request),
+                    Command::Tcp { stream, first, local, remote } => {
+                        d.adopt_tcp(&driver, &wake, stream, &first, local, remote, &metrics);
+                    }
                 }
                 if d.drain() {
                     wake.notify_one();
@@ -427,7 +623,8 @@ async fn receive(driver: Rc<RefCell<Driver>>, socket: Rc<Socket>, wake: Rc<Notif
                 let local = d.local_addr(m.dst_ip, socket.port);
                 let stride = m.stride.max(1);
                 for datagram in slice[..m.len].chunks(stride) {
-                    d.core.handle_datagram(now, local, m.addr, datagram);
+                    d.core
+                        .handle_datagram(now, Protocol::Udp, local, m.addr, datagram);
                 }
             }
             if d.drain() {
@@ -435,6 +632,143 @@ async fn receive(driver: Rc<RefCell<Driver>>, socket: Rc<Socket>, wake: Rc<Notif
             }
         }
     }
+}
+
+/// Accepts ICE-TCP connections, reads each one's first frame and hands it to the shard its
+/// ufrag names.
+async fn accept_tcp(
+    listener: std::net::TcpListener,
+    shards: Vec<mpsc::Sender<Command>>,
+    metrics: Metrics,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::from_std(listener)?;
+    let shards = Rc::new(shards);
+    let pending = Rc::new(std::cell::Cell::new(0usize));
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors, mostly: back off rather than spin.
+                warn!("ICE-TCP accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if pending.get() >= TCP_PENDING {
+            metrics.tcp_refused(TcpRefusal::Busy);
+            continue;
+        }
+        pending.set(pending.get() + 1);
+        let (shards, pending, metrics) = (shards.clone(), pending.clone(), metrics.clone());
+        tokio::task::spawn_local(async move {
+            let first = tokio::time::timeout(TCP_FIRST_FRAME_TIMEOUT, first_frame(stream)).await;
+            pending.set(pending.get() - 1);
+            let (stream, frame, shard) = match first {
+                Err(_) => return metrics.tcp_refused(TcpRefusal::Timeout),
+                Ok(Err(reason)) => return metrics.tcp_refused(reason),
+                Ok(Ok(x)) => x,
+            };
+            let Some(queue) = usize::try_from(shard).ok().and_then(|i| shards.get(i)) else {
+                return metrics.tcp_refused(TcpRefusal::Unclaimed);
+            };
+            let (Ok(local), Ok(stream)) = (stream.local_addr(), stream.into_std()) else {
+                return;
+            };
+            let command = Command::Tcp {
+                stream,
+                first: frame,
+                local,
+                remote,
+            };
+            if queue.try_send(command).is_err() {
+                metrics.tcp_refused(TcpRefusal::ShardBusy);
+            }
+        });
+    }
+}
+
+/// Reads an ICE-TCP connection's first frame: a STUN binding request whose USERNAME
+/// starts with one of our ufrags. Returns the frame and the shard the ufrag names.
+async fn first_frame(mut stream: TcpStream) -> Result<(TcpStream, Vec<u8>, u64), TcpRefusal> {
+    let mut len = [0u8; 2];
+    stream
+        .read_exact(&mut len)
+        .await
+        .map_err(|_| TcpRefusal::NotStun)?;
+    let len = usize::from(u16::from_be_bytes(len));
+    if len == 0 || len > TCP_FIRST_FRAME_MAX {
+        return Err(TcpRefusal::NotStun);
+    }
+    let mut frame = vec![0u8; len];
+    stream
+        .read_exact(&mut frame)
+        .await
+        .map_err(|_| TcpRefusal::NotStun)?;
+    let stun = StunMessage::parse(&frame).map_err(|_| TcpRefusal::NotStun)?;
+    if !stun.is_binding_request() {
+        return Err(TcpRefusal::NotStun);
+    }
+    let (ours, _) = stun.split_username().ok_or(TcpRefusal::NotStun)?;
+    let shard = shard_of_ufrag(ours).ok_or(TcpRefusal::Unclaimed)?;
+    Ok((stream, frame, shard))
+}
+
+/// Runs one ICE-TCP connection a shard took: frames in to the core, its queue out to the
+/// socket. Ends, and unmaps the remote address, when either side fails or closes.
+async fn tcp_connection(
+    driver: Rc<RefCell<Driver>>,
+    wake_timer: Rc<Notify>,
+    stream: TcpStream,
+    local: SocketAddr,
+    remote: SocketAddr,
+    queue: Rc<RefCell<Vec<u8>>>,
+    wake: Rc<Notify>,
+) {
+    let _ = stream.set_nodelay(true);
+    if let Err(e) = socket2::SockRef::from(&stream).set_send_buffer_size(TCP_SOCKET_SEND_BUFFER) {
+        debug!(%remote, "ICE-TCP send buffer: {e}");
+    }
+    let (reader, mut writer) = stream.into_split();
+    let read = async {
+        let codec = LengthDelimitedCodec::builder()
+            .length_field_length(2)
+            .max_frame_length(usize::from(u16::MAX))
+            .new_codec();
+        let mut frames = FramedRead::new(reader, codec);
+        while let Some(frame) = frames.next().await {
+            let Ok(frame) = frame else {
+                return;
+            };
+            let mut d = driver.borrow_mut();
+            d.core
+                .handle_datagram(Instant::now(), Protocol::Tcp, local, remote, &frame);
+            if d.drain() {
+                wake_timer.notify_one();
+            }
+        }
+    };
+    let write = async {
+        let mut sending = Vec::new();
+        loop {
+            std::mem::swap(&mut sending, &mut *queue.borrow_mut());
+            if sending.is_empty() {
+                wake.notified().await;
+                continue;
+            }
+            if writer.write_all(&sending).await.is_err() {
+                return;
+            }
+            sending.clear();
+        }
+    };
+    tokio::select! {
+        () = read => {}
+        () = write => {}
+    }
+    debug!(%remote, "ICE-TCP connection closed");
+    let mut d = driver.borrow_mut();
+    d.tcp.remove(&(local, remote));
+    d.core.forget_remote(Protocol::Tcp, local, remote);
 }
 
 /// Wakes the core at its deadline.
@@ -460,6 +794,7 @@ async fn flush_metrics(driver: Rc<RefCell<Driver>>, metrics: Metrics, shard: Str
         let mut d = driver.borrow_mut();
         let counters = std::mem::take(&mut d.core.counters);
         metrics.flush(&shard, &counters, d.core.sizes());
+        metrics.tcp_connections(&shard, d.tcp.len());
     }
 }
 

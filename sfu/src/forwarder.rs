@@ -28,11 +28,15 @@ pub enum DropReason {
     SendBufferFull,
     /// The participant's signaling queue was full.
     SignalQueueFull,
+    /// The ICE-TCP connection's send queue was full: its client reads too slowly.
+    TcpQueueFull,
+    /// A packet for an ICE-TCP connection that has closed.
+    TcpClosed,
 }
 
 impl DropReason {
     /// Every reason, in the order of [`DropReason::index`].
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::UnknownSource,
         DropReason::Malformed,
         DropReason::Refused,
@@ -43,6 +47,8 @@ impl DropReason {
         DropReason::NotConnected,
         DropReason::SendBufferFull,
         DropReason::SignalQueueFull,
+        DropReason::TcpQueueFull,
+        DropReason::TcpClosed,
     ];
 
     /// A dense index for counter arrays.
@@ -63,6 +69,8 @@ impl DropReason {
             DropReason::NotConnected => "not_connected",
             DropReason::SendBufferFull => "send_buffer_full",
             DropReason::SignalQueueFull => "signal_queue_full",
+            DropReason::TcpQueueFull => "tcp_queue_full",
+            DropReason::TcpClosed => "tcp_closed",
         }
     }
 }

@@ -121,9 +121,18 @@ struct ServeArgs {
     #[arg(long, env = "SFU_UDP_PORTS", default_value = "16384-16584", value_parser = parse_ports)]
     udp_ports: RangeInclusive<u16>,
 
-    /// IP the media sockets bind to.
+    /// IP the media sockets (UDP and ICE-TCP) bind to.
     #[arg(long, env = "SFU_UDP_BIND", default_value = "0.0.0.0")]
     udp_bind: IpAddr,
+
+    /// TCP port for ICE-TCP media (RFC 6544), for clients whose network drops UDP; 443 where
+    /// only that port gets through. One listener, many participants.
+    #[arg(long, env = "SFU_TCP_PORT", default_value_t = 16384)]
+    tcp_port: u16,
+
+    /// Turn ICE-TCP off (clients without UDP then need TURN over TCP or TLS).
+    #[arg(long, env = "SFU_NO_ICE_TCP")]
+    no_ice_tcp: bool,
 
     /// IP put in ICE candidates (repeatable, or comma-separated). Default: every non-loopback
     /// IPv4 address of this machine, or 127.0.0.1 if it has none. Behind NAT: the public IP.
@@ -209,6 +218,9 @@ struct TokenArgs {
     /// subscribe. Default: all of them.
     #[arg(long, value_delimiter = ',')]
     grants: Option<Vec<String>>,
+    /// Offer this client only ICE-TCP and TURN over TCP/TLS (the "TCP calling" policy).
+    #[arg(long)]
+    force_tcp: bool,
     /// The server's secret.
     #[arg(long, env = "SFU_SECRET", hide_env_values = true)]
     secret: String,
@@ -267,6 +279,7 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
             publish_video: false,
             publish_screen: false,
             subscribe: false,
+            force_tcp: false,
         };
         for g in list.iter().map(|g| g.trim()).filter(|g| !g.is_empty()) {
             match g {
@@ -279,6 +292,7 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
         }
         claims.grants = grants;
     }
+    claims.grants.force_tcp = args.force_tcp;
     let token = TokenKey::new(args.secret.as_bytes()).issue(&claims)?;
     println!("{token}");
     Ok(())
@@ -399,6 +413,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             bind_ip: args.udp_bind,
             ports: args.udp_ports.clone(),
             advertise,
+            tcp_port: (!args.no_ice_tcp).then_some(args.tcp_port),
             shards: args.shards,
             shard: ShardConfig {
                 participant_timeout: Duration::from_secs(args.participant_timeout.max(1)),

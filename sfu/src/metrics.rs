@@ -18,6 +18,48 @@ pub struct Metrics {
     forwarded: IntCounter,
     calls: IntCounter,
     drops: IntCounterVec,
+    tcp_rx_packets: IntCounter,
+    tcp_rx_bytes: IntCounter,
+    tcp_tx_packets: IntCounter,
+    tcp_tx_bytes: IntCounter,
+    tcp_connections: IntGaugeVec,
+    tcp_refused: IntCounterVec,
+}
+
+/// Why an ICE-TCP connection was closed before a shard took it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpRefusal {
+    /// Too many connections were waiting for their first STUN request.
+    Busy,
+    /// No complete first frame in time.
+    Timeout,
+    /// The first frame was not a STUN binding request with a USERNAME.
+    NotStun,
+    /// The USERNAME names no participant on its port (unknown, expired, bad integrity,
+    /// or its participant has all the remote addresses it may have).
+    Unclaimed,
+    /// The shard's command queue was full.
+    ShardBusy,
+}
+
+impl TcpRefusal {
+    pub const ALL: [TcpRefusal; 5] = [
+        TcpRefusal::Busy,
+        TcpRefusal::Timeout,
+        TcpRefusal::NotStun,
+        TcpRefusal::Unclaimed,
+        TcpRefusal::ShardBusy,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TcpRefusal::Busy => "busy",
+            TcpRefusal::Timeout => "timeout",
+            TcpRefusal::NotStun => "not_stun",
+            TcpRefusal::Unclaimed => "unclaimed",
+            TcpRefusal::ShardBusy => "shard_busy",
+        }
+    }
 }
 
 impl Metrics {
@@ -41,8 +83,32 @@ impl Metrics {
                 Opts::new("sfu_dropped_total", "Packets not forwarded, by reason"),
                 &["reason"],
             )?,
+            tcp_rx_packets: IntCounter::new(
+                "sfu_tcp_rx_packets_total",
+                "ICE-TCP frames received (RFC 4571)",
+            )?,
+            tcp_rx_bytes: IntCounter::new(
+                "sfu_tcp_rx_bytes_total",
+                "ICE-TCP bytes received, without framing",
+            )?,
+            tcp_tx_packets: IntCounter::new(
+                "sfu_tcp_tx_packets_total",
+                "ICE-TCP frames queued to send",
+            )?,
+            tcp_tx_bytes: IntCounter::new(
+                "sfu_tcp_tx_bytes_total",
+                "ICE-TCP bytes queued to send, without framing",
+            )?,
+            tcp_connections: gauge("sfu_tcp_connections", "ICE-TCP connections held")?,
+            tcp_refused: IntCounterVec::new(
+                Opts::new(
+                    "sfu_tcp_refused_total",
+                    "ICE-TCP connections closed before a participant took them, by reason",
+                ),
+                &["reason"],
+            )?,
         };
-        for c in [&m.rooms, &m.participants, &m.tracks] {
+        for c in [&m.rooms, &m.participants, &m.tracks, &m.tcp_connections] {
             registry.register(Box::new(c.clone()))?;
         }
         for c in [
@@ -52,6 +118,10 @@ impl Metrics {
             &m.tx_bytes,
             &m.forwarded,
             &m.calls,
+            &m.tcp_rx_packets,
+            &m.tcp_rx_bytes,
+            &m.tcp_tx_packets,
+            &m.tcp_tx_bytes,
         ] {
             registry.register(Box::new(c.clone()))?;
         }
@@ -59,7 +129,23 @@ impl Metrics {
         for reason in DropReason::ALL {
             m.drops.with_label_values(&[reason.as_str()]);
         }
+        registry.register(Box::new(m.tcp_refused.clone()))?;
+        for reason in TcpRefusal::ALL {
+            m.tcp_refused.with_label_values(&[reason.as_str()]);
+        }
         Ok(m)
+    }
+
+    /// Counts an ICE-TCP connection closed before a shard took it.
+    pub fn tcp_refused(&self, reason: TcpRefusal) {
+        self.tcp_refused.with_label_values(&[reason.as_str()]).inc();
+    }
+
+    /// Sets a shard's count of ICE-TCP connections.
+    pub fn tcp_connections(&self, shard: &str, n: usize) {
+        self.tcp_connections
+            .with_label_values(&[shard])
+            .set(n as i64);
     }
 
     /// Adds a shard's counters since the last flush, and sets its gauges.
@@ -75,6 +161,10 @@ impl Metrics {
         self.tx_packets.inc_by(counters.tx_packets);
         self.tx_bytes.inc_by(counters.tx_bytes);
         self.forwarded.inc_by(counters.rtp_forwarded);
+        self.tcp_rx_packets.inc_by(counters.tcp_rx_packets);
+        self.tcp_rx_bytes.inc_by(counters.tcp_rx_bytes);
+        self.tcp_tx_packets.inc_by(counters.tcp_tx_packets);
+        self.tcp_tx_bytes.inc_by(counters.tcp_tx_bytes);
         self.calls.inc_by(counters.calls_started);
         for reason in DropReason::ALL {
             let n = counters.drops[reason.index()];

@@ -12,14 +12,14 @@ use std::time::{Duration, Instant};
 
 use signaling::protocol::{
     ErrorCode, ErrorMessage, Kind, LeaveReason, ParticipantId, ParticipantInfo, Publish, Published,
-    RequestType, ServerMessage, Source, Subscribe, TrackId, TrackInfo,
+    RequestType, ServerMessage, Source, Subscribe, TrackId, TrackInfo, Transport,
 };
 use signaling::{Grants, Join, Request};
 use str0m::change::SdpOffer;
 use str0m::format::PayloadParams;
 use str0m::ice::StunMessage;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
-use str0m::net::{Protocol, Receive, Transmit};
+use str0m::net::{Protocol, Receive, TcpType, Transmit};
 use str0m::rtp::{RtpPacket, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc};
 use tracing::{debug, info, warn};
@@ -68,10 +68,16 @@ pub enum ShardOutput {
 /// Plain counters, read and reset by the driver to feed the metrics.
 #[derive(Debug, Default, Clone)]
 pub struct Counters {
+    /// UDP datagrams and bytes.
     pub rx_packets: u64,
     pub rx_bytes: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
+    /// ICE-TCP frames (RFC 4571) and their bytes, without the framing.
+    pub tcp_rx_packets: u64,
+    pub tcp_rx_bytes: u64,
+    pub tcp_tx_packets: u64,
+    pub tcp_tx_bytes: u64,
     pub rtp_forwarded: u64,
     pub calls_started: u64,
     pub drops: [u64; DropReason::ALL.len()],
@@ -125,8 +131,26 @@ fn check_publish_kinds(offer: &SdpOffer, publish: &[Publish]) -> Result<(), Stri
 }
 
 /// How many remote addresses one participant may use at once (ICE candidates that
-/// reached us); more are refused rather than growing the address map.
+/// reached us, TCP connections included); more are refused rather than growing the map.
 const MAX_REMOTES: usize = 8;
+
+/// The local addresses a participant's ICE candidates are on: UDP ones on one port, and
+/// passive ICE-TCP ones (RFC 6544) on the TCP media port. Either may be empty.
+#[derive(Debug, Clone, Default)]
+pub struct LocalCandidates {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+}
+
+/// A remote address as the shard maps it: the transport, our address, theirs.
+type Remote = (Protocol, SocketAddr, SocketAddr);
+
+/// Our ICE ufrags start with the shard's index in 4 hex digits, so that whoever accepts an
+/// ICE-TCP connection finds the shard from the first STUN request's USERNAME.
+pub fn shard_of_ufrag(ufrag: &str) -> Option<u64> {
+    let prefix = ufrag.get(..4)?;
+    u64::from_str_radix(prefix, 16).ok()
+}
 
 /// One participant's WebRTC session and what it publishes and receives.
 struct Participant {
@@ -136,10 +160,12 @@ struct Participant {
     rtc: Rtc,
     /// Our ICE username fragment for this participant, the key of the first STUN request.
     ufrag: String,
-    /// The local port its candidates are on: datagrams for it must arrive there.
-    port: u16,
-    /// `(local, remote)` addresses mapped to it, to unmap on removal.
-    remotes: Vec<(SocketAddr, SocketAddr)>,
+    /// The local UDP port its candidates are on (datagrams for it must arrive there), and
+    /// the TCP one; `None` where it was offered no candidate of that transport.
+    udp_port: Option<u16>,
+    tcp_port: Option<u16>,
+    /// Remote addresses mapped to it, to unmap on removal.
+    remotes: Vec<Remote>,
     /// Removed when this passes without a datagram; `None` until its first offer.
     media_deadline: Option<Instant>,
     /// When its `Rtc` wants `Input::Timeout` next.
@@ -242,7 +268,7 @@ pub struct Shard {
     rooms: HashMap<String, Room>,
     tracks: HashMap<TrackId, Track>,
     by_ufrag: HashMap<String, ParticipantId>,
-    by_remote: HashMap<(SocketAddr, SocketAddr), ParticipantId>,
+    by_remote: HashMap<Remote, ParticipantId>,
     /// Participants whose `Rtc` has output to drain, in order.
     dirty: VecDeque<ParticipantId>,
     /// Signals and closes waiting to be polled.
@@ -277,9 +303,34 @@ impl Shard {
         }
     }
 
-    /// Admits a participant whose ICE candidates are `candidates` (all on one local port).
-    pub fn join(&mut self, now: Instant, id: ParticipantId, join: Join, candidates: &[SocketAddr]) {
+    /// Admits a participant, offering it those of `available` its transport and grants
+    /// call for: a `relay` join only UDP ones (what a TURN relay reaches), a `force_tcp`
+    /// one only ICE-TCP ones (so it never waits on UDP), any other all of them.
+    pub fn join(
+        &mut self,
+        now: Instant,
+        id: ParticipantId,
+        join: Join,
+        available: &LocalCandidates,
+    ) {
         self.advance(now);
+        let (udp, tcp) = match (join.transport, join.grants.force_tcp) {
+            (Transport::Relay, _) => (true, false),
+            (Transport::Auto, true) => (false, true),
+            (Transport::Auto, false) => (true, true),
+        };
+        let candidates = LocalCandidates {
+            udp: if udp {
+                available.udp.clone()
+            } else {
+                Vec::new()
+            },
+            tcp: if tcp {
+                available.tcp.clone()
+            } else {
+                Vec::new()
+            },
+        };
         let members = self.rooms.get(&join.room).map_or(0, |r| r.members.len());
         if members >= self.config.room_capacity {
             info!(participant = %id, room = %join.room, "room full");
@@ -291,16 +342,25 @@ impl Shard {
             self.outputs.push_back(ShardOutput::Closed(id));
             return;
         }
-        let Some(port) = candidates.first().map(SocketAddr::port) else {
-            warn!("no candidate address for a join");
+        let udp_port = candidates.udp.first().map(SocketAddr::port);
+        let tcp_port = candidates.tcp.first().map(SocketAddr::port);
+        if udp_port.is_none() && tcp_port.is_none() {
+            let message = if join.grants.force_tcp && available.tcp.is_empty() {
+                "TCP is forced for this client and ICE-TCP is off here: join with transport \"relay\""
+            } else {
+                "no media address for this transport"
+            };
+            warn!(participant = %id, "join refused: {message}");
             self.signal(
                 id,
-                ServerMessage::Error(ErrorMessage::new(ErrorCode::Internal, "no media address")),
+                ServerMessage::Error(
+                    ErrorMessage::new(ErrorCode::Internal, message).answering(RequestType::Join),
+                ),
             );
             self.outputs.push_back(ShardOutput::Closed(id));
             return;
-        };
-        let ufrag = format!("{:016x}", rand::random::<u64>());
+        }
+        let ufrag = format!("{:04x}{:016x}", self.config.index, rand::random::<u64>());
         let creds = IceCreds {
             ufrag: ufrag.clone(),
             pass: format!("{:032x}", rand::random::<u128>()),
@@ -310,12 +370,27 @@ impl Shard {
             .set_rtp_mode(true)
             .set_local_ice_credentials(creds)
             .build(now);
-        for addr in candidates {
+        for addr in &candidates.udp {
             match Candidate::host(*addr, "udp") {
                 Ok(c) => {
                     rtc.add_local_candidate(c);
                 }
                 Err(e) => warn!(%addr, "bad candidate address: {e}"),
+            }
+        }
+        // Passive: the client connects. Host TCP candidates rank below host UDP ones
+        // (type preference 90 against 126), so UDP wins wherever it works.
+        for addr in &candidates.tcp {
+            let candidate = Candidate::builder()
+                .tcp()
+                .host(*addr)
+                .tcptype(TcpType::Passive)
+                .build();
+            match candidate {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(e) => warn!(%addr, "bad TCP candidate address: {e}"),
             }
         }
         let info = ParticipantInfo {
@@ -365,7 +440,8 @@ impl Shard {
                 grants: join.grants,
                 rtc,
                 ufrag,
-                port,
+                udp_port,
+                tcp_port,
                 remotes: Vec::new(),
                 media_deadline: None,
                 rtc_timeout: now,
@@ -407,20 +483,27 @@ impl Shard {
         self.remove_participant(id, reason);
     }
 
-    /// A datagram arrived at `local` from `remote`.
+    /// A datagram (UDP) or frame (ICE-TCP, without its RFC 4571 length) arrived at `local`
+    /// from `remote`.
     pub fn handle_datagram(
         &mut self,
         now: Instant,
+        proto: Protocol,
         local: SocketAddr,
         remote: SocketAddr,
         data: &[u8],
     ) {
         self.advance(now);
-        self.counters.rx_packets += 1;
-        self.counters.rx_bytes += data.len() as u64;
-        let id = match self.by_remote.get(&(local, remote)) {
+        if proto == Protocol::Udp {
+            self.counters.rx_packets += 1;
+            self.counters.rx_bytes += data.len() as u64;
+        } else {
+            self.counters.tcp_rx_packets += 1;
+            self.counters.tcp_rx_bytes += data.len() as u64;
+        }
+        let id = match self.by_remote.get(&(proto, local, remote)) {
             Some(id) => *id,
-            None => match self.claim_remote(local, remote, data) {
+            None => match self.claim_remote(proto, local, remote, data) {
                 Some(id) => id,
                 None => {
                     self.counters.drop(DropReason::UnknownSource);
@@ -428,7 +511,7 @@ impl Shard {
                 }
             },
         };
-        let Ok(receive) = Receive::new(Protocol::Udp, remote, local, data) else {
+        let Ok(receive) = Receive::new(proto, remote, local, data) else {
             self.counters.drop(DropReason::Malformed);
             return;
         };
@@ -518,8 +601,13 @@ impl Shard {
             }
             match p.rtc.poll_output() {
                 Ok(Output::Transmit(t)) => {
-                    self.counters.tx_packets += 1;
-                    self.counters.tx_bytes += t.contents.len() as u64;
+                    if t.proto == Protocol::Udp {
+                        self.counters.tx_packets += 1;
+                        self.counters.tx_bytes += t.contents.len() as u64;
+                    } else {
+                        self.counters.tcp_tx_packets += 1;
+                        self.counters.tcp_tx_bytes += t.contents.len() as u64;
+                    }
                     self.outputs.push_back(ShardOutput::Transmit(t));
                 }
                 Ok(Output::Timeout(at)) => {
@@ -535,6 +623,28 @@ impl Shard {
                     return;
                 }
             }
+        }
+    }
+
+    /// Who a remote address is mapped to: after a STUN request over a new ICE-TCP
+    /// connection, whether the shard took the connection.
+    pub fn owner_of(
+        &self,
+        proto: Protocol,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Option<ParticipantId> {
+        self.by_remote.get(&(proto, local, remote)).copied()
+    }
+
+    /// The remote address is gone (its ICE-TCP connection closed): unmap it, freeing one
+    /// of its participant's `MAX_REMOTES`.
+    pub fn forget_remote(&mut self, proto: Protocol, local: SocketAddr, remote: SocketAddr) {
+        let key = (proto, local, remote);
+        if let Some(id) = self.by_remote.remove(&key)
+            && let Some(p) = self.participants.get_mut(&id)
+        {
+            p.remotes.retain(|r| *r != key);
         }
     }
 
@@ -586,9 +696,11 @@ impl Shard {
     }
 
     /// A datagram from an unmapped address: a STUN binding request naming one of our
-    /// participants (by its ufrag, on its port) maps the address to it.
+    /// participants (by its ufrag, on a port and transport it was offered) maps the
+    /// address to it.
     fn claim_remote(
         &mut self,
+        proto: Protocol,
         local: SocketAddr,
         remote: SocketAddr,
         data: &[u8],
@@ -600,16 +712,20 @@ impl Shard {
         let (ours, _theirs) = stun.split_username()?;
         let id = *self.by_ufrag.get(ours)?;
         let p = self.participants.get_mut(&id)?;
-        if p.port != local.port() || p.remotes.len() >= MAX_REMOTES {
+        let port = match proto {
+            Protocol::Udp => p.udp_port,
+            _ => p.tcp_port,
+        };
+        if port != Some(local.port()) || p.remotes.len() >= MAX_REMOTES {
             return None;
         }
-        let receive = Receive::new(Protocol::Udp, remote, local, data).ok()?;
+        let receive = Receive::new(proto, remote, local, data).ok()?;
         if !p.rtc.accepts(&Input::Receive(self.now, receive)) {
             return None;
         }
-        debug!(participant = %id, %remote, "remote address mapped");
-        p.remotes.push((local, remote));
-        self.by_remote.insert((local, remote), id);
+        debug!(participant = %id, %remote, ?proto, "remote address mapped");
+        p.remotes.push((proto, local, remote));
+        self.by_remote.insert((proto, local, remote), id);
         Some(id)
     }
 

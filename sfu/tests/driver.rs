@@ -3,14 +3,15 @@
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
-use std::net::{IpAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{IpAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use prometheus::Registry;
 use sfu::driver::{MediaConfig, Plane};
 use sfu::metrics::Metrics;
 use sfu::shard::ShardConfig;
-use signaling::protocol::ServerMessage;
+use signaling::protocol::{ServerMessage, Transport};
 use signaling::{Grants, Join, MediaPlane};
 use tokio::sync::mpsc;
 
@@ -61,6 +62,7 @@ async fn garbage_is_counted_and_a_join_is_answered() {
             bind_ip: localhost,
             ports: ports.clone(),
             advertise: vec![localhost],
+            tcp_port: None,
             shards: 2,
             shard: ShardConfig::default(),
         },
@@ -74,6 +76,7 @@ async fn garbage_is_counted_and_a_join_is_answered() {
         identity: "a".into(),
         name: "A".into(),
         grants: Grants::default(),
+        transport: Transport::Auto,
         ice_servers: Vec::new(),
     };
     let id = plane.join(join, events).unwrap();
@@ -120,4 +123,130 @@ async fn garbage_is_counted_and_a_join_is_answered() {
         .await
         .unwrap();
     assert!(rest.is_none());
+}
+
+/// A STUN binding request with USERNAME, PRIORITY and a MESSAGE-INTEGRITY that is
+/// present but wrong, framed as RFC 4571 (length first).
+fn framed_binding_request(username: &str) -> Vec<u8> {
+    let mut attr = Vec::new();
+    attr.extend_from_slice(&0x0006u16.to_be_bytes());
+    attr.extend_from_slice(&(username.len() as u16).to_be_bytes());
+    attr.extend_from_slice(username.as_bytes());
+    while attr.len() % 4 != 0 {
+        attr.push(0);
+    }
+    attr.extend_from_slice(&0x0024u16.to_be_bytes());
+    attr.extend_from_slice(&4u16.to_be_bytes());
+    attr.extend_from_slice(&1_853_824_767u32.to_be_bytes());
+    attr.extend_from_slice(&0x0008u16.to_be_bytes());
+    attr.extend_from_slice(&20u16.to_be_bytes());
+    attr.extend_from_slice(&[0u8; 20]);
+    let mut stun = Vec::new();
+    stun.extend_from_slice(&0x0001u16.to_be_bytes());
+    stun.extend_from_slice(&(attr.len() as u16).to_be_bytes());
+    stun.extend_from_slice(&0x2112_A442u32.to_be_bytes());
+    stun.extend_from_slice(&[7u8; 12]);
+    stun.extend_from_slice(&attr);
+    let mut frame = (stun.len() as u16).to_be_bytes().to_vec();
+    frame.extend_from_slice(&stun);
+    frame
+}
+
+/// Whether the server closes `stream` (read returns end of stream or a reset) in time.
+fn closed_by_server(mut stream: TcpStream) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_tcp_connections_that_name_no_participant_are_closed_and_counted() {
+    let registry = Registry::new();
+    let ports = free_ports();
+    let tcp_port = {
+        let probe = TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let localhost: IpAddr = [127, 0, 0, 1].into();
+    let plane = Plane::start(
+        MediaConfig {
+            bind_ip: localhost,
+            ports,
+            advertise: vec![localhost],
+            tcp_port: Some(tcp_port),
+            shards: 2,
+            shard: ShardConfig::default(),
+        },
+        Metrics::new(&registry).unwrap(),
+    )
+    .unwrap();
+    // A participant of shard 0 or 1 exists: the refusals below are not for lack of anyone.
+    let (events, mut rx) = mpsc::channel(16);
+    let join = Join {
+        room: "r".into(),
+        identity: "a".into(),
+        name: "A".into(),
+        grants: Grants::default(),
+        transport: Transport::Auto,
+        ice_servers: Vec::new(),
+    };
+    plane.join(join, events).unwrap();
+    let joined = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(joined, ServerMessage::Joined { .. }));
+
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        (
+            "HTTP",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            "not_stun",
+        ),
+        (
+            "a frame that is not STUN",
+            vec![0, 4, 1, 2, 3, 4],
+            "not_stun",
+        ),
+        (
+            "a shard that does not exist",
+            framed_binding_request("ffff0123456789abcdef:remote"),
+            "unclaimed",
+        ),
+        (
+            "an unknown ufrag on shard 0",
+            framed_binding_request("00000123456789abcdef:remote"),
+            "unclaimed",
+        ),
+    ];
+    for (what, bytes, reason) in cases {
+        let before = metric(&registry, "sfu_tcp_refused_total", Some(("reason", reason)));
+        let stream = tokio::task::spawn_blocking(move || {
+            let mut stream = TcpStream::connect(("127.0.0.1", tcp_port)).unwrap();
+            stream.write_all(&bytes).unwrap();
+            closed_by_server(stream)
+        })
+        .await
+        .unwrap();
+        assert!(stream, "{what}: the server closes the connection");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while metric(&registry, "sfu_tcp_refused_total", Some(("reason", reason))) < before + 1.0
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            metric(&registry, "sfu_tcp_refused_total", Some(("reason", reason))),
+            before + 1.0,
+            "{what}: counted as {reason}"
+        );
+    }
+    assert_eq!(metric(&registry, "sfu_tcp_connections", None), 0.0);
+    assert_eq!(metric(&registry, "sfu_participants", None), 1.0);
 }

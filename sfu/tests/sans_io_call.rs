@@ -8,16 +8,16 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use sfu::forwarder::DropReason;
-use sfu::shard::{Shard, ShardConfig, ShardOutput};
+use sfu::shard::{LocalCandidates, Shard, ShardConfig, ShardOutput};
 use signaling::protocol::{
     ErrorCode, Kind, LeaveReason, ParticipantId, Publish, ServerMessage, Source, Subscribe,
-    TrackId, TrackInfo,
+    TrackId, TrackInfo, Transport,
 };
 use signaling::{Grants, Join, Request};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
@@ -36,6 +36,8 @@ struct Received {
 struct Client {
     name: String,
     addr: SocketAddr,
+    /// UDP, or TCP for a client on ICE-TCP (an active candidate).
+    proto: Protocol,
     rtc: Rtc,
     id: ParticipantId,
     /// Whether the network still carries its packets.
@@ -116,19 +118,39 @@ impl Net {
         SERVER.parse().expect("address")
     }
 
-    /// Joins a client; returns its index.
+    /// Joins a client over UDP; returns its index.
     fn join(&mut self, name: &str, grants: Grants) -> usize {
+        self.join_with(name, grants, Transport::Auto, Protocol::Udp)
+    }
+
+    /// Joins a client that reaches the server over `proto`; returns its index.
+    fn join_with(
+        &mut self,
+        name: &str,
+        grants: Grants,
+        transport: Transport,
+        proto: Protocol,
+    ) -> usize {
         let index = self.clients.len();
         let addr: SocketAddr = format!("198.51.100.{}:5000", index + 10)
             .parse()
             .expect("address");
         let mut rtc = Rtc::builder().set_rtp_mode(true).build(self.now);
-        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
+        let candidate = match proto {
+            Protocol::Udp => Candidate::host(addr, "udp"),
+            _ => Candidate::builder()
+                .tcp()
+                .host(addr)
+                .tcptype(TcpType::Active)
+                .build(),
+        };
+        rtc.add_local_candidate(candidate.expect("candidate"));
         let id = ParticipantId(self.next_id);
         self.next_id += 1;
         self.clients.push(Client {
             name: name.into(),
             addr,
+            proto,
             rtc,
             id,
             online: true,
@@ -146,13 +168,18 @@ impl Net {
             identity: name.into(),
             name: name.to_uppercase(),
             grants,
+            transport,
             ice_servers: vec![signaling::protocol::IceServer {
                 urls: vec!["turn:192.0.2.1:3478?transport=udp".into()],
                 username: Some(format!("9999999999:{name}")),
                 credential: Some("pw".into()),
             }],
         };
-        self.shard.join(self.now, id, join, &[Net::server()]);
+        let available = LocalCandidates {
+            udp: vec![Net::server()],
+            tcp: vec![Net::server()],
+        };
+        self.shard.join(self.now, id, join, &available);
         self.pump();
         index
     }
@@ -210,15 +237,15 @@ impl Net {
 
     /// Delivers every pending output until the network is quiet at this instant.
     fn pump(&mut self) {
-        let mut to_server: Vec<(SocketAddr, SocketAddr, Vec<u8>)> = Vec::new();
+        let mut to_server: Vec<ToServer> = Vec::new();
         for c in self.clients.iter_mut().filter(|c| c.online) {
             drain_client(c, &mut to_server);
         }
         for _ in 0..10_000 {
             let mut moved = !to_server.is_empty();
-            for (destination, source, data) in to_server.drain(..) {
+            for (proto, destination, source, data) in to_server.drain(..) {
                 self.shard
-                    .handle_datagram(self.now, destination, source, &data);
+                    .handle_datagram(self.now, proto, destination, source, &data);
             }
             loop {
                 match self.shard.poll_output() {
@@ -231,9 +258,9 @@ impl Net {
                         else {
                             continue;
                         };
-                        let receive =
-                            Receive::new(Protocol::Udp, t.source, t.destination, &t.contents)
-                                .expect("server sends well-formed datagrams");
+                        assert_eq!(t.proto, c.proto, "{} is reached over {:?}", c.name, c.proto);
+                        let receive = Receive::new(t.proto, t.source, t.destination, &t.contents)
+                            .expect("server sends well-formed datagrams");
                         let _ = c.rtc.handle_input(Input::Receive(self.now, receive));
                         // One input, then drain: str0m keeps one pending RTP packet.
                         drain_client(c, &mut to_server);
@@ -593,7 +620,8 @@ fn garbage_datagrams_are_counted_and_harm_no_call() {
         let data: Vec<u8> = (0..len).map(|k| (seed >> (k % 56)) as u8).collect();
         // From a stranger, and spoofed from a participant's own address.
         let from = if n % 2 == 0 { stranger } else { alice };
-        net.shard.handle_datagram(net.now, server, from, &data);
+        net.shard
+            .handle_datagram(net.now, Protocol::Udp, server, from, &data);
     }
     net.pump();
     let drops = net.shard.counters.drops;
@@ -607,14 +635,17 @@ fn garbage_datagrams_are_counted_and_harm_no_call() {
     assert_eq!(net.shard.sizes(), (1, 3, 6));
 }
 
+/// A packet on its way to the server: transport, destination, source, contents.
+type ToServer = (Protocol, SocketAddr, SocketAddr, Vec<u8>);
+
 /// Polls a client until its timeout, queueing what it sends and recording what it gets.
-fn drain_client(c: &mut Client, to_server: &mut Vec<(SocketAddr, SocketAddr, Vec<u8>)>) {
+fn drain_client(c: &mut Client, to_server: &mut Vec<ToServer>) {
     let server = Net::server();
     loop {
         match c.rtc.poll_output() {
             Ok(Output::Transmit(t)) => {
                 assert_eq!(t.destination, server);
-                to_server.push((t.destination, t.source, t.contents.to_vec()));
+                to_server.push((t.proto, t.destination, t.source, t.contents.to_vec()));
             }
             Ok(Output::Event(Event::RtpPacket(p))) => {
                 let mid = c
@@ -744,4 +775,130 @@ fn a_publish_of_the_wrong_kind_is_refused_before_anything_is_applied() {
                 && e.request == Some(signaling::protocol::RequestType::Offer)));
     }
     assert_eq!(net.shard.sizes().2, 0, "nothing published");
+}
+
+/// The transports of the candidates in the answer a client got.
+fn answered_candidate_transports(c: &Client) -> Vec<String> {
+    let sdp = c
+        .messages()
+        .find_map(|m| match m {
+            ServerMessage::Answer { sdp, .. } => Some(sdp.clone()),
+            _ => None,
+        })
+        .expect("an answer");
+    let mut transports: Vec<String> = sdp
+        .lines()
+        .filter(|l| l.starts_with("a=candidate:"))
+        .map(|l| {
+            let transport = l.split_whitespace().nth(2).expect("transport field");
+            let tcptype = l
+                .split(" tcptype ")
+                .nth(1)
+                .and_then(|t| t.split_whitespace().next())
+                .map(|t| format!(" {t}"));
+            format!(
+                "{}{}",
+                transport.to_lowercase(),
+                tcptype.unwrap_or_default()
+            )
+        })
+        .collect();
+    transports.sort();
+    transports.dedup();
+    transports
+}
+
+#[test]
+fn offered_candidates_follow_the_transport_and_the_force_tcp_grant() {
+    let mut net = Net::new(ShardConfig::default());
+    let forced = Grants {
+        force_tcp: true,
+        ..everyone()
+    };
+    let auto = net.join("auto", everyone());
+    let tcp = net.join_with("tcp", forced, Transport::Auto, Protocol::Tcp);
+    let relay = net.join_with("relay", everyone(), Transport::Relay, Protocol::Udp);
+    let forced_relay = net.join_with("forced-relay", forced, Transport::Relay, Protocol::Udp);
+    for i in [auto, tcp, relay, forced_relay] {
+        net.negotiate(i, &[Source::Microphone]);
+    }
+    assert_eq!(
+        answered_candidate_transports(net.client(auto)),
+        ["tcp passive", "udp"],
+        "UDP and passive ICE-TCP; UDP ranks first by priority"
+    );
+    assert_eq!(
+        answered_candidate_transports(net.client(tcp)),
+        ["tcp passive"],
+        "force_tcp: no UDP candidate at all"
+    );
+    assert_eq!(answered_candidate_transports(net.client(relay)), ["udp"]);
+    assert_eq!(
+        answered_candidate_transports(net.client(forced_relay)),
+        ["udp"],
+        "force_tcp falling back to TURN over TCP/TLS: the relay reaches UDP"
+    );
+    // Candidate priorities: the UDP host candidate outranks the TCP one.
+    let sdp = net
+        .client(auto)
+        .messages()
+        .find_map(|m| match m {
+            ServerMessage::Answer { sdp, .. } => Some(sdp.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let priority = |transport: &str| -> u32 {
+        sdp.lines()
+            .filter(|l| l.starts_with("a=candidate:"))
+            .find(|l| {
+                l.split_whitespace()
+                    .nth(2)
+                    .unwrap()
+                    .eq_ignore_ascii_case(transport)
+            })
+            .and_then(|l| l.split_whitespace().nth(3))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(priority("udp") > priority("tcp"), "{sdp}");
+}
+
+#[test]
+fn a_call_between_an_ice_tcp_client_and_a_udp_client_carries_media_both_ways() {
+    let mut net = Net::new(ShardConfig::default());
+    let sources = [Source::Microphone, Source::Camera];
+    let forced = Grants {
+        force_tcp: true,
+        ..everyone()
+    };
+    let udp = net.join("udp", everyone());
+    net.negotiate(udp, &sources);
+    let tcp = net.join_with("tcp", forced, Transport::Auto, Protocol::Tcp);
+    net.negotiate(tcp, &sources);
+    net.negotiate(udp, &[]);
+    net.run(Duration::from_secs(3));
+    for (i, other) in [(udp, tcp), (tcp, udp)] {
+        let c = net.client(i);
+        assert!(
+            c.error_codes().is_empty(),
+            "{}: {:?}",
+            c.name,
+            c.error_codes()
+        );
+        let mut expected: Vec<TrackId> = net.client(other).own_tracks.values().copied().collect();
+        expected.sort();
+        let mut got: Vec<TrackId> = c.received.keys().copied().collect();
+        got.sort();
+        assert_eq!(got, expected, "{} receives the other's tracks", c.name);
+        for (track, received) in &c.received {
+            assert_well_forwarded(received, &format!("{} <- {track}", c.name));
+        }
+    }
+    // The TCP client's packets went both ways over TCP (`pump` checks each transmit's
+    // transport against its client's).
+    let counters = &net.shard.counters;
+    assert!(counters.tcp_rx_packets > 100, "{counters:?}");
+    assert!(counters.tcp_tx_packets > 100, "{counters:?}");
+    assert!(counters.rx_packets > 100, "{counters:?}");
 }

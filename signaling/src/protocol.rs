@@ -93,12 +93,28 @@ pub struct Subscribe {
     pub track_id: TrackId,
 }
 
+/// How a client will reach the media server, which decides the ICE candidates it is offered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// Every way it may: UDP and ICE-TCP candidates (only ICE-TCP with the `force_tcp`
+    /// grant), and the TURN servers of `ice_servers`.
+    #[default]
+    Auto,
+    /// Only through a TURN relay (`iceTransportPolicy: "relay"`): the UDP candidates the
+    /// relay reaches. With `force_tcp`, `ice_servers` has only TURN over TCP and TLS.
+    Relay,
+}
+
 /// A message from a client.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientMessage {
     Join {
         token: String,
+        /// How the client will reach the media server; `auto` when absent.
+        #[serde(default)]
+        transport: Transport,
     },
     Offer {
         sdp: String,
@@ -219,6 +235,40 @@ pub struct IceServer {
     pub username: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
+}
+
+impl IceServer {
+    /// This server with only the URLs a client reaches over TCP (`turn:…?transport=tcp`)
+    /// or TLS (`turns:`); `None` when none is left.
+    pub fn tcp_only(&self) -> Option<IceServer> {
+        let urls: Vec<String> = self
+            .urls
+            .iter()
+            .filter(|u| is_tcp_url(u))
+            .cloned()
+            .collect();
+        (!urls.is_empty()).then(|| IceServer {
+            urls,
+            ..self.clone()
+        })
+    }
+}
+
+/// Whether a STUN/TURN URL (RFC 7064, RFC 7065) is reached over TCP or TLS.
+fn is_tcp_url(url: &str) -> bool {
+    let url = url.to_ascii_lowercase();
+    let Some((scheme, rest)) = url.split_once(':') else {
+        return false;
+    };
+    let transport = rest
+        .split_once('?')
+        .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("transport=")));
+    match scheme {
+        // TLS runs over TCP only (DTLS transport is not used by browsers).
+        "turns" | "stuns" => transport.is_none_or(|t| t == "tcp"),
+        "turn" | "stun" => transport == Some("tcp"),
+        _ => false,
+    }
 }
 
 /// Why a participant left.
@@ -367,8 +417,20 @@ mod tests {
         assert_eq!(
             ClientMessage::parse(r#"{"type":"join","token":"abc"}"#).unwrap(),
             ClientMessage::Join {
-                token: "abc".into()
+                token: "abc".into(),
+                transport: Transport::Auto,
             }
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"join","token":"abc","transport":"relay"}"#).unwrap(),
+            ClientMessage::Join {
+                token: "abc".into(),
+                transport: Transport::Relay,
+            }
+        );
+        assert_eq!(
+            code_of(r#"{"type":"join","token":"abc","transport":"carrier-pigeon"}"#),
+            ErrorCode::BadRequest
         );
         let offer = ClientMessage::parse(
             r#"{"type":"offer","sdp":"v=0","publish":[{"mid":"0","source":"screen"}],
@@ -481,5 +543,39 @@ mod tests {
             serde_json::to_string(&msg).unwrap(),
             r#"{"type":"track_published","track_id":22,"participant_id":13,"kind":"video","source":"screen","muted":false}"#
         );
+    }
+
+    #[test]
+    fn tcp_only_keeps_the_urls_reached_over_tcp_or_tls() {
+        let server = IceServer {
+            urls: vec![
+                "turn:relay.example.com:3478?transport=udp".into(),
+                "turn:relay.example.com:3478".into(),
+                "TURN:relay.example.com:3478?transport=TCP".into(),
+                "turns:relay.example.com:443?transport=tcp".into(),
+                "turns:relay.example.com:443".into(),
+                "stun:relay.example.com:3478".into(),
+                "turns:relay.example.com:443?transport=udp".into(),
+            ],
+            username: Some("1700000000:alice".into()),
+            credential: Some("secret".into()),
+        };
+        let tcp = server.tcp_only().expect("some URLs are TCP");
+        assert_eq!(
+            tcp.urls,
+            [
+                "TURN:relay.example.com:3478?transport=TCP",
+                "turns:relay.example.com:443?transport=tcp",
+                "turns:relay.example.com:443",
+            ]
+        );
+        assert_eq!(tcp.username, server.username);
+        assert_eq!(tcp.credential, server.credential);
+        let udp_only = IceServer {
+            urls: vec!["turn:relay.example.com:3478?transport=udp".into()],
+            username: None,
+            credential: None,
+        };
+        assert_eq!(udp_only.tcp_only(), None);
     }
 }

@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::protocol::{
     ClientMessage, ErrorCode, ErrorMessage, IceServer, ParticipantId, Publish, RequestType,
-    ServerMessage, Subscribe, TrackId,
+    ServerMessage, Subscribe, TrackId, Transport,
 };
 use crate::token::{Grants, MAX_NAME_BYTES, TokenKey};
 
@@ -37,7 +37,10 @@ pub struct Join {
     pub identity: String,
     pub name: String,
     pub grants: Grants,
-    /// Handed to the client in `joined` (TURN URLs with credentials minted for it).
+    /// How the client will reach the media server.
+    pub transport: Transport,
+    /// Handed to the client in `joined` (TURN URLs with credentials minted for it; only
+    /// those over TCP and TLS with `force_tcp`).
     pub ice_servers: Vec<IceServer>,
 }
 
@@ -304,7 +307,9 @@ impl Session {
         let participant = self.joined.as_ref().map(|(p, _)| *p);
         let request = message.request_type();
         let step = match (message, participant) {
-            (ClientMessage::Join { token }, None) => return self.join(&token).await,
+            (ClientMessage::Join { token, transport }, None) => {
+                return self.join(&token, transport).await;
+            }
             (ClientMessage::Join { .. }, Some(_)) => Err(ErrorMessage::new(
                 ErrorCode::AlreadyJoined,
                 "this socket has joined already",
@@ -340,7 +345,7 @@ impl Session {
         }
     }
 
-    async fn join(&mut self, token: &str) -> Step {
+    async fn join(&mut self, token: &str, transport: Transport) -> Step {
         let claims = match self.state.config.tokens.verify(token) {
             Ok(claims) => claims,
             Err(e) => {
@@ -350,15 +355,19 @@ impl Session {
             }
         };
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
-        let ice_servers = match &self.state.config.ice_servers {
+        let mut ice_servers = match &self.state.config.ice_servers {
             Some(source) => source(&claims.sub),
             None => Vec::new(),
         };
+        if claims.grants.force_tcp {
+            ice_servers = ice_servers.iter().filter_map(IceServer::tcp_only).collect();
+        }
         let join = Join {
             name: claims.display_name().to_owned(),
             room: claims.room,
             identity: claims.sub,
             grants: claims.grants,
+            transport,
             ice_servers,
         };
         match self.state.plane.join(join, events_tx) {

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 /// Longest room name and identity a token may carry, in bytes.
 pub const MAX_NAME_BYTES: usize = 128;
 
-/// What a participant may do in its room. Every grant defaults to `true` when absent.
+/// What a participant may do in its room. Every grant defaults to `true` when absent,
+/// but `force_tcp`, a restriction, which defaults to `false`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grants {
     #[serde(default = "yes")]
@@ -19,6 +20,10 @@ pub struct Grants {
     pub publish_screen: bool,
     #[serde(default = "yes")]
     pub subscribe: bool,
+    /// The administrator's "TCP calling" switch: the client is offered only ICE-TCP
+    /// candidates and TURN over TCP or TLS, so it never waits on UDP.
+    #[serde(default)]
+    pub force_tcp: bool,
 }
 
 fn yes() -> bool {
@@ -32,6 +37,7 @@ impl Default for Grants {
             publish_video: true,
             publish_screen: true,
             subscribe: true,
+            force_tcp: false,
         }
     }
 }
@@ -255,5 +261,22 @@ mod tests {
         let claims = key.verify(&token).unwrap();
         assert!(!claims.grants.publish_video);
         assert!(claims.grants.publish_audio && claims.grants.subscribe);
+        assert!(!claims.grants.force_tcp, "force_tcp is off unless granted");
+        let forced = |grants: serde_json::Value| {
+            let token = jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &Raw {
+                    sub: "a",
+                    room: "r",
+                    exp,
+                    grants,
+                },
+                &EncodingKey::from_secret(b"secret"),
+            )
+            .unwrap();
+            key.verify(&token).unwrap().grants.force_tcp
+        };
+        assert!(forced(serde_json::json!({"force_tcp": true})));
+        assert!(!forced(serde_json::json!({"force_tcp": false})));
     }
 }

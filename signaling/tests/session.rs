@@ -9,7 +9,9 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use prometheus::Registry;
-use signaling::protocol::{ErrorCode, ErrorMessage, LeaveReason, ParticipantId, ServerMessage};
+use signaling::protocol::{
+    ErrorCode, ErrorMessage, LeaveReason, ParticipantId, ServerMessage, Transport,
+};
 use signaling::{Config, Join, MediaPlane, Request, TokenKey};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -32,6 +34,8 @@ struct Recorder {
     calls: Mutex<Vec<Call>>,
     events: Mutex<Vec<mpsc::Sender<ServerMessage>>>,
     busy: Mutex<bool>,
+    /// The transport and ICE server URLs of the last join.
+    last_join: Mutex<Option<(Transport, Vec<String>)>>,
 }
 
 impl MediaPlane for Recorder {
@@ -43,11 +47,19 @@ impl MediaPlane for Recorder {
         if *self.busy.lock() {
             return Err(ErrorMessage::new(ErrorCode::ServerBusy, "busy"));
         }
-        assert_eq!(
-            join.ice_servers[0].urls[0],
-            format!("turn:relay.example:3478?for={}", join.identity),
-            "ICE servers are minted per identity"
+        let urls: Vec<String> = join
+            .ice_servers
+            .iter()
+            .flat_map(|s| s.urls.iter().cloned())
+            .collect();
+        assert!(
+            !urls.is_empty()
+                && urls
+                    .iter()
+                    .all(|u| u.ends_with(&format!("?for={}", join.identity))),
+            "ICE servers are minted per identity: {urls:?}"
         );
+        *self.last_join.lock() = Some((join.transport, urls));
         self.calls.lock().push(Call::Join(join.room, join.identity));
         let _ = events.try_send(ServerMessage::TrackUnpublished {
             track_id: signaling::TrackId(0),
@@ -79,7 +91,10 @@ async fn start(dev_mode: bool) -> (String, Arc<Recorder>) {
             dev_mode,
             ice_servers: Some(std::sync::Arc::new(|identity: &str| {
                 vec![signaling::protocol::IceServer {
-                    urls: vec![format!("turn:relay.example:3478?for={identity}")],
+                    urls: vec![
+                        format!("turn:relay.example:3478?for={identity}"),
+                        format!("turns:relay.example:443?for={identity}"),
+                    ],
                     username: Some(identity.to_owned()),
                     credential: Some("pw".into()),
                 }]
@@ -413,4 +428,41 @@ async fn a_socket_that_never_joins_is_closed() {
         "closed, not answered: {closed:?}"
     );
     assert!(started.elapsed() >= Duration::from_secs(9));
+}
+
+#[tokio::test]
+async fn the_transport_reaches_the_plane_and_force_tcp_keeps_only_tcp_turn_urls() {
+    let (addr, plane) = start(false).await;
+    let mut ws = connect(&addr).await;
+    send(&mut ws, &join_message("alice")).await;
+    assert_eq!(next(&mut ws).await.unwrap()["type"], "track_unpublished");
+    assert_eq!(
+        plane.last_join.lock().clone(),
+        Some((
+            Transport::Auto,
+            vec![
+                "turn:relay.example:3478?for=alice".to_string(),
+                "turns:relay.example:443?for=alice".to_string(),
+            ]
+        )),
+        "no transport means auto; every URL without force_tcp"
+    );
+    let mut claims = TokenKey::claims("r", "bob", None, Duration::from_secs(60));
+    claims.grants.force_tcp = true;
+    let forced = TokenKey::new(SECRET).issue(&claims).unwrap();
+    let mut ws = connect(&addr).await;
+    send(
+        &mut ws,
+        &format!(r#"{{"type":"join","token":"{forced}","transport":"relay"}}"#),
+    )
+    .await;
+    assert_eq!(next(&mut ws).await.unwrap()["type"], "track_unpublished");
+    assert_eq!(
+        plane.last_join.lock().clone(),
+        Some((
+            Transport::Relay,
+            vec!["turns:relay.example:443?for=bob".to_string()]
+        )),
+        "force_tcp: only TURN over TCP or TLS"
+    );
 }

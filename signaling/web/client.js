@@ -14,12 +14,36 @@
 // M-lines are reused, never rejected (docs/protocol.md): a transceiver is never stopped.
 // One that no longer carries a track goes `inactive` and waits, in a pool per direction
 // and kind, for the next track of its kind, which takes its mid.
+//
+// Transport fallback: a call joins with `transport: "auto"` (UDP and ICE-TCP candidates,
+// every TURN server). If its media connection fails, or is not up CONNECT_TIMEOUT_MS after
+// the first answer, the call rejoins once with `transport: "relay"`: media only through
+// TURN, and only over TCP or TLS (`turn:...?transport=tcp`, `turns:`), the way through
+// networks that pass nothing but TCP or TLS to port 443. The local tracks are kept; the
+// participant id changes (others see this one leave and join again).
 
 const ANSWER_TIMEOUT_MS = 20000;
 const JOIN_TIMEOUT_MS = 15000;
 const LEAVE_TIMEOUT_MS = 3000;
 const BUSY_RETRIES = 3;
 const BUSY_RETRY_MS = 1000;
+const CONNECT_TIMEOUT_MS = 5000;
+
+/** Whether a STUN/TURN URL is reached over TCP or TLS (RFC 7064, RFC 7065). */
+function isTcpUrl(url) {
+  const u = String(url).toLowerCase();
+  const transport = (u.split('?')[1] || '').split('&').find((kv) => kv.startsWith('transport='));
+  const value = transport ? transport.slice('transport='.length) : null;
+  if (u.startsWith('turns:') || u.startsWith('stuns:')) return value == null || value === 'tcp';
+  return (u.startsWith('turn:') || u.startsWith('stun:')) && value === 'tcp';
+}
+
+/** The ICE servers with only their TCP and TLS URLs (servers left without any dropped). */
+function tcpOnly(servers) {
+  return servers
+    .map((s) => ({ ...s, urls: [].concat(s.urls || []).filter(isTcpUrl) }))
+    .filter((s) => s.urls.length > 0);
+}
 
 /** `audio` or `video`: every transceiver has a receiver track of its kind, even sendonly. */
 function kindOf(transceiver) {
@@ -67,13 +91,21 @@ export class Call extends EventTarget {
    * @param {string} [opts.url]       WebSocket URL; default ws(s)://<this host>/ws
    * @param {RTCIceServer[]} [opts.iceServers] added to the server's `ice_servers`
    * @param {'all'|'relay'} [opts.iceTransportPolicy] `relay`: media only through TURN
+   *   (joins with `transport: "relay"`)
+   * @param {boolean} [opts.fallback] rejoin through TURN over TCP/TLS when the media
+   *   connection fails or does not come up in time (default true)
    */
-  constructor({ url, token, iceServers = [], iceTransportPolicy = 'all' } = {}) {
+  constructor({ url, token, iceServers = [], iceTransportPolicy = 'all', fallback = true } = {}) {
     super();
     this.url = url || defaultUrl();
     this.token = token;
     this.iceServers = iceServers;
     this.iceTransportPolicy = iceTransportPolicy;
+    this.fallback = fallback;
+    /** `auto` or `relay`: what the join asks for (docs/protocol.md). */
+    this.transport = iceTransportPolicy === 'relay' ? 'relay' : 'auto';
+    /** Whether this call fell back to TURN over TCP/TLS. */
+    this.fellBack = false;
 
     /** @type {number|null} */
     this.participantId = null;
@@ -285,12 +317,15 @@ export class Call extends EventTarget {
         this.timings.wsOpen = performance.now();
         resolve();
       });
-      ws.addEventListener('message', (e) => this._onMessage(e.data));
+      // A socket replaced by a fallback rejoin is ignored from then on.
+      ws.addEventListener('message', (e) => {
+        if (this.ws === ws) this._onMessage(e.data);
+      });
       ws.addEventListener('close', (e) => {
         if (!opened) {
           reject(new CallError('network', `WebSocket to ${this.url} failed (code ${e.code})`));
         }
-        this._onSocketClose(e);
+        if (this.ws === ws) this._onSocketClose(e);
       });
       // 'error' is always followed by 'close', which does the work.
       ws.addEventListener('error', () => console.warn('call: WebSocket error', this.url));
@@ -314,7 +349,7 @@ export class Call extends EventTarget {
         resolve: (m) => { clearTimeout(timer); resolve(m); },
         reject: (e) => { clearTimeout(timer); reject(e); },
       };
-      this._send({ type: 'join', token: this.token });
+      this._send({ type: 'join', token: this.token, transport: this.transport });
     });
   }
 
@@ -427,6 +462,7 @@ export class Call extends EventTarget {
     }
     for (const t of msg.tracks || []) this._addRemoteTrack(t);
     this._iceServers = [...(msg.ice_servers || []), ...this.iceServers];
+    if (this.fellBack) this._iceServers = tcpOnly(this._iceServers);
     this.timings.joined = performance.now();
     this._state = 'joined';
     this._createPeerConnection();
@@ -533,18 +569,117 @@ export class Call extends EventTarget {
       rtcpMuxPolicy: 'require',
     });
     this.pc = pc;
+    this._everConnected = false;
     // No 'track' listener: a reused m-line keeps its receiver's MediaStreamTrack, and the
     // event may not fire again. Remote tracks are announced after each answer instead
     // (_announceRemoteTracks).
     pc.addEventListener('connectionstatechange', () => {
-      if (pc.connectionState === 'connected' && this.timings.connected == null) {
-        this.timings.connected = performance.now();
+      if (this.pc !== pc) return; // replaced by a fallback rejoin
+      if (pc.connectionState === 'connected') {
+        this._everConnected = true;
+        clearTimeout(this._connectTimer);
+        if (this.timings.connected == null) this.timings.connected = performance.now();
       }
       this._emit('connection_state', { state: pc.connectionState });
       if (pc.connectionState === 'failed') {
-        this._reportError('ice_failed', new Error('media connection failed'));
+        if (!this._everConnected && this._canFallBack()) {
+          this._fallBack('the media connection failed');
+        } else {
+          this._reportError('ice_failed', new Error('media connection failed'));
+        }
       }
     });
+  }
+
+  /** Arms the fallback timer once ICE has something to connect (the first answer). */
+  _watchConnect() {
+    if (this._connectTimer != null || this._everConnected || !this._canFallBack()) return;
+    const pc = this.pc;
+    this._connectTimer = setTimeout(() => {
+      if (this.pc === pc && !this._everConnected && this._canFallBack()) {
+        this._fallBack(`no media connection ${CONNECT_TIMEOUT_MS / 1000} s after the answer`);
+      }
+    }, CONNECT_TIMEOUT_MS);
+  }
+
+  _canFallBack() {
+    return this.fallback && !this.fellBack && this.transport === 'auto' && this._state === 'joined';
+  }
+
+  /**
+   * Rejoins with `transport: "relay"` through TURN over TCP/TLS, keeping the local tracks.
+   * Remote tracks and participants of the old session are removed (with their events) and
+   * come back with the new one.
+   */
+  async _fallBack(why) {
+    this.fellBack = true;
+    this.transport = 'relay';
+    this.iceTransportPolicy = 'relay';
+    console.warn(`call: ${why}: rejoining through TURN over TCP/TLS`);
+    this._emit('transport_fallback', { reason: why });
+    const oldWs = this.ws;
+    const oldPc = this.pc;
+    this.ws = null;
+    this.pc = null;
+    if (oldWs && oldWs.readyState === WebSocket.OPEN) {
+      try {
+        oldWs.send(JSON.stringify({ type: 'leave' }));
+      } catch { /* closing anyway */ }
+    }
+    if (oldWs) oldWs.close(1000, 'transport fallback');
+    if (oldPc) oldPc.close();
+    for (const trackId of [...this.remoteTracks.keys()]) this._removeRemoteTrack(trackId);
+    for (const p of [...this.participants.values()]) {
+      this.participants.delete(p.participant_id);
+      this._emit('participant_left', { ...p, reason: 'rejoin' });
+    }
+    if (this._answerWaiter) {
+      this._answerWaiter.reject(new CallError('closed', 'rejoining'));
+      this._answerWaiter = null;
+    }
+    this._answersToSkip = 0;
+    this._ops = [];
+    this._localOps = [];
+    this._sendTransceivers = new Map();
+    this._recvTransceivers = new Map();
+    const locals = [...this.localTracks.entries()];
+    this.localTracks = new Map();
+    this._connectTimer = null;
+    this._state = 'joining';
+    try {
+      // The old session's negotiation ends on the rejected answer: let it finish first.
+      if (this._negotiating) await this._negotiating.catch(() => {});
+      await this._openSocket();
+      this._onJoined(await this._sendJoin());
+      for (const [source, local] of locals) this._addLocalTrack(source, local.track);
+      await this._negotiate();
+    } catch (err) {
+      this._reportError(err.code || 'fallback', err);
+      this._teardown('error');
+    }
+  }
+
+  /**
+   * How media travels now, from the selected ICE candidate pair: `UDP`, `TCP` (ICE-TCP),
+   * `TURN/UDP`, `TURN/TCP` or `TURN/TLS` (how this client reaches the relay); null before
+   * a pair is selected.
+   */
+  async transportInUse() {
+    if (!this.pc) return null;
+    const report = await this.pc.getStats();
+    let pair = null;
+    for (const r of report.values()) {
+      if (r.type === 'transport' && r.selectedCandidatePairId) pair = report.get(r.selectedCandidatePairId);
+    }
+    if (!pair) {
+      for (const r of report.values()) {
+        if (r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded') pair = r;
+      }
+    }
+    const local = pair && report.get(pair.localCandidateId);
+    if (!local) return null;
+    if (local.candidateType === 'relay') return `TURN/${String(local.relayProtocol || 'udp').toUpperCase()}`;
+    return String(local.protocol || 'udp').toUpperCase();
   }
 
   /** Captures microphone and/or camera; resolves with the tracks it got (errors reported). */
@@ -673,8 +808,8 @@ export class Call extends EventTarget {
 
   _negotiateInBackground() {
     this._negotiate().catch((err) => {
-      // Ending the call cancels the negotiation: not an error.
-      if (this._state === 'closed' && err.code === 'closed') return;
+      // Ending the call, or a fallback rejoin, cancels the negotiation: not an error.
+      if (this._state !== 'joined' && err.code === 'closed') return;
       this._reportError(err.code || 'negotiation', err);
     });
   }
@@ -757,6 +892,7 @@ export class Call extends EventTarget {
     }
     await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
     if (this.timings.firstAnswer == null) this.timings.firstAnswer = performance.now();
+    this._watchConnect();
 
     const published = new Map((answer.published || []).map((p) => [String(p.mid), p.track_id]));
     for (const [t, source] of this._sendTransceivers) {
@@ -795,6 +931,7 @@ export class Call extends EventTarget {
 
   _teardown(reason, closeEvent) {
     if (this._state === 'closed') return;
+    clearTimeout(this._connectTimer);
     const wasJoined = this._state === 'joined';
     this._state = 'closed';
     this._leaving = true;

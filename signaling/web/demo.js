@@ -264,11 +264,29 @@ function wire(call) {
   call.addEventListener('track_removed', (e) => onTrackRemoved(call, e.detail));
   call.addEventListener('track_muted', (e) => onTrackMuted(call, e.detail));
   call.addEventListener('error', (e) => setStatus(`Error (${e.detail.code}): ${e.detail.message}`, true));
+  call.addEventListener('transport_fallback', (e) => setStatus(`${e.detail.reason}: trying the TURN relay over TCP/TLS…`));
   call.addEventListener('left', (e) => setStatus(`Removed from the call (${e.detail.reason})`, e.detail.reason !== 'left'));
   call.addEventListener('closed', (e) => {
     if (window.demo.call !== call) return;
     endCall(e.detail.reason === 'left' ? 'You left the call' : null);
   });
+}
+
+/** Shows how media travels (UDP, TCP, TURN/UDP, TURN/TCP, TURN/TLS) while in a call. */
+function watchTransport(call) {
+  const label = $('transport-label');
+  const update = async () => {
+    if (window.demo.call !== call || call.state === 'closed') {
+      clearInterval(timer);
+      label.textContent = '';
+      return;
+    }
+    const transport = await call.transportInUse().catch(() => null);
+    label.textContent = transport ? `Media: ${transport}` : 'Media: connecting…';
+    label.title = transport && transport.startsWith('TURN') ? 'through the TURN relay' : '';
+  };
+  const timer = setInterval(update, 1000);
+  update();
 }
 
 function endCall(message) {
@@ -300,6 +318,7 @@ async function join(room, name) {
     call = new Call({ token, iceTransportPolicy: relayOnly ? 'relay' : 'all' });
     window.demo.call = call;
     wire(call);
+    watchTransport(call);
     form.hidden = true;
     $('call').hidden = false;
     await call.join({ audio: true, video: true });
