@@ -92,13 +92,17 @@ enum Command {
         id: ParticipantId,
         request: Request,
     },
-    /// An ICE-TCP connection whose first frame, `first`, names a participant of this shard.
-    Tcp {
-        stream: std::net::TcpStream,
-        first: Vec<u8>,
-        local: SocketAddr,
-        remote: SocketAddr,
-    },
+    /// An ICE-TCP connection whose first frame names a participant of this shard.
+    Tcp(TcpArrival),
+}
+
+/// An accepted ICE-TCP connection on its way to a shard.
+struct TcpArrival {
+    stream: std::net::TcpStream,
+    /// Its first frame (a STUN binding request), already read.
+    first: Vec<u8>,
+    local: SocketAddr,
+    remote: SocketAddr,
 }
 
 /// The handle signaling uses: routes each call to the shard that owns it.
@@ -150,34 +154,16 @@ impl Plane {
             let advertise = config.advertise.clone();
             let tcp_port = config.tcp_port;
             let metrics = metrics.clone();
-            std::thread::Builder::new()
-                .name(format!("shard-{index}"))
-                .spawn(move || {
-                    let runtime = match tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    {
-                        Ok(rt) => rt,
-                        Err(e) => {
-                            error!("shard {index}: cannot start its runtime: {e}");
-                            return;
-                        }
-                    };
-                    let local = tokio::task::LocalSet::new();
-                    let run = run_shard(
-                        index,
-                        shard_config,
-                        sockets,
-                        advertise,
-                        tcp_port,
-                        metrics,
-                        commands_rx,
-                        departures_rx,
-                    );
-                    if let Err(e) = local.block_on(&runtime, run) {
-                        error!("shard {index} stopped: {e:#}");
-                    }
-                })?;
+            spawn_runtime_thread(format!("shard-{index}"), move || {
+                let setup = ShardSetup {
+                    index,
+                    config: shard_config,
+                    sockets,
+                    advertise,
+                    tcp_port,
+                };
+                run_shard(setup, metrics, commands_rx, departures_rx)
+            })?;
             info!(
                 "shard {index}: UDP ports {} ({} sockets)",
                 describe_ports(&mine),
@@ -192,25 +178,9 @@ impl Plane {
             let queues: Vec<mpsc::Sender<Command>> =
                 shards.iter().map(|s| s.commands.clone()).collect();
             let addr = listener.local_addr()?;
-            std::thread::Builder::new()
-                .name("ice-tcp".into())
-                .spawn(move || {
-                    let runtime = match tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    {
-                        Ok(rt) => rt,
-                        Err(e) => {
-                            error!("ICE-TCP: cannot start its runtime: {e}");
-                            return;
-                        }
-                    };
-                    let local = tokio::task::LocalSet::new();
-                    if let Err(e) = local.block_on(&runtime, accept_tcp(listener, queues, metrics))
-                    {
-                        error!("ICE-TCP stopped: {e:#}");
-                    }
-                })?;
+            spawn_runtime_thread("ice-tcp".into(), move || {
+                accept_tcp(listener, queues, metrics)
+            })?;
             info!("ICE-TCP on {addr}");
         } else {
             info!("ICE-TCP off: clients that cannot use UDP need TURN over TCP or TLS");
@@ -267,6 +237,33 @@ fn busy<T>(e: mpsc::error::TrySendError<T>) -> ErrorMessage {
             ErrorMessage::new(ErrorCode::Internal, "media shard is not running")
         }
     }
+}
+
+/// Runs the future `make` returns on a new thread `name`, in a current-thread runtime with
+/// a `LocalSet` (so its tasks may share `Rc`s); logs how it ends.
+fn spawn_runtime_thread<F, Fut>(name: String, make: F) -> io::Result<()>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let thread = name.clone();
+    std::thread::Builder::new().name(name).spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                error!("{thread}: cannot start its runtime: {e}");
+                return;
+            }
+        };
+        let local = tokio::task::LocalSet::new();
+        if let Err(e) = local.block_on(&runtime, make()) {
+            error!("{thread} stopped: {e:#}");
+        }
+    })?;
+    Ok(())
 }
 
 /// FNV-1a: a stable, dependency-free hash to place rooms on shards.
@@ -450,15 +447,18 @@ impl Driver {
         &mut self,
         me: &Rc<RefCell<Driver>>,
         wake_timer: &Rc<Notify>,
-        stream: std::net::TcpStream,
-        first: &[u8],
-        local: SocketAddr,
-        remote: SocketAddr,
+        arrival: TcpArrival,
         metrics: &Metrics,
     ) {
+        let TcpArrival {
+            stream,
+            first,
+            local,
+            remote,
+        } = arrival;
         let local = self.local_addr(Some(local.ip()), local.port());
         self.core
-            .handle_datagram(Instant::now(), Protocol::Tcp, local, remote, first);
+            .handle_datagram(Instant::now(), Protocol::Tcp, local, remote, &first);
         let Some(owner) = self.core.owner_of(Protocol::Tcp, local, remote) else {
             debug!(%remote, "ICE-TCP connection names no participant of ours");
             metrics.tcp_refused(TcpRefusal::Unclaimed);
@@ -508,16 +508,28 @@ impl Driver {
     }
 }
 
-async fn run_shard(
+/// What one shard thread starts with.
+struct ShardSetup {
     index: usize,
     config: ShardConfig,
     sockets: Vec<std::net::UdpSocket>,
     advertise: Vec<IpAddr>,
     tcp_port: Option<u16>,
+}
+
+async fn run_shard(
+    setup: ShardSetup,
     metrics: Metrics,
     mut commands: mpsc::Receiver<Command>,
     mut departures: mpsc::UnboundedReceiver<ParticipantId>,
 ) -> anyhow::Result<()> {
+    let ShardSetup {
+        index,
+        config,
+        sockets,
+        advertise,
+        tcp_port,
+    } = setup;
     let mut by_port = HashMap::new();
     let mut load = HashMap::new();
     for socket in sockets {
@@ -567,9 +579,7 @@ async fn run_shard(
                 match command {
                     Command::Join { id, join, events } => d.join(id, join, events),
                     Command::Request { id, request } => d.core.request(Instant::now(), id, request),
-                    Command::Tcp { stream, first, local, remote } => {
-                        d.adopt_tcp(&driver, &wake, stream, &first, local, remote, &metrics);
-                    }
+                    Command::Tcp(arrival) => d.adopt_tcp(&driver, &wake, arrival, &metrics),
                 }
                 if d.drain() {
                     wake.notify_one();
@@ -674,12 +684,12 @@ async fn accept_tcp(
             let (Ok(local), Ok(stream)) = (stream.local_addr(), stream.into_std()) else {
                 return;
             };
-            let command = Command::Tcp {
+            let command = Command::Tcp(TcpArrival {
                 stream,
                 first: frame,
                 local,
                 remote,
-            };
+            });
             if queue.try_send(command).is_err() {
                 metrics.tcp_refused(TcpRefusal::ShardBusy);
             }

@@ -11,7 +11,7 @@ use prometheus::Registry;
 use sfu::driver::{MediaConfig, Plane};
 use sfu::metrics::Metrics;
 use sfu::shard::ShardConfig;
-use signaling::protocol::{ServerMessage, Transport};
+use signaling::protocol::{ParticipantId, ServerMessage, Transport};
 use signaling::{Grants, Join, MediaPlane};
 use tokio::sync::mpsc;
 
@@ -52,24 +52,29 @@ fn metric(registry: &Registry, name: &str, label: Option<(&str, &str)>) -> f64 {
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_is_counted_and_a_join_is_answered() {
-    let registry = Registry::new();
-    let ports = free_ports();
+/// A two-shard plane on 127.0.0.1, its metrics in `registry`.
+fn start_plane(
+    registry: &Registry,
+    ports: std::ops::RangeInclusive<u16>,
+    tcp_port: Option<u16>,
+) -> Plane {
     let localhost: IpAddr = [127, 0, 0, 1].into();
-    let plane = Plane::start(
+    Plane::start(
         MediaConfig {
             bind_ip: localhost,
-            ports: ports.clone(),
+            ports,
             advertise: vec![localhost],
-            tcp_port: None,
+            tcp_port,
             shards: 2,
             shard: ShardConfig::default(),
         },
-        Metrics::new(&registry).unwrap(),
+        Metrics::new(registry).unwrap(),
     )
-    .unwrap();
+    .unwrap()
+}
 
+/// Joins one participant and checks it is answered `joined`; returns its id and queue.
+async fn join_one(plane: &Plane) -> (ParticipantId, mpsc::Receiver<ServerMessage>) {
     let (events, mut rx) = mpsc::channel(16);
     let join = Join {
         room: "r".into(),
@@ -85,6 +90,15 @@ async fn garbage_is_counted_and_a_join_is_answered() {
         .unwrap()
         .unwrap();
     assert!(matches!(first, ServerMessage::Joined { participant_id, .. } if participant_id == id));
+    (id, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_is_counted_and_a_join_is_answered() {
+    let registry = Registry::new();
+    let ports = free_ports();
+    let plane = start_plane(&registry, ports.clone(), None);
+    let (id, mut rx) = join_one(&plane).await;
 
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
     for port in ports.clone() {
@@ -168,40 +182,13 @@ fn closed_by_server(mut stream: TcpStream) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ice_tcp_connections_that_name_no_participant_are_closed_and_counted() {
     let registry = Registry::new();
-    let ports = free_ports();
     let tcp_port = {
         let probe = TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().port()
     };
-    let localhost: IpAddr = [127, 0, 0, 1].into();
-    let plane = Plane::start(
-        MediaConfig {
-            bind_ip: localhost,
-            ports,
-            advertise: vec![localhost],
-            tcp_port: Some(tcp_port),
-            shards: 2,
-            shard: ShardConfig::default(),
-        },
-        Metrics::new(&registry).unwrap(),
-    )
-    .unwrap();
+    let plane = start_plane(&registry, free_ports(), Some(tcp_port));
     // A participant of shard 0 or 1 exists: the refusals below are not for lack of anyone.
-    let (events, mut rx) = mpsc::channel(16);
-    let join = Join {
-        room: "r".into(),
-        identity: "a".into(),
-        name: "A".into(),
-        grants: Grants::default(),
-        transport: Transport::Auto,
-        ice_servers: Vec::new(),
-    };
-    plane.join(join, events).unwrap();
-    let joined = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(matches!(joined, ServerMessage::Joined { .. }));
+    let _joined = join_one(&plane).await;
 
     let cases: [(&str, Vec<u8>, &str); 4] = [
         (
