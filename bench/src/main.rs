@@ -1,0 +1,247 @@
+//! `bench`: loads a real `sfu` server with simulated clients (real signaling, real WebRTC
+//! through str0m) and reports what the server did: egress, CPU, memory, loss, forwarding
+//! latency, join time. See bench/README.md.
+
+mod client;
+mod report;
+mod server;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use signaling::{Grants, TokenKey};
+
+use crate::client::{Role, Shared};
+use crate::report::Report;
+use crate::server::Server;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "bench",
+    about = "Load the SFU with simulated WebRTC clients and report"
+)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand, Debug)]
+enum Scenario {
+    /// Everyone publishes audio and video, everyone receives everyone.
+    Conference {
+        /// Participants in the one room.
+        #[arg(long, default_value_t = 70)]
+        participants: usize,
+        /// Each participant's video bitrate, bits/s (k and M suffixes).
+        #[arg(long, default_value = "300k", value_parser = parse_rate)]
+        bitrate: u64,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// One presenter shares a screen to receive-only viewers.
+    Broadcast {
+        #[arg(long, default_value_t = 500)]
+        viewers: usize,
+        /// The screen share's bitrate, bits/s (k and M suffixes).
+        #[arg(long, default_value = "2.5M", value_parser = parse_rate)]
+        bitrate: u64,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Args, Debug)]
+struct Common {
+    /// Clients joining per second.
+    #[arg(long, default_value = "50/s", value_parser = parse_per_second)]
+    join_rate: f64,
+    /// Seconds of measurement, after everyone joined.
+    #[arg(long, default_value_t = 20)]
+    duration: u64,
+    /// A few clients for a few seconds: checks the harness works end to end (CI smoke
+    /// test); its figures mean nothing.
+    #[arg(long)]
+    quick: bool,
+    /// The server binary (started by the bench, on loopback).
+    #[arg(long, default_value = "target/release/sfu")]
+    sfu_bin: PathBuf,
+    /// CPUs for the server and for the generator (taskset lists); empty: no pinning.
+    #[arg(long, default_value = "0")]
+    server_cpus: String,
+    #[arg(long, default_value = "1")]
+    generator_cpus: String,
+    /// The first port of the server's ranges (HTTP, then UDP media).
+    #[arg(long, default_value_t = 38000)]
+    base_port: u16,
+    /// Where the JSON line of this run is appended.
+    #[arg(long)]
+    results: Option<PathBuf>,
+}
+
+fn parse_rate(s: &str) -> Result<u64, String> {
+    let (n, scale) = match s.strip_suffix(['k', 'K']) {
+        Some(n) => (n, 1e3),
+        None => match s.strip_suffix('M') {
+            Some(n) => (n, 1e6),
+            None => (s, 1.0),
+        },
+    };
+    let v: f64 = n.parse().map_err(|e| format!("{s}: {e}"))?;
+    if v <= 0.0 {
+        return Err(format!("{s}: must be positive"));
+    }
+    Ok((v * scale) as u64)
+}
+
+fn parse_per_second(s: &str) -> Result<f64, String> {
+    let n = s.strip_suffix("/s").unwrap_or(s);
+    let v: f64 = n.parse().map_err(|e| format!("{s}: {e}"))?;
+    if v <= 0.0 {
+        return Err(format!("{s}: must be positive"));
+    }
+    Ok(v)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let (name, clients, common, bitrate) = match cli.scenario {
+        Scenario::Conference {
+            participants,
+            bitrate,
+            common,
+        } => {
+            let n = if common.quick { 3 } else { participants };
+            let role = Role {
+                audio: true,
+                video_bps: Some(bitrate),
+                video_source: "camera",
+                keyframe_interval: Duration::from_secs(3),
+                subscribe: true,
+            };
+            ("conference", vec![role; n], common, bitrate)
+        }
+        Scenario::Broadcast {
+            viewers,
+            bitrate,
+            common,
+        } => {
+            let n = if common.quick { 3 } else { viewers };
+            let presenter = Role {
+                audio: false,
+                video_bps: Some(bitrate),
+                video_source: "screen",
+                keyframe_interval: Duration::from_secs(5),
+                subscribe: false,
+            };
+            let viewer = Role {
+                audio: false,
+                video_bps: None,
+                video_source: "screen",
+                keyframe_interval: Duration::from_secs(5),
+                subscribe: true,
+            };
+            let mut roles = vec![presenter];
+            roles.extend(std::iter::repeat_n(viewer, n));
+            ("broadcast", roles, common, bitrate)
+        }
+    };
+    let mut common = common;
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("bench: one CPU only: server and generator run unpinned, side by side");
+        common.server_cpus.clear();
+        common.generator_cpus.clear();
+    }
+    let duration = Duration::from_secs(if common.quick {
+        3
+    } else {
+        common.duration.max(1)
+    });
+    server::pin_self(&common.generator_cpus);
+    let secret = format!("bench-{:032x}", rand::random::<u128>());
+    let server = Server::start(
+        &common.sfu_bin,
+        &secret,
+        common.base_port,
+        clients.len() + 1,
+        &common.server_cpus,
+    )?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(common.generator_cpus.split(',').count().max(1))
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(run(
+        name, &server, &secret, clients, &common, duration, bitrate,
+    ))?;
+    report.print();
+    let path = common
+        .results
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("bench/results/{name}.json")));
+    if !common.quick {
+        report.append(&path)?;
+        println!("appended to {}", path.display());
+    }
+    report.check_harness()
+}
+
+async fn run(
+    name: &'static str,
+    server: &Server,
+    secret: &str,
+    roles: Vec<Role>,
+    common: &Common,
+    duration: Duration,
+    bitrate: u64,
+) -> anyhow::Result<Report> {
+    let key = TokenKey::new(secret.as_bytes());
+    let room = format!("bench-{name}");
+    let interval = Duration::from_secs_f64(1.0 / common.join_rate);
+    let ramp = interval * roles.len() as u32 + Duration::from_secs(2);
+    let start = Instant::now();
+    let shared = Arc::new(Shared {
+        ws_url: server.ws_url(),
+        epoch: start,
+        measure_from: start + ramp,
+        until: start + ramp + duration,
+    });
+    let mut tasks = Vec::new();
+    for (i, role) in roles.iter().enumerate() {
+        let mut claims = TokenKey::claims(&room, &format!("c{i}"), None, Duration::from_secs(3600));
+        claims.grants = Grants {
+            publish_audio: role.audio,
+            publish_video: role.video_bps.is_some() && role.video_source == "camera",
+            publish_screen: role.video_bps.is_some() && role.video_source == "screen",
+            subscribe: role.subscribe,
+            force_tcp: false,
+        };
+        let token = key.issue(&claims)?;
+        let (shared, role) = (shared.clone(), role.clone());
+        let at = start + interval * i as u32;
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            client::run(shared, token, role).await
+        }));
+    }
+    tokio::time::sleep_until(shared.measure_from.into()).await;
+    let before = server.sample().await?;
+    let gen_before = server::self_cpu_seconds();
+    tokio::time::sleep_until(shared.until.into()).await;
+    let after = server.sample().await?;
+    let gen_after = server::self_cpu_seconds();
+    let mut stats = Vec::new();
+    for t in tasks {
+        stats.push(t.await?);
+    }
+    Ok(Report::new(
+        name,
+        &roles,
+        stats,
+        before,
+        after,
+        gen_after - gen_before,
+        common,
+        bitrate,
+    ))
+}

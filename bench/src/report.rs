@@ -1,0 +1,254 @@
+//! What a run measured: a table on stdout and a JSON line for bench/results/.
+
+use std::io::Write;
+use std::path::Path;
+
+use hdrhistogram::Histogram;
+use serde_json::json;
+
+use crate::Common;
+use crate::client::{Role, Stats};
+use crate::server::Sample;
+
+pub struct Report {
+    json: serde_json::Value,
+    lines: Vec<String>,
+    /// What makes a run unusable (clients that failed, no media at all).
+    problems: Vec<String>,
+}
+
+fn pct(h: &Histogram<u64>, q: f64) -> Option<f64> {
+    (!h.is_empty()).then(|| h.value_at_quantile(q) as f64 / 1000.0)
+}
+
+fn metric(s: &Sample, name: &str) -> f64 {
+    s.metrics.get(name).copied().unwrap_or(0.0)
+}
+
+fn fmt_ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.2}"))
+}
+
+impl Report {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        scenario: &str,
+        roles: &[Role],
+        stats: Vec<Stats>,
+        before: Sample,
+        after: Sample,
+        generator_cpu_s: f64,
+        common: &Common,
+        bitrate: u64,
+    ) -> Report {
+        let window = after.at.duration_since(before.at).as_secs_f64().max(1e-3);
+        let d = |name: &str| metric(&after, name) - metric(&before, name);
+        let egress_pps = d("sfu_udp_tx_packets_total") / window;
+        let ingress_pps = d("sfu_udp_rx_packets_total") / window;
+        let egress_mbps = d("sfu_udp_tx_bytes_total") * 8.0 / window / 1e6;
+        let ingress_mbps = d("sfu_udp_rx_bytes_total") * 8.0 / window / 1e6;
+        let forwarded = d("sfu_rtp_forwarded_total");
+        let server_cpu = after.cpu_s - before.cpu_s;
+        let cpu_per_1000 = if forwarded > 0.0 {
+            Some(server_cpu * 1000.0 / forwarded)
+        } else {
+            None
+        };
+        let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+        let mut join = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("bounds");
+        let (mut received, mut lost, mut keyframes, mut failed) = (0u64, 0u64, 0u64, Vec::new());
+        let mut window_received = 0u64;
+        let mut subscribers = 0usize;
+        let mut silent = 0usize;
+        for (i, (s, role)) in stats.iter().zip(roles).enumerate() {
+            let _ = latency.add(&s.latency_us);
+            if let Some(j) = s.join_to_first_media {
+                let _ = join.record((j.as_micros() as u64).max(1));
+            }
+            received += s.packets_received;
+            window_received += s.window_received;
+            lost += s.lost;
+            if role.video_bps.is_some() {
+                keyframes += s.window_keyframe_requests;
+            }
+            if role.subscribe {
+                subscribers += 1;
+                if s.packets_received == 0 {
+                    silent += 1;
+                }
+            }
+            if let Some(e) = &s.error {
+                failed.push(format!("client {i}: {e}"));
+            }
+        }
+        let loss_pct = if received + lost > 0 {
+            100.0 * lost as f64 / (received + lost) as f64
+        } else {
+            0.0
+        };
+        let per_subscriber_pps = if subscribers > 0 {
+            window_received as f64 / subscribers as f64 / window
+        } else {
+            0.0
+        };
+        let generator_cores = generator_cpu_s / window;
+        let mut drops: Vec<(String, f64)> = after
+            .metrics
+            .keys()
+            .filter_map(|k| {
+                let reason = k
+                    .strip_prefix("sfu_dropped_total{reason=\"")?
+                    .strip_suffix("\"}")?;
+                let n = d(k);
+                (n > 0.0).then(|| (reason.to_string(), n))
+            })
+            .collect();
+        drops.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let rcvbuf_drops = after.rcvbuf_errors.saturating_sub(before.rcvbuf_errors);
+        let server_cores = server_cpu / window;
+        let mut problems = failed.clone();
+        if silent > 0 {
+            problems.push(format!(
+                "{silent} of {subscribers} subscribers received no media"
+            ));
+        }
+        let mut lines = vec![
+            format!(
+                "{scenario}: {} clients, video {:.2} Mbit/s, {:.0} s measured{}",
+                roles.len(),
+                bitrate as f64 / 1e6,
+                window,
+                if common.quick {
+                    " (--quick: a smoke test, figures mean nothing)"
+                } else {
+                    ""
+                }
+            ),
+            format!("server egress    {egress_pps:>10.0} packets/s  {egress_mbps:>8.1} Mbit/s"),
+            format!("server ingress   {ingress_pps:>10.0} packets/s  {ingress_mbps:>8.1} Mbit/s"),
+            format!(
+                "server CPU       {server_cores:>10.2} cores      {} ms per 1000 forwarded packets",
+                cpu_per_1000.map_or("-".into(), |v| format!("{:.3}", v * 1000.0))
+            ),
+            format!(
+                "server RSS       {:>10.1} MiB",
+                after.rss_bytes as f64 / 1048576.0
+            ),
+            format!("per subscriber   {per_subscriber_pps:>10.0} packets/s received"),
+            format!(
+                "loss             {loss_pct:>10.3} %  ({lost} of {})",
+                received + lost
+            ),
+            format!(
+                "dropped          server: {}; kernel, full receive buffers (whole machine): {rcvbuf_drops}  (over the window)",
+                if drops.is_empty() {
+                    "none".to_string()
+                } else {
+                    drops
+                        .iter()
+                        .map(|(r, n)| format!("{r} {n:.0}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ),
+            format!(
+                "latency          p50 {} ms  p95 {} ms  p99 {} ms  (send to receive, {} packets)",
+                fmt_ms(pct(&latency, 0.5)),
+                fmt_ms(pct(&latency, 0.95)),
+                fmt_ms(pct(&latency, 0.99)),
+                latency.len()
+            ),
+            format!(
+                "join             p50 {} ms  p99 {} ms  (token sent to first media packet)",
+                fmt_ms(pct(&join, 0.5)),
+                fmt_ms(pct(&join, 0.99))
+            ),
+            format!(
+                "keyframe requests {:>9.2} /s seen by publishers",
+                keyframes as f64 / window
+            ),
+            format!(
+                "generator CPU    {generator_cores:>10.2} cores (CPUs {:?}; server on {:?})",
+                common.generator_cpus, common.server_cpus
+            ),
+        ];
+        let gen_limit = common.generator_cpus.split(',').count().max(1) as f64;
+        if generator_cores > 0.85 * gen_limit {
+            lines.push(format!(
+                "WARNING: the generator used {generator_cores:.2} of its {gen_limit} CPUs: it, not the server, may be the bottleneck"
+            ));
+        }
+        if !failed.is_empty() {
+            lines.push(format!(
+                "WARNING: {} clients failed; first: {}",
+                failed.len(),
+                failed[0]
+            ));
+        }
+        let json = json!({
+            "scenario": scenario,
+            "date": chrono_free_now(),
+            "clients": roles.len(),
+            "video_bps": bitrate,
+            "window_s": window,
+            "quick": common.quick,
+            "server_cpus": common.server_cpus,
+            "generator_cpus": common.generator_cpus,
+            "egress_pps": egress_pps, "egress_mbps": egress_mbps,
+            "ingress_pps": ingress_pps, "ingress_mbps": ingress_mbps,
+            "forwarded": forwarded,
+            "server_cores": server_cores,
+            "server_cpu_ms_per_1000_forwarded": cpu_per_1000.map(|v| v * 1000.0),
+            "server_rss_bytes": after.rss_bytes,
+            "per_subscriber_pps": per_subscriber_pps,
+            "loss_pct": loss_pct,
+            "server_drops": drops.iter().map(|(r, n)| (r.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
+            "kernel_rcvbuf_drops": rcvbuf_drops,
+            "latency_ms": {"p50": pct(&latency, 0.5), "p95": pct(&latency, 0.95), "p99": pct(&latency, 0.99), "samples": latency.len()},
+            "join_ms": {"p50": pct(&join, 0.5), "p99": pct(&join, 0.99)},
+            "keyframe_requests_per_s": keyframes as f64 / window,
+            "generator_cores": generator_cores,
+            "failed_clients": failed.len(),
+        });
+        Report {
+            json,
+            lines,
+            problems,
+        }
+    }
+
+    pub fn print(&self) {
+        for l in &self.lines {
+            println!("{l}");
+        }
+    }
+
+    pub fn append(&self, path: &Path) -> anyhow::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        writeln!(f, "{}", self.json)?;
+        Ok(())
+    }
+
+    /// Fails when the harness itself did not work: a client failed or a subscriber got
+    /// nothing. Never about speed.
+    pub fn check_harness(&self) -> anyhow::Result<()> {
+        if self.problems.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("the run is not usable: {}", self.problems.join("; "))
+        }
+    }
+}
+
+/// Seconds since the Unix epoch, as the run's date.
+fn chrono_free_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,201 @@
+//! The server under test: started on loopback with a fresh secret, sampled from /proc and
+//! its /metrics, stopped when dropped.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub struct Server {
+    child: Child,
+    http: String,
+}
+
+/// The server at one instant.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub at: Instant,
+    /// user + system CPU seconds of the server process.
+    pub cpu_s: f64,
+    pub rss_bytes: u64,
+    /// The machine's count of UDP datagrams dropped for a full receive buffer.
+    pub rcvbuf_errors: u64,
+    /// Unlabelled samples of /metrics, and `name{labels}` for labelled ones.
+    pub metrics: HashMap<String, f64>,
+}
+
+impl Server {
+    /// Starts `bin` on 127.0.0.1: HTTP on `base_port`, UDP media on the next 8 ports,
+    /// ICE-TCP off, no TURN; rooms may hold `capacity` participants.
+    pub fn start(
+        bin: &Path,
+        secret: &str,
+        base_port: u16,
+        capacity: usize,
+        cpus: &str,
+    ) -> anyhow::Result<Server> {
+        if !bin.exists() {
+            bail!(
+                "no server binary at {} (cargo build --release -p sfu, or --sfu-bin)",
+                bin.display()
+            );
+        }
+        let http = format!("127.0.0.1:{base_port}");
+        let udp = format!("{}-{}", base_port + 1, base_port + 8);
+        let mut cmd = if cpus.is_empty() {
+            Command::new(bin)
+        } else {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(cpus).arg(bin);
+            c
+        };
+        cmd.args([
+            "--http-listen",
+            &http,
+            "--udp-ports",
+            &udp,
+            "--udp-bind",
+            "127.0.0.1",
+        ])
+        .args([
+            "--advertise-ip",
+            "127.0.0.1",
+            "--no-ice-tcp",
+            "--turn",
+            "false",
+        ])
+        .args(["--room-capacity", &capacity.to_string(), "--log", "warn"])
+        .env("SFU_SECRET", secret)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut server = Server { child, http };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        loop {
+            if let Some(status) = server.child.try_wait()? {
+                bail!("the server exited at start: {status}");
+            }
+            if rt.block_on(server.get("/healthz")).is_ok() {
+                return Ok(server);
+            }
+            if Instant::now() > deadline {
+                bail!("the server did not answer /healthz within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.http)
+    }
+
+    /// Its CPU time, memory and metrics now.
+    pub async fn sample(&self) -> anyhow::Result<Sample> {
+        let text = self.get("/metrics").await?;
+        let mut metrics = HashMap::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            if let Some((name, value)) = line.rsplit_once(' ')
+                && let Ok(v) = value.parse::<f64>()
+            {
+                metrics.insert(name.to_string(), v);
+            }
+        }
+        let pid = self.child.id();
+        Ok(Sample {
+            at: Instant::now(),
+            cpu_s: cpu_seconds(&format!("/proc/{pid}/stat"))?,
+            rss_bytes: rss_bytes(pid)?,
+            rcvbuf_errors: rcvbuf_errors(),
+            metrics,
+        })
+    }
+
+    /// A plain HTTP/1.0 GET on the server; the body.
+    async fn get(&self, path: &str) -> anyhow::Result<String> {
+        let mut s = tokio::net::TcpStream::connect(&self.http).await?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.http).as_bytes())
+            .await?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await?;
+        let (head, body) = out.split_once("\r\n\r\n").context("no HTTP header end")?;
+        if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+            bail!("GET {path}: {}", head.lines().next().unwrap_or(""));
+        }
+        Ok(body.to_string())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// user + system seconds from a /proc stat file.
+fn cpu_seconds(path: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(path)?;
+    let rest = stat.rsplit_once(')').context("stat format")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 =
+        f.get(11).context("utime")?.parse::<f64>()? + f.get(12).context("stime")?.parse::<f64>()?;
+    Ok(ticks / 100.0)
+}
+
+fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .context("VmRSS")?
+        .parse::<u64>()?;
+    Ok(kb * 1024)
+}
+
+/// `RcvbufErrors` of /proc/net/snmp (0 when unreadable).
+fn rcvbuf_errors() -> u64 {
+    let Ok(snmp) = std::fs::read_to_string("/proc/net/snmp") else {
+        return 0;
+    };
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// This process's CPU seconds.
+pub fn self_cpu_seconds() -> f64 {
+    cpu_seconds("/proc/self/stat").unwrap_or(0.0)
+}
+
+/// Pins this process (and the threads it starts from now on) to `cpus`.
+pub fn pin_self(cpus: &str) {
+    if cpus.is_empty() {
+        return;
+    }
+    let pid = std::process::id().to_string();
+    let ok = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("bench: could not pin the generator to CPUs {cpus}: it runs unpinned");
+    }
+}
