@@ -62,6 +62,9 @@ pub struct Stats {
     /// Token sent to first media packet received.
     pub join_to_first_media: Option<Duration>,
     pub packets_sent: u64,
+    pub bytes_sent: u64,
+    /// When it sent its first packet.
+    pub sending_since: Option<Instant>,
     pub packets_received: u64,
     /// Received from `measure_from` to `until`.
     pub window_received: u64,
@@ -82,6 +85,8 @@ impl Stats {
             joined: false,
             join_to_first_media: None,
             packets_sent: 0,
+            bytes_sent: 0,
+            sending_since: None,
             packets_received: 0,
             window_received: 0,
             bytes_received: 0,
@@ -346,7 +351,10 @@ async fn session(
                 }
                 rtc.handle_input(Input::Timeout(now))?;
                 for o in outgoing.iter_mut().filter(|o| o.next_send <= now) {
-                    stats.packets_sent += send_media(&mut rtc, o, role, talking, shared.epoch, now);
+                    let (packets, bytes) = send_media(&mut rtc, o, role, talking, shared.epoch, now);
+                    stats.packets_sent += packets;
+                    stats.bytes_sent += bytes;
+                    stats.sending_since.get_or_insert(now);
                 }
             }
         }
@@ -380,7 +388,7 @@ async fn session(
     Ok(())
 }
 
-/// Sends what is due on one outgoing stream; returns how many packets.
+/// Sends what is due on one outgoing stream; returns how many packets and payload bytes.
 fn send_media(
     rtc: &mut Rtc,
     o: &mut Outgoing,
@@ -388,11 +396,11 @@ fn send_media(
     talking: bool,
     epoch: Instant,
     now: Instant,
-) -> u64 {
+) -> (u64, u64) {
     let mut api = rtc.direct_api();
     let Some(tx) = api.stream_tx_by_mid(o.mid, None) else {
         o.next_send = now + Duration::from_millis(20);
-        return 0;
+        return (0, 0);
     };
     let stamp = |size: usize| -> Vec<u8> {
         let mut payload = vec![0u8; size.max(HEADER)];
@@ -418,7 +426,7 @@ fn send_media(
                 .ext_vals(ext);
             tx.write_rtp(write);
             o.seq += 1;
-            1
+            (1, size as u64)
         }
         MediaKind::Video => {
             let bps = role.video_bps.unwrap_or(0);
@@ -444,7 +452,10 @@ fn send_media(
             if o.next_send < now {
                 o.next_send = now + Duration::from_micros(33_333);
             }
-            packets as u64
+            (
+                packets as u64,
+                (packets * (bytes / packets).max(HEADER)) as u64,
+            )
         }
     }
 }

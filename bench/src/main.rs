@@ -2,6 +2,7 @@
 //! through str0m) and reports what the server did: egress, CPU, memory, loss, forwarding
 //! latency, join time. See bench/README.md.
 
+mod ceiling;
 mod client;
 mod report;
 mod server;
@@ -49,6 +50,38 @@ enum Scenario {
         bitrate: u64,
         #[command(flatten)]
         common: Common,
+    },
+    /// The raw ceiling alone: a UDP forwarder (no WebRTC, no crypto) receiving a packet
+    /// once and sending it to N receivers with batched syscalls.
+    Ceiling {
+        /// Receivers each packet goes to.
+        #[arg(long, default_value_t = 500)]
+        fanout: usize,
+        /// Packets per second into the forwarder.
+        #[arg(long, default_value_t = 300.0)]
+        pps: f64,
+        /// Bytes per packet.
+        #[arg(long, default_value_t = 1100)]
+        size: usize,
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// CPUs of the forwarder (taskset list).
+        #[arg(long, default_value = "0")]
+        cpus: String,
+        #[arg(long, default_value_t = 38020)]
+        base_port: u16,
+    },
+    /// The forwarder process of `ceiling` (started by the bench itself).
+    #[command(hide = true)]
+    Forward {
+        #[arg(long)]
+        listen: String,
+        #[arg(long)]
+        first_port: u16,
+        #[arg(long)]
+        fanout: u16,
+        #[arg(long)]
+        seconds: u64,
     },
 }
 
@@ -146,6 +179,32 @@ fn main() -> anyhow::Result<()> {
             roles.extend(std::iter::repeat_n(viewer, n));
             ("broadcast", roles, common, bitrate)
         }
+        Scenario::Ceiling {
+            fanout,
+            pps,
+            size,
+            duration,
+            cpus,
+            base_port,
+        } => {
+            let c = ceiling::run(fanout, pps, size, duration, base_port, &cpus)?;
+            println!(
+                "ceiling: fanout {}, {:.0} packets/s of {size} bytes in: egress {:.0} packets/s on {:.2} cores = {:.0} packets/s per core, loss {:.3} %",
+                c.fanout,
+                c.offered_pps,
+                c.egress_pps,
+                c.cores,
+                c.pps_per_core(),
+                c.loss_pct
+            );
+            return Ok(());
+        }
+        Scenario::Forward {
+            listen,
+            first_port,
+            fanout,
+            seconds,
+        } => return ceiling::forward(&listen, first_port, fanout, seconds),
     };
     let mut common = common;
     if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
@@ -171,9 +230,31 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(common.generator_cpus.split(',').count().max(1))
         .enable_all()
         .build()?;
-    let report = runtime.block_on(run(
+    let mut report = runtime.block_on(run(
         name, &server, &secret, clients, &common, duration, bitrate,
     ))?;
+    drop(server);
+    drop(runtime);
+    // The raw forwarder under the same shape: the publishers' packets in, each to every
+    // receiver of it, where the server ran.
+    if let Some((fanout, pps, size)) = report.shape() {
+        let seconds = if common.quick {
+            2
+        } else {
+            duration.as_secs().min(10)
+        };
+        match ceiling::run(
+            fanout,
+            pps,
+            size,
+            seconds,
+            common.base_port + 20,
+            &common.server_cpus,
+        ) {
+            Ok(c) => report.add_ceiling(&c),
+            Err(e) => eprintln!("bench: the ceiling run failed: {e:#}"),
+        }
+    }
     report.print();
     let path = common
         .results

@@ -7,6 +7,7 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 
 use crate::Common;
+use crate::ceiling::Ceiling;
 use crate::client::{Role, Stats};
 use crate::server::Sample;
 
@@ -15,6 +16,10 @@ pub struct Report {
     lines: Vec<String>,
     /// What makes a run unusable (clients that failed, no media at all).
     problems: Vec<String>,
+    /// The load's shape for the ceiling: receivers per packet, packets/s in, bytes each.
+    shape: Option<(usize, f64, usize)>,
+    /// The server's egress packets/s per core it used.
+    server_pps_per_core: f64,
 }
 
 fn pct(h: &Histogram<u64>, q: f64) -> Option<f64> {
@@ -92,6 +97,28 @@ impl Report {
             0.0
         };
         let generator_cores = generator_cpu_s / window;
+        let server_cores = server_cpu / window;
+        let end = std::time::Instant::now();
+        let (mut in_pps, mut in_packets, mut in_bytes) = (0.0, 0u64, 0u64);
+        for s in &stats {
+            if let Some(since) = s.sending_since {
+                in_pps += s.packets_sent as f64 / end.duration_since(since).as_secs_f64().max(1e-3);
+                in_packets += s.packets_sent;
+                in_bytes += s.bytes_sent;
+            }
+        }
+        let fanout = if scenario == "conference" {
+            subscribers.saturating_sub(1)
+        } else {
+            subscribers
+        };
+        let shape = (fanout > 0 && in_packets > 0)
+            .then(|| (fanout, in_pps, (in_bytes / in_packets) as usize + 12));
+        let server_pps_per_core = if server_cores > 0.0 {
+            egress_pps / server_cores
+        } else {
+            0.0
+        };
         let mut drops: Vec<(String, f64)> = after
             .metrics
             .keys()
@@ -214,7 +241,43 @@ impl Report {
             json,
             lines,
             problems,
+            shape,
+            server_pps_per_core,
         }
+    }
+
+    /// Receivers per packet, packets/s in and bytes per packet, for the ceiling run.
+    pub fn shape(&self) -> Option<(usize, f64, usize)> {
+        self.shape
+    }
+
+    /// Adds the raw forwarder's run under the same shape, and the server's ratio to it.
+    pub fn add_ceiling(&mut self, c: &Ceiling) {
+        let ratio = if c.pps_per_core() > 0.0 {
+            self.server_pps_per_core / c.pps_per_core()
+        } else {
+            0.0
+        };
+        self.lines.push(format!(
+            "raw ceiling      {:>10.0} packets/s on {:.2} cores = {:.0} per core (fanout {}, {:.0} packets/s in); the server's {:.0} per core is {:.1} % of it",
+            c.egress_pps,
+            c.cores,
+            c.pps_per_core(),
+            c.fanout,
+            c.offered_pps,
+            self.server_pps_per_core,
+            100.0 * ratio
+        ));
+        self.json["ceiling"] = json!({
+            "fanout": c.fanout,
+            "offered_pps": c.offered_pps,
+            "egress_pps": c.egress_pps,
+            "cores": c.cores,
+            "pps_per_core": c.pps_per_core(),
+            "loss_pct": c.loss_pct,
+        });
+        self.json["server_pps_per_core"] = json!(self.server_pps_per_core);
+        self.json["ratio_to_ceiling"] = json!(ratio);
     }
 
     pub fn print(&self) {
