@@ -207,7 +207,15 @@ struct Subscription {
     forwarder: Forwarder,
     /// The publisher's payload type to ours, filled as packets arrive.
     pts: Vec<(Pt, Pt)>,
+    /// Its send stream's retransmission cache is sized (on the first packet forwarded).
+    rtx_sized: bool,
 }
+
+/// How long forwarded packets are kept for retransmission on NACK: later than this a
+/// resent packet arrives too late to be played. str0m keeps 3 s (1024 packets) by default,
+/// about 1 MiB per subscriber of a 2.5 Mbit/s stream.
+const RTX_MAX_AGE: Duration = Duration::from_secs(1);
+const RTX_MAX_PACKETS: usize = 512;
 
 /// A published track and who receives it.
 struct Track {
@@ -979,6 +987,7 @@ impl Shard {
                     track_id,
                     forwarder,
                     pts: Vec::new(),
+                    rtx_sized: false,
                 });
                 new.push((mid, track_id));
             }
@@ -1110,6 +1119,8 @@ impl Shard {
             return;
         };
         let pt_in = packet.header.payload_type;
+        // One copy of the payload, shared by every subscriber's write.
+        let payload: std::sync::Arc<[u8]> = packet.payload.into();
         let params: Option<PayloadParams> = p
             .rtc
             .codec_config()
@@ -1167,17 +1178,15 @@ impl Shard {
                 self.counters.drop(DropReason::NoStream);
                 continue;
             };
+            if !s.rtx_sized {
+                s.rtx_sized = true;
+                tx.set_rtx_cache(RTX_MAX_PACKETS, RTX_MAX_AGE, Some(0.15));
+            }
             tx.write_rtp(
-                RtpWrite::new(
-                    pt_out,
-                    seq_no,
-                    time,
-                    packet.timestamp,
-                    packet.payload.clone(),
-                )
-                .marker(packet.header.marker)
-                .ext_vals(ext_vals.clone())
-                .nackable(nackable),
+                RtpWrite::new(pt_out, seq_no, time, packet.timestamp, payload.clone())
+                    .marker(packet.header.marker)
+                    .ext_vals(ext_vals.clone())
+                    .nackable(nackable),
             );
             self.counters.rtp_forwarded += 1;
             if !sub.dirty {
