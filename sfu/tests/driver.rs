@@ -234,6 +234,16 @@ async fn ice_tcp_connections_that_name_no_participant_are_closed_and_counted() {
             "{what}: counted as {reason}"
         );
     }
-    assert_eq!(metric(&registry, "sfu_tcp_connections", None), 0.0);
+    // Gauges are set once a second: wait for a flush that shows the participant, then
+    // read the connection count of that same flush.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(&registry, "sfu_participants", None) != 1.0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(metric(&registry, "sfu_participants", None), 1.0);
+    assert_eq!(
+        metric(&registry, "sfu_tcp_connections", None),
+        0.0,
+        "no refused connection is held"
+    );
 }
