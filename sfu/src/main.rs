@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use sfu::driver::{MediaConfig, Plane};
-use sfu::metrics::Metrics;
+use sfu::metrics::{Metrics, TurnMetrics};
 use sfu::shard::ShardConfig;
 use signaling::{Grants, TokenKey};
 use tracing::{info, warn};
@@ -106,6 +106,10 @@ struct TurnArgs {
     /// Bytes per second each allocation may relay (0: unlimited).
     #[arg(long, env = "SFU_TURN_MAX_BYTES_PER_SEC", default_value_t = 0)]
     max_bytes_per_sec: u64,
+    /// Address for HTTP `/metrics` (the `sfu_turn_*` counters) and `/healthz`; none by
+    /// default.
+    #[arg(long, env = "SFU_TURN_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Log filter, in tracing's EnvFilter syntax.
     #[arg(long, env = "SFU_LOG", default_value = "info")]
     log: String,
@@ -363,13 +367,40 @@ fn relay(args: TurnArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(shutdown_signal());
-    let c = handle.take_counters();
-    info!(
-        "relayed {} packets ({} bytes), {} allocations in all",
-        c.relayed_packets, c.relayed_bytes, c.allocations_total
-    );
-    Ok(())
+    let Some(addr) = args.metrics_listen else {
+        runtime.block_on(shutdown_signal());
+        let c = handle.take_counters();
+        info!(
+            "relayed {} packets ({} bytes), {} allocations in all",
+            c.relayed_packets, c.relayed_bytes, c.allocations_total
+        );
+        return Ok(());
+    };
+    let registry = prometheus::Registry::new();
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
+    let metrics = TurnMetrics::new(&registry)?;
+    runtime.block_on(async move {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                metrics.flush(&handle);
+            }
+        });
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        info!("metrics on http://{}/metrics", listener.local_addr()?);
+        signaling::serve(
+            listener,
+            signaling::metrics_router(registry),
+            shutdown_signal(),
+        )
+        .await?;
+        anyhow::Ok(())
+    })
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -401,7 +432,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let registry = prometheus::Registry::new();
     let turn_metrics = match &relay {
-        Some(_) => Some(sfu::metrics::TurnMetrics::new(&registry)?),
+        Some(_) => Some(TurnMetrics::new(&registry)?),
         None => None,
     };
     registry.register(Box::new(

@@ -11,6 +11,7 @@ const LISTEN_PORT: u16 = 34_780;
 const PEER_PORT: u16 = 34_800;
 const TLS_PORT: u16 = 34_791;
 const PEER6_PORT: u16 = 34_801;
+const METRICS_PORT: u16 = 34_790;
 
 /// A child process killed when dropped.
 struct Running(Child);
@@ -168,6 +169,8 @@ fn coturn_client_relays_through_sfu_turn() {
             "north",
             "--allow-peer",
             "127.0.0.1/32",
+            "--metrics-listen",
+            "127.0.0.1:34790",
         ]);
         let creds = ["-u", "alice", "-w", "secret"];
         assert_relays_without_loss(&uclient(&creds, 50), 50, "UDP, channels");
@@ -198,6 +201,25 @@ fn coturn_client_relays_through_sfu_turn() {
             "Cannot complete Allocation",
             "wrong REST secret",
         );
+        // The standalone relay's /metrics carries what it did (flushed once a second).
+        std::thread::sleep(Duration::from_millis(1500));
+        let text = http_get(METRICS_PORT, "/metrics");
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(name))
+                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+                .sum()
+        };
+        assert!(
+            value("sfu_turn_relayed_packets_total ") >= 2.0 * 220.0,
+            "relayed packets on /metrics:\n{text}"
+        );
+        assert!(value("sfu_turn_allocations_total ") >= 5.0, "{text}");
+        assert!(
+            value("sfu_turn_refusals_total{") >= 2.0,
+            "auth failures counted:\n{text}"
+        );
+        assert_eq!(http_get(METRICS_PORT, "/healthz").trim(), "ok");
     }
     {
         // An IPv6 relay address (REQUESTED-ADDRESS-FAMILY) beside the IPv4 one.
@@ -273,4 +295,19 @@ fn coturn_client_relays_through_sfu_turn() {
             "forbidden peer",
         );
     }
+}
+
+/// A plain HTTP GET on 127.0.0.1; the body of a 200 answer.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+        "{head}"
+    );
+    body.to_string()
 }

@@ -9,5 +9,7 @@ pub mod token;
 pub mod web;
 
 pub use protocol::{ErrorCode, ErrorMessage, ParticipantId, ServerMessage, TrackId};
-pub use server::{Config, IceServerSource, Join, MediaPlane, Request, router, serve};
+pub use server::{
+    Config, IceServerSource, Join, MediaPlane, Request, metrics_router, router, serve,
+};
 pub use token::{Claims, Grants, TokenKey};

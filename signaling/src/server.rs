@@ -173,8 +173,26 @@ fn javascript(body: &'static str) -> impl IntoResponse {
     )
 }
 
+/// A router with only `/healthz` and `/metrics` (of `registry`), for processes that carry
+/// no calls (the standalone TURN relay).
+pub fn metrics_router(registry: Registry) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move { encode_metrics(&registry) }
+            }),
+        )
+}
+
 async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
-    let families = state.registry.gather();
+    encode_metrics(&state.registry)
+}
+
+fn encode_metrics(registry: &Registry) -> Response {
+    let families = registry.gather();
     match prometheus::TextEncoder::new().encode_to_string(&families) {
         Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
