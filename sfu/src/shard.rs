@@ -1119,8 +1119,9 @@ impl Shard {
             return;
         };
         let pt_in = packet.header.payload_type;
-        // One copy of the payload, shared by every subscriber's write.
-        let payload: std::sync::Arc<[u8]> = packet.payload.into();
+        // str0m hands the payload over shared (an `Arc`): every subscriber's write clones
+        // the pointer, not the bytes.
+        let payload = packet.payload;
         let params: Option<PayloadParams> = p
             .rtc
             .codec_config()
