@@ -153,16 +153,16 @@ async fn session(
     };
     stats.joined = true;
     let me = joined["participant_id"].as_u64().unwrap_or(0);
-    let mut announced: Vec<(u64, &'static str)> = Vec::new();
-    let note_track = |t: &Value, announced: &mut Vec<(u64, &'static str)>| {
+    let mut announced: Vec<(u64, MediaKind)> = Vec::new();
+    let note_track = |t: &Value, announced: &mut Vec<(u64, MediaKind)>| {
         if t["participant_id"].as_u64() == Some(me) {
             return;
         }
         if let Some(id) = t["track_id"].as_u64() {
             let kind = if t["kind"] == "audio" {
-                "audio"
+                MediaKind::Audio
             } else {
-                "video"
+                MediaKind::Video
             };
             announced.push((id, kind));
         }
@@ -184,38 +184,25 @@ async fn session(
     let mut publish: Vec<(Mid, &'static str, MediaKind)> = Vec::new();
     let mut subscribed: HashMap<u64, Mid> = HashMap::new();
     let mut pending: Option<SdpPendingOffer> = None;
-    let mut offer_in_flight = false;
-    {
-        let mut api = rtc.sdp_api();
-        if role.audio {
-            let mid = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-            publish.push((mid, "microphone", MediaKind::Audio));
-        }
-        if role.video_bps.is_some() {
-            let mid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
-            publish.push((mid, role.video_source, MediaKind::Video));
-        }
-        if role.subscribe {
-            for (id, kind) in announced.drain(..) {
-                let k = if kind == "audio" {
-                    MediaKind::Audio
-                } else {
-                    MediaKind::Video
-                };
-                let mid = api.add_media(k, Direction::RecvOnly, None, None, None);
-                subscribed.insert(id, mid);
-            }
-        }
-        if let Some((offer, p)) = api.apply() {
-            pending = Some(p);
-            offer_in_flight = true;
-            send(
-                &mut ws,
-                offer_message(offer.to_sdp_string(), &publish, &subscribed),
-            )
-            .await?;
-        }
+    let mut new_publish = Vec::new();
+    if role.audio {
+        new_publish.push((MediaKind::Audio, "microphone"));
     }
+    if role.video_bps.is_some() {
+        new_publish.push((MediaKind::Video, role.video_source));
+    }
+    if !role.subscribe {
+        announced.clear();
+    }
+    let mut m = MLines {
+        publish: &mut publish,
+        subscribed: &mut subscribed,
+    };
+    if let Some((message, p)) = m.offer(&mut rtc, &new_publish, &mut announced) {
+        pending = Some(p);
+        send(&mut ws, message).await?;
+    }
+    let mut offer_in_flight = pending.is_some();
 
     let mut outgoing: Vec<Outgoing> = Vec::new();
     let mut tracks: HashMap<Ssrc, SeqTrack> = HashMap::new();
@@ -360,24 +347,14 @@ async fn session(
         }
         if renegotiate && !offer_in_flight {
             renegotiate = false;
-            let mut api = rtc.sdp_api();
-            for (id, kind) in announced.drain(..) {
-                let k = if kind == "audio" {
-                    MediaKind::Audio
-                } else {
-                    MediaKind::Video
-                };
-                let mid = api.add_media(k, Direction::RecvOnly, None, None, None);
-                subscribed.insert(id, mid);
-            }
-            if let Some((offer, p)) = api.apply() {
+            let mut m = MLines {
+                publish: &mut publish,
+                subscribed: &mut subscribed,
+            };
+            if let Some((message, p)) = m.offer(&mut rtc, &[], &mut announced) {
                 pending = Some(p);
                 offer_in_flight = true;
-                send(
-                    &mut ws,
-                    offer_message(offer.to_sdp_string(), &publish, &subscribed),
-                )
-                .await?;
+                send(&mut ws, message).await?;
             }
         }
     }
@@ -457,6 +434,37 @@ fn send_media(
                 (packets * (bytes / packets).max(HEADER)) as u64,
             )
         }
+    }
+}
+
+/// The client's m-lines: what it publishes, and the track each receiving one carries.
+struct MLines<'a> {
+    publish: &'a mut Vec<(Mid, &'static str, MediaKind)>,
+    subscribed: &'a mut HashMap<u64, Mid>,
+}
+
+impl MLines<'_> {
+    /// Adds sendonly m-lines for `new_publish` and a recvonly one per track of `announced`
+    /// (emptied), then makes the offer: its `offer` message and pending state, or `None`
+    /// when nothing changed.
+    fn offer(
+        &mut self,
+        rtc: &mut Rtc,
+        new_publish: &[(MediaKind, &'static str)],
+        announced: &mut Vec<(u64, MediaKind)>,
+    ) -> Option<(Value, SdpPendingOffer)> {
+        let mut api = rtc.sdp_api();
+        for (kind, source) in new_publish {
+            let mid = api.add_media(*kind, Direction::SendOnly, None, None, None);
+            self.publish.push((mid, source, *kind));
+        }
+        for (id, kind) in announced.drain(..) {
+            let mid = api.add_media(kind, Direction::RecvOnly, None, None, None);
+            self.subscribed.insert(id, mid);
+        }
+        let (offer, pending) = api.apply()?;
+        let message = offer_message(offer.to_sdp_string(), self.publish, self.subscribed);
+        Some((message, pending))
     }
 }
 
