@@ -18,8 +18,16 @@ const BATCH: usize = 64;
 const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 
 /// The forwarder: receives on `listen`, sends each datagram to 127.0.0.1 ports
-/// `first_port .. first_port + fanout`, for `seconds`; prints `received N sent M`.
-pub fn forward(listen: &str, first_port: u16, fanout: u16, seconds: u64) -> anyhow::Result<()> {
+/// `first_port .. first_port + fanout`, `send_batch` destinations per sendmmsg, for
+/// `seconds`; prints `received N sent M`.
+pub fn forward(
+    listen: &str,
+    first_port: u16,
+    fanout: u16,
+    send_batch: usize,
+    seconds: u64,
+) -> anyhow::Result<()> {
+    let send_batch = send_batch.clamp(1, BATCH);
     let socket = UdpSocket::bind(listen).with_context(|| format!("bind {listen}"))?;
     let s = socket2::SockRef::from(&socket);
     let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
@@ -62,7 +70,7 @@ pub fn forward(listen: &str, first_port: u16, fanout: u16, seconds: u64) -> anyh
         received += lens.len() as u64;
         for (buf, len) in bufs.iter().zip(&lens) {
             let data = &buf[..*len];
-            for chunk in dests.chunks(BATCH) {
+            for chunk in dests.chunks(send_batch) {
                 let iov: Vec<[IoSlice<'_>; 1]> = vec![[IoSlice::new(data)]; chunk.len()];
                 let mut offset = 0;
                 while offset < chunk.len() {
@@ -119,6 +127,7 @@ pub fn run(
     seconds: u64,
     base_port: u16,
     cpus: &str,
+    send_batch: usize,
 ) -> anyhow::Result<Ceiling> {
     let fanout = fanout.clamp(1, 60_000);
     let listen = format!("127.0.0.1:{base_port}");
@@ -147,6 +156,8 @@ pub fn run(
             &fanout.to_string(),
             "--seconds",
             &run_for.to_string(),
+            "--send-batch",
+            &send_batch.to_string(),
         ])
         .stdout(Stdio::piped())
         .spawn()

@@ -68,6 +68,10 @@ enum Scenario {
         /// CPUs of the forwarder (taskset list).
         #[arg(long, default_value = "0")]
         cpus: String,
+        /// Destinations per sendmmsg (1 to 64): 1 is one system call per packet, as the
+        /// server sends today.
+        #[arg(long, default_value_t = 64)]
+        send_batch: usize,
         #[arg(long, default_value_t = 38020)]
         base_port: u16,
     },
@@ -80,6 +84,8 @@ enum Scenario {
         first_port: u16,
         #[arg(long)]
         fanout: u16,
+        #[arg(long)]
+        send_batch: usize,
         #[arg(long)]
         seconds: u64,
     },
@@ -186,10 +192,11 @@ fn main() -> anyhow::Result<()> {
             duration,
             cpus,
             base_port,
+            send_batch,
         } => {
-            let c = ceiling::run(fanout, pps, size, duration, base_port, &cpus)?;
+            let c = ceiling::run(fanout, pps, size, duration, base_port, &cpus, send_batch)?;
             println!(
-                "ceiling: fanout {}, {:.0} packets/s of {size} bytes in: egress {:.0} packets/s on {:.2} cores = {:.0} packets/s per core, loss {:.3} %",
+                "ceiling: fanout {}, {:.0} packets/s of {size} bytes in, {send_batch} per sendmmsg: egress {:.0} packets/s on {:.2} cores = {:.0} packets/s per core, loss {:.3} %",
                 c.fanout,
                 c.offered_pps,
                 c.egress_pps,
@@ -203,8 +210,9 @@ fn main() -> anyhow::Result<()> {
             listen,
             first_port,
             fanout,
+            send_batch,
             seconds,
-        } => return ceiling::forward(&listen, first_port, fanout, seconds),
+        } => return ceiling::forward(&listen, first_port, fanout, send_batch, seconds),
     };
     let mut common = common;
     if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
@@ -250,6 +258,7 @@ fn main() -> anyhow::Result<()> {
             seconds,
             common.base_port + 20,
             &common.server_cpus,
+            64,
         ) {
             Ok(c) => report.add_ceiling(&c),
             Err(e) => eprintln!("bench: the ceiling run failed: {e:#}"),
