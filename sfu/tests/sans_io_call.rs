@@ -381,6 +381,34 @@ fn assert_well_forwarded(received: &[Received], what: &str) {
     );
 }
 
+/// Checks that client `i` got no error and receives exactly the tracks `others` publish,
+/// each well forwarded; returns how many tracks that is.
+fn assert_receives_exactly(net: &Net, i: usize, others: &[usize]) -> usize {
+    let c = net.client(i);
+    assert!(
+        c.error_codes().is_empty(),
+        "{}: {:?}",
+        c.name,
+        c.error_codes()
+    );
+    let mut expected: Vec<TrackId> = others
+        .iter()
+        .flat_map(|o| net.client(*o).own_tracks.values().copied())
+        .collect();
+    expected.sort();
+    let mut got: Vec<TrackId> = c.received.keys().copied().collect();
+    got.sort();
+    assert_eq!(
+        got, expected,
+        "{} receives exactly the others' tracks",
+        c.name
+    );
+    for (track, received) in &c.received {
+        assert_well_forwarded(received, &format!("{} <- {track}", c.name));
+    }
+    expected.len()
+}
+
 /// Three participants in one room each receive the others' audio and video.
 fn three_party_call() -> Net {
     let mut net = Net::new(ShardConfig::default());
@@ -400,30 +428,9 @@ fn three_party_call() -> Net {
 fn three_clients_receive_each_others_audio_and_video() {
     let net = three_party_call();
     for i in 0..3 {
-        let c = net.client(i);
-        assert!(
-            c.error_codes().is_empty(),
-            "{}: {:?}",
-            c.name,
-            c.error_codes()
-        );
-        let others: Vec<&Client> = net.clients.iter().filter(|o| o.id != c.id).collect();
-        let mut expected: Vec<TrackId> = others
-            .iter()
-            .flat_map(|o| o.own_tracks.values().copied())
-            .collect();
-        expected.sort();
-        assert_eq!(expected.len(), 4, "two others publish two tracks each");
-        let mut got: Vec<TrackId> = c.received.keys().copied().collect();
-        got.sort();
-        assert_eq!(
-            got, expected,
-            "{} receives exactly the others' tracks",
-            c.name
-        );
-        for (track, received) in &c.received {
-            assert_well_forwarded(received, &format!("{} <- {track}", c.name));
-        }
+        let others: Vec<usize> = (0..3).filter(|o| *o != i).collect();
+        let tracks = assert_receives_exactly(&net, i, &others);
+        assert_eq!(tracks, 4, "two others publish two tracks each");
     }
     assert_eq!(net.shard.sizes(), (1, 3, 6));
 }
@@ -879,21 +886,7 @@ fn a_call_between_an_ice_tcp_client_and_a_udp_client_carries_media_both_ways() {
     net.negotiate(udp, &[]);
     net.run(Duration::from_secs(3));
     for (i, other) in [(udp, tcp), (tcp, udp)] {
-        let c = net.client(i);
-        assert!(
-            c.error_codes().is_empty(),
-            "{}: {:?}",
-            c.name,
-            c.error_codes()
-        );
-        let mut expected: Vec<TrackId> = net.client(other).own_tracks.values().copied().collect();
-        expected.sort();
-        let mut got: Vec<TrackId> = c.received.keys().copied().collect();
-        got.sort();
-        assert_eq!(got, expected, "{} receives the other's tracks", c.name);
-        for (track, received) in &c.received {
-            assert_well_forwarded(received, &format!("{} <- {track}", c.name));
-        }
+        assert_receives_exactly(&net, i, &[other]);
     }
     // The TCP client's packets went both ways over TCP (`pump` checks each transmit's
     // transport against its client's).

@@ -471,9 +471,9 @@ fn sample_request_encodes_byte_exact() {
 
 // §2.2 Sample IPv4 Response.
 
-#[test]
-fn sample_ipv4_response_attributes_and_integrity() {
-    let msg = Message::from_bytes(&SAMPLE_IPV4_RESPONSE).unwrap();
+/// §2.2 and §2.3: the attributes of a sample response, its mapped address and integrity.
+fn check_sample_response(vector: &[u8], mapped: &str) {
+    let msg = Message::from_bytes(vector).unwrap();
     assert_eq!(
         msg.get_type(),
         MessageType::from_class_method(MessageClass::Success, BINDING)
@@ -498,12 +498,17 @@ fn sample_ipv4_response_attributes_and_integrity() {
         msg.attribute::<XorMappedAddress>()
             .unwrap()
             .addr(msg.transaction_id()),
-        addr(MAPPED_V4)
+        addr(mapped)
     );
     assert!(matches!(
         msg.validate_integrity(&short_term()),
         Ok(IntegrityAlgorithm::Sha1)
     ));
+}
+
+#[test]
+fn sample_ipv4_response_attributes_and_integrity() {
+    check_sample_response(&SAMPLE_IPV4_RESPONSE, MAPPED_V4);
 }
 
 /// §2.2 and §2.3 differ only in the mapped address.
@@ -561,35 +566,7 @@ fn sample_ipv4_response_encodes_byte_exact() {
 
 #[test]
 fn sample_ipv6_response_attributes_and_integrity() {
-    let msg = Message::from_bytes(&SAMPLE_IPV6_RESPONSE).unwrap();
-    assert_eq!(
-        msg.get_type(),
-        MessageType::from_class_method(MessageClass::Success, BINDING)
-    );
-    assert_eq!(msg.transaction_id(), TransactionId::from(ICE_TRANSACTION));
-    assert_eq!(
-        attribute_types(&msg),
-        [
-            Software::TYPE,
-            XorMappedAddress::TYPE,
-            MessageIntegrity::TYPE,
-            Fingerprint::TYPE,
-        ]
-    );
-    assert_eq!(
-        msg.attribute::<Software>().unwrap().software(),
-        "test vector"
-    );
-    assert_eq!(
-        msg.attribute::<XorMappedAddress>()
-            .unwrap()
-            .addr(msg.transaction_id()),
-        addr(MAPPED_V6)
-    );
-    assert!(matches!(
-        msg.validate_integrity(&short_term()),
-        Ok(IntegrityAlgorithm::Sha1)
-    ));
+    check_sample_response(&SAMPLE_IPV6_RESPONSE, MAPPED_V6);
 }
 
 #[test]
