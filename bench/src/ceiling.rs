@@ -69,9 +69,10 @@ pub fn forward(
         }
         received += lens.len() as u64;
         for (buf, len) in bufs.iter().zip(&lens) {
-            let data = &buf[..*len];
+            // The same bytes to every destination: one iovec list per packet, not per call.
+            let iov: Vec<[IoSlice<'_>; 1]> = vec![[IoSlice::new(&buf[..*len])]; send_batch];
             for chunk in dests.chunks(send_batch) {
-                let iov: Vec<[IoSlice<'_>; 1]> = vec![[IoSlice::new(data)]; chunk.len()];
+                let iov = &iov[..chunk.len()];
                 let mut offset = 0;
                 while offset < chunk.len() {
                     match sendmmsg(

@@ -382,13 +382,7 @@ fn relay(args: TurnArgs) -> anyhow::Result<()> {
     ))?;
     let metrics = TurnMetrics::new(&registry)?;
     runtime.block_on(async move {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                metrics.flush(&handle);
-            }
-        });
+        tokio::spawn(flush_turn_metrics(metrics, handle));
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
@@ -470,13 +464,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         if let (Some(metrics), Some(relay)) = (turn_metrics, relay) {
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
-                loop {
-                    tick.tick().await;
-                    metrics.flush(&relay);
-                }
-            });
+            tokio::spawn(flush_turn_metrics(metrics, relay));
         }
         let listener = tokio::net::TcpListener::bind(args.http_listen)
             .await
@@ -485,6 +473,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         signaling::serve(listener, router, shutdown_signal()).await?;
         anyhow::Ok(())
     })
+}
+
+/// Moves the relay's counters into its metrics once a second.
+async fn flush_turn_metrics(metrics: TurnMetrics, relay: turn::driver::Handle) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        metrics.flush(&relay);
+    }
 }
 
 /// Starts the embedded TURN relay; returns what mints each client's TURN URLs and
