@@ -3,6 +3,9 @@
 
 use std::time::Instant;
 
+use str0m::format::{
+    Codec, detect_av1_keyframe, detect_h264_nalu, detect_vp8_keyframe, detect_vp9_keyframe,
+};
 use str0m::rtp::SeqNo;
 
 /// Why a packet was not forwarded. Every drop is counted under one of these.
@@ -87,6 +90,72 @@ pub enum Decision {
     },
     /// Do not send it.
     Drop(DropReason),
+}
+
+/// What to do with a packet of one layer for a subscription (see [`select`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Select {
+    /// It is the layer the subscription receives: send it.
+    Forward,
+    /// The subscription switches to this layer here: continue its stream, then send.
+    Switch,
+    /// Not for this subscription now; no loss (nothing of it was promised).
+    Skip,
+}
+
+/// Layer selection for one subscription: `current` is the layer it receives (`None`:
+/// nothing), `target` the one chosen for it. A switch happens only at the first packet of
+/// a keyframe of the target layer (`keyframe`; true for every audio packet); until then
+/// the current layer keeps flowing. A target of `None` pauses at once.
+pub fn select(current: &mut Option<u8>, target: Option<u8>, layer: u8, keyframe: bool) -> Select {
+    let Some(target) = target else {
+        *current = None;
+        return Select::Skip;
+    };
+    if *current == Some(layer) {
+        return Select::Forward;
+    }
+    if target == layer && keyframe {
+        *current = Some(layer);
+        return Select::Switch;
+    }
+    Select::Skip
+}
+
+/// Whether an RTP payload is the first packet of a keyframe, from the codec's payload
+/// descriptor (the few bytes end-to-end encrypting clients leave in the clear). H.264
+/// keyframes start at the SPS that precedes the IDR picture, or at the IDR picture.
+pub fn keyframe_start(codec: Codec, payload: &[u8]) -> bool {
+    match codec {
+        Codec::Vp8 => detect_vp8_keyframe(payload),
+        // P = 0 (not inter-picture predicted) and B = 1 (a frame's first packet), in the
+        // lowest spatial layer (L: SID = 0 when the layer index is present).
+        Codec::Vp9 => detect_vp9_keyframe(payload) && vp9_starts_lowest_layer(payload),
+        Codec::H264 => detect_h264_nalu(payload, 7) || detect_h264_nalu(payload, 5),
+        Codec::Av1 => detect_av1_keyframe(payload),
+        _ => false,
+    }
+}
+
+/// VP9 (RFC 9628): whether the packet starts a frame (B) of the lowest spatial layer.
+fn vp9_starts_lowest_layer(payload: &[u8]) -> bool {
+    let Some(&b0) = payload.first() else {
+        return false;
+    };
+    let (has_picture_id, has_layers, begins) = (b0 & 0x80 != 0, b0 & 0x20 != 0, b0 & 0x08 != 0);
+    if !begins {
+        return false;
+    }
+    if !has_layers {
+        return true;
+    }
+    let mut at = 1;
+    if has_picture_id {
+        let long = payload.get(1).is_some_and(|b| b & 0x80 != 0);
+        at += if long { 2 } else { 1 };
+    }
+    // Layer indices: TID (3) | U | SID (3) | D.
+    payload.get(at).is_some_and(|l| (l >> 1) & 0x07 == 0)
 }
 
 /// Sequence and timestamp rewriting for one subscriber's m-line.
@@ -281,6 +350,58 @@ mod tests {
         forwarded(f.decide(11.into(), 3_000, t, HZ)); // Late, below the highest.
         f.switch_source();
         assert_eq!(forwarded(f.decide(1.into(), 0, t, HZ)).0, 4);
+    }
+
+    #[test]
+    fn a_switch_waits_for_a_keyframe_of_the_target_and_a_pause_is_immediate() {
+        let mut current = None;
+        // Nothing flows until the target layer's keyframe.
+        assert_eq!(select(&mut current, Some(2), 2, false), Select::Skip);
+        assert_eq!(select(&mut current, Some(2), 0, true), Select::Skip);
+        assert_eq!(select(&mut current, Some(2), 2, true), Select::Switch);
+        assert_eq!(current, Some(2));
+        assert_eq!(select(&mut current, Some(2), 2, false), Select::Forward);
+        // Down to layer 0: layer 2 flows until layer 0's keyframe.
+        assert_eq!(select(&mut current, Some(0), 0, false), Select::Skip);
+        assert_eq!(select(&mut current, Some(0), 2, false), Select::Forward);
+        assert_eq!(select(&mut current, Some(0), 0, true), Select::Switch);
+        assert_eq!(select(&mut current, Some(0), 2, true), Select::Skip);
+        // Paused: nothing, and resuming needs a keyframe again.
+        assert_eq!(select(&mut current, None, 0, false), Select::Skip);
+        assert_eq!(current, None);
+        assert_eq!(select(&mut current, Some(0), 0, false), Select::Skip);
+        assert_eq!(select(&mut current, Some(0), 0, true), Select::Switch);
+    }
+
+    #[test]
+    fn keyframe_starts_by_codec() {
+        // VP8 (RFC 7741): X=1 S=1 PID=0; I=1 with a 15-bit picture id; then the payload
+        // header, whose low bit P is 0 for a keyframe.
+        let vp8_key = [0x90, 0x80, 0x81, 0x23, 0x10, 0x02, 0x00];
+        let vp8_delta = [0x90, 0x80, 0x81, 0x23, 0x11, 0x02, 0x00];
+        let vp8_middle = [0x80, 0x80, 0x81, 0x23, 0x10]; // S=0: not a frame's first packet.
+        assert!(keyframe_start(Codec::Vp8, &vp8_key));
+        assert!(!keyframe_start(Codec::Vp8, &vp8_delta));
+        assert!(!keyframe_start(Codec::Vp8, &vp8_middle));
+        // VP9 (RFC 9628): I=1 (one byte picture id follows) P=0 B=1.
+        assert!(keyframe_start(Codec::Vp9, &[0x88, 0x05, 0x00]));
+        assert!(!keyframe_start(Codec::Vp9, &[0xc8, 0x05, 0x00])); // P=1
+        assert!(!keyframe_start(Codec::Vp9, &[0x80, 0x05, 0x00])); // B=0
+        // L=1: the layer index byte after the picture id; SID (bits 3..1) must be 0.
+        assert!(keyframe_start(Codec::Vp9, &[0xa8, 0x05, 0x00, 0x00]));
+        assert!(!keyframe_start(Codec::Vp9, &[0xa8, 0x05, 0x02, 0x00]));
+        // H.264 (RFC 6184): an SPS, an IDR, a STAP-A with both, a P slice.
+        assert!(keyframe_start(Codec::H264, &[0x67, 0x42]));
+        assert!(keyframe_start(Codec::H264, &[0x65, 0x88]));
+        assert!(keyframe_start(
+            Codec::H264,
+            &[0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x02, 0x65, 0x88]
+        ));
+        assert!(!keyframe_start(Codec::H264, &[0x41, 0x9a]));
+        // AV1: the aggregation header's N bit.
+        assert!(keyframe_start(Codec::Av1, &[0x18]));
+        assert!(!keyframe_start(Codec::Av1, &[0x10]));
+        assert!(!keyframe_start(Codec::Vp8, &[]));
     }
 
     #[test]

@@ -7,4 +7,5 @@
 pub mod driver;
 pub mod forwarder;
 pub mod metrics;
+pub mod selection;
 pub mod shard;

@@ -160,6 +160,20 @@ struct ServeArgs {
     #[arg(long, env = "SFU_ROOM_CAPACITY", default_value_t = 70)]
     room_capacity: usize,
 
+    /// In rooms of more participants than this, each receives only the loudest
+    /// microphones (and those it pinned), and other cameras than the speaker's as
+    /// thumbnails.
+    #[arg(long, env = "SFU_LOUDEST_THRESHOLD", default_value_t = 8)]
+    loudest_threshold: usize,
+
+    /// How many of the loudest microphones each participant of a large room receives.
+    #[arg(long, env = "SFU_LOUDEST_N", default_value_t = 3)]
+    loudest_n: usize,
+
+    /// Most cameras a participant receives (besides pinned ones), by speaking order.
+    #[arg(long, env = "SFU_LAST_N", default_value_t = 25)]
+    last_n: usize,
+
     /// Log filter, in tracing's EnvFilter syntax (for example `info,sfu=debug`).
     #[arg(long, env = "SFU_LOG", default_value = "info")]
     log: String,
@@ -443,6 +457,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             shard: ShardConfig {
                 participant_timeout: Duration::from_secs(args.participant_timeout.max(1)),
                 room_capacity: args.room_capacity.max(1),
+                loudest_threshold: args.loudest_threshold,
+                loudest_n: args.loudest_n,
+                last_n: args.last_n,
                 ..ShardConfig::default()
             },
         },

@@ -17,6 +17,8 @@ pub struct Metrics {
     tx_bytes: IntCounter,
     forwarded: IntCounter,
     calls: IntCounter,
+    keyframe_requests: IntCounter,
+    layer_switches: IntCounter,
     drops: IntCounterVec,
     tcp_rx_packets: IntCounter,
     tcp_rx_bytes: IntCounter,
@@ -79,6 +81,14 @@ impl Metrics {
                 "RTP packets forwarded to a subscriber",
             )?,
             calls: IntCounter::new("sfu_calls_started_total", "Calls started (rooms opened)")?,
+            keyframe_requests: IntCounter::new(
+                "sfu_keyframe_requests_total",
+                "Keyframe requests (PLI) sent to publishers",
+            )?,
+            layer_switches: IntCounter::new(
+                "sfu_layer_switches_total",
+                "Subscriptions switched to another simulcast layer or resumed",
+            )?,
             drops: IntCounterVec::new(
                 Opts::new("sfu_dropped_total", "Packets not forwarded, by reason"),
                 &["reason"],
@@ -118,6 +128,8 @@ impl Metrics {
             &m.tx_bytes,
             &m.forwarded,
             &m.calls,
+            &m.keyframe_requests,
+            &m.layer_switches,
             &m.tcp_rx_packets,
             &m.tcp_rx_bytes,
             &m.tcp_tx_packets,
@@ -166,6 +178,8 @@ impl Metrics {
         self.tcp_tx_packets.inc_by(counters.tcp_tx_packets);
         self.tcp_tx_bytes.inc_by(counters.tcp_tx_bytes);
         self.calls.inc_by(counters.calls_started);
+        self.keyframe_requests.inc_by(counters.keyframe_requests);
+        self.layer_switches.inc_by(counters.layer_switches);
         for reason in DropReason::ALL {
             let n = counters.drops[reason.index()];
             if n > 0 {

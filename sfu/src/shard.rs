@@ -11,20 +11,24 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use signaling::protocol::{
-    ErrorCode, ErrorMessage, Kind, LeaveReason, ParticipantId, ParticipantInfo, Publish, Published,
-    RequestType, ServerMessage, Source, Subscribe, TrackId, TrackInfo, Transport,
+    ErrorCode, ErrorMessage, Kind, LeaveReason, MAX_LAYERS, ParticipantId, ParticipantInfo,
+    Publish, Published, Quality, RequestType, ServerMessage, Source, Subscribe, TrackId, TrackInfo,
+    TrackQuality, Transport,
 };
 use signaling::{Grants, Join, Request};
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpOffer;
 use str0m::format::PayloadParams;
 use str0m::ice::StunMessage;
+use str0m::media::Rid;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive, TcpType, Transmit};
 use str0m::rtp::{RtpPacket, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc};
 use tracing::{debug, info, warn};
 
-use crate::forwarder::{Decision, DropReason, Forwarder};
+use crate::forwarder::{Decision, DropReason, Forwarder, Select, keyframe_start, select};
+use crate::selection::{self, RateMeter, Speech, VideoItem};
 
 /// How a shard behaves; the same for every shard of a server.
 #[derive(Debug, Clone)]
@@ -35,6 +39,13 @@ pub struct ShardConfig {
     pub keyframe_interval: Duration,
     /// Most participants in one room.
     pub room_capacity: usize,
+    /// In rooms of more participants than this, each subscriber receives only the
+    /// `loudest_n` loudest microphones (and the pinned ones), and cameras other than the
+    /// speaker's as thumbnails.
+    pub loudest_threshold: usize,
+    pub loudest_n: usize,
+    /// Most cameras a subscriber receives (besides pinned ones), by speaking order.
+    pub last_n: usize,
     /// This shard's index and the number of shards, to make track ids unique server-wide.
     pub index: u64,
     pub count: u64,
@@ -46,6 +57,9 @@ impl Default for ShardConfig {
             participant_timeout: Duration::from_secs(20),
             keyframe_interval: Duration::from_millis(200),
             room_capacity: 70,
+            loudest_threshold: 8,
+            loudest_n: 3,
+            last_n: 25,
             index: 0,
             count: 1,
         }
@@ -80,6 +94,10 @@ pub struct Counters {
     pub tcp_tx_bytes: u64,
     pub rtp_forwarded: u64,
     pub calls_started: u64,
+    /// Keyframe requests (PLI) sent to publishers.
+    pub keyframe_requests: u64,
+    /// A subscription moved to another layer (or resumed after a pause).
+    pub layer_switches: u64,
     pub drops: [u64; DropReason::ALL.len()],
 }
 
@@ -114,6 +132,23 @@ fn check_publish_kinds(offer: &SdpOffer, publish: &[Publish]) -> Result<(), Stri
                 x.source.kind(),
                 x.source
             ));
+        }
+        if !x.layers.is_empty() {
+            let rids = line.rids();
+            if x.layers.len() > MAX_LAYERS || x.source.kind() != Kind::Video {
+                return Err(format!(
+                    "mid {:?}: at most {MAX_LAYERS} layers, and only for video",
+                    x.mid
+                ));
+            }
+            for (i, layer) in x.layers.iter().enumerate() {
+                if x.layers[..i].contains(layer) || !rids.iter().any(|r| **r == **layer) {
+                    return Err(format!(
+                        "mid {:?}: layer {layer:?} is not one a=rid of the m-line, once",
+                        x.mid
+                    ));
+                }
+            }
         }
         if line.disabled || !line.direction().is_sending() {
             return Err(format!(
@@ -173,23 +208,58 @@ struct Participant {
     /// In the shard's dirty queue: its `Rtc` has output to drain.
     dirty: bool,
     publications: Vec<Publication>,
-    subscriptions: Vec<Subscription>,
-    /// Incoming SSRC to track, filled as packets arrive.
-    ssrc_tracks: Vec<(Ssrc, TrackId)>,
+    /// Slots: a track's subscriber list names a slot, which stays put while it lives.
+    subscriptions: Vec<Option<Subscription>>,
+    /// Incoming SSRC to track and layer, filled as packets arrive.
+    ssrc_tracks: Vec<(Ssrc, TrackId, u8)>,
     /// Forwarders of m-lines that carry nothing now, kept so that the stream continues
     /// when the m-line is given another track. At most one per m-line.
     idle_forwarders: Vec<(Mid, Forwarder)>,
+    /// What it shows (`view`).
+    pinned: Vec<TrackId>,
+    quality: Vec<TrackQuality>,
+    /// Its estimated downlink (bit/s): transport-wide congestion control, else REMB.
+    estimate: Option<u64>,
+    estimate_is_twcc: bool,
+    /// The desired bitrate last given to its bandwidth estimator.
+    bwe_desired: u64,
 }
 
 impl Participant {
+    fn subscription_on(&self, mid: Mid) -> Option<(usize, &Subscription)> {
+        self.subscriptions
+            .iter()
+            .enumerate()
+            .find_map(|(i, s)| s.as_ref().filter(|s| s.mid == mid).map(|s| (i, s)))
+    }
+
     /// Ends the subscription on `mid`, keeping its forwarder for the m-line's next track.
     fn retire_subscription(&mut self, mid: Mid) {
-        let Some(i) = self.subscriptions.iter().position(|s| s.mid == mid) else {
+        let Some((i, _)) = self.subscription_on(mid) else {
             return;
         };
-        let s = self.subscriptions.swap_remove(i);
+        let Some(s) = self.subscriptions[i].take() else {
+            return;
+        };
+        while self.subscriptions.last().is_some_and(Option::is_none) {
+            self.subscriptions.pop();
+        }
         self.idle_forwarders.retain(|(m, _)| *m != mid);
         self.idle_forwarders.push((mid, s.forwarder));
+    }
+
+    /// Adds a subscription in a free slot; returns the slot.
+    fn add_subscription(&mut self, s: Subscription) -> usize {
+        match self.subscriptions.iter().position(Option::is_none) {
+            Some(i) => {
+                self.subscriptions[i] = Some(s);
+                i
+            }
+            None => {
+                self.subscriptions.push(Some(s));
+                self.subscriptions.len() - 1
+            }
+        }
     }
 }
 
@@ -209,7 +279,15 @@ struct Subscription {
     pts: Vec<(Pt, Pt)>,
     /// Its send stream's retransmission cache is sized (on the first packet forwarded).
     rtx_sized: bool,
+    /// The layer forwarded now (`None`: nothing flows), and the one chosen for it, which
+    /// it switches to at that layer's next keyframe.
+    current: Option<u8>,
+    target: Option<u8>,
 }
+
+/// Where a subscriber's bandwidth estimate starts: enough for a few thumbnails and the
+/// speaker's middle layer; it grows as the estimator probes.
+const INITIAL_ESTIMATE_BPS: u64 = 1_500_000;
 
 /// How long forwarded packets are kept for retransmission on NACK: later than this a
 /// resent packet arrives too late to be played. str0m keeps 3 s (1024 packets) by default,
@@ -223,48 +301,93 @@ struct Track {
     room: String,
     /// The publisher's m-line.
     mid: Mid,
-    subscribers: Vec<(ParticipantId, Mid)>,
-    keyframe: KeyframeThrottle,
+    /// Subscribers and their subscription's slot.
+    subscribers: Vec<(ParticipantId, usize)>,
+    /// One per simulcast layer, lowest first; one for a single stream.
+    layers: Vec<Layer>,
+    /// Audio: how loud it has been lately.
+    speech: Speech,
+    /// The publisher's place in the room's speaking order (0: spoke last), and whether it
+    /// is the dominant speaker; refreshed every tick.
+    rank: usize,
+    dominant: bool,
+    /// The layers last announced to the publisher as received (`layers`), a bit each.
+    announced: Option<u8>,
 }
 
-/// At most one keyframe request per source per interval; a request inside the interval is
-/// sent when it ends.
-#[derive(Debug, Clone, Copy, Default)]
-struct KeyframeThrottle {
-    last_sent: Option<Instant>,
-    pending: bool,
+/// One simulcast layer (or the single stream) of a track.
+#[derive(Debug, Clone)]
+struct Layer {
+    rid: Option<Rid>,
+    rate: RateMeter,
+    last_packet: Option<Instant>,
+    /// The publisher was told nobody receives it.
+    paused: bool,
+    /// Since when it is expected (published, or resumed): it may take a moment to start.
+    expected_since: Instant,
+    /// Someone waits for its keyframe: ask the publisher, throttled, until it comes.
+    waiting: bool,
+    last_request: Option<Instant>,
+    /// Expected but silent since then (the publisher stopped sending it on its own, for
+    /// lack of uplink or CPU): not chosen again for a while even when paused.
+    stalled_at: Option<Instant>,
 }
 
-impl KeyframeThrottle {
-    /// Whether to send a request now; otherwise one is left pending.
-    fn request(&mut self, now: Instant, interval: Duration) -> bool {
-        match self.last_sent {
-            Some(last) if now < last + interval => {
-                self.pending = true;
-                false
-            }
-            _ => {
-                self.last_sent = Some(now);
-                self.pending = false;
-                true
-            }
+/// Default bitrates of simulcast layers not measured yet, lowest first, and of a single
+/// video stream.
+const NOMINAL_LAYER_BPS: [u64; MAX_LAYERS] = [150_000, 500_000, 1_500_000];
+const NOMINAL_VIDEO_BPS: u64 = 1_000_000;
+const NOMINAL_AUDIO_BPS: u64 = 40_000;
+
+/// A layer that sent nothing for this long is not chosen (unless paused by us).
+const LAYER_SILENCE: Duration = Duration::from_millis(1500);
+
+/// A layer that stalled is tried again (resumed if someone wants it) after this long.
+const STALLED_RETRY: Duration = Duration::from_secs(10);
+
+impl Layer {
+    fn new(rid: Option<Rid>, now: Instant) -> Self {
+        Layer {
+            rid,
+            rate: RateMeter::default(),
+            last_packet: None,
+            paused: false,
+            expected_since: now,
+            waiting: false,
+            last_request: None,
+            stalled_at: None,
         }
     }
 
-    /// When a pending request is due.
-    fn due(&self, interval: Duration) -> Option<Instant> {
-        match (self.pending, self.last_sent) {
-            (true, Some(last)) => Some(last + interval),
-            _ => None,
-        }
+    /// Whether a subscriber may be given this layer: it arrives, or will once asked.
+    fn usable(&self, now: Instant) -> bool {
+        let recent = |t: Instant| now.saturating_duration_since(t) < LAYER_SILENCE;
+        let resumable = self
+            .stalled_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= STALLED_RETRY);
+        (self.paused && resumable)
+            || self.last_packet.is_some_and(recent)
+            || recent(self.expected_since)
     }
 }
+
+/// The speaking order and speakers are refreshed this often.
+const TICK: Duration = Duration::from_millis(selection::SPEECH_WINDOW_MS);
+
+/// `active_speakers` goes out at most this often.
+const SPEAKERS_INTERVAL: Duration = Duration::from_millis(300);
 
 /// A call: who is in it and what they publish.
 #[derive(Default)]
 struct Room {
     members: Vec<ParticipantId>,
     tracks: Vec<TrackId>,
+    /// Members, who spoke most recently first; those who never spoke in joining order.
+    recent: Vec<ParticipantId>,
+    dominant: Option<ParticipantId>,
+    /// The last `active_speakers` sent, and when.
+    speakers: Vec<ParticipantId>,
+    speakers_sent: Option<Instant>,
 }
 
 /// The media core of one shard. See the module docs for the run loop.
@@ -281,8 +404,9 @@ pub struct Shard {
     dirty: VecDeque<ParticipantId>,
     /// Signals and closes waiting to be polled.
     outputs: VecDeque<ShardOutput>,
-    /// Tracks with a keyframe request pending.
-    pending_keyframes: Vec<TrackId>,
+    /// When the next tick (speakers, layer choice, keyframe retries) is due.
+    next_tick: Instant,
+    ticks: u64,
     /// No deadline is earlier than this (it may be earlier than needed: a spurious wakeup).
     earliest: Instant,
     /// `earliest` must be recomputed from scratch before it is next returned.
@@ -303,8 +427,9 @@ impl Shard {
             by_remote: HashMap::new(),
             dirty: VecDeque::new(),
             outputs: VecDeque::new(),
-            pending_keyframes: Vec::new(),
-            earliest: now + Duration::from_secs(1),
+            next_tick: now + TICK,
+            ticks: 0,
+            earliest: now + TICK,
             rescan: false,
             next_track: 1,
             counters: Counters::default(),
@@ -377,6 +502,7 @@ impl Shard {
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .set_local_ice_credentials(creds)
+            .enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS)))
             .build(now);
         for addr in &candidates.udp {
             match Candidate::host(*addr, "udp") {
@@ -413,6 +539,7 @@ impl Shard {
         }
         let others: Vec<ParticipantId> = room.members.clone();
         room.members.push(id);
+        room.recent.push(id);
         let tracks = room
             .tracks
             .iter()
@@ -458,6 +585,11 @@ impl Shard {
                 subscriptions: Vec::new(),
                 ssrc_tracks: Vec::new(),
                 idle_forwarders: Vec::new(),
+                pinned: Vec::new(),
+                quality: Vec::new(),
+                estimate: None,
+                estimate_is_twcc: false,
+                bwe_desired: 0,
             },
         );
         self.mark_dirty(id);
@@ -476,6 +608,14 @@ impl Shard {
                 subscribe,
             } => self.offer(now, id, &sdp, publish, subscribe),
             Request::Mute { track_id, muted } => self.mute(id, track_id, muted),
+            Request::View { pinned, quality } => {
+                if let Some(p) = self.participants.get_mut(&id) {
+                    p.pinned = pinned;
+                    p.quality = quality;
+                }
+                self.choose_for(id);
+                self.request_awaited_keyframes();
+            }
         }
     }
 
@@ -560,17 +700,9 @@ impl Shard {
             info!(participant = %id, "no media for {:?}", self.config.participant_timeout);
             self.remove_participant(id, LeaveReason::Timeout);
         }
-        let interval = self.config.keyframe_interval;
-        let pending = std::mem::take(&mut self.pending_keyframes);
-        for track_id in pending {
-            let Some(track) = self.tracks.get(&track_id) else {
-                continue;
-            };
-            match track.keyframe.due(interval) {
-                Some(at) if at <= now => self.request_keyframe(track_id),
-                Some(_) => self.pending_keyframes.push(track_id),
-                None => {}
-            }
+        if now >= self.next_tick {
+            self.next_tick = (self.next_tick + TICK).max(now);
+            self.tick();
         }
         // Rescan once the due participants are drained and their deadlines are fresh.
         self.rescan = true;
@@ -845,8 +977,10 @@ impl Shard {
             }
             let existing = p.publications.iter().find(|pb| pb.mid == mid).copied();
             match existing.and_then(|pb| self.tracks.get(&pb.track_id).map(|t| (pb, t))) {
-                Some((pb, t)) if t.info.source == x.source => keep.push(pb),
-                _ => added.push((mid, x.source)),
+                Some((pb, t)) if t.info.source == x.source && t.info.layers == x.layers => {
+                    keep.push(pb)
+                }
+                _ => added.push((mid, x.source, x.layers.clone())),
             }
         }
         let removed: Vec<TrackId> = p
@@ -859,8 +993,8 @@ impl Shard {
         for track_id in removed {
             self.unpublish(track_id);
         }
-        for (mid, source) in added {
-            self.publish(id, mid, source);
+        for (mid, source, layers) in added {
+            self.publish(id, mid, source, layers);
         }
         if !refused.is_empty() {
             // check_publish_kinds refused such offers before they were applied.
@@ -880,7 +1014,7 @@ impl Shard {
             .unwrap_or_default()
     }
 
-    fn publish(&mut self, id: ParticipantId, mid: Mid, source: Source) {
+    fn publish(&mut self, id: ParticipantId, mid: Mid, source: Source, layers: Vec<String>) {
         let Some(p) = self.participants.get_mut(&id) else {
             return;
         };
@@ -894,9 +1028,24 @@ impl Shard {
             kind: source.kind(),
             source,
             muted: false,
+            layers,
         };
         let room = p.room.clone();
-        info!(participant = %id, track = %track_id, ?source, "track published");
+        info!(participant = %id, track = %track_id, ?source, layers = ?info.layers, "track published");
+        let now = self.now;
+        let layers = if info.layers.is_empty() {
+            vec![Layer::new(None, now)]
+        } else {
+            info.layers
+                .iter()
+                .map(|r| Layer::new(Some(Rid::from(r.as_str())), now))
+                .collect()
+        };
+        let rank = self
+            .rooms
+            .get(&room)
+            .and_then(|r| r.recent.iter().position(|m| *m == id))
+            .unwrap_or(usize::MAX);
         self.tracks.insert(
             track_id,
             Track {
@@ -904,7 +1053,11 @@ impl Shard {
                 room: room.clone(),
                 mid,
                 subscribers: Vec::new(),
-                keyframe: KeyframeThrottle::default(),
+                layers,
+                speech: Speech::default(),
+                rank,
+                dominant: false,
+                announced: None,
             },
         );
         if let Some(r) = self.rooms.get_mut(&room) {
@@ -919,9 +1072,15 @@ impl Shard {
             return;
         };
         info!(track = %track_id, "track unpublished");
-        for (sub, mid) in &track.subscribers {
-            if let Some(s) = self.participants.get_mut(sub) {
-                s.retire_subscription(*mid);
+        for (sub, slot) in &track.subscribers {
+            if let Some(s) = self.participants.get_mut(sub)
+                && let Some(mid) = s
+                    .subscriptions
+                    .get(*slot)
+                    .and_then(|x| x.as_ref())
+                    .map(|x| x.mid)
+            {
+                s.retire_subscription(mid);
             }
         }
         if let Some(owner) = self.participants.get_mut(&track.info.participant_id) {
@@ -931,7 +1090,6 @@ impl Shard {
         if let Some(r) = self.rooms.get_mut(&track.room) {
             r.tracks.retain(|t| *t != track_id);
         }
-        self.pending_keyframes.retain(|t| *t != track_id);
         self.broadcast(
             &track.room,
             track.info.participant_id,
@@ -961,18 +1119,24 @@ impl Shard {
                 wanted.push((mid, x.track_id));
             }
         }
-        let dropped: Vec<(Mid, TrackId)> = p
+        let dropped: Vec<(Mid, TrackId, usize)> = p
             .subscriptions
             .iter()
-            .filter(|s| !wanted.contains(&(s.mid, s.track_id)))
-            .map(|s| (s.mid, s.track_id))
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
+            .filter(|(_, s)| !wanted.contains(&(s.mid, s.track_id)))
+            .map(|(i, s)| (s.mid, s.track_id, i))
             .collect();
-        for (mid, _) in &dropped {
+        for (track_id, slot) in dropped.iter().map(|(_, t, i)| (*t, *i)) {
+            if let Some(t) = self.tracks.get_mut(&track_id) {
+                t.subscribers.retain(|s| *s != (id, slot));
+            }
+        }
+        for (mid, _, _) in &dropped {
             p.retire_subscription(*mid);
         }
-        let mut new = Vec::new();
         for (mid, track_id) in wanted {
-            if !p.subscriptions.iter().any(|s| s.mid == mid) {
+            if p.subscription_on(mid).is_none() {
                 // An m-line that carried another track before goes on with its stream.
                 let forwarder = match p.idle_forwarders.iter().position(|(m, _)| *m == mid) {
                     Some(i) => {
@@ -982,32 +1146,24 @@ impl Shard {
                     }
                     None => Forwarder::new(rand::random::<u16>() & 0x7fff),
                 };
-                p.subscriptions.push(Subscription {
+                let slot = p.add_subscription(Subscription {
                     mid,
                     track_id,
                     forwarder,
                     pts: Vec::new(),
                     rtx_sized: false,
+                    current: None,
+                    target: None,
                 });
-                new.push((mid, track_id));
-            }
-        }
-        for (mid, track_id) in dropped {
-            if let Some(t) = self.tracks.get_mut(&track_id) {
-                t.subscribers.retain(|s| *s != (id, mid));
-            }
-        }
-        // A subscriber whose transport is up needs a keyframe now; one still connecting
-        // gets its keyframes when it connects (a keyframe sent before would be lost).
-        let connected = p.rtc.is_connected();
-        for (mid, track_id) in new {
-            if let Some(t) = self.tracks.get_mut(&track_id) {
-                t.subscribers.push((id, mid));
-                if connected && t.info.kind == Kind::Video {
-                    self.request_keyframe(track_id);
+                if let Some(t) = self.tracks.get_mut(&track_id) {
+                    t.subscribers.push((id, slot));
                 }
             }
         }
+        // Choose what flows; a subscriber whose transport is up gets keyframes asked for
+        // now, one still connecting when it connects (a keyframe sent before is lost).
+        self.choose_for(id);
+        self.request_awaited_keyframes();
     }
 
     fn mute(&mut self, id: ParticipantId, track_id: TrackId, muted: bool) {
@@ -1028,27 +1184,317 @@ impl Shard {
         }
     }
 
-    /// Asks the publisher of `track_id` for a keyframe, throttled per source.
-    fn request_keyframe(&mut self, track_id: TrackId) {
+    /// Every `TICK`: who speaks (announced at most every `SPEAKERS_INTERVAL`) and the
+    /// speaking order; every other tick the layer rates, each participant's choice of what
+    /// it receives and the layers announced to publishers; then awaited keyframes.
+    fn tick(&mut self) {
+        self.ticks += 1;
+        let now = self.now;
+        for room in self.rooms.values_mut() {
+            let mut scores: Vec<(ParticipantId, f32)> = Vec::new();
+            for track_id in &room.tracks {
+                let Some(t) = self.tracks.get_mut(track_id) else {
+                    continue;
+                };
+                if t.info.kind != Kind::Audio {
+                    continue;
+                }
+                let score = t.speech.tick();
+                let owner = t.info.participant_id;
+                match scores.iter_mut().find(|(p, _)| *p == owner) {
+                    Some(x) => x.1 = x.1.max(score),
+                    None => scores.push((owner, score)),
+                }
+            }
+            room.dominant = selection::dominant(room.dominant, &scores);
+            let mut speaking: Vec<(ParticipantId, f32)> = scores
+                .into_iter()
+                .filter(|(_, s)| selection::is_speaking(*s))
+                .collect();
+            speaking.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let speakers: Vec<ParticipantId> = speaking.iter().map(|(p, _)| *p).collect();
+            room.recent.retain(|m| !speakers.contains(m));
+            room.recent.splice(0..0, speakers.iter().copied());
+            if speakers != room.speakers
+                && room
+                    .speakers_sent
+                    .is_none_or(|at| now >= at + SPEAKERS_INTERVAL)
+            {
+                for member in &room.members {
+                    self.outputs.push_back(ShardOutput::Signal(
+                        *member,
+                        ServerMessage::ActiveSpeakers {
+                            speakers: speakers.clone(),
+                        },
+                    ));
+                }
+                room.speakers = speakers;
+                room.speakers_sent = Some(now);
+            }
+            for track_id in &room.tracks {
+                if let Some(t) = self.tracks.get_mut(track_id) {
+                    let owner = t.info.participant_id;
+                    t.rank = room
+                        .recent
+                        .iter()
+                        .position(|m| *m == owner)
+                        .unwrap_or(usize::MAX);
+                    t.dominant = room.dominant == Some(owner);
+                }
+            }
+        }
+        if self.ticks % 2 == 0 {
+            let secs = 2.0 * TICK.as_secs_f64();
+            for t in self.tracks.values_mut() {
+                for l in &mut t.layers {
+                    if !l.paused {
+                        l.rate.tick(secs);
+                    }
+                    let silent = |at: Instant| now.saturating_duration_since(at) >= LAYER_SILENCE;
+                    if !l.paused
+                        && l.last_packet.is_none_or(silent)
+                        && silent(l.expected_since)
+                        && l.stalled_at.is_none()
+                    {
+                        l.stalled_at = Some(now);
+                    }
+                }
+            }
+            let ids: Vec<ParticipantId> = self.participants.keys().copied().collect();
+            for id in ids {
+                self.choose_for(id);
+            }
+            self.announce_layers();
+        }
+        self.request_awaited_keyframes();
+    }
+
+    /// Chooses what flows on each of a participant's subscriptions: which microphones
+    /// (all, or the loudest and the pinned in a large room), which cameras and at which
+    /// layer (by importance, within its bandwidth estimate). Keyframes are awaited for
+    /// the layers it must switch to.
+    fn choose_for(&mut self, id: ParticipantId) {
+        let config = &self.config;
+        let Some(p) = self.participants.get_mut(&id) else {
+            return;
+        };
+        let Some(room) = self.rooms.get(&p.room) else {
+            return;
+        };
+        let now = self.now;
+        let large = room.members.len() > config.loudest_threshold;
+        let my_rank = room
+            .recent
+            .iter()
+            .position(|m| *m == id)
+            .unwrap_or(usize::MAX);
+        let mut items: Vec<VideoItem> = Vec::new();
+        let mut slots: Vec<usize> = Vec::new();
+        let mut audio_bps = 0;
+        let mut ideal_bps = 0;
+        for (slot, s) in p.subscriptions.iter_mut().enumerate() {
+            let Some(s) = s else {
+                continue;
+            };
+            let Some(t) = self.tracks.get(&s.track_id) else {
+                continue;
+            };
+            let pinned = p.pinned.contains(&s.track_id);
+            // The publisher's place among the others (this subscriber left out).
+            let rank = if t.rank > my_rank { t.rank - 1 } else { t.rank };
+            if t.info.kind == Kind::Audio {
+                let on = !large || pinned || rank < config.loudest_n;
+                s.target = on.then_some(0);
+                if on {
+                    audio_bps += t.layers[0].rate.bps().unwrap_or(NOMINAL_AUDIO_BPS);
+                }
+                continue;
+            }
+            let top = t.layers.len() as u8 - 1;
+            let cap = match p
+                .quality
+                .iter()
+                .find(|q| q.track_id == s.track_id)
+                .map_or(Quality::High, |q| q.quality)
+            {
+                Quality::Low => 0,
+                Quality::Medium => top.min(1),
+                Quality::High => top,
+            };
+            let (priority, wanted) = if t.info.source == Source::Screen {
+                (0, Some(top))
+            } else if pinned {
+                (1, Some(top))
+            } else if t.dominant {
+                (2, Some(top))
+            } else if rank < config.last_n {
+                let thumbnail = if large { 0 } else { top };
+                (3 + rank as u32, Some(thumbnail))
+            } else {
+                (u32::MAX, None)
+            };
+            let wanted = wanted.map(|w| w.min(cap));
+            let mut item = VideoItem {
+                priority,
+                wanted,
+                rates: [0; MAX_LAYERS],
+                usable: [false; MAX_LAYERS],
+                layers: top + 1,
+                current: s.current,
+            };
+            for (i, l) in t.layers.iter().enumerate() {
+                item.rates[i] = l.rate.bps().filter(|b| *b > 0).unwrap_or(if top > 0 {
+                    NOMINAL_LAYER_BPS[i]
+                } else {
+                    NOMINAL_VIDEO_BPS
+                });
+                item.usable[i] = top == 0 || l.usable(now);
+            }
+            if let Some(w) = wanted {
+                ideal_bps += item.rates[usize::from(w)];
+            }
+            items.push(item);
+            slots.push(slot);
+        }
+        let budget = p.estimate.map(|e| e.saturating_sub(audio_bps));
+        let targets = selection::allocate(budget, &items);
+        let connected = p.rtc.is_connected();
+        let mut awaited: Vec<(TrackId, u8)> = Vec::new();
+        for (slot, target) in slots.into_iter().zip(targets) {
+            if let Some(Some(s)) = p.subscriptions.get_mut(slot) {
+                s.target = target;
+                if let Some(l) = target
+                    && connected
+                    && s.current != target
+                {
+                    awaited.push((s.track_id, l));
+                }
+            }
+        }
+        // Let the estimator probe towards what this subscriber would receive with
+        // bandwidth to spare.
+        let ideal = audio_bps + ideal_bps;
+        if ideal.abs_diff(p.bwe_desired) > p.bwe_desired / 10 {
+            p.bwe_desired = ideal;
+            p.rtc
+                .bwe()
+                .set_bitrate(Bitrate::bps(0), Bitrate::bps(ideal.max(NOMINAL_AUDIO_BPS)));
+            self.mark_dirty(id);
+        }
+        for (track_id, layer) in awaited {
+            if let Some(l) = self
+                .tracks
+                .get_mut(&track_id)
+                .and_then(|t| t.layers.get_mut(usize::from(layer)))
+            {
+                l.waiting = true;
+            }
+        }
+    }
+
+    /// Tells each publisher of a simulcast track which of its layers somebody receives
+    /// (or is switching to), when that changes; the others may be paused.
+    fn announce_layers(&mut self) {
+        let now = self.now;
+        for (track_id, t) in &mut self.tracks {
+            if t.layers.len() < 2 {
+                continue;
+            }
+            let mut mask = 0u8;
+            for (sub, slot) in &t.subscribers {
+                let s = self
+                    .participants
+                    .get(sub)
+                    .and_then(|p| p.subscriptions.get(*slot))
+                    .and_then(Option::as_ref);
+                if let Some(s) = s {
+                    for l in [s.current, s.target].into_iter().flatten() {
+                        mask |= 1 << l;
+                    }
+                }
+            }
+            if t.announced == Some(mask) {
+                continue;
+            }
+            t.announced = Some(mask);
+            let mut active = Vec::new();
+            for (i, l) in t.layers.iter_mut().enumerate() {
+                let on = mask & (1 << i) != 0;
+                if on && l.paused {
+                    l.expected_since = now;
+                }
+                l.paused = !on;
+                if on {
+                    active.push(t.info.layers[i].clone());
+                }
+            }
+            debug!(track = %track_id, ?active, "layers received");
+            self.outputs.push_back(ShardOutput::Signal(
+                t.info.participant_id,
+                ServerMessage::Layers {
+                    track_id: *track_id,
+                    active,
+                },
+            ));
+        }
+    }
+
+    /// Marks a layer of `track_id` as awaiting a keyframe and asks its publisher now if
+    /// the throttle allows (otherwise a later tick does, until the keyframe arrives).
+    fn want_keyframe(&mut self, track_id: TrackId, layer: u8) {
+        if let Some(l) = self
+            .tracks
+            .get_mut(&track_id)
+            .and_then(|t| t.layers.get_mut(usize::from(layer)))
+        {
+            l.waiting = true;
+        }
+        self.request_keyframe(track_id, layer);
+    }
+
+    /// Asks for every awaited keyframe whose throttle interval has passed.
+    fn request_awaited_keyframes(&mut self) {
+        let now = self.now;
+        let interval = self.config.keyframe_interval;
+        let due: Vec<(TrackId, u8)> = self
+            .tracks
+            .iter()
+            .flat_map(|(id, t)| {
+                t.layers.iter().enumerate().filter_map(move |(i, l)| {
+                    let free = l.last_request.is_none_or(|at| now >= at + interval);
+                    (l.waiting && free).then_some((*id, i as u8))
+                })
+            })
+            .collect();
+        for (track_id, layer) in due {
+            self.request_keyframe(track_id, layer);
+        }
+    }
+
+    /// Sends a keyframe request (PLI) for one layer of a track, at most one per layer per
+    /// `keyframe_interval`.
+    fn request_keyframe(&mut self, track_id: TrackId, layer: u8) {
         let now = self.now;
         let interval = self.config.keyframe_interval;
         let Some(track) = self.tracks.get_mut(&track_id) else {
             return;
         };
-        if !track.keyframe.request(now, interval) {
-            if !self.pending_keyframes.contains(&track_id) {
-                self.pending_keyframes.push(track_id);
-                self.earliest = self.earliest.min(now + interval);
-            }
+        let Some(l) = track.layers.get_mut(usize::from(layer)) else {
+            return;
+        };
+        if l.last_request.is_some_and(|at| now < at + interval) {
             return;
         }
+        l.last_request = Some(now);
+        let rid = l.rid;
         let owner = track.info.participant_id;
         let mid = track.mid;
         if let Some(p) = self.participants.get_mut(&owner)
-            && let Some(rx) = p.rtc.direct_api().stream_rx_by_mid(mid, None)
+            && let Some(rx) = p.rtc.direct_api().stream_rx_by_mid(mid, rid)
         {
-            debug!(track = %track_id, "keyframe requested");
+            debug!(track = %track_id, layer, "keyframe requested");
             rx.request_keyframe(KeyframeRequestKind::Pli);
+            self.counters.keyframe_requests += 1;
         }
         self.mark_dirty(owner);
     }
@@ -1057,13 +1503,28 @@ impl Shard {
         match event {
             Event::RtpPacket(packet) => self.forward(id, packet),
             Event::KeyframeRequest(req) => {
-                let track_id = self
+                // The subscriber lost a picture: the layer it receives needs a keyframe.
+                let wanted = self
                     .participants
                     .get(&id)
-                    .and_then(|p| p.subscriptions.iter().find(|s| s.mid == req.mid))
-                    .map(|s| s.track_id);
-                if let Some(track_id) = track_id {
-                    self.request_keyframe(track_id);
+                    .and_then(|p| p.subscription_on(req.mid))
+                    .and_then(|(_, s)| s.current.map(|l| (s.track_id, l)));
+                if let Some((track_id, layer)) = wanted {
+                    self.want_keyframe(track_id, layer);
+                }
+            }
+            Event::EgressBitrateEstimate(estimate) => {
+                if let Some(p) = self.participants.get_mut(&id) {
+                    match estimate {
+                        BweKind::Twcc { estimate, .. } => {
+                            p.estimate = Some(estimate.as_u64());
+                            p.estimate_is_twcc = true;
+                        }
+                        BweKind::Remb { estimate, .. } if !p.estimate_is_twcc => {
+                            p.estimate = Some(estimate.as_u64());
+                        }
+                        _ => {}
+                    }
                 }
             }
             Event::IceConnectionStateChange(state) => {
@@ -1078,43 +1539,53 @@ impl Shard {
             }
             Event::Connected => {
                 info!(participant = %id, "media connected");
-                let video: Vec<TrackId> = self
-                    .participants
-                    .get(&id)
-                    .map(|p| p.subscriptions.iter().map(|s| s.track_id).collect())
-                    .unwrap_or_default();
-                for track_id in video {
-                    if self
-                        .tracks
-                        .get(&track_id)
-                        .is_some_and(|t| t.info.kind == Kind::Video)
-                    {
-                        self.request_keyframe(track_id);
-                    }
-                }
+                self.choose_for(id);
+                self.request_awaited_keyframes();
             }
             _ => {}
         }
     }
 
-    /// Sends one incoming RTP packet to every subscriber of its track.
+    /// Sends one incoming RTP packet to every subscriber of its track that receives its
+    /// layer now, or switches to it at this packet (a keyframe's first).
     fn forward(&mut self, from: ParticipantId, packet: RtpPacket) {
         let Some(p) = self.participants.get_mut(&from) else {
             return;
         };
         let ssrc = packet.header.ssrc;
-        let track_id = match p.ssrc_tracks.iter().find(|(s, _)| *s == ssrc) {
-            Some((_, t)) => Some(*t),
+        let found = match p.ssrc_tracks.iter().find(|(s, _, _)| *s == ssrc) {
+            Some((_, t, l)) => Some((*t, *l)),
             None => {
-                let mid = p.rtc.direct_api().stream_rx(&ssrc).map(|rx| rx.mid());
-                let track = mid.and_then(|mid| p.publications.iter().find(|pb| pb.mid == mid));
-                if let Some(pb) = track {
-                    p.ssrc_tracks.push((ssrc, pb.track_id));
+                let rx = p
+                    .rtc
+                    .direct_api()
+                    .stream_rx(&ssrc)
+                    .map(|rx| (rx.mid(), rx.rid()));
+                let found = rx.and_then(|(mid, rid)| {
+                    let pb = p.publications.iter().find(|pb| pb.mid == mid)?;
+                    let track = self.tracks.get(&pb.track_id)?;
+                    let layer = if track.layers.len() == 1 {
+                        0
+                    } else {
+                        // A rid the client did not list in `layers` is not forwarded.
+                        track
+                            .layers
+                            .iter()
+                            .position(|l| l.rid.is_some() && l.rid == rid)?
+                    };
+                    Some((pb.track_id, layer as u8))
+                });
+                if let Some((t, l)) = found {
+                    p.ssrc_tracks.push((ssrc, t, l));
                 }
-                track.map(|pb| pb.track_id)
+                found
             }
         };
-        let Some(track) = track_id.and_then(|t| self.tracks.get(&t)) else {
+        let Some((track_id, layer)) = found else {
+            self.counters.drop(DropReason::Undeclared);
+            return;
+        };
+        let Some(track) = self.tracks.get_mut(&track_id) else {
             self.counters.drop(DropReason::Undeclared);
             return;
         };
@@ -1130,17 +1601,36 @@ impl Shard {
             .find(|x| x.pt() == pt_in)
             .copied();
         let clock_hz = params.map_or(90_000, |x| x.spec().clock_rate.get());
-        let nackable = track.info.kind == Kind::Video;
+        let video = track.info.kind == Kind::Video;
+        let keyframe = !video || params.is_some_and(|x| keyframe_start(x.spec().codec, &payload));
+        if !video {
+            track.speech.packet(packet.header.ext_vals.audio_level);
+        }
+        let l = &mut track.layers[usize::from(layer)];
+        l.rate.add(payload.len());
+        l.last_packet = Some(self.now);
+        l.stalled_at = None;
+        if keyframe {
+            l.waiting = false;
+        }
         let mut ext_vals = packet.header.ext_vals.clone();
         ext_vals.mid = None;
         ext_vals.rid = None;
-        for (sub_id, mid) in &track.subscribers {
+        for (sub_id, slot) in &track.subscribers {
             let Some(sub) = self.participants.get_mut(sub_id) else {
                 continue;
             };
-            let Some(s) = sub.subscriptions.iter_mut().find(|s| s.mid == *mid) else {
+            let Some(Some(s)) = sub.subscriptions.get_mut(*slot) else {
                 continue;
             };
+            match select(&mut s.current, s.target, layer, keyframe) {
+                Select::Skip => continue,
+                Select::Forward => {}
+                Select::Switch => {
+                    s.forwarder.switch_source();
+                    self.counters.layer_switches += 1;
+                }
+            }
             if !sub.rtc.is_connected() {
                 self.counters.drop(DropReason::NotConnected);
                 continue;
@@ -1175,7 +1665,7 @@ impl Shard {
                 }
             };
             let mut api = sub.rtc.direct_api();
-            let Some(tx) = api.stream_tx_by_mid(*mid, None) else {
+            let Some(tx) = api.stream_tx_by_mid(s.mid, None) else {
                 self.counters.drop(DropReason::NoStream);
                 continue;
             };
@@ -1187,7 +1677,7 @@ impl Shard {
                 RtpWrite::new(pt_out, seq_no, time, packet.timestamp, payload.clone())
                     .marker(packet.header.marker)
                     .ext_vals(ext_vals.clone())
-                    .nackable(nackable),
+                    .nackable(video),
             );
             self.counters.rtp_forwarded += 1;
             if !sub.dirty {
@@ -1207,9 +1697,11 @@ impl Shard {
         for key in &p.remotes {
             self.by_remote.remove(key);
         }
-        for s in &p.subscriptions {
-            if let Some(t) = self.tracks.get_mut(&s.track_id) {
-                t.subscribers.retain(|x| *x != (id, s.mid));
+        for (slot, s) in p.subscriptions.iter().enumerate() {
+            if let Some(s) = s
+                && let Some(t) = self.tracks.get_mut(&s.track_id)
+            {
+                t.subscribers.retain(|x| *x != (id, slot));
             }
         }
         let publications = p.publications.clone();
@@ -1218,6 +1710,10 @@ impl Shard {
         }
         if let Some(room) = self.rooms.get_mut(&p.room) {
             room.members.retain(|m| *m != id);
+            room.recent.retain(|m| *m != id);
+            if room.dominant == Some(id) {
+                room.dominant = None;
+            }
         }
         if reason != LeaveReason::Left {
             self.signal(id, ServerMessage::Left { reason });
@@ -1248,11 +1744,6 @@ impl Shard {
             .participants
             .values()
             .flat_map(|p| std::iter::once(p.rtc_timeout).chain(p.media_deadline));
-        let keyframes = self
-            .pending_keyframes
-            .iter()
-            .filter_map(|t| self.tracks.get(t))
-            .filter_map(|t| t.keyframe.due(self.config.keyframe_interval));
-        participants.chain(keyframes).fold(far, Instant::min)
+        participants.fold(far.min(self.next_tick), Instant::min)
     }
 }

@@ -3,411 +3,20 @@
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
-use std::collections::HashMap;
+mod common;
+
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::{Client, Net, assert_receives_exactly, assert_well_forwarded, everyone};
 use sfu::forwarder::DropReason;
-use sfu::shard::{LocalCandidates, Shard, ShardConfig, ShardOutput};
+use sfu::shard::ShardConfig;
 use signaling::protocol::{
-    ErrorCode, Kind, LeaveReason, ParticipantId, Publish, ServerMessage, Source, Subscribe,
-    TrackId, TrackInfo, Transport,
+    ErrorCode, Kind, LeaveReason, Publish, ServerMessage, Source, TrackId, Transport,
 };
-use signaling::{Grants, Join, Request};
-use str0m::change::{SdpAnswer, SdpPendingOffer};
-use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid, Pt};
-use str0m::net::{Protocol, Receive, TcpType};
-use str0m::rtp::{RtpWrite, SeqNo};
-use str0m::{Candidate, Event, Input, Output, Rtc};
-
-const SERVER: &str = "192.0.2.1:16384";
-const STEP: Duration = Duration::from_millis(5);
-
-/// One packet as a client received it.
-#[derive(Debug, Clone)]
-struct Received {
-    seq_no: u64,
-    time: u32,
-    /// The publisher's own sequence number, carried in the payload.
-    source_seq: u64,
-}
-
-struct Client {
-    name: String,
-    addr: SocketAddr,
-    /// UDP, or TCP for a client on ICE-TCP (an active candidate).
-    proto: Protocol,
-    rtc: Rtc,
-    id: ParticipantId,
-    /// Whether the network still carries its packets.
-    online: bool,
-    inbox: Vec<ServerMessage>,
-    pending: Option<SdpPendingOffer>,
-    publish: Vec<(Mid, Source)>,
-    subscribe: Vec<(Mid, TrackId)>,
-    /// Our own track ids, from `answer.published`.
-    own_tracks: HashMap<Mid, TrackId>,
-    received: HashMap<TrackId, Vec<Received>>,
-    keyframe_requests: usize,
-    next_seq: HashMap<Mid, u64>,
-}
-
-impl Client {
-    fn pt(&self, codec: Codec) -> Pt {
-        self.rtc
-            .codec_config()
-            .params()
-            .iter()
-            .find(|p| p.spec().codec == codec)
-            .map(|p| p.pt())
-            .expect("codec configured")
-    }
-
-    fn messages(&self) -> impl Iterator<Item = &ServerMessage> {
-        self.inbox.iter()
-    }
-
-    fn error_codes(&self) -> Vec<ErrorCode> {
-        self.messages()
-            .filter_map(|m| match m {
-                ServerMessage::Error(e) => Some(e.code),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn tracks_announced(&self) -> Vec<TrackInfo> {
-        let mut tracks = Vec::new();
-        for m in self.messages() {
-            match m {
-                ServerMessage::Joined { tracks: t, .. } => tracks.extend(t.iter().cloned()),
-                ServerMessage::TrackPublished(t) => tracks.push(t.clone()),
-                ServerMessage::TrackUnpublished { track_id } => {
-                    tracks.retain(|t| t.track_id != *track_id)
-                }
-                _ => {}
-            }
-        }
-        tracks
-    }
-}
-
-/// The shard and its clients on a lossless virtual network.
-struct Net {
-    now: Instant,
-    shard: Shard,
-    clients: Vec<Client>,
-    next_id: u64,
-    closed: Vec<ParticipantId>,
-}
-
-impl Net {
-    fn new(config: ShardConfig) -> Net {
-        let now = Instant::now();
-        Net {
-            now,
-            shard: Shard::new(config, now),
-            clients: Vec::new(),
-            next_id: 1,
-            closed: Vec::new(),
-        }
-    }
-
-    fn server() -> SocketAddr {
-        SERVER.parse().expect("address")
-    }
-
-    /// Joins a client over UDP; returns its index.
-    fn join(&mut self, name: &str, grants: Grants) -> usize {
-        self.join_with(name, grants, Transport::Auto, Protocol::Udp)
-    }
-
-    /// Joins a client that reaches the server over `proto`; returns its index.
-    fn join_with(
-        &mut self,
-        name: &str,
-        grants: Grants,
-        transport: Transport,
-        proto: Protocol,
-    ) -> usize {
-        let index = self.clients.len();
-        let addr: SocketAddr = format!("198.51.100.{}:5000", index + 10)
-            .parse()
-            .expect("address");
-        let mut rtc = Rtc::builder().set_rtp_mode(true).build(self.now);
-        let candidate = match proto {
-            Protocol::Udp => Candidate::host(addr, "udp"),
-            _ => Candidate::builder()
-                .tcp()
-                .host(addr)
-                .tcptype(TcpType::Active)
-                .build(),
-        };
-        rtc.add_local_candidate(candidate.expect("candidate"));
-        let id = ParticipantId(self.next_id);
-        self.next_id += 1;
-        self.clients.push(Client {
-            name: name.into(),
-            addr,
-            proto,
-            rtc,
-            id,
-            online: true,
-            inbox: Vec::new(),
-            pending: None,
-            publish: Vec::new(),
-            subscribe: Vec::new(),
-            own_tracks: HashMap::new(),
-            received: HashMap::new(),
-            keyframe_requests: 0,
-            next_seq: HashMap::new(),
-        });
-        let join = Join {
-            room: "room".into(),
-            identity: name.into(),
-            name: name.to_uppercase(),
-            grants,
-            transport,
-            ice_servers: vec![signaling::protocol::IceServer {
-                urls: vec!["turn:192.0.2.1:3478?transport=udp".into()],
-                username: Some(format!("9999999999:{name}")),
-                credential: Some("pw".into()),
-            }],
-        };
-        let available = LocalCandidates {
-            udp: vec![Net::server()],
-            tcp: vec![Net::server()],
-        };
-        self.shard.join(self.now, id, join, &available);
-        self.pump();
-        index
-    }
-
-    /// Adds sendonly m-lines for `sources` and recvonly ones for every track announced and
-    /// not yet subscribed, then offers (like the browser client library).
-    fn negotiate(&mut self, i: usize, sources: &[Source]) {
-        let c = &mut self.clients[i];
-        let announced = c.tracks_announced();
-        let mut api = c.rtc.sdp_api();
-        for source in sources {
-            let kind = match source.kind() {
-                Kind::Audio => MediaKind::Audio,
-                Kind::Video => MediaKind::Video,
-            };
-            let mid = api.add_media(kind, Direction::SendOnly, None, None, None);
-            c.publish.push((mid, *source));
-        }
-        for t in announced {
-            if t.participant_id == c.id || c.subscribe.iter().any(|(_, id)| *id == t.track_id) {
-                continue;
-            }
-            let kind = match t.kind {
-                Kind::Audio => MediaKind::Audio,
-                Kind::Video => MediaKind::Video,
-            };
-            let mid = api.add_media(kind, Direction::RecvOnly, None, None, None);
-            c.subscribe.push((mid, t.track_id));
-        }
-        let (offer, pending) = api.apply().expect("changes to offer");
-        c.pending = Some(pending);
-        let request = Request::Offer {
-            sdp: offer.to_sdp_string(),
-            publish: c
-                .publish
-                .iter()
-                .map(|(mid, source)| Publish {
-                    mid: mid.to_string(),
-                    source: *source,
-                })
-                .collect(),
-            subscribe: c
-                .subscribe
-                .iter()
-                .map(|(mid, track_id)| Subscribe {
-                    mid: mid.to_string(),
-                    track_id: *track_id,
-                })
-                .collect(),
-        };
-        let id = c.id;
-        self.shard.request(self.now, id, request);
-        self.pump();
-    }
-
-    /// Delivers every pending output until the network is quiet at this instant.
-    fn pump(&mut self) {
-        let mut to_server: Vec<ToServer> = Vec::new();
-        for c in self.clients.iter_mut().filter(|c| c.online) {
-            drain_client(c, &mut to_server);
-        }
-        for _ in 0..10_000 {
-            let mut moved = !to_server.is_empty();
-            for (proto, destination, source, data) in to_server.drain(..) {
-                self.shard
-                    .handle_datagram(self.now, proto, destination, source, &data);
-            }
-            loop {
-                match self.shard.poll_output() {
-                    ShardOutput::Transmit(t) => {
-                        moved = true;
-                        let Some(c) = self
-                            .clients
-                            .iter_mut()
-                            .find(|c| c.addr == t.destination && c.online)
-                        else {
-                            continue;
-                        };
-                        assert_eq!(t.proto, c.proto, "{} is reached over {:?}", c.name, c.proto);
-                        let receive = Receive::new(t.proto, t.source, t.destination, &t.contents)
-                            .expect("server sends well-formed datagrams");
-                        let _ = c.rtc.handle_input(Input::Receive(self.now, receive));
-                        // One input, then drain: str0m keeps one pending RTP packet.
-                        drain_client(c, &mut to_server);
-                    }
-                    ShardOutput::Signal(id, message) => {
-                        moved = true;
-                        let Some(c) = self.clients.iter_mut().find(|c| c.id == id) else {
-                            continue;
-                        };
-                        if let ServerMessage::Answer { sdp, published } = &message {
-                            let answer = SdpAnswer::from_sdp_string(sdp).expect("answer parses");
-                            let pending = c.pending.take().expect("an offer was pending");
-                            c.rtc
-                                .sdp_api()
-                                .accept_answer(pending, answer)
-                                .expect("answer accepted");
-                            for p in published {
-                                c.own_tracks.insert(Mid::from(p.mid.as_str()), p.track_id);
-                            }
-                            drain_client(c, &mut to_server);
-                        }
-                        c.inbox.push(message);
-                    }
-                    ShardOutput::Closed(id) => self.closed.push(id),
-                    ShardOutput::Timeout(_) => break,
-                }
-            }
-            if !moved {
-                return;
-            }
-        }
-        panic!("network never went quiet");
-    }
-
-    /// Advances virtual time by `duration`, publishers sending 50 audio and 25 video
-    /// packets a second.
-    fn run(&mut self, duration: Duration) {
-        let end = self.now + duration;
-        let mut tick = 0u64;
-        while self.now < end {
-            self.now += STEP;
-            tick += 1;
-            let now = self.now;
-            for c in self
-                .clients
-                .iter_mut()
-                .filter(|c| c.online && c.rtc.is_connected())
-            {
-                let _ = c.rtc.handle_input(Input::Timeout(now));
-                let opus = c.pt(Codec::Opus);
-                let vp8 = c.pt(Codec::Vp8);
-                for (mid, source) in c.publish.clone() {
-                    let (pt, every, clock) = match source.kind() {
-                        Kind::Audio => (opus, 4, 960),
-                        Kind::Video => (vp8, 8, 3600),
-                    };
-                    if !tick.is_multiple_of(every) {
-                        continue;
-                    }
-                    let seq = c.next_seq.entry(mid).or_insert(1);
-                    let mut api = c.rtc.direct_api();
-                    let Some(tx) = api.stream_tx_by_mid(mid, None) else {
-                        continue;
-                    };
-                    let payload = seq.to_be_bytes().to_vec();
-                    tx.write_rtp(
-                        RtpWrite::new(pt, SeqNo::from(*seq), (*seq as u32) * clock, now, payload)
-                            .marker(true)
-                            .nackable(true),
-                    );
-                    *seq += 1;
-                }
-            }
-            for c in self
-                .clients
-                .iter_mut()
-                .filter(|c| c.online && !c.rtc.is_connected())
-            {
-                let _ = c.rtc.handle_input(Input::Timeout(now));
-            }
-            self.shard.handle_timeout(now);
-            self.pump();
-        }
-    }
-
-    fn client(&self, i: usize) -> &Client {
-        &self.clients[i]
-    }
-}
-
-fn everyone() -> Grants {
-    Grants::default()
-}
-
-/// Checks that a subscriber's stream of one track has gap-free rewritten sequence numbers
-/// that follow the source's, and unchanged timestamps.
-fn assert_well_forwarded(received: &[Received], what: &str) {
-    assert!(
-        received.len() > 10,
-        "{what}: only {} packets",
-        received.len()
-    );
-    let first = &received[0];
-    for pair in received.windows(2) {
-        assert_eq!(pair[1].seq_no, pair[0].seq_no + 1, "{what}: sequence gap");
-    }
-    for r in received {
-        assert_eq!(
-            r.seq_no - first.seq_no,
-            r.source_seq - first.source_seq,
-            "{what}: rewritten sequence does not follow the source"
-        );
-    }
-    assert!(first.seq_no < 65_536, "{what}: must start with ROC 0");
-    assert!(
-        received.windows(2).all(|w| w[1].time > w[0].time),
-        "{what}: timestamps must advance"
-    );
-}
-
-/// Checks that client `i` got no error and receives exactly the tracks `others` publish,
-/// each well forwarded; returns how many tracks that is.
-fn assert_receives_exactly(net: &Net, i: usize, others: &[usize]) -> usize {
-    let c = net.client(i);
-    assert!(
-        c.error_codes().is_empty(),
-        "{}: {:?}",
-        c.name,
-        c.error_codes()
-    );
-    let mut expected: Vec<TrackId> = others
-        .iter()
-        .flat_map(|o| net.client(*o).own_tracks.values().copied())
-        .collect();
-    expected.sort();
-    let mut got: Vec<TrackId> = c.received.keys().copied().collect();
-    got.sort();
-    assert_eq!(
-        got, expected,
-        "{} receives exactly the others' tracks",
-        c.name
-    );
-    for (track, received) in &c.received {
-        assert_well_forwarded(received, &format!("{} <- {track}", c.name));
-    }
-    expected.len()
-}
+use signaling::{Grants, Request};
+use str0m::media::{Direction, MediaKind};
+use str0m::net::Protocol;
 
 /// Three participants in one room each receive the others' audio and video.
 fn three_party_call() -> Net {
@@ -514,20 +123,11 @@ fn a_late_joiner_gets_existing_tracks_and_its_keyframe_request_reaches_publisher
 }
 
 #[test]
-fn keyframe_requests_are_throttled_per_source() {
+fn keyframe_requests_are_throttled_per_source_and_repeated_until_the_keyframe_comes() {
     let mut net = three_party_call();
-    let alice_video = *net
-        .client(0)
-        .own_tracks
-        .iter()
-        .find(|(mid, _)| {
-            net.client(0)
-                .publish
-                .iter()
-                .any(|(m, s)| m == *mid && *s == Source::Camera)
-        })
-        .map(|(_, t)| t)
-        .expect("alice publishes video");
+    let alice_video = net.track_of(0, Source::Camera);
+    // Alice's encoder is slow: it answers no request for a while.
+    net.clients[0].ignore_keyframe_requests = true;
     let before = net.client(0).keyframe_requests;
     // Five late joiners within 50 ms all subscribe to alice's camera.
     for n in 0..5 {
@@ -542,13 +142,32 @@ fn keyframe_requests_are_throttled_per_source() {
     );
     net.run(Duration::from_millis(150));
     let during = net.client(0).keyframe_requests - before;
-    net.run(Duration::from_millis(400));
-    let after = net.client(0).keyframe_requests - before;
     assert!(during <= 1, "one request in the first 200 ms, got {during}");
+    net.run(Duration::from_millis(850));
+    let unanswered = net.client(0).keyframe_requests - before;
     assert!(
-        after >= 2,
-        "the pending request is sent when the interval ends, got {after}"
+        (3..=6).contains(&unanswered),
+        "repeated about every 200 ms while no keyframe comes, got {unanswered} in 1 s"
     );
+    // The keyframe comes: the requests stop, and every late joiner gets alice's video.
+    net.clients[0].ignore_keyframe_requests = false;
+    net.run(Duration::from_millis(300));
+    let answered = net.client(0).keyframe_requests;
+    net.run(Duration::from_secs(1));
+    assert_eq!(
+        net.client(0).keyframe_requests,
+        answered,
+        "no request once the keyframe arrived"
+    );
+    for c in &net.clients[3..] {
+        let got = c.received.get(&alice_video).map_or(0, Vec::len);
+        assert!(got > 20, "{} receives alice's video: {got} packets", c.name);
+        assert!(
+            c.received[&alice_video][0].keyframe,
+            "{} starts at a keyframe",
+            c.name
+        );
+    }
 }
 
 #[test]
@@ -642,42 +261,6 @@ fn garbage_datagrams_are_counted_and_harm_no_call() {
     assert_eq!(net.shard.sizes(), (1, 3, 6));
 }
 
-/// A packet on its way to the server: transport, destination, source, contents.
-type ToServer = (Protocol, SocketAddr, SocketAddr, Vec<u8>);
-
-/// Polls a client until its timeout, queueing what it sends and recording what it gets.
-fn drain_client(c: &mut Client, to_server: &mut Vec<ToServer>) {
-    let server = Net::server();
-    loop {
-        match c.rtc.poll_output() {
-            Ok(Output::Transmit(t)) => {
-                assert_eq!(t.destination, server);
-                to_server.push((t.proto, t.destination, t.source, t.contents.to_vec()));
-            }
-            Ok(Output::Event(Event::RtpPacket(p))) => {
-                let mid = c
-                    .rtc
-                    .direct_api()
-                    .stream_rx(&p.header.ssrc)
-                    .map(|s| s.mid());
-                let track =
-                    mid.and_then(|m| c.subscribe.iter().find(|(x, _)| *x == m).map(|(_, t)| *t));
-                let track = track.expect("media arrives only on subscribed m-lines");
-                let source_seq = u64::from_be_bytes(p.payload[..8].try_into().expect("8 bytes"));
-                c.received.entry(track).or_default().push(Received {
-                    seq_no: *p.seq_no,
-                    time: p.header.timestamp,
-                    source_seq,
-                });
-            }
-            Ok(Output::Event(Event::KeyframeRequest(_))) => c.keyframe_requests += 1,
-            Ok(Output::Event(_)) => {}
-            Ok(Output::Timeout(_)) => return,
-            Err(e) => panic!("{}: {e}", c.name),
-        }
-    }
-}
-
 #[test]
 fn a_reused_m_line_continues_its_stream_across_tracks() {
     let mut net = three_party_call();
@@ -764,7 +347,11 @@ fn a_publish_of_the_wrong_kind_is_refused_before_anything_is_applied() {
             id,
             Request::Offer {
                 sdp: sdp.clone(),
-                publish: vec![Publish { mid, source }],
+                publish: vec![Publish {
+                    mid,
+                    source,
+                    layers: Vec::new(),
+                }],
                 subscribe: vec![],
             },
         );

@@ -84,13 +84,42 @@ impl Source {
 pub struct Publish {
     pub mid: String,
     pub source: Source,
+    /// Simulcast: the RTP stream ids (`a=rid`) the client sends on this m-line, lowest
+    /// quality first. Empty for a single stream.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<String>,
 }
+
+/// Most entries in each list of a `view`.
+pub const MAX_VIEW_ENTRIES: usize = 100;
+
+/// Most simulcast layers of one track.
+pub const MAX_LAYERS: usize = 3;
 
 /// One m-line on which the client receives a track.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscribe {
     pub mid: String,
     pub track_id: TrackId,
+}
+
+/// The most a subscriber wants of a video track: a thumbnail, a mid-sized tile, or all.
+/// With simulcast, `low` is the lowest layer, `high` the highest, `medium` the one
+/// between (the highest of two).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quality {
+    Low,
+    Medium,
+    #[default]
+    High,
+}
+
+/// A subscriber's cap on one track's quality (`view`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackQuality {
+    pub track_id: TrackId,
+    pub quality: Quality,
 }
 
 /// How a client will reach the media server, which decides the ICE candidates it is offered.
@@ -126,6 +155,14 @@ pub enum ClientMessage {
     Mute {
         track_id: TrackId,
         muted: bool,
+    },
+    /// What the client shows: tracks it pinned (always received, at the best quality the
+    /// network allows) and caps on the quality of others. Replaces the previous `view`.
+    View {
+        #[serde(default)]
+        pinned: Vec<TrackId>,
+        #[serde(default)]
+        quality: Vec<TrackQuality>,
     },
     Leave,
 }
@@ -163,10 +200,20 @@ impl ClientMessage {
         if request != RequestType::Offer && text.len() > MAX_MESSAGE_BYTES {
             return Err(too_large(MAX_MESSAGE_BYTES));
         }
-        serde_json::from_str(text).map_err(|e| {
+        let message: ClientMessage = serde_json::from_str(text).map_err(|e| {
             ErrorMessage::new(ErrorCode::BadRequest, format!("malformed message: {e}"))
                 .answering(request)
-        })
+        })?;
+        if let ClientMessage::View { pinned, quality } = &message
+            && pinned.len().max(quality.len()) > MAX_VIEW_ENTRIES
+        {
+            return Err(ErrorMessage::new(
+                ErrorCode::BadRequest,
+                format!("a view lists at most {MAX_VIEW_ENTRIES} tracks in each list"),
+            )
+            .answering(request));
+        }
+        Ok(message)
     }
 
     /// The type of this message, as errors name it.
@@ -175,6 +222,7 @@ impl ClientMessage {
             ClientMessage::Join { .. } => RequestType::Join,
             ClientMessage::Offer { .. } => RequestType::Offer,
             ClientMessage::Mute { .. } => RequestType::Mute,
+            ClientMessage::View { .. } => RequestType::View,
             ClientMessage::Leave => RequestType::Leave,
         }
     }
@@ -187,6 +235,7 @@ pub enum RequestType {
     Join,
     Offer,
     Mute,
+    View,
     Leave,
 }
 
@@ -196,6 +245,7 @@ impl RequestType {
             "join" => RequestType::Join,
             "offer" => RequestType::Offer,
             "mute" => RequestType::Mute,
+            "view" => RequestType::View,
             "leave" => RequestType::Leave,
             _ => return None,
         })
@@ -218,6 +268,9 @@ pub struct TrackInfo {
     pub kind: Kind,
     pub source: Source,
     pub muted: bool,
+    /// Its simulcast layers (rids), lowest first; empty for a single stream.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<String>,
 }
 
 /// Which track id the server gave one of the client's published mids.
@@ -313,6 +366,17 @@ pub enum ServerMessage {
     TrackMuted {
         track_id: TrackId,
         muted: bool,
+    },
+    /// Who speaks now, loudest first (empty: nobody). Sent when it changes, at most
+    /// every 300 ms.
+    ActiveSpeakers {
+        speakers: Vec<ParticipantId>,
+    },
+    /// To a publisher: the simulcast layers of its track that somebody receives. It may
+    /// stop encoding the others until they are listed again.
+    Layers {
+        track_id: TrackId,
+        active: Vec<String>,
     },
     Left {
         reason: LeaveReason,
@@ -433,7 +497,8 @@ mod tests {
             ErrorCode::BadRequest
         );
         let offer = ClientMessage::parse(
-            r#"{"type":"offer","sdp":"v=0","publish":[{"mid":"0","source":"screen"}],
+            r#"{"type":"offer","sdp":"v=0","publish":[{"mid":"0","source":"screen"},
+                {"mid":"2","source":"camera","layers":["q","h","f"]}],
                 "subscribe":[{"mid":"1","track_id":7}]}"#,
         )
         .unwrap();
@@ -441,14 +506,42 @@ mod tests {
             offer,
             ClientMessage::Offer {
                 sdp: "v=0".into(),
-                publish: vec![Publish {
-                    mid: "0".into(),
-                    source: Source::Screen
-                }],
+                publish: vec![
+                    Publish {
+                        mid: "0".into(),
+                        source: Source::Screen,
+                        layers: Vec::new(),
+                    },
+                    Publish {
+                        mid: "2".into(),
+                        source: Source::Camera,
+                        layers: vec!["q".into(), "h".into(), "f".into()],
+                    }
+                ],
                 subscribe: vec![Subscribe {
                     mid: "1".into(),
                     track_id: TrackId(7)
                 }],
+            }
+        );
+        assert_eq!(
+            ClientMessage::parse(
+                r#"{"type":"view","pinned":[7],"quality":[{"track_id":9,"quality":"low"}]}"#
+            )
+            .unwrap(),
+            ClientMessage::View {
+                pinned: vec![TrackId(7)],
+                quality: vec![TrackQuality {
+                    track_id: TrackId(9),
+                    quality: Quality::Low
+                }],
+            }
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"view"}"#).unwrap(),
+            ClientMessage::View {
+                pinned: Vec::new(),
+                quality: Vec::new()
             }
         );
         assert_eq!(
@@ -478,6 +571,20 @@ mod tests {
         assert_eq!(
             code_of(r#"{"type":"offer","sdp":"x","publish":[{"mid":"0","source":"tv"}]}"#),
             ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code_of(r#"{"type":"view","quality":[{"track_id":1,"quality":"huge"}]}"#),
+            ErrorCode::BadRequest
+        );
+        let many: Vec<String> = (0..=MAX_VIEW_ENTRIES).map(|i| i.to_string()).collect();
+        let e = ClientMessage::parse(&format!(
+            r#"{{"type":"view","pinned":[{}]}}"#,
+            many.join(",")
+        ))
+        .unwrap_err();
+        assert_eq!(
+            (e.code, e.request),
+            (ErrorCode::BadRequest, Some(RequestType::View))
         );
     }
 
@@ -538,10 +645,26 @@ mod tests {
             kind: Kind::Video,
             source: Source::Screen,
             muted: false,
+            layers: Vec::new(),
         });
         assert_eq!(
             serde_json::to_string(&msg).unwrap(),
             r#"{"type":"track_published","track_id":22,"participant_id":13,"kind":"video","source":"screen","muted":false}"#
+        );
+        let msg = ServerMessage::Layers {
+            track_id: TrackId(22),
+            active: vec!["q".into()],
+        };
+        assert_eq!(
+            serde_json::to_string(&msg).unwrap(),
+            r#"{"type":"layers","track_id":22,"active":["q"]}"#
+        );
+        let msg = ServerMessage::ActiveSpeakers {
+            speakers: vec![ParticipantId(13), ParticipantId(11)],
+        };
+        assert_eq!(
+            serde_json::to_string(&msg).unwrap(),
+            r#"{"type":"active_speakers","speakers":[13,11]}"#
         );
     }
 

@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::protocol::{
     ClientMessage, ErrorCode, ErrorMessage, IceServer, ParticipantId, Publish, RequestType,
-    ServerMessage, Subscribe, TrackId, Transport,
+    ServerMessage, Subscribe, TrackId, TrackQuality, Transport,
 };
 use crate::token::{Grants, MAX_NAME_BYTES, TokenKey};
 
@@ -58,6 +58,10 @@ pub enum Request {
     Mute {
         track_id: TrackId,
         muted: bool,
+    },
+    View {
+        pinned: Vec<TrackId>,
+        quality: Vec<TrackQuality>,
     },
 }
 
@@ -356,6 +360,10 @@ impl Session {
                 .state
                 .plane
                 .request(p, Request::Mute { track_id, muted }),
+            (ClientMessage::View { pinned, quality }, Some(p)) => self
+                .state
+                .plane
+                .request(p, Request::View { pinned, quality }),
         };
         match step {
             Ok(()) => Step::Continue,

@@ -1,0 +1,315 @@
+//! What each subscriber receives in a large call, as pure functions: who speaks (from
+//! RFC 6464 audio levels), and which layer of each video fits its bandwidth.
+
+use signaling::protocol::MAX_LAYERS;
+
+/// Louder than this (dBov, RFC 6464: 0 is loudest, -127 silence) counts as voice.
+const VOICE_DBOV: i8 = -50;
+
+/// Audio packets per scoring window of [`SPEECH_WINDOW_MS`] (20 ms Opus frames).
+const PACKETS_PER_WINDOW: u32 = 5;
+
+/// The scoring window, the interval of [`Speech::tick`].
+pub const SPEECH_WINDOW_MS: u64 = 100;
+
+/// A smoothed score above this means speaking (about a third of the windows voiced at
+/// -40 dBov).
+const SPEAKING: f32 = 20.0;
+
+/// How loud one audio track has been lately.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Speech {
+    /// Loudness summed over the voiced packets of the current window.
+    sum: u32,
+    /// Smoothed score of past windows, 0 (silent) to 127 (as loud as can be, every packet).
+    score: f32,
+}
+
+impl Speech {
+    /// One audio packet with its level extension (`None`: the extension is absent).
+    pub fn packet(&mut self, level: Option<i8>) {
+        if let Some(level) = level
+            && level > VOICE_DBOV
+        {
+            self.sum += u32::from(127 - level.unsigned_abs().min(127));
+        }
+    }
+
+    /// Ends a window (call every [`SPEECH_WINDOW_MS`]); returns the smoothed score.
+    /// Missing packets (DTX, loss) count as silence.
+    pub fn tick(&mut self) -> f32 {
+        let window = (self.sum as f32 / PACKETS_PER_WINDOW as f32).min(127.0);
+        self.sum = 0;
+        // About 300 ms to rise, a little longer to fall.
+        let alpha = if window > self.score { 0.4 } else { 0.25 };
+        self.score += alpha * (window - self.score);
+        self.score
+    }
+
+    pub fn score(&self) -> f32 {
+        self.score
+    }
+
+    pub fn speaking(&self) -> bool {
+        is_speaking(self.score)
+    }
+}
+
+/// Whether a smoothed score means speaking.
+pub fn is_speaking(score: f32) -> bool {
+    score > SPEAKING
+}
+
+/// A new loudest speaker takes over only when this much louder than the current one, or
+/// when the current one stops speaking: no flapping between two people talking at once.
+const DOMINANT_MARGIN: f32 = 1.3;
+
+/// The room's dominant speaker after a tick, given each participant's loudest score.
+pub fn dominant<P: Copy + PartialEq>(current: Option<P>, scores: &[(P, f32)]) -> Option<P> {
+    let loudest = scores
+        .iter()
+        .filter(|(_, s)| *s > SPEAKING)
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    let Some(&(loudest, top)) = loudest else {
+        return current; // Nobody speaks: whoever spoke last stays the speaker.
+    };
+    let held = current.and_then(|c| scores.iter().find(|(p, _)| *p == c).map(|(_, s)| *s));
+    match (current, held) {
+        (Some(c), Some(s)) if s > SPEAKING && top < s * DOMINANT_MARGIN => Some(c),
+        _ => Some(loudest),
+    }
+}
+
+/// One video track a subscriber may receive, as [`allocate`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VideoItem {
+    /// Lower is more important: it gets bandwidth first and pauses last.
+    pub priority: u32,
+    /// The highest layer it should get with bandwidth to spare; `None`: not shown.
+    pub wanted: Option<u8>,
+    /// Bitrate of each layer (bit/s); only the first `layers` count.
+    pub rates: [u64; MAX_LAYERS],
+    /// Which layers can be chosen (received lately, or paused and resumable).
+    pub usable: [bool; MAX_LAYERS],
+    pub layers: u8,
+    /// The layer forwarded now.
+    pub current: Option<u8>,
+}
+
+/// Going up past the current layer needs this much headroom, so that an estimate close to
+/// a layer's rate does not switch up and down.
+const UP_HEADROOM: f64 = 1.15;
+
+/// Chooses each item's layer: with `budget` (bit/s) `None`, the wanted layer (or the
+/// nearest usable below it, else above); with a budget, the most important items first at
+/// their lowest layer, those that do not fit paused, then upgrades in order of importance
+/// while the budget lasts.
+pub fn allocate(budget: Option<u64>, items: &[VideoItem]) -> Vec<Option<u8>> {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| items[i].priority);
+    let mut targets: Vec<Option<u8>> = vec![None; items.len()];
+    let usable = |it: &VideoItem, l: u8| l < it.layers && it.usable[usize::from(l)];
+    let Some(budget) = budget else {
+        for (i, it) in items.iter().enumerate() {
+            targets[i] = it.wanted.and_then(|w| {
+                (0..=w.min(it.layers.saturating_sub(1)))
+                    .rev()
+                    .find(|&l| usable(it, l))
+                    .or_else(|| (w..it.layers).find(|&l| usable(it, l)))
+            });
+        }
+        return targets;
+    };
+    let mut left = budget;
+    for &i in &order {
+        let it = &items[i];
+        if it.wanted.is_none() {
+            continue;
+        }
+        let Some(lowest) = (0..it.layers).find(|&l| usable(it, l)) else {
+            continue;
+        };
+        let rate = it.rates[usize::from(lowest)];
+        if rate <= left {
+            left -= rate;
+            targets[i] = Some(lowest);
+        }
+    }
+    for &i in &order {
+        let it = &items[i];
+        let (Some(mut at), Some(wanted)) = (targets[i], it.wanted) else {
+            continue;
+        };
+        while let Some(next) = (at + 1..=wanted.min(it.layers - 1)).find(|&l| usable(it, l)) {
+            let extra = it.rates[usize::from(next)].saturating_sub(it.rates[usize::from(at)]);
+            let needed = if it.current.is_some_and(|c| next > c) {
+                (extra as f64 * UP_HEADROOM) as u64
+            } else {
+                extra
+            };
+            if needed > left {
+                break;
+            }
+            left -= extra;
+            at = next;
+        }
+        targets[i] = Some(at);
+    }
+    targets
+}
+
+/// Exponentially smoothed bitrate of one stream, fed the bytes of each interval.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RateMeter {
+    bytes: u64,
+    bps: Option<f64>,
+}
+
+impl RateMeter {
+    pub fn add(&mut self, bytes: usize) {
+        self.bytes += bytes as u64;
+    }
+
+    /// Ends an interval of `secs` seconds.
+    pub fn tick(&mut self, secs: f64) {
+        let now = self.bytes as f64 * 8.0 / secs;
+        self.bytes = 0;
+        self.bps = Some(match self.bps {
+            None => now,
+            Some(old) => old + 0.3 * (now - old),
+        });
+    }
+
+    /// Bit/s; `None` before the first interval ends.
+    pub fn bps(&self) -> Option<u64> {
+        self.bps.map(|b| b as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn speech_rises_with_voice_and_falls_with_silence() {
+        let mut s = Speech::default();
+        for _ in 0..5 {
+            for _ in 0..5 {
+                s.packet(Some(-30));
+            }
+            s.tick();
+        }
+        assert!(s.speaking(), "score {}", s.score());
+        let loud = s.score();
+        for _ in 0..3 {
+            for _ in 0..5 {
+                s.packet(Some(-127)); // Comfort noise.
+            }
+            s.tick();
+        }
+        assert!(s.score() < loud);
+        for _ in 0..10 {
+            s.tick(); // DTX: no packets at all.
+        }
+        assert!(!s.speaking(), "score {}", s.score());
+    }
+
+    #[test]
+    fn quiet_noise_is_not_speech() {
+        let mut s = Speech::default();
+        for _ in 0..20 {
+            for _ in 0..5 {
+                s.packet(Some(-60));
+            }
+            s.packet(None);
+            s.tick();
+        }
+        assert_eq!(s.score(), 0.0);
+    }
+
+    #[test]
+    fn the_dominant_speaker_holds_until_clearly_beaten_or_silent() {
+        assert_eq!(dominant(None, &[(1, 5.0), (2, 10.0)]), None);
+        assert_eq!(dominant(None, &[(1, 50.0), (2, 60.0)]), Some(2));
+        // 2 speaks, 1 is a little louder: 2 holds.
+        assert_eq!(dominant(Some(2), &[(1, 70.0), (2, 60.0)]), Some(2));
+        // Much louder: 1 takes over.
+        assert_eq!(dominant(Some(2), &[(1, 90.0), (2, 60.0)]), Some(1));
+        // 2 stopped: 1 takes over at once.
+        assert_eq!(dominant(Some(2), &[(1, 25.0), (2, 3.0)]), Some(1));
+        // Nobody speaks, or 2 left: the last speaker stays, or the loudest takes over.
+        assert_eq!(dominant(Some(2), &[(1, 3.0), (2, 3.0)]), Some(2));
+        assert_eq!(dominant(Some(2), &[(1, 30.0)]), Some(1));
+    }
+
+    const RATES: [u64; 3] = [150_000, 500_000, 1_500_000];
+
+    fn item(priority: u32, wanted: Option<u8>) -> VideoItem {
+        VideoItem {
+            priority,
+            wanted,
+            rates: RATES,
+            usable: [true; 3],
+            layers: 3,
+            current: None,
+        }
+    }
+
+    #[test]
+    fn without_a_budget_each_gets_what_it_wants() {
+        let mut b = item(2, Some(1));
+        b.usable = [true, false, true]; // The middle layer is not arriving.
+        let mut c = item(3, Some(2));
+        c.usable = [true, false, false];
+        let items = [item(1, Some(2)), b, c, item(4, None)];
+        assert_eq!(
+            allocate(None, &items),
+            vec![Some(2), Some(0), Some(0), None]
+        );
+    }
+
+    #[test]
+    fn a_short_budget_goes_to_the_most_important_first() {
+        let items = [item(3, Some(0)), item(1, Some(2)), item(2, Some(0))];
+        // Everything fits.
+        assert_eq!(
+            allocate(Some(2_000_000), &items),
+            vec![Some(0), Some(2), Some(0)]
+        );
+        // Thumbnails first, then the speaker up as far as it goes.
+        assert_eq!(
+            allocate(Some(900_000), &items),
+            vec![Some(0), Some(1), Some(0)]
+        );
+        // Not even every thumbnail: the least important pauses.
+        assert_eq!(
+            allocate(Some(310_000), &items),
+            vec![None, Some(0), Some(0)]
+        );
+        assert_eq!(allocate(Some(100_000), &items), vec![None, None, None]);
+    }
+
+    #[test]
+    fn going_up_needs_headroom_staying_does_not() {
+        let mut it = item(1, Some(2));
+        it.current = Some(1);
+        // Exactly enough for the top layer: not enough to go up to it...
+        assert_eq!(allocate(Some(1_500_000), &[it]), vec![Some(1)]);
+        // ...but enough to stay on it.
+        it.current = Some(2);
+        assert_eq!(allocate(Some(1_500_000), &[it]), vec![Some(2)]);
+        it.current = Some(1);
+        assert_eq!(allocate(Some(1_700_000), &[it]), vec![Some(2)]);
+    }
+
+    #[test]
+    fn rate_meter_smooths() {
+        let mut m = RateMeter::default();
+        assert_eq!(m.bps(), None);
+        m.add(12_500);
+        m.tick(0.1);
+        assert_eq!(m.bps(), Some(1_000_000));
+        m.tick(0.1);
+        assert_eq!(m.bps(), Some(700_000));
+    }
+}

@@ -1,0 +1,652 @@
+//! The harness of the sans-IO integration tests: real str0m clients (full ICE,
+//! DTLS-SRTP, RTP) and the shard core wired together in virtual time, with no socket and
+//! no clock. Links to clients can be capped in bandwidth and lose packets (seeded).
+//!
+//! Publishers send 50 audio packets a second (with RFC 6464 levels) and 25 video frames a
+//! second as VP8 payload descriptors, on each simulcast layer; a keyframe first and then
+//! whenever the server asks (PLI). Every payload ends in the publisher's own sequence
+//! number; video payloads carry their layer in byte 5.
+
+#![allow(dead_code)] // Each test crate uses part of the harness.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use sfu::shard::{LocalCandidates, Shard, ShardConfig, ShardOutput};
+use signaling::protocol::{
+    ErrorCode, Kind, ParticipantId, Publish, ServerMessage, Source, Subscribe, TrackId, TrackInfo,
+    TrackQuality, Transport,
+};
+use signaling::{Grants, Join, Request};
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::format::{Codec, detect_vp8_keyframe};
+use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
+use str0m::net::{Protocol, Receive, TcpType};
+use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+
+const SERVER: &str = "192.0.2.1:16384";
+pub const STEP: Duration = Duration::from_millis(5);
+
+/// One packet as a client received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub at: Instant,
+    pub seq_no: u64,
+    pub time: u32,
+    /// The publisher's own sequence number (of its layer's stream), from the payload.
+    pub source_seq: u64,
+    /// The simulcast layer it was sent on (0 for audio and single streams).
+    pub layer: u8,
+    /// The first packet of a keyframe.
+    pub keyframe: bool,
+}
+
+/// How publishers send video: packets per frame and bytes per packet, per layer.
+#[derive(Debug, Clone, Copy)]
+pub struct VideoShape {
+    pub packets: [usize; 3],
+    pub bytes: [usize; 3],
+    /// A frame every this many steps of `STEP` (8: 25 frames a second).
+    pub frame_every: u64,
+}
+
+impl Default for VideoShape {
+    /// About 200 kbit/s, 400 kbit/s and 1 Mbit/s.
+    fn default() -> Self {
+        VideoShape {
+            packets: [1, 2, 5],
+            bytes: [1000, 1000, 1000],
+            frame_every: 8,
+        }
+    }
+}
+
+/// The network between the server and one client, towards the client: a policer (a
+/// token bucket of `cap_bps` with 50 ms of burst) and random loss, both seeded.
+#[derive(Debug, Clone, Default)]
+pub struct Link {
+    pub cap_bps: Option<u64>,
+    pub loss: f64,
+    tokens: f64,
+    last: Option<Instant>,
+    /// Datagrams the link dropped.
+    pub dropped: u64,
+}
+
+impl Link {
+    fn admit(&mut self, now: Instant, bytes: usize, rng: &mut u64) -> bool {
+        if self.loss > 0.0 && next_random(rng) < self.loss {
+            self.dropped += 1;
+            return false;
+        }
+        let Some(cap) = self.cap_bps else {
+            return true;
+        };
+        let burst = cap as f64 / 8.0 * 0.05;
+        let elapsed = self
+            .last
+            .map_or(0.0, |l| now.saturating_duration_since(l).as_secs_f64());
+        self.last = Some(now);
+        self.tokens = (self.tokens + elapsed * cap as f64 / 8.0).min(burst);
+        if self.tokens < bytes as f64 {
+            self.dropped += 1;
+            return false;
+        }
+        self.tokens -= bytes as f64;
+        true
+    }
+}
+
+/// A uniform number in [0, 1) from a xorshift state.
+pub fn next_random(state: &mut u64) -> f64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    (*state >> 11) as f64 / (1u64 << 53) as f64
+}
+
+pub struct Client {
+    pub name: String,
+    pub addr: SocketAddr,
+    /// UDP, or TCP for a client on ICE-TCP (an active candidate).
+    pub proto: Protocol,
+    pub rtc: Rtc,
+    pub id: ParticipantId,
+    /// Whether the network still carries its packets.
+    pub online: bool,
+    pub inbox: Vec<ServerMessage>,
+    pub pending: Option<SdpPendingOffer>,
+    pub publish: Vec<(Mid, Source)>,
+    pub subscribe: Vec<(Mid, TrackId)>,
+    /// Our own track ids, from `answer.published`.
+    pub own_tracks: HashMap<Mid, TrackId>,
+    pub received: HashMap<TrackId, Vec<Received>>,
+    pub keyframe_requests: usize,
+    /// Per (m-line, layer): the next sequence number, and whether a keyframe is due.
+    next_seq: HashMap<(Mid, u8), u64>,
+    keyframe_due: HashMap<(Mid, u8), bool>,
+    /// Simulcast layers (rids) of published m-lines.
+    pub layers: HashMap<Mid, Vec<String>>,
+    /// The audio level its microphone sends (dBov, -127 is silence).
+    pub level: i8,
+    /// Sends no keyframe when asked (an encoder that is slow to answer).
+    pub ignore_keyframe_requests: bool,
+    /// The last `layers` message per track: which of its layers it sends.
+    pub sending: HashMap<TrackId, Vec<String>>,
+    pub downlink: Link,
+}
+
+impl Client {
+    pub fn pt(&self, codec: Codec) -> Pt {
+        self.rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find(|p| p.spec().codec == codec)
+            .map(|p| p.pt())
+            .expect("codec configured")
+    }
+
+    pub fn messages(&self) -> impl Iterator<Item = &ServerMessage> {
+        self.inbox.iter()
+    }
+
+    pub fn error_codes(&self) -> Vec<ErrorCode> {
+        self.messages()
+            .filter_map(|m| match m {
+                ServerMessage::Error(e) => Some(e.code),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn tracks_announced(&self) -> Vec<TrackInfo> {
+        let mut tracks = Vec::new();
+        for m in self.messages() {
+            match m {
+                ServerMessage::Joined { tracks: t, .. } => tracks.extend(t.iter().cloned()),
+                ServerMessage::TrackPublished(t) => tracks.push(t.clone()),
+                ServerMessage::TrackUnpublished { track_id } => {
+                    tracks.retain(|t| t.track_id != *track_id)
+                }
+                _ => {}
+            }
+        }
+        tracks
+    }
+}
+
+/// The shard and its clients on a virtual network (lossless unless a link says otherwise).
+pub struct Net {
+    pub now: Instant,
+    pub shard: Shard,
+    pub clients: Vec<Client>,
+    next_id: u64,
+    pub closed: Vec<ParticipantId>,
+    pub video: VideoShape,
+    rng: u64,
+    step: u64,
+}
+
+impl Net {
+    pub fn new(config: ShardConfig) -> Net {
+        let now = Instant::now();
+        Net {
+            now,
+            shard: Shard::new(config, now),
+            clients: Vec::new(),
+            next_id: 1,
+            closed: Vec::new(),
+            video: VideoShape::default(),
+            rng: 0x9e37_79b9_7f4a_7c15,
+            step: 0,
+        }
+    }
+
+    /// The track a client publishes from `source`.
+    pub fn track_of(&self, i: usize, source: Source) -> TrackId {
+        let c = self.client(i);
+        c.publish
+            .iter()
+            .find(|(_, s)| *s == source)
+            .and_then(|(mid, _)| c.own_tracks.get(mid).copied())
+            .expect("published")
+    }
+
+    /// Sends a `view` for client `i`.
+    pub fn view(&mut self, i: usize, pinned: Vec<TrackId>, quality: Vec<TrackQuality>) {
+        let id = self.clients[i].id;
+        self.shard
+            .request(self.now, id, Request::View { pinned, quality });
+        self.pump();
+    }
+
+    pub fn server() -> SocketAddr {
+        SERVER.parse().expect("address")
+    }
+
+    /// Joins a client over UDP; returns its index.
+    pub fn join(&mut self, name: &str, grants: Grants) -> usize {
+        self.join_with(name, grants, Transport::Auto, Protocol::Udp)
+    }
+
+    /// Joins a client that reaches the server over `proto`; returns its index.
+    pub fn join_with(
+        &mut self,
+        name: &str,
+        grants: Grants,
+        transport: Transport,
+        proto: Protocol,
+    ) -> usize {
+        let index = self.clients.len();
+        let addr: SocketAddr = format!("198.51.100.{}:5000", index + 10)
+            .parse()
+            .expect("address");
+        let mut rtc = Rtc::builder().set_rtp_mode(true).build(self.now);
+        let candidate = match proto {
+            Protocol::Udp => Candidate::host(addr, "udp"),
+            _ => Candidate::builder()
+                .tcp()
+                .host(addr)
+                .tcptype(TcpType::Active)
+                .build(),
+        };
+        rtc.add_local_candidate(candidate.expect("candidate"));
+        let id = ParticipantId(self.next_id);
+        self.next_id += 1;
+        self.clients.push(Client {
+            name: name.into(),
+            addr,
+            proto,
+            rtc,
+            id,
+            online: true,
+            inbox: Vec::new(),
+            pending: None,
+            publish: Vec::new(),
+            subscribe: Vec::new(),
+            own_tracks: HashMap::new(),
+            received: HashMap::new(),
+            keyframe_requests: 0,
+            next_seq: HashMap::new(),
+            keyframe_due: HashMap::new(),
+            layers: HashMap::new(),
+            level: -127,
+            ignore_keyframe_requests: false,
+            sending: HashMap::new(),
+            downlink: Link::default(),
+        });
+        let join = Join {
+            room: "room".into(),
+            identity: name.into(),
+            name: name.to_uppercase(),
+            grants,
+            transport,
+            ice_servers: vec![signaling::protocol::IceServer {
+                urls: vec!["turn:192.0.2.1:3478?transport=udp".into()],
+                username: Some(format!("9999999999:{name}")),
+                credential: Some("pw".into()),
+            }],
+        };
+        let available = LocalCandidates {
+            udp: vec![Net::server()],
+            tcp: vec![Net::server()],
+        };
+        self.shard.join(self.now, id, join, &available);
+        self.pump();
+        index
+    }
+
+    /// Adds sendonly m-lines for `sources` and recvonly ones for every track announced and
+    /// not yet subscribed, then offers (like the browser client library).
+    pub fn negotiate(&mut self, i: usize, sources: &[Source]) {
+        let sources: Vec<(Source, &[&str])> = sources.iter().map(|s| (*s, &[][..])).collect();
+        self.negotiate_layers(i, &sources);
+    }
+
+    /// [`Net::negotiate`], with simulcast layers (rids, lowest first) for some sources.
+    pub fn negotiate_layers(&mut self, i: usize, sources: &[(Source, &[&str])]) {
+        let c = &mut self.clients[i];
+        let announced = c.tracks_announced();
+        let mut api = c.rtc.sdp_api();
+        for (source, layers) in sources {
+            let kind = match source.kind() {
+                Kind::Audio => MediaKind::Audio,
+                Kind::Video => MediaKind::Video,
+            };
+            let simulcast = (!layers.is_empty()).then(|| {
+                let mut s = Simulcast::new();
+                for rid in *layers {
+                    s.add_send_layer(SimulcastLayer::new(rid));
+                }
+                s
+            });
+            let mid = api.add_media(kind, Direction::SendOnly, None, None, simulcast);
+            c.publish.push((mid, *source));
+            if !layers.is_empty() {
+                c.layers
+                    .insert(mid, layers.iter().map(|s| s.to_string()).collect());
+            }
+        }
+        for t in announced {
+            if t.participant_id == c.id || c.subscribe.iter().any(|(_, id)| *id == t.track_id) {
+                continue;
+            }
+            let kind = match t.kind {
+                Kind::Audio => MediaKind::Audio,
+                Kind::Video => MediaKind::Video,
+            };
+            let mid = api.add_media(kind, Direction::RecvOnly, None, None, None);
+            c.subscribe.push((mid, t.track_id));
+        }
+        let (offer, pending) = api.apply().expect("changes to offer");
+        c.pending = Some(pending);
+        let request = Request::Offer {
+            sdp: offer.to_sdp_string(),
+            publish: c
+                .publish
+                .iter()
+                .map(|(mid, source)| Publish {
+                    layers: c.layers.get(mid).cloned().unwrap_or_default(),
+                    mid: mid.to_string(),
+                    source: *source,
+                })
+                .collect(),
+            subscribe: c
+                .subscribe
+                .iter()
+                .map(|(mid, track_id)| Subscribe {
+                    mid: mid.to_string(),
+                    track_id: *track_id,
+                })
+                .collect(),
+        };
+        let id = c.id;
+        self.shard.request(self.now, id, request);
+        self.pump();
+    }
+
+    /// Delivers every pending output until the network is quiet at this instant.
+    pub fn pump(&mut self) {
+        let mut to_server: Vec<ToServer> = Vec::new();
+        for c in self.clients.iter_mut().filter(|c| c.online) {
+            drain_client(c, &mut to_server);
+        }
+        for _ in 0..10_000 {
+            let mut moved = !to_server.is_empty();
+            for (proto, destination, source, data) in to_server.drain(..) {
+                self.shard
+                    .handle_datagram(self.now, proto, destination, source, &data);
+            }
+            loop {
+                match self.shard.poll_output() {
+                    ShardOutput::Transmit(t) => {
+                        moved = true;
+                        let Some(c) = self
+                            .clients
+                            .iter_mut()
+                            .find(|c| c.addr == t.destination && c.online)
+                        else {
+                            continue;
+                        };
+                        assert_eq!(t.proto, c.proto, "{} is reached over {:?}", c.name, c.proto);
+                        if !c.downlink.admit(self.now, t.contents.len(), &mut self.rng) {
+                            continue;
+                        }
+                        let receive = Receive::new(t.proto, t.source, t.destination, &t.contents)
+                            .expect("server sends well-formed datagrams");
+                        let _ = c.rtc.handle_input(Input::Receive(self.now, receive));
+                        // One input, then drain: str0m keeps one pending RTP packet.
+                        drain_client(c, &mut to_server);
+                    }
+                    ShardOutput::Signal(id, message) => {
+                        moved = true;
+                        let Some(c) = self.clients.iter_mut().find(|c| c.id == id) else {
+                            continue;
+                        };
+                        if let ServerMessage::Layers { track_id, active } = &message {
+                            c.sending.insert(*track_id, active.clone());
+                        }
+                        if let ServerMessage::Answer { sdp, published } = &message {
+                            let answer = SdpAnswer::from_sdp_string(sdp).expect("answer parses");
+                            let pending = c.pending.take().expect("an offer was pending");
+                            c.rtc
+                                .sdp_api()
+                                .accept_answer(pending, answer)
+                                .expect("answer accepted");
+                            for p in published {
+                                c.own_tracks.insert(Mid::from(p.mid.as_str()), p.track_id);
+                            }
+                            drain_client(c, &mut to_server);
+                        }
+                        c.inbox.push(message);
+                    }
+                    ShardOutput::Closed(id) => self.closed.push(id),
+                    ShardOutput::Timeout(_) => break,
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("network never went quiet");
+    }
+
+    /// Advances virtual time by `duration`, publishers sending their audio and video.
+    pub fn run(&mut self, duration: Duration) {
+        let end = self.now + duration;
+        while self.now < end {
+            self.now += STEP;
+            self.step += 1;
+            let (now, step, video) = (self.now, self.step, self.video);
+            for c in self
+                .clients
+                .iter_mut()
+                .filter(|c| c.online && c.rtc.is_connected())
+            {
+                let _ = c.rtc.handle_input(Input::Timeout(now));
+                send_media(c, now, step, &video);
+            }
+            for c in self
+                .clients
+                .iter_mut()
+                .filter(|c| c.online && !c.rtc.is_connected())
+            {
+                let _ = c.rtc.handle_input(Input::Timeout(now));
+            }
+            self.shard.handle_timeout(now);
+            self.pump();
+        }
+    }
+
+    pub fn client(&self, i: usize) -> &Client {
+        &self.clients[i]
+    }
+}
+
+pub fn everyone() -> Grants {
+    Grants::default()
+}
+
+/// Checks that a subscriber's stream of one track has gap-free rewritten sequence numbers
+/// that follow the source's, and unchanged timestamps.
+pub fn assert_well_forwarded(received: &[Received], what: &str) {
+    assert!(
+        received.len() > 10,
+        "{what}: only {} packets",
+        received.len()
+    );
+    let first = &received[0];
+    for pair in received.windows(2) {
+        assert_eq!(pair[1].seq_no, pair[0].seq_no + 1, "{what}: sequence gap");
+    }
+    for r in received {
+        assert_eq!(
+            r.seq_no - first.seq_no,
+            r.source_seq - first.source_seq,
+            "{what}: rewritten sequence does not follow the source"
+        );
+    }
+    assert!(first.seq_no < 65_536, "{what}: must start with ROC 0");
+    assert!(
+        received.windows(2).all(|w| w[1].time > w[0].time),
+        "{what}: timestamps must advance"
+    );
+}
+
+/// Checks that client `i` got no error and receives exactly the tracks `others` publish,
+/// each well forwarded; returns how many tracks that is.
+pub fn assert_receives_exactly(net: &Net, i: usize, others: &[usize]) -> usize {
+    let c = net.client(i);
+    assert!(
+        c.error_codes().is_empty(),
+        "{}: {:?}",
+        c.name,
+        c.error_codes()
+    );
+    let mut expected: Vec<TrackId> = others
+        .iter()
+        .flat_map(|o| net.client(*o).own_tracks.values().copied())
+        .collect();
+    expected.sort();
+    let mut got: Vec<TrackId> = c.received.keys().copied().collect();
+    got.sort();
+    assert_eq!(
+        got, expected,
+        "{} receives exactly the others' tracks",
+        c.name
+    );
+    for (track, received) in &c.received {
+        assert_well_forwarded(received, &format!("{} <- {track}", c.name));
+    }
+    expected.len()
+}
+
+/// A packet on its way to the server: transport, destination, source, contents.
+pub type ToServer = (Protocol, SocketAddr, SocketAddr, Vec<u8>);
+
+/// One step of a publisher: an audio packet every 20 ms, a video frame on each layer the
+/// server wants (all of them before its first `layers`) every `frame_every` steps.
+fn send_media(c: &mut Client, now: Instant, step: u64, video: &VideoShape) {
+    let opus = c.pt(Codec::Opus);
+    let vp8 = c.pt(Codec::Vp8);
+    for (mid, source) in c.publish.clone() {
+        let audio = source.kind() == Kind::Audio;
+        if !step.is_multiple_of(if audio { 4 } else { video.frame_every }) {
+            continue;
+        }
+        let rids = c.layers.get(&mid).cloned().unwrap_or_default();
+        let track = c.own_tracks.get(&mid).copied();
+        let wanted = track.and_then(|t| c.sending.get(&t)).cloned();
+        for layer in 0..rids.len().max(1) {
+            let rid = rids.get(layer).map(|r| Rid::from(r.as_str()));
+            if let (Some(r), Some(wanted)) = (rids.get(layer), &wanted)
+                && !wanted.contains(r)
+            {
+                continue; // Paused by the server.
+            }
+            let key = (mid, layer as u8);
+            let keyframe = std::mem::replace(c.keyframe_due.entry(key).or_insert(true), false);
+            let count = if audio { 1 } else { video.packets[layer] };
+            for k in 0..count {
+                let seq = c.next_seq.entry(key).or_insert(1);
+                let mut payload = Vec::new();
+                let (pt, clock) = if audio {
+                    (opus, 960)
+                } else {
+                    // X=1, S at a frame's first packet, PID=0; I=1 with a 15-bit picture id;
+                    // the payload header's P bit clear on a keyframe.
+                    let start = if k == 0 { 0x10 } else { 0 };
+                    let p_bit = if keyframe && k == 0 { 0 } else { 1 };
+                    payload.extend_from_slice(&[
+                        0x80 | start,
+                        0x80,
+                        0x80,
+                        0x01,
+                        p_bit,
+                        layer as u8,
+                    ]);
+                    payload.resize(video.bytes[layer].saturating_sub(8).max(6), 0);
+                    (vp8, 3600)
+                };
+                payload.extend_from_slice(&seq.to_be_bytes());
+                let frame = if audio {
+                    *seq
+                } else {
+                    step / video.frame_every
+                };
+                let exts = ExtensionValues {
+                    audio_level: audio.then_some(c.level),
+                    voice_activity: audio.then_some(c.level > -127),
+                    ..ExtensionValues::default()
+                };
+                let mut api = c.rtc.direct_api();
+                let Some(tx) = api.stream_tx_by_mid(mid, rid) else {
+                    continue;
+                };
+                tx.write_rtp(
+                    RtpWrite::new(pt, SeqNo::from(*seq), (frame as u32) * clock, now, payload)
+                        .marker(k + 1 == count)
+                        .ext_vals(exts)
+                        .nackable(!audio),
+                );
+                *seq += 1;
+            }
+        }
+    }
+}
+
+/// Polls a client until its timeout, queueing what it sends and recording what it gets.
+pub fn drain_client(c: &mut Client, to_server: &mut Vec<ToServer>) {
+    let server = Net::server();
+    loop {
+        match c.rtc.poll_output() {
+            Ok(Output::Transmit(t)) => {
+                assert_eq!(t.destination, server);
+                to_server.push((t.proto, t.destination, t.source, t.contents.to_vec()));
+            }
+            Ok(Output::Event(Event::RtpPacket(p))) => {
+                let mid = c
+                    .rtc
+                    .direct_api()
+                    .stream_rx(&p.header.ssrc)
+                    .map(|s| s.mid());
+                let track =
+                    mid.and_then(|m| c.subscribe.iter().find(|(x, _)| *x == m).map(|(_, t)| *t));
+                let track = track.expect("media arrives only on subscribed m-lines");
+                let n = p.payload.len();
+                let source_seq =
+                    u64::from_be_bytes(p.payload[n - 8..].try_into().expect("8 bytes"));
+                let video = n > 8;
+                c.received.entry(track).or_default().push(Received {
+                    at: p.timestamp,
+                    seq_no: *p.seq_no,
+                    time: p.header.timestamp,
+                    source_seq,
+                    layer: if video { p.payload[5] } else { 0 },
+                    keyframe: video && detect_vp8_keyframe(&p.payload),
+                });
+            }
+            Ok(Output::Event(Event::KeyframeRequest(req))) => {
+                c.keyframe_requests += 1;
+                if !c.ignore_keyframe_requests {
+                    let layer = req
+                        .rid
+                        .and_then(|r| {
+                            c.layers
+                                .get(&req.mid)?
+                                .iter()
+                                .position(|x| x.as_str() == &*r)
+                        })
+                        .unwrap_or(0);
+                    c.keyframe_due.insert((req.mid, layer as u8), true);
+                }
+            }
+            Ok(Output::Event(_)) => {}
+            Ok(Output::Timeout(_)) => return,
+            Err(e) => panic!("{}: {e}", c.name),
+        }
+    }
+}
