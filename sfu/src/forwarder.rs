@@ -6,7 +6,7 @@ use std::time::Instant;
 use str0m::format::{
     Codec, detect_av1_keyframe, detect_h264_nalu, detect_vp8_keyframe, detect_vp9_keyframe,
 };
-use str0m::rtp::SeqNo;
+use str0m::rtp::{SeqNo, Vp8Descriptor, Vp8Patch};
 
 /// Why a packet was not forwarded. Every drop is counted under one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -134,6 +134,59 @@ pub fn keyframe_start(codec: Codec, payload: &[u8]) -> bool {
         Codec::H264 => detect_h264_nalu(payload, 7) || detect_h264_nalu(payload, 5),
         Codec::Av1 => detect_av1_keyframe(payload),
         _ => false,
+    }
+}
+
+/// VP8 picture ids and TL0PICIDX as a subscriber sees them: each layer numbers its own
+/// pictures, so a switch of layer would make them jump (backwards, often), and a
+/// receiver would take the new pictures for old ones and drop them. Like the sequence
+/// numbers, they continue from the last one sent. (The payload descriptor is outside
+/// what end-to-end encryption covers.)
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Vp8Continuity {
+    picture_offset: u16,
+    tl0_offset: u8,
+    last_picture: Option<u16>,
+    last_tl0: Option<u8>,
+}
+
+impl Vp8Continuity {
+    /// The next packet (`d`) starts another layer's stream.
+    pub fn switch_source(&mut self, d: &Vp8Descriptor) {
+        if let (Some(last), Some(id)) = (self.last_picture, d.picture_id()) {
+            self.picture_offset = last.wrapping_add(1).wrapping_sub(id);
+        }
+        if let (Some(last), Some(idx)) = (self.last_tl0, d.tl0_pic_idx()) {
+            self.tl0_offset = last.wrapping_add(1).wrapping_sub(idx);
+        }
+    }
+
+    /// The patch for one forwarded packet; `None` while nothing needs rewriting.
+    pub fn rewrite(&mut self, d: &Vp8Descriptor) -> Option<Vp8Patch> {
+        let picture = d.picture_id().map(|id| {
+            let wide = id.wrapping_add(self.picture_offset) & 0x7fff;
+            // The 7-bit form wraps at 128; the builder refuses a wide id for it.
+            let fits = d.patch().picture_id(wide).build().is_ok();
+            if fits { wide } else { wide & 0x7f }
+        });
+        let tl0 = d.tl0_pic_idx().map(|i| i.wrapping_add(self.tl0_offset));
+        if picture.is_some() {
+            self.last_picture = picture;
+        }
+        if tl0.is_some() {
+            self.last_tl0 = tl0;
+        }
+        if self.picture_offset == 0 && self.tl0_offset == 0 {
+            return None;
+        }
+        let mut patch = d.patch();
+        if let Some(p) = picture {
+            patch = patch.picture_id(p);
+        }
+        if let Some(t) = tl0 {
+            patch = patch.tl0_pic_idx(t);
+        }
+        patch.build().ok()
     }
 }
 
@@ -371,6 +424,50 @@ mod tests {
         assert_eq!(current, None);
         assert_eq!(select(&mut current, Some(0), 0, false), Select::Skip);
         assert_eq!(select(&mut current, Some(0), 0, true), Select::Switch);
+    }
+
+    #[test]
+    fn vp8_picture_ids_continue_across_a_switch() {
+        // X=1 S=1; I=1 L=1 T=1: a 15-bit picture id, TL0PICIDX, TID; the payload header.
+        let packet = |id: u16, tl0: u8| {
+            [
+                0x90,
+                0xe0,
+                0x80 | (id >> 8) as u8,
+                id as u8,
+                tl0,
+                0x20,
+                0x00,
+            ]
+        };
+        let mut c = Vp8Continuity::default();
+        let d = Vp8Descriptor::parse(&packet(1000, 7)).unwrap();
+        assert_eq!(c.rewrite(&d), None, "untouched until a switch");
+        let d = Vp8Descriptor::parse(&packet(1001, 8)).unwrap();
+        assert_eq!(c.rewrite(&d), None);
+        // Another layer, whose numbers are behind.
+        let d = Vp8Descriptor::parse(&packet(20, 200)).unwrap();
+        c.switch_source(&d);
+        let patch = c.rewrite(&d).expect("rewritten");
+        assert_eq!(
+            patch,
+            d.patch().picture_id(1002).tl0_pic_idx(9).build().unwrap()
+        );
+        let d = Vp8Descriptor::parse(&packet(21, 200)).unwrap();
+        let patch = c.rewrite(&d).expect("rewritten");
+        assert_eq!(
+            patch,
+            d.patch().picture_id(1003).tl0_pic_idx(9).build().unwrap()
+        );
+        // Across the 15-bit wrap.
+        let d = Vp8Descriptor::parse(&packet(0x7fff, 1)).unwrap();
+        c.switch_source(&d);
+        c.rewrite(&d);
+        let d = Vp8Descriptor::parse(&packet(0, 2)).unwrap();
+        assert_eq!(
+            c.rewrite(&d).expect("rewritten"),
+            d.patch().picture_id(1005).tl0_pic_idx(11).build().unwrap()
+        );
     }
 
     #[test]

@@ -133,6 +133,11 @@ pub fn allocate(budget: Option<u64>, items: &[VideoItem]) -> Vec<Option<u8>> {
         if rate <= left {
             left -= rate;
             targets[i] = Some(lowest);
+        } else if it.layers == 1 {
+            // A single stream has nothing lower to fall back to: pausing it would be
+            // worse than the congestion. It goes on and leaves nothing for the rest.
+            left = 0;
+            targets[i] = Some(lowest);
         }
     }
     for &i in &order {
@@ -156,6 +161,30 @@ pub fn allocate(budget: Option<u64>, items: &[VideoItem]) -> Vec<Option<u8>> {
         targets[i] = Some(at);
     }
     targets
+}
+
+/// What the chosen `targets` of `items` cost (bit/s), and the cost of the cheapest step
+/// up towards a wanted layer, if any item is below its wanted one.
+pub fn next_step(items: &[VideoItem], targets: &[Option<u8>]) -> (u64, Option<u64>) {
+    let mut allocated = 0;
+    let mut step: Option<u64> = None;
+    for (it, target) in items.iter().zip(targets) {
+        let rate = |l: u8| it.rates[usize::from(l)];
+        if let Some(t) = target {
+            allocated += rate(*t);
+        }
+        let Some(wanted) = it.wanted else {
+            continue;
+        };
+        let from = target.map_or(0, |t| t + 1);
+        let next =
+            (from..=wanted.min(it.layers.saturating_sub(1))).find(|&l| it.usable[usize::from(l)]);
+        if let Some(next) = next {
+            let cost = rate(next) - target.map_or(0, rate).min(rate(next));
+            step = Some(step.map_or(cost, |s| s.min(cost)));
+        }
+    }
+    (allocated, step)
 }
 
 /// Exponentially smoothed bitrate of one stream, fed the bytes of each interval.
@@ -290,6 +319,15 @@ mod tests {
     }
 
     #[test]
+    fn a_single_stream_is_never_paused_for_bandwidth() {
+        let mut screen = item(0, Some(0));
+        screen.layers = 1;
+        screen.rates = [2_500_000, 0, 0];
+        let items = [screen, item(1, Some(2))];
+        assert_eq!(allocate(Some(1_000_000), &items), vec![Some(0), None]);
+    }
+
+    #[test]
     fn going_up_needs_headroom_staying_does_not() {
         let mut it = item(1, Some(2));
         it.current = Some(1);
@@ -300,6 +338,27 @@ mod tests {
         assert_eq!(allocate(Some(1_500_000), &[it]), vec![Some(2)]);
         it.current = Some(1);
         assert_eq!(allocate(Some(1_700_000), &[it]), vec![Some(2)]);
+    }
+
+    #[test]
+    fn the_next_step_is_the_cheapest_upgrade() {
+        let mut speaker = item(1, Some(2));
+        speaker.current = Some(1);
+        let items = [speaker, item(2, Some(0)), item(3, Some(0))];
+        // All there: nothing to step up to.
+        assert_eq!(
+            next_step(&items, &[Some(2), Some(0), Some(0)]),
+            (1_800_000, None)
+        );
+        // The speaker one below, a thumbnail paused: resuming the thumbnail is cheaper.
+        assert_eq!(
+            next_step(&items, &[Some(1), Some(0), None]),
+            (650_000, Some(150_000))
+        );
+        assert_eq!(
+            next_step(&items, &[Some(1), Some(0), Some(0)]),
+            (800_000, Some(1_000_000))
+        );
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! `handle_timeout`), then call [`Shard::poll_output`] until it returns
 //! [`ShardOutput::Timeout`].
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -18,16 +19,18 @@ use signaling::protocol::{
 use signaling::{Grants, Join, Request};
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpOffer;
-use str0m::format::PayloadParams;
+use str0m::format::{Codec, PayloadParams};
 use str0m::ice::StunMessage;
 use str0m::media::Rid;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive, TcpType, Transmit};
-use str0m::rtp::{RtpPacket, RtpWrite, Ssrc};
+use str0m::rtp::{RtpPacket, RtpWrite, Ssrc, Vp8Descriptor};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc};
 use tracing::{debug, info, warn};
 
-use crate::forwarder::{Decision, DropReason, Forwarder, Select, keyframe_start, select};
+use crate::forwarder::{
+    Decision, DropReason, Forwarder, Select, Vp8Continuity, keyframe_start, select,
+};
 use crate::selection::{self, RateMeter, Speech, VideoItem};
 
 /// How a shard behaves; the same for every shard of a server.
@@ -203,8 +206,9 @@ struct Participant {
     remotes: Vec<Remote>,
     /// Removed when this passes without a datagram; `None` until its first offer.
     media_deadline: Option<Instant>,
-    /// When its `Rtc` wants `Input::Timeout` next.
-    rtc_timeout: Instant,
+    /// When its `Rtc` wants `Input::Timeout` next, as queued in the shard\'s timers
+    /// (`None`: not queued; the next drain queues it).
+    rtc_timeout: Option<Instant>,
     /// In the shard's dirty queue: its `Rtc` has output to drain.
     dirty: bool,
     publications: Vec<Publication>,
@@ -221,8 +225,8 @@ struct Participant {
     /// Its estimated downlink (bit/s): transport-wide congestion control, else REMB.
     estimate: Option<u64>,
     estimate_is_twcc: bool,
-    /// The desired bitrate last given to its bandwidth estimator.
-    bwe_desired: u64,
+    /// The minimum and desired bitrates last given to its bandwidth estimator.
+    bwe_bitrates: (u64, u64),
 }
 
 impl Participant {
@@ -283,11 +287,14 @@ struct Subscription {
     /// it switches to at that layer's next keyframe.
     current: Option<u8>,
     target: Option<u8>,
+    /// VP8 picture ids and TL0PICIDX, continued across layers like sequence numbers.
+    vp8: Vp8Continuity,
 }
 
-/// Where a subscriber's bandwidth estimate starts: enough for a few thumbnails and the
-/// speaker's middle layer; it grows as the estimator probes.
-const INITIAL_ESTIMATE_BPS: u64 = 1_500_000;
+/// Where a subscriber's bandwidth estimate starts: enough for a 2.5 Mbit/s screen share
+/// or a speaker and a dozen thumbnails. It grows as the estimator probes, and falls at
+/// the first losses. (str0m paces each subscriber at 1.1 times its estimate.)
+const INITIAL_ESTIMATE_BPS: u64 = 3_000_000;
 
 /// How long forwarded packets are kept for retransmission on NACK: later than this a
 /// resent packet arrives too late to be played. str0m keeps 3 s (1024 packets) by default,
@@ -328,6 +335,8 @@ struct Layer {
     /// Someone waits for its keyframe: ask the publisher, throttled, until it comes.
     waiting: bool,
     last_request: Option<Instant>,
+    /// When a subscriber last received it or switched to it.
+    needed_at: Option<Instant>,
     /// Expected but silent since then (the publisher stopped sending it on its own, for
     /// lack of uplink or CPU): not chosen again for a while even when paused.
     stalled_at: Option<Instant>,
@@ -341,6 +350,9 @@ const NOMINAL_AUDIO_BPS: u64 = 40_000;
 
 /// A layer that sent nothing for this long is not chosen (unless paused by us).
 const LAYER_SILENCE: Duration = Duration::from_millis(1500);
+
+/// A layer nobody receives is paused only after this long.
+const PAUSE_AFTER: Duration = Duration::from_secs(3);
 
 /// A layer that stalled is tried again (resumed if someone wants it) after this long.
 const STALLED_RETRY: Duration = Duration::from_secs(10);
@@ -356,6 +368,7 @@ impl Layer {
             waiting: false,
             last_request: None,
             stalled_at: None,
+            needed_at: None,
         }
     }
 
@@ -407,10 +420,9 @@ pub struct Shard {
     /// When the next tick (speakers, layer choice, keyframe retries) is due.
     next_tick: Instant,
     ticks: u64,
-    /// No deadline is earlier than this (it may be earlier than needed: a spurious wakeup).
-    earliest: Instant,
-    /// `earliest` must be recomputed from scratch before it is next returned.
-    rescan: bool,
+    /// Each participant's `Rtc` deadline, earliest first. An entry whose time is no longer
+    /// its participant's `rtc_timeout` is stale and skipped.
+    timers: BinaryHeap<Reverse<(Instant, ParticipantId)>>,
     next_track: u64,
     pub counters: Counters,
 }
@@ -429,8 +441,7 @@ impl Shard {
             outputs: VecDeque::new(),
             next_tick: now + TICK,
             ticks: 0,
-            earliest: now + TICK,
-            rescan: false,
+            timers: BinaryHeap::new(),
             next_track: 1,
             counters: Counters::default(),
         }
@@ -579,7 +590,7 @@ impl Shard {
                 tcp_port,
                 remotes: Vec::new(),
                 media_deadline: None,
-                rtc_timeout: now,
+                rtc_timeout: None,
                 dirty: false,
                 publications: Vec::new(),
                 subscriptions: Vec::new(),
@@ -589,7 +600,7 @@ impl Shard {
                 quality: Vec::new(),
                 estimate: None,
                 estimate_is_twcc: false,
-                bwe_desired: 0,
+                bwe_bitrates: (0, 0),
             },
         );
         self.mark_dirty(id);
@@ -681,31 +692,37 @@ impl Shard {
     /// Time passed; call at (or after) the last polled `Timeout`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.advance(now);
-        let mut expired = Vec::new();
-        let mut due = Vec::new();
-        for (id, p) in &mut self.participants {
-            if p.media_deadline.is_some_and(|d| d <= now) {
-                expired.push(*id);
-            } else if p.rtc_timeout <= now {
-                if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
-                    debug!(participant = %id, "timeout refused: {e}");
-                }
-                due.push(*id);
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+            if at > now {
+                break;
             }
-        }
-        for id in due {
+            self.timers.pop();
+            let Some(p) = self.participants.get_mut(&id) else {
+                continue;
+            };
+            if p.rtc_timeout != Some(at) {
+                continue; // Stale: its deadline moved since.
+            }
+            p.rtc_timeout = None;
+            if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
+                debug!(participant = %id, "timeout refused: {e}");
+            }
             self.mark_dirty(id);
-        }
-        for id in expired {
-            info!(participant = %id, "no media for {:?}", self.config.participant_timeout);
-            self.remove_participant(id, LeaveReason::Timeout);
         }
         if now >= self.next_tick {
             self.next_tick = (self.next_tick + TICK).max(now);
+            let expired: Vec<ParticipantId> = self
+                .participants
+                .iter()
+                .filter(|(_, p)| p.media_deadline.is_some_and(|d| d <= now))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in expired {
+                info!(participant = %id, "no media for {:?}", self.config.participant_timeout);
+                self.remove_participant(id, LeaveReason::Timeout);
+            }
             self.tick();
         }
-        // Rescan once the due participants are drained and their deadlines are fresh.
-        self.rescan = true;
     }
 
     /// The next thing to do. Call until it returns `Timeout`.
@@ -715,11 +732,7 @@ impl Shard {
                 return out;
             }
             let Some(id) = self.dirty.pop_front() else {
-                if self.rescan {
-                    self.rescan = false;
-                    self.earliest = self.scan_deadlines();
-                }
-                return ShardOutput::Timeout(self.earliest);
+                return ShardOutput::Timeout(self.next_deadline());
             };
             if self.participants.get(&id).is_some_and(|p| p.dirty) {
                 self.drain_rtc(id);
@@ -751,9 +764,11 @@ impl Shard {
                     self.outputs.push_back(ShardOutput::Transmit(t));
                 }
                 Ok(Output::Timeout(at)) => {
-                    p.rtc_timeout = at;
+                    if p.rtc_timeout != Some(at) {
+                        p.rtc_timeout = Some(at);
+                        self.timers.push(Reverse((at, id)));
+                    }
                     p.dirty = false;
-                    self.earliest = self.earliest.min(at);
                     return;
                 }
                 Ok(Output::Event(event)) => self.on_event(id, event),
@@ -940,7 +955,6 @@ impl Shard {
         };
         if p.media_deadline.is_none() {
             p.media_deadline = Some(now + self.config.participant_timeout);
-            self.earliest = self.earliest.min(now + self.config.participant_timeout);
         }
         let published = self.apply_publish(id, &publish);
         self.apply_subscribe(id, &subscribe);
@@ -1154,6 +1168,7 @@ impl Shard {
                     rtx_sized: false,
                     current: None,
                     target: None,
+                    vp8: Vp8Continuity::default(),
                 });
                 if let Some(t) = self.tracks.get_mut(&track_id) {
                     t.subscribers.push((id, slot));
@@ -1358,6 +1373,7 @@ impl Shard {
         }
         let budget = p.estimate.map(|e| e.saturating_sub(audio_bps));
         let targets = selection::allocate(budget, &items);
+        let (allocated, step_up) = selection::next_step(&items, &targets);
         let connected = p.rtc.is_connected();
         let mut awaited: Vec<(TrackId, u8)> = Vec::new();
         for (slot, target) in slots.into_iter().zip(targets) {
@@ -1371,14 +1387,17 @@ impl Shard {
                 }
             }
         }
-        // Let the estimator probe towards what this subscriber would receive with
-        // bandwidth to spare.
-        let ideal = audio_bps + ideal_bps;
-        if ideal.abs_diff(p.bwe_desired) > p.bwe_desired / 10 {
-            p.bwe_desired = ideal;
+        // Let the estimator find out whether the next layer up fits: padding up to it
+        // (never above the estimate), and probing towards what this subscriber would
+        // receive with bandwidth to spare.
+        let desired = (audio_bps + ideal_bps).max(NOMINAL_AUDIO_BPS);
+        let minimum = step_up.map_or(0, |step| (audio_bps + allocated + step).min(desired));
+        let differs = |a: u64, b: u64| a.abs_diff(b) > b / 10;
+        if differs(desired, p.bwe_bitrates.1) || differs(minimum, p.bwe_bitrates.0) {
+            p.bwe_bitrates = (minimum, desired);
             p.rtc
                 .bwe()
-                .set_bitrate(Bitrate::bps(0), Bitrate::bps(ideal.max(NOMINAL_AUDIO_BPS)));
+                .set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired));
             self.mark_dirty(id);
         }
         for (track_id, layer) in awaited {
@@ -1411,6 +1430,15 @@ impl Shard {
                     for l in [s.current, s.target].into_iter().flatten() {
                         mask |= 1 << l;
                     }
+                }
+            }
+            // A layer stays on for a while after its last receiver left it: resuming
+            // costs a keyframe, and choices near a bandwidth limit come and go.
+            for (i, l) in t.layers.iter_mut().enumerate() {
+                if mask & (1 << i) != 0 {
+                    l.needed_at = Some(now);
+                } else if l.needed_at.is_some_and(|at| now < at + PAUSE_AFTER) {
+                    mask |= 1 << i;
                 }
             }
             if t.announced == Some(mask) {
@@ -1602,7 +1630,11 @@ impl Shard {
             .copied();
         let clock_hz = params.map_or(90_000, |x| x.spec().clock_rate.get());
         let video = track.info.kind == Kind::Video;
-        let keyframe = !video || params.is_some_and(|x| keyframe_start(x.spec().codec, &payload));
+        let codec = params.map(|x| x.spec().codec);
+        let keyframe = !video || codec.is_some_and(|c| keyframe_start(c, &payload));
+        let vp8 = (codec == Some(Codec::Vp8))
+            .then(|| Vp8Descriptor::parse(&payload).ok())
+            .flatten();
         if !video {
             track.speech.packet(packet.header.ext_vals.audio_level);
         }
@@ -1628,6 +1660,9 @@ impl Shard {
                 Select::Forward => {}
                 Select::Switch => {
                     s.forwarder.switch_source();
+                    if let Some(d) = &vp8 {
+                        s.vp8.switch_source(d);
+                    }
                     self.counters.layer_switches += 1;
                 }
             }
@@ -1673,12 +1708,14 @@ impl Shard {
                 s.rtx_sized = true;
                 tx.set_rtx_cache(RTX_MAX_PACKETS, RTX_MAX_AGE, Some(0.15));
             }
-            tx.write_rtp(
-                RtpWrite::new(pt_out, seq_no, time, packet.timestamp, payload.clone())
-                    .marker(packet.header.marker)
-                    .ext_vals(ext_vals.clone())
-                    .nackable(video),
-            );
+            let mut write = RtpWrite::new(pt_out, seq_no, time, packet.timestamp, payload.clone())
+                .marker(packet.header.marker)
+                .ext_vals(ext_vals.clone())
+                .nackable(video);
+            if let Some(patch) = vp8.as_ref().and_then(|d| s.vp8.rewrite(d)) {
+                write = write.vp8_patch(patch);
+            }
+            tx.write_rtp(write);
             self.counters.rtp_forwarded += 1;
             if !sub.dirty {
                 sub.dirty = true;
@@ -1737,13 +1774,19 @@ impl Shard {
         self.outputs.push_back(ShardOutput::Closed(id));
     }
 
-    /// The exact earliest deadline over every participant and pending keyframe request.
-    fn scan_deadlines(&self) -> Instant {
-        let far = self.now + Duration::from_secs(1);
-        let participants = self
-            .participants
-            .values()
-            .flat_map(|p| std::iter::once(p.rtc_timeout).chain(p.media_deadline));
-        participants.fold(far.min(self.next_tick), Instant::min)
+    /// The earliest of the next tick (which also removes participants whose media
+    /// stopped) and the participants' `Rtc` deadlines; stale timer entries are dropped.
+    fn next_deadline(&mut self) -> Instant {
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+            if self
+                .participants
+                .get(&id)
+                .is_some_and(|p| p.rtc_timeout == Some(at))
+            {
+                return at.min(self.next_tick);
+            }
+            self.timers.pop();
+        }
+        self.next_tick
     }
 }

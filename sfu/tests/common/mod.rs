@@ -71,12 +71,21 @@ pub struct Link {
     pub loss: f64,
     tokens: f64,
     last: Option<Instant>,
-    /// Datagrams the link dropped.
+    /// Datagrams the link dropped, and the bytes it delivered.
     pub dropped: u64,
+    pub delivered: u64,
 }
 
 impl Link {
     fn admit(&mut self, now: Instant, bytes: usize, rng: &mut u64) -> bool {
+        let ok = self.police(now, bytes, rng);
+        if ok {
+            self.delivered += bytes as u64;
+        }
+        ok
+    }
+
+    fn police(&mut self, now: Instant, bytes: usize, rng: &mut u64) -> bool {
         if self.loss > 0.0 && next_random(rng) < self.loss {
             self.dropped += 1;
             return false;
@@ -188,6 +197,8 @@ pub struct Net {
     pub video: VideoShape,
     rng: u64,
     step: u64,
+    /// The shard's next deadline, as it last said.
+    deadline: Instant,
 }
 
 impl Net {
@@ -202,6 +213,7 @@ impl Net {
             video: VideoShape::default(),
             rng: 0x9e37_79b9_7f4a_7c15,
             step: 0,
+            deadline: now,
         }
     }
 
@@ -424,7 +436,10 @@ impl Net {
                         c.inbox.push(message);
                     }
                     ShardOutput::Closed(id) => self.closed.push(id),
-                    ShardOutput::Timeout(_) => break,
+                    ShardOutput::Timeout(at) => {
+                        self.deadline = at;
+                        break;
+                    }
                 }
             }
             if !moved {
@@ -438,7 +453,16 @@ impl Net {
     pub fn run(&mut self, duration: Duration) {
         let end = self.now + duration;
         while self.now < end {
-            self.now += STEP;
+            // The shard's own deadlines inside the step (its pacers ask for the next
+            // packet microseconds later), then the step's media.
+            let step_end = self.now + STEP;
+            while self.deadline < step_end {
+                // Time always moves on, if only by a microsecond, as it does in a driver.
+                self.now = self.deadline.max(self.now + Duration::from_micros(1));
+                self.shard.handle_timeout(self.now);
+                self.pump();
+            }
+            self.now = step_end;
             self.step += 1;
             let (now, step, video) = (self.now, self.step, self.video);
             for c in self

@@ -1,0 +1,372 @@
+//! Sans-IO tests of what keeps large calls smooth: simulcast layers fitted to each
+//! subscriber's bandwidth, switches only at keyframes, loudest-N audio, last-N video,
+//! speaker announcements, paused layers, and a full room of 70. Virtual time, seeded loss.
+
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Net, Received, VideoShape, everyone};
+use sfu::shard::ShardConfig;
+use signaling::protocol::{ErrorCode, ParticipantId, Quality, ServerMessage, Source, TrackQuality};
+
+const SIMULCAST: &[&str] = &["q", "h", "f"];
+
+/// Alice publishes a microphone and a three-layer camera; the others only receive.
+fn simulcast_call(receivers: &[&str]) -> Net {
+    let mut net = Net::new(ShardConfig::default());
+    let alice = net.join("alice", everyone());
+    net.negotiate_layers(
+        alice,
+        &[(Source::Microphone, &[]), (Source::Camera, SIMULCAST)],
+    );
+    for name in receivers {
+        let i = net.join(name, everyone());
+        net.negotiate(i, &[]);
+    }
+    net
+}
+
+/// The layers a subscriber received in the window, in order, each once per run.
+fn layer_runs(received: &[Received]) -> Vec<u8> {
+    let mut runs: Vec<u8> = Vec::new();
+    for r in received {
+        if runs.last() != Some(&r.layer) {
+            runs.push(r.layer);
+        }
+    }
+    runs
+}
+
+fn between(received: &[Received], from: Instant, to: Instant) -> Vec<Received> {
+    received
+        .iter()
+        .filter(|r| r.at >= from && r.at < to)
+        .cloned()
+        .collect()
+}
+
+/// Every switch from one layer to another (or a resumption) lands on a keyframe's first
+/// packet, and the subscriber's sequence numbers have no gap beyond what its link lost.
+fn assert_switches_at_keyframes(received: &[Received], link_losses: u64, what: &str) {
+    for pair in received.windows(2) {
+        if pair[1].layer != pair[0].layer {
+            assert!(
+                pair[1].keyframe,
+                "{what}: switched {} -> {} off a keyframe",
+                pair[0].layer, pair[1].layer
+            );
+        }
+    }
+    let mut seqs: Vec<u64> = received.iter().map(|r| r.seq_no).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    let span = seqs.last().unwrap() - seqs.first().unwrap() + 1;
+    let missing = span - seqs.len() as u64;
+    assert!(
+        missing <= link_losses,
+        "{what}: {missing} sequence numbers never arrived, the link lost only {link_losses}"
+    );
+}
+
+#[test]
+fn a_subscriber_with_less_bandwidth_gets_a_lower_layer_and_goes_back_up() {
+    let mut net = simulcast_call(&["bob", "carol"]);
+    let camera = net.track_of(0, Source::Camera);
+    let (bob, carol) = (1, 2);
+    net.run(Duration::from_secs(6));
+    let t0 = net.now;
+    net.run(Duration::from_secs(2));
+    for i in [bob, carol] {
+        let got = between(&net.client(i).received[&camera], t0, net.now);
+        assert_eq!(
+            layer_runs(&got),
+            vec![2],
+            "{} on the top layer",
+            net.client(i).name
+        );
+    }
+    // Bob's downlink drops to 600 kbit/s: his estimate follows, his layer goes down.
+    net.clients[bob].downlink.cap_bps = Some(600_000);
+    let capped = net.now;
+    net.run(Duration::from_secs(10));
+    let during = between(&net.client(bob).received[&camera], capped, net.now);
+    let settled = between(&during, net.now - Duration::from_secs(3), net.now);
+    assert!(
+        settled.len() > 40,
+        "bob's video keeps flowing under the cap: {} packets in 3 s",
+        settled.len()
+    );
+    assert!(
+        settled.iter().all(|r| r.layer < 2),
+        "bob came down from the top layer: {:?}",
+        layer_runs(&during)
+    );
+    // Carol never noticed.
+    let carol_during = between(&net.client(carol).received[&camera], capped, net.now);
+    assert_eq!(layer_runs(&carol_during), vec![2]);
+    assert_switches_at_keyframes(&carol_during, 0, "carol");
+    // The cap lifts: bob's estimate recovers and he goes back up.
+    net.clients[bob].downlink.cap_bps = None;
+    let lifted = net.now;
+    net.run(Duration::from_secs(20));
+    let after = between(&net.client(bob).received[&camera], lifted, net.now);
+    assert_eq!(
+        after.last().map(|r| r.layer),
+        Some(2),
+        "bob back on the top layer: {:?}",
+        layer_runs(&after)
+    );
+    let all = between(&net.client(bob).received[&camera], t0, net.now);
+    assert_switches_at_keyframes(&all, net.client(bob).downlink.dropped, "bob");
+    assert!(
+        layer_runs(&all).len() >= 3,
+        "down and up again: {:?}",
+        layer_runs(&all)
+    );
+}
+
+/// A room of `n` (above the loudest-N threshold of 8), everyone publishing a microphone
+/// and a simulcast camera, everyone receiving everyone.
+fn large_room(n: usize, video: VideoShape) -> Net {
+    let mut net = Net::new(ShardConfig::default());
+    net.video = video;
+    for k in 0..n {
+        let i = net.join(&format!("p{k}"), everyone());
+        net.negotiate_layers(i, &[(Source::Microphone, &[]), (Source::Camera, SIMULCAST)]);
+    }
+    // Earlier joiners learned of later tracks: they renegotiate to receive them.
+    for i in 0..n - 1 {
+        net.negotiate(i, &[]);
+    }
+    net
+}
+
+/// The participants whose track of `source` client `i` received packets from in the window.
+fn heard_from(net: &Net, i: usize, source: Source, from: Instant) -> Vec<usize> {
+    let mut who: Vec<usize> = (0..net.clients.len())
+        .filter(|o| *o != i)
+        .filter(|o| {
+            let track = net.track_of(*o, source);
+            net.client(i)
+                .received
+                .get(&track)
+                .is_some_and(|r| r.iter().any(|p| p.at >= from))
+        })
+        .collect();
+    who.sort_unstable();
+    who
+}
+
+fn speakers_announced(net: &Net, i: usize) -> Vec<(Vec<ParticipantId>, usize)> {
+    net.client(i)
+        .messages()
+        .enumerate()
+        .filter_map(|(k, m)| match m {
+            ServerMessage::ActiveSpeakers { speakers } => Some((speakers.clone(), k)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Light video: one small packet per frame and layer, so that ten cameras fit anywhere.
+const THUMBNAILS: VideoShape = VideoShape {
+    packets: [1, 1, 1],
+    bytes: [200, 300, 400],
+    frame_every: 8,
+};
+
+#[test]
+fn in_a_large_room_each_receives_the_loudest_three_and_whom_it_pinned() {
+    let mut net = large_room(10, THUMBNAILS);
+    let id = |net: &Net, i: usize| net.client(i).id;
+    // 0, 1 and 2 speak, 0 the loudest.
+    for (i, level) in [(0, -20), (1, -30), (2, -35)] {
+        net.clients[i].level = level;
+    }
+    net.run(Duration::from_secs(2));
+    let from = net.now;
+    net.run(Duration::from_secs(1));
+    for i in 3..10 {
+        assert_eq!(
+            heard_from(&net, i, Source::Microphone, from),
+            vec![0, 1, 2],
+            "{} hears the three speakers",
+            net.client(i).name
+        );
+    }
+    // A speaker hears the other two and the next in speaking order (the first joiner).
+    assert_eq!(heard_from(&net, 0, Source::Microphone, from), vec![1, 2, 3]);
+    let announced = speakers_announced(&net, 5);
+    let last = &announced.last().expect("speakers announced").0;
+    assert_eq!(last, &vec![id(&net, 0), id(&net, 1), id(&net, 2)]);
+    // They stop; 6, 7 and 8 speak. Participant 9 pins 4's microphone.
+    for i in 0..10 {
+        net.clients[i].level = if (6..9).contains(&i) { -25 } else { -127 };
+    }
+    let pinned = net.track_of(4, Source::Microphone);
+    net.view(9, vec![pinned], vec![]);
+    net.run(Duration::from_secs(2));
+    let from = net.now;
+    net.run(Duration::from_secs(1));
+    assert_eq!(heard_from(&net, 3, Source::Microphone, from), vec![6, 7, 8]);
+    assert_eq!(
+        heard_from(&net, 9, Source::Microphone, from),
+        vec![4, 6, 7, 8],
+        "the pinned microphone comes on top of the loudest three"
+    );
+    let announced = speakers_announced(&net, 3);
+    let mut last = announced.last().expect("speakers announced").0.clone();
+    last.sort();
+    assert_eq!(last, vec![id(&net, 6), id(&net, 7), id(&net, 8)]);
+    // Announcements were paced: at most one per 300 ms over the 6 s of speech changes.
+    assert!(
+        announced.len() <= 6_000 / 300 + 1,
+        "{} announcements",
+        announced.len()
+    );
+    // Every audio stream a subscriber got is gap-free across its pauses.
+    for i in 0..10 {
+        for o in (0..10).filter(|o| *o != i) {
+            let track = net.track_of(o, Source::Microphone);
+            if let Some(r) = net.client(i).received.get(&track) {
+                assert_switches_at_keyframes_or_audio(
+                    r,
+                    &format!("{} <- p{o}", net.client(i).name),
+                );
+            }
+        }
+    }
+}
+
+/// Audio resumes without keyframes: only the sequence numbers must be gap-free.
+fn assert_switches_at_keyframes_or_audio(received: &[Received], what: &str) {
+    for pair in received.windows(2) {
+        assert_eq!(pair[1].seq_no, pair[0].seq_no + 1, "{what}: sequence gap");
+    }
+}
+
+#[test]
+fn quality_caps_pins_and_unwatched_layers() {
+    let mut net = simulcast_call(&["bob", "carol"]);
+    let camera = net.track_of(0, Source::Camera);
+    net.run(Duration::from_secs(4));
+    // Nobody needs less than the top layer: the publisher is told to send only that one.
+    let sending = |net: &Net| {
+        net.client(0)
+            .sending
+            .get(&camera)
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(sending(&net), vec!["f".to_string()]);
+    // Carol shows alice small: she gets the lowest layer, and the publisher sends both.
+    net.view(
+        2,
+        vec![],
+        vec![TrackQuality {
+            track_id: camera,
+            quality: Quality::Low,
+        }],
+    );
+    let from = net.now;
+    net.run(Duration::from_secs(3));
+    let got = between(&net.client(2).received[&camera], from, net.now);
+    assert_eq!(
+        layer_runs(&got),
+        vec![2, 0],
+        "carol goes down to the thumbnail"
+    );
+    assert_switches_at_keyframes(&got, 0, "carol");
+    assert_eq!(sending(&net), vec!["q".to_string(), "f".to_string()]);
+    let bob_got = between(&net.client(1).received[&camera], from, net.now);
+    assert_eq!(layer_runs(&bob_got), vec![2], "bob keeps the top layer");
+    // Medium: the middle layer, which the publisher resumes.
+    net.view(
+        2,
+        vec![],
+        vec![TrackQuality {
+            track_id: camera,
+            quality: Quality::Medium,
+        }],
+    );
+    let from = net.now;
+    net.run(Duration::from_secs(1));
+    let got = between(&net.client(2).received[&camera], from, net.now);
+    assert_eq!(layer_runs(&got), vec![0, 1]);
+    // The lowest layer stays on a while after its last receiver left it...
+    assert_eq!(
+        sending(&net),
+        vec!["q".to_string(), "h".to_string(), "f".to_string()]
+    );
+    // ...then pauses.
+    net.run(Duration::from_secs(3));
+    assert_eq!(sending(&net), vec!["h".to_string(), "f".to_string()]);
+}
+
+#[test]
+fn seventy_in_one_room_each_receive_exactly_their_layout_and_the_71st_is_refused() {
+    let n = 70;
+    let mut net = large_room(n, THUMBNAILS);
+    let id = |net: &Net, i: usize| net.client(i).id;
+    for (i, level) in [(0, -20), (1, -30), (2, -35)] {
+        net.clients[i].level = level;
+    }
+    net.run(Duration::from_secs(2));
+    let from = net.now;
+    net.run(Duration::from_secs(1));
+    // The speaking order: 0, 1, 2, then everyone in joining order.
+    for i in 0..n {
+        let order: Vec<usize> = (0..n).filter(|o| *o != i).collect();
+        let loudest: Vec<usize> = {
+            let mut v = order[..3].to_vec();
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(
+            heard_from(&net, i, Source::Microphone, from),
+            loudest,
+            "p{i}'s audio"
+        );
+        let mut cameras = order[..25].to_vec();
+        cameras.sort_unstable();
+        assert_eq!(
+            heard_from(&net, i, Source::Camera, from),
+            cameras,
+            "p{i}'s last-N cameras"
+        );
+        // The dominant speaker (0) at the top layer, the others as thumbnails.
+        for o in &cameras {
+            let track = net.track_of(*o, Source::Camera);
+            let layers: Vec<u8> = net.client(i).received[&track]
+                .iter()
+                .filter(|r| r.at >= from)
+                .map(|r| r.layer)
+                .collect();
+            let expected = if *o == 0 { 2 } else { 0 };
+            assert!(
+                layers.iter().all(|l| *l == expected),
+                "p{i} <- p{o}: layers {layers:?}, expected {expected}"
+            );
+        }
+    }
+    let announced = speakers_announced(&net, 40);
+    assert_eq!(
+        announced.last().expect("announced").0,
+        vec![id(&net, 0), id(&net, 1), id(&net, 2)]
+    );
+    // The 71st is refused; nobody else notices.
+    let before: Vec<usize> = net.clients.iter().map(|c| c.inbox.len()).collect();
+    let late = net.join("p70", everyone());
+    assert_eq!(net.client(late).error_codes(), vec![ErrorCode::RoomFull]);
+    for (i, b) in before.iter().enumerate() {
+        let news = net.client(i).inbox[*b..]
+            .iter()
+            .filter(|m| !matches!(m, ServerMessage::ActiveSpeakers { .. }))
+            .count();
+        assert_eq!(news, 0, "p{i} was told nothing of the refused join");
+    }
+    assert_eq!(net.shard.sizes().1, 70);
+}
