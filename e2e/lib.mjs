@@ -156,17 +156,32 @@ export const profileDirs = [];
 const NETNS_WRAPPER = join(dirname(fileURLToPath(import.meta.url)), 'chromium-in-netns.sh');
 
 /**
- * A fresh Chromium with its own profile; with `netns`, inside that network namespace (its
- * traffic then obeys that namespace's routes and nftables rules).
+ * Switches that make a browser lighter where the test does not need more: no sound
+ * output, no extensions, one renderer process. (The machines are small; a test with four
+ * browsers encoding and decoding 720p video feels every bit.)
  */
-export async function newBrowser(label, { netns = null } = {}) {
+export const LEAN_ARGS = ['--mute-audio', '--disable-extensions', '--renderer-process-limit=1'];
+
+/**
+ * The fake camera at `fps` frames per second (default 30), for newBrowser's `args`: it
+ * replaces the plain --use-fake-device-for-media-stream of CHROMIUM_ARGS (the last of a
+ * repeated switch wins).
+ */
+export const fakeCameraFps = (fps) => `--use-fake-device-for-media-stream=fps=${fps}`;
+
+/**
+ * A fresh Chromium with its own profile; with `netns`, inside that network namespace (its
+ * traffic then obeys that namespace's routes and nftables rules). `args` are added to
+ * CHROMIUM_ARGS.
+ */
+export async function newBrowser(label, { netns = null, args = [] } = {}) {
   const dir = mkdtempSync(join(tmpdir(), `sfu-e2e-${label}-`));
   profileDirs.push(dir);
   const ctx = await chromium.launchPersistentContext(dir, {
     executablePath: netns ? NETNS_WRAPPER : CHROMIUM,
     env: netns ? { ...process.env, E2E_NETNS: netns, CHROMIUM } : process.env,
     headless: true,
-    args: CHROMIUM_ARGS,
+    args: [...CHROMIUM_ARGS, ...args],
     viewport: { width: 1280, height: 800 },
   });
   contexts.push(ctx);
@@ -189,10 +204,16 @@ export class Participant {
     this.firstFrameMs = null;
   }
 
-  /** Opens the demo page and joins through its form (pasting a token: the server has a secret). */
-  async join(room, { expectVideoFrom = false, grants, query = '', netns = null } = {}) {
-    const { ctx, page, logs, dir } = await newBrowser(this.name.toLowerCase(), { netns });
+  /**
+   * Opens the demo page and joins through its form (pasting a token: the server has a
+   * secret). `query` is the page's (e.g. `?video=1280x720`), `args` extra browser
+   * switches; with `recordSent`, the page records what it sends on WebSockets in
+   * window.__sent (see sent()).
+   */
+  async join(room, { expectVideoFrom = false, grants, query = '', netns = null, args = [], recordSent = false } = {}) {
+    const { ctx, page, logs, dir } = await newBrowser(this.name.toLowerCase(), { netns, args });
     Object.assign(this, { ctx, page, logs, dir });
+    if (recordSent) await page.addInitScript(recordSentMessages);
     await page.goto(`${SFU_URL}/${query}`);
     await page.fill('#room', room);
     await page.fill('#name', this.name);
@@ -250,6 +271,17 @@ export class Participant {
 
   stats() {
     return this.page.evaluate(() => window.demo.call.inboundStats());
+  }
+
+  /** The local tracks' outbound RTP streams (one per simulcast layer): Call.outboundStats. */
+  outStats() {
+    return this.page.evaluate(() => window.demo.call.outboundStats());
+  }
+
+  /** What the page sent on its WebSockets (joined with `recordSent`), `type` ones only if given. */
+  async sent(type = null) {
+    const all = await this.page.evaluate(() => window.__sent || []);
+    return type ? all.filter((m) => m.type === type) : all;
   }
 
   /** The peer connection's m-lines: transceivers, m= lines of the local SDP, per-mid details. */
@@ -338,6 +370,24 @@ export async function firstFrameProbe(timeoutMs) {
     if (performance.now() - start > timeoutMs) throw new Error('no remote video frame decoded');
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/**
+ * In the page, before its scripts (an init script): records each JSON message sent on a
+ * WebSocket in window.__sent, without SDP and tokens.
+ */
+export function recordSentMessages() {
+  window.__sent = [];
+  const send = WebSocket.prototype.send;
+  WebSocket.prototype.send = function recordedSend(data) {
+    try {
+      const { sdp, token, ...rest } = JSON.parse(data);
+      window.__sent.push(rest);
+    } catch {
+      // Not JSON: not ours to record.
+    }
+    return send.call(this, data);
+  };
 }
 
 /**
@@ -484,4 +534,33 @@ export function browserPids(dir) {
     }
   }
   return [...found];
+}
+
+// ------------------------------------------------------------------ nftables
+
+/**
+ * Loads `rules` as table `inet <table>` in network namespace `ns` (as root), replacing
+ * that table if it is there.
+ */
+export function nftTable(ns, table, rules) {
+  execFileSync('ip', ['netns', 'exec', ns, 'nft', '-f', '-'], {
+    input: `table inet ${table}\ndelete table inet ${table}\ntable inet ${table} {\n${rules}\n}\n`,
+  });
+}
+
+/** Removes table `inet <table>` from `ns`; false when it was not there (or `ns` is gone). */
+export function nftDeleteTable(ns, table) {
+  try {
+    execFileSync('ip', ['netns', 'exec', ns, 'nft', 'delete', 'table', 'inet', table], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A named counter of table `inet <table>` in `ns`: {packets, bytes}. */
+export function nftCounterOf(ns, table, name) {
+  const out = execFileSync('ip', ['netns', 'exec', ns, 'nft', 'list', 'counter', 'inet', table, name]).toString();
+  const m = /packets (\d+) bytes (\d+)/.exec(out);
+  return m ? { packets: Number(m[1]), bytes: Number(m[2]) } : { packets: NaN, bytes: NaN };
 }

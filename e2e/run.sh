@@ -11,7 +11,8 @@
 #    secret, ICE-TCP on 16384/tcp and its TURN relay on 3478 (UDP, TCP) and 5349 (TLS,
 #    standing in for 443); its log in $E2E_LOG.
 # 3. node --test e2e/*.test.mjs (one file at a time) in sfu-cli, where node and most
-#    browsers run; the network tests start some browsers in sfu-tcp and sfu-tls.
+#    browsers run; the network tests start some browsers in sfu-tcp and sfu-tls, the
+#    simulcast test one in sfu-tls (after the network tests are done with it).
 # 4. Server stopped, namespaces removed (also on failure or Ctrl-C).
 set -euo pipefail
 
@@ -25,7 +26,7 @@ HTTP_PORT=${E2E_HTTP_PORT:-8080}
 export SFU_URL="http://$SRV_ADDR:$HTTP_PORT"
 export SFU_SECRET=${SFU_SECRET:-e2e-test-secret-$RANDOM$RANDOM}
 E2E_LOG=${E2E_LOG:-$(mktemp /tmp/sfu-e2e-server.XXXXXX.log)}
-TEST_TIMEOUT=${E2E_TIMEOUT:-900}
+TEST_TIMEOUT=${E2E_TIMEOUT:-1800}
 TLS_PORT=5349
 export E2E_TURN_TLS_PORT=$TLS_PORT
 
@@ -97,7 +98,7 @@ fi
 
 status=0
 (cd "$REPO" && ip netns exec sfu-cli timeout "$TEST_TIMEOUT" \
-    node --test --test-concurrency=1 --test-reporter=spec ${E2E_TESTS:-e2e/call.test.mjs e2e/network.test.mjs}) || status=$?
+    node --test --test-concurrency=1 --test-reporter=spec ${E2E_TESTS:-e2e/call.test.mjs e2e/network.test.mjs e2e/simulcast.test.mjs}) || status=$?
 
 if [ "$status" != 0 ]; then
     echo "e2e/run.sh: tests failed ($status); server log tail ($E2E_LOG):" >&2

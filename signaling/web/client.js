@@ -13,7 +13,9 @@
 //
 // M-lines are reused, never rejected (docs/protocol.md): a transceiver is never stopped.
 // One that no longer carries a track goes `inactive` and waits, in a pool per direction
-// and kind, for the next track of its kind, which takes its mid.
+// and kind, for the next track of its kind, which takes its mid. (A simulcast sender is
+// reused only by a track sent with the same layers, a single-stream one only by a single
+// stream: a transceiver's encodings are fixed when it is created.)
 //
 // Transport fallback: a call joins with `transport: "auto"` (UDP and ICE-TCP candidates,
 // every TURN server). If its media connection fails, or is not up CONNECT_TIMEOUT_MS after
@@ -21,6 +23,33 @@
 // TURN, and only over TCP or TLS (`turn:...?transport=tcp`, `turns:`), the way through
 // networks that pass nothing but TCP or TLS to port 443. The local tracks are kept; the
 // participant id changes (others see this one leave and join again).
+//
+// Simulcast: the camera is sent as three layers, RTP stream ids `q`, `h`, `f` at 1/4, 1/2
+// and full resolution (150 kbit/s, 500 kbit/s, 1.5 Mbit/s at most), announced as `layers`
+// in its `publish` entry; the server forwards to each subscriber the layer that fits.
+// Chrome sends all three only from a capture of 960x540 up (ask for 1280x720 with
+// `join({ video: { width: 1280, height: 720 } })`); a smaller camera goes out as the top
+// two (`h`, `f`: a 640x480 one, browsers' usual default, as 320x240 and 640x480), one
+// under 480x270 as one stream. `new Call({ simulcast: false })` (or
+// `join({ simulcast: false })`) sends one stream. A screen share is always one stream.
+// When the server says which layers somebody receives (`layers`), the others stop being
+// encoded (`RTCRtpEncodingParameters.active`), and that choice is kept across
+// renegotiations.
+//
+// What this client shows, and so what the server sends it (docs/protocol.md, "How a
+// subscriber's media is chosen"):
+//
+//   call.setView({ pinned: [7], quality: [{ track_id: 9, quality: 'low' }] });
+//   call.pin(7); call.unpin(7);      // keep the pinned set, resend the view
+//   call.view                        // { pinned, quality } as last set
+//   call.addEventListener('activespeakers', (e) => highlight(e.detail.speakers[0]));
+//   call.activeSpeakers              // participant ids speaking now, loudest first
+//
+// Events (CustomEvent, fields in `detail`): joined, participant_joined, participant_left,
+// track_published, track, track_removed, track_muted, local_track, local_track_removed,
+// activespeakers {speakers}, layers {track_id, active} (what the server asked of one of
+// this client's simulcast tracks), connection_state, transport_fallback, error, left,
+// closed.
 
 const ANSWER_TIMEOUT_MS = 20000;
 const JOIN_TIMEOUT_MS = 15000;
@@ -28,6 +57,36 @@ const LEAVE_TIMEOUT_MS = 3000;
 const BUSY_RETRIES = 3;
 const BUSY_RETRY_MS = 1000;
 const CONNECT_TIMEOUT_MS = 5000;
+
+/**
+ * The camera's simulcast encodings, lowest quality first (the order of `layers` in
+ * `publish`). Bitrates in bit/s.
+ */
+const SIMULCAST_ENCODINGS = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500000 },
+  { rid: 'f', maxBitrate: 1500000 },
+];
+const SIMULCAST_LAYERS = SIMULCAST_ENCODINGS.map((e) => e.rid);
+
+/**
+ * The simulcast encodings Chrome really sends for a camera of this size: it sends three
+ * layers only from 960x540 pixels up, two from 480x270, and drops the top ones. Sending
+ * fewer layers, the top ones, keeps the full resolution: a 640x480 camera goes out as
+ * 320x240 and 640x480 (`h`, `f`), not 160x120 and 320x240. Null: one stream.
+ */
+function simulcastEncodingsFor(track) {
+  const { width, height } = track.getSettings ? track.getSettings() : {};
+  const pixels = width && height ? width * height : Infinity;
+  if (pixels >= 960 * 540) return SIMULCAST_ENCODINGS;
+  if (pixels >= 480 * 270) return SIMULCAST_ENCODINGS.slice(1);
+  return null;
+}
+
+/** The `quality` values of a `view` (docs/protocol.md). */
+const QUALITIES = ['low', 'medium', 'high'];
+/** Most entries in each list of a `view`; the server refuses more. */
+const MAX_VIEW_ENTRIES = 100;
 
 /** Whether a STUN/TURN URL is reached over TCP or TLS (RFC 7064, RFC 7065). */
 function isTcpUrl(url) {
@@ -54,6 +113,32 @@ function kindOf(transceiver) {
 function receiving(transceiver) {
   return transceiver.currentDirection === 'recvonly' || transceiver.currentDirection === 'sendrecv';
 }
+
+/** The RTP stream ids an SDP sends on the m-line of `mid` (its `a=rid:<id> send` lines). */
+function sentRids(sdp, mid) {
+  const sections = String(sdp).split(/\r?\n(?=m=)/);
+  const midLine = new RegExp(`^a=mid:${String(mid).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\s*$`, 'm');
+  const section = sections.find((s) => s.startsWith('m=') && midLine.test(s));
+  if (!section) return new Set();
+  const rids = [...section.matchAll(/^a=rid:([^\s]+) send\b/gm)].map((m) => m[1]);
+  return new Set(rids);
+}
+
+/** Whether two layer lists (arrays of rids, or null for a single stream) are the same. */
+function sameLayers(a, b) {
+  return (a || []).join(' ') === (b || []).join(' ');
+}
+
+/**
+ * A view as a comparable string: pinned ids and quality caps, sorted, without `high`
+ * (the default: no cap). Two views with one key mean the same to the server.
+ */
+function viewKey(pinned, quality) {
+  const p = [...pinned].sort((a, b) => a - b);
+  const q = [...quality].filter(([, v]) => v !== 'high').sort(([a], [b]) => a - b);
+  return JSON.stringify([p, q]);
+}
+const DEFAULT_VIEW_KEY = viewKey([], []);
 
 /** An Error with a protocol error `code` (e.g. `unauthorized`, `forbidden`). */
 export class CallError extends Error {
@@ -94,14 +179,17 @@ export class Call extends EventTarget {
    *   (joins with `transport: "relay"`)
    * @param {boolean} [opts.fallback] rejoin through TURN over TCP/TLS when the media
    *   connection fails or does not come up in time (default true)
+   * @param {boolean} [opts.simulcast] send the camera as three layers (default true)
    */
-  constructor({ url, token, iceServers = [], iceTransportPolicy = 'all', fallback = true } = {}) {
+  constructor({ url, token, iceServers = [], iceTransportPolicy = 'all', fallback = true, simulcast = true } = {}) {
     super();
     this.url = url || defaultUrl();
     this.token = token;
     this.iceServers = iceServers;
     this.iceTransportPolicy = iceTransportPolicy;
     this.fallback = fallback;
+    /** Whether the camera is sent as simulcast layers (set before join). */
+    this.simulcast = !!simulcast;
     /** `auto` or `relay`: what the join asks for (docs/protocol.md). */
     this.transport = iceTransportPolicy === 'relay' ? 'relay' : 'auto';
     /** Whether this call fell back to TURN over TCP/TLS. */
@@ -115,10 +203,16 @@ export class Call extends EventTarget {
     this.grants = null;
     /** @type {Map<number, {participant_id:number, identity:string, name:string}>} */
     this.participants = new Map();
-    /** @type {Map<number, {track_id:number, participant_id:number, kind:string, source:string, muted:boolean, mid:string|null, track:MediaStreamTrack|null}>} */
+    /**
+     * The others' tracks; `layers`: the simulcast rids the publisher sends, lowest first
+     * (empty for one stream).
+     * @type {Map<number, {track_id:number, participant_id:number, kind:string, source:string, muted:boolean, layers:string[], mid:string|null, track:MediaStreamTrack|null}>}
+     */
     this.remoteTracks = new Map();
     /** @type {Map<string, {track:MediaStreamTrack, mid:string|null, track_id:number|null}>} */
     this.localTracks = new Map();
+    /** Participant ids speaking now, loudest first (the last `active_speakers`). */
+    this.activeSpeakers = [];
     /** @type {RTCPeerConnection|null} */
     this.pc = null;
     /** @type {WebSocket|null} */
@@ -139,7 +233,22 @@ export class Call extends EventTarget {
     // call's lifetime; the value is null while it is idle (`inactive`, reusable).
     this._sendTransceivers = new Map(); // RTCRtpTransceiver -> source | null
     this._recvTransceivers = new Map(); // RTCRtpTransceiver -> track_id | null
+    // A sender's simulcast rids (lowest first), fixed at its creation; absent: one stream.
+    this._sendLayers = new Map(); // RTCRtpTransceiver -> string[]
+    // The last `layers` of each simulcast track of ours: rids to keep encoding. Applied to
+    // the sender now, and again after every answer and once the track has its id.
+    this._activeLayers = new Map(); // track_id -> string[]
+    // Applying them, one at a time: in Chrome a setParameters that overlaps another on
+    // the same sender fails ("getParameters() has never been called"), the first one's
+    // completion having reset the transaction id both were given.
+    this._layersApplying = Promise.resolve();
+    this._layersQueued = false;
     this._localMuted = new Map(); // source -> muted wished by the user
+    // The view (docs/protocol.md `view`) as the application set it, and the key of the
+    // last one the server got (a new session starts from the default, an empty view).
+    this._pinned = new Set(); // track_id
+    this._quality = new Map(); // track_id -> low | medium | high
+    this._viewSentKey = DEFAULT_VIEW_KEY;
   }
 
   // ---------------------------------------------------------------- public API
@@ -153,17 +262,21 @@ export class Call extends EventTarget {
    * Connects, joins the room, publishes local media (what the token grants) and
    * subscribes to everyone. Resolves once the first answer is applied.
    * Rejects with a CallError (`.code`) when the server refuses the join.
+   *
+   * `audio` and `video` are booleans or getUserMedia constraints for that device (e.g.
+   * `video: { width: 1280, height: 720 }`); `simulcast` overrides the constructor's.
    */
-  async join({ audio = true, video = true } = {}) {
+  async join({ audio = true, video = true, simulcast } = {}) {
     if (this._state !== 'new') throw new CallError('bad_state', `join() in state ${this._state}`);
     this._state = 'joining';
+    if (simulcast != null) this.simulcast = !!simulcast;
     // Start the camera and microphone while the socket joins: device start-up is the
     // slowest step of a join. Only what the token grants is captured (its claims are
     // readable here; the server checks them again).
     const grants = tokenGrants(this.token);
     const capture = this._captureMedia({
-      audio: !!audio && grants.publish_audio,
-      video: !!video && grants.publish_video,
+      audio: grants.publish_audio ? audio || false : false,
+      video: grants.publish_video ? video || false : false,
     });
     try {
       await this._openSocket();
@@ -193,6 +306,61 @@ export class Call extends EventTarget {
   isMuted(source) {
     const local = this.localTracks.get(source);
     return !local || !local.track.enabled;
+  }
+
+  /**
+   * Says what this client shows (docs/protocol.md `view`), replacing the previous view.
+   * `pinned`: track ids always received, at the best layer the network allows (a pinned
+   * microphone is heard even when it is not among the loudest). `quality`: caps on video
+   * tracks, `[{track_id, quality}]` or a Map / object from track_id to quality, each
+   * `low` (the thumbnail layer), `medium` or `high` (no cap, the default).
+   * Sent at once when joined, else once joined (and again after a fallback rejoin); a
+   * view that means what the last one sent meant is not sent again.
+   * Throws a CallError `bad_request` for a quality that is none of those, or more than
+   * 100 entries in a list.
+   */
+  setView({ pinned = [], quality = [] } = {}) {
+    const entries = quality instanceof Map ? [...quality]
+      : Array.isArray(quality) ? quality.map((q) => [q.track_id, q.quality])
+        : Object.entries(quality);
+    const caps = new Map();
+    for (const [id, q] of entries) {
+      if (!QUALITIES.includes(q)) throw new CallError('bad_request', `quality ${JSON.stringify(q)} is none of ${QUALITIES.join(', ')}`);
+      caps.set(Number(id), q);
+    }
+    const pins = new Set([...pinned].map(Number));
+    if (pins.size > MAX_VIEW_ENTRIES || caps.size > MAX_VIEW_ENTRIES) {
+      throw new CallError('bad_request', `a view lists at most ${MAX_VIEW_ENTRIES} tracks in each list`);
+    }
+    this._pinned = pins;
+    this._quality = caps;
+    this._sendView();
+  }
+
+  /** Pins a track (adds it to the view's `pinned`) and sends the view. */
+  pin(trackId) {
+    const pinned = new Set(this._pinned).add(Number(trackId));
+    this.setView({ pinned, quality: this._quality });
+  }
+
+  /** Unpins a track and sends the view. */
+  unpin(trackId) {
+    const pinned = new Set(this._pinned);
+    pinned.delete(Number(trackId));
+    this.setView({ pinned, quality: this._quality });
+  }
+
+  /** Whether a track is pinned. */
+  isPinned(trackId) {
+    return this._pinned.has(Number(trackId));
+  }
+
+  /** The view as last set: {pinned: [track_id], quality: [{track_id, quality}]}. */
+  get view() {
+    return {
+      pinned: [...this._pinned],
+      quality: [...this._quality].map(([track_id, quality]) => ({ track_id, quality })),
+    };
   }
 
   /** Shares the screen (getDisplayMedia); resolves once the server has accepted it. */
@@ -299,6 +467,48 @@ export class Call extends EventTarget {
     return out;
   }
 
+  /**
+   * Outbound RTP statistics of the local tracks, one entry per RTP stream (three for a
+   * simulcast camera): [{source, track_id, kind, mid, rid, active, frameWidth,
+   * frameHeight, framesEncoded, framesPerSecond, bytesSent, packetsSent, targetBitrate,
+   * qualityLimitationReason}]. `rid` is null for a single stream; `active` is whether the
+   * encoding is on (RTCRtpEncodingParameters.active).
+   */
+  async outboundStats() {
+    if (!this.pc) return [];
+    const report = await this.pc.getStats();
+    const byMid = new Map();
+    for (const [source, local] of this.localTracks) if (local.mid != null) byMid.set(local.mid, [source, local]);
+    const active = new Map(); // "mid rid" -> active, from the senders' parameters
+    for (const [t, source] of this._sendTransceivers) {
+      if (source == null || t.mid == null) continue;
+      for (const e of t.sender.getParameters().encodings || []) active.set(`${t.mid} ${e.rid ?? ''}`, e.active !== false);
+    }
+    const out = [];
+    for (const r of report.values()) {
+      if (r.type !== 'outbound-rtp' || r.mid == null || !byMid.has(r.mid)) continue;
+      const [source, local] = byMid.get(r.mid);
+      out.push({
+        source,
+        track_id: local.track_id,
+        kind: r.kind,
+        mid: r.mid,
+        rid: r.rid ?? null,
+        active: active.get(`${r.mid} ${r.rid ?? ''}`) ?? r.active ?? null,
+        frameWidth: r.frameWidth ?? null,
+        frameHeight: r.frameHeight ?? null,
+        framesEncoded: r.framesEncoded ?? null,
+        framesPerSecond: r.framesPerSecond ?? null,
+        bytesSent: r.bytesSent ?? 0,
+        packetsSent: r.packetsSent ?? 0,
+        targetBitrate: r.targetBitrate ?? null,
+        qualityLimitationReason: r.qualityLimitationReason ?? null,
+      });
+    }
+    const order = (rid) => (rid == null ? -1 : SIMULCAST_LAYERS.indexOf(rid));
+    return out.sort((a, b) => (a.mid === b.mid ? order(a.rid) - order(b.rid) : (a.mid < b.mid ? -1 : 1)));
+  }
+
   // ---------------------------------------------------------------- socket
 
   _openSocket() {
@@ -390,6 +600,10 @@ export class Call extends EventTarget {
         return this._onTrackUnpublished(msg);
       case 'track_muted':
         return this._onTrackMuted(msg);
+      case 'active_speakers':
+        return this._onActiveSpeakers(msg);
+      case 'layers':
+        return this._onLayers(msg);
       case 'left':
         this._leftReason = msg.reason || 'left';
         this._teardown(this._leftReason);
@@ -466,6 +680,9 @@ export class Call extends EventTarget {
     this.timings.joined = performance.now();
     this._state = 'joined';
     this._createPeerConnection();
+    // A new session (the first, or a fallback rejoin) starts from the default view.
+    this._viewSentKey = DEFAULT_VIEW_KEY;
+    this._sendView();
     this._emit('joined', {
       participant_id: this.participantId, room: this.room, identity: this.identity, name: this.name,
       grants: this.grants, participants: [...this.participants.values()], tracks: msg.tracks || [],
@@ -510,6 +727,23 @@ export class Call extends EventTarget {
     this._emit('track_muted', this._trackDetail(t));
   }
 
+  _onActiveSpeakers(msg) {
+    this.activeSpeakers = Array.isArray(msg.speakers) ? [...msg.speakers] : [];
+    this._emit('activespeakers', { speakers: [...this.activeSpeakers] });
+  }
+
+  /**
+   * The layers of one of our simulcast tracks that somebody receives: remembered, and
+   * applied at once unless an offer is in flight (its answer may change the sender's
+   * encodings; the negotiation applies them after each answer and when it ends).
+   */
+  _onLayers(msg) {
+    const active = Array.isArray(msg.active) ? msg.active.map(String) : [];
+    this._activeLayers.set(msg.track_id, active);
+    this._emit('layers', { track_id: msg.track_id, active: [...active] });
+    if (!this._negotiating) this._applyLayers();
+  }
+
   /**
    * Records a remote track and, with the subscribe grant, queues giving it a recvonly
    * transceiver: an idle one of its kind (its m-line then carries the new track), else a
@@ -518,7 +752,7 @@ export class Call extends EventTarget {
   _addRemoteTrack(t) {
     const info = {
       track_id: t.track_id, participant_id: t.participant_id, kind: t.kind, source: t.source,
-      muted: !!t.muted, mid: null, track: null,
+      muted: !!t.muted, layers: Array.isArray(t.layers) ? [...t.layers] : [], mid: null, track: null,
     };
     this.remoteTracks.set(t.track_id, info);
     if (!this.grants.subscribe) return;
@@ -542,6 +776,9 @@ export class Call extends EventTarget {
     const info = this.remoteTracks.get(trackId);
     if (!info) return false;
     this.remoteTracks.delete(trackId);
+    // Out of the view too (not resent: the server ignores entries of gone tracks).
+    this._pinned.delete(trackId);
+    this._quality.delete(trackId);
     this._ops.push(() => {
       const transceiver = this._transceiverOfTrack(trackId);
       if (!transceiver) return; // never got one
@@ -555,7 +792,7 @@ export class Call extends EventTarget {
   _trackDetail(t) {
     return {
       track_id: t.track_id, participant_id: t.participant_id, kind: t.kind, source: t.source,
-      muted: t.muted, mid: t.mid, track: t.track,
+      muted: t.muted, layers: [...t.layers], mid: t.mid, track: t.track,
     };
   }
 
@@ -628,7 +865,11 @@ export class Call extends EventTarget {
     }
     if (oldWs) oldWs.close(1000, 'transport fallback');
     if (oldPc) oldPc.close();
+    // The others' tracks keep their ids across our rejoin: so does the view, sent again
+    // once the new session has joined.
+    const [pinned, quality] = [new Set(this._pinned), new Map(this._quality)];
     for (const trackId of [...this.remoteTracks.keys()]) this._removeRemoteTrack(trackId);
+    [this._pinned, this._quality] = [pinned, quality];
     for (const p of [...this.participants.values()]) {
       this.participants.delete(p.participant_id);
       this._emit('participant_left', { ...p, reason: 'rejoin' });
@@ -642,6 +883,12 @@ export class Call extends EventTarget {
     this._localOps = [];
     this._sendTransceivers = new Map();
     this._recvTransceivers = new Map();
+    this._sendLayers = new Map();
+    this._activeLayers = new Map(); // our tracks get new ids (an application under way finds nothing to do)
+    if (this.activeSpeakers.length) {
+      this.activeSpeakers = [];
+      this._emit('activespeakers', { speakers: [] });
+    }
     const locals = [...this.localTracks.entries()];
     this.localTracks = new Map();
     this._connectTimer = null;
@@ -682,7 +929,10 @@ export class Call extends EventTarget {
     return String(local.protocol || 'udp').toUpperCase();
   }
 
-  /** Captures microphone and/or camera; resolves with the tracks it got (errors reported). */
+  /**
+   * Captures microphone and/or camera (`audio`, `video`: false, true or constraints);
+   * resolves with the tracks it got (errors reported).
+   */
   async _captureMedia({ audio, video }) {
     if (!audio && !video) return [];
     if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
@@ -699,7 +949,7 @@ export class Call extends EventTarget {
       }
       // One device may be missing or refused: try each alone.
       const tracks = [];
-      for (const c of [{ audio: true }, { video: true }]) {
+      for (const c of [{ audio }, { video }]) {
         try {
           tracks.push(...(await get(c)).getTracks());
         } catch (e) {
@@ -720,17 +970,35 @@ export class Call extends EventTarget {
     }
   }
 
-  /** Records a local track and queues sending it: on an idle sender of its kind, else a new one. */
+  /**
+   * Records a local track and queues sending it: on an idle sender of its kind (and of
+   * its layers), else a new one. The camera goes out as simulcast layers unless
+   * `simulcast` is off.
+   */
   _addLocalTrack(source, track) {
     const local = { track, mid: null, track_id: null };
     this.localTracks.set(source, local);
     if (this._localMuted.get(source)) track.enabled = false;
     this._localOps.push(async () => {
       if (this.localTracks.get(source) !== local) return; // removed meanwhile
-      let transceiver = this._idleTransceiver(this._sendTransceivers, track.kind);
+      const encodings = source === 'camera' && this.simulcast ? simulcastEncodingsFor(track) : null;
+      const layers = encodings && encodings.map((e) => e.rid);
+      let transceiver = null;
+      for (const [t, s] of this._sendTransceivers) {
+        if (s == null && kindOf(t) === track.kind && sameLayers(this._sendLayers.get(t), layers)) {
+          transceiver = t;
+          break;
+        }
+      }
       if (transceiver) {
         await transceiver.sender.replaceTrack(track);
         transceiver.direction = 'sendonly';
+      } else if (layers) {
+        transceiver = this.pc.addTransceiver(track, {
+          direction: 'sendonly',
+          sendEncodings: encodings.map((e) => ({ ...e })),
+        });
+        this._sendLayers.set(transceiver, layers);
       } else {
         transceiver = this.pc.addTransceiver(track, { direction: 'sendonly' });
       }
@@ -741,6 +1009,7 @@ export class Call extends EventTarget {
 
   /** Queues idling the sender of a stopped local track: no track, `inactive`, out of `publish`. */
   _removeLocalTrack(source, local) {
+    if (local.track_id != null) this._activeLayers.delete(local.track_id);
     this._localOps.push(async () => {
       for (const [t, s] of this._sendTransceivers) {
         if (s !== source || t.sender.track !== local.track) continue;
@@ -749,6 +1018,71 @@ export class Call extends EventTarget {
         await t.sender.replaceTrack(null);
       }
     });
+  }
+
+  /**
+   * Turns each simulcast encoding of our senders on or off as the track's last `layers`
+   * says (setParameters: no renegotiation), once the previous application has finished.
+   * Calls while one waits its turn coalesce: it reads the latest `layers` when it runs.
+   */
+  _applyLayers() {
+    if (this._layersQueued) return this._layersApplying;
+    this._layersQueued = true;
+    this._layersApplying = this._layersApplying.then(() => {
+      this._layersQueued = false;
+      return this._applyLayersNow();
+    }).catch((err) => this._reportError('layers', err)); // the chain must go on
+    return this._layersApplying;
+  }
+
+  /**
+   * One application of the `layers`: reads and writes each sender's parameters in one go,
+   * so nothing changes them in between; only touches what differs. Resolves when every
+   * setParameters has (never rejects: failures are reported).
+   */
+  _applyLayersNow() {
+    const pending = [];
+    for (const [t, source] of this._sendTransceivers) {
+      const local = source != null ? this.localTracks.get(source) : null;
+      const layers = this._sendLayers.get(t);
+      if (!local || !layers || local.track_id == null || t.sender.track !== local.track) continue;
+      const active = this._activeLayers.get(local.track_id);
+      if (!active) continue;
+      let params;
+      try {
+        params = t.sender.getParameters();
+      } catch (err) {
+        this._reportError('layers', err);
+        continue;
+      }
+      let changed = false;
+      for (const e of params.encodings || []) {
+        if (e.rid == null || !layers.includes(e.rid)) continue;
+        const on = active.includes(e.rid);
+        if ((e.active !== false) !== on) {
+          e.active = on;
+          changed = true;
+        }
+      }
+      if (!changed) continue;
+      pending.push(t.sender.setParameters(params).catch((err) => {
+        // A sender idled or replaced meanwhile: the next apply covers its new state.
+        if (this._state === 'joined' && this._sendTransceivers.get(t) === source) this._reportError('layers', err);
+      }));
+    }
+    return Promise.all(pending);
+  }
+
+  /**
+   * Sends the view when joined and when it means something else than the last one sent
+   * (at the start of a session: the default, nothing pinned and no caps).
+   */
+  _sendView() {
+    if (this._state !== 'joined' || !this.ws || this.ws.readyState !== WebSocket.OPEN) return;
+    const key = viewKey(this._pinned, this._quality);
+    if (key === this._viewSentKey) return;
+    this._send({ type: 'view', ...this.view });
+    this._viewSentKey = key;
   }
 
   _setSourceMuted(source, muted) {
@@ -801,6 +1135,8 @@ export class Call extends EventTarget {
     if (!this._negotiating) {
       this._negotiating = this._negotiationLoop().finally(() => {
         this._negotiating = null;
+        // A `layers` that came during the last answer's processing waited for this.
+        if (this._state === 'joined') this._applyLayers();
       });
     }
     return this._negotiating;
@@ -859,7 +1195,16 @@ export class Call extends EventTarget {
     const publish = [];
     const subscribe = [];
     for (const [t, source] of this._sendTransceivers) {
-      if (source != null && t.mid != null) publish.push({ mid: t.mid, source });
+      if (source == null || t.mid == null) continue;
+      const entry = { mid: t.mid, source };
+      // Only the layers the offer really sends (each must be an `a=rid` of the m-line).
+      const layers = this._sendLayers.get(t);
+      if (layers) {
+        const offered = sentRids(pc.localDescription.sdp, t.mid);
+        const sent = layers.filter((rid) => offered.has(rid));
+        if (sent.length > 1) entry.layers = sent;
+      }
+      publish.push(entry);
     }
     for (const [t, trackId] of this._recvTransceivers) {
       if (trackId != null && t.mid != null) subscribe.push({ mid: t.mid, track_id: trackId });
@@ -907,6 +1252,8 @@ export class Call extends EventTarget {
       }
     }
     this._announceRemoteTracks();
+    // The layers the server asked for, on the encodings as this answer left them.
+    this._applyLayers();
   }
 
   _onAnswer(msg) {

@@ -1,19 +1,53 @@
 // The demo page: join a room, see and hear the others, mute, camera off, share screen, leave.
+//
+// Layout: a grid of at most MAX_GRID_TILES video tiles (the most recent speakers first
+// when there are more people), the active speaker's tile highlighted (`speaking`), and a
+// stage above it for what is shown large: shared screens and pinned tiles (each remote
+// tile has a pin button). With a stage, the grid becomes a strip of thumbnails. Whenever
+// the layout changes the page tells the server what it shows (`view`): pinned tiles'
+// tracks as `pinned`, and per video track the quality its tile needs: `high` on the
+// stage, else from the tile's size on screen (`low` for thumbnails).
+//
+// URL parameters: room, name (prefill the form); transport=relay (media only through
+// TURN); video=WIDTHxHEIGHT (camera capture size, e.g. 1280x720: Chrome sends all three
+// simulcast layers only from 960x540 up); simulcast=0 (send the camera as one stream).
 import { Call } from '/client.js';
 
 const $ = (id) => document.getElementById(id);
 const form = $('join-form');
 const grid = $('grid');
+const stage = $('stage');
+const more = $('more');
 const statusLine = $('status');
 const buttons = { join: $('join'), mute: $('mute'), camera: $('camera'), screen: $('screen'), leave: $('leave') };
+
+/** Most tiles in the grid; the server forwards the cameras of the 25 latest speakers. */
+const MAX_GRID_TILES = 25;
+/**
+ * Tile heights in device pixels up to which a lower layer is enough: the layers of a
+ * 1280x720 camera are 180, 360 and 720 lines high.
+ */
+const LOW_MAX_PX = 240;
+const MEDIUM_MAX_PX = 480;
 
 /** For tests and the console: the current Call. */
 window.demo = { call: null };
 
-/** Tiles by key: `local`, `local-screen`, `p<participant_id>`, `s<track_id>`. */
+/**
+ * Tiles by key: `local`, `local-screen`, `p<participant_id>`, `s<track_id>`; each
+ * {key, kind: local | local-screen | camera | screen, participantId, screenTrackId, el,
+ * video, nameEl, badges, pinButton, videoTrackId, seq}.
+ */
 const tiles = new Map();
+/** Keys of the tiles the user pinned. */
+const pinnedKeys = new Set();
+/** When each participant was last among the speakers (performance.now()), for the order. */
+const spokeAt = new Map();
+/** The loudest speaker's participant id (the first of `active_speakers`), or null. */
+let loudest = null;
 /** <audio> elements by remote track_id. */
 const audios = new Map();
+let tileSeq = 0;
 
 function setStatus(text, isError = false) {
   statusLine.textContent = text;
@@ -42,11 +76,26 @@ function tile(key, { name, screen = false, local = false }) {
   el.classList.add('no-video');
   const video = el.querySelector('video');
   video.muted = true; // sound goes through <audio> elements
-  t = { el, video, nameEl: el.querySelector('.name'), badges: el.querySelector('.badges'), videoTrackId: null };
+  let kind = key.startsWith('p') ? 'camera' : 'screen';
+  if (key === 'local' || key === 'local-screen') kind = key;
+  t = {
+    key, kind, el, video,
+    participantId: kind === 'camera' ? Number(key.slice(1)) : null,
+    screenTrackId: kind === 'screen' ? Number(key.slice(1)) : null,
+    nameEl: el.querySelector('.name'),
+    badges: el.querySelector('.badges'),
+    pinButton: el.querySelector('.pin'),
+    videoTrackId: null,
+    seq: tileSeq++,
+  };
   t.el.querySelector('.placeholder').textContent = initials(name);
   t.nameEl.textContent = name;
+  // Only what comes from the server can be pinned.
+  t.pinButton.hidden = kind === 'local' || kind === 'local-screen';
+  t.pinButton.addEventListener('click', () => togglePin(key));
   tiles.set(key, t);
   grid.append(el);
+  scheduleLayout();
   return t;
 }
 
@@ -56,6 +105,15 @@ function removeTile(key) {
   t.video.srcObject = null;
   t.el.remove();
   tiles.delete(key);
+  pinnedKeys.delete(key);
+  scheduleLayout();
+}
+
+function togglePin(key) {
+  if (!tiles.has(key)) return;
+  if (pinnedKeys.has(key)) pinnedKeys.delete(key);
+  else pinnedKeys.add(key);
+  scheduleLayout();
 }
 
 function showVideo(t, track, trackId = null) {
@@ -88,9 +146,141 @@ function participantTile(call, participantId) {
   return tile(`p${participantId}`, { name: participantName(call, participantId) });
 }
 
+// ------------------------------------------------------------------ layout and view
+
+let layoutTimer = null;
+
+/** Lays the tiles out (and sends the view) soon: changes of one moment coalesce. */
+function scheduleLayout() {
+  if (layoutTimer != null) return;
+  layoutTimer = setTimeout(() => {
+    layoutTimer = null;
+    layout();
+  }, 30);
+}
+
+const onStage = (t) => t.kind === 'screen' || pinnedKeys.has(t.key);
+
+/** The grid's order: your own tiles first, then (in a big call) the latest speakers. */
+function gridOrder(a, b, bySpeech) {
+  const own = (t) => (t.kind === 'local' || t.kind === 'local-screen' ? 0 : 1);
+  if (own(a) !== own(b)) return own(a) - own(b);
+  if (bySpeech) {
+    const spoke = (t) => (t.participantId != null ? spokeAt.get(t.participantId) ?? -1 : -1);
+    if (spoke(a) !== spoke(b)) return spoke(b) - spoke(a);
+  }
+  return a.seq - b.seq;
+}
+
+function moveTile(t, parent) {
+  if (t.el.parentNode === parent) return;
+  parent.append(t.el);
+  // A moved <video> keeps playing; make sure of it.
+  if (t.video.srcObject && t.video.paused) t.video.play().catch(() => {});
+}
+
+function layout() {
+  const all = [...tiles.values()];
+  const staged = all.filter(onStage).sort((a, b) => a.seq - b.seq);
+  const rest = all.filter((t) => !onStage(t));
+  // Small calls keep their order; in a big one the grid shows the latest speakers, as
+  // the server forwards their cameras (last-N).
+  rest.sort((a, b) => gridOrder(a, b, rest.length > MAX_GRID_TILES));
+  for (const t of staged) {
+    moveTile(t, stage);
+    t.el.hidden = false;
+  }
+  rest.forEach((t, i) => {
+    moveTile(t, grid);
+    t.el.style.order = String(i);
+    t.el.hidden = i >= MAX_GRID_TILES;
+  });
+  markSpeaker();
+  for (const t of all) {
+    const pinned = pinnedKeys.has(t.key);
+    t.el.classList.toggle('pinned', pinned);
+    t.pinButton.textContent = pinned ? 'Unpin' : 'Pin';
+    t.pinButton.setAttribute('aria-pressed', String(pinned));
+    t.pinButton.title = pinned ? 'Unpin: back to the grid' : 'Pin: show large and always receive';
+  }
+  const shown = Math.min(rest.length, MAX_GRID_TILES);
+  const hiddenCount = rest.length - shown;
+  more.hidden = hiddenCount === 0;
+  more.textContent = `+${hiddenCount} more`;
+  stage.hidden = staged.length === 0;
+  $('call').classList.toggle('has-stage', staged.length > 0);
+  stage.style.setProperty('--cols', String(Math.min(staged.length, 2) || 1));
+  stage.style.setProperty('--rows', String(Math.ceil(staged.length / 2) || 1));
+  const cols = Math.max(1, Math.ceil(Math.sqrt(shown)));
+  grid.style.setProperty('--cols', String(cols));
+  grid.style.setProperty('--rows', String(Math.max(1, Math.ceil(shown / cols))));
+  sendView();
+}
+
+/** The quality a video tile needs: `high` on the stage, else by its height on screen. */
+function tileQuality(t) {
+  if (onStage(t)) return 'high';
+  if (t.el.hidden) return 'low';
+  const px = t.el.getBoundingClientRect().height * (window.devicePixelRatio || 1);
+  if (px <= LOW_MAX_PX) return 'low';
+  return px <= MEDIUM_MAX_PX ? 'medium' : 'high';
+}
+
+/** The remote tracks a tile shows: a participant's camera and microphone, or a screen. */
+function tileTracks(call, t) {
+  if (t.kind === 'screen') return { video: t.screenTrackId, audio: null };
+  if (t.kind !== 'camera') return { video: null, audio: null };
+  let video = null;
+  let audio = null;
+  for (const r of call.remoteTracks.values()) {
+    if (r.participant_id !== t.participantId) continue;
+    if (r.source === 'camera') video = r.track_id;
+    if (r.source === 'microphone') audio = r.track_id;
+  }
+  return { video, audio };
+}
+
+/** Tells the server what the page shows now (the client sends it only when it changed). */
+function sendView() {
+  const call = window.demo.call;
+  if (!call || call.state !== 'joined') return;
+  const pinned = [];
+  const quality = [];
+  for (const t of tiles.values()) {
+    const { video, audio } = tileTracks(call, t);
+    if (pinnedKeys.has(t.key)) pinned.push(...[video, audio].filter((id) => id != null));
+    if (video != null) quality.push({ track_id: video, quality: tileQuality(t) });
+  }
+  try {
+    call.setView({ pinned, quality });
+  } catch (err) {
+    showError('Cannot send the view', err);
+  }
+}
+
+/** Highlights the loudest speaker's camera tile (`speaking`). */
+function markSpeaker() {
+  const call = window.demo.call;
+  for (const t of tiles.values()) {
+    const id = t.kind === 'local' ? call && call.participantId : t.participantId;
+    t.el.classList.toggle('speaking', loudest != null && id === loudest);
+  }
+}
+
+/** Highlights the loudest speaker; remembers who spoke, for the grid's order. */
+function onActiveSpeakers(speakers) {
+  const now = performance.now();
+  speakers.forEach((id, i) => spokeAt.set(id, now - i)); // the loudest counts as latest
+  loudest = speakers.length ? speakers[0] : null;
+  markSpeaker();
+  // The order only matters when the grid cannot show everyone.
+  if (tiles.size > MAX_GRID_TILES) scheduleLayout();
+}
+
 // ------------------------------------------------------------------ remote media
 
 function onTrack(call, t) {
+  scheduleLayout();
   if (t.kind === 'audio') {
     const audio = document.createElement('audio');
     audio.autoplay = true;
@@ -114,6 +304,7 @@ function onTrack(call, t) {
 }
 
 function onTrackRemoved(call, t) {
+  scheduleLayout();
   if (t.kind === 'audio') {
     const audio = audios.get(t.track_id);
     if (audio) {
@@ -260,6 +451,8 @@ function wire(call) {
     removeTile(`p${e.detail.participant_id}`);
     setStatus(`${e.detail.name || e.detail.identity || 'someone'} left`);
   });
+  call.addEventListener('track_published', () => scheduleLayout());
+  call.addEventListener('activespeakers', (e) => onActiveSpeakers(e.detail.speakers));
   call.addEventListener('track', (e) => onTrack(call, e.detail));
   call.addEventListener('track_removed', (e) => onTrackRemoved(call, e.detail));
   call.addEventListener('track_muted', (e) => onTrackMuted(call, e.detail));
@@ -291,6 +484,9 @@ function watchTransport(call) {
 
 function endCall(message) {
   for (const key of [...tiles.keys()]) removeTile(key);
+  pinnedKeys.clear();
+  spokeAt.clear();
+  loudest = null;
   for (const audio of audios.values()) audio.remove();
   audios.clear();
   $('call').hidden = true;
@@ -313,15 +509,20 @@ async function join(room, name) {
       buttons.join.disabled = false;
       return null;
     }
+    const query = new URLSearchParams(location.search);
     // ?transport=relay: media only through the TURN relay (to try restricted networks).
-    const relayOnly = new URLSearchParams(location.search).get('transport') === 'relay';
-    call = new Call({ token, iceTransportPolicy: relayOnly ? 'relay' : 'all' });
+    const relayOnly = query.get('transport') === 'relay';
+    call = new Call({
+      token,
+      iceTransportPolicy: relayOnly ? 'relay' : 'all',
+      simulcast: query.get('simulcast') !== '0',
+    });
     window.demo.call = call;
     wire(call);
     watchTransport(call);
     form.hidden = true;
     $('call').hidden = false;
-    await call.join({ audio: true, video: true });
+    await call.join({ audio: true, video: videoConstraints(query.get('video')) });
     setStatus(`Joined as ${call.name}`);
     updateButtons(call);
     return call;
@@ -332,6 +533,14 @@ async function join(room, name) {
     return null;
   }
 }
+
+/** `?video=1280x720`: capture the camera at that size; otherwise the browser's default. */
+function videoConstraints(param) {
+  const m = /^(\d+)x(\d+)$/.exec(param || '');
+  return m ? { width: { ideal: Number(m[1]) }, height: { ideal: Number(m[2]) } } : true;
+}
+
+window.addEventListener('resize', () => scheduleLayout());
 
 form.addEventListener('submit', (e) => {
   e.preventDefault();
