@@ -1,7 +1,8 @@
 //! One simulated client: our real signaling over a WebSocket and real WebRTC (str0m:
 //! ICE, DTLS-SRTP, RTCP) over its own UDP socket. It publishes synthetic audio and video
-//! whose payloads carry a send timestamp, subscribes to what it is told to, and records
-//! what it receives: packets, sequence gaps, forwarding latency, first-media time.
+//! (VP8 payload descriptors, simulcast layers) whose payloads carry a send timestamp,
+//! subscribes to what it is told to, and records what it receives: packets, sequence
+//! gaps, forwarding latency, first-media time.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,7 +15,7 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, Input, Output, Rtc};
@@ -22,8 +23,15 @@ use tokio::net::UdpSocket;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Marks our synthetic payloads: magic, then the send time in ns since the run's epoch.
+/// Audio payloads start with it; video payloads carry it after the VP8 descriptor.
 const MAGIC: u32 = 0x5346_5542; // "SFUB"
-const HEADER: usize = 12;
+/// The stamp: magic and send time.
+const STAMP: usize = 12;
+/// What a video packet carries before the stamp: the VP8 payload descriptor (4 bytes)
+/// and the VP8 payload header byte.
+const VP8_HEADER: usize = 5;
+/// The rids of the simulcast layers, lowest quality first (as the web client names them).
+pub const RIDS: [&str; 3] = ["q", "h", "f"];
 /// Receive buffer asked for per client socket.
 const SOCKET_BUFFER: usize = 1024 * 1024;
 /// Largest video packet payload.
@@ -34,14 +42,36 @@ const MTU_PAYLOAD: usize = 1100;
 pub struct Role {
     /// Audio: 50 packets/s while talking, speech-like spurts, RFC 6464 levels.
     pub audio: bool,
-    /// Video (camera or screen) at this bitrate, 30 frames/s.
-    pub video_bps: Option<u64>,
+    /// The level (dBov) it talks at, in spurts of 2.5 s with 1.2 s pauses; `None`: it
+    /// listens (DTX, one silent packet in 20), as most of a large meeting does.
+    pub voice: Option<i8>,
+    /// Video (camera or screen) at 30 frames/s: one bitrate (bits/s) per simulcast
+    /// layer, lowest first (rids of [`RIDS`]); a single one is no simulcast, none no
+    /// video.
+    pub video_layers_bps: Vec<u64>,
     /// The video source name: `camera` or `screen`.
     pub video_source: &'static str,
     /// Keyframes at this interval (and whenever the server asks).
     pub keyframe_interval: Duration,
     /// Receives every track announced.
     pub subscribe: bool,
+}
+
+impl Role {
+    pub fn publishes_video(&self) -> bool {
+        !self.video_layers_bps.is_empty()
+    }
+
+    /// The rids it announces: none for a single layer.
+    fn rids(&self) -> Vec<&'static str> {
+        if self.video_layers_bps.len() < 2 {
+            return Vec::new();
+        }
+        RIDS.iter()
+            .take(self.video_layers_bps.len())
+            .copied()
+            .collect()
+    }
 }
 
 /// What the run shares with every client.
@@ -63,8 +93,11 @@ pub struct Stats {
     pub join_to_first_media: Option<Duration>,
     pub packets_sent: u64,
     pub bytes_sent: u64,
-    /// When it sent its first packet.
-    pub sending_since: Option<Instant>,
+    /// Sent from `measure_from` to `until`.
+    pub window_packets_sent: u64,
+    /// Per simulcast layer (lowest first): whether it was sending at the end, as the
+    /// server's last `layers` message asked. Empty without simulcast.
+    pub layers_sending: Vec<bool>,
     pub packets_received: u64,
     /// Received from `measure_from` to `until`.
     pub window_received: u64,
@@ -74,6 +107,11 @@ pub struct Stats {
     pub keyframe_requests: u64,
     /// Keyframe requests from `measure_from` on.
     pub window_keyframe_requests: u64,
+    /// Of those, the ones naming an audio m-line (a keyframe request means nothing for
+    /// audio; a server asking for one is worth knowing about).
+    pub window_audio_keyframe_requests: u64,
+    /// Of those, the ones per simulcast layer (lowest first).
+    pub window_layer_keyframe_requests: [u64; RIDS.len()],
     /// Forwarding latency (send to receive), microseconds.
     pub latency_us: Histogram<u64>,
     pub error: Option<String>,
@@ -86,13 +124,16 @@ impl Stats {
             join_to_first_media: None,
             packets_sent: 0,
             bytes_sent: 0,
-            sending_since: None,
+            window_packets_sent: 0,
+            layers_sending: Vec::new(),
             packets_received: 0,
             window_received: 0,
             bytes_received: 0,
             lost: 0,
             keyframe_requests: 0,
             window_keyframe_requests: 0,
+            window_audio_keyframe_requests: 0,
+            window_layer_keyframe_requests: [0; RIDS.len()],
             latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
             error: None,
         }
@@ -107,14 +148,36 @@ struct SeqTrack {
     received: u64,
 }
 
-/// One of our published m-lines and its synthetic stream state.
+/// One of our published m-lines, as the offer announces it.
+struct Publication {
+    mid: Mid,
+    source: &'static str,
+    kind: MediaKind,
+    /// Simulcast rids, lowest first; empty for a single stream.
+    layers: Vec<&'static str>,
+}
+
+/// One synthetic RTP stream we send: an audio m-line, or one layer of a video m-line.
 struct Outgoing {
     mid: Mid,
+    /// The simulcast layer; `None` for audio and single-stream video.
+    rid: Option<Rid>,
     pt: Pt,
     kind: MediaKind,
+    /// Video bitrate of this stream, bits/s (unused for audio).
+    bps: u64,
     seq: u64,
     frame: u64,
+    /// The next video frame's VP8 picture id (15 bits).
+    picture_id: u16,
+    /// Video frames sent since the last keyframe.
+    since_keyframe: u64,
     keyframe_due: bool,
+    /// Whether it sends: a layer the server's `layers` message leaves out is paused, as
+    /// a browser pauses an encoding (`RTCRtpEncodingParameters.active`).
+    active: bool,
+    /// Where its RTP clock is zero.
+    t0: Instant,
     next_send: Instant,
 }
 
@@ -181,16 +244,20 @@ async fn session(
     rtc.add_local_candidate(Candidate::host(local, "udp")?);
 
     // Our m-lines, then one recvonly per announced track.
-    let mut publish: Vec<(Mid, &'static str, MediaKind)> = Vec::new();
+    let mut publish: Vec<Publication> = Vec::new();
     let mut subscribed: HashMap<u64, Mid> = HashMap::new();
     let mut pending: Option<SdpPendingOffer> = None;
     let mut new_publish = Vec::new();
     if role.audio {
-        new_publish.push((MediaKind::Audio, "microphone"));
+        new_publish.push((MediaKind::Audio, "microphone", Vec::new()));
     }
-    if role.video_bps.is_some() {
-        new_publish.push((MediaKind::Video, role.video_source));
+    if role.publishes_video() {
+        new_publish.push((MediaKind::Video, role.video_source, role.rids()));
     }
+    // Our track ids (the answers' `published`) to our m-lines, and the layers the
+    // server's last `layers` message for each m-line listed.
+    let mut track_mids: HashMap<u64, Mid> = HashMap::new();
+    let mut wanted_layers: HashMap<Mid, Vec<Rid>> = HashMap::new();
     if !role.subscribe {
         announced.clear();
     }
@@ -209,7 +276,7 @@ async fn session(
     let mut renegotiate = false;
     let mut buf = vec![0u8; 2000];
     let mut rtc_deadline;
-    let mut talking = true;
+    let mut talking = role.voice.is_some();
     let mut talk_switch = now + Duration::from_millis(1500);
     let mut first_media = false;
     loop {
@@ -244,12 +311,8 @@ async fn session(
                     t.highest = t.highest.max(seq);
                     t.first = t.first.min(seq);
                     if at >= shared.measure_from
-                        && p.payload.len() >= HEADER
-                        && u32::from_be_bytes(p.payload[..4].try_into().unwrap_or_default())
-                            == MAGIC
+                        && let Some(sent) = sent_at(&p.payload)
                     {
-                        let sent =
-                            u64::from_be_bytes(p.payload[4..12].try_into().unwrap_or_default());
                         let now_ns = at.duration_since(shared.epoch).as_nanos() as u64;
                         let us = now_ns.saturating_sub(sent) / 1000;
                         let _ = stats.latency_us.record(us.max(1));
@@ -259,8 +322,21 @@ async fn session(
                     stats.keyframe_requests += 1;
                     if Instant::now() >= shared.measure_from {
                         stats.window_keyframe_requests += 1;
+                        let audio = publish
+                            .iter()
+                            .any(|p| p.mid == r.mid && p.kind == MediaKind::Audio);
+                        if audio {
+                            stats.window_audio_keyframe_requests += 1;
+                        }
+                        let layer = r.rid.and_then(|rid| RIDS.iter().position(|x| *x == &*rid));
+                        if let Some(i) = layer {
+                            stats.window_layer_keyframe_requests[i] += 1;
+                        }
                     }
-                    if let Some(o) = outgoing.iter_mut().find(|o| o.mid == r.mid) {
+                    if let Some(o) = outgoing
+                        .iter_mut()
+                        .find(|o| o.mid == r.mid && o.rid == r.rid)
+                    {
                         o.keyframe_due = true;
                     }
                 }
@@ -279,25 +355,46 @@ async fn session(
                 .collect();
             let pt_of = |c: Codec| params.iter().find(|(_, x)| *x == c).map(|(pt, _)| *pt);
             let t0 = Instant::now();
-            for (mid, _, kind) in &publish {
-                let pt = match kind {
+            for p in &publish {
+                let pt = match p.kind {
                     MediaKind::Audio => pt_of(Codec::Opus),
                     MediaKind::Video => pt_of(Codec::Vp8),
                 };
-                if let Some(pt) = pt {
+                let Some(pt) = pt else { continue };
+                // One stream per layer; a single stream has no rid.
+                let rids: Vec<Option<Rid>> = if p.layers.is_empty() {
+                    vec![None]
+                } else {
+                    p.layers.iter().map(|r| Some(Rid::from(*r))).collect()
+                };
+                for (i, rid) in rids.into_iter().enumerate() {
+                    let active = match (rid, wanted_layers.get(&p.mid)) {
+                        (Some(rid), Some(wanted)) => wanted.contains(&rid),
+                        _ => true,
+                    };
                     outgoing.push(Outgoing {
-                        mid: *mid,
+                        mid: p.mid,
+                        rid,
                         pt,
-                        kind: *kind,
+                        kind: p.kind,
+                        bps: role.video_layers_bps.get(i).copied().unwrap_or(0),
                         seq: 1,
                         frame: 0,
+                        picture_id: rand::random::<u16>() & 0x7fff,
+                        since_keyframe: 0,
                         keyframe_due: true,
+                        active,
+                        t0,
                         next_send: t0,
                     });
                 }
             }
         }
-        let next_send = outgoing.iter().map(|o| o.next_send).min();
+        let next_send = outgoing
+            .iter()
+            .filter(|o| o.active)
+            .map(|o| o.next_send)
+            .min();
         let wake = next_send
             .map_or(rtc_deadline, |s| s.min(rtc_deadline))
             .min(shared.until);
@@ -317,6 +414,36 @@ async fn session(
                             rtc.sdp_api().accept_answer(p, answer)?;
                         }
                         offer_in_flight = false;
+                        for p in m["published"].as_array().into_iter().flatten() {
+                            let (mid, id) = (p["mid"].as_str(), p["track_id"].as_u64());
+                            if let (Some(mid), Some(id)) = (mid, id) {
+                                track_mids.insert(id, Mid::from(mid));
+                            }
+                        }
+                    }
+                    Some("layers") => {
+                        let mid = m["track_id"].as_u64().and_then(|id| track_mids.get(&id));
+                        if let Some(&mid) = mid {
+                            let wanted: Vec<Rid> = m["active"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(Value::as_str)
+                                .map(Rid::from)
+                                .collect();
+                            let now = Instant::now();
+                            for o in outgoing.iter_mut().filter(|o| o.mid == mid) {
+                                let Some(rid) = o.rid else { continue };
+                                let on = wanted.contains(&rid);
+                                if on && !o.active {
+                                    // Resumes with a keyframe, as an encoder does.
+                                    o.keyframe_due = true;
+                                    o.next_send = now;
+                                }
+                                o.active = on;
+                            }
+                            wanted_layers.insert(mid, wanted);
+                        }
                     }
                     Some("track_published") if role.subscribe => {
                         note_track(&m, &mut announced);
@@ -332,16 +459,18 @@ async fn session(
                     let _ = send(&mut ws, json!({"type": "leave"})).await;
                     break;
                 }
-                if now >= talk_switch {
+                if now >= talk_switch && role.voice.is_some() {
                     talking = !talking;
                     talk_switch = now + Duration::from_millis(if talking { 2500 } else { 1200 });
                 }
                 rtc.handle_input(Input::Timeout(now))?;
-                for o in outgoing.iter_mut().filter(|o| o.next_send <= now) {
+                for o in outgoing.iter_mut().filter(|o| o.active && o.next_send <= now) {
                     let (packets, bytes) = send_media(&mut rtc, o, role, talking, shared.epoch, now);
                     stats.packets_sent += packets;
                     stats.bytes_sent += bytes;
-                    stats.sending_since.get_or_insert(now);
+                    if now >= shared.measure_from {
+                        stats.window_packets_sent += packets;
+                    }
                 }
             }
         }
@@ -358,6 +487,11 @@ async fn session(
             }
         }
     }
+    stats.layers_sending = outgoing
+        .iter()
+        .filter(|o| o.rid.is_some())
+        .map(|o| o.active)
+        .collect();
     stats.lost = tracks
         .values()
         .map(|t| (t.highest - t.first + 1).saturating_sub(t.received))
@@ -375,22 +509,20 @@ fn send_media(
     now: Instant,
 ) -> (u64, u64) {
     let mut api = rtc.direct_api();
-    let Some(tx) = api.stream_tx_by_mid(o.mid, None) else {
+    let Some(tx) = api.stream_tx_by_mid(o.mid, o.rid) else {
         o.next_send = now + Duration::from_millis(20);
         return (0, 0);
     };
-    let stamp = |size: usize| -> Vec<u8> {
-        let mut payload = vec![0u8; size.max(HEADER)];
-        payload[..4].copy_from_slice(&MAGIC.to_be_bytes());
-        let ns = now.duration_since(epoch).as_nanos() as u64;
-        payload[4..12].copy_from_slice(&ns.to_be_bytes());
-        payload
-    };
+    let ns = now.duration_since(epoch).as_nanos() as u64;
     match o.kind {
         MediaKind::Audio => {
             // Opus at 20 ms; while silent, DTX: one packet in 20.
             let ext = ExtensionValues {
-                audio_level: Some(if talking { -30 } else { -127 }),
+                audio_level: Some(if talking {
+                    role.voice.unwrap_or(-127)
+                } else {
+                    -127
+                }),
                 voice_activity: Some(talking),
                 ..ExtensionValues::default()
             };
@@ -398,65 +530,141 @@ fn send_media(
             let time = (o.frame * 960) as u32;
             o.frame += if talking { 1 } else { 20 };
             o.next_send = now + Duration::from_millis(if talking { 20 } else { 400 });
-            let write = RtpWrite::new(o.pt, SeqNo::from(o.seq), time, now, stamp(size))
+            let mut payload = vec![0u8; size.max(STAMP)];
+            write_stamp(&mut payload, ns);
+            let write = RtpWrite::new(o.pt, SeqNo::from(o.seq), time, now, payload)
                 .marker(true)
                 .ext_vals(ext);
             tx.write_rtp(write);
             o.seq += 1;
-            (1, size as u64)
+            (1, size.max(STAMP) as u64)
         }
         MediaKind::Video => {
-            let bps = role.video_bps.unwrap_or(0);
             let frames_between = (role.keyframe_interval.as_millis() as u64 * 30 / 1000).max(1);
-            let keyframe = o.keyframe_due || o.frame.is_multiple_of(frames_between);
+            let keyframe = o.keyframe_due || o.since_keyframe >= frames_between;
             o.keyframe_due = false;
-            let mut bytes = (bps / 8 / 30) as usize;
+            o.since_keyframe = if keyframe { 1 } else { o.since_keyframe + 1 };
+            let mut bytes = (o.bps / 8 / 30) as usize;
             if keyframe {
                 bytes *= 4;
             }
             let packets = bytes.div_ceil(MTU_PAYLOAD).max(1);
-            let time = (o.frame * 3000) as u32;
+            let size = (bytes / packets).max(VP8_HEADER + STAMP);
+            // 90 kHz from the frame's scheduled capture time: all layers of a frame share it.
+            let time = (o.next_send.duration_since(o.t0).as_micros() * 9 / 100) as u32;
             for i in 0..packets {
-                let size = (bytes / packets).max(HEADER);
-                let write = RtpWrite::new(o.pt, SeqNo::from(o.seq), time, now, stamp(size))
+                let mut payload = vec![0u8; size];
+                write_vp8_header(&mut payload, i == 0, o.picture_id, keyframe);
+                write_stamp(&mut payload[VP8_HEADER..], ns);
+                let write = RtpWrite::new(o.pt, SeqNo::from(o.seq), time, now, payload)
                     .marker(i + 1 == packets)
                     .nackable(true);
                 tx.write_rtp(write);
                 o.seq += 1;
             }
             o.frame += 1;
+            o.picture_id = (o.picture_id + 1) & 0x7fff;
             o.next_send += Duration::from_micros(33_333);
             if o.next_send < now {
                 o.next_send = now + Duration::from_micros(33_333);
             }
-            (
-                packets as u64,
-                (packets * (bytes / packets).max(HEADER)) as u64,
-            )
+            (packets as u64, (packets * size) as u64)
         }
     }
 }
 
+/// Writes MAGIC and the send time (ns since the run's epoch) at the start of `payload`.
+fn write_stamp(payload: &mut [u8], ns: u64) {
+    payload[..4].copy_from_slice(&MAGIC.to_be_bytes());
+    payload[4..STAMP].copy_from_slice(&ns.to_be_bytes());
+}
+
+/// Writes the first [`VP8_HEADER`] bytes of a video payload as a VP8 encoder's
+/// packetizer does (RFC 7741): the payload descriptor, then the VP8 payload header byte,
+/// which only a frame's first packet really has (in the others it is frame data; we
+/// write it in every packet so the stamp is always at the same place).
+fn write_vp8_header(payload: &mut [u8], first: bool, picture_id: u16, keyframe: bool) {
+    payload[..VP8_HEADER].copy_from_slice(&[
+        // X = 1 (extensions follow), N = 0, S = 1 on a frame's first packet, PID = 0.
+        if first { 0x90 } else { 0x80 },
+        // I = 1: a picture id follows; no TL0PICIDX, TID or KEYIDX.
+        0x80,
+        // M = 1: the picture id has 15 bits.
+        0x80 | ((picture_id >> 8) as u8 & 0x7f),
+        picture_id as u8,
+        // Payload header: size0 0, show_frame 1, version 0, P = 0 on keyframes (key, not
+        // inter-predicted), 1 on other frames.
+        if keyframe { 0x10 } else { 0x11 },
+    ]);
+}
+
+/// The send time (ns since the run's epoch) stamped in a received payload: at its start
+/// in audio, after the VP8 payload descriptor and payload header in video. `None` when
+/// the payload is not one of ours.
+fn sent_at(payload: &[u8]) -> Option<u64> {
+    let stamp_at = |at: usize| -> Option<u64> {
+        let stamp = payload.get(at..at + STAMP)?;
+        (stamp[..4] == MAGIC.to_be_bytes())
+            .then(|| u64::from_be_bytes(stamp[4..].try_into().unwrap_or_default()))
+    };
+    stamp_at(0).or_else(|| stamp_at(vp8_header_len(payload)?))
+}
+
+/// The length of a VP8 payload descriptor (RFC 7741, section 4.2) and of the one payload
+/// header byte we write after it.
+fn vp8_header_len(payload: &[u8]) -> Option<usize> {
+    let b0 = *payload.first()?;
+    let mut at = 1;
+    if b0 & 0x80 != 0 {
+        // X: I | L | T | K | reserved.
+        let ext = *payload.get(at)?;
+        at += 1;
+        if ext & 0x80 != 0 {
+            // I: a 7-bit picture id, or 15 bits when M is set.
+            at += if payload.get(at)? & 0x80 != 0 { 2 } else { 1 };
+        }
+        if ext & 0x40 != 0 {
+            at += 1; // L: TL0PICIDX
+        }
+        if ext & 0x30 != 0 {
+            at += 1; // T or K: TID | Y | KEYIDX
+        }
+    }
+    Some(at + 1)
+}
+
 /// The client's m-lines: what it publishes, and the track each receiving one carries.
 struct MLines<'a> {
-    publish: &'a mut Vec<(Mid, &'static str, MediaKind)>,
+    publish: &'a mut Vec<Publication>,
     subscribed: &'a mut HashMap<u64, Mid>,
 }
 
 impl MLines<'_> {
-    /// Adds sendonly m-lines for `new_publish` and a recvonly one per track of `announced`
-    /// (emptied), then makes the offer: its `offer` message and pending state, or `None`
-    /// when nothing changed.
+    /// Adds sendonly m-lines for `new_publish` (kind, source, simulcast rids) and a
+    /// recvonly one per track of `announced` (emptied), then makes the offer: its `offer`
+    /// message and pending state, or `None` when nothing changed.
     fn offer(
         &mut self,
         rtc: &mut Rtc,
-        new_publish: &[(MediaKind, &'static str)],
+        new_publish: &[(MediaKind, &'static str, Vec<&'static str>)],
         announced: &mut Vec<(u64, MediaKind)>,
     ) -> Option<(Value, SdpPendingOffer)> {
         let mut api = rtc.sdp_api();
-        for (kind, source) in new_publish {
-            let mid = api.add_media(*kind, Direction::SendOnly, None, None, None);
-            self.publish.push((mid, source, *kind));
+        for (kind, source, layers) in new_publish {
+            let simulcast = (!layers.is_empty()).then(|| {
+                let mut s = Simulcast::new();
+                for rid in layers {
+                    s.add_send_layer(SimulcastLayer::new(rid));
+                }
+                s
+            });
+            let mid = api.add_media(*kind, Direction::SendOnly, None, None, simulcast);
+            self.publish.push(Publication {
+                mid,
+                source,
+                kind: *kind,
+                layers: layers.clone(),
+            });
         }
         for (id, kind) in announced.drain(..) {
             let mid = api.add_media(kind, Direction::RecvOnly, None, None, None);
@@ -468,15 +676,21 @@ impl MLines<'_> {
     }
 }
 
-fn offer_message(
-    sdp: String,
-    publish: &[(Mid, &'static str, MediaKind)],
-    subscribed: &HashMap<u64, Mid>,
-) -> Value {
+fn offer_message(sdp: String, publish: &[Publication], subscribed: &HashMap<u64, Mid>) -> Value {
+    let publish: Vec<Value> = publish
+        .iter()
+        .map(|p| {
+            let mut entry = json!({"mid": p.mid.to_string(), "source": p.source});
+            if !p.layers.is_empty() {
+                entry["layers"] = json!(p.layers);
+            }
+            entry
+        })
+        .collect();
     json!({
         "type": "offer",
         "sdp": sdp,
-        "publish": publish.iter().map(|(mid, source, _)| json!({"mid": mid.to_string(), "source": source})).collect::<Vec<_>>(),
+        "publish": publish,
         "subscribe": subscribed.iter().map(|(id, mid)| json!({"mid": mid.to_string(), "track_id": id})).collect::<Vec<_>>(),
     })
 }
@@ -495,5 +709,50 @@ async fn next(ws: &mut Ws) -> anyhow::Result<Option<Value>> {
             Some(Ok(_)) => continue,
             Some(Err(e)) => return Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn video_payloads_are_vp8_keyframes_only_at_a_keyframes_first_packet() {
+        let mut first = vec![0u8; 40];
+        write_vp8_header(&mut first, true, 0x1234, true);
+        assert_eq!(
+            first[..VP8_HEADER],
+            [
+                0x90, // X = 1, S = 1, PID = 0
+                0x80, // I = 1
+                0x92, 0x34, // M = 1, picture id 0x1234
+                0x10, // payload header: P = 0 (keyframe)
+            ]
+        );
+        assert!(str0m::format::detect_vp8_keyframe(&first));
+        let mut next = first.clone();
+        write_vp8_header(&mut next, false, 0x1234, true);
+        assert!(!str0m::format::detect_vp8_keyframe(&next));
+        let mut delta = first.clone();
+        write_vp8_header(&mut delta, true, 0x1235, false);
+        assert!(!str0m::format::detect_vp8_keyframe(&delta));
+    }
+
+    #[test]
+    fn the_stamp_is_found_in_audio_and_video() {
+        let mut audio = vec![0u8; 80];
+        write_stamp(&mut audio, 42);
+        assert_eq!(sent_at(&audio), Some(42));
+        let mut video = vec![0u8; 1100];
+        write_vp8_header(&mut video, false, 7, false);
+        write_stamp(&mut video[VP8_HEADER..], 43);
+        assert_eq!(sent_at(&video), Some(43));
+        // A 7-bit picture id and TL0PICIDX, as a rewriting server might leave them.
+        let mut other = vec![0x90, 0xc0, 0x05, 0x09, 0x10];
+        other.extend_from_slice(&MAGIC.to_be_bytes());
+        other.extend_from_slice(&44u64.to_be_bytes());
+        assert_eq!(sent_at(&other), Some(44));
+        assert_eq!(sent_at(&[0x90, 0x80]), None);
+        assert_eq!(sent_at(&[0u8; 30]), None);
     }
 }

@@ -30,14 +30,23 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Scenario {
-    /// Everyone publishes audio and video, everyone receives everyone.
+    /// Everyone publishes audio and simulcast video and subscribes to everyone; the
+    /// server picks what each receives (loudest audio, thumbnails, the speaker's top layer).
     Conference {
         /// Participants in the one room.
         #[arg(long, default_value_t = 70)]
         participants: usize,
-        /// Each participant's video bitrate, bits/s (k and M suffixes).
-        #[arg(long, default_value = "300k", value_parser = parse_rate)]
-        bitrate: u64,
+        /// Each participant's video: the bitrates (bits/s, k and M suffixes) of its
+        /// simulcast layers, lowest first, comma-separated, at most 3 (rids q, h, f); a
+        /// single value is one stream, no simulcast (what `--bitrate` was).
+        #[arg(
+            long,
+            alias = "bitrate",
+            value_delimiter = ',',
+            default_value = "150k,500k,1.5M",
+            value_parser = parse_rate
+        )]
+        layers: Vec<u64>,
         #[command(flatten)]
         common: Common,
     },
@@ -145,21 +154,36 @@ fn parse_per_second(s: &str) -> Result<f64, String> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let (name, clients, common, bitrate) = match cli.scenario {
+    let (name, clients, common, video_layers_bps) = match cli.scenario {
         Scenario::Conference {
             participants,
-            bitrate,
+            layers,
             common,
         } => {
+            if layers.is_empty() || layers.len() > client::RIDS.len() {
+                anyhow::bail!(
+                    "--layers: 1 to {} bitrates, lowest first",
+                    client::RIDS.len()
+                );
+            }
             let n = if common.quick { 3 } else { participants };
             let role = Role {
                 audio: true,
-                video_bps: Some(bitrate),
+                voice: None,
+                video_layers_bps: layers.clone(),
                 video_source: "camera",
                 keyframe_interval: Duration::from_secs(3),
                 subscribe: true,
             };
-            ("conference", vec![role; n], common, bitrate)
+            // A meeting: three people talk (at different levels, in spurts), the rest
+            // listen.
+            let roles = (0..n)
+                .map(|i| Role {
+                    voice: [-25, -30, -35].get(i).copied(),
+                    ..role.clone()
+                })
+                .collect();
+            ("conference", roles, common, layers)
         }
         Scenario::Broadcast {
             viewers,
@@ -169,21 +193,23 @@ fn main() -> anyhow::Result<()> {
             let n = if common.quick { 3 } else { viewers };
             let presenter = Role {
                 audio: false,
-                video_bps: Some(bitrate),
+                voice: None,
+                video_layers_bps: vec![bitrate],
                 video_source: "screen",
                 keyframe_interval: Duration::from_secs(5),
                 subscribe: false,
             };
             let viewer = Role {
                 audio: false,
-                video_bps: None,
+                voice: None,
+                video_layers_bps: Vec::new(),
                 video_source: "screen",
                 keyframe_interval: Duration::from_secs(5),
                 subscribe: true,
             };
             let mut roles = vec![presenter];
             roles.extend(std::iter::repeat_n(viewer, n));
-            ("broadcast", roles, common, bitrate)
+            ("broadcast", roles, common, vec![bitrate])
         }
         Scenario::Ceiling {
             fanout,
@@ -239,7 +265,13 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let mut report = runtime.block_on(run(
-        name, &server, &secret, clients, &common, duration, bitrate,
+        name,
+        &server,
+        &secret,
+        clients,
+        &common,
+        duration,
+        &video_layers_bps,
     ))?;
     drop(server);
     drop(runtime);
@@ -283,7 +315,7 @@ async fn run(
     roles: Vec<Role>,
     common: &Common,
     duration: Duration,
-    bitrate: u64,
+    video_layers_bps: &[u64],
 ) -> anyhow::Result<Report> {
     let key = TokenKey::new(secret.as_bytes());
     let room = format!("bench-{name}");
@@ -301,8 +333,8 @@ async fn run(
         let mut claims = TokenKey::claims(&room, &format!("c{i}"), None, Duration::from_secs(3600));
         claims.grants = Grants {
             publish_audio: role.audio,
-            publish_video: role.video_bps.is_some() && role.video_source == "camera",
-            publish_screen: role.video_bps.is_some() && role.video_source == "screen",
+            publish_video: role.publishes_video() && role.video_source == "camera",
+            publish_screen: role.publishes_video() && role.video_source == "screen",
             subscribe: role.subscribe,
             force_tcp: false,
         };
@@ -332,6 +364,6 @@ async fn run(
         after,
         gen_after - gen_before,
         common,
-        bitrate,
+        video_layers_bps,
     ))
 }

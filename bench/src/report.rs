@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::Common;
 use crate::ceiling::Ceiling;
-use crate::client::{Role, Stats};
+use crate::client::{RIDS, Role, Stats};
 use crate::server::Sample;
 
 pub struct Report {
@@ -44,7 +44,7 @@ impl Report {
         after: Sample,
         generator_cpu_s: f64,
         common: &Common,
-        bitrate: u64,
+        video_layers_bps: &[u64],
     ) -> Report {
         let window = after.at.duration_since(before.at).as_secs_f64().max(1e-3);
         let d = |name: &str| metric(&after, name) - metric(&before, name);
@@ -53,6 +53,10 @@ impl Report {
         let egress_mbps = d("sfu_udp_tx_bytes_total") * 8.0 / window / 1e6;
         let ingress_mbps = d("sfu_udp_rx_bytes_total") * 8.0 / window / 1e6;
         let forwarded = d("sfu_rtp_forwarded_total");
+        // Keyframe requests the server sent, and subscriptions it switched to another
+        // simulcast layer or resumed.
+        let server_keyframe_requests_per_s = d("sfu_keyframe_requests_total") / window;
+        let layer_switches_per_s = d("sfu_layer_switches_total") / window;
         let server_cpu = after.cpu_s - before.cpu_s;
         let cpu_per_1000 = if forwarded > 0.0 {
             Some(server_cpu * 1000.0 / forwarded)
@@ -62,6 +66,8 @@ impl Report {
         let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
         let mut join = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("bounds");
         let (mut received, mut lost, mut keyframes, mut failed) = (0u64, 0u64, 0u64, Vec::new());
+        let mut audio_keyframes = 0u64;
+        let mut layer_keyframes = [0u64; RIDS.len()];
         let mut window_received = 0u64;
         let mut subscribers = 0usize;
         let mut silent = 0usize;
@@ -73,8 +79,15 @@ impl Report {
             received += s.packets_received;
             window_received += s.window_received;
             lost += s.lost;
-            if role.video_bps.is_some() {
+            if role.publishes_video() {
                 keyframes += s.window_keyframe_requests;
+                audio_keyframes += s.window_audio_keyframe_requests;
+                for (n, k) in layer_keyframes
+                    .iter_mut()
+                    .zip(s.window_layer_keyframe_requests)
+                {
+                    *n += k;
+                }
             }
             if role.subscribe {
                 subscribers += 1;
@@ -98,19 +111,31 @@ impl Report {
         };
         let generator_cores = generator_cpu_s / window;
         let server_cores = server_cpu / window;
-        let end = std::time::Instant::now();
-        let (mut in_pps, mut in_packets, mut in_bytes) = (0.0, 0u64, 0u64);
+        let (mut in_packets, mut in_bytes, mut window_sent) = (0u64, 0u64, 0u64);
+        // Per simulcast layer: publishers sending it at the end.
+        let mut layers_sending = vec![0usize; RIDS.len()];
+        let mut simulcast_publishers = 0usize;
         for s in &stats {
-            if let Some(since) = s.sending_since {
-                in_pps += s.packets_sent as f64 / end.duration_since(since).as_secs_f64().max(1e-3);
-                in_packets += s.packets_sent;
-                in_bytes += s.bytes_sent;
+            in_packets += s.packets_sent;
+            in_bytes += s.bytes_sent;
+            window_sent += s.window_packets_sent;
+            if !s.layers_sending.is_empty() {
+                simulcast_publishers += 1;
+            }
+            for (n, on) in layers_sending.iter_mut().zip(&s.layers_sending) {
+                *n += usize::from(*on);
             }
         }
-        let fanout = if scenario == "conference" {
-            subscribers.saturating_sub(1)
-        } else {
+        let in_pps = window_sent as f64 / window;
+        // Receivers per packet sent: every viewer in a broadcast; in a conference the
+        // server picks for each subscriber (loudest audio, one layer per camera), so what
+        // the subscribers received per packet the publishers sent.
+        let fanout = if scenario == "broadcast" {
             subscribers
+        } else if window_sent > 0 {
+            (window_received as f64 / window_sent as f64).round() as usize
+        } else {
+            0
         };
         let shape = (fanout > 0 && in_packets > 0)
             .then(|| (fanout, in_pps, (in_bytes / in_packets) as usize + 12));
@@ -139,11 +164,23 @@ impl Report {
                 "{silent} of {subscribers} subscribers received no media"
             ));
         }
+        let video = if video_layers_bps.len() > 1 {
+            let layers: Vec<String> = RIDS
+                .iter()
+                .zip(video_layers_bps)
+                .map(|(rid, bps)| format!("{rid} {:.2}", *bps as f64 / 1e6))
+                .collect();
+            format!("video simulcast {} Mbit/s", layers.join(", "))
+        } else {
+            format!(
+                "video {:.2} Mbit/s",
+                video_layers_bps.first().copied().unwrap_or(0) as f64 / 1e6
+            )
+        };
         let mut lines = vec![
             format!(
-                "{scenario}: {} clients, video {:.2} Mbit/s, {:.0} s measured{}",
+                "{scenario}: {} clients, {video}, {:.0} s measured{}",
                 roles.len(),
-                bitrate as f64 / 1e6,
                 window,
                 if common.quick {
                     " (--quick: a smoke test, figures mean nothing)"
@@ -160,6 +197,9 @@ impl Report {
             format!(
                 "server RSS       {:>10.1} MiB",
                 after.rss_bytes as f64 / 1048576.0
+            ),
+            format!(
+                "publishers sent  {in_pps:>10.0} packets/s  (the generator's RTP, over the window)"
             ),
             format!("per subscriber   {per_subscriber_pps:>10.0} packets/s received"),
             format!(
@@ -191,14 +231,43 @@ impl Report {
                 fmt_ms(pct(&join, 0.99))
             ),
             format!(
-                "keyframe requests {:>9.2} /s seen by publishers",
-                keyframes as f64 / window
+                "keyframe requests {:>9.2} /s seen by publishers, {:.2} /s of them for audio m-lines; {server_keyframe_requests_per_s:.2} /s sent by the server",
+                keyframes as f64 / window,
+                audio_keyframes as f64 / window
+            ),
+            format!(
+                "layer switches   {layer_switches_per_s:>10.2} /s  (subscriptions the server switched to another layer or resumed, audio included)"
             ),
             format!(
                 "generator CPU    {generator_cores:>10.2} cores (CPUs {:?}; server on {:?})",
                 common.generator_cpus, common.server_cpus
             ),
         ];
+        if simulcast_publishers > 0 {
+            let requests: Vec<String> = RIDS
+                .iter()
+                .zip(&layer_keyframes)
+                .take(video_layers_bps.len())
+                .map(|(rid, n)| format!("{rid} {:.2}", *n as f64 / window))
+                .collect();
+            lines.insert(
+                lines.len() - 1,
+                format!("keyframe requests by layer, /s: {}", requests.join(", ")),
+            );
+            let sending: Vec<String> = RIDS
+                .iter()
+                .zip(&layers_sending)
+                .take(video_layers_bps.len())
+                .map(|(rid, n)| format!("{rid} {n}"))
+                .collect();
+            lines.insert(
+                lines.len() - 1,
+                format!(
+                    "layers sending   {} of {simulcast_publishers} publishers at the end (as the server's `layers` asked)",
+                    sending.join(", ")
+                ),
+            );
+        }
         let gen_limit = common.generator_cpus.split(',').count().max(1) as f64;
         if generator_cores > 0.85 * gen_limit {
             lines.push(format!(
@@ -212,11 +281,21 @@ impl Report {
                 failed[0]
             ));
         }
+        let layers_sending_json: serde_json::Map<String, serde_json::Value> = RIDS
+            .iter()
+            .zip(&layers_sending)
+            .take(video_layers_bps.len())
+            .filter(|_| simulcast_publishers > 0)
+            .map(|(rid, n)| (rid.to_string(), json!(n)))
+            .collect();
         let json = json!({
             "scenario": scenario,
             "date": chrono_free_now(),
             "clients": roles.len(),
-            "video_bps": bitrate,
+            "video_bps": video_layers_bps.last().copied().unwrap_or(0),
+            "video_layers_bps": video_layers_bps,
+            "sent_pps": in_pps,
+            "layers_sending": layers_sending_json,
             "window_s": window,
             "quick": common.quick,
             "server_cpus": common.server_cpus,
@@ -234,6 +313,9 @@ impl Report {
             "latency_ms": {"p50": pct(&latency, 0.5), "p95": pct(&latency, 0.95), "p99": pct(&latency, 0.99), "samples": latency.len()},
             "join_ms": {"p50": pct(&join, 0.5), "p99": pct(&join, 0.99)},
             "keyframe_requests_per_s": keyframes as f64 / window,
+            "audio_keyframe_requests_per_s": audio_keyframes as f64 / window,
+            "server_keyframe_requests_per_s": server_keyframe_requests_per_s,
+            "layer_switches_per_s": layer_switches_per_s,
             "generator_cores": generator_cores,
             "failed_clients": failed.len(),
         });

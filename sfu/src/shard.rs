@@ -1228,8 +1228,17 @@ impl Shard {
                 .collect();
             speaking.sort_by(|a, b| b.1.total_cmp(&a.1));
             let speakers: Vec<ParticipantId> = speaking.iter().map(|(p, _)| *p).collect();
-            room.recent.retain(|m| !speakers.contains(m));
-            room.recent.splice(0..0, speakers.iter().copied());
+            // Speakers move to the front of the speaking order, loudest first; those
+            // already among the first few (who receive-loudest-N picks from) keep their
+            // places, so that steady talkers do not trade places every tick.
+            let settled = (self.config.loudest_n + 1).min(room.recent.len());
+            let moving: Vec<ParticipantId> = speakers
+                .iter()
+                .copied()
+                .filter(|p| !room.recent[..settled].contains(p))
+                .collect();
+            room.recent.retain(|m| !moving.contains(m));
+            room.recent.splice(0..0, moving);
             if speakers != room.speakers
                 && room
                     .speakers_sent
