@@ -28,7 +28,9 @@ const LAYERS = ['q', 'h', 'f'];
 const TOP_HEIGHT = 720;
 const MAX_STALL_MS = Number(process.env.E2E_SIMULCAST_MAX_STALL_MS || 5000);
 /** Receive-only participants. */
-const VIEWER = { publish_audio: false, publish_video: false, publish_screen: false, subscribe: true };
+// Receivers may publish (audio only, to keep the machine light): the server estimates
+// the bandwidth of participants who may publish, not of a broadcast's receive-only viewers.
+const VIEWER = { publish_audio: true, publish_video: false, publish_screen: false, subscribe: true };
 
 describe('simulcast: each receiver gets the layer its network carries', { timeout: 900000 }, () => {
   const room = `e2e-simulcast-${RUN}`;

@@ -35,11 +35,14 @@ pub enum DropReason {
     TcpQueueFull,
     /// A packet for an ICE-TCP connection that has closed.
     TcpClosed,
+    /// The subscriber's pacer held packets longer than allowed: it is behind, and waits
+    /// for the next keyframe.
+    PacerBacklog,
 }
 
 impl DropReason {
     /// Every reason, in the order of [`DropReason::index`].
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::UnknownSource,
         DropReason::Malformed,
         DropReason::Refused,
@@ -52,6 +55,7 @@ impl DropReason {
         DropReason::SignalQueueFull,
         DropReason::TcpQueueFull,
         DropReason::TcpClosed,
+        DropReason::PacerBacklog,
     ];
 
     /// A dense index for counter arrays.
@@ -74,6 +78,7 @@ impl DropReason {
             DropReason::SignalQueueFull => "signal_queue_full",
             DropReason::TcpQueueFull => "tcp_queue_full",
             DropReason::TcpClosed => "tcp_closed",
+            DropReason::PacerBacklog => "pacer_backlog",
         }
     }
 }

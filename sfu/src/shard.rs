@@ -294,6 +294,19 @@ struct Subscription {
     vp8: Vp8Continuity,
 }
 
+/// Whether a participant's downlink is estimated (TWCC, with str0m's pacer): for those
+/// who may publish, the members of a conference. Receive-only participants (a
+/// broadcast's audience) are not: the pacer's cost per packet would cap a 500-viewer
+/// fan-out at a third of its rate on this hardware (`bench broadcast`), and they receive
+/// what they asked for, within their `view`, without a bandwidth budget.
+fn estimates(grants: &Grants) -> bool {
+    grants.publish_audio || grants.publish_video || grants.publish_screen
+}
+
+/// A subscriber whose oldest unsent packet waited this long in its pacer gets nothing
+/// more until a keyframe after its queue drained.
+const MAX_PACER_DELAY: Duration = Duration::from_millis(300);
+
 /// Where a subscriber's bandwidth estimate starts: enough for a 2.5 Mbit/s screen share
 /// or a speaker and a dozen thumbnails. It grows as the estimator probes, and falls at
 /// the first losses. (str0m paces each subscriber at 1.1 times its estimate.)
@@ -521,7 +534,7 @@ impl Shard {
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .set_local_ice_credentials(creds)
-            .enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS)))
+            .enable_bwe(estimates(&join.grants).then(|| Bitrate::bps(INITIAL_ESTIMATE_BPS)))
             .build(now);
         for addr in &candidates.udp {
             match Candidate::host(*addr, "udp") {
@@ -1710,6 +1723,19 @@ impl Shard {
                 self.counters.drop(DropReason::NotConnected);
                 continue;
             }
+            // Its pacer holds more than it can send (the estimate fell below a stream
+            // that has no lower layer, or it stopped reading): stop feeding it; it
+            // resumes at a keyframe once its queue has drained.
+            let backlog = sub
+                .rtc
+                .direct_api()
+                .stream_tx_by_mid(s.mid, None)
+                .and_then(|tx| tx.queue_info().and_then(|q| q.first_unsent()));
+            if backlog.is_some_and(|at| self.now.saturating_duration_since(at) > MAX_PACER_DELAY) {
+                s.current = None;
+                self.counters.drop(DropReason::PacerBacklog);
+                continue;
+            }
             let pt_out = match s.pts.iter().find(|(i, _)| *i == pt_in) {
                 Some((_, o)) => Some(*o),
                 None => {
@@ -1748,6 +1774,7 @@ impl Shard {
                 s.rtx_sized = true;
                 tx.set_rtx_cache(RTX_MAX_PACKETS, RTX_MAX_AGE, Some(0.15));
             }
+
             let mut write = RtpWrite::new(pt_out, seq_no, time, packet.timestamp, payload.clone())
                 .marker(packet.header.marker)
                 .ext_vals(ext_vals.clone())

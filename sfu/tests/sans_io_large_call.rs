@@ -393,3 +393,44 @@ fn seventy_in_one_room_each_receive_exactly_their_layout_and_the_71st_is_refused
     }
     assert_eq!(net.shard.sizes().1, 70);
 }
+
+#[test]
+fn a_subscriber_too_slow_for_a_single_stream_skips_frames_and_harms_no_one() {
+    // One camera without simulcast, about 1 Mbit/s: there is no lower layer to give bob.
+    let mut net = Net::new(ShardConfig::default());
+    net.video = VideoShape {
+        packets: [5, 0, 0],
+        bytes: [1000, 0, 0],
+        frame_every: 8,
+    };
+    let alice = net.join("alice", everyone());
+    net.negotiate(alice, &[Source::Microphone, Source::Camera]);
+    for name in ["bob", "carol"] {
+        let i = net.join(name, everyone());
+        net.negotiate(i, &[]);
+    }
+    let camera = net.track_of(0, Source::Camera);
+    net.run(Duration::from_secs(3));
+    // Bob's downlink carries a third of the stream.
+    net.clients[1].downlink.cap_bps = Some(350_000);
+    let capped = net.now;
+    net.run(Duration::from_secs(15));
+    let backlog = net.shard.counters.drops[sfu::forwarder::DropReason::PacerBacklog.index()];
+    assert!(backlog > 0, "bob's pacer backlog was cut");
+    // Bob still gets video, resumed at keyframes once his queue drained.
+    let bob = between(&net.client(1).received[&camera], capped, net.now);
+    assert!(bob.iter().any(|r| r.keyframe), "bob resumes at keyframes");
+    assert!(
+        bob.last()
+            .is_some_and(|r| net.now - r.at < Duration::from_secs(2)),
+        "bob still receives"
+    );
+    // Carol gets every packet, as before.
+    let carol = between(&net.client(2).received[&camera], capped, net.now);
+    assert!(
+        carol.len() >= 15 * 125 - 10,
+        "carol got {} packets",
+        carol.len()
+    );
+    assert_switches_at_keyframes(&carol, 0, "carol");
+}
