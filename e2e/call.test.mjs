@@ -19,6 +19,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import {
+  steps,
   SFU_URL,
   RUN,
   ROOM,
@@ -51,7 +52,7 @@ describe('a call through the SFU with Chromium peers', { timeout: 420000 }, () =
   const rita = new Participant('Rita'); // media through the TURN relay only
   const sam = new Participant('Sam');
   const everyone = [alice, bob, carol, vera, dave, erin, frank, rita, sam];
-  let failed = false;
+  const { step, failed } = steps({ timeout: 60000 });
   let callUp = false;
 
   const cam = (p) => [{ participant: p, source: 'microphone' }, { participant: p, source: 'camera' }];
@@ -67,27 +68,13 @@ describe('a call through the SFU with Chromium peers', { timeout: 420000 }, () =
     if (joins.length) {
       console.log(`E2E first-frame-ms median=${median(joins).toFixed(0)} joins=${joins.length} values=${joins.map((v) => v.toFixed(0)).join(',')}`);
     }
-    if (failed) {
+    if (failed()) {
       for (const p of everyone) {
         if (p.logs && p.logs.length) console.log(`--- browser console of ${p.name}:\n${p.logs.slice(-40).join('\n')}`);
       }
     }
     await Promise.all(contexts.map((c) => c.close().catch(() => {})));
     if (!process.env.E2E_KEEP_PROFILES) for (const d of profileDirs) rmSync(d, { recursive: true, force: true });
-  });
-
-  // A step that needs the call skips (instead of piling up timeouts) when it did not come up.
-  const step = (name, fn, timeout = 60000, needsCall = false) => it(name, { timeout }, async (t) => {
-    if (needsCall && !callUp) {
-      t.skip('the call did not come up');
-      return;
-    }
-    try {
-      await fn(t);
-    } catch (err) {
-      failed = true;
-      throw err;
-    }
   });
 
   step('three participants each receive two audio and two video tracks, decoding', async () => {
@@ -116,7 +103,7 @@ describe('a call through the SFU with Chromium peers', { timeout: 420000 }, () =
       assert.match(String(transports[0].srtpCipher), /GCM/, `${p.name}'s SRTP cipher: ${JSON.stringify(transports[0])}`);
       console.log(`E2E srtp participant=${p.name} srtpCipher=${transports[0].srtpCipher} dtlsCipher=${transports[0].dtlsCipher}`);
     }
-  }, 30000, true);
+  }, 30000, () => callUp);
 
   step('server CPU and memory during the three-party call (measured, not asserted)', async () => {
     const t0 = performance.now();
@@ -138,7 +125,7 @@ describe('a call through the SFU with Chromium peers', { timeout: 420000 }, () =
       + `cpu_seconds=${cpu0}->${cpu1} proc_cpu_percent=${procPercent}`);
     // Still three in the call while measuring.
     for (const p of [alice, bob, carol]) assert.ok(await p.alive(), `${p.name} still in the call`);
-  }, 30000, true);
+  }, 30000, () => callUp);
 
   step('a receive-only viewer receives all three and publishes nothing', async () => {
     await vera.join(ROOM, {
@@ -159,7 +146,7 @@ describe('a call through the SFU with Chromium peers', { timeout: 420000 }, () =
       alice.expectMedia(camOf(bob, carol), 'Bob and Carol, still'),
       bob.expectMedia(camOf(alice, carol), 'Alice and Carol, still'),
     ]);
-  }, 60000, true);
+  }, 60000, () => callUp);
 
   /** Bob shares his screen until the others decode it; returns the screen's track_id. */
   async function shareScreen(what) {
@@ -204,7 +191,7 @@ describe('a call through the SFU with Chromium peers', { timeout: 420000 }, () =
     }, null, { timeout: 10000 });
     for (const p of [alice, bob, carol, vera]) peak.set(p, await p.mlines());
     await stopScreen(trackId);
-  }, 60000, true);
+  }, 60000, () => callUp);
 
   step('a second screen share reuses the m-lines of the first, on both sides', async () => {
     const before = new Map();
@@ -228,7 +215,7 @@ describe('a call through the SFU with Chromium peers', { timeout: 420000 }, () =
     const screen = st.remote.find((t) => t.source === 'screen');
     assert.equal(screen.mid, first.mid, `Alice receives the second share on the first one's mid ${first.mid}`);
     await stopScreen(trackId);
-  }, 60000, true);
+  }, 60000, () => callUp);
 
   // Alice joined first: in the viewer's connection her microphone holds the first m-line,
   // the BUNDLE tag, so her leaving also checks that idling that m-line keeps the
@@ -285,7 +272,7 @@ describe('a call through the SFU with Chromium peers', { timeout: 420000 }, () =
       assert.equal(m.stopped, 0, `${p.name} stopped no transceiver`);
       assert.equal(m.transceivers, beforeLeave.get(p).mlines.transceivers, `${p.name}'s transceivers stay`);
     }
-  }, 60000, true);
+  }, 60000, () => callUp);
 
   step('a late joiner receives everyone, and everyone receives it on reused m-lines', async () => {
     await dave.join(ROOM, { expectVideoFrom: true });
@@ -332,7 +319,7 @@ describe('a call through the SFU with Chromium peers', { timeout: 420000 }, () =
           `${p.name}: Dave's ${x.kind} on reused mid ${x.mid} shows ${x.packetsLost} packets lost: the stream is not continuous: ${JSON.stringify(x)}`);
       }
     }
-  }, 90000, true);
+  }, 90000, () => callUp);
 
   step('a fifth participant decodes everyone promptly, and its leaving is seen', async () => {
     await frank.join(ROOM, { expectVideoFrom: true });
@@ -346,7 +333,7 @@ describe('a call through the SFU with Chromium peers', { timeout: 420000 }, () =
       return { ok: gone };
     });
     await frank.close();
-  }, 60000, true);
+  }, 60000, () => callUp);
 
   step('mute reaches the others as track_muted', async () => {
     await bob.page.click('#mute');
@@ -361,7 +348,7 @@ describe('a call through the SFU with Chromium peers', { timeout: 420000 }, () =
       const mic = st.remote.find((t) => t.participant_id === bob.id && t.source === 'microphone');
       return { ok: !!mic && mic.muted === false, mic };
     });
-  }, 60000, true);
+  }, 60000, () => callUp);
 
   // With every subscription ended, all of a viewer's m-lines are inactive: its offers
   // carry no active m-line at all, and its connection lives on STUN consent alone, past
@@ -391,7 +378,7 @@ describe('a call through the SFU with Chromium peers', { timeout: 420000 }, () =
     const after = await vera.mlines();
     assert.ok(after.transceivers <= before.transceivers, `Vera's transceivers grew: ${before.transceivers} -> ${after.transceivers}`);
     assert.equal(after.stopped, 0, 'no transceiver stopped');
-  }, 90000, true);
+  }, 90000, () => callUp);
 
   step('a participant whose media may only go through the TURN relay sees and is seen', async () => {
     const room = `e2e-relay-${RUN}`;

@@ -9,6 +9,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { it } from 'node:test';
 import { chromium } from 'playwright-core';
 
 export const SFU_URL = (process.env.SFU_URL || 'http://10.77.0.1:8080').replace(/\/$/, '');
@@ -41,6 +42,29 @@ export const CHROMIUM_ARGS = [
 ];
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * A suite's steps: `step(name, fn, timeout, needs)` is an `it` (with `timeout` ms, or the
+ * suite's default) that skips (instead of piling up timeouts) when `needs()` says an
+ * earlier step it depends on did not succeed; `failed()` tells whether any step failed
+ * (to print the browsers' consoles).
+ */
+export function steps({ timeout: suiteTimeout = Infinity } = {}) {
+  let failed = false;
+  const step = (name, fn, timeout = suiteTimeout, needs = () => true) => it(name, { timeout }, async (t) => {
+    if (!needs()) {
+      t.skip('an earlier step failed');
+      return;
+    }
+    try {
+      await fn(t);
+    } catch (err) {
+      failed = true;
+      throw err;
+    }
+  });
+  return { step, failed: () => failed };
+}
 
 export const WEB_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'signaling', 'web');
 export const WEB_FILES = {

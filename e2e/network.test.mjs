@@ -14,6 +14,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import {
+  steps,
   SFU_URL, RUN, sleep, waitFor, serverMetrics, serverProcCpuSeconds, median, contexts,
   profileDirs, Participant, browserPids,
 } from './lib.mjs';
@@ -95,7 +96,7 @@ describe('calls on networks that block UDP', { timeout: 600000 }, () => {
   const tess = new Participant('Tess'); // sfu-tls: TURN over TLS
   const everyone = [uma, theo, tess];
   const firstFrames = { UDP: [], TCP: [], 'TURN/TLS': [] };
-  let failed = false;
+  const { step, failed } = steps();
 
   before(async () => {
     const res = await fetch(`${SFU_URL}/healthz`);
@@ -128,7 +129,7 @@ describe('calls on networks that block UDP', { timeout: 600000 }, () => {
         console.log(`E2E first-frame-ms transport=${transport} median=${median(values).toFixed(0)} joins=${values.length} values=${values.map((v) => v.toFixed(0)).join(',')}`);
       }
     }
-    if (failed) {
+    if (failed()) {
       for (const p of everyone) {
         if (p.logs && p.logs.length) console.log(`--- browser console of ${p.name}:\n${p.logs.slice(-40).join('\n')}`);
       }
@@ -139,15 +140,6 @@ describe('calls on networks that block UDP', { timeout: 600000 }, () => {
       try {
         execFileSync('ip', ['netns', 'exec', ns, 'nft', 'delete', 'table', 'inet', 'e2e']);
       } catch { /* namespace gone */ }
-    }
-  });
-
-  const step = (name, fn) => it(name, async () => {
-    try {
-      await fn();
-    } catch (err) {
-      failed = true;
-      throw err;
     }
   });
 

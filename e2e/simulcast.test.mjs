@@ -15,6 +15,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import {
+  steps,
   SFU_URL, RUN, sleep, waitFor, contexts, profileDirs, Participant, LEAN_ARGS, fakeCameraFps,
   nftTable, nftDeleteTable, nftCounterOf,
 } from './lib.mjs';
@@ -41,7 +42,7 @@ describe('simulcast: each receiver gets the layer its network carries', { timeou
   const everyone = [pam, ann, ben, lou];
   const receivers = [ann, ben, lou];
   let camera = null; // Pam's camera track_id
-  let failed = false;
+  const { step, failed } = steps();
   let pinned = false;
   let onTop = false;
   let capped = false;
@@ -60,27 +61,13 @@ describe('simulcast: each receiver gets the layer its network carries', { timeou
 
   after(async () => {
     nftDeleteTable(LIMITED_NS, TABLE);
-    if (failed) {
+    if (failed()) {
       for (const p of everyone) {
         if (p.logs && p.logs.length) console.log(`--- browser console of ${p.name}:\n${p.logs.slice(-40).join('\n')}`);
       }
     }
     await Promise.all(contexts.map((c) => c.close().catch(() => {})));
     if (!process.env.E2E_KEEP_PROFILES) for (const d of profileDirs) rmSync(d, { recursive: true, force: true });
-  });
-
-  // A step that needs an earlier one skips (instead of piling up timeouts) when it failed.
-  const step = (name, fn, timeout, needs = () => true) => it(name, { timeout }, async (t) => {
-    if (!needs()) {
-      t.skip('an earlier step failed');
-      return;
-    }
-    try {
-      await fn(t);
-    } catch (err) {
-      failed = true;
-      throw err;
-    }
   });
 
   /** `p`'s inbound stream of Pam's camera (Call.inboundStats), or null. */

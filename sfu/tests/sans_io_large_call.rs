@@ -201,17 +201,26 @@ const THUMBNAILS: VideoShape = VideoShape {
     frame_every: 8,
 };
 
-#[test]
-fn in_a_large_room_each_receives_the_loudest_three_and_whom_it_pinned() {
-    let mut net = large_room(10, THUMBNAILS);
-    let id = |net: &Net, i: usize| net.client(i).id;
-    // 0, 1 and 2 speak, 0 the loudest.
+/// A large room of `n` where 0, 1 and 2 speak (0 the loudest), run for 2 s to settle and
+/// 1 s more; returns it and when that last second began.
+fn three_speaking(n: usize) -> (Net, Instant) {
+    let mut net = large_room(n, THUMBNAILS);
     for (i, level) in [(0, -20), (1, -30), (2, -35)] {
         net.clients[i].level = level;
     }
     net.run(Duration::from_secs(2));
     let from = net.now;
     net.run(Duration::from_secs(1));
+    (net, from)
+}
+
+fn id(net: &Net, i: usize) -> ParticipantId {
+    net.client(i).id
+}
+
+#[test]
+fn in_a_large_room_each_receives_the_loudest_three_and_whom_it_pinned() {
+    let (mut net, from) = three_speaking(10);
     for i in 3..10 {
         assert_eq!(
             heard_from(&net, i, Source::Microphone, from),
@@ -286,14 +295,17 @@ fn quality_caps_pins_and_unwatched_layers() {
     };
     assert_eq!(sending(&net), vec!["f".to_string()]);
     // Carol shows alice small: she gets the lowest layer, and the publisher sends both.
-    net.view(
-        2,
-        vec![],
-        vec![TrackQuality {
-            track_id: camera,
-            quality: Quality::Low,
-        }],
-    );
+    let carol_shows_alice = |net: &mut Net, quality: Quality| {
+        net.view(
+            2,
+            vec![],
+            vec![TrackQuality {
+                track_id: camera,
+                quality,
+            }],
+        );
+    };
+    carol_shows_alice(&mut net, Quality::Low);
     let from = net.now;
     net.run(Duration::from_secs(3));
     let got = between(&net.client(2).received[&camera], from, net.now);
@@ -307,14 +319,7 @@ fn quality_caps_pins_and_unwatched_layers() {
     let bob_got = between(&net.client(1).received[&camera], from, net.now);
     assert_eq!(layer_runs(&bob_got), vec![2], "bob keeps the top layer");
     // Medium: the middle layer, which the publisher resumes.
-    net.view(
-        2,
-        vec![],
-        vec![TrackQuality {
-            track_id: camera,
-            quality: Quality::Medium,
-        }],
-    );
+    carol_shows_alice(&mut net, Quality::Medium);
     let from = net.now;
     net.run(Duration::from_secs(1));
     let got = between(&net.client(2).received[&camera], from, net.now);
@@ -332,14 +337,7 @@ fn quality_caps_pins_and_unwatched_layers() {
 #[test]
 fn seventy_in_one_room_each_receive_exactly_their_layout_and_the_71st_is_refused() {
     let n = 70;
-    let mut net = large_room(n, THUMBNAILS);
-    let id = |net: &Net, i: usize| net.client(i).id;
-    for (i, level) in [(0, -20), (1, -30), (2, -35)] {
-        net.clients[i].level = level;
-    }
-    net.run(Duration::from_secs(2));
-    let from = net.now;
-    net.run(Duration::from_secs(1));
+    let (mut net, from) = three_speaking(n);
     // The speaking order: 0, 1, 2, then everyone in joining order.
     for i in 0..n {
         let order: Vec<usize> = (0..n).filter(|o| *o != i).collect();
