@@ -29,8 +29,9 @@ const LAYERS = ['q', 'h', 'f'];
 const TOP_HEIGHT = 720;
 const MAX_STALL_MS = Number(process.env.E2E_SIMULCAST_MAX_STALL_MS || 5000);
 /** Receive-only participants. */
-// Receivers may publish (audio only, to keep the machine light): the server estimates
-// the bandwidth of participants who may publish, not of a broadcast's receive-only viewers.
+// Receivers may publish but join without capturing (`?media=0`, to keep the machine
+// light): the server estimates the bandwidth of participants who may publish, not of a
+// broadcast's receive-only viewers.
 const VIEWER = { publish_audio: true, publish_video: false, publish_screen: false, subscribe: true };
 
 describe('simulcast: each receiver gets the layer its network carries', { timeout: 900000 }, () => {
@@ -154,9 +155,10 @@ describe('simulcast: each receiver gets the layer its network carries', { timeou
   }, 90000);
 
   step('three receivers, one behind a link that will be capped, receive the camera', async () => {
-    await ann.join(room, { grants: VIEWER, args: LEAN_ARGS, recordSent: true });
-    await ben.join(room, { grants: VIEWER, args: LEAN_ARGS, recordSent: true });
-    await lou.join(room, { grants: VIEWER, args: LEAN_ARGS, recordSent: true, netns: LIMITED_NS });
+    const listen = { grants: VIEWER, query: '?media=0', args: LEAN_ARGS, recordSent: true };
+    await ann.join(room, listen);
+    await ben.join(room, listen);
+    await lou.join(room, { ...listen, netns: LIMITED_NS });
     const pamMedia = [{ participant: pam, source: 'microphone' }, { participant: pam, source: 'camera' }];
     await Promise.all(receivers.map((p) => p.expectMedia(pamMedia, "Pam's camera and microphone")));
     for (const p of receivers) {

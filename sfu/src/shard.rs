@@ -303,9 +303,10 @@ fn estimates(grants: &Grants) -> bool {
     grants.publish_audio || grants.publish_video || grants.publish_screen
 }
 
-/// A subscriber whose oldest unsent packet waited this long in its pacer gets nothing
+/// A subscriber whose oldest unsent packet waited this long in its pacer (a keyframe
+/// burst at a low estimate takes a good part of it) gets nothing
 /// more until a keyframe after its queue drained.
-const MAX_PACER_DELAY: Duration = Duration::from_millis(300);
+const MAX_PACER_DELAY: Duration = Duration::from_secs(1);
 
 /// Where a subscriber's bandwidth estimate starts: enough for a 2.5 Mbit/s screen share
 /// or a speaker and a dozen thumbnails. It grows as the estimator probes, and falls at

@@ -522,7 +522,9 @@ async function join(room, name) {
     watchTransport(call);
     form.hidden = true;
     $('call').hidden = false;
-    await call.join({ audio: true, video: videoConstraints(query.get('video')) });
+    // ?media=0 joins without capturing anything: to watch and listen only.
+    const capture = query.get('media') !== '0';
+    await call.join({ audio: capture, video: capture && videoConstraints(query.get('video')) });
     setStatus(`Joined as ${call.name}`);
     updateButtons(call);
     return call;
