@@ -644,8 +644,11 @@ impl Shard {
             Request::Mute { track_id, muted } => self.mute(id, track_id, muted),
             Request::View { pinned, quality } => {
                 if let Some(p) = self.participants.get_mut(&id) {
+                    // Sorted, for lookups by track per subscription and allocation.
                     p.pinned = pinned;
+                    p.pinned.sort_unstable();
                     p.quality = quality;
+                    p.quality.sort_by_key(|q| q.track_id);
                 }
                 self.choose_for(id);
                 self.request_awaited_keyframes();
@@ -787,11 +790,14 @@ impl Shard {
                     self.outputs.push_back(ShardOutput::Transmit(t));
                 }
                 Ok(Output::Timeout(at)) => {
+                    p.dirty = false;
                     if p.rtc_timeout != Some(at) {
                         p.rtc_timeout = Some(at);
                         self.timers.push(Reverse((at, id)));
+                        if self.timers.len() > 8 * self.participants.len() + 1024 {
+                            self.rebuild_timers();
+                        }
                     }
-                    p.dirty = false;
                     return;
                 }
                 Ok(Output::Event(event)) => self.on_event(id, event),
@@ -1346,7 +1352,7 @@ impl Shard {
             let Some(t) = self.tracks.get(&s.track_id) else {
                 continue;
             };
-            let pinned = p.pinned.contains(&s.track_id);
+            let pinned = p.pinned.binary_search(&s.track_id).is_ok();
             // The publisher's place among the others (this subscriber left out).
             let rank = if t.rank > my_rank { t.rank - 1 } else { t.rank };
             if t.info.kind == Kind::Audio {
@@ -1360,9 +1366,8 @@ impl Shard {
             let top = t.layers.len() as u8 - 1;
             let cap = match p
                 .quality
-                .iter()
-                .find(|q| q.track_id == s.track_id)
-                .map_or(Quality::High, |q| q.quality)
+                .binary_search_by_key(&s.track_id, |q| q.track_id)
+                .map_or(Quality::High, |i| p.quality[i].quality)
             {
                 Quality::Low => 0,
                 Quality::Medium => top.min(1),
@@ -1724,19 +1729,6 @@ impl Shard {
                 self.counters.drop(DropReason::NotConnected);
                 continue;
             }
-            // Its pacer holds more than it can send (the estimate fell below a stream
-            // that has no lower layer, or it stopped reading): stop feeding it; it
-            // resumes at a keyframe once its queue has drained.
-            let backlog = sub
-                .rtc
-                .direct_api()
-                .stream_tx_by_mid(s.mid, None)
-                .and_then(|tx| tx.queue_info().and_then(|q| q.first_unsent()));
-            if backlog.is_some_and(|at| self.now.saturating_duration_since(at) > MAX_PACER_DELAY) {
-                s.current = None;
-                self.counters.drop(DropReason::PacerBacklog);
-                continue;
-            }
             let pt_out = match s.pts.iter().find(|(i, _)| *i == pt_in) {
                 Some((_, o)) => Some(*o),
                 None => {
@@ -1753,6 +1745,21 @@ impl Shard {
                 self.counters.drop(DropReason::NoCodec);
                 continue;
             };
+            let mut api = sub.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(s.mid, None) else {
+                self.counters.drop(DropReason::NoStream);
+                continue;
+            };
+            // Its pacer holds more than it can send (the estimate fell below a stream
+            // that has no lower layer, or it stopped reading): stop feeding it; it
+            // resumes at a keyframe once its queue has drained. (Before the forwarder
+            // numbers the packet: a cut leaves no gap.)
+            let backlog = tx.queue_info().and_then(|q| q.first_unsent());
+            if backlog.is_some_and(|at| self.now.saturating_duration_since(at) > MAX_PACER_DELAY) {
+                s.current = None;
+                self.counters.drop(DropReason::PacerBacklog);
+                continue;
+            }
             let decision = s.forwarder.decide(
                 packet.seq_no,
                 packet.header.timestamp,
@@ -1765,11 +1772,6 @@ impl Shard {
                     self.counters.drop(reason);
                     continue;
                 }
-            };
-            let mut api = sub.rtc.direct_api();
-            let Some(tx) = api.stream_tx_by_mid(s.mid, None) else {
-                self.counters.drop(DropReason::NoStream);
-                continue;
             };
             if !s.rtx_sized {
                 s.rtx_sized = true;
@@ -1840,6 +1842,16 @@ impl Shard {
             self.rooms.remove(&p.room);
         }
         self.outputs.push_back(ShardOutput::Closed(id));
+    }
+
+    /// Drops the stale entries of the timer heap (deadlines that moved since they were
+    /// queued), which otherwise wait there until their time.
+    fn rebuild_timers(&mut self) {
+        self.timers = self
+            .participants
+            .iter()
+            .filter_map(|(id, p)| p.rtc_timeout.map(|at| Reverse((at, *id))))
+            .collect();
     }
 
     /// The earliest of the next tick (which also removes participants whose media
