@@ -225,9 +225,8 @@ struct Participant {
     /// Its estimated downlink (bit/s): transport-wide congestion control, else REMB.
     estimate: Option<u64>,
     estimate_is_twcc: bool,
-    /// No layer goes up before this instant, and that hold's length (it doubles when a
-    /// fall follows the end of the last hold soon).
-    upgrade_hold: Option<(Instant, Duration)>,
+    /// No layer goes up before this instant (set when one fell for lack of bandwidth).
+    upgrade_hold: Option<Instant>,
     /// The minimum and desired bitrates last given to its bandwidth estimator.
     bwe_bitrates: (u64, u64),
 }
@@ -369,9 +368,9 @@ const NOMINAL_AUDIO_BPS: u64 = 40_000;
 const LAYER_SILENCE: Duration = Duration::from_millis(1500);
 
 /// After a subscriber's layer went down for lack of bandwidth, nothing goes up for this
-/// long (doubling, up to the maximum, while it keeps happening).
+/// long. (Doubling it while falls recur kept receivers off the top layer for minutes
+/// after the estimate's start-up swings, in Chromium.)
 const UPGRADE_HOLD: Duration = Duration::from_secs(8);
-const UPGRADE_HOLD_MAX: Duration = Duration::from_secs(64);
 
 /// A layer nobody receives is paused only after this long.
 const PAUSE_AFTER: Duration = Duration::from_secs(3);
@@ -1387,7 +1386,7 @@ impl Shard {
             };
             let mut wanted = wanted.map(|w| w.min(cap));
             // Holding after a fall for lack of bandwidth: nothing goes up.
-            if p.upgrade_hold.is_some_and(|(until, _)| now < until) {
+            if p.upgrade_hold.is_some_and(|until| now < until) {
                 wanted = wanted.map(|w| w.min(s.current.unwrap_or(0)));
             }
             let mut item = VideoItem {
@@ -1415,22 +1414,15 @@ impl Shard {
         let budget = p.estimate.map(|e| e.saturating_sub(audio_bps));
         let targets = selection::allocate(budget, &items);
         // A video that went down (or paused) while still wanted higher fell for lack of
-        // bandwidth: hold every upgrade for a while, longer each time it happens again
-        // soon after the last hold (an estimate that climbs back only to fall again).
+        // bandwidth: hold every upgrade for a while (an estimate that climbs back only to
+        // fall again would otherwise switch up and down).
         let fell = items.iter().zip(&targets).any(|(it, t)| {
             it.current
                 .is_some_and(|c| t.is_none_or(|t| t < c) && it.wanted.is_some_and(|w| w >= c))
         });
         if fell {
-            let hold = match p.upgrade_hold {
-                Some((until, last)) if now < until => last,
-                Some((until, last)) if now < until + UPGRADE_HOLD_MAX => {
-                    (last * 2).min(UPGRADE_HOLD_MAX)
-                }
-                _ => UPGRADE_HOLD,
-            };
-            p.upgrade_hold = Some((now + hold, hold));
-            debug!(participant = %id, ?hold, "layer down for bandwidth: upgrades held");
+            p.upgrade_hold = Some(now + UPGRADE_HOLD);
+            debug!(participant = %id, "layer down for bandwidth: upgrades held");
         }
         let (allocated, step_up) = selection::next_step(&items, &targets);
         let connected = p.rtc.is_connected();

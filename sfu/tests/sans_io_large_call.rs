@@ -106,7 +106,7 @@ fn a_subscriber_with_less_bandwidth_gets_a_lower_layer_and_goes_back_up() {
         .expect("bob went down");
     let fell_at = during[fell].at;
     // Once down, bob does not climb back at once only to fall again: upgrades are held
-    // after a fall (8 s, longer if it happens again), so at most one retry in 30 s.
+    // after a fall for 8 s, and the estimate climbs slowly: at most one retry in 30 s.
     let held = between(&during, fell_at, fell_at + Duration::from_secs(8));
     assert!(
         held.iter().all(|r| r.layer < 2),
