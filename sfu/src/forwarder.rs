@@ -8,6 +8,8 @@ use str0m::format::{
 };
 use str0m::rtp::{SeqNo, Vp8Descriptor, Vp8Patch};
 
+use crate::svc::LayerInfo;
+
 /// Why a packet was not forwarded. Every drop is counted under one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DropReason {
@@ -127,6 +129,37 @@ pub fn select(current: &mut Option<u8>, target: Option<u8>, layer: u8, keyframe:
     Select::Skip
 }
 
+/// Layer selection for a subscription to an SVC stream, where `current` is the highest
+/// spatial layer forwarded (`None`: nothing) and every layer up to it goes out. Down to a
+/// lower target at the start of any picture (no layer depends on a higher one); up, or
+/// from nothing, only at a keyframe. A target of `None` pauses at once.
+pub fn select_svc(current: &mut Option<u8>, target: Option<u8>, info: &LayerInfo) -> Select {
+    let Some(target) = target else {
+        *current = None;
+        return Select::Skip;
+    };
+    let picture_start = info.start && info.spatial == 0;
+    let switch = match *current {
+        None => info.keyframe,
+        Some(c) if target < c => picture_start,
+        Some(c) if target > c => info.keyframe,
+        Some(_) => false,
+    };
+    if switch {
+        *current = Some(target);
+    }
+    match *current {
+        Some(c) if info.spatial <= c => {
+            if switch {
+                Select::Switch
+            } else {
+                Select::Forward
+            }
+        }
+        _ => Select::Skip,
+    }
+}
+
 /// Whether an RTP payload is the first packet of a keyframe, from the codec's payload
 /// descriptor (the few bytes end-to-end encrypting clients leave in the clear). H.264
 /// keyframes start at the SPS that precedes the IDR picture, or at the IDR picture.
@@ -223,7 +256,7 @@ fn vp9_starts_lowest_layer(payload: &[u8]) -> bool {
 /// subscriber NACKs it) while nothing else ever makes one. When the m-line switches to
 /// another source ([`Forwarder::switch_source`]), the stream goes on where it was: the next
 /// sequence number, and a timestamp advanced by the wallclock time since the last packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forwarder {
     first_seq: u16,
     /// `(incoming, outgoing)` extended sequence numbers of the current source's first packet.
@@ -232,6 +265,39 @@ pub struct Forwarder {
     time_offset: u32,
     /// The highest packet sent so far.
     last: Option<Sent>,
+    /// Packets of the current source left out on purpose (layers above the one
+    /// forwarded): the outgoing numbers close over them, so the subscriber sees no loss.
+    skipped: Skipped,
+}
+
+/// The incoming sequence numbers skipped on purpose, as a count below any number.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Skipped {
+    /// Skipped numbers too old to keep apart, all below those in `recent`.
+    old: u64,
+    /// The latest skipped numbers, ascending.
+    recent: std::collections::VecDeque<u64>,
+}
+
+/// How many skipped numbers are kept apart: reordering within this many is numbered right.
+const SKIPPED_KEPT: usize = 256;
+
+impl Skipped {
+    fn below(&self, seq: u64) -> u64 {
+        self.old + self.recent.partition_point(|s| *s < seq) as u64
+    }
+
+    fn add(&mut self, seq: u64) {
+        let at = self.recent.partition_point(|s| *s < seq);
+        if self.recent.get(at) == Some(&seq) {
+            return; // Skipped already (a retransmission of it).
+        }
+        self.recent.insert(at, seq);
+        if self.recent.len() > SKIPPED_KEPT {
+            self.recent.pop_front();
+            self.old += 1;
+        }
+    }
 }
 
 /// The highest packet a forwarder has sent.
@@ -250,12 +316,25 @@ impl Forwarder {
             base: None,
             time_offset: 0,
             last: None,
+            skipped: Skipped::default(),
         }
     }
 
     /// The next packet comes from another source: continue the stream from there.
     pub fn switch_source(&mut self) {
         self.base = None;
+        self.skipped = Skipped::default();
+    }
+
+    /// The packet `seq_no` of the current source is left out on purpose (a layer this
+    /// subscriber does not receive): later packets are numbered as if it never was.
+    /// Before the first forwarded packet there is nothing to close over.
+    pub fn skip(&mut self, seq_no: SeqNo) {
+        if let Some((in_base, _)) = self.base
+            && *seq_no >= in_base
+        {
+            self.skipped.add(*seq_no);
+        }
     }
 
     /// Decides for one incoming packet with extended sequence number `seq_no` and RTP
@@ -282,7 +361,8 @@ impl Forwarder {
         if incoming < in_base {
             return Decision::Drop(DropReason::BeforeStart);
         }
-        let out = incoming - in_base + out_base;
+        let skipped = self.skipped.below(incoming);
+        let out = (incoming - in_base + out_base).saturating_sub(skipped);
         let out_time = time.wrapping_add(self.time_offset);
         if self.last.is_none_or(|l| out > l.seq_no) {
             self.last = Some(Sent {
@@ -400,6 +480,30 @@ mod tests {
     }
 
     #[test]
+    fn skipped_packets_leave_no_gap_and_reordering_keeps_its_place() {
+        let mut f = Forwarder::new(1);
+        let t = t0();
+        assert_eq!(forwarded(f.decide(100.into(), 0, t, HZ)).0, 1);
+        f.skip(101.into());
+        f.skip(102.into());
+        assert_eq!(forwarded(f.decide(103.into(), 0, t, HZ)).0, 2);
+        // A real loss (104) stays a gap; 106 is skipped, 107 follows 105.
+        f.skip(106.into());
+        assert_eq!(forwarded(f.decide(105.into(), 0, t, HZ)).0, 4);
+        assert_eq!(forwarded(f.decide(107.into(), 0, t, HZ)).0, 5);
+        // The lost packet, retransmitted late, fills its own gap.
+        assert_eq!(forwarded(f.decide(104.into(), 0, t, HZ)).0, 3);
+        // A retransmission of a skipped packet is skipped again without counting twice.
+        f.skip(106.into());
+        assert_eq!(forwarded(f.decide(108.into(), 0, t, HZ)).0, 6);
+        // Many skips later, the count still holds.
+        for s in 109..1000 {
+            f.skip(s.into());
+        }
+        assert_eq!(forwarded(f.decide(1000.into(), 0, t, HZ)).0, 7);
+    }
+
+    #[test]
     fn a_switch_after_a_late_packet_continues_after_the_highest_sent() {
         let mut f = Forwarder::new(1);
         let t = t0();
@@ -429,6 +533,76 @@ mod tests {
         assert_eq!(current, None);
         assert_eq!(select(&mut current, Some(0), 0, false), Select::Skip);
         assert_eq!(select(&mut current, Some(0), 0, true), Select::Switch);
+    }
+
+    #[test]
+    fn an_svc_subscription_goes_down_at_a_picture_and_up_at_a_keyframe() {
+        let at = |spatial, start, keyframe| LayerInfo {
+            spatial,
+            temporal: 0,
+            start,
+            end: false,
+            keyframe,
+        };
+        let mut current = None;
+        // Nothing until a keyframe; then every layer up to the target.
+        assert_eq!(
+            select_svc(&mut current, Some(1), &at(0, true, false)),
+            Select::Skip
+        );
+        assert_eq!(
+            select_svc(&mut current, Some(1), &at(0, true, true)),
+            Select::Switch
+        );
+        assert_eq!(
+            select_svc(&mut current, Some(1), &at(1, true, false)),
+            Select::Forward
+        );
+        assert_eq!(
+            select_svc(&mut current, Some(1), &at(2, true, false)),
+            Select::Skip
+        );
+        // Up to 2 waits for a keyframe; 1 keeps flowing.
+        assert_eq!(
+            select_svc(&mut current, Some(2), &at(0, true, false)),
+            Select::Forward
+        );
+        assert_eq!(
+            select_svc(&mut current, Some(2), &at(2, true, false)),
+            Select::Skip
+        );
+        assert_eq!(
+            select_svc(&mut current, Some(2), &at(0, true, true)),
+            Select::Switch
+        );
+        assert_eq!(
+            select_svc(&mut current, Some(2), &at(2, true, false)),
+            Select::Forward
+        );
+        // Down to 0 at the next picture's first packet, not in the middle of one.
+        assert_eq!(
+            select_svc(&mut current, Some(0), &at(1, true, false)),
+            Select::Forward
+        );
+        assert_eq!(
+            select_svc(&mut current, Some(0), &at(0, false, false)),
+            Select::Forward
+        );
+        assert_eq!(
+            select_svc(&mut current, Some(0), &at(0, true, false)),
+            Select::Switch
+        );
+        assert_eq!(
+            select_svc(&mut current, Some(0), &at(1, true, false)),
+            Select::Skip
+        );
+        assert_eq!(current, Some(0));
+        // Paused at once.
+        assert_eq!(
+            select_svc(&mut current, None, &at(0, true, true)),
+            Select::Skip
+        );
+        assert_eq!(current, None);
     }
 
     #[test]

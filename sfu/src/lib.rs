@@ -9,3 +9,4 @@ pub mod forwarder;
 pub mod metrics;
 pub mod selection;
 pub mod shard;
+pub mod svc;

@@ -19,6 +19,8 @@ pub struct Metrics {
     calls: IntCounter,
     keyframe_requests: IntCounter,
     layer_switches: IntCounter,
+    dd_read: IntCounter,
+    dd_unreadable: IntCounter,
     drops: IntCounterVec,
     tcp_rx_packets: IntCounter,
     tcp_rx_bytes: IntCounter,
@@ -87,7 +89,15 @@ impl Metrics {
             )?,
             layer_switches: IntCounter::new(
                 "sfu_layer_switches_total",
-                "Subscriptions switched to another simulcast layer or resumed",
+                "Subscriptions switched to another simulcast or SVC layer, or resumed",
+            )?,
+            dd_read: IntCounter::new(
+                "sfu_dependency_descriptors_read_total",
+                "Video packets placed in their layers by their dependency descriptor",
+            )?,
+            dd_unreadable: IntCounter::new(
+                "sfu_dependency_descriptors_unreadable_total",
+                "Dependency descriptors that could not be read (the payload was used instead)",
             )?,
             drops: IntCounterVec::new(
                 Opts::new("sfu_dropped_total", "Packets not forwarded, by reason"),
@@ -130,6 +140,8 @@ impl Metrics {
             &m.calls,
             &m.keyframe_requests,
             &m.layer_switches,
+            &m.dd_read,
+            &m.dd_unreadable,
             &m.tcp_rx_packets,
             &m.tcp_rx_bytes,
             &m.tcp_tx_packets,
@@ -180,6 +192,8 @@ impl Metrics {
         self.calls.inc_by(counters.calls_started);
         self.keyframe_requests.inc_by(counters.keyframe_requests);
         self.layer_switches.inc_by(counters.layer_switches);
+        self.dd_read.inc_by(counters.dd_read);
+        self.dd_unreadable.inc_by(counters.dd_unreadable);
         for reason in DropReason::ALL {
             let n = counters.drops[reason.index()];
             if n > 0 {

@@ -24,14 +24,18 @@ use str0m::ice::StunMessage;
 use str0m::media::Rid;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive, TcpType, Transmit};
-use str0m::rtp::{RtpPacket, RtpWrite, Ssrc, Vp8Descriptor};
+use str0m::rtp::{Extension, RtpPacket, RtpWrite, Ssrc, Vp8Descriptor};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc};
 use tracing::{debug, info, warn};
 
 use crate::forwarder::{
-    Decision, DropReason, Forwarder, Select, Vp8Continuity, keyframe_start, select,
+    Decision, DropReason, Forwarder, Select, Vp8Continuity, keyframe_start, select, select_svc,
 };
 use crate::selection::{self, RateMeter, Speech, VideoItem};
+use crate::svc::{
+    DD_EXTENSION_ID, DD_URI, DdBytes, DdExtension, DdStructure, FrameNumbers, LayerInfo, parse_dd,
+    vp9_layers,
+};
 
 /// How a shard behaves; the same for every shard of a server.
 #[derive(Debug, Clone)]
@@ -101,6 +105,10 @@ pub struct Counters {
     pub keyframe_requests: u64,
     /// A subscription moved to another layer (or resumed after a pause).
     pub layer_switches: u64,
+    /// Dependency descriptors read, and those that could not be (the packet's payload
+    /// was used).
+    pub dd_read: u64,
+    pub dd_unreadable: u64,
     pub drops: [u64; DropReason::ALL.len()],
 }
 
@@ -291,6 +299,8 @@ struct Subscription {
     target: Option<u8>,
     /// VP8 picture ids and TL0PICIDX, continued across layers like sequence numbers.
     vp8: Vp8Continuity,
+    /// Dependency descriptor frame numbers, likewise.
+    frames: FrameNumbers,
 }
 
 /// Whether a participant's downlink is estimated (TWCC, with str0m's pacer): for those
@@ -326,8 +336,12 @@ struct Track {
     mid: Mid,
     /// Subscribers and their subscription's slot.
     subscribers: Vec<(ParticipantId, usize)>,
-    /// One per simulcast layer, lowest first; one for a single stream.
+    /// One per simulcast layer, lowest first; one for a single stream; one per spatial
+    /// layer of an SVC stream.
     layers: Vec<Layer>,
+    /// One stream of spatial layers (SVC), learnt from its packets: a subscriber receives
+    /// the layers up to the one chosen for it, and they cannot be paused one by one.
+    svc: bool,
     /// Audio: how loud it has been lately.
     speech: Speech,
     /// The publisher's place in the room's speaking order (0: spoke last), and whether it
@@ -356,6 +370,9 @@ struct Layer {
     /// Expected but silent since then (the publisher stopped sending it on its own, for
     /// lack of uplink or CPU): not chosen again for a while even when paused.
     stalled_at: Option<Instant>,
+    /// The dependency descriptor structure its stream last sent (the first layer's, for
+    /// an SVC stream).
+    dd: Option<DdStructure>,
 }
 
 /// Default bitrates of simulcast layers not measured yet, lowest first, and of a single
@@ -378,6 +395,35 @@ const PAUSE_AFTER: Duration = Duration::from_secs(3);
 /// A layer that stalled is tried again (resumed if someone wants it) after this long.
 const STALLED_RETRY: Duration = Duration::from_secs(10);
 
+impl Track {
+    /// The layer whose keyframe a subscriber of `layer` waits for: an SVC stream's
+    /// keyframes start in its first layer (and one request serves them all).
+    fn keyframe_layer(&self, layer: u8) -> u8 {
+        if self.svc { 0 } else { layer }
+    }
+
+    /// Learns an SVC stream's layers from one of its packets: a single stream (no rids)
+    /// that shows a spatial layer above the first is SVC, with that many layers (at most
+    /// [`MAX_LAYERS`]).
+    fn learn_layers(&mut self, info: &LayerInfo, now: Instant) {
+        if (self.layers.len() > 1 && !self.svc) || self.layers[0].rid.is_some() {
+            return;
+        }
+        let described = self.layers[0]
+            .dd
+            .as_ref()
+            .map_or(1, DdStructure::spatial_layers);
+        let count = usize::from(described.max(info.spatial + 1)).min(MAX_LAYERS);
+        if count > self.layers.len() {
+            self.svc = true;
+            while self.layers.len() < count {
+                self.layers.push(Layer::new(None, now));
+            }
+            debug!(track = %self.info.track_id, layers = count, "SVC stream");
+        }
+    }
+}
+
 impl Layer {
     fn new(rid: Option<Rid>, now: Instant) -> Self {
         Layer {
@@ -390,6 +436,7 @@ impl Layer {
             last_request: None,
             stalled_at: None,
             needed_at: None,
+            dd: None,
         }
     }
 
@@ -535,6 +582,10 @@ impl Shard {
             .set_rtp_mode(true)
             .set_local_ice_credentials(creds)
             .enable_bwe(estimates(&join.grants).then(|| Bitrate::bps(INITIAL_ESTIMATE_BPS)))
+            .set_extension(
+                DD_EXTENSION_ID,
+                Extension::with_serializer(DD_URI, DdExtension),
+            )
             .build(now);
         for addr in &candidates.udp {
             match Candidate::host(*addr, "udp") {
@@ -1096,6 +1147,7 @@ impl Shard {
                 mid,
                 subscribers: Vec::new(),
                 layers,
+                svc: false,
                 speech: Speech::default(),
                 rank,
                 dominant: false,
@@ -1197,6 +1249,7 @@ impl Shard {
                     current: None,
                     target: None,
                     vp8: Vp8Continuity::default(),
+                    frames: FrameNumbers::default(),
                 });
                 if let Some(t) = self.tracks.get_mut(&track_id) {
                     t.subscribers.push((id, slot));
@@ -1397,12 +1450,18 @@ impl Shard {
                 layers: top + 1,
                 current: s.current,
             };
+            let mut below = 0;
             for (i, l) in t.layers.iter().enumerate() {
-                item.rates[i] = l.rate.bps().filter(|b| *b > 0).unwrap_or(if top > 0 {
+                let rate = l.rate.bps().filter(|b| *b > 0).unwrap_or(if top > 0 {
                     NOMINAL_LAYER_BPS[i]
                 } else {
                     NOMINAL_VIDEO_BPS
                 });
+                // An SVC layer comes with every layer below it.
+                item.rates[i] = below + rate;
+                if t.svc {
+                    below += rate;
+                }
                 item.usable[i] = top == 0 || l.usable(now);
             }
             if let Some(w) = wanted {
@@ -1430,9 +1489,12 @@ impl Shard {
         for (slot, target) in slots.into_iter().zip(targets) {
             if let Some(Some(s)) = p.subscriptions.get_mut(slot) {
                 s.target = target;
+                // (An SVC stream goes down at any picture; only up needs a keyframe.)
+                let svc = self.tracks.get(&s.track_id).is_some_and(|t| t.svc);
                 if let Some(l) = target
                     && connected
                     && s.current != target
+                    && (!svc || s.current.is_none_or(|c| l > c))
                 {
                     awaited.push((s.track_id, l));
                 }
@@ -1452,12 +1514,11 @@ impl Shard {
             self.mark_dirty(id);
         }
         for (track_id, layer) in awaited {
-            if let Some(l) = self
-                .tracks
-                .get_mut(&track_id)
-                .and_then(|t| t.layers.get_mut(usize::from(layer)))
-            {
-                l.waiting = true;
+            if let Some(t) = self.tracks.get_mut(&track_id) {
+                let layer = usize::from(t.keyframe_layer(layer));
+                if let Some(l) = t.layers.get_mut(layer) {
+                    l.waiting = true;
+                }
             }
         }
     }
@@ -1467,7 +1528,7 @@ impl Shard {
     fn announce_layers(&mut self) {
         let now = self.now;
         for (track_id, t) in &mut self.tracks {
-            if t.layers.len() < 2 {
+            if t.layers.len() < 2 || t.svc {
                 continue;
             }
             let mut mask = 0u8;
@@ -1521,11 +1582,11 @@ impl Shard {
     /// Marks a layer of `track_id` as awaiting a keyframe and asks its publisher now if
     /// the throttle allows (otherwise a later tick does, until the keyframe arrives).
     fn want_keyframe(&mut self, track_id: TrackId, layer: u8) {
-        if let Some(l) = self
-            .tracks
-            .get_mut(&track_id)
-            .and_then(|t| t.layers.get_mut(usize::from(layer)))
-        {
+        let Some(t) = self.tracks.get_mut(&track_id) else {
+            return;
+        };
+        let layer = t.keyframe_layer(layer);
+        if let Some(l) = t.layers.get_mut(usize::from(layer)) {
             l.waiting = true;
         }
         self.request_keyframe(track_id, layer);
@@ -1682,23 +1743,63 @@ impl Shard {
         let clock_hz = params.map_or(90_000, |x| x.spec().clock_rate.get());
         let video = track.info.kind == Kind::Video;
         let codec = params.map(|x| x.spec().codec);
-        let keyframe = !video || codec.is_some_and(|c| keyframe_start(c, &payload));
+        // Where the packet sits in its stream's layers: from the dependency descriptor
+        // where negotiated (nothing of the payload read), else from a VP9 descriptor.
+        let dd = packet.header.ext_vals.user_values.get::<DdBytes>().cloned();
+        let mut info: Option<LayerInfo> = None;
+        if video {
+            if let Some(dd) = &dd {
+                match parse_dd(&dd.0, &mut track.layers[usize::from(layer)].dd) {
+                    Ok(i) => {
+                        self.counters.dd_read += 1;
+                        info = Some(i);
+                    }
+                    Err(e) => {
+                        self.counters.dd_unreadable += 1;
+                        debug!(track = %track_id, ?e, "dependency descriptor not understood");
+                    }
+                }
+            }
+            if info.is_none() && codec == Some(Codec::Vp9) {
+                info = vp9_layers(&payload);
+            }
+            if let Some(i) = &info {
+                track.learn_layers(i, self.now);
+            }
+        }
+        let keyframe = !video
+            || match &info {
+                Some(i) => i.keyframe,
+                None => codec.is_some_and(|c| keyframe_start(c, &payload)),
+            };
         let vp8 = (codec == Some(Codec::Vp8))
             .then(|| Vp8Descriptor::parse(&payload).ok())
             .flatten();
         if !video {
             track.speech.packet(packet.header.ext_vals.audio_level);
         }
+        let svc = track.svc;
+        // An SVC packet's layer is its spatial layer (its stream is the first's).
+        let spatial = info.map_or(0, |i| i.spatial.min(track.layers.len() as u8 - 1));
+        let layer = if svc { spatial } else { layer };
         let l = &mut track.layers[usize::from(layer)];
         l.rate.add(payload.len());
         l.last_packet = Some(self.now);
         l.stalled_at = None;
         if keyframe {
-            l.waiting = false;
+            let k = usize::from(track.keyframe_layer(layer));
+            track.layers[k].waiting = false;
         }
         let mut ext_vals = packet.header.ext_vals.clone();
         ext_vals.mid = None;
         ext_vals.rid = None;
+        let svc_info = info.unwrap_or(LayerInfo {
+            spatial,
+            temporal: 0,
+            start: false,
+            end: false,
+            keyframe,
+        });
         for (sub_id, slot) in &track.subscribers {
             let Some(sub) = self.participants.get_mut(sub_id) else {
                 continue;
@@ -1706,14 +1807,27 @@ impl Shard {
             let Some(Some(s)) = sub.subscriptions.get_mut(*slot) else {
                 continue;
             };
-            match select(&mut s.current, s.target, layer, keyframe) {
-                Select::Skip => continue,
+            let choice = if svc {
+                select_svc(&mut s.current, s.target, &svc_info)
+            } else {
+                select(&mut s.current, s.target, layer, keyframe)
+            };
+            match choice {
+                Select::Skip => {
+                    if svc {
+                        // Left out on purpose: the subscriber's numbering closes over it.
+                        s.forwarder.skip(packet.seq_no);
+                    }
+                    continue;
+                }
                 Select::Forward => {}
+                Select::Switch if svc => self.counters.layer_switches += 1,
                 Select::Switch => {
                     s.forwarder.switch_source();
                     if let Some(d) = &vp8 {
                         s.vp8.switch_source(d);
                     }
+                    s.frames.switch_source();
                     self.counters.layer_switches += 1;
                 }
             }
@@ -1770,9 +1884,16 @@ impl Shard {
                 tx.set_rtx_cache(RTX_MAX_PACKETS, RTX_MAX_AGE, Some(0.15));
             }
 
+            // Above the layers it receives, the frame ends with the highest one it gets.
+            let marker = packet.header.marker
+                || (svc && svc_info.end && s.current == Some(svc_info.spatial));
+            let mut ext = ext_vals.clone();
+            if let Some(d) = dd.as_ref().and_then(|d| s.frames.rewrite(&d.0)) {
+                ext.user_values.set(d);
+            }
             let mut write = RtpWrite::new(pt_out, seq_no, time, packet.timestamp, payload.clone())
-                .marker(packet.header.marker)
-                .ext_vals(ext_vals.clone())
+                .marker(marker)
+                .ext_vals(ext)
                 .nackable(video);
             if let Some(patch) = vp8.as_ref().and_then(|d| s.vp8.rewrite(d)) {
                 write = write.vp8_patch(patch);

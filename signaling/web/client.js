@@ -180,8 +180,15 @@ export class Call extends EventTarget {
    * @param {boolean} [opts.fallback] rejoin through TURN over TCP/TLS when the media
    *   connection fails or does not come up in time (default true)
    * @param {boolean} [opts.simulcast] send the camera as three layers (default true)
+   * @param {string} [opts.svc] send the camera as one stream of layers instead (SVC), in
+   *   this scalability mode (e.g. `L3T3_KEY`: three spatial and three temporal layers),
+   *   encoded with `opts.codec`
+   * @param {string} [opts.codec] the camera's codec with `svc`: `VP9` (default) or `AV1`
    */
-  constructor({ url, token, iceServers = [], iceTransportPolicy = 'all', fallback = true, simulcast = true } = {}) {
+  constructor({
+    url, token, iceServers = [], iceTransportPolicy = 'all', fallback = true, simulcast = true,
+    svc = null, codec = 'VP9',
+  } = {}) {
     super();
     this.url = url || defaultUrl();
     this.token = token;
@@ -190,6 +197,9 @@ export class Call extends EventTarget {
     this.fallback = fallback;
     /** Whether the camera is sent as simulcast layers (set before join). */
     this.simulcast = !!simulcast;
+    /** The camera's SVC scalability mode and codec, or null (set before join). */
+    this.svc = svc || null;
+    this.codec = String(codec || 'VP9').toUpperCase();
     /** `auto` or `relay`: what the join asks for (docs/protocol.md). */
     this.transport = iceTransportPolicy === 'relay' ? 'relay' : 'auto';
     /** Whether this call fell back to TURN over TCP/TLS. */
@@ -235,6 +245,7 @@ export class Call extends EventTarget {
     this._recvTransceivers = new Map(); // RTCRtpTransceiver -> track_id | null
     // A sender's simulcast rids (lowest first), fixed at its creation; absent: one stream.
     this._sendLayers = new Map(); // RTCRtpTransceiver -> string[]
+    this._sendSvc = new Map(); // RTCRtpTransceiver -> scalability mode of an SVC camera
     // The last `layers` of each simulcast track of ours: rids to keep encoding. Applied to
     // the sender now, and again after every answer and once the track has its id.
     this._activeLayers = new Map(); // track_id -> string[]
@@ -884,6 +895,7 @@ export class Call extends EventTarget {
     this._sendTransceivers = new Map();
     this._recvTransceivers = new Map();
     this._sendLayers = new Map();
+    this._sendSvc = new Map();
     this._activeLayers = new Map(); // our tracks get new ids (an application under way finds nothing to do)
     if (this.activeSpeakers.length) {
       this.activeSpeakers = [];
@@ -981,11 +993,13 @@ export class Call extends EventTarget {
     if (this._localMuted.get(source)) track.enabled = false;
     this._localOps.push(async () => {
       if (this.localTracks.get(source) !== local) return; // removed meanwhile
-      const encodings = source === 'camera' && this.simulcast ? simulcastEncodingsFor(track) : null;
+      const svc = source === 'camera' && this.svc ? this.svc : null;
+      const encodings = source === 'camera' && this.simulcast && !svc ? simulcastEncodingsFor(track) : null;
       const layers = encodings && encodings.map((e) => e.rid);
       let transceiver = null;
       for (const [t, s] of this._sendTransceivers) {
-        if (s == null && kindOf(t) === track.kind && sameLayers(this._sendLayers.get(t), layers)) {
+        if (s == null && kindOf(t) === track.kind && sameLayers(this._sendLayers.get(t), layers)
+          && (this._sendSvc.get(t) || null) === svc) {
           transceiver = t;
           break;
         }
@@ -993,6 +1007,19 @@ export class Call extends EventTarget {
       if (transceiver) {
         await transceiver.sender.replaceTrack(track);
         transceiver.direction = 'sendonly';
+      } else if (svc) {
+        // One stream of spatial and temporal layers; the server forwards each receiver
+        // the layers that fit it. The codec must come first for the encoder to use it.
+        transceiver = this.pc.addTransceiver(track, {
+          direction: 'sendonly',
+          sendEncodings: [{ scalabilityMode: this.svc }],
+        });
+        const codecs = (RTCRtpSender.getCapabilities('video') || { codecs: [] }).codecs;
+        const mime = `video/${this.codec}`;
+        const first = codecs.filter((c) => c.mimeType.toUpperCase() === mime.toUpperCase());
+        if (first.length === 0) throw new Error(`this browser cannot send ${this.codec}`);
+        transceiver.setCodecPreferences([...first, ...codecs.filter((c) => !first.includes(c))]);
+        this._sendSvc.set(transceiver, svc);
       } else if (layers) {
         transceiver = this.pc.addTransceiver(track, {
           direction: 'sendonly',

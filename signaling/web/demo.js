@@ -10,7 +10,9 @@
 //
 // URL parameters: room, name (prefill the form); transport=relay (media only through
 // TURN); video=WIDTHxHEIGHT (camera capture size, e.g. 1280x720: Chrome sends all three
-// simulcast layers only from 960x540 up); simulcast=0 (send the camera as one stream).
+// simulcast layers only from 960x540 up); simulcast=0 (send the camera as one stream);
+// svc=MODE (send the camera as one SVC stream in that scalability mode, e.g. L3T3_KEY)
+// and codec=VP9|AV1 (its codec; VP9 by default).
 import { Call } from '/client.js';
 
 const $ = (id) => document.getElementById(id);
@@ -516,6 +518,8 @@ async function join(room, name) {
       token,
       iceTransportPolicy: relayOnly ? 'relay' : 'all',
       simulcast: query.get('simulcast') !== '0',
+      svc: query.get('svc'),
+      codec: query.get('codec') || 'VP9',
     });
     window.demo.call = call;
     wire(call);
