@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Net, Received, VideoShape, everyone};
+use common::{Net, Received, Svc, VideoShape, everyone};
 use sfu::shard::ShardConfig;
 use signaling::protocol::{ErrorCode, ParticipantId, Quality, ServerMessage, Source, TrackQuality};
 
@@ -431,4 +431,150 @@ fn a_subscriber_too_slow_for_a_single_stream_skips_frames_and_harms_no_one() {
         carol.len()
     );
     assert_switches_at_keyframes(&carol, 0, "carol");
+}
+
+/// Alice publishes her camera as one SVC stream of three spatial layers (`svc` marks
+/// them); Bob and Carol receive it.
+fn svc_call(svc: Svc) -> Net {
+    let mut net = Net::new(ShardConfig::default());
+    let alice = net.join("alice", everyone());
+    net.clients[alice].svc = Some(svc);
+    net.negotiate(alice, &[Source::Camera]);
+    for name in ["bob", "carol"] {
+        let i = net.join(name, everyone());
+        net.negotiate(i, &[]);
+    }
+    net
+}
+
+/// The highest spatial layer of each picture received, in order of arrival.
+fn pictures(received: &[Received]) -> Vec<(u32, u8, bool)> {
+    let mut out: Vec<(u32, u8, bool)> = Vec::new();
+    for r in received {
+        match out.last_mut() {
+            Some((time, top, _)) if *time == r.time => *top = (*top).max(r.layer),
+            _ => out.push((r.time, r.layer, r.keyframe)),
+        }
+    }
+    out
+}
+
+/// What an SVC subscriber must see whatever its layers: sequence numbers without a gap
+/// beyond its link's losses (the layers left out are numbered over), each picture ending
+/// in a marker, and more layers only from a keyframe on.
+fn assert_well_layered(received: &[Received], link_losses: u64, what: &str) {
+    let mut seqs: Vec<u64> = received.iter().map(|r| r.seq_no).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    let missing = seqs.last().unwrap() - seqs.first().unwrap() + 1 - seqs.len() as u64;
+    assert!(
+        missing <= link_losses,
+        "{what}: {missing} sequence numbers never arrived, the link lost {link_losses}"
+    );
+    let mut by_seq = received.to_vec();
+    by_seq.sort_by_key(|r| r.seq_no);
+    by_seq.dedup_by_key(|r| r.seq_no);
+    if link_losses > 0 {
+        return; // What the link dropped would look like layers left out.
+    }
+    // Every picture's last packet (the one before the next picture) has the marker.
+    for w in by_seq.windows(2).filter(|w| w[1].time != w[0].time) {
+        assert!(
+            w[0].marker,
+            "{what}: picture {} ends without a marker",
+            w[0].time
+        );
+    }
+    let pics = pictures(&by_seq);
+    for w in pics.windows(2) {
+        if w[1].1 > w[0].1 {
+            assert!(
+                w[1].2,
+                "{what}: up from spatial layer {} to {} off a keyframe",
+                w[0].1, w[1].1
+            );
+        }
+    }
+}
+
+fn svc_bandwidth(svc: Svc) {
+    let mut net = svc_call(svc);
+    let camera = net.track_of(0, Source::Camera);
+    let (bob, carol) = (1, 2);
+    net.run(Duration::from_secs(6));
+    let t0 = net.now;
+    net.run(Duration::from_secs(2));
+    for i in [bob, carol] {
+        let got = between(&net.client(i).received[&camera], t0, net.now);
+        let tops: Vec<u8> = pictures(&got).iter().map(|p| p.1).collect();
+        assert!(
+            tops.iter().all(|t| *t == 2),
+            "{} receives all three spatial layers: {tops:?}",
+            net.client(i).name
+        );
+    }
+    // Bob's downlink falls to 600 kbit/s: his layers stop below the top.
+    net.clients[bob].downlink.cap_bps = Some(600_000);
+    let capped = net.now;
+    net.run(Duration::from_secs(20));
+    let during = between(&net.client(bob).received[&camera], capped, net.now);
+    let tops: Vec<u8> = pictures(&during).iter().map(|p| p.1).collect();
+    let settled = &tops[tops.len() - 50..];
+    assert!(
+        settled.iter().all(|t| *t < 2) && tops.iter().any(|t| *t < 2),
+        "bob goes down to fewer spatial layers: {tops:?}"
+    );
+    assert!(
+        during.len() > 200,
+        "bob's video keeps flowing under the cap: {} packets in 20 s",
+        during.len()
+    );
+    // Carol never noticed.
+    let carol_during = between(&net.client(carol).received[&camera], capped, net.now);
+    assert!(pictures(&carol_during).iter().all(|p| p.1 == 2));
+    assert_well_layered(&carol_during, 0, "carol");
+    // The cap lifts: bob climbs back to all three, at a keyframe.
+    net.clients[bob].downlink.cap_bps = None;
+    let lifted = net.now;
+    let lost_before = net.client(bob).downlink.dropped;
+    net.run(Duration::from_secs(40));
+    let after = between(&net.client(bob).received[&camera], lifted, net.now);
+    let tops: Vec<u8> = pictures(&after).iter().map(|p| p.1).collect();
+    assert_eq!(
+        tops.last(),
+        Some(&2),
+        "bob back on all three layers: {tops:?}"
+    );
+    let all = between(&net.client(bob).received[&camera], t0, net.now);
+    assert_well_layered(&all, net.client(bob).downlink.dropped, "bob");
+    // Without the cap nothing is lost: every climb is checked at its keyframe.
+    assert_eq!(net.client(bob).downlink.dropped, lost_before);
+    assert_well_layered(&after, 0, "bob, uncapped");
+    // Carol asks for a medium size: two layers, with no loss to blur the picture; the
+    // third is numbered over and her pictures end on the second layer's last packet.
+    let medium = TrackQuality {
+        track_id: camera,
+        quality: Quality::Medium,
+    };
+    net.view(carol, vec![], vec![medium]);
+    net.run(Duration::from_secs(1));
+    let asked = net.now;
+    net.run(Duration::from_secs(3));
+    let got = between(&net.client(carol).received[&camera], asked, net.now);
+    let tops: Vec<u8> = pictures(&got).iter().map(|p| p.1).collect();
+    assert!(
+        tops.iter().all(|t| *t == 1),
+        "carol gets two layers: {tops:?}"
+    );
+    assert_well_layered(&got, 0, "carol at medium");
+}
+
+#[test]
+fn an_svc_subscriber_with_less_bandwidth_gets_fewer_spatial_layers_from_vp9_descriptors() {
+    svc_bandwidth(Svc::Vp9);
+}
+
+#[test]
+fn svc_layers_and_keyframes_from_dependency_descriptors_over_opaque_payloads() {
+    svc_bandwidth(Svc::Dd);
 }

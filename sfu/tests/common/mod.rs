@@ -6,6 +6,11 @@
 //! second as VP8 payload descriptors, on each simulcast layer; a keyframe first and then
 //! whenever the server asks (PLI). Every payload ends in the publisher's own sequence
 //! number; video payloads carry their layer in byte 5.
+//!
+//! A publisher with `svc` set sends its cameras as one stream of three spatial layers
+//! instead: each picture a frame of every layer, marked by a VP9 payload descriptor, or
+//! (`Svc::Dd`) by a dependency descriptor over a payload the server cannot read, as an
+//! end-to-end encrypting client's.
 
 #![allow(dead_code)] // Each test crate uses part of the harness.
 
@@ -23,7 +28,7 @@ use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::{Codec, detect_vp8_keyframe};
 use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive, TcpType};
-use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo};
+use str0m::rtp::{Extension, ExtensionValues, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
 const SERVER: &str = "192.0.2.1:16384";
@@ -37,8 +42,11 @@ pub struct Received {
     pub time: u32,
     /// The publisher's own sequence number (of its layer's stream), from the payload.
     pub source_seq: u64,
-    /// The simulcast layer it was sent on (0 for audio and single streams).
+    /// The simulcast layer it was sent on (0 for audio and single streams), or its spatial
+    /// layer (SVC).
     pub layer: u8,
+    /// The RTP marker bit: the last packet of a picture.
+    pub marker: bool,
     /// The first packet of a keyframe.
     pub keyframe: bool,
 }
@@ -145,6 +153,71 @@ pub struct Client {
     /// The last `layers` message per track: which of its layers it sends.
     pub sending: HashMap<TrackId, Vec<String>>,
     pub downlink: Link,
+    /// How its cameras are layered, if as one SVC stream.
+    pub svc: Option<Svc>,
+}
+
+/// How an SVC publisher marks its layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Svc {
+    /// VP9 payload descriptors with layer indices (RFC 9628).
+    Vp9,
+    /// Dependency descriptors (an L3T1 structure on keyframes); payloads opaque.
+    Dd,
+}
+
+/// Spatial layers of an SVC publisher.
+pub const SVC_LAYERS: u8 = 3;
+
+/// Writes bits, most significant first.
+#[derive(Default)]
+struct BitWriter {
+    bytes: Vec<u8>,
+    bits: usize,
+}
+
+impl BitWriter {
+    fn put(&mut self, n: usize, v: u32) {
+        for i in (0..n).rev() {
+            if self.bits.is_multiple_of(8) {
+                self.bytes.push(0);
+            }
+            let bit = ((v >> i) & 1) as u8;
+            *self.bytes.last_mut().expect("a byte") |= bit << (7 - self.bits % 8);
+            self.bits += 1;
+        }
+    }
+}
+
+/// A dependency descriptor of an L3T1 stream (template id = spatial layer), with the
+/// template structure on a keyframe's first packet.
+pub fn dd_l3t1(spatial: u8, start: bool, end: bool, frame: u16, keyframe: bool) -> Vec<u8> {
+    let mut w = BitWriter::default();
+    w.put(1, start.into());
+    w.put(1, end.into());
+    w.put(6, spatial.into());
+    w.put(16, frame.into());
+    if keyframe && start && spatial == 0 {
+        w.put(1, 1); // template_dependency_structure_present_flag
+        w.put(4, 0); // active decode targets, custom dtis, fdiffs, chains: none
+        w.put(6, 0); // template_id_offset
+        w.put(5, u32::from(SVC_LAYERS - 1)); // a decode target per spatial layer
+        for _ in 1..SVC_LAYERS {
+            w.put(2, 2); // the next template is of the next spatial layer
+        }
+        w.put(2, 3); // no more templates
+        for t in 0..SVC_LAYERS {
+            for d in 0..SVC_LAYERS {
+                w.put(2, if d >= t { 3 } else { 0 }); // required, or not present
+            }
+        }
+        for _ in 0..SVC_LAYERS {
+            w.put(1, 0); // no frame diffs
+        }
+        w.put(2, 0); // ns(DtCnt + 1) = 0: no chains
+        w.put(1, 0); // no resolutions
+    }
+    w.bytes
 }
 
 impl Client {
@@ -256,7 +329,13 @@ impl Net {
         let addr: SocketAddr = format!("198.51.100.{}:5000", index + 10)
             .parse()
             .expect("address");
-        let mut rtc = Rtc::builder().set_rtp_mode(true).build(self.now);
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(true)
+            .set_extension(
+                sfu::svc::DD_EXTENSION_ID,
+                Extension::with_serializer(sfu::svc::DD_URI, sfu::svc::DdExtension),
+            )
+            .build(self.now);
         let candidate = match proto {
             Protocol::Udp => Candidate::host(addr, "udp"),
             _ => Candidate::builder()
@@ -289,6 +368,7 @@ impl Net {
             ignore_keyframe_requests: false,
             sending: HashMap::new(),
             downlink: Link::default(),
+            svc: None,
         });
         let join = Join {
             room: "room".into(),
@@ -561,6 +641,10 @@ fn send_media(c: &mut Client, now: Instant, step: u64, video: &VideoShape) {
         if !step.is_multiple_of(if audio { 4 } else { video.frame_every }) {
             continue;
         }
+        if let (false, Some(svc)) = (audio, c.svc) {
+            send_svc_picture(c, now, step, video, mid, svc);
+            continue;
+        }
         let rids = c.layers.get(&mid).cloned().unwrap_or_default();
         let track = c.own_tracks.get(&mid).copied();
         let wanted = track.and_then(|t| c.sending.get(&t)).cloned();
@@ -622,6 +706,74 @@ fn send_media(c: &mut Client, now: Instant, step: u64, video: &VideoShape) {
     }
 }
 
+/// One picture of an SVC camera: a frame of each spatial layer, `video.packets[s]`
+/// packets each, in one stream (one sequence); the marker on the picture's last packet.
+fn send_svc_picture(
+    c: &mut Client,
+    now: Instant,
+    step: u64,
+    video: &VideoShape,
+    mid: Mid,
+    svc: Svc,
+) {
+    let pt = c.pt(match svc {
+        Svc::Vp9 => Codec::Vp9,
+        Svc::Dd => Codec::Vp8,
+    });
+    let key = (mid, 0);
+    let keyframe = std::mem::replace(c.keyframe_due.entry(key).or_insert(true), false);
+    let picture = step / video.frame_every;
+    for spatial in 0..SVC_LAYERS {
+        let count = video.packets[usize::from(spatial)];
+        for k in 0..count {
+            let (start, end) = (k == 0, k + 1 == count);
+            let seq = c.next_seq.entry(key).or_insert(1);
+            let mut exts = ExtensionValues::default();
+            let mut payload = match svc {
+                Svc::Vp9 => {
+                    // I=1 (15-bit picture id), P (inter-picture) unless a keyframe, L=1,
+                    // B and E at the layer frame's ends; TID 0, SID, D for layers above 0;
+                    // TL0PICIDX; byte 5 (our layer mark) is payload.
+                    let p = if keyframe { 0 } else { 0x40 };
+                    let b = if start { 0x08 } else { 0 };
+                    let e = if end { 0x04 } else { 0 };
+                    let d = u8::from(spatial > 0);
+                    vec![
+                        0x80 | p | 0x20 | b | e,
+                        0x80 | (picture >> 8) as u8 & 0x7f,
+                        picture as u8,
+                        (spatial << 1) | d,
+                        picture as u8,
+                        spatial,
+                    ]
+                }
+                Svc::Dd => {
+                    let dd = dd_l3t1(spatial, start, end, picture as u16, keyframe);
+                    exts.user_values.set(sfu::svc::DdBytes(dd.into()));
+                    // Opaque (encrypted) bytes, but for our layer mark in byte 5.
+                    vec![0xff, 0xff, 0xff, 0xff, 0xff, spatial]
+                }
+            };
+            payload.resize(
+                video.bytes[usize::from(spatial)].saturating_sub(8).max(6),
+                0xee,
+            );
+            payload.extend_from_slice(&seq.to_be_bytes());
+            let mut api = c.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+                return;
+            };
+            tx.write_rtp(
+                RtpWrite::new(pt, SeqNo::from(*seq), (picture as u32) * 3600, now, payload)
+                    .marker(end && spatial + 1 == SVC_LAYERS)
+                    .ext_vals(exts)
+                    .nackable(true),
+            );
+            *seq += 1;
+        }
+    }
+}
+
 /// Polls a client until its timeout, queueing what it sends and recording what it gets.
 pub fn drain_client(c: &mut Client, to_server: &mut Vec<ToServer>) {
     let server = Net::server();
@@ -644,13 +796,23 @@ pub fn drain_client(c: &mut Client, to_server: &mut Vec<ToServer>) {
                 let source_seq =
                     u64::from_be_bytes(p.payload[n - 8..].try_into().expect("8 bytes"));
                 let video = n > 8;
+                let dd = p.header.ext_vals.user_values.get::<sfu::svc::DdBytes>();
+                let keyframe = if let Some(dd) = dd {
+                    // The structure rides on a keyframe's first packet.
+                    dd.0.len() > 3 && dd.0[3] & 0x80 != 0 && dd.0[0] & 0x80 != 0
+                } else if p.header.payload_type == c.pt(Codec::Vp9) {
+                    sfu::svc::vp9_layers(&p.payload).is_some_and(|l| l.keyframe)
+                } else {
+                    video && detect_vp8_keyframe(&p.payload)
+                };
                 c.received.entry(track).or_default().push(Received {
                     at: p.timestamp,
                     seq_no: *p.seq_no,
                     time: p.header.timestamp,
                     source_seq,
                     layer: if video { p.payload[5] } else { 0 },
-                    keyframe: video && detect_vp8_keyframe(&p.payload),
+                    marker: p.header.marker,
+                    keyframe,
                 });
             }
             Ok(Output::Event(Event::KeyframeRequest(req))) => {
