@@ -1348,7 +1348,7 @@ impl Shard {
                 }
             }
         }
-        if self.ticks % 2 == 0 {
+        if self.ticks.is_multiple_of(2) {
             let secs = 2.0 * TICK.as_secs_f64();
             for t in self.tracks.values_mut() {
                 for l in &mut t.layers {

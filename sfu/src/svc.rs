@@ -276,7 +276,7 @@ mod tests {
     impl Writer {
         fn put(&mut self, n: usize, v: u32) {
             for i in (0..n).rev() {
-                if self.bits % 8 == 0 {
+                if self.bits.is_multiple_of(8) {
                     self.bytes.push(0);
                 }
                 let bit = ((v >> i) & 1) as u8;
