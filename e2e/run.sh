@@ -12,7 +12,7 @@
 #    standing in for 443); its log in $E2E_LOG.
 # 3. node --test e2e/*.test.mjs (one file at a time) in sfu-cli, where node and most
 #    browsers run; the network tests start some browsers in sfu-tcp and sfu-tls, the
-#    simulcast test one in sfu-tls (after the network tests are done with it).
+#    simulcast and SVC tests one in sfu-tls (after the network tests are done with it).
 # 4. Server stopped, namespaces removed (also on failure or Ctrl-C).
 set -euo pipefail
 
@@ -98,7 +98,7 @@ fi
 
 status=0
 (cd "$REPO" && ip netns exec sfu-cli timeout "$TEST_TIMEOUT" \
-    node --test --test-concurrency=1 --test-reporter=spec ${E2E_TESTS:-e2e/call.test.mjs e2e/network.test.mjs e2e/simulcast.test.mjs}) || status=$?
+    node --test --test-concurrency=1 --test-reporter=spec ${E2E_TESTS:-e2e/call.test.mjs e2e/network.test.mjs e2e/simulcast.test.mjs e2e/svc.test.mjs}) || status=$?
 
 if [ "$status" != 0 ]; then
     echo "e2e/run.sh: tests failed ($status); server log tail ($E2E_LOG):" >&2

@@ -17,8 +17,11 @@ import { rmSync } from 'node:fs';
 import {
   steps,
   SFU_URL, RUN, sleep, waitFor, contexts, profileDirs, Participant, LEAN_ARGS, fakeCameraFps,
-  nftTable, nftDeleteTable, nftCounterOf,
+  nftDeleteTable, nftCounterOf,
 } from './lib.mjs';
+import {
+  cameraAt as cameraOf, expectHeight as expectHeightOf, capDownlink, receiveRate, followDownSwitch,
+} from './video.mjs';
 
 /** Where the limited receiver runs, and its end of the veth from sfu-srv (e2e/netns.sh). */
 const LIMITED_NS = 'sfu-tls';
@@ -72,9 +75,7 @@ describe('simulcast: each receiver gets the layer its network carries', { timeou
   });
 
   /** `p`'s inbound stream of Pam's camera (Call.inboundStats), or null. */
-  async function cameraAt(p) {
-    return (await p.stats()).find((s) => s.participant_id === pam.id && s.source === 'camera') || null;
-  }
+  const cameraAt = (p) => cameraOf(p, pam);
 
   /** Pam's three camera encodings: rid, active, frameHeight, bitrate target, limitation. */
   async function pamLayers() {
@@ -84,31 +85,8 @@ describe('simulcast: each receiver gets the layer its network carries', { timeou
     }));
   }
 
-  /**
-   * Waits until each of `ps` decodes Pam's camera at a height `want(height)` accepts, and
-   * goes on decoding it (frames counted twice, a second apart).
-   */
-  async function expectHeight(ps, what, want, timeout) {
-    return waitFor(what, async () => {
-      const seen = {};
-      let ok = true;
-      for (const p of ps) {
-        const s0 = await cameraAt(p);
-        seen[p.name] = s0 && { height: s0.frameHeight, frames: s0.framesDecoded, bytes: s0.bytesReceived };
-        ok = ok && !!s0 && want(s0.frameHeight);
-      }
-      if (ok) {
-        await sleep(1000);
-        for (const p of ps) {
-          const [s0, s1] = [seen[p.name], await cameraAt(p)];
-          seen[p.name].framesLater = s1 && s1.framesDecoded;
-          ok = ok && !!s1 && want(s1.frameHeight) && s1.framesDecoded > s0.frames;
-        }
-      }
-      const fatal = (await Promise.all(ps.map((p) => p.alive()))).some((up) => !up) ? 'a call ended' : null;
-      return { ok, fatal, seen, pam: await pamLayers() };
-    }, { timeout, interval: 1000 });
-  }
+  /** Waits until each of `ps` decodes Pam's camera at a height `want` accepts, and goes on. */
+  const expectHeight = (ps, what, want, timeout) => expectHeightOf(ps, pam, what, want, timeout, pamLayers);
 
   step('a publisher sends its 1280x720 camera as three layers, announced in its offer', async () => {
     // 15 frames per second: enough to see decoding go on, half the encoding work.
@@ -192,7 +170,7 @@ describe('simulcast: each receiver gets the layer its network carries', { timeou
     layersAt.pinned = await layersCount();
     const seen = await expectHeight(receivers, 'every receiver to decode the camera at 720 lines',
       (h) => h === TOP_HEIGHT, 150000);
-    console.log(`E2E simulcast top-layer ${JSON.stringify(seen.seen)} publisher=${JSON.stringify(seen.pam)}`);
+    console.log(`E2E simulcast top-layer ${JSON.stringify(seen.seen)} publisher=${JSON.stringify(seen.publisher)}`);
     onTop = true;
     // The publisher follows the server's last `layers`: encodes what is asked, no more.
     await waitFor('Pam to encode the layers of the last `layers` message', async () => {
@@ -206,52 +184,18 @@ describe('simulcast: each receiver gets the layer its network carries', { timeou
 
   step('with its downlink capped, the limited receiver goes down a layer and keeps decoding', async () => {
     // What the top layer takes on Lou's link: the cap is half of it.
-    const t0 = performance.now();
-    const a = await cameraAt(lou);
-    await sleep(4000);
-    const b = await cameraAt(lou);
-    const topKBytes = (b.bytesReceived - a.bytesReceived) / (performance.now() - t0); // bytes/ms = kB/s
+    const topKBytes = await receiveRate(lou, pam);
     const capKBytes = Number(process.env.E2E_SIMULCAST_CAP_KBYTES)
       || Math.min(150, Math.max(30, Math.round(topKBytes / 2)));
-    // A policer: what comes over the rate is dropped; a burst of a quarter second.
-    const burst = Math.max(8, Math.round(capKBytes / 4));
-    nftTable(LIMITED_NS, TABLE, `
-      counter capped {}
-      chain input {
-        type filter hook input priority -10; policy accept;
-        iifname "${LIMITED_IF}" limit rate over ${capKBytes} kbytes/second burst ${burst} kbytes counter name capped drop
-      }`);
+    const burst = capDownlink(LIMITED_NS, LIMITED_IF, TABLE, capKBytes);
     capped = true;
     layersAt.capped = await layersCount();
     const cappedAt = performance.now();
     console.log(`E2E simulcast cap top_layer_kbytes_per_s=${topKBytes.toFixed(1)} cap_kbytes_per_s=${capKBytes} burst_kbytes=${burst}`);
 
     // Lou's camera, twice a second: until 8 s after it went down a layer (60 s at most).
-    const samples = [];
-    let switchedAt = null;
-    while (performance.now() - cappedAt < 60000) {
-      const s = await cameraAt(lou);
-      const at = performance.now() - cappedAt;
-      samples.push({ at: Math.round(at), height: s && s.frameHeight, frames: s ? s.framesDecoded : 0 });
-      if (switchedAt == null && s && s.frameHeight > 0 && s.frameHeight < TOP_HEIGHT) switchedAt = at;
-      if (switchedAt != null && at - switchedAt >= 8000 && at >= 10000) break;
-      await sleep(500);
-    }
+    const { samples, switchedAt, longestStall, fewest2s, compact, fps } = await followDownSwitch(lou, pam, TOP_HEIGHT, cappedAt);
     const dropped = nftCounterOf(LIMITED_NS, TABLE, 'capped');
-    // The longest time between two samples that saw new frames decoded.
-    let longestStall = 0;
-    let lastGrowth = 0;
-    for (let i = 1; i < samples.length; i++) {
-      if (samples[i].frames > samples[i - 1].frames) lastGrowth = samples[i].at;
-      longestStall = Math.max(longestStall, samples[i].at - lastGrowth);
-    }
-    // Reported, not asserted: the fewest frames decoded in any 2 s after the switch.
-    let fewest2s = null;
-    for (const s0 of samples.filter((s) => switchedAt != null && s.at >= switchedAt)) {
-      const s1 = samples.find((s) => s.at >= s0.at + 2000);
-      if (s1) fewest2s = Math.min(fewest2s ?? Infinity, s1.frames - s0.frames);
-    }
-    const compact = samples.map((s) => `${s.at}:${s.height}/${s.frames}`).join(' ');
     console.log(`E2E simulcast down-switch switched_after_ms=${switchedAt == null ? 'never' : Math.round(switchedAt)} `
       + `longest_stall_ms=${longestStall} fewest_frames_in_2s_after_switch=${fewest2s} dropped=${JSON.stringify(dropped)} `
       + `samples(ms:height/frames)=${compact}`);
@@ -263,8 +207,6 @@ describe('simulcast: each receiver gets the layer its network carries', { timeou
     assert.ok(longestStall <= MAX_STALL_MS, `Lou's video kept decoding through the switch: `
       + `no frame for ${longestStall} ms (at most ${MAX_STALL_MS}); samples: ${compact}`);
     const last = samples[samples.length - 1];
-    const sinceSwitch = samples.find((s) => s.at >= switchedAt);
-    const fps = ((last.frames - sinceSwitch.frames) * 1000) / Math.max(1, last.at - sinceSwitch.at);
     assert.ok(fps >= 5, `Lou decodes at least 5 frames/s on the lower layer (${fps.toFixed(1)}): ${compact}`);
 
     // The others keep the top layer: one receiver's bad link degrades no one else.

@@ -176,6 +176,49 @@ fn check_publish_kinds(offer: &SdpOffer, publish: &[Publish]) -> Result<(), Stri
     Ok(())
 }
 
+/// The answer with each m-line's payload types in the order the offer gave them. str0m
+/// answers in its own preference order, but a sender encodes with the first codec of the
+/// answer: a client that put VP9 or AV1 first for its SVC camera
+/// (`setCodecPreferences`) must get it first back. Video m-lines only. M-lines pair up by position (an
+/// answer has the offer's m-lines, in order); payload types the offer did not list, and
+/// anything unexpected, stay as they were.
+pub fn follow_offer_codec_order(offer: &str, answer: &str) -> String {
+    let formats = |line: &str| -> Option<Vec<String>> {
+        let rest = line.strip_prefix("m=")?;
+        Some(
+            rest.split_whitespace()
+                .skip(3)
+                .map(str::to_string)
+                .collect(),
+        )
+    };
+    let offered: Vec<Vec<String>> = offer.lines().filter_map(formats).collect();
+    let mut index = 0;
+    let mut out = String::with_capacity(answer.len());
+    for line in answer.split_inclusive("\r\n") {
+        let bare = line.trim_end_matches(['\r', '\n']);
+        if let Some(mut pts) = formats(bare) {
+            // (Audio keeps str0m's order, which puts RED before its codec as libwebrtc
+            // needs.)
+            if let Some(order) = offered.get(index).filter(|_| bare.starts_with("m=video")) {
+                pts.sort_by_key(|pt| order.iter().position(|o| o == pt).unwrap_or(usize::MAX));
+                let head: Vec<&str> = bare.split_whitespace().take(3).collect();
+                out.push_str(&head.join(" "));
+                for pt in &pts {
+                    out.push(' ');
+                    out.push_str(pt);
+                }
+                out.push_str(&line[bare.len()..]);
+                index += 1;
+                continue;
+            }
+            index += 1;
+        }
+        out.push_str(line);
+    }
+    out
+}
+
 /// How many remote addresses one participant may use at once (ICE candidates that
 /// reached us, TCP connections included); more are refused rather than growing the map.
 const MAX_REMOTES: usize = 8;
@@ -1040,7 +1083,7 @@ impl Shard {
         self.signal(
             id,
             ServerMessage::Answer {
-                sdp: answer.to_sdp_string(),
+                sdp: follow_offer_codec_order(sdp, &answer.to_sdp_string()),
                 published,
             },
         );
@@ -1981,5 +2024,26 @@ impl Shard {
             self.timers.pop();
         }
         self.next_tick
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::follow_offer_codec_order;
+
+    #[test]
+    fn the_answer_keeps_the_offers_codec_order_per_m_line() {
+        let offer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 63\r\na=mid:0\r\n\
+                     m=video 9 UDP/TLS/RTP/SAVPF 98 99 96 97 45\r\na=mid:1\r\n";
+        let answer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 63 111\r\na=mid:0\r\n\
+                      m=video 9 UDP/TLS/RTP/SAVPF 96 97 98 99 45 127\r\na=mid:1\r\n";
+        assert_eq!(
+            follow_offer_codec_order(offer, answer),
+            "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 63 111\r\na=mid:0\r\n\
+             m=video 9 UDP/TLS/RTP/SAVPF 98 99 96 97 45 127\r\na=mid:1\r\n"
+        );
+        // An answer with more m-lines than the offer keeps the extra ones as they are.
+        let extra = format!("{answer}m=video 9 UDP/TLS/RTP/SAVPF 96 98\r\n");
+        assert!(follow_offer_codec_order(offer, &extra).ends_with("SAVPF 96 98\r\n"));
     }
 }

@@ -433,7 +433,8 @@ export class Call extends EventTarget {
   /**
    * Inbound RTP statistics of the subscribed tracks:
    * [{track_id, kind, source, participant_id, mid, framesDecoded, bytesReceived,
-   *   packetsReceived, packetsLost, ssrc, frameWidth, frameHeight, totalSamplesReceived}]
+   *   packetsReceived, packetsLost, ssrc, frameWidth, frameHeight, totalSamplesReceived,
+   *   codec (its MIME type)}]
    * Chromium reports an inbound stream only once its first packet arrived.
    */
   async inboundStats() {
@@ -473,6 +474,7 @@ export class Call extends EventTarget {
         frameWidth: r.frameWidth ?? null,
         frameHeight: r.frameHeight ?? null,
         totalSamplesReceived: r.totalSamplesReceived ?? null,
+        codec: (r.codecId && report.get(r.codecId) && report.get(r.codecId).mimeType) || null,
       });
     }
     return out;
@@ -482,7 +484,7 @@ export class Call extends EventTarget {
    * Outbound RTP statistics of the local tracks, one entry per RTP stream (three for a
    * simulcast camera): [{source, track_id, kind, mid, rid, active, frameWidth,
    * frameHeight, framesEncoded, framesPerSecond, bytesSent, packetsSent, targetBitrate,
-   * qualityLimitationReason}]. `rid` is null for a single stream; `active` is whether the
+   * qualityLimitationReason, codec, scalabilityMode}]. `rid` is null for a single stream; `active` is whether the
    * encoding is on (RTCRtpEncodingParameters.active).
    */
   async outboundStats() {
@@ -514,6 +516,8 @@ export class Call extends EventTarget {
         packetsSent: r.packetsSent ?? 0,
         targetBitrate: r.targetBitrate ?? null,
         qualityLimitationReason: r.qualityLimitationReason ?? null,
+        codec: (r.codecId && report.get(r.codecId) && report.get(r.codecId).mimeType) || null,
+        scalabilityMode: r.scalabilityMode ?? null,
       });
     }
     const order = (rid) => (rid == null ? -1 : SIMULCAST_LAYERS.indexOf(rid));
