@@ -70,7 +70,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
 # `ip netns exec` execs the command, so $! is the server itself.
 # No --advertise-ip: the default (every non-loopback IPv4 address, here the veth's) is
 # what is tested.
-RUST_LOG=${RUST_LOG:-info} ip netns exec sfu-srv "$SFU_BIN" \
+SFU_LOG=${SFU_LOG:-${RUST_LOG:-info}} ip netns exec sfu-srv "$SFU_BIN" \
     --http-listen "$SRV_ADDR:$HTTP_PORT" \
     --udp-ports 16384-16584 \
     --tcp-port 16384 \

@@ -337,6 +337,7 @@ async fn run(
             publish_screen: role.publishes_video() && role.video_source == "screen",
             subscribe: role.subscribe,
             force_tcp: false,
+            ..Grants::default()
         };
         let token = key.issue(&claims)?;
         let (shared, role) = (shared.clone(), role.clone());

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use sfu::driver::{MediaConfig, Plane};
 use sfu::metrics::{Metrics, TurnMetrics};
 use sfu::shard::ShardConfig;
-use signaling::{Grants, TokenKey};
+use signaling::{Grants, Role, TokenKey};
 use tracing::{info, warn};
 
 /// A selective forwarding unit for end-to-end encrypted voice, video and screen share.
@@ -156,9 +156,13 @@ struct ServeArgs {
     #[arg(long, env = "SFU_PARTICIPANT_TIMEOUT", default_value_t = 20)]
     participant_timeout: u64,
 
-    /// Most participants in one room.
+    /// Most participants in one room (presenters count among them, viewers apart).
     #[arg(long, env = "SFU_ROOM_CAPACITY", default_value_t = 70)]
     room_capacity: usize,
+
+    /// Most viewers (a broadcast's receive-only audience, role `viewer`) in one room.
+    #[arg(long, env = "SFU_VIEWER_CAPACITY", default_value_t = 500)]
+    viewer_capacity: usize,
 
     /// In rooms of more participants than this, each receives only the loudest
     /// microphones (and those it pinned), and other cameras than the speaker's as
@@ -239,6 +243,9 @@ struct TokenArgs {
     /// Offer this client only ICE-TCP and TURN over TCP/TLS (the "TCP calling" policy).
     #[arg(long)]
     force_tcp: bool,
+    /// The participant's role: participant, presenter, or viewer (receive-only).
+    #[arg(long, default_value = "participant", value_parser = parse_role)]
+    role: Role,
     /// The server's secret.
     #[arg(long, env = "SFU_SECRET", hide_env_values = true)]
     secret: String,
@@ -262,6 +269,17 @@ fn parse_ports(s: &str) -> Result<RangeInclusive<u16>, String> {
         return Err(format!("{a}-{b} is not a port range"));
     }
     Ok(a..=b)
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    match s {
+        "participant" => Ok(Role::Participant),
+        "presenter" => Ok(Role::Presenter),
+        "viewer" => Ok(Role::Viewer),
+        _ => Err(format!(
+            "{s:?} is not a role: participant, presenter or viewer"
+        )),
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -298,6 +316,7 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
             publish_screen: false,
             subscribe: false,
             force_tcp: false,
+            role: Role::Participant,
         };
         for g in list.iter().map(|g| g.trim()).filter(|g| !g.is_empty()) {
             match g {
@@ -311,6 +330,7 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
         claims.grants = grants;
     }
     claims.grants.force_tcp = args.force_tcp;
+    claims.grants.role = args.role;
     let token = TokenKey::new(args.secret.as_bytes()).issue(&claims)?;
     println!("{token}");
     Ok(())
@@ -457,6 +477,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             shard: ShardConfig {
                 participant_timeout: Duration::from_secs(args.participant_timeout.max(1)),
                 room_capacity: args.room_capacity.max(1),
+                viewer_capacity: args.viewer_capacity,
                 loudest_threshold: args.loudest_threshold,
                 loudest_n: args.loudest_n,
                 last_n: args.last_n,

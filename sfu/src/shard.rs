@@ -44,8 +44,10 @@ pub struct ShardConfig {
     pub participant_timeout: Duration,
     /// At most one keyframe request per source in this interval.
     pub keyframe_interval: Duration,
-    /// Most participants in one room.
+    /// Most participants in one room (presenters count among them; viewers do not).
     pub room_capacity: usize,
+    /// Most viewers (receive-only audience of a broadcast) in one room.
+    pub viewer_capacity: usize,
     /// In rooms of more participants than this, each subscriber receives only the
     /// `loudest_n` loudest microphones (and the pinned ones), and cameras other than the
     /// speaker's as thumbnails.
@@ -64,6 +66,7 @@ impl Default for ShardConfig {
             participant_timeout: Duration::from_secs(20),
             keyframe_interval: Duration::from_millis(200),
             room_capacity: 70,
+            viewer_capacity: 500,
             loudest_threshold: 8,
             loudest_n: 3,
             last_n: 25,
@@ -565,10 +568,12 @@ impl Shard {
         &mut self,
         now: Instant,
         id: ParticipantId,
-        join: Join,
+        mut join: Join,
         available: &LocalCandidates,
     ) {
         self.advance(now);
+        // (Signaling applies it already; a viewer never publishes, whoever calls.)
+        join.grants = join.grants.effective();
         let (udp, tcp) = match (join.transport, join.grants.force_tcp) {
             (Transport::Relay, _) => (true, false),
             (Transport::Auto, true) => (false, true),
@@ -586,12 +591,29 @@ impl Shard {
                 Vec::new()
             },
         };
-        let members = self.rooms.get(&join.room).map_or(0, |r| r.members.len());
-        if members >= self.config.room_capacity {
-            info!(participant = %id, room = %join.room, "room full");
+        let viewer = join.grants.is_viewer();
+        let (viewers, others) = self.rooms.get(&join.room).map_or((0, 0), |r| {
+            let viewers = r
+                .members
+                .iter()
+                .filter(|m| {
+                    self.participants
+                        .get(m)
+                        .is_some_and(|p| p.grants.is_viewer())
+                })
+                .count();
+            (viewers, r.members.len() - viewers)
+        });
+        let (count, capacity, what) = if viewer {
+            (viewers, self.config.viewer_capacity, "viewers")
+        } else {
+            (others, self.config.room_capacity, "participants")
+        };
+        if count >= capacity {
+            info!(participant = %id, room = %join.room, what, "room full");
             let error = ErrorMessage::new(
                 ErrorCode::RoomFull,
-                format!("room has its {} participants", self.config.room_capacity),
+                format!("room has its {capacity} {what}"),
             );
             self.signal(id, ServerMessage::Error(error.answering(RequestType::Join)));
             self.outputs.push_back(ShardOutput::Closed(id));
@@ -671,9 +693,13 @@ impl Shard {
             .iter()
             .filter_map(|t| self.tracks.get(t).map(|t| t.info.clone()))
             .collect();
+        // A viewer learns of the presenters and participants, not of the rest of the
+        // audience (hundreds of entries, and of no use to it).
         let participants = others
             .iter()
-            .filter_map(|p| self.participants.get(p).map(|p| p.info.clone()))
+            .filter_map(|p| self.participants.get(p))
+            .filter(|p| !viewer || !p.grants.is_viewer())
+            .map(|p| p.info.clone())
             .collect();
         info!(participant = %id, identity = %info.identity, room = %join.room, "joined");
         self.signal(
@@ -690,6 +716,15 @@ impl Shard {
             },
         );
         for other in others {
+            // A viewer is announced to presenters and participants only.
+            if viewer
+                && self
+                    .participants
+                    .get(&other)
+                    .is_some_and(|p| p.grants.is_viewer())
+            {
+                continue;
+            }
             self.signal(other, ServerMessage::ParticipantJoined(info.clone()));
         }
         self.by_ufrag.insert(ufrag.clone(), id);
@@ -961,11 +996,27 @@ impl Shard {
 
     /// Signals every member of `room` but `except`.
     fn broadcast(&mut self, room: &str, except: ParticipantId, message: &ServerMessage) {
+        self.broadcast_to(room, except, message, true);
+    }
+
+    /// [`Shard::broadcast`], leaving out the viewers unless `viewers`.
+    fn broadcast_to(
+        &mut self,
+        room: &str,
+        except: ParticipantId,
+        message: &ServerMessage,
+        viewers: bool,
+    ) {
         let Some(room) = self.rooms.get(room) else {
             return;
         };
         for member in &room.members {
-            if *member != except {
+            let skip = !viewers
+                && self
+                    .participants
+                    .get(member)
+                    .is_some_and(|p| p.grants.is_viewer());
+            if *member != except && !skip {
                 self.outputs
                     .push_back(ShardOutput::Signal(*member, message.clone()));
             }
@@ -1981,13 +2032,15 @@ impl Shard {
         if reason != LeaveReason::Left {
             self.signal(id, ServerMessage::Left { reason });
         }
-        self.broadcast(
+        // Viewers hear only of presenters and participants.
+        self.broadcast_to(
             &p.room,
             id,
             &ServerMessage::ParticipantLeft {
                 participant_id: id,
                 reason,
             },
+            !p.grants.is_viewer(),
         );
         if self
             .rooms

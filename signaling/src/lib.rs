@@ -12,4 +12,4 @@ pub use protocol::{ErrorCode, ErrorMessage, ParticipantId, ServerMessage, TrackI
 pub use server::{
     Config, IceServerSource, Join, MediaPlane, Request, metrics_router, router, serve,
 };
-pub use token::{Claims, Grants, TokenKey};
+pub use token::{Claims, Grants, Role, TokenKey};

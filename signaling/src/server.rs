@@ -392,7 +392,7 @@ impl Session {
             name: claims.display_name().to_owned(),
             room: claims.room,
             identity: claims.sub,
-            grants: claims.grants,
+            grants: claims.grants.effective(),
             transport,
             ice_servers,
         };

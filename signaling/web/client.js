@@ -124,6 +124,28 @@ function sentRids(sdp, mid) {
   return new Set(rids);
 }
 
+/** The dependency descriptor RTP header extension (AV1 RTP spec, appendix A). */
+const DEPENDENCY_DESCRIPTOR = 'https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension';
+
+/**
+ * Negotiates the dependency descriptor on a video transceiver (Chrome leaves it off unless
+ * asked, but for SVC senders): with it the server finds layers and keyframes without
+ * reading payloads, and a receiver of an SVC stream (AV1 above all) knows which frames
+ * it can decode when the server leaves layers out. Browsers without the API go without.
+ */
+function negotiateDependencyDescriptor(transceiver) {
+  if (typeof transceiver.getHeaderExtensionsToNegotiate !== 'function') return;
+  try {
+    const exts = transceiver.getHeaderExtensionsToNegotiate();
+    const dd = exts.find((e) => e.uri === DEPENDENCY_DESCRIPTOR);
+    if (!dd || dd.direction !== 'stopped') return;
+    dd.direction = 'sendrecv';
+    transceiver.setHeaderExtensionsToNegotiate(exts);
+  } catch (err) {
+    // An older implementation of the API: the stream works without it.
+  }
+}
+
 /** Whether two layer lists (arrays of rids, or null for a single stream) are the same. */
 function sameLayers(a, b) {
   return (a || []).join(' ') === (b || []).join(' ');
@@ -778,6 +800,7 @@ export class Call extends EventTarget {
         transceiver.direction = 'recvonly';
       } else {
         transceiver = this.pc.addTransceiver(t.kind, { direction: 'recvonly' });
+        if (t.kind === 'video') negotiateDependencyDescriptor(transceiver);
       }
       this._recvTransceivers.set(transceiver, t.track_id);
     });
@@ -1033,6 +1056,7 @@ export class Call extends EventTarget {
       } else {
         transceiver = this.pc.addTransceiver(track, { direction: 'sendonly' });
       }
+      if (track.kind === 'video') negotiateDependencyDescriptor(transceiver);
       this._sendTransceivers.set(transceiver, source);
     });
     this._emit('local_track', { source, track });

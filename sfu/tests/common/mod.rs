@@ -326,7 +326,7 @@ impl Net {
         proto: Protocol,
     ) -> usize {
         let index = self.clients.len();
-        let addr: SocketAddr = format!("198.51.100.{}:5000", index + 10)
+        let addr: SocketAddr = format!("198.51.{}.{}:5000", 100 + index / 200, index % 200 + 10)
             .parse()
             .expect("address");
         let mut rtc = Rtc::builder()

@@ -1,0 +1,102 @@
+//! Sans-IO tests of broadcast rooms: roles in the token, a receive-only audience counted
+//! apart from the presenters, the 501st viewer refused, viewers not told of each other.
+
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
+mod common;
+
+use common::{Net, everyone};
+use sfu::shard::ShardConfig;
+use signaling::protocol::{ErrorCode, ServerMessage, Source};
+use signaling::{Grants, Role};
+
+fn role(role: Role) -> Grants {
+    Grants { role, ..everyone() }
+}
+
+/// Who a client heard of through `participant_joined` and `joined.participants`.
+fn heard_of(net: &Net, i: usize) -> Vec<String> {
+    let mut names = Vec::new();
+    for m in net.client(i).messages() {
+        match m {
+            ServerMessage::ParticipantJoined(p) => names.push(p.identity.clone()),
+            ServerMessage::Joined { participants, .. } => {
+                names.extend(participants.iter().map(|p| p.identity.clone()));
+            }
+            _ => {}
+        }
+    }
+    names
+}
+
+#[test]
+fn the_501st_viewer_is_refused_and_viewers_are_not_told_of_each_other() {
+    let mut net = Net::new(ShardConfig::default());
+    let presenter = net.join("presenter", role(Role::Presenter));
+    let viewers: Vec<usize> = (0..500)
+        .map(|v| net.join(&format!("viewer{v}"), role(Role::Viewer)))
+        .collect();
+    for &v in &viewers {
+        assert!(
+            net.client(v).error_codes().is_empty(),
+            "{}: {:?}",
+            net.client(v).name,
+            net.client(v).error_codes()
+        );
+    }
+    let late = net.join("viewer500", role(Role::Viewer));
+    assert_eq!(net.client(late).error_codes(), vec![ErrorCode::RoomFull]);
+    // The audience is counted apart: a participant and a second presenter still get in.
+    let guest = net.join("guest", everyone());
+    let second = net.join("presenter2", role(Role::Presenter));
+    for i in [guest, second] {
+        assert!(net.client(i).error_codes().is_empty());
+    }
+    // Viewers hear of the presenters and participants only; those hear of everyone.
+    let first = heard_of(&net, viewers[0]);
+    assert_eq!(first, vec!["presenter", "guest", "presenter2"]);
+    let last = heard_of(&net, viewers[499]);
+    assert_eq!(last, vec!["presenter", "guest", "presenter2"]);
+    assert_eq!(heard_of(&net, presenter).len(), 502);
+    assert_eq!(heard_of(&net, guest).len(), 502);
+    // A viewer leaving is news to the presenters, not to the audience.
+    net.shard.leave(net.now, net.client(viewers[7]).id);
+    net.pump();
+    let left = |i: usize| {
+        net.client(i)
+            .messages()
+            .filter(|m| matches!(m, ServerMessage::ParticipantLeft { .. }))
+            .count()
+    };
+    assert_eq!(left(presenter), 1);
+    assert_eq!(left(viewers[8]), 0);
+}
+
+#[test]
+fn a_viewer_may_not_publish_whatever_its_publish_grants_say() {
+    let mut net = Net::new(ShardConfig::default());
+    let presenter = net.join("presenter", role(Role::Presenter));
+    net.negotiate(presenter, &[Source::Microphone, Source::Screen]);
+    // The token says publish_* true (the defaults), but the role says viewer.
+    let viewer = net.join("viewer", role(Role::Viewer));
+    let joined = net.client(viewer).messages().find_map(|m| match m {
+        ServerMessage::Joined { grants, .. } => Some(*grants),
+        _ => None,
+    });
+    let grants = joined.unwrap();
+    assert!(!grants.publish_audio && !grants.publish_video && !grants.publish_screen);
+    assert_eq!(grants.role, Role::Viewer);
+    net.negotiate(viewer, &[Source::Camera]);
+    assert_eq!(net.client(viewer).error_codes(), vec![ErrorCode::Forbidden]);
+    // Receiving is what a viewer is for.
+    let watcher = net.join("watcher", role(Role::Viewer));
+    net.negotiate(watcher, &[]);
+    net.run(std::time::Duration::from_secs(3));
+    let screen = net.track_of(presenter, Source::Screen);
+    assert!(
+        net.client(watcher)
+            .received
+            .get(&screen)
+            .is_some_and(|r| r.len() > 10)
+    );
+}
