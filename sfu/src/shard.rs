@@ -1861,11 +1861,13 @@ impl Shard {
                 track.learn_layers(i, self.now);
             }
         }
-        let keyframe = !video
-            || match &info {
-                Some(i) => i.keyframe,
-                None => codec.is_some_and(|c| keyframe_start(c, &payload)),
-            };
+        // From the descriptor's attached structure, or from the payload where it can be
+        // read (a publisher need not attach the structure to every keyframe).
+        let payload_keyframe = video && codec.is_some_and(|c| keyframe_start(c, &payload));
+        let keyframe = !video || payload_keyframe || info.is_some_and(|i| i.keyframe);
+        if payload_keyframe && dd.is_some() && !info.is_some_and(|i| i.keyframe) {
+            debug!(track = %track_id, layer, "keyframe without a dependency structure");
+        }
         let vp8 = (codec == Some(Codec::Vp8))
             .then(|| Vp8Descriptor::parse(&payload).ok())
             .flatten();

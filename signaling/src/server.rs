@@ -18,7 +18,7 @@ use crate::protocol::{
     ClientMessage, ErrorCode, ErrorMessage, IceServer, ParticipantId, Publish, RequestType,
     ServerMessage, Subscribe, TrackId, TrackQuality, Transport,
 };
-use crate::token::{Grants, MAX_NAME_BYTES, TokenKey};
+use crate::token::{Grants, MAX_NAME_BYTES, Role, TokenKey};
 
 /// Largest WebSocket frame the transport accepts; larger frames close the socket. Above
 /// the largest offer, so that an oversized offer still gets `message_too_large`.
@@ -208,6 +208,8 @@ struct DevTokenQuery {
     room: String,
     identity: String,
     name: Option<String>,
+    /// `participant` (default), `presenter` or `viewer`.
+    role: Option<Role>,
 }
 
 async fn dev_token(State(state): State<Arc<AppState>>, Query(q): Query<DevTokenQuery>) -> Response {
@@ -219,12 +221,13 @@ async fn dev_token(State(state): State<Arc<AppState>>, Query(q): Query<DevTokenQ
         )
             .into_response();
     }
-    let claims = TokenKey::claims(
+    let mut claims = TokenKey::claims(
         &q.room,
         &q.identity,
         q.name.as_deref(),
         Duration::from_secs(3600),
     );
+    claims.grants.role = q.role.unwrap_or_default();
     match state.config.tokens.issue(&claims) {
         Ok(token) => axum::Json(serde_json::json!({ "token": token })).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),

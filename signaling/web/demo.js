@@ -12,7 +12,9 @@
 // TURN); video=WIDTHxHEIGHT (camera capture size, e.g. 1280x720: Chrome sends all three
 // simulcast layers only from 960x540 up); simulcast=0 (send the camera as one stream);
 // svc=MODE (send the camera as one SVC stream in that scalability mode, e.g. L3T3_KEY)
-// and codec=VP9|AV1 (its codec; VP9 by default).
+// and codec=VP9|AV1 (its codec; VP9 by default); dd=1 (negotiate the dependency
+// descriptor on every video transceiver: needed to receive AV1 SVC); role=presenter|viewer (with the dev
+// tokens: a broadcast's presenter, or a viewer, who watches and listens only).
 import { Call } from '/client.js';
 
 const $ = (id) => document.getElementById(id);
@@ -418,6 +420,9 @@ async function fetchToken(room, name) {
   const identity = `${name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '') || 'guest'}-${
     crypto.getRandomValues(new Uint32Array(1))[0].toString(36)}`;
   const query = new URLSearchParams({ room, identity, name });
+  // ?role=presenter|viewer: a broadcast's presenter, or one of its audience.
+  const role = new URLSearchParams(location.search).get('role');
+  if (role) query.set('role', role);
   const res = await fetch(`/dev/token?${query}`);
   if (res.status === 404) {
     $('token-field').hidden = false;
@@ -520,6 +525,7 @@ async function join(room, name) {
       simulcast: query.get('simulcast') !== '0',
       svc: query.get('svc'),
       codec: query.get('codec') || 'VP9',
+      dependencyDescriptor: query.get('dd') === '1',
     });
     window.demo.call = call;
     wire(call);
@@ -529,7 +535,8 @@ async function join(room, name) {
     // ?media=0 joins without capturing anything: to watch and listen only.
     const capture = query.get('media') !== '0';
     await call.join({ audio: capture, video: capture && videoConstraints(query.get('video')) });
-    setStatus(`Joined as ${call.name}`);
+    const role = call.grants && call.grants.role;
+    setStatus(`Joined as ${call.name}${role && role !== 'participant' ? ` (${role})` : ''}`);
     updateButtons(call);
     return call;
   } catch (err) {

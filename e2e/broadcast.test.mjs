@@ -1,0 +1,92 @@
+// End-to-end test of a broadcast: a Chromium presenter shares a screen, three Chromium
+// viewers (role `viewer` in their tokens) watch it on the demo page, capture nothing, are
+// not told of each other, and a viewer that tries to publish is refused. Run through
+// e2e/run.sh.
+
+import { after, before, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
+import {
+  steps, wsScript, probePage, errorCode, tokenFor,
+  SFU_URL, RUN, waitFor, contexts, profileDirs, Participant, LEAN_ARGS,
+} from './lib.mjs';
+
+const PRESENTER = { role: 'presenter' };
+// A viewer's token may say it publishes: the role overrides it.
+const VIEWER = { role: 'viewer', publish_audio: true, publish_video: true, publish_screen: true, subscribe: true };
+
+describe('broadcast: a presenter shares a screen with viewers', { timeout: 600000 }, () => {
+  const room = `e2e-broadcast-${RUN}`;
+  const pia = new Participant('Pia'); // presents
+  const viewers = ['Vic', 'Val', 'Vera'].map((n) => new Participant(n));
+  const everyone = [pia, ...viewers];
+  const { step, failed } = steps();
+  let sharing = false;
+
+  before(async () => {
+    const res = await fetch(`${SFU_URL}/healthz`);
+    assert.equal(res.status, 200, `server not healthy at ${SFU_URL}`);
+  });
+
+  after(async () => {
+    if (failed()) {
+      for (const p of everyone) {
+        if (p.logs && p.logs.length) console.log(`--- browser console of ${p.name}:\n${p.logs.slice(-40).join('\n')}`);
+      }
+    }
+    await Promise.all(contexts.map((c) => c.close().catch(() => {})));
+    if (!process.env.E2E_KEEP_PROFILES) for (const d of profileDirs) rmSync(d, { recursive: true, force: true });
+  });
+
+  step('the presenter joins with camera and microphone and shares a screen', async () => {
+    await pia.join(room, { grants: PRESENTER, args: LEAN_ARGS });
+    await pia.page.click('#screen');
+    await waitFor("Pia's screen to be published", async () => {
+      const st = await pia.state();
+      const screen = st.local.find((l) => l.source === 'screen');
+      return { ok: !!(screen && screen.track_id != null), local: st.local };
+    });
+    sharing = true;
+  }, 60000);
+
+  step('three viewers join, capture nothing, and decode the screen on the stage', async () => {
+    for (const v of viewers) await v.join(room, { grants: VIEWER, args: LEAN_ARGS });
+    const media = ['microphone', 'camera', 'screen'].map((source) => ({ participant: pia, source }));
+    await Promise.all(viewers.map((v) => v.expectMedia(media, "Pia's microphone, camera and screen")));
+    for (const v of viewers) {
+      const st = await v.state();
+      assert.deepEqual(st.local, [], `${v.name} publishes nothing: ${JSON.stringify(st.local)}`);
+      const pixels = await v.page.evaluate(() => {
+        const video = document.querySelector('#stage .tile.screen video');
+        return video ? { w: video.videoWidth, h: video.videoHeight } : null;
+      });
+      assert.ok(pixels && pixels.w > 0 && pixels.h > 0, `${v.name}'s stage shows the screen: ${JSON.stringify(pixels)}`);
+      const share = await v.page.evaluate(() => document.querySelector('#screen').disabled);
+      assert.ok(share, `${v.name}'s Share screen button is off`);
+      assert.match(await v.statusText(), /\(viewer\)/, `${v.name}'s status names the role`);
+    }
+  }, 180000, () => sharing);
+
+  step('viewers are told of the presenter, not of each other; the presenter of all', async () => {
+    for (const v of viewers) {
+      const st = await v.state();
+      const names = st.participants.map((p) => p.name).sort();
+      assert.deepEqual(names, ['Pia'], `${v.name} knows only the presenter: ${JSON.stringify(names)}`);
+    }
+    const st = await pia.state();
+    assert.deepEqual(st.participants.map((p) => p.name).sort(), ['Val', 'Vera', 'Vic'], 'Pia knows her audience');
+  }, 30000, () => sharing);
+
+  step('a viewer that tries to publish gets forbidden', async () => {
+    const token = tokenFor(room, 'Vince', { grants: VIEWER });
+    const { results } = await wsScript(await probePage(), [
+      { send: JSON.stringify({ type: 'join', token }) },
+      { offer: { kinds: ['video'], sources: ['screen'] }, settleMs: 1000 },
+    ]);
+    const joined = results[0].message;
+    assert.equal(joined && joined.type, 'joined', JSON.stringify(results[0]));
+    assert.equal(joined.grants.role, 'viewer');
+    assert.equal(joined.grants.publish_screen, false, 'the role overrides the publish grants');
+    assert.equal(errorCode(results[1]), 'forbidden', `a viewer's screen publish: ${JSON.stringify(results[1])}`);
+  }, 30000);
+});
