@@ -272,7 +272,7 @@ struct Participant {
     ssrc_tracks: Vec<(Ssrc, TrackId, u8)>,
     /// Forwarders of m-lines that carry nothing now, kept so that the stream continues
     /// when the m-line is given another track. At most one per m-line.
-    idle_forwarders: Vec<(Mid, Forwarder)>,
+    idle_forwarders: Vec<(Mid, IdleStream)>,
     /// What it shows (`view`).
     pinned: Vec<TrackId>,
     quality: Vec<TrackQuality>,
@@ -305,7 +305,12 @@ impl Participant {
             self.subscriptions.pop();
         }
         self.idle_forwarders.retain(|(m, _)| *m != mid);
-        self.idle_forwarders.push((mid, s.forwarder));
+        let idle = IdleStream {
+            forwarder: s.forwarder,
+            vp8: s.vp8,
+            frames: s.frames,
+        };
+        self.idle_forwarders.push((mid, idle));
     }
 
     /// Adds a subscription in a free slot; returns the slot.
@@ -328,6 +333,13 @@ impl Participant {
 struct Publication {
     mid: Mid,
     track_id: TrackId,
+}
+
+/// What an m-line's stream was at when its track went: continued by its next track.
+struct IdleStream {
+    forwarder: Forwarder,
+    vp8: Vp8Continuity,
+    frames: FrameNumbers,
 }
 
 /// A track this participant receives, on one of its m-lines.
@@ -1326,24 +1338,32 @@ impl Shard {
         for (mid, track_id) in wanted {
             if p.subscription_on(mid).is_none() {
                 // An m-line that carried another track before goes on with its stream.
-                let forwarder = match p.idle_forwarders.iter().position(|(m, _)| *m == mid) {
+                // Its VP8 picture ids and descriptor frame numbers go on too: a receiver
+                // takes pictures numbered behind the last it decoded for old ones, and
+                // drops them (for minutes, until the numbers catch up).
+                let idle = match p.idle_forwarders.iter().position(|(m, _)| *m == mid) {
                     Some(i) => {
-                        let mut f = p.idle_forwarders.swap_remove(i).1;
-                        f.switch_source();
-                        f
+                        let mut idle = p.idle_forwarders.swap_remove(i).1;
+                        idle.forwarder.switch_source();
+                        idle.frames.switch_source();
+                        idle
                     }
-                    None => Forwarder::new(rand::random::<u16>() & 0x7fff),
+                    None => IdleStream {
+                        forwarder: Forwarder::new(rand::random::<u16>() & 0x7fff),
+                        vp8: Vp8Continuity::default(),
+                        frames: FrameNumbers::default(),
+                    },
                 };
                 let slot = p.add_subscription(Subscription {
                     mid,
                     track_id,
-                    forwarder,
+                    forwarder: idle.forwarder,
                     pts: Vec::new(),
                     rtx_sized: false,
                     current: None,
                     target: None,
-                    vp8: Vp8Continuity::default(),
-                    frames: FrameNumbers::default(),
+                    vp8: idle.vp8,
+                    frames: idle.frames,
                 });
                 if let Some(t) = self.tracks.get_mut(&track_id) {
                     t.subscribers.push((id, slot));
