@@ -81,12 +81,14 @@ async function expectTransport(p, want) {
 async function videoFrom(p, from) {
   const stats = await p.stats();
   const s = stats.find((x) => x.participant_id === from.id && x.kind === 'video');
-  const jitter = await p.page.evaluate(async (mid) => {
+  const { jitter, height } = await p.page.evaluate(async (mid) => {
     const report = await window.demo.call.pc.getStats();
-    for (const r of report.values()) if (r.type === 'inbound-rtp' && r.mid === mid) return r.jitter ?? null;
-    return null;
+    for (const r of report.values()) {
+      if (r.type === 'inbound-rtp' && r.mid === mid) return { jitter: r.jitter ?? null, height: r.frameHeight ?? null };
+    }
+    return { jitter: null, height: null };
   }, s ? s.mid : null);
-  return s ? { received: s.packetsReceived, lost: s.packetsLost, frames: s.framesDecoded, jitter } : null;
+  return s ? { received: s.packetsReceived, lost: s.packetsLost, frames: s.framesDecoded, jitter, height } : null;
 }
 
 describe('calls on networks that block UDP', { timeout: 600000 }, () => {
@@ -236,6 +238,7 @@ describe('calls on networks that block UDP', { timeout: 600000 }, () => {
     const sample = async () => ({ uma: await videoFrom(uma, ulf), ulf: await videoFrom(ulf, uma) });
     const delta = (a, b) => ({
       received: b.received - a.received, lost: b.lost - a.lost, frames: b.frames - a.frames, jitter: b.jitter,
+      heights: [a.height, b.height],
     });
     await sleep(2000); // past the join's keyframes and ramp-up
     const b0 = await sample();
@@ -264,7 +267,12 @@ describe('calls on networks that block UDP', { timeout: 600000 }, () => {
     console.log(`E2E slow-tcp-reader baseline=${JSON.stringify(baseline)} stalled=${JSON.stringify(stalled)}`);
     for (const who of ['uma', 'ulf']) {
       const [b, s] = [baseline[who], stalled[who]];
-      assert.ok(s.received > 0.8 * b.received, `${who}: packets kept coming (${b.received} -> ${s.received})`);
+      // Packets count only on one layer: the cameras are in simulcast, and a receiver's own
+      // estimate (or the publisher's CPU adaptation) may move it to a layer with fewer
+      // packets for reasons of its own. Frames, loss and jitter are compared whatever the layer.
+      if (new Set([...b.heights, ...s.heights]).size === 1) {
+        assert.ok(s.received > 0.8 * b.received, `${who}: packets kept coming (${b.received} -> ${s.received})`);
+      }
       assert.ok(s.frames > 0.8 * b.frames, `${who}: frames kept decoding (${b.frames} -> ${s.frames})`);
       assert.ok(s.lost <= b.lost + Math.max(5, 0.01 * s.received), `${who}: no added loss (${b.lost} -> ${s.lost})`);
       if (b.jitter != null && s.jitter != null) {
