@@ -122,8 +122,15 @@ impl Counters {
 }
 
 /// Checks, before anything is applied, that every published mid is an m-line of the offer,
-/// of its source's kind, on which the client sends.
-fn check_publish_kinds(offer: &SdpOffer, publish: &[Publish]) -> Result<(), String> {
+/// of its source's kind, on which the client sends. `sdp` is the offer's text, for its
+/// BUNDLE group: a port-0 m-line in the group is bundle-only (GStreamer's webrtcbin offers
+/// those with max-bundle), not rejected.
+fn check_publish_kinds(offer: &SdpOffer, sdp: &str, publish: &[Publish]) -> Result<(), String> {
+    let bundled: Vec<&str> = sdp
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix("a=group:BUNDLE "))
+        .flat_map(|l| l.split(' '))
+        .collect();
     for x in publish {
         let line = offer
             .media_lines
@@ -164,11 +171,12 @@ fn check_publish_kinds(offer: &SdpOffer, publish: &[Publish]) -> Result<(), Stri
                 }
             }
         }
-        if line.disabled || !line.direction().is_sending() {
+        let rejected = line.disabled && !bundled.contains(&x.mid.as_str());
+        if rejected || !line.direction().is_sending() {
             return Err(format!(
                 "mid {:?} is {} in the offer: the client does not send on it",
                 x.mid,
-                if line.disabled {
+                if rejected {
                     "rejected".to_string()
                 } else {
                     line.direction().to_string()
@@ -273,6 +281,8 @@ struct Participant {
     /// Forwarders of m-lines that carry nothing now, kept so that the stream continues
     /// when the m-line is given another track. At most one per m-line.
     idle_forwarders: Vec<(Mid, IdleStream)>,
+    /// Its DTLS handshake failed and the log said why (once, not per datagram).
+    dtls_failure_logged: bool,
     /// What it shows (`view`).
     pinned: Vec<TrackId>,
     quality: Vec<TrackQuality>,
@@ -758,6 +768,7 @@ impl Shard {
                 subscriptions: Vec::new(),
                 ssrc_tracks: Vec::new(),
                 idle_forwarders: Vec::new(),
+                dtls_failure_logged: false,
                 pinned: Vec::new(),
                 quality: Vec::new(),
                 estimate: None,
@@ -792,6 +803,15 @@ impl Shard {
                 }
                 self.choose_for(id);
                 self.request_awaited_keyframes();
+            }
+            Request::Subscribe { subscribe } => {
+                if self
+                    .participants
+                    .get(&id)
+                    .is_some_and(|p| p.grants.subscribe)
+                {
+                    self.apply_subscribe(id, &subscribe);
+                }
             }
         }
     }
@@ -844,6 +864,13 @@ impl Shard {
             return;
         };
         if let Err(e) = p.rtc.handle_input(Input::Receive(now, receive)) {
+            let e = e.to_string();
+            if e.contains("DTLS error") && !p.dtls_failure_logged {
+                // Once per participant: a client whose certificate the DTLS stack cannot
+                // take fails every handshake datagram the same way.
+                p.dtls_failure_logged = true;
+                info!(participant = %id, "DTLS handshake refused: {e} (only ECDSA certificates are taken, as browsers make; GStreamer's webrtcbin makes RSA ones)");
+            }
             debug!(participant = %id, "input refused: {e}");
             self.counters.drop(DropReason::Refused);
         }
@@ -1122,7 +1149,7 @@ impl Shard {
                 return;
             }
         };
-        if let Err(message) = check_publish_kinds(&offer, &publish) {
+        if let Err(message) = check_publish_kinds(&offer, sdp, &publish) {
             self.error(id, RequestType::Offer, ErrorCode::BadRequest, message);
             return;
         }

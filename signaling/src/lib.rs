@@ -7,6 +7,7 @@ pub mod protocol;
 pub mod server;
 pub mod token;
 pub mod web;
+mod whip;
 
 pub use protocol::{ErrorCode, ErrorMessage, ParticipantId, ServerMessage, TrackId};
 pub use server::{

@@ -18,7 +18,7 @@ use crate::protocol::{
     ClientMessage, ErrorCode, ErrorMessage, IceServer, ParticipantId, Publish, RequestType,
     ServerMessage, Subscribe, TrackId, TrackQuality, Transport,
 };
-use crate::token::{Grants, MAX_NAME_BYTES, Role, TokenKey};
+use crate::token::{Claims, Grants, MAX_NAME_BYTES, Role, TokenKey};
 
 /// Largest WebSocket frame the transport accepts; larger frames close the socket. Above
 /// the largest offer, so that an oversized offer still gets `message_too_large`.
@@ -62,6 +62,12 @@ pub enum Request {
     View {
         pinned: Vec<TrackId>,
         quality: Vec<TrackQuality>,
+    },
+    /// Puts other tracks on m-lines negotiated before, without a new offer (WHEP, whose
+    /// clients never offer again): each m-line goes on with its stream, now carrying the
+    /// listed track; m-lines not listed go idle.
+    Subscribe {
+        subscribe: Vec<Subscribe>,
     },
 }
 
@@ -125,11 +131,29 @@ impl Metrics {
     }
 }
 
-struct AppState {
-    plane: Arc<dyn MediaPlane>,
-    config: Config,
+pub(crate) struct AppState {
+    pub(crate) plane: Arc<dyn MediaPlane>,
+    pub(crate) config: Config,
     registry: Registry,
     metrics: Metrics,
+    /// The open WHIP and WHEP sessions.
+    pub(crate) sessions: crate::whip::Sessions,
+}
+
+impl AppState {
+    /// The ICE servers (TURN credentials) for a joining client: only those over TCP and
+    /// TLS when its token forces TCP.
+    pub(crate) fn ice_servers_for(&self, claims: &Claims) -> Vec<IceServer> {
+        let servers = match &self.config.ice_servers {
+            Some(source) => source(&claims.sub),
+            None => Vec::new(),
+        };
+        if claims.grants.force_tcp {
+            servers.iter().filter_map(IceServer::tcp_only).collect()
+        } else {
+            servers
+        }
+    }
 }
 
 /// Builds the HTTP router: demo page, client library, WebSocket, health, metrics, and in
@@ -146,6 +170,7 @@ pub fn router(
         config,
         registry,
         metrics,
+        sessions: Default::default(),
     });
     let mut router = Router::new()
         .route("/", get(|| async { Html(crate::web::INDEX_HTML) }))
@@ -163,7 +188,8 @@ pub fn router(
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics_text))
-        .route("/ws", get(websocket));
+        .route("/ws", get(websocket))
+        .merge(crate::whip::routes());
     if dev_mode {
         router = router.route("/dev/token", get(dev_token));
     }
@@ -384,13 +410,7 @@ impl Session {
             }
         };
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
-        let mut ice_servers = match &self.state.config.ice_servers {
-            Some(source) => source(&claims.sub),
-            None => Vec::new(),
-        };
-        if claims.grants.force_tcp {
-            ice_servers = ice_servers.iter().filter_map(IceServer::tcp_only).collect();
-        }
+        let ice_servers = self.state.ice_servers_for(&claims);
         let join = Join {
             name: claims.display_name().to_owned(),
             room: claims.room,
