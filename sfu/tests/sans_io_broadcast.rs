@@ -1,5 +1,6 @@
 //! Sans-IO tests of broadcast rooms: roles in the token, a receive-only audience counted
-//! apart from the presenters, the 501st viewer refused, viewers not told of each other.
+//! apart from the presenters, the 501st viewer refused, viewers not told of each other, and
+//! a burst of 500 joining viewers served with a few keyframes.
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
@@ -98,5 +99,67 @@ fn a_viewer_may_not_publish_whatever_its_publish_grants_say() {
             .received
             .get(&screen)
             .is_some_and(|r| r.len() > 10)
+    );
+}
+
+#[test]
+fn five_hundred_viewers_joining_in_ten_seconds_cost_the_presenter_a_few_keyframes() {
+    use std::time::Duration;
+    let mut net = Net::new(ShardConfig::default());
+    let presenter = net.join("presenter", role(Role::Presenter));
+    net.negotiate(presenter, &[Source::Screen]);
+    net.run(Duration::from_secs(1));
+    let screen = net.track_of(presenter, Source::Screen);
+    // One viewer every 20 ms: 500 in 10 s, each subscribing at once (as the client
+    // library does on `joined`). The presenter sends a keyframe only when asked.
+    let mut joined_at = Vec::new();
+    let mut per_second = Vec::new();
+    let mut requests = net.client(presenter).keyframe_requests;
+    for v in 0..500 {
+        let i = net.join(&format!("viewer{v}"), role(Role::Viewer));
+        net.negotiate(i, &[]);
+        joined_at.push((i, net.now));
+        net.run(Duration::from_millis(20));
+        if v % 50 == 49 {
+            let now = net.client(presenter).keyframe_requests;
+            per_second.push(now - requests);
+            requests = now;
+        }
+    }
+    net.run(Duration::from_secs(2));
+    println!("keyframe requests at the presenter, per second of the burst: {per_second:?}");
+    // One request per 200 ms serves every viewer waiting: at most 5 a second (6 where a
+    // second's edges both fall on one).
+    for (s, n) in per_second.iter().enumerate() {
+        assert!(
+            *n <= 6,
+            "second {s}: {n} keyframe requests ({per_second:?})"
+        );
+    }
+    assert!(per_second.iter().sum::<usize>() < 60, "{per_second:?}");
+    // Every viewer gets a keyframe, to start decoding, within 2 s of joining. (A single
+    // stream is forwarded from the packet at hand; the frames before the keyframe are
+    // dropped by the decoder.)
+    let mut waits = Vec::new();
+    for (i, at) in joined_at {
+        let received = net.client(i).received.get(&screen);
+        let first = received.and_then(|r| r.iter().find(|p| p.keyframe));
+        let Some(first) = first else {
+            panic!("{} received no keyframe of the screen", net.client(i).name);
+        };
+        let wait = first.at - at;
+        assert!(
+            wait <= Duration::from_secs(2),
+            "{}: first keyframe {wait:?} after joining",
+            net.client(i).name
+        );
+        waits.push(wait);
+    }
+    waits.sort();
+    println!(
+        "first keyframe after joining: p50 {:?}, p99 {:?}, max {:?}",
+        waits[waits.len() / 2],
+        waits[waits.len() * 99 / 100],
+        waits[waits.len() - 1]
     );
 }
