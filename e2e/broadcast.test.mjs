@@ -75,6 +75,30 @@ describe('broadcast: a presenter shares a screen with viewers', { timeout: 60000
     }
     const st = await pia.state();
     assert.deepEqual(st.participants.map((p) => p.name).sort(), ['Val', 'Vera', 'Vic'], 'Pia knows her audience');
+    assert.deepEqual(st.participants.map((p) => p.role), ['viewer', 'viewer', 'viewer'], 'as viewers');
+  }, 30000, () => sharing);
+
+  step("the presenter's page counts its audience (no tile per viewer); a viewer's page has no tile of its own", async () => {
+    const view = (p) => p.page.evaluate(() => ({
+      tiles: [...document.querySelectorAll('.tile')].map((t) => t.dataset.key).sort(),
+      audience: document.getElementById('audience-label').hidden ? null : document.getElementById('audience-label').textContent,
+    }));
+    const piaView = await waitFor("Pia's page to count three viewers", async () => {
+      const v = await view(pia);
+      return { ok: v.audience === 'Audience: 3 viewers', ...v };
+    }, { timeout: 5000 });
+    assert.deepEqual(piaView.tiles, ['local', 'local-screen'], "Pia's tiles: her camera and her screen");
+    for (const v of viewers) {
+      const vv = await view(v);
+      assert.ok(!vv.tiles.includes('local'), `${v.name} shows no tile of its own: ${JSON.stringify(vv.tiles)}`);
+      assert.equal(vv.tiles.filter((k) => k.startsWith('p')).length, 1, `${v.name} shows Pia's camera tile: ${JSON.stringify(vv.tiles)}`);
+    }
+    // A viewer leaving is counted down.
+    await viewers[2].close();
+    await waitFor("Pia's count to go down", async () => {
+      const v = await view(pia);
+      return { ok: v.audience === 'Audience: 2 viewers', ...v };
+    }, { timeout: 10000 });
   }, 30000, () => sharing);
 
   step('a viewer that tries to publish gets forbidden', async () => {

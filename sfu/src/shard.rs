@@ -286,13 +286,32 @@ struct Participant {
     /// What it shows (`view`).
     pinned: Vec<TrackId>,
     quality: Vec<TrackQuality>,
-    /// Its estimated downlink (bit/s): transport-wide congestion control, else REMB.
+    /// Its estimated downlink (bit/s): transport-wide congestion control, else REMB; for
+    /// a receive-only participant (no TWCC), the losses its receiver reports tell
+    /// ([`Shard::on_egress_loss`]), `None` while it has lost nothing to speak of.
     estimate: Option<u64>,
     estimate_is_twcc: bool,
     /// No layer goes up before this instant (set when one fell for lack of bandwidth).
     upgrade_hold: Option<Instant>,
     /// The minimum and desired bitrates last given to its bandwidth estimator.
     bwe_bitrates: (u64, u64),
+    /// What the last choice sends it (bit/s), and what it would receive with bandwidth
+    /// to spare: where a loss-based estimate starts, and where it stops climbing.
+    chosen_bps: u64,
+    ideal_bps: u64,
+    /// What the lowest layers of everything it is shown take: a loss-based estimate does
+    /// not fall below it (a viewer keeps the screen, at its lowest, rather than nothing).
+    lowest_bps: u64,
+    /// The stats round being read (str0m reports every m-line at one instant) and the
+    /// most any of its m-lines lost: a round decides when the next one begins.
+    loss_round: Option<(Instant, f32)>,
+    /// After a fall, the rounds until then are not read: their reports still count what
+    /// was lost before it.
+    loss_hold: Option<Instant>,
+    /// What was sent when losses last made its estimate fall, and until when the estimate
+    /// stays below that; the wait doubles while falls recur.
+    loss_ceiling: Option<(u64, Instant)>,
+    loss_backoff: Duration,
 }
 
 impl Participant {
@@ -371,11 +390,12 @@ struct Subscription {
     frames: FrameNumbers,
 }
 
-/// Whether a participant's downlink is estimated (TWCC, with str0m's pacer): for those
+/// Whether a participant's downlink is estimated by TWCC, with str0m's pacer: for those
 /// who may publish, the members of a conference. Receive-only participants (a
 /// broadcast's audience) are not: the pacer's cost per packet would cap a 500-viewer
-/// fan-out at a third of its rate on this hardware (`bench broadcast`), and they receive
-/// what they asked for, within their `view`, without a bandwidth budget.
+/// fan-out at a third of its rate on this hardware (`bench broadcast`). Their estimate
+/// comes from the losses their receiver reports, read once a second, which costs nothing
+/// per packet ([`Shard::on_egress_loss`]): a viewer on a weak network gets a lower layer.
 fn estimates(grants: &Grants) -> bool {
     grants.publish_audio || grants.publish_video || grants.publish_screen
 }
@@ -456,6 +476,26 @@ const LAYER_SILENCE: Duration = Duration::from_millis(1500);
 /// long. (Doubling it while falls recur kept receivers off the top layer for minutes
 /// after the estimate's start-up swings, in Chromium.)
 const UPGRADE_HOLD: Duration = Duration::from_secs(8);
+
+/// How often a receive-only participant's losses are read, from its receiver reports:
+/// the estimate of those without TWCC, which costs nothing per packet.
+const LOSS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Above this fraction lost, a loss-based estimate falls to what was sent times
+/// (1 - loss / 2); below the next, it climbs by an eighth a second (GCC's loss-based
+/// controller, draft-ietf-rmcat-gcc section 6). Between, it holds.
+const LOSS_HIGH: f32 = 0.10;
+const LOSS_LOW: f32 = 0.02;
+
+/// After losses made a loss-based estimate fall, it climbs back to no more than 0.9 of
+/// what was sent then for this long, doubled each time it falls again within twice the
+/// wait, up to the maximum: one retry of a layer the network cannot carry, not one every
+/// few seconds.
+const LOSS_BACKOFF_MIN: Duration = Duration::from_secs(10);
+const LOSS_BACKOFF_MAX: Duration = Duration::from_secs(80);
+
+/// A loss-based estimate never falls below this (the lowest layer of a screen share).
+const MIN_LOSS_ESTIMATE_BPS: u64 = 100_000;
 
 /// A layer nobody receives is paused only after this long.
 const PAUSE_AFTER: Duration = Duration::from_secs(3);
@@ -669,6 +709,7 @@ impl Shard {
             .set_rtp_mode(true)
             .set_local_ice_credentials(creds)
             .enable_bwe(estimates(&join.grants).then(|| Bitrate::bps(INITIAL_ESTIMATE_BPS)))
+            .set_stats_interval((!estimates(&join.grants)).then_some(LOSS_INTERVAL))
             .set_extension(
                 DD_EXTENSION_ID,
                 Extension::with_serializer(DD_URI, DdExtension),
@@ -701,6 +742,7 @@ impl Shard {
             participant_id: id,
             identity: join.identity,
             name: join.name,
+            role: join.grants.role,
         };
         let room = self.rooms.entry(join.room.clone()).or_default();
         if room.members.is_empty() {
@@ -775,6 +817,13 @@ impl Shard {
                 estimate_is_twcc: false,
                 bwe_bitrates: (0, 0),
                 upgrade_hold: None,
+                chosen_bps: 0,
+                ideal_bps: 0,
+                lowest_bps: 0,
+                loss_round: None,
+                loss_hold: None,
+                loss_ceiling: None,
+                loss_backoff: LOSS_BACKOFF_MIN,
             },
         );
         self.mark_dirty(id);
@@ -1625,6 +1674,14 @@ impl Shard {
             debug!(participant = %id, "layer down for bandwidth: upgrades held");
         }
         let (allocated, step_up) = selection::next_step(&items, &targets);
+        p.chosen_bps = audio_bps + allocated;
+        p.ideal_bps = audio_bps + ideal_bps;
+        p.lowest_bps = audio_bps
+            + items
+                .iter()
+                .filter(|it| it.wanted.is_some())
+                .map(|it| it.rates[0])
+                .sum::<u64>();
         let connected = p.rtc.is_connected();
         let mut awaited: Vec<(TrackId, u8)> = Vec::new();
         for (slot, target) in slots.into_iter().zip(targets) {
@@ -1661,6 +1718,75 @@ impl Shard {
                     l.waiting = true;
                 }
             }
+        }
+    }
+
+    /// A receive-only participant's receiver reports say one of its m-lines lost `loss` of
+    /// what it was sent. The most lost on any m-line in a stats round makes its estimate
+    /// fall, climb or hold when the round is over (the next begins), and its layers follow.
+    fn on_egress_loss(&mut self, id: ParticipantId, loss: Option<f32>) {
+        let now = self.now;
+        let Some(loss) = loss else {
+            return;
+        };
+        let Some(p) = self.participants.get_mut(&id) else {
+            return;
+        };
+        if estimates(&p.grants) {
+            return;
+        }
+        let loss = match p.loss_round {
+            Some((at, most)) if at == now => {
+                p.loss_round = Some((at, most.max(loss)));
+                return;
+            }
+            Some((_, most)) => {
+                p.loss_round = Some((now, loss));
+                most
+            }
+            None => {
+                p.loss_round = Some((now, loss));
+                return;
+            }
+        };
+        // The reports just after a fall still count what was lost before it.
+        if p.loss_hold.is_some_and(|until| now < until) {
+            return;
+        }
+        let next = if loss > LOSS_HIGH {
+            p.loss_hold = Some(now + LOSS_INTERVAL * 2);
+            let sent = p.estimate.map_or(p.chosen_bps, |e| e.min(p.chosen_bps));
+            let fallen = (sent as f64 * (1.0 - 0.5 * f64::from(loss))) as u64;
+            // Falling again soon after the last fall: wait longer before the next retry.
+            p.loss_backoff = match p.loss_ceiling {
+                Some((_, until)) if now < until + p.loss_backoff => {
+                    (p.loss_backoff * 2).min(LOSS_BACKOFF_MAX)
+                }
+                _ => LOSS_BACKOFF_MIN,
+            };
+            p.loss_ceiling = Some((sent, now + p.loss_backoff));
+            Some(
+                fallen
+                    .max(MIN_LOSS_ESTIMATE_BPS)
+                    .max(p.lowest_bps + p.lowest_bps / 10),
+            )
+        } else if loss < LOSS_LOW {
+            let ceiling = match p.loss_ceiling {
+                Some((sent, until)) if now < until => sent / 10 * 9,
+                _ => u64::MAX,
+            };
+            // Climbing past twice what it would receive unlimited, it is unlimited again.
+            p.estimate
+                .map(|e| (e + e / 8).min(ceiling.max(e)))
+                .filter(|e| *e < p.ideal_bps.saturating_mul(2))
+        } else {
+            p.estimate
+        };
+        if next != p.estimate {
+            debug!(participant = %id, loss, estimate = ?next, "loss-based estimate");
+            p.estimate = next;
+            self.choose_for(id);
+            self.request_awaited_keyframes();
         }
     }
 
@@ -1794,6 +1920,7 @@ impl Shard {
                     self.want_keyframe(track_id, layer);
                 }
             }
+            Event::MediaEgressStats(stats) => self.on_egress_loss(id, stats.loss),
             Event::EgressBitrateEstimate(estimate) => {
                 if let Some(p) = self.participants.get_mut(&id) {
                     match estimate {

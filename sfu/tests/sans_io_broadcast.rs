@@ -1,12 +1,15 @@
 //! Sans-IO tests of broadcast rooms: roles in the token, a receive-only audience counted
-//! apart from the presenters, the 501st viewer refused, viewers not told of each other, and
-//! a burst of 500 joining viewers served with a few keyframes.
+//! apart from the presenters, the 501st viewer refused, viewers not told of each other, a
+//! burst of 500 joining viewers served with a few keyframes, and a viewer on a weak
+//! network moved to a lower layer of the screen share by its losses alone.
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
 mod common;
 
-use common::{Net, everyone};
+use std::time::Duration;
+
+use common::{Net, assert_switches_at_keyframes, between, everyone, layer_runs};
 use sfu::shard::ShardConfig;
 use signaling::protocol::{ErrorCode, ServerMessage, Source};
 use signaling::{Grants, Role};
@@ -92,7 +95,7 @@ fn a_viewer_may_not_publish_whatever_its_publish_grants_say() {
     // Receiving is what a viewer is for.
     let watcher = net.join("watcher", role(Role::Viewer));
     net.negotiate(watcher, &[]);
-    net.run(std::time::Duration::from_secs(3));
+    net.run(Duration::from_secs(3));
     let screen = net.track_of(presenter, Source::Screen);
     assert!(
         net.client(watcher)
@@ -104,7 +107,6 @@ fn a_viewer_may_not_publish_whatever_its_publish_grants_say() {
 
 #[test]
 fn five_hundred_viewers_joining_in_ten_seconds_cost_the_presenter_a_few_keyframes() {
-    use std::time::Duration;
     let mut net = Net::new(ShardConfig::default());
     let presenter = net.join("presenter", role(Role::Presenter));
     net.negotiate(presenter, &[Source::Screen]);
@@ -161,5 +163,111 @@ fn five_hundred_viewers_joining_in_ten_seconds_cost_the_presenter_a_few_keyframe
         waits[waits.len() / 2],
         waits[waits.len() * 99 / 100],
         waits[waits.len() - 1]
+    );
+}
+
+#[test]
+fn a_viewer_on_a_weak_network_gets_a_lower_layer_without_touching_the_others() {
+    // Viewers have no TWCC estimate (its pacer would cost 500 of them too much): the
+    // losses their receiver reports are the estimate.
+    let mut net = Net::new(ShardConfig::default());
+    let presenter = net.join("presenter", role(Role::Presenter));
+    net.negotiate_layers(
+        presenter,
+        &[
+            (Source::Microphone, &[]),
+            (Source::Screen, &["q", "h", "f"]),
+        ],
+    );
+    let viewers: Vec<usize> = (0..3)
+        .map(|v| {
+            let i = net.join(&format!("viewer{v}"), role(Role::Viewer));
+            net.negotiate(i, &[]);
+            i
+        })
+        .collect();
+    let (weak, others) = (viewers[0], &viewers[1..]);
+    let screen = net.track_of(presenter, Source::Screen);
+    net.run(Duration::from_secs(4));
+    let t0 = net.now;
+    net.run(Duration::from_secs(2));
+    for &v in &viewers {
+        let got = between(&net.client(v).received[&screen], t0, net.now);
+        assert_eq!(
+            layer_runs(&got),
+            vec![2],
+            "{} on the top layer",
+            net.client(v).name
+        );
+    }
+    // The weak viewer's downlink carries 600 kbit/s, the top layer needs about 1.
+    net.clients[weak].downlink.cap_bps = Some(600_000);
+    let capped = net.now;
+    net.run(Duration::from_secs(20));
+    let during = between(&net.client(weak).received[&screen], capped, net.now);
+    let fell = during
+        .iter()
+        .position(|r| r.layer < 2)
+        .unwrap_or_else(|| panic!("the weak viewer went down: {:?}", layer_runs(&during)));
+    assert!(
+        during[fell].at - capped < Duration::from_secs(5),
+        "down {:?} after the cap",
+        during[fell].at - capped
+    );
+    let settled = between(&during, during[fell].at, net.now);
+    assert!(
+        settled.len() > 200,
+        "the screen keeps flowing under the cap: {} packets ({:?}; per second: {:?})",
+        settled.len(),
+        layer_runs(&during),
+        (0..20)
+            .map(|k| between(
+                &during,
+                capped + Duration::from_secs(k),
+                capped + Duration::from_secs(k + 1)
+            )
+            .len())
+            .collect::<Vec<_>>()
+    );
+    // Having fallen, it stays below the loss it met for a while: one retry at most.
+    let ups = during
+        .windows(2)
+        .filter(|w| w[1].layer > w[0].layer)
+        .count();
+    assert!(
+        ups <= 1,
+        "{ups} retries of the top layer under the cap: {:?}",
+        layer_runs(&during)
+    );
+    let dropped = net.client(weak).downlink.dropped;
+    // The others never noticed.
+    for &v in others {
+        let got = between(&net.client(v).received[&screen], capped, net.now);
+        assert_eq!(
+            layer_runs(&got),
+            vec![2],
+            "{} stays on top",
+            net.client(v).name
+        );
+        assert_switches_at_keyframes(&got, 0, &net.client(v).name);
+    }
+    // The cap lifts: the weak viewer's losses stop, its estimate climbs, it goes back up.
+    net.clients[weak].downlink.cap_bps = None;
+    let lifted = net.now;
+    net.run(Duration::from_secs(40));
+    let after = between(&net.client(weak).received[&screen], lifted, net.now);
+    assert_eq!(
+        after.last().map(|r| r.layer),
+        Some(2),
+        "back on the top layer: {:?}",
+        layer_runs(&after)
+    );
+    let all = between(&net.client(weak).received[&screen], t0, net.now);
+    assert_switches_at_keyframes(&all, net.client(weak).downlink.dropped, "the weak viewer");
+    println!(
+        "weak viewer: layers {:?}, down {:?} after the cap, {} datagrams lost to the cap",
+        layer_runs(&all),
+        during[fell].at - capped,
+        dropped
     );
 }

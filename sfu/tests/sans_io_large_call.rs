@@ -8,7 +8,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Net, Received, Svc, VideoShape, everyone};
+use common::{
+    Net, Received, Svc, VideoShape, assert_switches_at_keyframes, between, everyone, layer_runs,
+};
 use sfu::shard::ShardConfig;
 use signaling::protocol::{ErrorCode, ParticipantId, Quality, ServerMessage, Source, TrackQuality};
 
@@ -27,55 +29,6 @@ fn simulcast_call(receivers: &[&str]) -> Net {
         net.negotiate(i, &[]);
     }
     net
-}
-
-/// The layers a subscriber received in the window, in order, each once per run.
-fn layer_runs(received: &[Received]) -> Vec<u8> {
-    let mut runs: Vec<u8> = Vec::new();
-    for r in received {
-        if runs.last() != Some(&r.layer) {
-            runs.push(r.layer);
-        }
-    }
-    runs
-}
-
-fn between(received: &[Received], from: Instant, to: Instant) -> Vec<Received> {
-    received
-        .iter()
-        .filter(|r| r.at >= from && r.at < to)
-        .cloned()
-        .collect()
-}
-
-/// Every switch from one layer to another (or a resumption) lands on a keyframe's first
-/// packet, and the subscriber's sequence numbers have no gap beyond what its link lost.
-fn assert_switches_at_keyframes(received: &[Received], link_losses: u64, what: &str) {
-    let mut in_order = received.to_vec();
-    in_order.sort_by_key(|r| r.seq_no);
-    in_order.dedup_by_key(|r| r.seq_no);
-    // Where the link lost the packets before, the keyframe's first may be among them.
-    for pair in in_order
-        .windows(2)
-        .filter(|w| w[1].seq_no == w[0].seq_no + 1)
-    {
-        if pair[1].layer != pair[0].layer {
-            assert!(
-                pair[1].keyframe,
-                "{what}: switched {} -> {} off a keyframe",
-                pair[0].layer, pair[1].layer
-            );
-        }
-    }
-    let mut seqs: Vec<u64> = received.iter().map(|r| r.seq_no).collect();
-    seqs.sort_unstable();
-    seqs.dedup();
-    let span = seqs.last().unwrap() - seqs.first().unwrap() + 1;
-    let missing = span - seqs.len() as u64;
-    assert!(
-        missing <= link_losses,
-        "{what}: {missing} sequence numbers never arrived, the link lost only {link_losses}"
-    );
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::token::Grants;
+use crate::token::{Grants, Role};
 
 /// Largest message other than `offer`; larger ones get `message_too_large`.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -258,6 +258,10 @@ pub struct ParticipantInfo {
     pub participant_id: ParticipantId,
     pub identity: String,
     pub name: String,
+    /// Its token's role: a presenter's page shows its audience of viewers as a count,
+    /// not as tiles.
+    #[serde(default)]
+    pub role: Role,
 }
 
 /// A track someone in the room publishes.

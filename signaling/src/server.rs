@@ -9,6 +9,7 @@ use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use futures_util::SinkExt;
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -29,6 +30,9 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How many messages may wait for one slow client before the media plane drops it.
 pub const EVENT_QUEUE: usize = 256;
+
+/// Most messages written to a socket with one flush.
+const WRITE_BATCH: usize = 64;
 
 /// A participant admitted by a valid token, as the media plane receives it.
 #[derive(Debug, Clone)]
@@ -309,7 +313,7 @@ impl Session {
                             _ => Step::Close,
                         },
                         event = events.recv() => match event {
-                            Some(event) => self.on_event(event).await,
+                            Some(event) => self.on_events(event).await,
                             None => Step::Close,
                         },
                     }
@@ -429,26 +433,53 @@ impl Session {
         }
     }
 
-    async fn on_event(&mut self, event: ServerMessage) -> Step {
-        if let ServerMessage::Error(e) = &event {
-            self.state
-                .metrics
-                .errors
-                .with_label_values(&[e.code.as_str()])
-                .inc();
+    /// Sends `first` and what else is queued behind it (up to [`WRITE_BATCH`]) with one
+    /// flush: a burst of notifications, hundreds of viewers joining say, costs a write
+    /// per batch rather than one per message.
+    async fn on_events(&mut self, first: ServerMessage) -> Step {
+        let mut next = Some(first);
+        let mut fed = 0;
+        let mut step = Step::Continue;
+        while let Some(event) = next.take() {
+            if let ServerMessage::Error(e) = &event {
+                self.state
+                    .metrics
+                    .errors
+                    .with_label_values(&[e.code.as_str()])
+                    .inc();
+            }
+            if self.feed(&event).await.is_err() || event.closes_socket() {
+                step = Step::Close;
+                break;
+            }
+            fed += 1;
+            if fed < WRITE_BATCH
+                && let Some((_, events)) = &mut self.joined
+            {
+                next = events.try_recv().ok();
+            }
         }
-        let closes = event.closes_socket();
-        if self.send(&event).await.is_err() || closes {
-            return Step::Close;
+        if let Err(e) = SinkExt::flush(&mut self.socket).await {
+            debug!("websocket send failed: {e}");
+            step = Step::Close;
         }
-        Step::Continue
+        step
     }
 
     async fn error(&mut self, error: ErrorMessage) -> Step {
-        self.on_event(ServerMessage::Error(error)).await
+        self.on_events(ServerMessage::Error(error)).await
     }
 
     async fn send(&mut self, message: &ServerMessage) -> Result<(), ()> {
+        self.feed(message).await?;
+        SinkExt::flush(&mut self.socket)
+            .await
+            .map_err(|e| debug!("websocket send failed: {e}"))
+    }
+
+    /// Queues one message on the socket, written at the next flush (or when its buffer
+    /// fills).
+    async fn feed(&mut self, message: &ServerMessage) -> Result<(), ()> {
         let text = match serde_json::to_string(message) {
             Ok(text) => text,
             Err(e) => {
@@ -456,8 +487,7 @@ impl Session {
                 return Err(());
             }
         };
-        self.socket
-            .send(Message::Text(text.into()))
+        SinkExt::feed(&mut self.socket, Message::Text(text.into()))
             .await
             .map_err(|e| debug!("websocket send failed: {e}"))
     }

@@ -358,6 +358,29 @@ async fn events_are_delivered_and_a_closing_message_closes_the_socket() {
 }
 
 #[tokio::test]
+async fn a_burst_of_events_arrives_whole_and_in_order() {
+    // Queued faster than the socket writes them: written in batches, none lost or moved.
+    let (addr, plane) = start(false).await;
+    let (mut ws, _id) = joined(&addr, &plane).await;
+    let events = plane.events.lock()[0].clone();
+    for i in 0..200 {
+        events
+            .try_send(ServerMessage::TrackMuted {
+                track_id: signaling::TrackId(i),
+                muted: i % 2 == 0,
+            })
+            .unwrap();
+    }
+    for i in 0..200 {
+        let msg = next(&mut ws).await.unwrap();
+        assert_eq!(
+            (msg["type"].as_str(), msg["track_id"].as_u64()),
+            (Some("track_muted"), Some(i))
+        );
+    }
+}
+
+#[tokio::test]
 async fn dropping_the_event_queue_closes_the_socket() {
     let (addr, plane) = start(false).await;
     let (mut ws, _id) = joined(&addr, &plane).await;

@@ -718,7 +718,9 @@ export class Call extends EventTarget {
       ...(msg.grants || {}),
     };
     for (const p of msg.participants || []) {
-      this.participants.set(p.participant_id, { participant_id: p.participant_id, identity: p.identity, name: p.name });
+      this.participants.set(p.participant_id, {
+        participant_id: p.participant_id, identity: p.identity, name: p.name, role: p.role || 'participant',
+      });
     }
     for (const t of msg.tracks || []) this._addRemoteTrack(t);
     this._iceServers = [...(msg.ice_servers || []), ...this.iceServers];
@@ -736,7 +738,7 @@ export class Call extends EventTarget {
   }
 
   _onParticipantJoined(msg) {
-    const p = { participant_id: msg.participant_id, identity: msg.identity, name: msg.name };
+    const p = { participant_id: msg.participant_id, identity: msg.identity, name: msg.name, role: msg.role || 'participant' };
     this.participants.set(p.participant_id, p);
     this._emit('participant_joined', p);
   }

@@ -146,6 +146,16 @@ function participantName(call, participantId) {
   return p ? p.name || p.identity : `#${participantId}`;
 }
 
+/** The viewers of a broadcast this page was told of (a presenter's: all of them). */
+const audience = new Set();
+
+/** Shows how many watch, on a presenter's page (and wherever viewers are known). */
+function showAudience(show) {
+  const label = $('audience-label');
+  label.hidden = !show && audience.size === 0;
+  label.textContent = `Audience: ${audience.size} viewer${audience.size === 1 ? '' : 's'}`;
+}
+
 function participantTile(call, participantId) {
   return tile(`p${participantId}`, { name: participantName(call, participantId) });
 }
@@ -436,9 +446,17 @@ async function fetchToken(room, name) {
 function wire(call) {
   call.addEventListener('joined', (e) => {
     $('room-label').textContent = `Room ${e.detail.room}`;
-    const local = tile('local', { name: `${e.detail.name} (you)`, local: true });
-    local.el.classList.add('no-video');
-    for (const p of e.detail.participants) participantTile(call, p.participant_id);
+    audience.clear();
+    // A viewer captures nothing: no tile of its own.
+    if (e.detail.grants.role !== 'viewer') {
+      const local = tile('local', { name: `${e.detail.name} (you)`, local: true });
+      local.el.classList.add('no-video');
+    }
+    for (const p of e.detail.participants) {
+      if (p.role === 'viewer') audience.add(p.participant_id);
+      else participantTile(call, p.participant_id);
+    }
+    showAudience(e.detail.grants.role === 'presenter');
   });
   call.addEventListener('local_track', (e) => {
     const { source, track } = e.detail;
@@ -451,10 +469,20 @@ function wire(call) {
     updateButtons(call);
   });
   call.addEventListener('participant_joined', (e) => {
+    // A broadcast's viewers are an audience, counted, not tiles (there may be hundreds).
+    if (e.detail.role === 'viewer') {
+      audience.add(e.detail.participant_id);
+      showAudience(true);
+      return;
+    }
     participantTile(call, e.detail.participant_id).nameEl.textContent = e.detail.name || e.detail.identity;
     setStatus(`${e.detail.name || e.detail.identity} joined`);
   });
   call.addEventListener('participant_left', (e) => {
+    if (audience.delete(e.detail.participant_id)) {
+      showAudience(true);
+      return;
+    }
     removeTile(`p${e.detail.participant_id}`);
     setStatus(`${e.detail.name || e.detail.identity || 'someone'} left`);
   });
