@@ -281,6 +281,9 @@ struct Participant {
     /// Forwarders of m-lines that carry nothing now, kept so that the stream continues
     /// when the m-line is given another track. At most one per m-line.
     idle_forwarders: Vec<(Mid, IdleStream)>,
+    /// Hears of the viewers of its room: presenters and participants do, a viewer if it
+    /// asked (`join.audience`).
+    hears_audience: bool,
     /// Its DTLS handshake failed and the log said why (once, not per datagram).
     dtls_failure_logged: bool,
     /// What it shows (`view`).
@@ -758,11 +761,12 @@ impl Shard {
             .filter_map(|t| self.tracks.get(t).map(|t| t.info.clone()))
             .collect();
         // A viewer learns of the presenters and participants, not of the rest of the
-        // audience (hundreds of entries, and of no use to it).
+        // audience (hundreds of entries, and of no use to it), unless it asked.
+        let hears_audience = !viewer || join.audience;
         let participants = others
             .iter()
             .filter_map(|p| self.participants.get(p))
-            .filter(|p| !viewer || !p.grants.is_viewer())
+            .filter(|p| hears_audience || !p.grants.is_viewer())
             .map(|p| p.info.clone())
             .collect();
         info!(participant = %id, identity = %info.identity, room = %join.room, "joined");
@@ -780,12 +784,13 @@ impl Shard {
             },
         );
         for other in others {
-            // A viewer is announced to presenters and participants only.
+            // A viewer is announced to presenters and participants, and to the viewers
+            // that asked.
             if viewer
                 && self
                     .participants
                     .get(&other)
-                    .is_some_and(|p| p.grants.is_viewer())
+                    .is_some_and(|p| !p.hears_audience)
             {
                 continue;
             }
@@ -798,6 +803,7 @@ impl Shard {
                 info,
                 room: join.room,
                 grants: join.grants,
+                hears_audience,
                 rtc,
                 ufrag,
                 udp_port,
@@ -1087,7 +1093,8 @@ impl Shard {
         self.broadcast_to(room, except, message, true);
     }
 
-    /// [`Shard::broadcast`], leaving out the viewers unless `viewers`.
+    /// [`Shard::broadcast`], leaving out the viewers that did not ask to hear of the
+    /// audience unless `viewers`.
     fn broadcast_to(
         &mut self,
         room: &str,
@@ -1103,7 +1110,7 @@ impl Shard {
                 && self
                     .participants
                     .get(member)
-                    .is_some_and(|p| p.grants.is_viewer());
+                    .is_some_and(|p| !p.hears_audience);
             if *member != except && !skip {
                 self.outputs
                     .push_back(ShardOutput::Signal(*member, message.clone()));

@@ -83,6 +83,7 @@ async fn join_one(plane: &Plane) -> (ParticipantId, mpsc::Receiver<ServerMessage
         grants: Grants::default(),
         transport: Transport::Auto,
         ice_servers: Vec::new(),
+        audience: false,
     };
     let id = plane.join(join, events).unwrap();
     let first = tokio::time::timeout(Duration::from_secs(5), rx.recv())

@@ -1,5 +1,6 @@
 //! Sans-IO tests of broadcast rooms: roles in the token, a receive-only audience counted
-//! apart from the presenters, the 501st viewer refused, viewers not told of each other, a
+//! apart from the presenters, the 501st viewer refused, viewers not told of each other
+//! unless they ask, a
 //! burst of 500 joining viewers served with a few keyframes, and a viewer on a weak
 //! network moved to a lower layer of the screen share by its losses alone.
 
@@ -74,6 +75,32 @@ fn the_501st_viewer_is_refused_and_viewers_are_not_told_of_each_other() {
     };
     assert_eq!(left(presenter), 1);
     assert_eq!(left(viewers[8]), 0);
+}
+
+#[test]
+fn a_viewer_that_asks_hears_of_the_rest_of_the_audience() {
+    let mut net = Net::new(ShardConfig::default());
+    net.join("presenter", role(Role::Presenter));
+    let quiet = net.join("quiet", role(Role::Viewer));
+    net.join_audience = true;
+    let curious = net.join("curious", role(Role::Viewer));
+    let late = net.join("late", role(Role::Viewer));
+    assert_eq!(heard_of(&net, curious), vec!["presenter", "quiet", "late"]);
+    assert_eq!(heard_of(&net, quiet), vec!["presenter"]);
+    assert_eq!(
+        heard_of(&net, late),
+        vec!["presenter"],
+        "asking is per join"
+    );
+    net.shard.leave(net.now, net.client(quiet).id);
+    net.pump();
+    let left = |i: usize| {
+        net.client(i)
+            .messages()
+            .filter(|m| matches!(m, ServerMessage::ParticipantLeft { .. }))
+            .count()
+    };
+    assert_eq!((left(curious), left(late)), (1, 0));
 }
 
 #[test]

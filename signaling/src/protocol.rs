@@ -144,6 +144,10 @@ pub enum ClientMessage {
         /// How the client will reach the media server; `auto` when absent.
         #[serde(default)]
         transport: Transport,
+        /// A viewer that wants to hear of the rest of the audience (`participant_joined`
+        /// and `participant_left` of other viewers, and them in `joined`); others always do.
+        #[serde(default)]
+        audience: bool,
     },
     Offer {
         sdp: String,
@@ -487,13 +491,18 @@ mod tests {
             ClientMessage::Join {
                 token: "abc".into(),
                 transport: Transport::Auto,
+                audience: false,
             }
         );
         assert_eq!(
-            ClientMessage::parse(r#"{"type":"join","token":"abc","transport":"relay"}"#).unwrap(),
+            ClientMessage::parse(
+                r#"{"type":"join","token":"abc","transport":"relay","audience":true}"#
+            )
+            .unwrap(),
             ClientMessage::Join {
                 token: "abc".into(),
                 transport: Transport::Relay,
+                audience: true,
             }
         );
         assert_eq!(

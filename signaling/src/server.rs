@@ -46,6 +46,8 @@ pub struct Join {
     /// Handed to the client in `joined` (TURN URLs with credentials minted for it; only
     /// those over TCP and TLS with `force_tcp`).
     pub ice_servers: Vec<IceServer>,
+    /// A viewer that asked to hear of the other viewers.
+    pub audience: bool,
 }
 
 /// Mints the ICE servers (TURN URLs and credentials) for a participant's identity.
@@ -362,8 +364,15 @@ impl Session {
         let participant = self.joined.as_ref().map(|(p, _)| *p);
         let request = message.request_type();
         let step = match (message, participant) {
-            (ClientMessage::Join { token, transport }, None) => {
-                return self.join(&token, transport).await;
+            (
+                ClientMessage::Join {
+                    token,
+                    transport,
+                    audience,
+                },
+                None,
+            ) => {
+                return self.join(&token, transport, audience).await;
             }
             (ClientMessage::Join { .. }, Some(_)) => Err(ErrorMessage::new(
                 ErrorCode::AlreadyJoined,
@@ -404,7 +413,7 @@ impl Session {
         }
     }
 
-    async fn join(&mut self, token: &str, transport: Transport) -> Step {
+    async fn join(&mut self, token: &str, transport: Transport, audience: bool) -> Step {
         let claims = match self.state.config.tokens.verify(token) {
             Ok(claims) => claims,
             Err(e) => {
@@ -422,6 +431,7 @@ impl Session {
             grants: claims.grants.effective(),
             transport,
             ice_servers,
+            audience,
         };
         match self.state.plane.join(join, events_tx) {
             Ok(participant) => {

@@ -503,6 +503,7 @@ async fn open(
         grants,
         transport: Transport::Auto,
         ice_servers: ice_servers.clone(),
+        audience: false,
     };
     let participant = match state.plane.join(join, events_tx) {
         Ok(participant) => participant,

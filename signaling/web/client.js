@@ -213,10 +213,12 @@ export class Call extends EventTarget {
    * @param {string} [opts.codec] the camera's codec with `svc`: `VP9` (default) or `AV1`
    * @param {boolean} [opts.dependencyDescriptor] negotiate the dependency descriptor on
    *   every video transceiver (needed to receive AV1 SVC in Chrome; default false)
+   * @param {boolean} [opts.audience] as a broadcast's viewer, hear of the other viewers too
+   *   (default false: a viewer hears only of presenters and participants)
    */
   constructor({
     url, token, iceServers = [], iceTransportPolicy = 'all', fallback = true, simulcast = true,
-    svc = null, codec = 'VP9', dependencyDescriptor = false,
+    svc = null, codec = 'VP9', dependencyDescriptor = false, audience = false,
   } = {}) {
     super();
     this.url = url || defaultUrl();
@@ -231,6 +233,8 @@ export class Call extends EventTarget {
     this.codec = String(codec || 'VP9').toUpperCase();
     /** Whether video transceivers negotiate the dependency descriptor. */
     this.dependencyDescriptor = !!dependencyDescriptor;
+    /** A viewer that asks to hear of the rest of the audience. */
+    this.audience = !!audience;
     /** `auto` or `relay`: what the join asks for (docs/protocol.md). */
     this.transport = iceTransportPolicy === 'relay' ? 'relay' : 'auto';
     /** Whether this call fell back to TURN over TCP/TLS. */
@@ -605,7 +609,7 @@ export class Call extends EventTarget {
         resolve: (m) => { clearTimeout(timer); resolve(m); },
         reject: (e) => { clearTimeout(timer); reject(e); },
       };
-      this._send({ type: 'join', token: this.token, transport: this.transport });
+      this._send({ type: 'join', token: this.token, transport: this.transport, ...(this.audience ? { audience: true } : {}) });
     });
   }
 

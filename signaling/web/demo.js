@@ -14,7 +14,8 @@
 // svc=MODE (send the camera as one SVC stream in that scalability mode, e.g. L3T3_KEY)
 // and codec=VP9|AV1 (its codec; VP9 by default); dd=1 (negotiate the dependency
 // descriptor on every video transceiver: needed to receive AV1 SVC); role=presenter|viewer (with the dev
-// tokens: a broadcast's presenter, or a viewer, who watches and listens only).
+// tokens: a broadcast's presenter, or a viewer, who watches and listens only); audience=1
+// (a viewer that counts the rest of the audience too).
 import { Call } from '/client.js';
 
 const $ = (id) => document.getElementById(id);
@@ -554,6 +555,7 @@ async function join(room, name) {
       svc: query.get('svc'),
       codec: query.get('codec') || 'VP9',
       dependencyDescriptor: query.get('dd') === '1',
+      audience: query.get('audience') === '1',
     });
     window.demo.call = call;
     wire(call);

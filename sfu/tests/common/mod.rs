@@ -272,6 +272,8 @@ pub struct Net {
     step: u64,
     /// The shard's next deadline, as it last said.
     deadline: Instant,
+    /// The next join asks to hear of the rest of the audience (`join.audience`).
+    pub join_audience: bool,
 }
 
 impl Net {
@@ -287,6 +289,7 @@ impl Net {
             rng: 0x9e37_79b9_7f4a_7c15,
             step: 0,
             deadline: now,
+            join_audience: false,
         }
     }
 
@@ -381,6 +384,7 @@ impl Net {
                 username: Some(format!("9999999999:{name}")),
                 credential: Some("pw".into()),
             }],
+            audience: std::mem::take(&mut self.join_audience),
         };
         let available = LocalCandidates {
             udp: vec![Net::server()],
