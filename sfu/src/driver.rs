@@ -11,20 +11,23 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io::{self, IoSliceMut};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures_util::StreamExt;
+use nix::errno::Errno;
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
 use quinn_udp::{RecvMeta, UdpSocketState};
 use signaling::protocol::{ErrorCode, ErrorMessage, LeaveReason, ParticipantId, ServerMessage};
 use signaling::{Join, MediaPlane, Request};
 use str0m::ice::StunMessage;
-use str0m::net::Protocol;
+use str0m::net::{Protocol, Transmit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{Notify, mpsc};
@@ -38,6 +41,9 @@ use crate::shard::{LocalCandidates, Shard, ShardConfig, ShardOutput, shard_of_uf
 
 /// Commands queued per shard before `join` and requests answer `server_busy`.
 const COMMAND_QUEUE: usize = 1024;
+
+/// Most datagrams sent with one sendmmsg.
+const SEND_BATCH: usize = 64;
 
 /// Socket buffers asked for, per media socket.
 const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
@@ -337,6 +343,10 @@ struct Driver {
     load: HashMap<u16, usize>,
     /// The deadline the timer task sleeps until.
     deadline: Instant,
+    /// UDP datagrams to send, in order, sent [`SEND_BATCH`] at a time with sendmmsg: the
+    /// fan-out of one packet to hundreds of viewers costs a few system calls, not one each.
+    udp_out: Vec<Transmit>,
+    send_headers: MultiHeaders<SockaddrStorage>,
 }
 
 impl Driver {
@@ -353,23 +363,9 @@ impl Driver {
                     }
                 }
                 ShardOutput::Transmit(t) => {
-                    let Some(socket) = self.sockets.get(&t.source.port()) else {
-                        warn!("no socket for {}", t.source);
-                        continue;
-                    };
-                    let transmit = quinn_udp::Transmit {
-                        destination: t.destination,
-                        ecn: None,
-                        contents: &t.contents,
-                        segment_size: None,
-                        src_ip: None,
-                    };
-                    match socket.state.try_send((&socket.udp).into(), &transmit) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            self.core.counters.drop(DropReason::SendBufferFull);
-                        }
-                        Err(e) => debug!("send to {} failed: {e}", t.destination),
+                    self.udp_out.push(t);
+                    if self.udp_out.len() >= SEND_BATCH {
+                        self.flush_udp();
                     }
                 }
                 ShardOutput::Signal(id, message) => {
@@ -406,9 +402,67 @@ impl Driver {
                     }
                 }
                 ShardOutput::Timeout(at) => {
+                    // Nothing more to do now: what is queued goes out.
+                    self.flush_udp();
                     let earlier = at < self.deadline;
                     self.deadline = at;
                     return earlier;
+                }
+            }
+        }
+    }
+
+    /// Sends the queued UDP datagrams: each run from one socket with sendmmsg, in order.
+    fn flush_udp(&mut self) {
+        let mut out = std::mem::take(&mut self.udp_out);
+        let mut start = 0;
+        while start < out.len() {
+            let port = out[start].source.port();
+            let len = out[start..]
+                .iter()
+                .take_while(|t| t.source.port() == port)
+                .count();
+            self.send_run(port, &out[start..start + len]);
+            start += len;
+        }
+        out.clear();
+        self.udp_out = out;
+    }
+
+    /// Sends datagrams from the socket of `port` (at most [`SEND_BATCH`]). One that the
+    /// kernel cannot take now (a full send buffer) is counted and dropped, as a router
+    /// would; the others still go.
+    fn send_run(&mut self, port: u16, run: &[Transmit]) {
+        let Some(socket) = self.sockets.get(&port) else {
+            warn!("no socket for port {port}");
+            return;
+        };
+        let fd = socket.udp.as_raw_fd();
+        let addrs: Vec<Option<SockaddrStorage>> = run
+            .iter()
+            .map(|t| Some(SockaddrStorage::from(t.destination)))
+            .collect();
+        let iov: Vec<[IoSlice<'_>; 1]> = run.iter().map(|t| [IoSlice::new(&t.contents)]).collect();
+        let mut offset = 0;
+        while offset < run.len() {
+            let sent = sendmmsg(
+                fd,
+                &mut self.send_headers,
+                iov[offset..].iter(),
+                &addrs[offset..],
+                [],
+                MsgFlags::empty(),
+            );
+            match sent {
+                Ok(results) => offset += results.count().max(1),
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => {
+                    self.core.counters.drop(DropReason::SendBufferFull);
+                    offset += 1;
+                }
+                Err(e) => {
+                    debug!("send to {} failed: {e}", run[offset].destination);
+                    offset += 1;
                 }
             }
         }
@@ -560,6 +614,8 @@ async fn run_shard(
         ports_of: HashMap::new(),
         load,
         deadline: now + Duration::from_secs(1),
+        udp_out: Vec::with_capacity(SEND_BATCH),
+        send_headers: MultiHeaders::preallocate(SEND_BATCH, None),
     }));
     let wake = Rc::new(Notify::new());
     for socket in by_port.into_values() {
