@@ -10,7 +10,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Net, assert_switches_at_keyframes, between, everyone, layer_runs};
+use common::{
+    Net, assert_on_top_layer, assert_switches_at_keyframes, between, everyone, layer_runs,
+};
 use sfu::shard::ShardConfig;
 use signaling::protocol::{ErrorCode, ServerMessage, Source};
 use signaling::{Grants, Role};
@@ -32,6 +34,14 @@ fn heard_of(net: &Net, i: usize) -> Vec<String> {
         }
     }
     names
+}
+
+/// How many `participant_left` a client was sent.
+fn left(net: &Net, i: usize) -> usize {
+    net.client(i)
+        .messages()
+        .filter(|m| matches!(m, ServerMessage::ParticipantLeft { .. }))
+        .count()
 }
 
 #[test]
@@ -67,14 +77,8 @@ fn the_501st_viewer_is_refused_and_viewers_are_not_told_of_each_other() {
     // A viewer leaving is news to the presenters, not to the audience.
     net.shard.leave(net.now, net.client(viewers[7]).id);
     net.pump();
-    let left = |i: usize| {
-        net.client(i)
-            .messages()
-            .filter(|m| matches!(m, ServerMessage::ParticipantLeft { .. }))
-            .count()
-    };
-    assert_eq!(left(presenter), 1);
-    assert_eq!(left(viewers[8]), 0);
+    assert_eq!(left(&net, presenter), 1);
+    assert_eq!(left(&net, viewers[8]), 0);
 }
 
 #[test]
@@ -94,13 +98,7 @@ fn a_viewer_that_asks_hears_of_the_rest_of_the_audience() {
     );
     net.shard.leave(net.now, net.client(quiet).id);
     net.pump();
-    let left = |i: usize| {
-        net.client(i)
-            .messages()
-            .filter(|m| matches!(m, ServerMessage::ParticipantLeft { .. }))
-            .count()
-    };
-    assert_eq!((left(curious), left(late)), (1, 0));
+    assert_eq!((left(&net, curious), left(&net, late)), (1, 0));
 }
 
 #[test]
@@ -218,15 +216,7 @@ fn a_viewer_on_a_weak_network_gets_a_lower_layer_without_touching_the_others() {
     net.run(Duration::from_secs(4));
     let t0 = net.now;
     net.run(Duration::from_secs(2));
-    for &v in &viewers {
-        let got = between(&net.client(v).received[&screen], t0, net.now);
-        assert_eq!(
-            layer_runs(&got),
-            vec![2],
-            "{} on the top layer",
-            net.client(v).name
-        );
-    }
+    assert_on_top_layer(&net, &viewers, screen, t0);
     // The weak viewer's downlink carries 600 kbit/s, the top layer needs about 1.
     net.clients[weak].downlink.cap_bps = Some(600_000);
     let capped = net.now;

@@ -9,7 +9,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    Net, Received, Svc, VideoShape, assert_switches_at_keyframes, between, everyone, layer_runs,
+    Net, Received, Svc, VideoShape, assert_on_top_layer, assert_switches_at_keyframes, between,
+    everyone, layer_runs,
 };
 use sfu::shard::ShardConfig;
 use signaling::protocol::{ErrorCode, ParticipantId, Quality, ServerMessage, Source, TrackQuality};
@@ -39,15 +40,7 @@ fn a_subscriber_with_less_bandwidth_gets_a_lower_layer_and_goes_back_up() {
     net.run(Duration::from_secs(6));
     let t0 = net.now;
     net.run(Duration::from_secs(2));
-    for i in [bob, carol] {
-        let got = between(&net.client(i).received[&camera], t0, net.now);
-        assert_eq!(
-            layer_runs(&got),
-            vec![2],
-            "{} on the top layer",
-            net.client(i).name
-        );
-    }
+    assert_on_top_layer(&net, &[bob, carol], camera, t0);
     // Bob's downlink drops to 600 kbit/s: his estimate follows, his layer goes down.
     net.clients[bob].downlink.cap_bps = Some(600_000);
     let capped = net.now;

@@ -889,3 +889,16 @@ pub fn assert_switches_at_keyframes(received: &[Received], link_losses: u64, wha
         "{what}: {missing} sequence numbers never arrived, the link lost only {link_losses}"
     );
 }
+
+/// Each of `clients` received nothing but the top layer (2) of `track` since `from`.
+pub fn assert_on_top_layer(net: &Net, clients: &[usize], track: TrackId, from: Instant) {
+    for &i in clients {
+        let got = between(&net.client(i).received[&track], from, net.now);
+        assert_eq!(
+            layer_runs(&got),
+            vec![2],
+            "{} on the top layer",
+            net.client(i).name
+        );
+    }
+}
