@@ -979,7 +979,12 @@ export class Call extends EventTarget {
     }
     const local = pair && report.get(pair.localCandidateId);
     if (!local) return null;
-    if (local.candidateType === 'relay') return `TURN/${String(local.relayProtocol || 'udp').toUpperCase()}`;
+    // Relayed: a relay candidate, or a peer-reflexive one learnt through the relay (the
+    // server host answers the relay's checks from the address they came from, which may
+    // be another of its addresses). Chrome gives that one the relay's protocol too.
+    if (local.candidateType === 'relay' || local.relayProtocol) {
+      return `TURN/${String(local.relayProtocol || 'udp').toUpperCase()}`;
+    }
     return String(local.protocol || 'udp').toUpperCase();
   }
 
