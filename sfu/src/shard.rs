@@ -25,7 +25,7 @@ use str0m::media::Rid;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive, TcpType, Transmit};
 use str0m::rtp::{Extension, RtpPacket, RtpWrite, Ssrc, Vp8Descriptor};
-use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc};
+use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcError};
 use tracing::{debug, info, warn};
 
 use crate::forwarder::{
@@ -919,8 +919,8 @@ impl Shard {
             return;
         };
         if let Err(e) = p.rtc.handle_input(Input::Receive(now, receive)) {
-            let e = e.to_string();
-            if e.contains("DTLS error") && !p.dtls_failure_logged {
+            // Matched, not formatted: a flood of refused datagrams allocates nothing.
+            if matches!(e, RtcError::Dtls(_)) && !p.dtls_failure_logged {
                 // Once per participant: a client whose certificate the DTLS stack cannot
                 // take fails every handshake datagram the same way.
                 p.dtls_failure_logged = true;

@@ -558,6 +558,9 @@ async fn open(
     let id = random_hex();
     let etag = format!("\"{}\"", &random_hex()[..16]);
     info!(%participant, protocol = protocol.path(), session = %id, room = %claims.room, identity = %claims.sub, "session opened");
+    // The session is in the map before its task can look for it: a participant removed at
+    // once (its task ending before the insert) would otherwise leave an entry behind.
+    let mut sessions = state.sessions.lock();
     let task = tokio::spawn(follow(
         state.clone(),
         id.clone(),
@@ -565,7 +568,7 @@ async fn open(
         events,
         watch,
     ));
-    state.sessions.lock().insert(
+    sessions.insert(
         id.clone(),
         Session {
             protocol,
@@ -577,6 +580,7 @@ async fn open(
             task: task.abort_handle(),
         },
     );
+    drop(sessions);
 
     let mut response = (StatusCode::CREATED, answer).into_response();
     let h = response.headers_mut();
