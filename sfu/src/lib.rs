@@ -7,6 +7,7 @@
 pub mod driver;
 pub mod forwarder;
 pub mod metrics;
+pub mod pacer;
 pub mod selection;
 pub mod shard;
 pub mod svc;

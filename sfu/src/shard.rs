@@ -31,6 +31,7 @@ use tracing::{debug, info, warn};
 use crate::forwarder::{
     Decision, DropReason, Forwarder, Select, Vp8Continuity, keyframe_start, select, select_svc,
 };
+use crate::pacer::{Offer, Pacer};
 use crate::selection::{self, RateMeter, Speech, VideoItem};
 use crate::svc::{
     DD_EXTENSION_ID, DD_URI, DdBytes, DdExtension, DdStructure, FrameNumbers, LayerInfo, parse_dd,
@@ -273,6 +274,10 @@ struct Participant {
     rtc_timeout: Option<Instant>,
     /// In the shard's dirty queue: its `Rtc` has output to drain.
     dirty: bool,
+    /// Paces what it is sent, where its `Rtc` does not (no TWCC estimator: a viewer).
+    pacer: Option<Pacer>,
+    /// When its pacer lets the next datagram go, as queued in the shard's timers.
+    pace_at: Option<Instant>,
     publications: Vec<Publication>,
     /// Slots: a track's subscriber list names a slot, which stays put while it lives.
     subscriptions: Vec<Option<Subscription>>,
@@ -401,6 +406,34 @@ struct Subscription {
 /// per packet ([`Shard::on_egress_loss`]): a viewer on a weak network gets a lower layer.
 fn estimates(grants: &Grants) -> bool {
     grants.publish_audio || grants.publish_video || grants.publish_screen
+}
+
+/// How fast a participant without a str0m pacer is sent to: this many times what it
+/// should receive (its loss-based estimate, else everything it is shown at the best
+/// layer), so that a keyframe or a burst of retransmissions goes out over a few frame
+/// intervals, not at once. (libwebrtc paces at 2.5 times its estimate too.)
+const PACE_FACTOR: f64 = 2.5;
+
+/// What a participant is paced at, however little it is shown (its first keyframe is
+/// not held back before its layers are known).
+const PACE_MIN_BPS: u64 = 1_000_000;
+
+/// The rate its pacer lets a participant's video through.
+fn pace_rate(p: &Participant) -> u64 {
+    let should_get = p.estimate.unwrap_or(p.ideal_bps).max(p.chosen_bps);
+    (should_get.max(PACE_MIN_BPS) as f64 * PACE_FACTOR) as u64
+}
+
+/// Counts a datagram and queues it for the driver to send.
+fn emit(counters: &mut Counters, outputs: &mut VecDeque<ShardOutput>, t: Transmit) {
+    if t.proto == Protocol::Udp {
+        counters.tx_packets += 1;
+        counters.tx_bytes += t.contents.len() as u64;
+    } else {
+        counters.tcp_tx_packets += 1;
+        counters.tcp_tx_bytes += t.contents.len() as u64;
+    }
+    outputs.push_back(ShardOutput::Transmit(t));
 }
 
 /// A subscriber whose oldest unsent packet waited this long in its pacer (a keyframe
@@ -812,6 +845,8 @@ impl Shard {
                 media_deadline: None,
                 rtc_timeout: None,
                 dirty: false,
+                pacer: (!estimates(&join.grants)).then(|| Pacer::new(now)),
+                pace_at: None,
                 publications: Vec::new(),
                 subscriptions: Vec::new(),
                 ssrc_tracks: Vec::new(),
@@ -948,8 +983,15 @@ impl Shard {
             let Some(p) = self.participants.get_mut(&id) else {
                 continue;
             };
+            if p.pace_at == Some(at) {
+                p.pace_at = None;
+                self.release_paced(id);
+            }
+            let Some(p) = self.participants.get_mut(&id) else {
+                continue;
+            };
             if p.rtc_timeout != Some(at) {
-                continue; // Stale: its deadline moved since.
+                continue; // Stale: its deadline moved since (or a pacer's).
             }
             p.rtc_timeout = None;
             if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
@@ -1002,14 +1044,32 @@ impl Shard {
             }
             match p.rtc.poll_output() {
                 Ok(Output::Transmit(t)) => {
-                    if t.proto == Protocol::Udp {
-                        self.counters.tx_packets += 1;
-                        self.counters.tx_bytes += t.contents.len() as u64;
-                    } else {
-                        self.counters.tcp_tx_packets += 1;
-                        self.counters.tcp_tx_bytes += t.contents.len() as u64;
-                    }
-                    self.outputs.push_back(ShardOutput::Transmit(t));
+                    let rate = pace_rate(p);
+                    let offer = match p.pacer.as_mut() {
+                        Some(pacer) => pacer.offer(self.now, rate, t),
+                        None => Offer::Send(t),
+                    };
+                    let t = match offer {
+                        Offer::Send(t) => t,
+                        Offer::Queued => {
+                            if p.pace_at.is_none() {
+                                let at = p
+                                    .pacer
+                                    .as_ref()
+                                    .and_then(|x| x.next_release(self.now, rate));
+                                p.pace_at = at;
+                                if let Some(at) = at {
+                                    self.timers.push(Reverse((at, id)));
+                                }
+                            }
+                            continue;
+                        }
+                        Offer::Dropped => {
+                            self.counters.drop(DropReason::PacerBacklog);
+                            continue;
+                        }
+                    };
+                    emit(&mut self.counters, &mut self.outputs, t);
                 }
                 Ok(Output::Timeout(at)) => {
                     p.dirty = false;
@@ -2120,6 +2180,9 @@ impl Shard {
                         .map(|x| x.pt());
                     if let Some(o) = out {
                         s.pts.push((pt_in, o));
+                        if let (false, Some(pacer)) = (video, sub.pacer.as_mut()) {
+                            pacer.mark_audio(*o);
+                        }
                     }
                     out
                 }
@@ -2128,16 +2191,18 @@ impl Shard {
                 self.counters.drop(DropReason::NoCodec);
                 continue;
             };
+            let paced_since = sub.pacer.as_ref().map(Pacer::oldest);
             let mut api = sub.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(s.mid, None) else {
                 self.counters.drop(DropReason::NoStream);
                 continue;
             };
-            // Its pacer holds more than it can send (the estimate fell below a stream
-            // that has no lower layer, or it stopped reading): stop feeding it; it
-            // resumes at a keyframe once its queue has drained. (Before the forwarder
-            // numbers the packet: a cut leaves no gap.)
-            let backlog = tx.queue_info().and_then(|q| q.first_unsent());
+            // Its pacer (str0m's, or ours) holds more than it can send (the estimate fell
+            // below a stream that has no lower layer, or it stopped reading): stop feeding
+            // it; it resumes at a keyframe once its queue has drained. (Before the
+            // forwarder numbers the packet: a cut leaves no gap.)
+            let backlog =
+                paced_since.unwrap_or_else(|| tx.queue_info().and_then(|q| q.first_unsent()));
             if backlog.is_some_and(|at| self.now.saturating_duration_since(at) > MAX_PACER_DELAY) {
                 s.current = None;
                 self.counters.drop(DropReason::PacerBacklog);
@@ -2236,13 +2301,34 @@ impl Shard {
         self.outputs.push_back(ShardOutput::Closed(id));
     }
 
+    /// Its pacer's time came: what may leave now goes, and the next release is queued.
+    fn release_paced(&mut self, id: ParticipantId) {
+        let Some(p) = self.participants.get_mut(&id) else {
+            return;
+        };
+        let rate = pace_rate(p);
+        let Some(pacer) = p.pacer.as_mut() else {
+            return;
+        };
+        let (counters, outputs) = (&mut self.counters, &mut self.outputs);
+        p.pace_at = pacer.release(self.now, rate, |t| emit(counters, outputs, t));
+        if let Some(at) = p.pace_at {
+            self.timers.push(Reverse((at, id)));
+        }
+    }
+
     /// Drops the stale entries of the timer heap (deadlines that moved since they were
     /// queued), which otherwise wait there until their time.
     fn rebuild_timers(&mut self) {
         self.timers = self
             .participants
             .iter()
-            .filter_map(|(id, p)| p.rtc_timeout.map(|at| Reverse((at, *id))))
+            .flat_map(|(id, p)| {
+                [p.rtc_timeout, p.pace_at]
+                    .into_iter()
+                    .flatten()
+                    .map(|at| Reverse((at, *id)))
+            })
             .collect();
     }
 
@@ -2253,7 +2339,7 @@ impl Shard {
             if self
                 .participants
                 .get(&id)
-                .is_some_and(|p| p.rtc_timeout == Some(at))
+                .is_some_and(|p| p.rtc_timeout == Some(at) || p.pace_at == Some(at))
             {
                 return at.min(self.next_tick);
             }

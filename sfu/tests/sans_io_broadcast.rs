@@ -11,7 +11,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Net, assert_on_top_layer, assert_switches_at_keyframes, between, everyone, layer_runs,
+    Net, VideoShape, assert_on_top_layer, assert_switches_at_keyframes, between, everyone,
+    layer_runs,
 };
 use sfu::shard::ShardConfig;
 use signaling::protocol::{ErrorCode, ServerMessage, Source};
@@ -221,7 +222,9 @@ fn a_viewer_on_a_weak_network_gets_a_lower_layer_without_touching_the_others() {
     net.clients[weak].downlink.cap_bps = Some(600_000);
     let capped = net.now;
     net.run(Duration::from_secs(20));
-    let during = between(&net.client(weak).received[&screen], capped, net.now);
+    // In the order it was sent (a retransmission arrives late, on its layer).
+    let mut during = between(&net.client(weak).received[&screen], capped, net.now);
+    during.sort_by_key(|r| r.seq_no);
     let fell = during
         .iter()
         .position(|r| r.layer < 2)
@@ -274,12 +277,126 @@ fn a_viewer_on_a_weak_network_gets_a_lower_layer_without_touching_the_others() {
         "back on the top layer: {:?}",
         layer_runs(&after)
     );
-    let all = between(&net.client(weak).received[&screen], t0, net.now);
+    let mut all = between(&net.client(weak).received[&screen], t0, net.now);
+    all.sort_by_key(|r| r.seq_no);
     assert_switches_at_keyframes(&all, net.client(weak).downlink.dropped, "the weak viewer");
     println!(
         "weak viewer: layers {:?}, down {:?} after the cap, {} datagrams lost to the cap",
         layer_runs(&all),
         during[fell].at - capped,
         dropped
+    );
+}
+
+#[test]
+fn a_viewers_burst_of_retransmissions_is_paced_and_holds_up_no_one() {
+    // A 4 Mbit/s screen share (20 datagrams of 1000 bytes a frame) to four viewers.
+    let mut net = Net::new(ShardConfig::default());
+    net.video = VideoShape {
+        packets: [20, 20, 20],
+        bytes: [1000; 3],
+        frame_every: 8,
+    };
+    let presenter = net.join("presenter", role(Role::Presenter));
+    net.negotiate(presenter, &[Source::Microphone, Source::Screen]);
+    let viewers: Vec<usize> = (0..4)
+        .map(|v| {
+            let i = net.join(&format!("viewer{v}"), role(Role::Viewer));
+            net.negotiate(i, &[]);
+            i
+        })
+        .collect();
+    let (burst, others) = (viewers[0], &viewers[1..]);
+    let screen = net.track_of(presenter, Source::Screen);
+    let mic = net.track_of(presenter, Source::Microphone);
+    net.run(Duration::from_secs(3));
+    // Its downlink loses everything for 160 ms (four frames, 80 datagrams of video);
+    // when it comes back, one NACK asks for them all (a receiver asks for at most the
+    // last 100: str0m's window, as libwebrtc's).
+    net.longest_run.clear();
+    let cut = net.now;
+    net.clients[burst].downlink.loss = 1.0;
+    net.run(Duration::from_millis(160));
+    net.clients[burst].downlink.loss = 0.0;
+    let back = net.now;
+    net.run(Duration::from_secs(2));
+    let end = net.now;
+
+    // What it missed came back: it has every packet another viewer has (the last
+    // frames aside, which may still be on their way).
+    let seqs = |i: usize| -> std::collections::BTreeSet<u64> {
+        between(
+            &net.client(i).received[&screen],
+            cut,
+            end - Duration::from_millis(200),
+        )
+        .iter()
+        .map(|r| r.source_seq)
+        .collect()
+    };
+    let (got, reference) = (seqs(burst), seqs(others[0]));
+    let missing = reference.difference(&got).count();
+    assert!(
+        reference.len() > 400 && missing == 0,
+        "{missing} of {} packets never reached it",
+        reference.len()
+    );
+
+    // Paced: the retransmissions left in small bursts, not all at once; the longest run
+    // of datagrams to it at one instant is a burst of the pacer, and no other viewer
+    // waited behind more.
+    let addr = |i: usize| net.client(i).addr;
+    let longest = net.longest_run[&addr(burst)];
+    assert!(
+        longest <= 16,
+        "{longest} datagrams in a row to the viewer that asked for 80"
+    );
+    for &v in others {
+        let run = net.longest_run.get(&addr(v)).copied().unwrap_or(0);
+        assert!(
+            run <= 16,
+            "{}: {run} datagrams in a row",
+            net.client(v).name
+        );
+    }
+    // At a rate: no more than 40 kB in any 20 ms (the stream itself sends 20 kB a frame).
+    let arrivals = between(&net.client(burst).received[&screen], back, end);
+    for (k, r) in arrivals.iter().enumerate() {
+        let within = arrivals[k..]
+            .iter()
+            .take_while(|x| x.at < r.at + Duration::from_millis(20))
+            .count();
+        assert!(
+            within <= 40,
+            "{within} datagrams within 20 ms of {:?}",
+            r.at - back
+        );
+    }
+    // Its audio never waited behind the video: a packet every 20 ms throughout.
+    let audio = between(&net.client(burst).received[&mic], back, end);
+    let worst = audio.windows(2).map(|w| w[1].at - w[0].at).max().unwrap();
+    assert!(
+        worst <= Duration::from_millis(25),
+        "its audio paused {worst:?} behind the retransmissions"
+    );
+    // The others kept their stream whole: 25 frames of 20 packets a second, no gap.
+    for &v in others {
+        let got = between(&net.client(v).received[&screen], cut, end);
+        let expected = (end - cut).as_secs_f64() * 25.0 * 20.0;
+        assert!(
+            got.len() as f64 >= expected - 20.0,
+            "{}: {} packets of {expected}",
+            net.client(v).name,
+            got.len()
+        );
+        assert!(
+            got.windows(2).all(|w| w[1].seq_no == w[0].seq_no + 1),
+            "{}: a gap",
+            net.client(v).name
+        );
+    }
+    let first_resent = arrivals.iter().find(|r| r.at > back).map(|r| r.at - back);
+    println!(
+        "burst of retransmissions: longest run {longest} datagrams, first back after {first_resent:?}"
     );
 }

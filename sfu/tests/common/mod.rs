@@ -274,6 +274,11 @@ pub struct Net {
     deadline: Instant,
     /// The next join asks to hear of the rest of the audience (`join.audience`).
     pub join_audience: bool,
+    /// The longest run of datagrams the shard sent one address at one instant, one after
+    /// the other: how long everyone else's waited behind it (its driver sends them in
+    /// this order).
+    pub longest_run: HashMap<SocketAddr, usize>,
+    run: Option<(Instant, SocketAddr, usize)>,
 }
 
 impl Net {
@@ -290,6 +295,8 @@ impl Net {
             step: 0,
             deadline: now,
             join_audience: false,
+            longest_run: HashMap::new(),
+            run: None,
         }
     }
 
@@ -480,6 +487,13 @@ impl Net {
                 match self.shard.poll_output() {
                     ShardOutput::Transmit(t) => {
                         moved = true;
+                        let run = match self.run {
+                            Some((at, to, n)) if at == self.now && to == t.destination => n + 1,
+                            _ => 1,
+                        };
+                        self.run = Some((self.now, t.destination, run));
+                        let longest = self.longest_run.entry(t.destination).or_default();
+                        *longest = (*longest).max(run);
                         let Some(c) = self
                             .clients
                             .iter_mut()
