@@ -5,12 +5,17 @@
 //! which overflows the viewer's own bottleneck and, sent by the one thread that serves
 //! every viewer of the shard, makes all the others' packets wait behind it.
 //!
+//! What is paced is what the server makes for one viewer alone: its retransmissions
+//! (RTX payload types, which the shard names). Forwarded media is the same for every
+//! viewer, interleaved between them, and already paced by its publisher; holding it back
+//! only adds to the delay of a server that fell behind (`bench broadcast` lost packets
+//! when a first version paced it too).
+//!
 //! A token bucket per participant, fed at a rate the shard gives (a multiple of what the
-//! viewer should receive), lets its video through while the bucket holds a little burst
-//! and queues the rest, in order, until the bucket refills. Audio, RTCP, STUN and DTLS
-//! never wait. Nothing is done per packet beyond a subtraction unless the viewer bursts.
-//! Sans-IO: the shard asks [`Pacer::offer`] for each datagram and calls
-//! [`Pacer::release`] at the instant it said.
+//! viewer should receive) and drawn on by everything it is sent, lets a retransmission
+//! through while the bucket holds a little burst and queues the rest, in order, until it
+//! refills. Sans-IO: the shard offers each datagram ([`Pacer::offer`]), which also lets
+//! go what waited, and calls [`Pacer::release`] at the instant it was told.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -20,25 +25,18 @@ use str0m::net::Transmit;
 /// How much a viewer may send at once above its rate: this long at its rate.
 const BURST: Duration = Duration::from_millis(10);
 
+/// What waits is let go in rounds this far apart (what the rate gives in this time
+/// leaves together): a timer per datagram would cost more than the sending.
+const ROUND: Duration = Duration::from_millis(5);
+
 /// The burst is never less than this many bytes (eight full datagrams), so that a slow
 /// viewer still gets a small frame in one go.
 const MIN_BURST_BYTES: f64 = 8.0 * 1200.0;
 
-/// Most datagrams a participant's queue holds; the next is dropped (counted). Forwarding
-/// to a participant stops long before (when its oldest waited a second, see the
-/// shard's `MAX_PACER_DELAY`): this bounds what retransmissions can add.
+/// Most datagrams a participant's queue holds; the next is dropped (counted): about a
+/// second at the lowest rate the shard paces at, later than which a retransmission is
+/// of no use.
 pub const MAX_QUEUED: usize = 256;
-
-/// What became of a datagram offered to the pacer.
-#[derive(Debug)]
-pub enum Offer {
-    /// It may leave now.
-    Send(Transmit),
-    /// It waits in the queue; [`Pacer::release`] lets it go.
-    Queued,
-    /// The queue is full: it is dropped.
-    Dropped,
-}
 
 #[derive(Debug)]
 pub struct Pacer {
@@ -49,8 +47,8 @@ pub struct Pacer {
     last: Instant,
     /// Datagrams waiting their turn, oldest first, with when each was offered.
     queue: VecDeque<(Instant, Transmit)>,
-    /// The participant's audio payload types (a bit each), which are not paced.
-    audio_pts: u128,
+    /// The payload types it paces (a bit each): the participant's RTX ones.
+    paced_pts: u128,
 }
 
 impl Pacer {
@@ -59,13 +57,13 @@ impl Pacer {
             budget: MIN_BURST_BYTES,
             last: now,
             queue: VecDeque::new(),
-            audio_pts: 0,
+            paced_pts: 0,
         }
     }
 
-    /// RTP of payload type `pt` is audio: it is not paced.
-    pub fn mark_audio(&mut self, pt: u8) {
-        self.audio_pts |= 1u128 << (pt & 0x7f);
+    /// RTP of payload type `pt` (a retransmission's) is paced.
+    pub fn pace_payload_type(&mut self, pt: u8) {
+        self.paced_pts |= 1u128 << (pt & 0x7f);
     }
 
     /// When the oldest waiting datagram was offered.
@@ -77,16 +75,15 @@ impl Pacer {
         self.queue.len()
     }
 
-    /// Whether a datagram waits its turn: RTP other than audio (video, its
-    /// retransmissions). RTCP, STUN, DTLS and audio go at once (RFC 7983 tells them apart
-    /// by their first byte, RFC 5761 RTP from RTCP by the second; the RTP header is not
-    /// encrypted by SRTP).
+    /// Whether a datagram waits its turn: RTP of a paced payload type. Media, RTCP,
+    /// STUN and DTLS go at once (RFC 7983 tells them apart by their first byte, RFC 5761
+    /// RTP from RTCP by the second; SRTP does not encrypt the RTP header).
     fn paced(&self, contents: &[u8]) -> bool {
         if contents.len() < 12 || contents[0] >> 6 != 2 {
             return false;
         }
         let pt = contents[1] & 0x7f;
-        !(64..96).contains(&pt) && self.audio_pts & (1u128 << pt) == 0
+        !(64..96).contains(&pt) && self.paced_pts & (1u128 << pt) != 0
     }
 
     fn refill(&mut self, now: Instant, rate_bps: u64) {
@@ -97,22 +94,29 @@ impl Pacer {
         self.budget = (self.budget + elapsed * bytes_per_s).min(burst);
     }
 
-    /// A datagram the participant's `Rtc` made at `now`, to be sent at `rate_bps`.
-    pub fn offer(&mut self, now: Instant, rate_bps: u64, t: Transmit) -> Offer {
+    /// A datagram the participant's `Rtc` made at `now`, to be sent at `rate_bps`: hands
+    /// `send` what may leave now, this one or those that waited before it (the queue
+    /// drains as datagrams come, whether or not its timer was served on time). Returns
+    /// false when the queue is full and the datagram was dropped.
+    pub fn offer(
+        &mut self,
+        now: Instant,
+        rate_bps: u64,
+        t: Transmit,
+        mut send: impl FnMut(Transmit),
+    ) -> bool {
         self.refill(now, rate_bps);
-        if !self.paced(&t.contents) {
+        if !self.paced(&t.contents) || (self.queue.is_empty() && self.budget > 0.0) {
             self.budget -= t.contents.len() as f64;
-            return Offer::Send(t);
+            send(t);
+            return true;
         }
-        if self.queue.is_empty() && self.budget > 0.0 {
-            self.budget -= t.contents.len() as f64;
-            return Offer::Send(t);
+        let kept = self.queue.len() < MAX_QUEUED;
+        if kept {
+            self.queue.push_back((now, t));
         }
-        if self.queue.len() >= MAX_QUEUED {
-            return Offer::Dropped;
-        }
-        self.queue.push_back((now, t));
-        Offer::Queued
+        self.drain(send);
+        kept
     }
 
     /// Hands `send` what may leave at `now`, oldest first; returns when the next may, if
@@ -121,26 +125,32 @@ impl Pacer {
         &mut self,
         now: Instant,
         rate_bps: u64,
-        mut send: impl FnMut(Transmit),
+        send: impl FnMut(Transmit),
     ) -> Option<Instant> {
         self.refill(now, rate_bps);
-        while self.budget > 0.0 {
-            let (_, t) = self.queue.pop_front()?;
-            self.budget -= t.contents.len() as f64;
-            send(t);
-        }
+        self.drain(send);
         self.next_release(now, rate_bps)
     }
 
-    /// When the budget is back above zero, if anything waits for it.
+    fn drain(&mut self, mut send: impl FnMut(Transmit)) {
+        while self.budget > 0.0 {
+            let Some((_, t)) = self.queue.pop_front() else {
+                return;
+            };
+            self.budget -= t.contents.len() as f64;
+            send(t);
+        }
+    }
+
+    /// When the budget is a round's worth above zero, if anything waits for it.
     pub fn next_release(&self, now: Instant, rate_bps: u64) -> Option<Instant> {
         if self.queue.is_empty() {
             return None;
         }
-        let deficit = (-self.budget).max(0.0);
-        let wait = deficit / (rate_bps.max(1) as f64 / 8.0);
-        // A microsecond more: the budget is above zero then, not at it.
-        Some(now + Duration::from_secs_f64(wait) + Duration::from_micros(1))
+        let bytes_per_s = rate_bps.max(1) as f64 / 8.0;
+        let round = (bytes_per_s * ROUND.as_secs_f64()).max(1200.0);
+        let wait = (round - self.budget).max(0.0) / bytes_per_s;
+        Some(now + Duration::from_secs_f64(wait))
     }
 }
 
@@ -167,11 +177,10 @@ mod tests {
         let start = Instant::now();
         let rate = 8_000_000; // 1000 bytes a millisecond
         let mut pacer = Pacer::new(start);
+        pacer.pace_payload_type(97);
         let mut sent_at: Vec<Instant> = Vec::new();
         for _ in 0..100 {
-            if let Offer::Send(_) = pacer.offer(start, rate, datagram(96, 1000)) {
-                sent_at.push(start);
-            }
+            pacer.offer(start, rate, datagram(97, 1000), |_| sent_at.push(start));
         }
         // The first burst: 10 ms at the rate (10,000 bytes), one datagram over.
         assert_eq!(sent_at.len(), 10, "sent at once");
@@ -185,8 +194,14 @@ mod tests {
         assert_eq!(sent_at.len(), 100, "everything queued leaves");
         let took = now - start;
         assert!(
-            took >= Duration::from_millis(89) && took <= Duration::from_millis(92),
+            took >= Duration::from_millis(85) && took <= Duration::from_millis(95),
             "90 datagrams queued at 1000 bytes/ms took {took:?}"
+        );
+        let rounds: std::collections::BTreeSet<Instant> = sent_at.iter().copied().collect();
+        assert!(
+            rounds.len() <= 20,
+            "released in rounds (5 ms apart), not one by one: {} instants",
+            rounds.len()
         );
         // Never more than the burst in any 10 ms.
         for (i, at) in sent_at.iter().enumerate() {
@@ -199,44 +214,54 @@ mod tests {
     }
 
     #[test]
-    fn audio_rtcp_and_handshakes_never_wait() {
+    fn media_rtcp_and_handshakes_never_wait() {
         let now = Instant::now();
         let mut pacer = Pacer::new(now);
-        pacer.mark_audio(111);
+        pacer.pace_payload_type(97);
+        pacer.pace_payload_type(99);
         let rate = 1_000_000;
-        while let Offer::Send(_) = pacer.offer(now, rate, datagram(96, 1200)) {}
-        assert_eq!(pacer.queued(), 1, "video waits once the burst is spent");
-        assert!(matches!(
-            pacer.offer(now, rate, datagram(111, 200)),
-            Offer::Send(_)
-        ));
-        // RTCP (a receiver report: packet type 201, second byte 0xc9).
-        assert!(matches!(
-            pacer.offer(now, rate, datagram(0xc9, 60)),
-            Offer::Send(_)
-        ));
-        // A STUN binding response (first byte 0x01) and a DTLS record (22).
+        while pacer.queued() == 0 {
+            pacer.offer(now, rate, datagram(97, 1200), |_| {});
+        }
+        // Each of these leaves at once (the count of what was sent goes up by one).
         let mut stun = datagram(0, 80);
         stun.contents = [0x01, 0x01, 0, 60].repeat(20).into();
-        assert!(matches!(pacer.offer(now, rate, stun), Offer::Send(_)));
         let mut dtls = datagram(0, 80);
         dtls.contents = vec![22u8; 80].into();
-        assert!(matches!(pacer.offer(now, rate, dtls), Offer::Send(_)));
-        // And video still waits behind the first.
-        assert!(matches!(
-            pacer.offer(now, rate, datagram(97, 300)),
-            Offer::Queued
-        ));
+        let unpaced = [
+            datagram(96, 1200), // video
+            datagram(111, 200), // audio
+            datagram(0xc9, 60), // RTCP (a receiver report, packet type 201)
+            stun,               // a STUN binding response (first byte 1)
+            dtls,               // a DTLS record (content type 22)
+        ];
+        for t in unpaced {
+            let mut sent = 0;
+            assert!(pacer.offer(now, rate, t, |_| sent += 1));
+            assert_eq!(sent, 1);
+        }
+        // And a retransmission still waits behind the first.
+        let mut sent = 0;
+        assert!(pacer.offer(now, rate, datagram(99, 300), |_| sent += 1));
+        assert_eq!((sent, pacer.queued()), (0, 2));
         assert_eq!(pacer.oldest(), Some(now));
+        // A datagram offered later lets those that waited go first, timer or not.
+        let later = now + Duration::from_millis(50);
+        let mut order = Vec::new();
+        pacer.offer(later, rate, datagram(97, 100), |t| {
+            order.push(t.contents[1])
+        });
+        assert_eq!(order, [97, 99, 97]);
     }
 
     #[test]
     fn a_full_queue_drops() {
         let now = Instant::now();
         let mut pacer = Pacer::new(now);
+        pacer.pace_payload_type(97);
         let mut dropped = 0;
         for _ in 0..MAX_QUEUED + 50 {
-            if let Offer::Dropped = pacer.offer(now, 1_000_000, datagram(96, 1200)) {
+            if !pacer.offer(now, 1_000_000, datagram(97, 1200), |_| {}) {
                 dropped += 1;
             }
         }

@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 use crate::forwarder::{
     Decision, DropReason, Forwarder, Select, Vp8Continuity, keyframe_start, select, select_svc,
 };
-use crate::pacer::{Offer, Pacer};
+use crate::pacer::Pacer;
 use crate::selection::{self, RateMeter, Speech, VideoItem};
 use crate::svc::{
     DD_EXTENSION_ID, DD_URI, DdBytes, DdExtension, DdStructure, FrameNumbers, LayerInfo, parse_dd,
@@ -410,17 +410,18 @@ fn estimates(grants: &Grants) -> bool {
 
 /// How fast a participant without a str0m pacer is sent to: this many times what it
 /// should receive (its loss-based estimate, else everything it is shown at the best
-/// layer), so that a keyframe or a burst of retransmissions goes out over a few frame
-/// intervals, not at once. (libwebrtc paces at 2.5 times its estimate too.)
+/// layer), so that a burst of retransmissions goes out over a few frame intervals, not
+/// at once. (libwebrtc paces at 2.5 times its estimate too.)
 const PACE_FACTOR: f64 = 2.5;
 
 /// What a participant is paced at, however little it is shown (its first keyframe is
 /// not held back before its layers are known).
 const PACE_MIN_BPS: u64 = 1_000_000;
 
-/// The rate its pacer lets a participant's video through.
-fn pace_rate(p: &Participant) -> u64 {
-    let should_get = p.estimate.unwrap_or(p.ideal_bps).max(p.chosen_bps);
+/// The rate its pacer lets a participant's video through, from its estimate and what
+/// it should get (`Participant::{estimate, ideal_bps, chosen_bps}`).
+fn pace_rate(estimate: Option<u64>, ideal_bps: u64, chosen_bps: u64) -> u64 {
+    let should_get = estimate.unwrap_or(ideal_bps).max(chosen_bps);
     (should_get.max(PACE_MIN_BPS) as f64 * PACE_FACTOR) as u64
 }
 
@@ -1044,32 +1045,21 @@ impl Shard {
             }
             match p.rtc.poll_output() {
                 Ok(Output::Transmit(t)) => {
-                    let rate = pace_rate(p);
-                    let offer = match p.pacer.as_mut() {
-                        Some(pacer) => pacer.offer(self.now, rate, t),
-                        None => Offer::Send(t),
+                    let Some(pacer) = p.pacer.as_mut() else {
+                        emit(&mut self.counters, &mut self.outputs, t);
+                        continue;
                     };
-                    let t = match offer {
-                        Offer::Send(t) => t,
-                        Offer::Queued => {
-                            if p.pace_at.is_none() {
-                                let at = p
-                                    .pacer
-                                    .as_ref()
-                                    .and_then(|x| x.next_release(self.now, rate));
-                                p.pace_at = at;
-                                if let Some(at) = at {
-                                    self.timers.push(Reverse((at, id)));
-                                }
-                            }
-                            continue;
+                    let rate = pace_rate(p.estimate, p.ideal_bps, p.chosen_bps);
+                    let (counters, outputs) = (&mut self.counters, &mut self.outputs);
+                    if !pacer.offer(self.now, rate, t, |t| emit(counters, outputs, t)) {
+                        self.counters.drop(DropReason::PacerBacklog);
+                    }
+                    if p.pace_at.is_none() {
+                        p.pace_at = pacer.next_release(self.now, rate);
+                        if let Some(at) = p.pace_at {
+                            self.timers.push(Reverse((at, id)));
                         }
-                        Offer::Dropped => {
-                            self.counters.drop(DropReason::PacerBacklog);
-                            continue;
-                        }
-                    };
-                    emit(&mut self.counters, &mut self.outputs, t);
+                    }
                 }
                 Ok(Output::Timeout(at)) => {
                     p.dirty = false;
@@ -2175,34 +2165,30 @@ impl Shard {
             let pt_out = match s.pts.iter().find(|(i, _)| *i == pt_in) {
                 Some((_, o)) => Some(*o),
                 None => {
-                    let out = params
-                        .and_then(|x| sub.rtc.codec_config().match_params(x))
-                        .map(|x| x.pt());
-                    if let Some(o) = out {
-                        s.pts.push((pt_in, o));
-                        if let (false, Some(pacer)) = (video, sub.pacer.as_mut()) {
-                            pacer.mark_audio(*o);
+                    let matched = params.and_then(|x| sub.rtc.codec_config().match_params(x));
+                    if let Some(m) = matched {
+                        s.pts.push((pt_in, m.pt()));
+                        if let (Some(rtx), Some(pacer)) = (m.resend(), sub.pacer.as_mut()) {
+                            pacer.pace_payload_type(*rtx);
                         }
                     }
-                    out
+                    matched.map(|m| m.pt())
                 }
             };
             let Some(pt_out) = pt_out else {
                 self.counters.drop(DropReason::NoCodec);
                 continue;
             };
-            let paced_since = sub.pacer.as_ref().map(Pacer::oldest);
             let mut api = sub.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(s.mid, None) else {
                 self.counters.drop(DropReason::NoStream);
                 continue;
             };
-            // Its pacer (str0m's, or ours) holds more than it can send (the estimate fell
-            // below a stream that has no lower layer, or it stopped reading): stop feeding
-            // it; it resumes at a keyframe once its queue has drained. (Before the
-            // forwarder numbers the packet: a cut leaves no gap.)
-            let backlog =
-                paced_since.unwrap_or_else(|| tx.queue_info().and_then(|q| q.first_unsent()));
+            // Its pacer holds more than it can send (the estimate fell below a stream
+            // that has no lower layer, or it stopped reading): stop feeding it; it
+            // resumes at a keyframe once its queue has drained. (Before the forwarder
+            // numbers the packet: a cut leaves no gap.)
+            let backlog = tx.queue_info().and_then(|q| q.first_unsent());
             if backlog.is_some_and(|at| self.now.saturating_duration_since(at) > MAX_PACER_DELAY) {
                 s.current = None;
                 self.counters.drop(DropReason::PacerBacklog);
@@ -2306,7 +2292,7 @@ impl Shard {
         let Some(p) = self.participants.get_mut(&id) else {
             return;
         };
-        let rate = pace_rate(p);
+        let rate = pace_rate(p.estimate, p.ideal_bps, p.chosen_bps);
         let Some(pacer) = p.pacer.as_mut() else {
             return;
         };

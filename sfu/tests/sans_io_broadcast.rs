@@ -310,13 +310,14 @@ fn a_viewers_burst_of_retransmissions_is_paced_and_holds_up_no_one() {
     let screen = net.track_of(presenter, Source::Screen);
     let mic = net.track_of(presenter, Source::Microphone);
     net.run(Duration::from_secs(3));
-    // Its downlink loses everything for 160 ms (four frames, 80 datagrams of video);
-    // when it comes back, one NACK asks for them all (a receiver asks for at most the
-    // last 100: str0m's window, as libwebrtc's).
+    // Its downlink loses everything for 120 ms (three frames, 60 datagrams of video);
+    // when it comes back, one NACK asks for them all. (A receiver asks for at most the
+    // last 100, str0m's window as libwebrtc's; and the server resends at most 15 % of
+    // what it sends a stream, str0m's RTX ratio cap, which a longer cut would pass.)
     net.longest_run.clear();
     let cut = net.now;
     net.clients[burst].downlink.loss = 1.0;
-    net.run(Duration::from_millis(160));
+    net.run(Duration::from_millis(120));
     net.clients[burst].downlink.loss = 0.0;
     let back = net.now;
     net.run(Duration::from_secs(2));
@@ -342,36 +343,47 @@ fn a_viewers_burst_of_retransmissions_is_paced_and_holds_up_no_one() {
         reference.len()
     );
 
-    // Paced: the retransmissions left in small bursts, not all at once; the longest run
-    // of datagrams to it at one instant is a burst of the pacer, and no other viewer
-    // waited behind more.
+    // Paced: the retransmissions left in small bursts, not all at once. Every viewer
+    // gets a frame's datagrams in a row (they reach the server together, and each
+    // viewer's copies leave together); the one that asked for 60 more got at most a
+    // burst of its pacer (10 ms at its rate: a dozen datagrams) beyond that, so no
+    // other viewer's packets waited behind all of them.
     let addr = |i: usize| net.client(i).addr;
     let longest = net.longest_run[&addr(burst)];
+    let fanout = others
+        .iter()
+        .map(|v| net.longest_run.get(&addr(*v)).copied().unwrap_or(0))
+        .max()
+        .unwrap();
     assert!(
-        longest <= 16,
-        "{longest} datagrams in a row to the viewer that asked for 80"
+        longest <= fanout + 16,
+        "{longest} datagrams in a row to the viewer that asked for 60 ({fanout} to the others)"
     );
-    for &v in others {
-        let run = net.longest_run.get(&addr(v)).copied().unwrap_or(0);
-        assert!(
-            run <= 16,
-            "{}: {run} datagrams in a row",
-            net.client(v).name
-        );
-    }
-    // At a rate: no more than 40 kB in any 20 ms (the stream itself sends 20 kB a frame).
+    // At a rate: the retransmissions (the packets that arrived after a later one) came
+    // at most about 36 kB in any 20 ms (10 Mbit/s, 2.5 times the stream, plus a burst),
+    // not 60 kB at once.
     let arrivals = between(&net.client(burst).received[&screen], back, end);
-    for (k, r) in arrivals.iter().enumerate() {
-        let within = arrivals[k..]
+    let mut newest = 0;
+    let mut resent = Vec::new();
+    for r in &arrivals {
+        if r.source_seq < newest {
+            resent.push(r.at);
+        }
+        newest = newest.max(r.source_seq);
+    }
+    assert!(resent.len() >= 60, "{} retransmissions", resent.len());
+    for (k, at) in resent.iter().enumerate() {
+        let within = resent[k..]
             .iter()
-            .take_while(|x| x.at < r.at + Duration::from_millis(20))
+            .take_while(|x| **x < *at + Duration::from_millis(20))
             .count();
         assert!(
             within <= 40,
-            "{within} datagrams within 20 ms of {:?}",
-            r.at - back
+            "{within} retransmissions within 20 ms of {:?}",
+            *at - back
         );
     }
+    let spread = resent[resent.len() - 1] - resent[0];
     // Its audio never waited behind the video: a packet every 20 ms throughout.
     let audio = between(&net.client(burst).received[&mic], back, end);
     let worst = audio.windows(2).map(|w| w[1].at - w[0].at).max().unwrap();
@@ -395,8 +407,7 @@ fn a_viewers_burst_of_retransmissions_is_paced_and_holds_up_no_one() {
             net.client(v).name
         );
     }
-    let first_resent = arrivals.iter().find(|r| r.at > back).map(|r| r.at - back);
     println!(
-        "burst of retransmissions: longest run {longest} datagrams, first back after {first_resent:?}"
+        "burst of retransmissions: longest run {longest} datagrams ({fanout} to the others), retransmissions over {spread:?}"
     );
 }
