@@ -91,6 +91,9 @@ pub struct Stats {
     pub joined: bool,
     /// Token sent to first media packet received.
     pub join_to_first_media: Option<Duration>,
+    /// Media connected (ICE and DTLS) to the first video packet received: the start of
+    /// a keyframe, since the server starts a subscriber's video at one.
+    pub connected_to_first_video: Option<Duration>,
     pub packets_sent: u64,
     pub bytes_sent: u64,
     /// Sent from `measure_from` to `until`.
@@ -122,6 +125,7 @@ impl Stats {
         Stats {
             joined: false,
             join_to_first_media: None,
+            connected_to_first_video: None,
             packets_sent: 0,
             bytes_sent: 0,
             window_packets_sent: 0,
@@ -279,6 +283,7 @@ async fn session(
     let mut talking = role.voice.is_some();
     let mut talk_switch = now + Duration::from_millis(1500);
     let mut first_media = false;
+    let mut connected_at: Option<Instant> = None;
     loop {
         // Drain the Rtc: transmits out, events handled, its next deadline.
         loop {
@@ -295,6 +300,18 @@ async fn session(
                     if !first_media {
                         first_media = true;
                         stats.join_to_first_media = Some(at - started);
+                    }
+                    if let (None, Some(connected)) = (stats.connected_to_first_video, connected_at)
+                    {
+                        let pt = p.header.payload_type;
+                        let video = rtc
+                            .codec_config()
+                            .params()
+                            .iter()
+                            .any(|x| x.pt() == pt && x.spec().codec.is_video());
+                        if video {
+                            stats.connected_to_first_video = Some(at - connected);
+                        }
                     }
                     stats.packets_received += 1;
                     if at >= shared.measure_from {
@@ -340,6 +357,7 @@ async fn session(
                         o.keyframe_due = true;
                     }
                 }
+                Output::Event(Event::Connected) => connected_at = Some(Instant::now()),
                 Output::Event(_) => {}
             }
         }

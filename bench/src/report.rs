@@ -65,6 +65,7 @@ impl Report {
         };
         let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
         let mut join = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("bounds");
+        let mut first_frame = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("bounds");
         let (mut received, mut lost, mut keyframes, mut failed) = (0u64, 0u64, 0u64, Vec::new());
         let mut audio_keyframes = 0u64;
         let mut layer_keyframes = [0u64; RIDS.len()];
@@ -75,6 +76,9 @@ impl Report {
             let _ = latency.add(&s.latency_us);
             if let Some(j) = s.join_to_first_media {
                 let _ = join.record((j.as_micros() as u64).max(1));
+            }
+            if let Some(f) = s.connected_to_first_video {
+                let _ = first_frame.record((f.as_micros() as u64).max(1));
             }
             received += s.packets_received;
             window_received += s.window_received;
@@ -231,6 +235,13 @@ impl Report {
                 fmt_ms(pct(&join, 0.99))
             ),
             format!(
+                "first frame      p50 {} ms  p99 {} ms  max {} ms  (media connected to first video packet, a keyframe's; {} clients)",
+                fmt_ms(pct(&first_frame, 0.5)),
+                fmt_ms(pct(&first_frame, 0.99)),
+                fmt_ms(pct(&first_frame, 1.0)),
+                first_frame.len()
+            ),
+            format!(
                 "keyframe requests {:>9.2} /s seen by publishers, {:.2} /s of them for audio m-lines; {server_keyframe_requests_per_s:.2} /s sent by the server",
                 keyframes as f64 / window,
                 audio_keyframes as f64 / window
@@ -312,6 +323,7 @@ impl Report {
             "kernel_rcvbuf_drops": rcvbuf_drops,
             "latency_ms": {"p50": pct(&latency, 0.5), "p95": pct(&latency, 0.95), "p99": pct(&latency, 0.99), "samples": latency.len()},
             "join_ms": {"p50": pct(&join, 0.5), "p99": pct(&join, 0.99)},
+            "first_frame_ms": {"p50": pct(&first_frame, 0.5), "p99": pct(&first_frame, 0.99), "max": pct(&first_frame, 1.0)},
             "keyframe_requests_per_s": keyframes as f64 / window,
             "audio_keyframe_requests_per_s": audio_keyframes as f64 / window,
             "server_keyframe_requests_per_s": server_keyframe_requests_per_s,
