@@ -183,10 +183,20 @@ describe('simulcast: each receiver gets the layer its network carries', { timeou
   }, 240000, () => camera != null);
 
   step('with its downlink capped, the limited receiver goes down a layer and keeps decoding', async () => {
-    // From the top layer (the estimate may have dipped since the last step).
-    await expectHeight([lou], 'Lou to decode the camera at 720 lines before the cap', (h) => h === TOP_HEIGHT, 60000);
-    // What the top layer takes on Lou's link: the cap is half of it.
-    const topKBytes = await receiveRate(lou, pam);
+    // From the top layer (the estimate may have dipped since the last step). What the top
+    // layer takes on Lou's link: the cap is half of it. If Lou left the top layer while
+    // it was measured (the publisher, short of CPU here, may pause its top layer for a
+    // while, and every receiver goes down), the figure is not the top layer's: again.
+    let topKBytes;
+    for (let attempt = 1; ; attempt++) {
+      await expectHeight([lou], 'Lou to decode the camera at 720 lines before the cap', (h) => h === TOP_HEIGHT, 60000);
+      topKBytes = await receiveRate(lou, pam);
+      const height = ((await cameraAt(lou)) || {}).frameHeight;
+      if (height === TOP_HEIGHT) break;
+      console.log(`E2E simulcast rate measured off the top layer: ${height} lines after it (attempt ${attempt}); `
+        + `publisher: ${JSON.stringify(await pamLayers())}`);
+      assert.ok(attempt < 3, `Lou stays on the top layer for the 4 s its rate is measured (${height} lines after it)`);
+    }
     const capKBytes = Number(process.env.E2E_SIMULCAST_CAP_KBYTES)
       || Math.min(150, Math.max(30, Math.round(topKBytes / 2)));
     const burst = capDownlink(LIMITED_NS, LIMITED_IF, TABLE, capKBytes);
