@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use signaling::protocol::{
     ErrorCode, ErrorMessage, Kind, LeaveReason, MAX_LAYERS, ParticipantId, ParticipantInfo,
-    Publish, Published, Quality, RequestType, ServerMessage, Source, Subscribe, TrackId, TrackInfo,
-    TrackQuality, Transport,
+    Publish, Published, Quality, RequestType, ServerMessage, SlotTrack, Source, Subscribe, TrackId,
+    TrackInfo, TrackQuality, Transport,
 };
 use signaling::{Grants, Join, Request};
 use str0m::bwe::{Bitrate, BweKind};
@@ -188,6 +188,37 @@ fn check_publish_kinds(offer: &SdpOffer, sdp: &str, publish: &[Publish]) -> Resu
     Ok(())
 }
 
+/// Most slot m-lines one offer may list: a grid of 25 videos, the screens, the loudest
+/// microphones and the pinned ones fit with room to spare.
+const MAX_SLOTS: usize = 64;
+
+/// The kind of each slot m-line (`offer.slots`), checked before anything is applied: an
+/// m-line of the offer, audio or video, on which the client receives.
+fn slot_kinds(offer: &SdpOffer, slots: &[String]) -> Result<Vec<(Mid, Kind)>, String> {
+    let mut kinds = Vec::with_capacity(slots.len());
+    for mid in slots {
+        let line = offer
+            .media_lines
+            .iter()
+            .find(|m| m.mid().to_string() == *mid)
+            .ok_or_else(|| format!("slot {mid:?} is not in the offer"))?;
+        // str0m's media type is not nameable outside the crate; its Debug form is stable.
+        let kind = match format!("{:?}", line.typ).as_str() {
+            "Audio" => Kind::Audio,
+            "Video" => Kind::Video,
+            other => return Err(format!("slot {mid:?} is a {other} m-line")),
+        };
+        if line.disabled || !line.direction().is_receiving() {
+            return Err(format!(
+                "slot {mid:?} is {} in the offer: the client does not receive on it",
+                line.direction()
+            ));
+        }
+        kinds.push((Mid::from(mid.as_str()), kind));
+    }
+    Ok(kinds)
+}
+
 /// The answer with each m-line's payload types in the order the offer gave them. str0m
 /// answers in its own preference order, but a sender encodes with the first codec of the
 /// answer: a client that put VP9 or AV1 first for its SVC camera
@@ -291,6 +322,11 @@ struct Participant {
     hears_audience: bool,
     /// Its DTLS handshake failed and the log said why (once, not per datagram).
     dtls_failure_logged: bool,
+    /// Its slot m-lines (`offer.slots`), which the server fills with the tracks it
+    /// chose, and what the last `slots` message said they carry. Empty: it subscribes
+    /// per track.
+    slot_mids: Vec<(Mid, Kind)>,
+    slots_sent: Vec<(Mid, Option<TrackId>)>,
     /// What it shows (`view`).
     pinned: Vec<TrackId>,
     quality: Vec<TrackQuality>,
@@ -853,6 +889,8 @@ impl Shard {
                 ssrc_tracks: Vec::new(),
                 idle_forwarders: Vec::new(),
                 dtls_failure_logged: false,
+                slot_mids: Vec::new(),
+                slots_sent: Vec::new(),
                 pinned: Vec::new(),
                 quality: Vec::new(),
                 estimate: None,
@@ -882,7 +920,8 @@ impl Shard {
                 sdp,
                 publish,
                 subscribe,
-            } => self.offer(now, id, &sdp, publish, subscribe),
+                slots,
+            } => self.offer(now, id, &sdp, publish, subscribe, slots),
             Request::Mute { track_id, muted } => self.mute(id, track_id, muted),
             Request::View { pinned, quality } => {
                 if let Some(p) = self.participants.get_mut(&id) {
@@ -1209,11 +1248,35 @@ impl Shard {
         sdp: &str,
         publish: Vec<Publish>,
         subscribe: Vec<Subscribe>,
+        slots: Vec<String>,
     ) {
         let Some(p) = self.participants.get_mut(&id) else {
             return;
         };
         // Refuse what is not granted before applying anything.
+        if !slots.is_empty() && !p.grants.subscribe {
+            self.error(
+                id,
+                RequestType::Offer,
+                ErrorCode::Forbidden,
+                "token does not grant subscribe",
+            );
+            return;
+        }
+        if !slots.is_empty() && !subscribe.is_empty() {
+            self.error(
+                id,
+                RequestType::Offer,
+                ErrorCode::BadRequest,
+                "an offer lists subscribe or slots, not both",
+            );
+            return;
+        }
+        if slots.len() > MAX_SLOTS {
+            let message = format!("at most {MAX_SLOTS} slots");
+            self.error(id, RequestType::Offer, ErrorCode::BadRequest, message);
+            return;
+        }
         if let Some(denied) = publish.iter().find(|x| !x.source.is_granted(&p.grants)) {
             let message = format!("token does not grant {}", denied.source.grant_name());
             self.error(id, RequestType::Offer, ErrorCode::Forbidden, message);
@@ -1232,6 +1295,7 @@ impl Shard {
             .iter()
             .map(|x| x.mid.as_str())
             .chain(subscribe.iter().map(|x| x.mid.as_str()))
+            .chain(slots.iter().map(String::as_str))
             .collect();
         mids.sort_unstable();
         if mids.windows(2).any(|w| w[0] == w[1]) {
@@ -1259,6 +1323,13 @@ impl Shard {
             self.error(id, RequestType::Offer, ErrorCode::BadRequest, message);
             return;
         }
+        let slot_mids = match slot_kinds(&offer, &slots) {
+            Ok(s) => s,
+            Err(message) => {
+                self.error(id, RequestType::Offer, ErrorCode::BadRequest, message);
+                return;
+            }
+        };
         let answer = match p.rtc.sdp_api().accept_offer(offer) {
             Ok(answer) => answer,
             Err(e) => {
@@ -1275,7 +1346,12 @@ impl Shard {
             p.media_deadline = Some(now + self.config.participant_timeout);
         }
         let published = self.apply_publish(id, &publish);
-        self.apply_subscribe(id, &subscribe);
+        if let Some(p) = self.participants.get_mut(&id) {
+            p.slot_mids = slot_mids;
+            if p.slot_mids.is_empty() {
+                p.slots_sent.clear();
+            }
+        }
         self.signal(
             id,
             ServerMessage::Answer {
@@ -1283,6 +1359,13 @@ impl Shard {
                 published,
             },
         );
+        if slots.is_empty() {
+            self.apply_subscribe(id, &subscribe);
+        } else {
+            // The slots are filled as the choice of what it receives is made.
+            self.choose_for(id);
+            self.request_awaited_keyframes();
+        }
         self.mark_dirty(id);
     }
 
@@ -1436,6 +1519,9 @@ impl Shard {
             return;
         };
         let mut wanted: Vec<(Mid, TrackId)> = Vec::new();
+        if !p.slot_mids.is_empty() {
+            return; // The server fills its slots.
+        }
         for x in subscribe {
             let mid = Mid::from(x.mid.as_str());
             let Some(track) = self.tracks.get(&x.track_id) else {
@@ -1452,6 +1538,126 @@ impl Shard {
                 wanted.push((mid, x.track_id));
             }
         }
+        self.set_subscriptions(id, &wanted);
+        // Choose what flows; a subscriber whose transport is up gets keyframes asked for
+        // now, one still connecting when it connects (a keyframe sent before is lost).
+        self.choose_for(id);
+        self.request_awaited_keyframes();
+    }
+
+    /// Puts on a slotted participant's slot m-lines the tracks it should receive, by the
+    /// order `choose_for` serves them: microphones pinned, then by speaking order (in a
+    /// large room only the loudest `loudest_n` and the pinned); videos screens first,
+    /// then pinned, the dominant speaker's camera, the cameras of the last `last_n` to
+    /// speak. A track keeps its slot while it stays chosen; one newly chosen takes a free
+    /// slot. The client hears of changes in a `slots` message.
+    fn fill_slots(&mut self, id: ParticipantId) {
+        let config = &self.config;
+        let Some(p) = self.participants.get(&id) else {
+            return;
+        };
+        if p.slot_mids.is_empty() {
+            return;
+        }
+        let Some(room) = self.rooms.get(&p.room) else {
+            return;
+        };
+        let large = room.members.len() > config.loudest_threshold;
+        let my_rank = room
+            .recent
+            .iter()
+            .position(|m| *m == id)
+            .unwrap_or(usize::MAX);
+        // (order, track) of the tracks it should receive, per kind.
+        let mut audio: Vec<(usize, TrackId)> = Vec::new();
+        let mut video: Vec<(usize, TrackId)> = Vec::new();
+        for track_id in &room.tracks {
+            let Some(t) = self.tracks.get(track_id) else {
+                continue;
+            };
+            if t.info.participant_id == id {
+                continue;
+            }
+            let pinned = p.pinned.binary_search(track_id).is_ok();
+            let rank = if t.rank > my_rank { t.rank - 1 } else { t.rank };
+            if t.info.kind == Kind::Audio {
+                if !large || pinned || rank < config.loudest_n {
+                    audio.push((if pinned { 0 } else { rank.saturating_add(1) }, *track_id));
+                }
+            } else if t.info.source == Source::Screen {
+                video.push((0, *track_id));
+            } else if pinned {
+                video.push((1, *track_id));
+            } else if t.dominant {
+                video.push((2, *track_id));
+            } else if rank < config.last_n {
+                video.push((rank.saturating_add(3), *track_id));
+            }
+        }
+        audio.sort_unstable();
+        video.sort_unstable();
+        let count = |kind: Kind| p.slot_mids.iter().filter(|(_, k)| *k == kind).count();
+        audio.truncate(count(Kind::Audio));
+        video.truncate(count(Kind::Video));
+        let chosen = |kind: Kind| -> Vec<TrackId> {
+            let list = if kind == Kind::Audio { &audio } else { &video };
+            list.iter().map(|(_, t)| *t).collect()
+        };
+        let (audio, video) = (chosen(Kind::Audio), chosen(Kind::Video));
+        // Chosen tracks keep their slots; the others fill the free ones, in slot order.
+        let mut mapping: Vec<(Mid, Option<TrackId>)> = p
+            .slot_mids
+            .iter()
+            .map(|(mid, kind)| {
+                let list = if *kind == Kind::Audio { &audio } else { &video };
+                let on = p
+                    .subscription_on(*mid)
+                    .map(|(_, s)| s.track_id)
+                    .filter(|t| list.contains(t));
+                (*mid, on)
+            })
+            .collect();
+        for (kind, list) in [(Kind::Audio, &audio), (Kind::Video, &video)] {
+            let placed: Vec<TrackId> = mapping.iter().filter_map(|(_, on)| *on).collect();
+            let mut waiting = list.iter().filter(|t| !placed.contains(t));
+            for (i, (mid, k)) in p.slot_mids.iter().enumerate() {
+                if *k == kind && mapping[i].1.is_none() {
+                    match waiting.next() {
+                        Some(t) => mapping[i] = (*mid, Some(*t)),
+                        None => break,
+                    }
+                }
+            }
+        }
+        let wanted: Vec<(Mid, TrackId)> = mapping
+            .iter()
+            .filter_map(|(mid, t)| t.map(|t| (*mid, t)))
+            .collect();
+        let changed = mapping != p.slots_sent;
+        self.set_subscriptions(id, &wanted);
+        if changed {
+            if let Some(p) = self.participants.get_mut(&id) {
+                p.slots_sent = mapping.clone();
+            }
+            let slots = mapping
+                .into_iter()
+                .map(|(mid, track_id)| SlotTrack {
+                    mid: mid.to_string(),
+                    track_id,
+                })
+                .collect();
+            self.signal(id, ServerMessage::Slots { slots });
+        }
+    }
+
+    /// Makes the participant's subscriptions `wanted` (m-line, track), which must be
+    /// m-lines it receives on of the track's kind. One no longer wanted ends, its
+    /// forwarder kept for its m-line's next track; a new one goes on with the stream its
+    /// m-line carried before.
+    fn set_subscriptions(&mut self, id: ParticipantId, wanted: &[(Mid, TrackId)]) {
+        let Some(p) = self.participants.get_mut(&id) else {
+            return;
+        };
         let dropped: Vec<(Mid, TrackId, usize)> = p
             .subscriptions
             .iter()
@@ -1468,7 +1674,7 @@ impl Shard {
         for (mid, _, _) in &dropped {
             p.retire_subscription(*mid);
         }
-        for (mid, track_id) in wanted {
+        for &(mid, track_id) in wanted {
             if p.subscription_on(mid).is_none() {
                 // An m-line that carried another track before goes on with its stream.
                 // Its VP8 picture ids and descriptor frame numbers go on too: a receiver
@@ -1503,10 +1709,6 @@ impl Shard {
                 }
             }
         }
-        // Choose what flows; a subscriber whose transport is up gets keyframes asked for
-        // now, one still connecting when it connects (a keyframe sent before is lost).
-        self.choose_for(id);
-        self.request_awaited_keyframes();
     }
 
     fn mute(&mut self, id: ParticipantId, track_id: TrackId, muted: bool) {
@@ -1626,6 +1828,7 @@ impl Shard {
     /// layer (by importance, within its bandwidth estimate). Keyframes are awaited for
     /// the layers it must switch to.
     fn choose_for(&mut self, id: ParticipantId) {
+        self.fill_slots(id);
         let config = &self.config;
         let Some(p) = self.participants.get_mut(&id) else {
             return;

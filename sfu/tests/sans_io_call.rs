@@ -200,6 +200,7 @@ fn bad_sdp_is_refused_and_the_participant_stays() {
             sdp: "v=0\r\nthis is not sdp".into(),
             publish: vec![],
             subscribe: vec![],
+            slots: vec![],
         },
     );
     net.pump();
@@ -353,6 +354,7 @@ fn a_publish_of_the_wrong_kind_is_refused_before_anything_is_applied() {
                     layers: Vec::new(),
                 }],
                 subscribe: vec![],
+                slots: vec![],
             },
         );
         net.pump();

@@ -13,7 +13,9 @@ use common::{
     everyone, layer_runs,
 };
 use sfu::shard::ShardConfig;
-use signaling::protocol::{ErrorCode, ParticipantId, Quality, ServerMessage, Source, TrackQuality};
+use signaling::protocol::{
+    ErrorCode, ParticipantId, Quality, ServerMessage, Source, TrackId, TrackQuality,
+};
 
 const SIMULCAST: &[&str] = &["q", "h", "f"];
 
@@ -217,6 +219,132 @@ fn in_a_large_room_each_receives_the_loudest_three_and_whom_it_pinned() {
             }
         }
     }
+}
+
+/// The `slots` messages client `i` got: for each, slot m-line to track.
+fn slot_maps(net: &Net, i: usize) -> Vec<Vec<(String, Option<TrackId>)>> {
+    net.client(i)
+        .messages()
+        .filter_map(|m| match m {
+            ServerMessage::Slots { slots } => {
+                Some(slots.iter().map(|s| (s.mid.clone(), s.track_id)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn slotted_subscribers_get_the_servers_choice_on_a_fixed_set_of_m_lines() {
+    // Twelve (above the loudest-N threshold of 8), each receiving on 3 audio and 6 video
+    // slots, with the last 5 to speak on video: one offer each, however many join later.
+    let config = ShardConfig {
+        last_n: 5,
+        ..ShardConfig::default()
+    };
+    let mut net = Net::new(config);
+    net.video = THUMBNAILS;
+    let n = 12;
+    for k in 0..n {
+        let i = net.join(&format!("p{k}"), everyone());
+        net.negotiate_slots(
+            i,
+            &[(Source::Microphone, &[]), (Source::Camera, SIMULCAST)],
+            3,
+            6,
+        );
+    }
+    for (i, level) in [(0, -20), (1, -30), (2, -35)] {
+        net.clients[i].level = level;
+    }
+    net.run(Duration::from_secs(3));
+    let from = net.now;
+    net.run(Duration::from_secs(1));
+    for i in 0..n {
+        let c = net.client(i);
+        let answers = c
+            .messages()
+            .filter(|m| matches!(m, ServerMessage::Answer { .. }))
+            .count();
+        assert_eq!(answers, 1, "{}: one offer, no renegotiation", c.name);
+        assert!(
+            c.error_codes().is_empty(),
+            "{}: {:?}",
+            c.name,
+            c.error_codes()
+        );
+    }
+    for i in 3..n {
+        let name = &net.client(i).name;
+        assert_eq!(
+            heard_from(&net, i, Source::Microphone, from),
+            vec![0, 1, 2],
+            "{name} hears the three speakers on its three audio slots"
+        );
+        // The cameras of the last five to speak (the three, then the first joiners).
+        let mut cameras: Vec<usize> = (0..n).filter(|o| *o != i).take(5).collect();
+        cameras.sort_unstable();
+        assert_eq!(
+            heard_from(&net, i, Source::Camera, from),
+            cameras,
+            "{name} sees the last five to speak"
+        );
+        // The dominant speaker at the top layer, the others as thumbnails.
+        for o in cameras {
+            let track = net.track_of(o, Source::Camera);
+            let last = net.client(i).received[&track].last().map(|r| r.layer);
+            let want = if o == 0 { 2 } else { 0 };
+            assert_eq!(last, Some(want), "{name} <- p{o}'s camera");
+        }
+        // The last `slots` message says what flows: 5 cameras and an empty video slot.
+        let maps = slot_maps(&net, i);
+        let last = maps.last().expect("slots announced");
+        assert_eq!(last.len(), 9, "{name}: every slot listed");
+        assert_eq!(last.iter().filter(|(_, t)| t.is_none()).count(), 1);
+        assert!(maps.len() < 20, "{name}: {} slots messages", maps.len());
+    }
+    // 0, 1 and 2 stop; 6, 7 and 8 speak. The audio slots change hands, each going on
+    // with its one stream: gap-free sequence numbers across its tracks.
+    for i in 0..n {
+        net.clients[i].level = if (6..9).contains(&i) { -25 } else { -127 };
+    }
+    net.run(Duration::from_secs(2));
+    let from = net.now;
+    net.run(Duration::from_secs(1));
+    assert_eq!(heard_from(&net, 3, Source::Microphone, from), vec![6, 7, 8]);
+    let c = net.client(3);
+    let mut changes = 0;
+    for mid in &c.slot_mids {
+        let mut on_slot: Vec<(u64, TrackId)> = c
+            .received
+            .iter()
+            .flat_map(|(t, r)| {
+                r.iter()
+                    .filter(|r| r.mid == Some(*mid))
+                    .map(|r| (r.seq_no, *t))
+            })
+            .collect();
+        on_slot.sort_unstable();
+        for w in on_slot.windows(2) {
+            assert_eq!(
+                w[1].0,
+                w[0].0 + 1,
+                "slot {mid}: a gap between {:?} and {:?}",
+                w[0],
+                w[1]
+            );
+            changes += usize::from(w[1].1 != w[0].1);
+        }
+    }
+    assert!(
+        changes >= 3,
+        "the audio slots changed hands: {:?}",
+        slot_maps(&net, 3).last()
+    );
+    println!(
+        "slots: p3 got {} slots messages, its slots changed tracks {changes} times",
+        slot_maps(&net, 3).len()
+    );
 }
 
 /// Audio resumes without keyframes: only the sequence numbers must be gap-free.

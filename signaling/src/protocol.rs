@@ -155,6 +155,10 @@ pub enum ClientMessage {
         publish: Vec<Publish>,
         #[serde(default)]
         subscribe: Vec<Subscribe>,
+        /// Receiving m-lines the server fills with the tracks it chose for this client
+        /// (`slots` messages say which), instead of one m-line per track (`subscribe`).
+        #[serde(default)]
+        slots: Vec<String>,
     },
     Mute {
         track_id: TrackId,
@@ -281,6 +285,13 @@ pub struct TrackInfo {
     pub layers: Vec<String>,
 }
 
+/// A slot m-line and the track it carries (`None`: nothing now).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotTrack {
+    pub mid: String,
+    pub track_id: Option<TrackId>,
+}
+
 /// Which track id the server gave one of the client's published mids.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Published {
@@ -385,6 +396,11 @@ pub enum ServerMessage {
     Layers {
         track_id: TrackId,
         active: Vec<String>,
+    },
+    /// To a client that offered `slots`: the track each of its slot m-lines carries now
+    /// (`null`: none), every slot listed. Sent when that changes.
+    Slots {
+        slots: Vec<SlotTrack>,
     },
     Left {
         reason: LeaveReason,
@@ -535,7 +551,31 @@ mod tests {
                     mid: "1".into(),
                     track_id: TrackId(7)
                 }],
+                slots: Vec::new(),
             }
+        );
+        let slotted = ClientMessage::parse(r#"{"type":"offer","sdp":"v=0","slots":["3","4"]}"#);
+        assert!(
+            matches!(&slotted, Ok(ClientMessage::Offer { slots, subscribe, .. })
+                if slots == &["3", "4"] && subscribe.is_empty()),
+            "{slotted:?}"
+        );
+        assert_eq!(
+            serde_json::to_value(ServerMessage::Slots {
+                slots: vec![
+                    SlotTrack {
+                        mid: "3".into(),
+                        track_id: Some(TrackId(7))
+                    },
+                    SlotTrack {
+                        mid: "4".into(),
+                        track_id: None
+                    },
+                ]
+            })
+            .unwrap(),
+            serde_json::json!({"type": "slots", "slots": [
+                {"mid": "3", "track_id": 7}, {"mid": "4", "track_id": null}]})
         );
         assert_eq!(
             ClientMessage::parse(

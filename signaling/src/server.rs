@@ -60,6 +60,9 @@ pub enum Request {
         sdp: String,
         publish: Vec<Publish>,
         subscribe: Vec<Subscribe>,
+        /// Slot m-lines (`offer.slots`): the media plane maps its choice of tracks onto
+        /// them.
+        slots: Vec<String>,
     },
     Mute {
         track_id: TrackId,
@@ -388,6 +391,7 @@ impl Session {
                     sdp,
                     publish,
                     subscribe,
+                    slots,
                 },
                 Some(p),
             ) => self.state.plane.request(
@@ -396,6 +400,7 @@ impl Session {
                     sdp,
                     publish,
                     subscribe,
+                    slots,
                 },
             ),
             (ClientMessage::Mute { track_id, muted }, Some(p)) => self

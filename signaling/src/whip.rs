@@ -527,6 +527,7 @@ async fn open(
             sdp: offer,
             publish,
             subscribe: subscribe.clone(),
+            slots: Vec::new(),
         };
         state
             .plane

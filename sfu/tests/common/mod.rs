@@ -49,6 +49,8 @@ pub struct Received {
     pub marker: bool,
     /// The first packet of a keyframe.
     pub keyframe: bool,
+    /// The m-line it came on.
+    pub mid: Option<Mid>,
 }
 
 /// How publishers send video: packets per frame and bytes per packet, per layer.
@@ -155,6 +157,11 @@ pub struct Client {
     pub downlink: Link,
     /// How its cameras are layered, if as one SVC stream.
     pub svc: Option<Svc>,
+    /// Its slot m-lines (`offer.slots`), if it receives on slots; `subscribe` then
+    /// follows the server's `slots` messages.
+    pub slot_mids: Vec<Mid>,
+    /// The `slots` messages it got.
+    pub slot_messages: usize,
 }
 
 /// How an SVC publisher marks its layers.
@@ -379,6 +386,8 @@ impl Net {
             sending: HashMap::new(),
             downlink: Link::default(),
             svc: None,
+            slot_mids: Vec::new(),
+            slot_messages: 0,
         });
         let join = Join {
             room: "room".into(),
@@ -411,6 +420,27 @@ impl Net {
 
     /// [`Net::negotiate`], with simulcast layers (rids, lowest first) for some sources.
     pub fn negotiate_layers(&mut self, i: usize, sources: &[(Source, &[&str])]) {
+        self.offer_with(i, sources, None);
+    }
+
+    /// Adds sendonly m-lines for `sources` and, the first time, `audio` and `video` slot
+    /// m-lines (recvonly), then offers them as `slots`: the server fills them.
+    pub fn negotiate_slots(
+        &mut self,
+        i: usize,
+        sources: &[(Source, &[&str])],
+        audio: usize,
+        video: usize,
+    ) {
+        self.offer_with(i, sources, Some((audio, video)));
+    }
+
+    fn offer_with(
+        &mut self,
+        i: usize,
+        sources: &[(Source, &[&str])],
+        slots: Option<(usize, usize)>,
+    ) {
         let c = &mut self.clients[i];
         let announced = c.tracks_announced();
         let mut api = c.rtc.sdp_api();
@@ -433,8 +463,26 @@ impl Net {
                     .insert(mid, layers.iter().map(|s| s.to_string()).collect());
             }
         }
+        if let Some((audio, video)) = slots
+            && c.slot_mids.is_empty()
+        {
+            for kind in [MediaKind::Audio, MediaKind::Video] {
+                let n = if kind == MediaKind::Audio {
+                    audio
+                } else {
+                    video
+                };
+                for _ in 0..n {
+                    let mid = api.add_media(kind, Direction::RecvOnly, None, None, None);
+                    c.slot_mids.push(mid);
+                }
+            }
+        }
         for t in announced {
-            if t.participant_id == c.id || c.subscribe.iter().any(|(_, id)| *id == t.track_id) {
+            if slots.is_some()
+                || t.participant_id == c.id
+                || c.subscribe.iter().any(|(_, id)| *id == t.track_id)
+            {
                 continue;
             }
             let kind = match t.kind {
@@ -457,14 +505,22 @@ impl Net {
                     source: *source,
                 })
                 .collect(),
-            subscribe: c
-                .subscribe
-                .iter()
-                .map(|(mid, track_id)| Subscribe {
-                    mid: mid.to_string(),
-                    track_id: *track_id,
-                })
-                .collect(),
+            subscribe: if slots.is_some() {
+                Vec::new()
+            } else {
+                c.subscribe
+                    .iter()
+                    .map(|(mid, track_id)| Subscribe {
+                        mid: mid.to_string(),
+                        track_id: *track_id,
+                    })
+                    .collect()
+            },
+            slots: if slots.is_some() {
+                c.slot_mids.iter().map(|m| m.to_string()).collect()
+            } else {
+                Vec::new()
+            },
         };
         let id = c.id;
         self.shard.request(self.now, id, request);
@@ -518,6 +574,19 @@ impl Net {
                         };
                         if let ServerMessage::Layers { track_id, active } = &message {
                             c.sending.insert(*track_id, active.clone());
+                        }
+                        if let ServerMessage::Slots { slots } = &message {
+                            c.slot_messages += 1;
+                            // A slot emptied keeps its last track: a packet of it may
+                            // still be on its way.
+                            for s in slots {
+                                let (mid, Some(track)) = (Mid::from(s.mid.as_str()), s.track_id)
+                                else {
+                                    continue;
+                                };
+                                c.subscribe.retain(|(m, _)| *m != mid);
+                                c.subscribe.push((mid, track));
+                            }
                         }
                         if let ServerMessage::Answer { sdp, published } = &message {
                             let answer = SdpAnswer::from_sdp_string(sdp).expect("answer parses");
@@ -831,6 +900,7 @@ pub fn drain_client(c: &mut Client, to_server: &mut Vec<ToServer>) {
                     layer: if video { p.payload[5] } else { 0 },
                     marker: p.header.marker,
                     keyframe,
+                    mid,
                 });
             }
             Ok(Output::Event(Event::KeyframeRequest(req))) => {
