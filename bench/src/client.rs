@@ -55,6 +55,9 @@ pub struct Role {
     pub keyframe_interval: Duration,
     /// Receives every track announced.
     pub subscribe: bool,
+    /// Receives on this many audio and video slot m-lines (`offer.slots`), which the
+    /// server fills, instead of one m-line per track.
+    pub slots: Option<(usize, usize)>,
 }
 
 impl Role {
@@ -265,9 +268,12 @@ async fn session(
     if !role.subscribe {
         announced.clear();
     }
+    let mut slot_mids: Vec<Mid> = Vec::new();
     let mut m = MLines {
         publish: &mut publish,
         subscribed: &mut subscribed,
+        slots: &mut slot_mids,
+        want_slots: role.slots.filter(|_| role.subscribe),
     };
     if let Some((message, p)) = m.offer(&mut rtc, &new_publish, &mut announced) {
         pending = Some(p);
@@ -463,7 +469,8 @@ async fn session(
                             wanted_layers.insert(mid, wanted);
                         }
                     }
-                    Some("track_published") if role.subscribe => {
+                    // Slots need no new offer: the server fills them.
+                    Some("track_published") if role.subscribe && role.slots.is_none() => {
                         note_track(&m, &mut announced);
                         renegotiate = true;
                     }
@@ -497,6 +504,8 @@ async fn session(
             let mut m = MLines {
                 publish: &mut publish,
                 subscribed: &mut subscribed,
+                slots: &mut slot_mids,
+                want_slots: role.slots.filter(|_| role.subscribe),
             };
             if let Some((message, p)) = m.offer(&mut rtc, &[], &mut announced) {
                 pending = Some(p);
@@ -655,6 +664,9 @@ fn vp8_header_len(payload: &[u8]) -> Option<usize> {
 struct MLines<'a> {
     publish: &'a mut Vec<Publication>,
     subscribed: &'a mut HashMap<u64, Mid>,
+    /// Slot m-lines, added at the first offer when `want_slots` (audio, video) says so.
+    slots: &'a mut Vec<Mid>,
+    want_slots: Option<(usize, usize)>,
 }
 
 impl MLines<'_> {
@@ -684,12 +696,26 @@ impl MLines<'_> {
                 layers: layers.clone(),
             });
         }
+        if let Some((audio, video)) = self.want_slots {
+            announced.clear();
+            if self.slots.is_empty() {
+                for (kind, n) in [(MediaKind::Audio, audio), (MediaKind::Video, video)] {
+                    for _ in 0..n {
+                        let mid = api.add_media(kind, Direction::RecvOnly, None, None, None);
+                        self.slots.push(mid);
+                    }
+                }
+            }
+        }
         for (id, kind) in announced.drain(..) {
             let mid = api.add_media(kind, Direction::RecvOnly, None, None, None);
             self.subscribed.insert(id, mid);
         }
         let (offer, pending) = api.apply()?;
-        let message = offer_message(offer.to_sdp_string(), self.publish, self.subscribed);
+        let mut message = offer_message(offer.to_sdp_string(), self.publish, self.subscribed);
+        if !self.slots.is_empty() {
+            message["slots"] = json!(self.slots.iter().map(|m| m.to_string()).collect::<Vec<_>>());
+        }
         Some((message, pending))
     }
 }

@@ -47,6 +47,10 @@ enum Scenario {
             value_parser = parse_rate
         )]
         layers: Vec<u64>,
+        /// Receive on slot m-lines, AUDIO:VIDEO of them (say 3:25), which the server
+        /// fills with its choice, instead of one m-line per track.
+        #[arg(long, value_parser = parse_slots)]
+        slots: Option<(usize, usize)>,
         #[command(flatten)]
         common: Common,
     },
@@ -152,12 +156,22 @@ fn parse_per_second(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
+/// `A:V`: audio and video slot counts.
+fn parse_slots(s: &str) -> Result<(usize, usize), String> {
+    let (a, v) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s}: AUDIO:VIDEO, say 3:25"))?;
+    let n = |x: &str| x.trim().parse::<usize>().map_err(|e| format!("{s}: {e}"));
+    Ok((n(a)?, n(v)?))
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (name, clients, common, video_layers_bps) = match cli.scenario {
         Scenario::Conference {
             participants,
             layers,
+            slots,
             common,
         } => {
             if layers.is_empty() || layers.len() > client::RIDS.len() {
@@ -174,6 +188,7 @@ fn main() -> anyhow::Result<()> {
                 video_source: "camera",
                 keyframe_interval: Duration::from_secs(3),
                 subscribe: true,
+                slots,
             };
             // A meeting: three people talk (at different levels, in spurts), the rest
             // listen.
@@ -198,6 +213,7 @@ fn main() -> anyhow::Result<()> {
                 video_source: "screen",
                 keyframe_interval: Duration::from_secs(5),
                 subscribe: false,
+                slots: None,
             };
             let viewer = Role {
                 audio: false,
@@ -206,6 +222,7 @@ fn main() -> anyhow::Result<()> {
                 video_source: "screen",
                 keyframe_interval: Duration::from_secs(5),
                 subscribe: true,
+                slots: None,
             };
             let mut roles = vec![presenter];
             roles.extend(std::iter::repeat_n(viewer, n));

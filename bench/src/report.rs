@@ -181,9 +181,13 @@ impl Report {
                 video_layers_bps.first().copied().unwrap_or(0) as f64 / 1e6
             )
         };
+        let slot_counts = roles.iter().find_map(|r| r.slots);
+        let slots = slot_counts.map_or(String::new(), |(a, v)| {
+            format!(", receiving on {a} audio and {v} video slots")
+        });
         let mut lines = vec![
             format!(
-                "{scenario}: {} clients, {video}, {:.0} s measured{}",
+                "{scenario}: {} clients, {video}{slots}, {:.0} s measured{}",
                 roles.len(),
                 window,
                 if common.quick {
@@ -301,6 +305,7 @@ impl Report {
             .collect();
         let json = json!({
             "scenario": scenario,
+            "slots": slot_counts.map(|(a, v)| format!("{a}:{v}")),
             "date": chrono_free_now(),
             "clients": roles.len(),
             "video_bps": video_layers_bps.last().copied().unwrap_or(0),

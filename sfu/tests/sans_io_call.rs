@@ -373,6 +373,79 @@ fn a_publish_of_the_wrong_kind_is_refused_before_anything_is_applied() {
     assert_eq!(net.shard.sizes().2, 0, "nothing published");
 }
 
+#[test]
+fn bad_slots_are_refused_before_anything_is_applied() {
+    let mut net = Net::new(ShardConfig::default());
+    let i = net.join("trudy", everyone());
+    let c = &mut net.clients[i];
+    let mut api = c.rtc.sdp_api();
+    let sending = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+    let receiving = api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+    let (offer, _pending) = api.apply().expect("an offer");
+    let id = c.id;
+    let sdp = offer.to_sdp_string();
+    let many: Vec<String> = (0..65).map(|k| format!("m{k}")).collect();
+    let cases: Vec<(Vec<String>, Vec<signaling::protocol::Subscribe>, ErrorCode)> = vec![
+        // An m-line the client sends on, one not in the offer, too many, and slots
+        // with a subscribe.
+        (vec![sending.to_string()], vec![], ErrorCode::BadRequest),
+        (vec!["nope".into()], vec![], ErrorCode::BadRequest),
+        (many, vec![], ErrorCode::BadRequest),
+        (
+            vec![receiving.to_string()],
+            vec![signaling::protocol::Subscribe {
+                mid: "x".into(),
+                track_id: TrackId(1),
+            }],
+            ErrorCode::BadRequest,
+        ),
+    ];
+    let expected: Vec<ErrorCode> = cases.iter().map(|c| c.2).collect();
+    for (slots, subscribe, _) in cases {
+        let request = Request::Offer {
+            sdp: sdp.clone(),
+            publish: vec![],
+            subscribe,
+            slots,
+        };
+        net.shard.request(net.now, id, request);
+        net.pump();
+    }
+    // Without the subscribe grant: forbidden.
+    let j = net.join(
+        "mallory",
+        Grants {
+            subscribe: false,
+            ..everyone()
+        },
+    );
+    let c = &mut net.clients[j];
+    let mut api = c.rtc.sdp_api();
+    let mid = api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+    let (offer, _pending) = api.apply().expect("an offer");
+    let request = Request::Offer {
+        sdp: offer.to_sdp_string(),
+        publish: vec![],
+        subscribe: vec![],
+        slots: vec![mid.to_string()],
+    };
+    let id = c.id;
+    net.shard.request(net.now, id, request);
+    net.pump();
+    let codes = |k: usize| -> Vec<ErrorCode> {
+        net.client(k)
+            .messages()
+            .filter_map(|m| match m {
+                ServerMessage::Error(e) => Some(e.code),
+                ServerMessage::Answer { .. } => panic!("an answer to a bad offer"),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(codes(i), expected);
+    assert_eq!(codes(j), vec![ErrorCode::Forbidden]);
+}
+
 /// The transports of the candidates in the answer a client got.
 fn answered_candidate_transports(c: &Client) -> Vec<String> {
     let sdp = c
