@@ -45,6 +45,13 @@
 //   call.addEventListener('activespeakers', (e) => highlight(e.detail.speakers[0]));
 //   call.activeSpeakers              // participant ids speaking now, loudest first
 //
+// Slots, for large rooms: `new Call({ slots: { audio: 3, video: 25 } })` receives on that
+// many m-lines, added once, which the server fills with the tracks it chose for this
+// client (`offer.slots`, docs/protocol.md): no renegotiation as people come and go. When
+// a slot changes tracks, the old track gets `track_removed` and the new one `track`, with
+// the slot's MediaStreamTrack (the same object: its picture changes at the next
+// keyframe). A track not on a slot is known (`remoteTracks`) but has no `track`.
+//
 // Events (CustomEvent, fields in `detail`): joined, participant_joined, participant_left,
 // track_published, track, track_removed, track_muted, local_track, local_track_removed,
 // activespeakers {speakers}, layers {track_id, active} (what the server asked of one of
@@ -215,10 +222,12 @@ export class Call extends EventTarget {
    *   every video transceiver (needed to receive AV1 SVC in Chrome; default false)
    * @param {boolean} [opts.audience] as a broadcast's viewer, hear of the other viewers too
    *   (default false: a viewer hears only of presenters and participants)
+   * @param {{audio:number, video:number}} [opts.slots] receive on this many slot m-lines
+   *   the server fills, instead of one per track (for large rooms)
    */
   constructor({
     url, token, iceServers = [], iceTransportPolicy = 'all', fallback = true, simulcast = true,
-    svc = null, codec = 'VP9', dependencyDescriptor = false, audience = false,
+    svc = null, codec = 'VP9', dependencyDescriptor = false, audience = false, slots = null,
   } = {}) {
     super();
     this.url = url || defaultUrl();
@@ -235,6 +244,10 @@ export class Call extends EventTarget {
     this.dependencyDescriptor = !!dependencyDescriptor;
     /** A viewer that asks to hear of the rest of the audience. */
     this.audience = !!audience;
+    /** Slot m-lines to receive on ({audio, video}), or null: one m-line per track. */
+    this.slots = slots && (slots.audio > 0 || slots.video > 0)
+      ? { audio: Math.max(0, slots.audio | 0), video: Math.max(0, slots.video | 0) }
+      : null;
     /** `auto` or `relay`: what the join asks for (docs/protocol.md). */
     this.transport = iceTransportPolicy === 'relay' ? 'relay' : 'auto';
     /** Whether this call fell back to TURN over TCP/TLS. */
@@ -278,6 +291,9 @@ export class Call extends EventTarget {
     // call's lifetime; the value is null while it is idle (`inactive`, reusable).
     this._sendTransceivers = new Map(); // RTCRtpTransceiver -> source | null
     this._recvTransceivers = new Map(); // RTCRtpTransceiver -> track_id | null
+    // With slots: the slot transceivers, in offer order, and the track on each mid.
+    this._slotTransceivers = [];
+    this._slotTrack = new Map(); // mid -> track_id
     // A sender's simulcast rids (lowest first), fixed at its creation; absent: one stream.
     this._sendLayers = new Map(); // RTCRtpTransceiver -> string[]
     this._sendSvc = new Map(); // RTCRtpTransceiver -> scalability mode of an SVC camera
@@ -654,6 +670,8 @@ export class Call extends EventTarget {
         return this._onActiveSpeakers(msg);
       case 'layers':
         return this._onLayers(msg);
+      case 'slots':
+        return this._onSlots(msg);
       case 'left':
         this._leftReason = msg.reason || 'left';
         this._teardown(this._leftReason);
@@ -757,7 +775,7 @@ export class Call extends EventTarget {
       if (t.participant_id === msg.participant_id) removed = this._removeRemoteTrack(t.track_id) || removed;
     }
     this._emit('participant_left', { ...p, reason: msg.reason });
-    if (removed) this._negotiateInBackground();
+    if (removed && !this.slots) this._negotiateInBackground();
   }
 
   _onTrackPublished(msg) {
@@ -765,11 +783,49 @@ export class Call extends EventTarget {
     if (this.remoteTracks.has(msg.track_id)) return;
     this._addRemoteTrack(msg);
     this._emit('track_published', this._trackDetail(this.remoteTracks.get(msg.track_id)));
-    if (this.grants.subscribe) this._negotiateInBackground();
+    // On slots the server puts it where it belongs: no new offer.
+    if (this.grants.subscribe && !this.slots) this._negotiateInBackground();
   }
 
   _onTrackUnpublished(msg) {
-    if (this._removeRemoteTrack(msg.track_id)) this._negotiateInBackground();
+    if (this._removeRemoteTrack(msg.track_id) && !this.slots) this._negotiateInBackground();
+  }
+
+  /**
+   * The tracks on our slot m-lines now: a track that left a slot gets `track_removed`
+   * (it stays known), one that came gets `track` with the slot's MediaStreamTrack.
+   */
+  _onSlots(msg) {
+    const byMid = new Map(this._slotTransceivers.map((t) => [t.mid, t]));
+    const entries = Array.isArray(msg.slots) ? msg.slots : [];
+    const gone = [];
+    const came = [];
+    for (const { mid, track_id: trackId } of entries) {
+      const before = this._slotTrack.get(mid) ?? null;
+      const now = trackId ?? null;
+      if (before === now) continue;
+      if (now == null) this._slotTrack.delete(mid);
+      else this._slotTrack.set(mid, now);
+      if (before != null) gone.push(before);
+      if (now != null) came.push([now, mid]);
+    }
+    // Departures first: a MediaStreamTrack that moves on is detached before it is shown
+    // again.
+    for (const trackId of gone) {
+      const info = this.remoteTracks.get(trackId);
+      if (!info || !info.track || came.some(([t]) => t === trackId)) continue;
+      this._emit('track_removed', this._trackDetail(info));
+      info.track = null;
+      info.mid = null;
+    }
+    for (const [trackId, mid] of came) {
+      const info = this.remoteTracks.get(trackId);
+      const transceiver = byMid.get(mid);
+      if (!info || !transceiver) continue;
+      info.track = transceiver.receiver.track;
+      info.mid = mid;
+      this._emit('track', this._trackDetail(info));
+    }
   }
 
   _onTrackMuted(msg) {
@@ -807,7 +863,7 @@ export class Call extends EventTarget {
       muted: !!t.muted, layers: Array.isArray(t.layers) ? [...t.layers] : [], mid: null, track: null,
     };
     this.remoteTracks.set(t.track_id, info);
-    if (!this.grants.subscribe) return;
+    if (!this.grants.subscribe || this.slots) return;
     this._ops.push(() => {
       if (this.remoteTracks.get(t.track_id) !== info) return; // unpublished meanwhile
       let transceiver = this._idleTransceiver(this._recvTransceivers, t.kind);
@@ -936,6 +992,8 @@ export class Call extends EventTarget {
     this._localOps = [];
     this._sendTransceivers = new Map();
     this._recvTransceivers = new Map();
+    this._slotTransceivers = [];
+    this._slotTrack = new Map();
     this._sendLayers = new Map();
     this._sendSvc = new Map();
     this._activeLayers = new Map(); // our tracks get new ids (an application under way finds nothing to do)
@@ -1262,6 +1320,15 @@ export class Call extends EventTarget {
       }
     }
     if (this._state !== 'joined') return;
+    if (this.slots && this.grants.subscribe && this._slotTransceivers.length === 0) {
+      for (const [kind, n] of [['audio', this.slots.audio], ['video', this.slots.video]]) {
+        for (let k = 0; k < n; k++) {
+          const t = pc.addTransceiver(kind, { direction: 'recvonly' });
+          if (kind === 'video' && this.dependencyDescriptor) negotiateDependencyDescriptor(t);
+          this._slotTransceivers.push(t);
+        }
+      }
+    }
     if (pc.getTransceivers().length === 0) return; // nothing to negotiate yet (a viewer in an empty room)
 
     const offer = await pc.createOffer();
@@ -1301,7 +1368,9 @@ export class Call extends EventTarget {
     });
     let answer;
     try {
-      this._send({ type: 'offer', sdp: pc.localDescription.sdp, publish, subscribe });
+      const message = { type: 'offer', sdp: pc.localDescription.sdp, publish, subscribe };
+      if (this._slotTransceivers.length) message.slots = this._slotTransceivers.map((t) => t.mid);
+      this._send(message);
       answer = await answered;
     } catch (err) {
       this._answerWaiter = null;

@@ -294,6 +294,12 @@ function onActiveSpeakers(speakers) {
 
 // ------------------------------------------------------------------ remote media
 
+/** `A:V` (audio and video slot counts) as the client's `slots` option, or null. */
+function parseSlots(text) {
+  const m = /^(\d+):(\d+)$/.exec(text || '');
+  return m ? { audio: Number(m[1]), video: Number(m[2]) } : null;
+}
+
 function onTrack(call, t) {
   scheduleLayout();
   if (t.kind === 'audio') {
@@ -556,6 +562,8 @@ async function join(room, name) {
       codec: query.get('codec') || 'VP9',
       dependencyDescriptor: query.get('dd') === '1',
       audience: query.get('audience') === '1',
+      // ?slots=3:25: receive on 3 audio and 25 video slot m-lines (large rooms).
+      slots: parseSlots(query.get('slots')),
     });
     window.demo.call = call;
     wire(call);

@@ -1,0 +1,92 @@
+// End-to-end test of slots (`offer.slots`, docs/protocol.md): four Chromium participants
+// join with the demo's `?slots=3:2`, three audio and two video slot m-lines each, and
+// publish a microphone and a camera. Each receives the others' three microphones and the
+// two cameras the server chose for it, on its slots, with one offer each however many
+// joined after it; one that pins the third camera gets it on a slot and decodes it, its
+// tile showing it. Run through e2e/run.sh.
+
+import { after, before, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
+import { steps, SFU_URL, RUN, sleep, waitFor, contexts, profileDirs, Participant, LEAN_ARGS } from './lib.mjs';
+
+describe('slots: the server fills a fixed set of m-lines', { timeout: 600000 }, () => {
+  const room = `e2e-slots-${RUN}`;
+  const everyone = ['Sol', 'Sam', 'Sia', 'Sid'].map((n) => new Participant(n));
+  const [sol] = everyone;
+  const { step, failed } = steps();
+  let joined = false;
+
+  before(async () => {
+    const res = await fetch(`${SFU_URL}/healthz`);
+    assert.equal(res.status, 200, `server not healthy at ${SFU_URL}`);
+  });
+
+  after(async () => {
+    if (failed()) {
+      for (const p of everyone) {
+        if (p.logs && p.logs.length) console.log(`--- browser console of ${p.name}:\n${p.logs.slice(-40).join('\n')}`);
+      }
+    }
+    await Promise.all(contexts.map((c) => c.close().catch(() => {})));
+    if (!process.env.E2E_KEEP_PROFILES) for (const d of profileDirs) rmSync(d, { recursive: true, force: true });
+  });
+
+  /** What `p` receives on its slots: the audio and video streams that flow, by track. */
+  const flowing = async (p) => {
+    const stats = await p.stats();
+    return {
+      mics: stats.filter((s) => s.kind === 'audio' && s.packetsReceived > 0),
+      cams: stats.filter((s) => s.kind === 'video' && s.framesDecoded > 0),
+    };
+  };
+
+  step('four join on three audio and two video slots: one offer each, the others on the slots', async () => {
+    for (const p of everyone) await p.join(room, { query: '?slots=3:2', args: LEAN_ARGS, recordSent: true });
+    for (const p of everyone) {
+      const seen = await waitFor(`${p.name} to receive three microphones and decode two cameras on its slots`, async () => {
+        const { mics, cams } = await flowing(p);
+        const others = new Set(everyone.filter((o) => o !== p).map((o) => o.id));
+        const from = (list) => list.map((s) => s.participant_id).sort();
+        const ok = mics.length === 3 && cams.length === 2
+          && mics.every((s) => others.has(s.participant_id)) && cams.every((s) => others.has(s.participant_id));
+        return { ok, fatal: (await p.alive()) ? null : `${p.name}'s call ended`, mics: from(mics), cams: from(cams) };
+      }, { timeout: 40000 });
+      const offers = await p.sent('offer');
+      console.log(`E2E slots participant=${p.name} offers=${offers.length} mics=${JSON.stringify(seen.mics)} cams=${JSON.stringify(seen.cams)}`);
+      assert.equal(offers.length, 1, `${p.name} offered once, whoever joined later: ${JSON.stringify(offers)}`);
+      assert.equal(offers[0].slots.length, 5, `five slots offered: ${JSON.stringify(offers[0])}`);
+      assert.deepEqual(offers[0].subscribe, [], 'no per-track subscriptions');
+      const m = await p.mlines();
+      // Its own microphone and camera, and the five slots: no m-line per track.
+      assert.equal(m.transceivers, 7, `${p.name}'s m-lines: ${JSON.stringify(m)}`);
+    }
+    joined = true;
+  }, 240000);
+
+  step('a camera pinned from off the slots comes onto one and is decoded on its tile', async () => {
+    const st = await sol.state();
+    const shown = new Set((await flowing(sol)).cams.map((s) => s.track_id));
+    const hidden = st.remote.find((t) => t.kind === 'video' && !shown.has(t.track_id));
+    assert.ok(hidden, `a camera Sol does not see: ${JSON.stringify(st.remote)}`);
+    await sol.page.evaluate((id) => window.demo.call.pin(id), hidden.track_id);
+    const result = await waitFor('Sol to decode the pinned camera on a slot, and its tile to play it', async () => {
+      const a = (await sol.stats()).find((s) => s.track_id === hidden.track_id);
+      await sleep(1000);
+      const b = (await sol.stats()).find((s) => s.track_id === hidden.track_id);
+      const tile = await sol.page.evaluate((pid) => {
+        const v = document.querySelector(`.tile[data-key="p${pid}"] video`);
+        return v ? { width: v.videoWidth, live: !!v.srcObject && v.srcObject.getVideoTracks().some((t) => t.readyState === 'live') } : null;
+      }, hidden.participant_id);
+      const ok = !!a && !!b && b.framesDecoded > a.framesDecoded && !!tile && tile.live && tile.width > 0;
+      return { ok, before: a || null, after: b || null, tile };
+    }, { timeout: 30000 });
+    const cams = (await flowing(sol)).cams;
+    console.log(`E2E slots pinned track=${hidden.track_id} frames=${result.after.framesDecoded} cameras_now=${JSON.stringify(cams.map((s) => s.track_id))}`);
+    assert.equal(cams.length, 2, `still two cameras on the two slots: ${JSON.stringify(cams)}`);
+    assert.ok(cams.some((s) => s.track_id === hidden.track_id), 'the pinned one among them');
+    const wire = (await sol.state()).wire.filter((m) => m.type === 'slots');
+    assert.ok(wire.length > 0 && wire[wire.length - 1].slots.some((s) => s.track_id === hidden.track_id),
+      `the last slots message puts it on a slot: ${JSON.stringify(wire.slice(-1))}`);
+  }, 120000, () => joined);
+});
