@@ -3,12 +3,11 @@
 // not told of each other, and a viewer that tries to publish is refused. Run through
 // e2e/run.sh.
 
-import { after, before, describe } from 'node:test';
+import { describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { rmSync } from 'node:fs';
 import {
-  steps, wsScript, probePage, errorCode, tokenFor,
-  SFU_URL, RUN, waitFor, contexts, profileDirs, Participant, LEAN_ARGS,
+  steps, browserHooks, wsScript, probePage, errorCode, tokenFor,
+  RUN, waitFor, Participant, LEAN_ARGS,
 } from './lib.mjs';
 
 const PRESENTER = { role: 'presenter' };
@@ -23,20 +22,7 @@ describe('broadcast: a presenter shares a screen with viewers', { timeout: 60000
   const { step, failed } = steps();
   let sharing = false;
 
-  before(async () => {
-    const res = await fetch(`${SFU_URL}/healthz`);
-    assert.equal(res.status, 200, `server not healthy at ${SFU_URL}`);
-  });
-
-  after(async () => {
-    if (failed()) {
-      for (const p of everyone) {
-        if (p.logs && p.logs.length) console.log(`--- browser console of ${p.name}:\n${p.logs.slice(-40).join('\n')}`);
-      }
-    }
-    await Promise.all(contexts.map((c) => c.close().catch(() => {})));
-    if (!process.env.E2E_KEEP_PROFILES) for (const d of profileDirs) rmSync(d, { recursive: true, force: true });
-  });
+  browserHooks(everyone, failed);
 
   step('the presenter joins with camera and microphone and shares a screen', async () => {
     await pia.join(room, { grants: PRESENTER, args: LEAN_ARGS });

@@ -9,7 +9,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { it } from 'node:test';
+import { after, before, it } from 'node:test';
 import { chromium } from 'playwright-core';
 
 export const SFU_URL = (process.env.SFU_URL || 'http://10.77.0.1:8080').replace(/\/$/, '');
@@ -378,6 +378,27 @@ export class Participant {
     if (this.ctx) await this.ctx.close().catch(() => {});
     this.ctx = null;
   }
+}
+
+/**
+ * The hooks of a suite of browser steps (call inside `describe`): the server must be up
+ * first; at the end, the last browser console lines of `participants` when a step failed,
+ * then every browser and profile goes.
+ */
+export function browserHooks(participants, failed) {
+  before(async () => {
+    const res = await fetch(`${SFU_URL}/healthz`);
+    assert.equal(res.status, 200, `server not healthy at ${SFU_URL}`);
+  });
+  after(async () => {
+    if (failed()) {
+      for (const p of participants) {
+        if (p.logs && p.logs.length) console.log(`--- browser console of ${p.name}:\n${p.logs.slice(-40).join('\n')}`);
+      }
+    }
+    await Promise.all(contexts.map((c) => c.close().catch(() => {})));
+    if (!process.env.E2E_KEEP_PROFILES) for (const d of profileDirs) rmSync(d, { recursive: true, force: true });
+  });
 }
 
 /** In the page: resolves with ms from WebSocket open to the first decoded remote video frame. */

@@ -5,10 +5,9 @@
 // joined after it; one that pins the third camera gets it on a slot and decodes it, its
 // tile showing it. Run through e2e/run.sh.
 
-import { after, before, describe } from 'node:test';
+import { describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { rmSync } from 'node:fs';
-import { steps, SFU_URL, RUN, sleep, waitFor, contexts, profileDirs, Participant, LEAN_ARGS } from './lib.mjs';
+import { steps, browserHooks, RUN, sleep, waitFor, Participant, LEAN_ARGS } from './lib.mjs';
 
 describe('slots: the server fills a fixed set of m-lines', { timeout: 600000 }, () => {
   const room = `e2e-slots-${RUN}`;
@@ -17,20 +16,7 @@ describe('slots: the server fills a fixed set of m-lines', { timeout: 600000 }, 
   const { step, failed } = steps();
   let joined = false;
 
-  before(async () => {
-    const res = await fetch(`${SFU_URL}/healthz`);
-    assert.equal(res.status, 200, `server not healthy at ${SFU_URL}`);
-  });
-
-  after(async () => {
-    if (failed()) {
-      for (const p of everyone) {
-        if (p.logs && p.logs.length) console.log(`--- browser console of ${p.name}:\n${p.logs.slice(-40).join('\n')}`);
-      }
-    }
-    await Promise.all(contexts.map((c) => c.close().catch(() => {})));
-    if (!process.env.E2E_KEEP_PROFILES) for (const d of profileDirs) rmSync(d, { recursive: true, force: true });
-  });
+  browserHooks(everyone, failed);
 
   /** What `p` receives on its slots: the audio and video streams that flow, by track. */
   const flowing = async (p) => {
@@ -69,7 +55,10 @@ describe('slots: the server fills a fixed set of m-lines', { timeout: 600000 }, 
     const shown = new Set((await flowing(sol)).cams.map((s) => s.track_id));
     const hidden = st.remote.find((t) => t.kind === 'video' && !shown.has(t.track_id));
     assert.ok(hidden, `a camera Sol does not see: ${JSON.stringify(st.remote)}`);
-    await sol.page.evaluate((id) => window.demo.call.pin(id), hidden.track_id);
+    // Through the page, as a user does (the page's own view would undo a pin sent
+    // behind its back): the tile's pin button pins the participant's camera and microphone.
+    await sol.page.click(`.tile[data-key="p${hidden.participant_id}"] .pin`);
+    await sol.page.waitForSelector(`#stage .tile.pinned[data-key="p${hidden.participant_id}"]`, { timeout: 10000 });
     const result = await waitFor('Sol to decode the pinned camera on a slot, and its tile to play it', async () => {
       const a = (await sol.stats()).find((s) => s.track_id === hidden.track_id);
       await sleep(1000);

@@ -652,6 +652,20 @@ struct Room {
     speakers_sent: Option<Instant>,
 }
 
+impl Room {
+    /// Whether the room is large (above `loudest_threshold`: only the loudest microphones
+    /// are forwarded, other cameras as thumbnails), and `id`'s place in the speaking order.
+    fn standing(&self, id: ParticipantId, loudest_threshold: usize) -> (bool, usize) {
+        let large = self.members.len() > loudest_threshold;
+        let rank = self
+            .recent
+            .iter()
+            .position(|m| *m == id)
+            .unwrap_or(usize::MAX);
+        (large, rank)
+    }
+}
+
 /// The media core of one shard. See the module docs for the run loop.
 pub struct Shard {
     config: ShardConfig,
@@ -1254,7 +1268,7 @@ impl Shard {
             return;
         };
         // Refuse what is not granted before applying anything.
-        if !slots.is_empty() && !p.grants.subscribe {
+        if !p.grants.subscribe && (!subscribe.is_empty() || !slots.is_empty()) {
             self.error(
                 id,
                 RequestType::Offer,
@@ -1280,15 +1294,6 @@ impl Shard {
         if let Some(denied) = publish.iter().find(|x| !x.source.is_granted(&p.grants)) {
             let message = format!("token does not grant {}", denied.source.grant_name());
             self.error(id, RequestType::Offer, ErrorCode::Forbidden, message);
-            return;
-        }
-        if !p.grants.subscribe && !subscribe.is_empty() {
-            self.error(
-                id,
-                RequestType::Offer,
-                ErrorCode::Forbidden,
-                "token does not grant subscribe",
-            );
             return;
         }
         let mut mids: Vec<&str> = publish
@@ -1562,12 +1567,7 @@ impl Shard {
         let Some(room) = self.rooms.get(&p.room) else {
             return;
         };
-        let large = room.members.len() > config.loudest_threshold;
-        let my_rank = room
-            .recent
-            .iter()
-            .position(|m| *m == id)
-            .unwrap_or(usize::MAX);
+        let (large, my_rank) = room.standing(id, config.loudest_threshold);
         // (order, track) of the tracks it should receive, per kind.
         let mut audio: Vec<(usize, TrackId)> = Vec::new();
         let mut video: Vec<(usize, TrackId)> = Vec::new();
@@ -1837,12 +1837,7 @@ impl Shard {
             return;
         };
         let now = self.now;
-        let large = room.members.len() > config.loudest_threshold;
-        let my_rank = room
-            .recent
-            .iter()
-            .position(|m| *m == id)
-            .unwrap_or(usize::MAX);
+        let (large, my_rank) = room.standing(id, config.loudest_threshold);
         let mut items: Vec<VideoItem> = Vec::new();
         let mut slots: Vec<usize> = Vec::new();
         let mut audio_bps = 0;
