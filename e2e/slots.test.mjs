@@ -3,7 +3,9 @@
 // publish a microphone and a camera. Each receives the others' three microphones and the
 // two cameras the server chose for it, on its slots, with one offer each however many
 // joined after it; one that pins the third camera gets it on a slot and decodes it, its
-// tile showing it. Run through e2e/run.sh.
+// tile showing it. Then four more join a room with `?slots=3:2:3` (slots once three
+// others are there): the first three start with one m-line per track and move to slots
+// when the fourth comes, their m-lines becoming slots. Run through e2e/run.sh.
 
 import { describe } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,8 +13,10 @@ import { steps, browserHooks, RUN, sleep, waitFor, Participant, LEAN_ARGS } from
 
 describe('slots: the server fills a fixed set of m-lines', { timeout: 600000 }, () => {
   const room = `e2e-slots-${RUN}`;
-  const everyone = ['Sol', 'Sam', 'Sia', 'Sid'].map((n) => new Participant(n));
-  const [sol] = everyone;
+  const first = ['Sol', 'Sam', 'Sia', 'Sid'].map((n) => new Participant(n));
+  const growing = ['Gil', 'Gus', 'Gia', 'Gem'].map((n) => new Participant(n));
+  const everyone = [...first, ...growing];
+  const [sol] = first;
   const { step, failed } = steps();
   let joined = false;
 
@@ -27,17 +31,20 @@ describe('slots: the server fills a fixed set of m-lines', { timeout: 600000 }, 
     };
   };
 
+  /** Waits until `p` receives three microphones and decodes two cameras, from the others of `group`. */
+  const onSlots = (p, group) => waitFor(`${p.name} to receive three microphones and decode two cameras on its slots`, async () => {
+    const { mics, cams } = await flowing(p);
+    const others = new Set(group.filter((o) => o !== p).map((o) => o.id));
+    const from = (list) => list.map((s) => s.participant_id).sort();
+    const ok = mics.length === 3 && cams.length === 2
+      && mics.every((s) => others.has(s.participant_id)) && cams.every((s) => others.has(s.participant_id));
+    return { ok, fatal: (await p.alive()) ? null : `${p.name}'s call ended`, mics: from(mics), cams: from(cams) };
+  }, { timeout: 40000 });
+
   step('four join on three audio and two video slots: one offer each, the others on the slots', async () => {
-    for (const p of everyone) await p.join(room, { query: '?slots=3:2', args: LEAN_ARGS, recordSent: true });
-    for (const p of everyone) {
-      const seen = await waitFor(`${p.name} to receive three microphones and decode two cameras on its slots`, async () => {
-        const { mics, cams } = await flowing(p);
-        const others = new Set(everyone.filter((o) => o !== p).map((o) => o.id));
-        const from = (list) => list.map((s) => s.participant_id).sort();
-        const ok = mics.length === 3 && cams.length === 2
-          && mics.every((s) => others.has(s.participant_id)) && cams.every((s) => others.has(s.participant_id));
-        return { ok, fatal: (await p.alive()) ? null : `${p.name}'s call ended`, mics: from(mics), cams: from(cams) };
-      }, { timeout: 40000 });
+    for (const p of first) await p.join(room, { query: '?slots=3:2', args: LEAN_ARGS, recordSent: true });
+    for (const p of first) {
+      const seen = await onSlots(p, first);
       const offers = await p.sent('offer');
       console.log(`E2E slots participant=${p.name} offers=${offers.length} mics=${JSON.stringify(seen.mics)} cams=${JSON.stringify(seen.cams)}`);
       assert.equal(offers.length, 1, `${p.name} offered once, whoever joined later: ${JSON.stringify(offers)}`);
@@ -78,4 +85,29 @@ describe('slots: the server fills a fixed set of m-lines', { timeout: 600000 }, 
     assert.ok(wire.length > 0 && wire[wire.length - 1].slots.some((s) => s.track_id === hidden.track_id),
       `the last slots message puts it on a slot: ${JSON.stringify(wire.slice(-1))}`);
   }, 120000, () => joined);
+
+  step('a call moves to slots when the room grows to its threshold, its m-lines becoming slots', async () => {
+    await Promise.all(first.map((p) => p.close()));
+    const room2 = `${room}-growing`;
+    for (const p of growing) await p.join(room2, { query: '?slots=3:2:3', args: LEAN_ARGS, recordSent: true });
+    for (const p of growing) {
+      const seen = await onSlots(p, growing);
+      const offers = await p.sent('offer');
+      const last = offers[offers.length - 1];
+      const m = await p.mlines();
+      console.log(`E2E slots growing participant=${p.name} offers=${offers.length} `
+        + `per_track_offers=${offers.filter((o) => o.subscribe.length > 0).length} transceivers=${m.transceivers} `
+        + `mics=${JSON.stringify(seen.mics)} cams=${JSON.stringify(seen.cams)}`);
+      assert.ok(last.slots && last.slots.length === 5 && last.subscribe.length === 0,
+        `${p.name}'s last offer is on five slots: ${JSON.stringify(last)}`);
+      // Its two m-lines and five slots; the first three's per-track m-lines became slots.
+      assert.equal(m.transceivers, 7, `${p.name}'s m-lines: ${JSON.stringify(m)}`);
+    }
+    // The first three began with one m-line per track (Gil's first offer had nothing to
+    // receive yet; Gia's listed Gil's and Gus's tracks).
+    const gia = await growing[2].sent('offer');
+    assert.ok(gia[0].subscribe.length === 4 && !gia[0].slots, `Gia's first offer, per track: ${JSON.stringify(gia[0])}`);
+    const gem = await growing[3].sent('offer');
+    assert.equal(gem.length, 1, `Gem, the fourth, joined straight onto slots: ${JSON.stringify(gem)}`);
+  }, 240000, () => joined);
 });

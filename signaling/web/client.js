@@ -47,7 +47,10 @@
 //
 // Slots, for large rooms: `new Call({ slots: { audio: 3, video: 25 } })` receives on that
 // many m-lines, added once, which the server fills with the tracks it chose for this
-// client (`offer.slots`, docs/protocol.md): no renegotiation as people come and go. When
+// client (`offer.slots`, docs/protocol.md): no renegotiation as people come and go. With
+// `from: N` in `slots`, the call receives one m-line per track until N others (besides
+// a broadcast's viewers) are in it, then moves to slots for good (its per-track m-lines
+// become slots, the tracks they carried get `track_removed`). When
 // a slot changes tracks, the old track gets `track_removed` and the new one `track`, with
 // the slot's MediaStreamTrack (the same object: its picture changes at the next
 // keyframe). A track not on a slot is known (`remoteTracks`) but has no `track`.
@@ -222,8 +225,9 @@ export class Call extends EventTarget {
    *   every video transceiver (needed to receive AV1 SVC in Chrome; default false)
    * @param {boolean} [opts.audience] as a broadcast's viewer, hear of the other viewers too
    *   (default false: a viewer hears only of presenters and participants)
-   * @param {{audio:number, video:number}} [opts.slots] receive on this many slot m-lines
-   *   the server fills, instead of one per track (for large rooms)
+   * @param {{audio:number, video:number, from?:number}} [opts.slots] receive on this many
+   *   slot m-lines the server fills, instead of one per track (for large rooms); with
+   *   `from`, only once that many others are in the call
    */
   constructor({
     url, token, iceServers = [], iceTransportPolicy = 'all', fallback = true, simulcast = true,
@@ -246,8 +250,10 @@ export class Call extends EventTarget {
     this.audience = !!audience;
     /** Slot m-lines to receive on ({audio, video}), or null: one m-line per track. */
     this.slots = slots && (slots.audio > 0 || slots.video > 0)
-      ? { audio: Math.max(0, slots.audio | 0), video: Math.max(0, slots.video | 0) }
+      ? { audio: Math.max(0, slots.audio | 0), video: Math.max(0, slots.video | 0), from: Math.max(0, slots.from | 0) }
       : null;
+    /** Whether the call receives on slots now. */
+    this._slotsOn = !!this.slots && this.slots.from === 0;
     /** `auto` or `relay`: what the join asks for (docs/protocol.md). */
     this.transport = iceTransportPolicy === 'relay' ? 'relay' : 'auto';
     /** Whether this call fell back to TURN over TCP/TLS. */
@@ -744,6 +750,7 @@ export class Call extends EventTarget {
         participant_id: p.participant_id, identity: p.identity, name: p.name, role: p.role || 'participant',
       });
     }
+    if (this._slotsDue()) this._slotsOn = true; // already enough others: slots from the start
     for (const t of msg.tracks || []) this._addRemoteTrack(t);
     this._iceServers = [...(msg.ice_servers || []), ...this.iceServers];
     if (this.fellBack) this._iceServers = tcpOnly(this._iceServers);
@@ -763,6 +770,39 @@ export class Call extends EventTarget {
     const p = { participant_id: msg.participant_id, identity: msg.identity, name: msg.name, role: msg.role || 'participant' };
     this.participants.set(p.participant_id, p);
     this._emit('participant_joined', p);
+    if (this._slotsDue()) {
+      this._switchToSlots();
+      this._negotiateInBackground();
+    }
+  }
+
+  /** Whether the call should move to slots now: enough others (viewers aside) are in it. */
+  _slotsDue() {
+    if (!this.slots || this._slotsOn || !this.grants || !this.grants.subscribe) return false;
+    const others = [...this.participants.values()].filter((p) => p.role !== 'viewer').length;
+    return others >= this.slots.from;
+  }
+
+  /**
+   * Moves to slots for good: the tracks shown so far get `track_removed` (each comes back
+   * with `track` when the server puts it on a slot), and the per-track m-lines go idle,
+   * to become slots at the next offer.
+   */
+  _switchToSlots() {
+    this._slotsOn = true;
+    for (const info of this.remoteTracks.values()) {
+      if (!info.track) continue;
+      this._emit('track_removed', this._trackDetail(info));
+      info.track = null;
+      info.mid = null;
+    }
+    this._ops.push(() => {
+      for (const [t, trackId] of this._recvTransceivers) {
+        if (trackId == null) continue;
+        t.direction = 'inactive';
+        this._recvTransceivers.set(t, null);
+      }
+    });
   }
 
   _onParticipantLeft(msg) {
@@ -775,7 +815,7 @@ export class Call extends EventTarget {
       if (t.participant_id === msg.participant_id) removed = this._removeRemoteTrack(t.track_id) || removed;
     }
     this._emit('participant_left', { ...p, reason: msg.reason });
-    if (removed && !this.slots) this._negotiateInBackground();
+    if (removed && !this._slotsOn) this._negotiateInBackground();
   }
 
   _onTrackPublished(msg) {
@@ -784,11 +824,11 @@ export class Call extends EventTarget {
     this._addRemoteTrack(msg);
     this._emit('track_published', this._trackDetail(this.remoteTracks.get(msg.track_id)));
     // On slots the server puts it where it belongs: no new offer.
-    if (this.grants.subscribe && !this.slots) this._negotiateInBackground();
+    if (this.grants.subscribe && !this._slotsOn) this._negotiateInBackground();
   }
 
   _onTrackUnpublished(msg) {
-    if (this._removeRemoteTrack(msg.track_id) && !this.slots) this._negotiateInBackground();
+    if (this._removeRemoteTrack(msg.track_id) && !this._slotsOn) this._negotiateInBackground();
   }
 
   /**
@@ -863,9 +903,10 @@ export class Call extends EventTarget {
       muted: !!t.muted, layers: Array.isArray(t.layers) ? [...t.layers] : [], mid: null, track: null,
     };
     this.remoteTracks.set(t.track_id, info);
-    if (!this.grants.subscribe || this.slots) return;
+    if (!this.grants.subscribe || this._slotsOn) return;
     this._ops.push(() => {
       if (this.remoteTracks.get(t.track_id) !== info) return; // unpublished meanwhile
+      if (this._slotsOn) return; // moved to slots meanwhile
       let transceiver = this._idleTransceiver(this._recvTransceivers, t.kind);
       if (transceiver) {
         transceiver.direction = 'recvonly';
@@ -994,6 +1035,7 @@ export class Call extends EventTarget {
     this._recvTransceivers = new Map();
     this._slotTransceivers = [];
     this._slotTrack = new Map();
+    this._slotsOn = !!this.slots && this.slots.from === 0;
     this._sendLayers = new Map();
     this._sendSvc = new Map();
     this._activeLayers = new Map(); // our tracks get new ids (an application under way finds nothing to do)
@@ -1320,11 +1362,19 @@ export class Call extends EventTarget {
       }
     }
     if (this._state !== 'joined') return;
-    if (this.slots && this.grants.subscribe && this._slotTransceivers.length === 0) {
+    if (this._slotsOn && this.grants.subscribe && this._slotTransceivers.length === 0) {
       for (const [kind, n] of [['audio', this.slots.audio], ['video', this.slots.video]]) {
         for (let k = 0; k < n; k++) {
-          const t = pc.addTransceiver(kind, { direction: 'recvonly' });
-          if (kind === 'video' && this.dependencyDescriptor) negotiateDependencyDescriptor(t);
+          // An idle per-track m-line (after a move to slots) becomes a slot: m-lines are
+          // reused, never rejected.
+          let t = this._idleTransceiver(this._recvTransceivers, kind);
+          if (t) {
+            this._recvTransceivers.delete(t);
+            t.direction = 'recvonly';
+          } else {
+            t = pc.addTransceiver(kind, { direction: 'recvonly' });
+            if (kind === 'video' && this.dependencyDescriptor) negotiateDependencyDescriptor(t);
+          }
           this._slotTransceivers.push(t);
         }
       }

@@ -294,10 +294,11 @@ function onActiveSpeakers(speakers) {
 
 // ------------------------------------------------------------------ remote media
 
-/** `A:V` (audio and video slot counts) as the client's `slots` option, or null. */
+/** `A:V` or `A:V:N` (audio and video slots, from N others on) as the client's `slots`. */
 function parseSlots(text) {
-  const m = /^(\d+):(\d+)$/.exec(text || '');
-  return m ? { audio: Number(m[1]), video: Number(m[2]) } : null;
+  if (text == null) return { audio: 7, video: 25, from: 8 };
+  const m = /^(\d+):(\d+)(?::(\d+))?$/.exec(text);
+  return m ? { audio: Number(m[1]), video: Number(m[2]), from: Number(m[3] || 0) } : null;
 }
 
 function onTrack(call, t) {
@@ -562,7 +563,9 @@ async function join(room, name) {
       codec: query.get('codec') || 'VP9',
       dependencyDescriptor: query.get('dd') === '1',
       audience: query.get('audience') === '1',
-      // ?slots=3:25: receive on 3 audio and 25 video slot m-lines (large rooms).
+      // Slot m-lines for large rooms: 7 audio (every other microphone of a room up to 8,
+      // the loudest three and pins above) and 25 video once 8 others are in the call;
+      // ?slots=A:V always, ?slots=A:V:N from N others on, ?slots=0 never.
       slots: parseSlots(query.get('slots')),
     });
     window.demo.call = call;
