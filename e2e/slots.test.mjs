@@ -35,7 +35,7 @@ describe('slots: the server fills a fixed set of m-lines', { timeout: 600000 }, 
   const onSlots = (p, group) => waitFor(`${p.name} to receive three microphones and decode two cameras on its slots`, async () => {
     const { mics, cams } = await flowing(p);
     const others = new Set(group.filter((o) => o !== p).map((o) => o.id));
-    const from = (list) => list.map((s) => s.participant_id).sort();
+    const from = (list) => list.map((s) => s.participant_id).sort((a, b) => a - b);
     const ok = mics.length === 3 && cams.length === 2
       && mics.every((s) => others.has(s.participant_id)) && cams.every((s) => others.has(s.participant_id));
     return { ok, fatal: (await p.alive()) ? null : `${p.name}'s call ended`, mics: from(mics), cams: from(cams) };
