@@ -122,16 +122,20 @@ impl Counters {
     }
 }
 
+/// The mids of an SDP's BUNDLE group.
+fn bundled_mids(sdp: &str) -> Vec<&str> {
+    sdp.lines()
+        .filter_map(|l| l.trim_end().strip_prefix("a=group:BUNDLE "))
+        .flat_map(|l| l.split(' '))
+        .collect()
+}
+
 /// Checks, before anything is applied, that every published mid is an m-line of the offer,
 /// of its source's kind, on which the client sends. `sdp` is the offer's text, for its
 /// BUNDLE group: a port-0 m-line in the group is bundle-only (GStreamer's webrtcbin offers
 /// those with max-bundle), not rejected.
 fn check_publish_kinds(offer: &SdpOffer, sdp: &str, publish: &[Publish]) -> Result<(), String> {
-    let bundled: Vec<&str> = sdp
-        .lines()
-        .filter_map(|l| l.trim_end().strip_prefix("a=group:BUNDLE "))
-        .flat_map(|l| l.split(' '))
-        .collect();
+    let bundled = bundled_mids(sdp);
     for x in publish {
         let line = offer
             .media_lines
@@ -194,7 +198,8 @@ const MAX_SLOTS: usize = 64;
 
 /// The kind of each slot m-line (`offer.slots`), checked before anything is applied: an
 /// m-line of the offer, audio or video, on which the client receives.
-fn slot_kinds(offer: &SdpOffer, slots: &[String]) -> Result<Vec<(Mid, Kind)>, String> {
+fn slot_kinds(offer: &SdpOffer, sdp: &str, slots: &[String]) -> Result<Vec<(Mid, Kind)>, String> {
+    let bundled = bundled_mids(sdp);
     let mut kinds = Vec::with_capacity(slots.len());
     for mid in slots {
         let line = offer
@@ -208,10 +213,16 @@ fn slot_kinds(offer: &SdpOffer, slots: &[String]) -> Result<Vec<(Mid, Kind)>, St
             "Video" => Kind::Video,
             other => return Err(format!("slot {mid:?} is a {other} m-line")),
         };
-        if line.disabled || !line.direction().is_receiving() {
+        // A port-0 m-line in the BUNDLE group is bundle-only, not rejected.
+        let rejected = line.disabled && !bundled.contains(&mid.as_str());
+        if rejected || !line.direction().is_receiving() {
             return Err(format!(
                 "slot {mid:?} is {} in the offer: the client does not receive on it",
-                line.direction()
+                if rejected {
+                    "rejected".to_string()
+                } else {
+                    line.direction().to_string()
+                }
             ));
         }
         kinds.push((Mid::from(mid.as_str()), kind));
@@ -1328,7 +1339,7 @@ impl Shard {
             self.error(id, RequestType::Offer, ErrorCode::BadRequest, message);
             return;
         }
-        let slot_mids = match slot_kinds(&offer, &slots) {
+        let slot_mids = match slot_kinds(&offer, sdp, &slots) {
             Ok(s) => s,
             Err(message) => {
                 self.error(id, RequestType::Offer, ErrorCode::BadRequest, message);
@@ -1604,7 +1615,9 @@ impl Shard {
             list.iter().map(|(_, t)| *t).collect()
         };
         let (audio, video) = (chosen(Kind::Audio), chosen(Kind::Video));
-        // Chosen tracks keep their slots; the others fill the free ones, in slot order.
+        // Chosen tracks keep their slots (one each: a track a per-track offer had put on
+        // two m-lines keeps the first); the others fill the free ones, in slot order.
+        let mut kept: Vec<TrackId> = Vec::new();
         let mut mapping: Vec<(Mid, Option<TrackId>)> = p
             .slot_mids
             .iter()
@@ -1613,7 +1626,8 @@ impl Shard {
                 let on = p
                     .subscription_on(*mid)
                     .map(|(_, s)| s.track_id)
-                    .filter(|t| list.contains(t));
+                    .filter(|t| list.contains(t) && !kept.contains(t));
+                kept.extend(on);
                 (*mid, on)
             })
             .collect();

@@ -796,11 +796,12 @@ export class Call extends EventTarget {
       info.track = null;
       info.mid = null;
     }
+    // Forgotten at once, so that the answer to an offer already in flight announces
+    // none of them again, and no later offer lists them; idled at the next offer.
+    for (const t of this._recvTransceivers.keys()) this._recvTransceivers.set(t, null);
     this._ops.push(() => {
-      for (const [t, trackId] of this._recvTransceivers) {
-        if (trackId == null) continue;
-        t.direction = 'inactive';
-        this._recvTransceivers.set(t, null);
+      for (const t of this._recvTransceivers.keys()) {
+        if (!this._slotTransceivers.includes(t)) t.direction = 'inactive';
       }
     });
   }
@@ -1278,6 +1279,7 @@ export class Call extends EventTarget {
    * and a 'track' event, once per track_id.
    */
   _announceRemoteTracks() {
+    if (this._slotsOn) return; // `slots` messages announce them
     for (const [t, trackId] of this._recvTransceivers) {
       if (trackId == null || t.mid == null) continue;
       const info = this.remoteTracks.get(trackId);
