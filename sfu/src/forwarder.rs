@@ -178,13 +178,16 @@ pub fn keyframe_start(codec: Codec, payload: &[u8]) -> bool {
 /// VP8 picture ids and TL0PICIDX as a subscriber sees them: each layer numbers its own
 /// pictures, so a switch of layer would make them jump (backwards, often), and a
 /// receiver would take the new pictures for old ones and drop them. Like the sequence
-/// numbers, they continue from the last one sent. (The payload descriptor is outside
-/// what end-to-end encryption covers.)
+/// numbers, they continue from the newest one sent (a late packet, reordered or repaired
+/// upstream, does not pull them back). (The payload descriptor is outside what
+/// end-to-end encryption covers.)
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Vp8Continuity {
     picture_offset: u16,
     tl0_offset: u8,
+    /// The newest picture id sent, in 15 bits (a 7-bit one went out as its low bits).
     last_picture: Option<u16>,
+    /// The newest TL0PICIDX sent.
     last_tl0: Option<u8>,
 }
 
@@ -201,18 +204,26 @@ impl Vp8Continuity {
 
     /// The patch for one forwarded packet; `None` while nothing needs rewriting.
     pub fn rewrite(&mut self, d: &Vp8Descriptor) -> Option<Vp8Patch> {
-        let picture = d.picture_id().map(|id| {
-            let wide = id.wrapping_add(self.picture_offset) & 0x7fff;
-            // The 7-bit form wraps at 128; the builder refuses a wide id for it.
-            let fits = d.patch().picture_id(wide).build().is_ok();
-            if fits { wide } else { wide & 0x7f }
+        let wide = d
+            .picture_id()
+            .map(|id| id.wrapping_add(self.picture_offset) & 0x7fff);
+        // The 7-bit form wraps at 128; the builder refuses a wide id for it.
+        let picture = wide.map(|w| {
+            let fits = d.patch().picture_id(w).build().is_ok();
+            if fits { w } else { w & 0x7f }
         });
         let tl0 = d.tl0_pic_idx().map(|i| i.wrapping_add(self.tl0_offset));
-        if picture.is_some() {
-            self.last_picture = picture;
+        if let Some(w) = wide
+            && self
+                .last_picture
+                .is_none_or(|l| w.wrapping_sub(l) & 0x7fff < 0x4000)
+        {
+            self.last_picture = Some(w);
         }
-        if tl0.is_some() {
-            self.last_tl0 = tl0;
+        if let Some(t) = tl0
+            && self.last_tl0.is_none_or(|l| t.wrapping_sub(l) < 0x80)
+        {
+            self.last_tl0 = Some(t);
         }
         if self.picture_offset == 0 && self.tl0_offset == 0 {
             return None;
@@ -646,6 +657,36 @@ mod tests {
         assert_eq!(
             c.rewrite(&d).expect("rewritten"),
             d.patch().picture_id(1005).tl0_pic_idx(11).build().unwrap()
+        );
+    }
+
+    #[test]
+    fn a_late_vp8_packet_does_not_pull_the_numbers_back() {
+        let packet = |id: u16, tl0: u8| {
+            [
+                0x90,
+                0xe0,
+                0x80 | (id >> 8) as u8,
+                id as u8,
+                tl0,
+                0x20,
+                0x00,
+            ]
+        };
+        let mut c = Vp8Continuity::default();
+        for (id, tl0) in [(0x7ffe, 255), (0x7fff, 0), (0, 1)] {
+            c.rewrite(&Vp8Descriptor::parse(&packet(id, tl0)).unwrap());
+        }
+        // A packet of an earlier picture comes late (reordered, or repaired upstream).
+        c.rewrite(&Vp8Descriptor::parse(&packet(0x7fff, 0)).unwrap());
+        // The next layer's keyframe follows the newest picture sent (0 and 1), not the
+        // late one: a picture id or TL0PICIDX the receiver has already decoded would make
+        // it drop the keyframe, and every picture after it.
+        let d = Vp8Descriptor::parse(&packet(500, 90)).unwrap();
+        c.switch_source(&d);
+        assert_eq!(
+            c.rewrite(&d).expect("rewritten"),
+            d.patch().picture_id(1).tl0_pic_idx(2).build().unwrap()
         );
     }
 
