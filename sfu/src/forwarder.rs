@@ -397,6 +397,20 @@ mod tests {
 
     const HZ: u32 = 90_000;
 
+    /// A VP8 payload's start: X=1 S=1; I=1 L=1 T=1: a 15-bit picture id, TL0PICIDX, TID;
+    /// then the payload header.
+    fn vp8_packet(id: u16, tl0: u8) -> [u8; 7] {
+        [
+            0x90,
+            0xe0,
+            0x80 | (id >> 8) as u8,
+            id as u8,
+            tl0,
+            0x20,
+            0x00,
+        ]
+    }
+
     fn forwarded(d: Decision) -> (u64, u32) {
         match d {
             Decision::Forward { seq_no, time } => (*seq_no, time),
@@ -618,42 +632,30 @@ mod tests {
 
     #[test]
     fn vp8_picture_ids_continue_across_a_switch() {
-        // X=1 S=1; I=1 L=1 T=1: a 15-bit picture id, TL0PICIDX, TID; the payload header.
-        let packet = |id: u16, tl0: u8| {
-            [
-                0x90,
-                0xe0,
-                0x80 | (id >> 8) as u8,
-                id as u8,
-                tl0,
-                0x20,
-                0x00,
-            ]
-        };
         let mut c = Vp8Continuity::default();
-        let d = Vp8Descriptor::parse(&packet(1000, 7)).unwrap();
+        let d = Vp8Descriptor::parse(&vp8_packet(1000, 7)).unwrap();
         assert_eq!(c.rewrite(&d), None, "untouched until a switch");
-        let d = Vp8Descriptor::parse(&packet(1001, 8)).unwrap();
+        let d = Vp8Descriptor::parse(&vp8_packet(1001, 8)).unwrap();
         assert_eq!(c.rewrite(&d), None);
         // Another layer, whose numbers are behind.
-        let d = Vp8Descriptor::parse(&packet(20, 200)).unwrap();
+        let d = Vp8Descriptor::parse(&vp8_packet(20, 200)).unwrap();
         c.switch_source(&d);
         let patch = c.rewrite(&d).expect("rewritten");
         assert_eq!(
             patch,
             d.patch().picture_id(1002).tl0_pic_idx(9).build().unwrap()
         );
-        let d = Vp8Descriptor::parse(&packet(21, 200)).unwrap();
+        let d = Vp8Descriptor::parse(&vp8_packet(21, 200)).unwrap();
         let patch = c.rewrite(&d).expect("rewritten");
         assert_eq!(
             patch,
             d.patch().picture_id(1003).tl0_pic_idx(9).build().unwrap()
         );
         // Across the 15-bit wrap.
-        let d = Vp8Descriptor::parse(&packet(0x7fff, 1)).unwrap();
+        let d = Vp8Descriptor::parse(&vp8_packet(0x7fff, 1)).unwrap();
         c.switch_source(&d);
         c.rewrite(&d);
-        let d = Vp8Descriptor::parse(&packet(0, 2)).unwrap();
+        let d = Vp8Descriptor::parse(&vp8_packet(0, 2)).unwrap();
         assert_eq!(
             c.rewrite(&d).expect("rewritten"),
             d.patch().picture_id(1005).tl0_pic_idx(11).build().unwrap()
@@ -662,27 +664,16 @@ mod tests {
 
     #[test]
     fn a_late_vp8_packet_does_not_pull_the_numbers_back() {
-        let packet = |id: u16, tl0: u8| {
-            [
-                0x90,
-                0xe0,
-                0x80 | (id >> 8) as u8,
-                id as u8,
-                tl0,
-                0x20,
-                0x00,
-            ]
-        };
         let mut c = Vp8Continuity::default();
         for (id, tl0) in [(0x7ffe, 255), (0x7fff, 0), (0, 1)] {
-            c.rewrite(&Vp8Descriptor::parse(&packet(id, tl0)).unwrap());
+            c.rewrite(&Vp8Descriptor::parse(&vp8_packet(id, tl0)).unwrap());
         }
         // A packet of an earlier picture comes late (reordered, or repaired upstream).
-        c.rewrite(&Vp8Descriptor::parse(&packet(0x7fff, 0)).unwrap());
+        c.rewrite(&Vp8Descriptor::parse(&vp8_packet(0x7fff, 0)).unwrap());
         // The next layer's keyframe follows the newest picture sent (0 and 1), not the
         // late one: a picture id or TL0PICIDX the receiver has already decoded would make
         // it drop the keyframe, and every picture after it.
-        let d = Vp8Descriptor::parse(&packet(500, 90)).unwrap();
+        let d = Vp8Descriptor::parse(&vp8_packet(500, 90)).unwrap();
         c.switch_source(&d);
         assert_eq!(
             c.rewrite(&d).expect("rewritten"),
