@@ -45,8 +45,8 @@ pub struct Pacer {
     budget: f64,
     /// When `budget` was last brought up to date.
     last: Instant,
-    /// Datagrams waiting their turn, oldest first, with when each was offered.
-    queue: VecDeque<(Instant, Transmit)>,
+    /// Datagrams waiting their turn, oldest first.
+    queue: VecDeque<Transmit>,
     /// The payload types it paces (a bit each): the participant's RTX ones.
     paced_pts: u128,
 }
@@ -64,11 +64,6 @@ impl Pacer {
     /// RTP of payload type `pt` (a retransmission's) is paced.
     pub fn pace_payload_type(&mut self, pt: u8) {
         self.paced_pts |= 1u128 << (pt & 0x7f);
-    }
-
-    /// When the oldest waiting datagram was offered.
-    pub fn oldest(&self) -> Option<Instant> {
-        self.queue.front().map(|(at, _)| *at)
     }
 
     pub fn queued(&self) -> usize {
@@ -113,7 +108,7 @@ impl Pacer {
         }
         let kept = self.queue.len() < MAX_QUEUED;
         if kept {
-            self.queue.push_back((now, t));
+            self.queue.push_back(t);
         }
         self.drain(send);
         kept
@@ -134,7 +129,7 @@ impl Pacer {
 
     fn drain(&mut self, mut send: impl FnMut(Transmit)) {
         while self.budget > 0.0 {
-            let Some((_, t)) = self.queue.pop_front() else {
+            let Some(t) = self.queue.pop_front() else {
                 return;
             };
             self.budget -= t.contents.len() as f64;
@@ -244,7 +239,6 @@ mod tests {
         let mut sent = 0;
         assert!(pacer.offer(now, rate, datagram(99, 300), |_| sent += 1));
         assert_eq!((sent, pacer.queued()), (0, 2));
-        assert_eq!(pacer.oldest(), Some(now));
         // A datagram offered later lets those that waited go first, timer or not.
         let later = now + Duration::from_millis(50);
         let mut order = Vec::new();

@@ -677,6 +677,35 @@ impl Room {
     }
 }
 
+/// What a subscriber (`large` room, its own place `my_rank` in the speaking order)
+/// receives of the track `t`, `pinned` or not: for a microphone, `Some(0)` if it hears
+/// it (every one in a small room; in a large one the loudest `loudest_n` and the pinned);
+/// for a video, its importance, most important first (screens, pinned, the dominant
+/// speaker's camera, then the cameras of the last `last_n` to speak, in speaking order).
+/// `None`: not received. The one rule both `fill_slots` and `choose_for` follow.
+fn shown(
+    t: &Track,
+    pinned: bool,
+    (large, my_rank): (bool, usize),
+    config: &ShardConfig,
+) -> Option<u32> {
+    // The publisher's place among the others (this subscriber left out).
+    let rank = if t.rank > my_rank { t.rank - 1 } else { t.rank };
+    if t.info.kind == Kind::Audio {
+        (!large || pinned || rank < config.loudest_n).then_some(0)
+    } else if t.info.source == Source::Screen {
+        Some(0)
+    } else if pinned {
+        Some(1)
+    } else if t.dominant {
+        Some(2)
+    } else if rank < config.last_n {
+        u32::try_from(rank).ok().map(|r| r.saturating_add(3))
+    } else {
+        None
+    }
+}
+
 /// The media core of one shard. See the module docs for the run loop.
 pub struct Shard {
     config: ShardConfig,
@@ -1578,8 +1607,9 @@ impl Shard {
         let Some(room) = self.rooms.get(&p.room) else {
             return;
         };
-        let (large, my_rank) = room.standing(id, config.loudest_threshold);
-        // (order, track) of the tracks it should receive, per kind.
+        let standing = room.standing(id, config.loudest_threshold);
+        // (order, track) of the tracks it should receive, per kind: microphones pinned
+        // first, then by speaking order.
         let mut audio: Vec<(usize, TrackId)> = Vec::new();
         let mut video: Vec<(usize, TrackId)> = Vec::new();
         for track_id in &room.tracks {
@@ -1590,19 +1620,14 @@ impl Shard {
                 continue;
             }
             let pinned = p.pinned.binary_search(track_id).is_ok();
-            let rank = if t.rank > my_rank { t.rank - 1 } else { t.rank };
+            let Some(order) = shown(t, pinned, standing, config) else {
+                continue;
+            };
             if t.info.kind == Kind::Audio {
-                if !large || pinned || rank < config.loudest_n {
-                    audio.push((if pinned { 0 } else { rank.saturating_add(1) }, *track_id));
-                }
-            } else if t.info.source == Source::Screen {
-                video.push((0, *track_id));
-            } else if pinned {
-                video.push((1, *track_id));
-            } else if t.dominant {
-                video.push((2, *track_id));
-            } else if rank < config.last_n {
-                video.push((rank.saturating_add(3), *track_id));
+                let order = if pinned { 0 } else { t.rank.saturating_add(1) };
+                audio.push((order, *track_id));
+            } else {
+                video.push((order as usize, *track_id));
             }
         }
         audio.sort_unstable();
@@ -1851,7 +1876,7 @@ impl Shard {
             return;
         };
         let now = self.now;
-        let (large, my_rank) = room.standing(id, config.loudest_threshold);
+        let standing = room.standing(id, config.loudest_threshold);
         let mut items: Vec<VideoItem> = Vec::new();
         let mut slots: Vec<usize> = Vec::new();
         let mut audio_bps = 0;
@@ -1864,12 +1889,10 @@ impl Shard {
                 continue;
             };
             let pinned = p.pinned.binary_search(&s.track_id).is_ok();
-            // The publisher's place among the others (this subscriber left out).
-            let rank = if t.rank > my_rank { t.rank - 1 } else { t.rank };
+            let order = shown(t, pinned, standing, config);
             if t.info.kind == Kind::Audio {
-                let on = !large || pinned || rank < config.loudest_n;
-                s.target = on.then_some(0);
-                if on {
+                s.target = order.map(|_| 0);
+                if order.is_some() {
                     audio_bps += t.layers[0].rate.bps().unwrap_or(NOMINAL_AUDIO_BPS);
                 }
                 continue;
@@ -1884,18 +1907,11 @@ impl Shard {
                 Quality::Medium => top.min(1),
                 Quality::High => top,
             };
-            let (priority, wanted) = if t.info.source == Source::Screen {
-                (0, Some(top))
-            } else if pinned {
-                (1, Some(top))
-            } else if t.dominant {
-                (2, Some(top))
-            } else if rank < config.last_n {
-                let thumbnail = if large { 0 } else { top };
-                (3 + rank as u32, Some(thumbnail))
-            } else {
-                (u32::MAX, None)
-            };
+            // Screens, pinned and the dominant speaker's camera at the top layer; in a
+            // large room the other cameras as thumbnails.
+            let (large, _) = standing;
+            let wanted = order.map(|o| if o > 2 && large { 0 } else { top });
+            let priority = order.unwrap_or(u32::MAX);
             let mut wanted = wanted.map(|w| w.min(cap));
             // Holding after a fall for lack of bandwidth: nothing goes up.
             if p.upgrade_hold.is_some_and(|until| now < until) {
