@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
-use signaling::{Grants, TokenKey};
+use protocol::Grants;
+use signaling::TokenKey;
 
 use crate::client::{Role, Shared};
 use crate::report::Report;

@@ -23,9 +23,12 @@ use anyhow::Context;
 use futures_util::StreamExt;
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
+use protocol::{ErrorCode, ErrorMessage, LeaveReason, ParticipantId, ServerMessage};
+use protocol::{Join, Request};
 use quinn_udp::{RecvMeta, UdpSocketState};
-use signaling::protocol::{ErrorCode, ErrorMessage, LeaveReason, ParticipantId, ServerMessage};
-use signaling::{Join, MediaPlane, Request};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use signaling::MediaPlane;
 use str0m::ice::StunMessage;
 use str0m::net::{Protocol, Transmit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
@@ -35,9 +38,9 @@ use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tracing::{debug, error, info, warn};
 
-use crate::forwarder::DropReason;
 use crate::metrics::{Metrics, TcpRefusal};
-use crate::shard::{LocalCandidates, Shard, ShardConfig, ShardOutput, shard_of_ufrag};
+use sfu_core::forwarder::DropReason;
+use sfu_core::shard::{LocalCandidates, Shard, ShardConfig, ShardOutput, shard_of_ufrag};
 
 /// Commands queued per shard before `join` and requests answer `server_busy`.
 const COMMAND_QUEUE: usize = 1024;
@@ -605,7 +608,7 @@ async fn run_shard(
     }
     let now = Instant::now();
     let driver = Rc::new(RefCell::new(Driver {
-        core: Shard::new(config, now),
+        core: Shard::new(config, now, StdRng::from_rng(&mut rand::rng())),
         sockets: by_port.clone(),
         advertise,
         tcp_port,

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use protocol::{Grants, Role};
 use sfu::driver::{MediaConfig, Plane};
 use sfu::metrics::{Metrics, TurnMetrics};
-use sfu::shard::ShardConfig;
-use signaling::{Grants, Role, TokenKey};
+use sfu_core::shard::ShardConfig;
+use signaling::TokenKey;
 use tracing::{info, warn};
 
 /// A selective forwarding unit for end-to-end encrypted voice, video and screen share.
@@ -585,7 +586,7 @@ fn embedded_relay(
     let source: signaling::IceServerSource = Arc::new(move |identity: &str| {
         let (username, credential) =
             turn::auth::rest_credentials(&secret, identity, signaling::token::unix_now(), ttl);
-        vec![signaling::protocol::IceServer {
+        vec![protocol::IceServer {
             urls: urls.clone(),
             username: Some(username),
             credential: Some(credential),

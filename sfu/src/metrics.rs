@@ -2,8 +2,8 @@
 
 use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
-use crate::forwarder::DropReason;
-use crate::shard::Counters;
+use sfu_core::forwarder::DropReason;
+use sfu_core::shard::Counters;
 
 /// Every media-plane metric, shared by the shards (each updates only its own labels).
 #[derive(Clone)]

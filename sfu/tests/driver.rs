@@ -8,11 +8,12 @@ use std::net::{IpAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use prometheus::Registry;
+use protocol::{Grants, Join};
+use protocol::{ParticipantId, ServerMessage, Transport};
 use sfu::driver::{MediaConfig, Plane};
 use sfu::metrics::Metrics;
-use sfu::shard::ShardConfig;
-use signaling::protocol::{ParticipantId, ServerMessage, Transport};
-use signaling::{Grants, Join, MediaPlane};
+use sfu_core::shard::ShardConfig;
+use signaling::MediaPlane;
 use tokio::sync::mpsc;
 
 /// Four consecutive free UDP ports on 127.0.0.1 (bound and released; another process

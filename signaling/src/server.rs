@@ -15,11 +15,12 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::protocol::{
-    ClientMessage, ErrorCode, ErrorMessage, IceServer, ParticipantId, Publish, RequestType,
-    ServerMessage, Subscribe, TrackId, TrackQuality, Transport,
+use crate::token::{Claims, MAX_NAME_BYTES, TokenKey};
+use protocol::{
+    ClientMessage, ErrorCode, ErrorMessage, IceServer, ParticipantId, RequestType, ServerMessage,
+    Transport,
 };
-use crate::token::{Claims, Grants, MAX_NAME_BYTES, Role, TokenKey};
+use protocol::{Join, Request, Role};
 
 /// Largest WebSocket frame the transport accepts; larger frames close the socket. Above
 /// the largest offer, so that an oversized offer still gets `message_too_large`.
@@ -34,51 +35,8 @@ pub const EVENT_QUEUE: usize = 256;
 /// Most messages written to a socket with one flush.
 const WRITE_BATCH: usize = 64;
 
-/// A participant admitted by a valid token, as the media plane receives it.
-#[derive(Debug, Clone)]
-pub struct Join {
-    pub room: String,
-    pub identity: String,
-    pub name: String,
-    pub grants: Grants,
-    /// How the client will reach the media server.
-    pub transport: Transport,
-    /// Handed to the client in `joined` (TURN URLs with credentials minted for it; only
-    /// those over TCP and TLS with `force_tcp`).
-    pub ice_servers: Vec<IceServer>,
-    /// A viewer that asked to hear of the other viewers.
-    pub audience: bool,
-}
-
 /// Mints the ICE servers (TURN URLs and credentials) for a participant's identity.
 pub type IceServerSource = Arc<dyn Fn(&str) -> Vec<IceServer> + Send + Sync>;
-
-/// What a joined participant asks of the media plane.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
-    Offer {
-        sdp: String,
-        publish: Vec<Publish>,
-        subscribe: Vec<Subscribe>,
-        /// Slot m-lines (`offer.slots`): the media plane maps its choice of tracks onto
-        /// them.
-        slots: Vec<String>,
-    },
-    Mute {
-        track_id: TrackId,
-        muted: bool,
-    },
-    View {
-        pinned: Vec<TrackId>,
-        quality: Vec<TrackQuality>,
-    },
-    /// Puts other tracks on m-lines negotiated before, without a new offer (WHEP, whose
-    /// clients never offer again): each m-line goes on with its stream, now carrying the
-    /// listed track; m-lines not listed go idle.
-    Subscribe {
-        subscribe: Vec<Subscribe>,
-    },
-}
 
 /// The media plane as signaling sees it. Every method returns at once: the answers and
 /// notifications come back through the participant's event queue.

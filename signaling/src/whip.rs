@@ -28,12 +28,13 @@ use tokio::sync::mpsc;
 use tower_http::cors::{Any, CorsLayer};
 use tracing::{debug, info};
 
-use crate::protocol::{
+use crate::server::{AppState, EVENT_QUEUE};
+use crate::token::Claims;
+use protocol::{
     ErrorCode, ErrorMessage, IceServer, Kind, MAX_OFFER_BYTES, ParticipantId, Publish,
     ServerMessage, Source, Subscribe, TrackId, TrackInfo, Transport,
 };
-use crate::server::{AppState, EVENT_QUEUE, Join, Request};
-use crate::token::Claims;
+use protocol::{Join, Request};
 
 /// How long a POST waits for the media plane's `joined` and then its answer.
 const PLANE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -854,7 +855,7 @@ a=simulcast:send q;h;~f\r\n";
         assert_eq!(watch.pinned(), [TrackId(4)]);
         watch.on_event(&ServerMessage::ParticipantLeft {
             participant_id: ParticipantId(8),
-            reason: crate::protocol::LeaveReason::Left,
+            reason: protocol::LeaveReason::Left,
         });
         assert_eq!(mids(&watch), [("1".into(), 3), ("0".into(), 1)]);
     }

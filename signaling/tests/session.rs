@@ -9,10 +9,9 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use prometheus::Registry;
-use signaling::protocol::{
-    ErrorCode, ErrorMessage, LeaveReason, ParticipantId, ServerMessage, Transport,
-};
-use signaling::{Config, Join, MediaPlane, Request, TokenKey};
+use protocol::{ErrorCode, ErrorMessage, LeaveReason, ParticipantId, ServerMessage, Transport};
+use protocol::{Join, Request};
+use signaling::{Config, MediaPlane, TokenKey};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -62,7 +61,7 @@ impl MediaPlane for Recorder {
         *self.last_join.lock() = Some((join.transport, urls));
         self.calls.lock().push(Call::Join(join.room, join.identity));
         let _ = events.try_send(ServerMessage::TrackUnpublished {
-            track_id: signaling::TrackId(0),
+            track_id: protocol::TrackId(0),
         });
         let mut all = self.events.lock();
         all.push(events);
@@ -90,7 +89,7 @@ async fn start(dev_mode: bool) -> (String, Arc<Recorder>) {
             tokens: TokenKey::new(SECRET),
             dev_mode,
             ice_servers: Some(std::sync::Arc::new(|identity: &str| {
-                vec![signaling::protocol::IceServer {
+                vec![protocol::IceServer {
                     urls: vec![
                         format!("turn:relay.example:3478?for={identity}"),
                         format!("turns:relay.example:443?for={identity}"),
@@ -293,7 +292,7 @@ async fn requests_reach_the_media_plane_and_close_means_leave() {
         Call::Request(
             id,
             Request::Mute {
-                track_id: signaling::TrackId(4),
+                track_id: protocol::TrackId(4),
                 muted: true
             }
         )
@@ -322,7 +321,7 @@ async fn events_are_delivered_and_a_closing_message_closes_the_socket() {
     let events = plane.events.lock()[0].clone();
     events
         .send(ServerMessage::TrackMuted {
-            track_id: signaling::TrackId(9),
+            track_id: protocol::TrackId(9),
             muted: true,
         })
         .await
@@ -366,7 +365,7 @@ async fn a_burst_of_events_arrives_whole_and_in_order() {
     for i in 0..200 {
         events
             .try_send(ServerMessage::TrackMuted {
-                track_id: signaling::TrackId(i),
+                track_id: protocol::TrackId(i),
                 muted: i % 2 == 0,
             })
             .unwrap();

@@ -1,7 +1,7 @@
 //! What each subscriber receives in a large call, as pure functions: who speaks (from
 //! RFC 6464 audio levels), and which layer of each video fits its bandwidth.
 
-use signaling::protocol::MAX_LAYERS;
+use protocol::MAX_LAYERS;
 
 /// Louder than this (dBov, RFC 6464: 0 is loudest, -127 silence) counts as voice.
 const VOICE_DBOV: i8 = -50;

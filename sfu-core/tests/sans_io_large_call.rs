@@ -12,10 +12,8 @@ use common::{
     Net, Received, Svc, VideoShape, assert_on_top_layer, assert_switches_at_keyframes, between,
     everyone, layer_runs,
 };
-use sfu::shard::ShardConfig;
-use signaling::protocol::{
-    ErrorCode, ParticipantId, Quality, ServerMessage, Source, TrackId, TrackQuality,
-};
+use protocol::{ErrorCode, ParticipantId, Quality, ServerMessage, Source, TrackId, TrackQuality};
+use sfu_core::shard::ShardConfig;
 
 const SIMULCAST: &[&str] = &["q", "h", "f"];
 
@@ -487,7 +485,7 @@ fn a_subscriber_too_slow_for_a_single_stream_skips_frames_and_harms_no_one() {
     net.clients[1].downlink.cap_bps = Some(350_000);
     let capped = net.now;
     net.run(Duration::from_secs(15));
-    let backlog = net.shard.counters.drops[sfu::forwarder::DropReason::PacerBacklog.index()];
+    let backlog = net.shard.counters.drops[sfu_core::forwarder::DropReason::PacerBacklog.index()];
     assert!(backlog > 0, "bob's pacer backlog was cut");
     // Bob still gets video, resumed at keyframes once his queue drained.
     let bob = between(&net.client(1).received[&camera], capped, net.now);

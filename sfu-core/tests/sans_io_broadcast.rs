@@ -14,9 +14,9 @@ use common::{
     Net, VideoShape, assert_on_top_layer, assert_switches_at_keyframes, between, everyone,
     layer_runs,
 };
-use sfu::shard::ShardConfig;
-use signaling::protocol::{ErrorCode, ServerMessage, Source};
-use signaling::{Grants, Role};
+use protocol::{ErrorCode, ServerMessage, Source};
+use protocol::{Grants, Role};
+use sfu_core::shard::ShardConfig;
 
 fn role(role: Role) -> Grants {
     Grants { role, ..everyone() }

@@ -9,12 +9,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{Client, Net, assert_receives_exactly, assert_well_forwarded, everyone};
-use sfu::forwarder::DropReason;
-use sfu::shard::ShardConfig;
-use signaling::protocol::{
-    ErrorCode, Kind, LeaveReason, Publish, ServerMessage, Source, TrackId, Transport,
-};
-use signaling::{Grants, Request};
+use protocol::{ErrorCode, Kind, LeaveReason, Publish, ServerMessage, Source, TrackId, Transport};
+use protocol::{Grants, Request};
+use sfu_core::forwarder::DropReason;
+use sfu_core::shard::ShardConfig;
 use str0m::media::{Direction, MediaKind};
 use str0m::net::Protocol;
 
@@ -368,7 +366,7 @@ fn a_publish_of_the_wrong_kind_is_refused_before_anything_is_applied() {
     for r in replies {
         assert!(matches!(r, ServerMessage::Error(e)
             if e.code == ErrorCode::BadRequest
-                && e.request == Some(signaling::protocol::RequestType::Offer)));
+                && e.request == Some(protocol::RequestType::Offer)));
     }
     assert_eq!(net.shard.sizes().2, 0, "nothing published");
 }
@@ -385,7 +383,7 @@ fn bad_slots_are_refused_before_anything_is_applied() {
     let id = c.id;
     let sdp = offer.to_sdp_string();
     let many: Vec<String> = (0..65).map(|k| format!("m{k}")).collect();
-    let cases: Vec<(Vec<String>, Vec<signaling::protocol::Subscribe>, ErrorCode)> = vec![
+    let cases: Vec<(Vec<String>, Vec<protocol::Subscribe>, ErrorCode)> = vec![
         // An m-line the client sends on, one not in the offer, too many, and slots
         // with a subscribe.
         (vec![sending.to_string()], vec![], ErrorCode::BadRequest),
@@ -393,7 +391,7 @@ fn bad_slots_are_refused_before_anything_is_applied() {
         (many, vec![], ErrorCode::BadRequest),
         (
             vec![receiving.to_string()],
-            vec![signaling::protocol::Subscribe {
+            vec![protocol::Subscribe {
                 mid: "x".into(),
                 track_id: TrackId(1),
             }],

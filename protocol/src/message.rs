@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::token::{Grants, Role};
+use crate::grants::{Grants, Role};
 
 /// Largest message other than `offer`; larger ones get `message_too_large`.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;

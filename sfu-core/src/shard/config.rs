@@ -1,0 +1,42 @@
+//! How a shard behaves: its limits and the sizes of what a subscriber is shown.
+
+use std::time::Duration;
+
+/// How a shard behaves; the same for every shard of a server.
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    /// A participant whose media sent nothing for this long is removed.
+    pub participant_timeout: Duration,
+    /// At most one keyframe request per source in this interval.
+    pub keyframe_interval: Duration,
+    /// Most participants in one room (presenters count among them; viewers do not).
+    pub room_capacity: usize,
+    /// Most viewers (receive-only audience of a broadcast) in one room.
+    pub viewer_capacity: usize,
+    /// In rooms of more participants than this, each subscriber receives only the
+    /// `loudest_n` loudest microphones (and the pinned ones), and cameras other than the
+    /// speaker's as thumbnails.
+    pub loudest_threshold: usize,
+    pub loudest_n: usize,
+    /// Most cameras a subscriber receives (besides pinned ones), by speaking order.
+    pub last_n: usize,
+    /// This shard's index and the number of shards, to make track ids unique server-wide.
+    pub index: u64,
+    pub count: u64,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        ShardConfig {
+            participant_timeout: Duration::from_secs(20),
+            keyframe_interval: Duration::from_millis(200),
+            room_capacity: 70,
+            viewer_capacity: 500,
+            loudest_threshold: 8,
+            loudest_n: 3,
+            last_n: 25,
+            index: 0,
+            count: 1,
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The forwarding hot path: one received RTP packet to every subscriber of its track
+//! that receives its layer now, or switches to it at this packet.
+
+use std::time::Duration;
+
+use protocol::{Kind, ParticipantId};
+use str0m::format::{Codec, PayloadParams};
+use str0m::rtp::{RtpPacket, RtpWrite, Vp8Descriptor};
+use tracing::debug;
+
+use super::Shard;
+use crate::forwarder::{Decision, DropReason, Select, keyframe_start, select, select_svc};
+use crate::svc::{DdBytes, LayerInfo, parse_dd, vp9_layers};
+
+/// A subscriber whose oldest unsent packet waited this long in its pacer (a keyframe
+/// burst at a low estimate takes a good part of it) gets nothing
+/// more until a keyframe after its queue drained.
+pub(super) const MAX_PACER_DELAY: Duration = Duration::from_secs(1);
+
+/// How long forwarded packets are kept for retransmission on NACK: later than this a
+/// resent packet arrives too late to be played. str0m keeps 3 s (1024 packets) by default,
+/// about 1 MiB per subscriber of a 2.5 Mbit/s stream.
+pub(super) const RTX_MAX_AGE: Duration = Duration::from_secs(1);
+
+pub(super) const RTX_MAX_PACKETS: usize = 512;
+
+impl Shard {
+    /// Sends one incoming RTP packet to every subscriber of its track that receives its
+    /// layer now, or switches to it at this packet (a keyframe's first).
+    pub(super) fn forward(&mut self, from: ParticipantId, packet: RtpPacket) {
+        let Some(p) = self.participants.get_mut(&from) else {
+            return;
+        };
+        let ssrc = packet.header.ssrc;
+        let found = match p.ssrc_tracks.iter().find(|(s, _, _)| *s == ssrc) {
+            Some((_, t, l)) => Some((*t, *l)),
+            None => {
+                let rx = p
+                    .rtc
+                    .direct_api()
+                    .stream_rx(&ssrc)
+                    .map(|rx| (rx.mid(), rx.rid()));
+                let found = rx.and_then(|(mid, rid)| {
+                    let pb = p.publications.iter().find(|pb| pb.mid == mid)?;
+                    let track = self.tracks.get(&pb.track_id)?;
+                    let layer = if track.layers.len() == 1 {
+                        0
+                    } else {
+                        // A rid the client did not list in `layers` is not forwarded.
+                        track
+                            .layers
+                            .iter()
+                            .position(|l| l.rid.is_some() && l.rid == rid)?
+                    };
+                    Some((pb.track_id, layer as u8))
+                });
+                if let Some((t, l)) = found {
+                    p.ssrc_tracks.push((ssrc, t, l));
+                }
+                found
+            }
+        };
+        let Some((track_id, layer)) = found else {
+            self.counters.drop(DropReason::Undeclared);
+            return;
+        };
+        let Some(track) = self.tracks.get_mut(&track_id) else {
+            self.counters.drop(DropReason::Undeclared);
+            return;
+        };
+        let pt_in = packet.header.payload_type;
+        // str0m hands the payload over shared (an `Arc`): every subscriber's write clones
+        // the pointer, not the bytes.
+        let payload = packet.payload;
+        let params: Option<PayloadParams> = p
+            .rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find(|x| x.pt() == pt_in)
+            .copied();
+        let clock_hz = params.map_or(90_000, |x| x.spec().clock_rate.get());
+        let video = track.info.kind == Kind::Video;
+        let codec = params.map(|x| x.spec().codec);
+        // Where the packet sits in its stream's layers: from the dependency descriptor
+        // where negotiated (nothing of the payload read), else from a VP9 descriptor.
+        let dd = packet.header.ext_vals.user_values.get::<DdBytes>().cloned();
+        let mut info: Option<LayerInfo> = None;
+        if video {
+            if let Some(dd) = &dd {
+                match parse_dd(&dd.0, &mut track.layers[usize::from(layer)].dd) {
+                    Ok(i) => {
+                        self.counters.dd_read += 1;
+                        info = Some(i);
+                    }
+                    Err(e) => {
+                        self.counters.dd_unreadable += 1;
+                        debug!(track = %track_id, ?e, "dependency descriptor not understood");
+                    }
+                }
+            }
+            if info.is_none() && codec == Some(Codec::Vp9) {
+                info = vp9_layers(&payload);
+            }
+            if let Some(i) = &info {
+                track.learn_layers(i, self.now);
+            }
+        }
+        // From the descriptor's attached structure, or from the payload where it can be
+        // read (a publisher need not attach the structure to every keyframe).
+        let payload_keyframe = video && codec.is_some_and(|c| keyframe_start(c, &payload));
+        let keyframe = !video || payload_keyframe || info.is_some_and(|i| i.keyframe);
+        if payload_keyframe && dd.is_some() && !info.is_some_and(|i| i.keyframe) {
+            debug!(track = %track_id, layer, "keyframe without a dependency structure");
+        }
+        let vp8 = (codec == Some(Codec::Vp8))
+            .then(|| Vp8Descriptor::parse(&payload).ok())
+            .flatten();
+        if !video {
+            track.speech.packet(packet.header.ext_vals.audio_level);
+        }
+        let svc = track.svc;
+        // An SVC packet's layer is its spatial layer (its stream is the first's).
+        let spatial = info.map_or(0, |i| i.spatial.min(track.layers.len() as u8 - 1));
+        let layer = if svc { spatial } else { layer };
+        let l = &mut track.layers[usize::from(layer)];
+        l.rate.add(payload.len());
+        l.last_packet = Some(self.now);
+        l.stalled_at = None;
+        if keyframe {
+            let k = usize::from(track.keyframe_layer(layer));
+            track.layers[k].waiting = false;
+        }
+        let mut ext_vals = packet.header.ext_vals.clone();
+        ext_vals.mid = None;
+        ext_vals.rid = None;
+        let svc_info = info.unwrap_or(LayerInfo {
+            spatial,
+            temporal: 0,
+            start: false,
+            end: false,
+            keyframe,
+        });
+        for (sub_id, slot) in track.subscribers.iter() {
+            let Some(sub) = self.participants.get_mut(sub_id) else {
+                continue;
+            };
+            let Some(s) = sub.subscriptions.get_mut(*slot) else {
+                continue;
+            };
+            let choice = if svc {
+                select_svc(&mut s.current, s.target, &svc_info)
+            } else {
+                select(&mut s.current, s.target, layer, keyframe)
+            };
+            match choice {
+                Select::Skip => {
+                    if svc {
+                        // Left out on purpose: the subscriber's numbering closes over it.
+                        s.forwarder.skip(packet.seq_no);
+                    }
+                    continue;
+                }
+                Select::Forward => {}
+                Select::Switch if svc => self.counters.layer_switches += 1,
+                Select::Switch => {
+                    s.forwarder.switch_source();
+                    if let Some(d) = &vp8 {
+                        s.vp8.switch_source(d);
+                    }
+                    s.frames.switch_source();
+                    self.counters.layer_switches += 1;
+                }
+            }
+            if !sub.rtc.is_connected() {
+                self.counters.drop(DropReason::NotConnected);
+                continue;
+            }
+            let pt_out = match s.pts.iter().find(|(i, _)| *i == pt_in) {
+                Some((_, o)) => Some(*o),
+                None => {
+                    let matched = params.and_then(|x| sub.rtc.codec_config().match_params(x));
+                    if let Some(m) = matched {
+                        s.pts.push((pt_in, m.pt()));
+                        if let (Some(rtx), Some(pacer)) = (m.resend(), sub.pacer.as_mut()) {
+                            pacer.pace_payload_type(*rtx);
+                        }
+                    }
+                    matched.map(|m| m.pt())
+                }
+            };
+            let Some(pt_out) = pt_out else {
+                self.counters.drop(DropReason::NoCodec);
+                continue;
+            };
+            let mut api = sub.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(s.mid(), None) else {
+                self.counters.drop(DropReason::NoStream);
+                continue;
+            };
+            // Its pacer holds more than it can send (the estimate fell below a stream
+            // that has no lower layer, or it stopped reading): stop feeding it; it
+            // resumes at a keyframe once its queue has drained. (Before the forwarder
+            // numbers the packet: a cut leaves no gap.)
+            let backlog = tx.queue_info().and_then(|q| q.first_unsent());
+            if backlog.is_some_and(|at| self.now.saturating_duration_since(at) > MAX_PACER_DELAY) {
+                s.current = None;
+                self.counters.drop(DropReason::PacerBacklog);
+                continue;
+            }
+            let decision = s.forwarder.decide(
+                packet.seq_no,
+                packet.header.timestamp,
+                packet.timestamp,
+                clock_hz,
+            );
+            let (seq_no, time) = match decision {
+                Decision::Forward { seq_no, time } => (seq_no, time),
+                Decision::Drop(reason) => {
+                    self.counters.drop(reason);
+                    continue;
+                }
+            };
+            if !s.rtx_sized {
+                s.rtx_sized = true;
+                tx.set_rtx_cache(RTX_MAX_PACKETS, RTX_MAX_AGE, Some(0.15));
+            }
+
+            // Above the layers it receives, the frame ends with the highest one it gets.
+            let marker = packet.header.marker
+                || (svc && svc_info.end && s.current == Some(svc_info.spatial));
+            let mut ext = ext_vals.clone();
+            if let Some(d) = dd.as_ref().and_then(|d| s.frames.rewrite(&d.0)) {
+                ext.user_values.set(d);
+            }
+            let mut write = RtpWrite::new(pt_out, seq_no, time, packet.timestamp, payload.clone())
+                .marker(marker)
+                .ext_vals(ext)
+                .nackable(video);
+            if let Some(patch) = vp8.as_ref().and_then(|d| s.vp8.rewrite(d)) {
+                write = write.vp8_patch(patch);
+            }
+            tx.write_rtp(write);
+            self.counters.rtp_forwarded += 1;
+            if !sub.dirty {
+                sub.dirty = true;
+                self.dirty.push_back(*sub_id);
+            }
+        }
+    }
+}

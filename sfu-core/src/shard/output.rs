@@ -1,0 +1,67 @@
+//! What a shard hands its driver: datagrams to send, signals, closes and its next
+//! deadline; and the counters the driver reads into its metrics.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use protocol::{ParticipantId, ServerMessage};
+use str0m::net::{Protocol, Transmit};
+
+use crate::forwarder::DropReason;
+
+/// What the driver must do next.
+#[derive(Debug)]
+pub enum ShardOutput {
+    /// Send a datagram from the socket bound to `source`'s port.
+    Transmit(Transmit),
+    /// Deliver a message to a participant's signaling session.
+    Signal(ParticipantId, ServerMessage),
+    /// The participant is gone: drop its signaling queue so its socket closes.
+    Closed(ParticipantId),
+    /// Nothing more to do before this instant (or before the next input).
+    Timeout(Instant),
+}
+
+/// Plain counters, read and reset by the driver to feed the metrics.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    /// UDP datagrams and bytes.
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// ICE-TCP frames (RFC 4571) and their bytes, without the framing.
+    pub tcp_rx_packets: u64,
+    pub tcp_rx_bytes: u64,
+    pub tcp_tx_packets: u64,
+    pub tcp_tx_bytes: u64,
+    pub rtp_forwarded: u64,
+    pub calls_started: u64,
+    /// Keyframe requests (PLI) sent to publishers.
+    pub keyframe_requests: u64,
+    /// A subscription moved to another layer (or resumed after a pause).
+    pub layer_switches: u64,
+    /// Dependency descriptors read, and those that could not be (the packet's payload
+    /// was used).
+    pub dd_read: u64,
+    pub dd_unreadable: u64,
+    pub drops: [u64; DropReason::ALL.len()],
+}
+
+impl Counters {
+    pub fn drop(&mut self, reason: DropReason) {
+        self.drops[reason.index()] += 1;
+    }
+}
+
+/// Counts a datagram and queues it for the driver to send.
+pub(super) fn emit(counters: &mut Counters, outputs: &mut VecDeque<ShardOutput>, t: Transmit) {
+    if t.proto == Protocol::Udp {
+        counters.tx_packets += 1;
+        counters.tx_bytes += t.contents.len() as u64;
+    } else {
+        counters.tcp_tx_packets += 1;
+        counters.tcp_tx_bytes += t.contents.len() as u64;
+    }
+    outputs.push_back(ShardOutput::Transmit(t));
+}

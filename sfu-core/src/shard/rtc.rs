@@ -1,0 +1,115 @@
+//! What a participant's str0m `Rtc` yields: datagrams to send (paced for viewers),
+//! its deadline, and events (packets to forward, keyframe requests, estimates, ICE).
+
+use std::cmp::Reverse;
+
+use protocol::{LeaveReason, ParticipantId};
+use str0m::bwe::BweKind;
+use str0m::{Event, IceConnectionState, Output};
+use tracing::{debug, info, warn};
+
+use super::Shard;
+use super::output::emit;
+use super::pacing::pace_rate;
+use crate::forwarder::DropReason;
+
+impl Shard {
+    /// Polls one participant's `Rtc` until its timeout: transmits are queued, events
+    /// handled (forwarding marks subscribers dirty).
+    pub(super) fn drain_rtc(&mut self, id: ParticipantId) {
+        loop {
+            let Some(p) = self.participants.get_mut(&id) else {
+                return;
+            };
+            if !p.rtc.is_alive() {
+                info!(participant = %id, "WebRTC session ended");
+                self.remove_participant(id, LeaveReason::Timeout);
+                return;
+            }
+            match p.rtc.poll_output() {
+                Ok(Output::Transmit(t)) => {
+                    let Some(pacer) = p.pacer.as_mut() else {
+                        emit(&mut self.counters, &mut self.outputs, t);
+                        continue;
+                    };
+                    let rate = pace_rate(&p.downlink);
+                    let (counters, outputs) = (&mut self.counters, &mut self.outputs);
+                    if !pacer.offer(self.now, rate, t, |t| emit(counters, outputs, t)) {
+                        self.counters.drop(DropReason::PacerBacklog);
+                    }
+                    if p.pace_at.is_none() {
+                        p.pace_at = pacer.next_release(self.now, rate);
+                        if let Some(at) = p.pace_at {
+                            self.timers.push(Reverse((at, id)));
+                        }
+                    }
+                }
+                Ok(Output::Timeout(at)) => {
+                    p.dirty = false;
+                    if p.rtc_timeout != Some(at) {
+                        p.rtc_timeout = Some(at);
+                        self.timers.push(Reverse((at, id)));
+                        if self.timers.len() > 8 * self.participants.len() + 1024 {
+                            self.rebuild_timers();
+                        }
+                    }
+                    return;
+                }
+                Ok(Output::Event(event)) => self.on_event(id, event),
+                Err(e) => {
+                    warn!(participant = %id, "WebRTC error: {e}");
+                    self.remove_participant(id, LeaveReason::Error);
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_event(&mut self, id: ParticipantId, event: Event) {
+        match event {
+            Event::RtpPacket(packet) => self.forward(id, packet),
+            Event::KeyframeRequest(req) => {
+                // The subscriber lost a picture: the layer it receives needs a keyframe.
+                let wanted = self
+                    .participants
+                    .get(&id)
+                    .and_then(|p| p.subscriptions.on(req.mid))
+                    .and_then(|(_, s)| s.current.map(|l| (s.track_id(), l)));
+                if let Some((track_id, layer)) = wanted {
+                    self.want_keyframe(track_id, layer);
+                }
+            }
+            Event::MediaEgressStats(stats) => self.on_egress_loss(id, stats.loss),
+            Event::EgressBitrateEstimate(estimate) => {
+                if let Some(p) = self.participants.get_mut(&id) {
+                    match estimate {
+                        BweKind::Twcc { estimate, .. } => {
+                            p.downlink.estimate = Some(estimate.as_u64());
+                            p.downlink.estimate_is_twcc = true;
+                        }
+                        BweKind::Remb { estimate, .. } if !p.downlink.estimate_is_twcc => {
+                            p.downlink.estimate = Some(estimate.as_u64());
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Event::IceConnectionStateChange(state) => {
+                debug!(participant = %id, ?state, "ICE state");
+                if state == IceConnectionState::Disconnected
+                    && let Some(p) = self.participants.get_mut(&id)
+                {
+                    // Consent lost: give it the usual grace to come back, then remove.
+                    let deadline = self.now + self.config.participant_timeout;
+                    p.media_deadline = Some(p.media_deadline.map_or(deadline, |d| d.min(deadline)));
+                }
+            }
+            Event::Connected => {
+                info!(participant = %id, "media connected");
+                self.choose_for(id);
+                self.request_awaited_keyframes();
+            }
+            _ => {}
+        }
+    }
+}
