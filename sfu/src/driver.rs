@@ -11,28 +11,25 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures_util::StreamExt;
-use nix::errno::Errno;
-use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
-use protocol::{ErrorCode, ErrorMessage, LeaveReason, ParticipantId, ServerMessage};
-use protocol::{Join, Request};
-use quinn_udp::{RecvMeta, UdpSocketState};
+use netio::runtime::spawn_thread;
+use netio::stream::{Framing, StreamQueue};
+use netio::udp::{RecvBuffer, SEND_BATCH, SendBatch, Socket};
+use protocol::{ErrorCode, ErrorMessage, Join, LeaveReason, ParticipantId, Request, ServerMessage};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use signaling::MediaPlane;
 use str0m::ice::StunMessage;
 use str0m::net::{Protocol, Transmit};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
@@ -45,14 +42,9 @@ use sfu_core::shard::{LocalCandidates, Shard, ShardConfig, ShardOutput, shard_of
 /// Commands queued per shard before `join` and requests answer `server_busy`.
 const COMMAND_QUEUE: usize = 1024;
 
-/// Most datagrams sent with one sendmmsg.
-const SEND_BATCH: usize = 64;
-
-/// Socket buffers asked for, per media socket.
-const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
-
-/// Datagrams read per receive call.
-const RECV_BATCH: usize = 32;
+/// The largest media datagram read (an Ethernet MTU); GRO may coalesce several into one
+/// read.
+const MEDIA_DATAGRAM: usize = 1500;
 
 /// ICE-TCP connections waiting for their first frame; more are closed at once.
 const TCP_PENDING: usize = 1024;
@@ -137,9 +129,8 @@ impl Plane {
         let tcp_listener = match config.tcp_port {
             Some(port) => {
                 let addr = SocketAddr::new(config.bind_ip, port);
-                let listener = std::net::TcpListener::bind(addr)
+                let listener = netio::tcp::bind(addr)
                     .with_context(|| format!("cannot bind ICE-TCP {addr}"))?;
-                listener.set_nonblocking(true)?;
                 Some(listener)
             }
             None => None,
@@ -150,9 +141,8 @@ impl Plane {
             let mut sockets = Vec::with_capacity(mine.len());
             for port in &mine {
                 let addr = SocketAddr::new(config.bind_ip, *port);
-                let socket = std::net::UdpSocket::bind(addr)
-                    .with_context(|| format!("cannot bind UDP {addr}"))?;
-                socket.set_nonblocking(true)?;
+                let socket =
+                    netio::udp::bind(addr).with_context(|| format!("cannot bind UDP {addr}"))?;
                 sockets.push(socket);
             }
             let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
@@ -163,7 +153,7 @@ impl Plane {
             let advertise = config.advertise.clone();
             let tcp_port = config.tcp_port;
             let metrics = metrics.clone();
-            spawn_runtime_thread(format!("shard-{index}"), move || {
+            spawn_thread(format!("shard-{index}"), move || {
                 let setup = ShardSetup {
                     index,
                     config: shard_config,
@@ -187,7 +177,7 @@ impl Plane {
             let queues: Vec<mpsc::Sender<Command>> =
                 shards.iter().map(|s| s.commands.clone()).collect();
             let addr = listener.local_addr()?;
-            spawn_runtime_thread("ice-tcp".into(), move || {
+            spawn_thread("ice-tcp".into(), move || {
                 accept_tcp(listener, queues, metrics)
             })?;
             info!("ICE-TCP on {addr}");
@@ -248,33 +238,6 @@ fn busy<T>(e: mpsc::error::TrySendError<T>) -> ErrorMessage {
     }
 }
 
-/// Runs the future `make` returns on a new thread `name`, in a current-thread runtime with
-/// a `LocalSet` (so its tasks may share `Rc`s); logs how it ends.
-fn spawn_runtime_thread<F, Fut>(name: String, make: F) -> io::Result<()>
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
-    let thread = name.clone();
-    std::thread::Builder::new().name(name).spawn(move || {
-        let runtime = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                error!("{thread}: cannot start its runtime: {e}");
-                return;
-            }
-        };
-        let local = tokio::task::LocalSet::new();
-        if let Err(e) = local.block_on(&runtime, make()) {
-            error!("{thread} stopped: {e:#}");
-        }
-    })?;
-    Ok(())
-}
-
 /// FNV-1a: a stable, dependency-free hash to place rooms on shards.
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -293,47 +256,20 @@ fn describe_ports(ports: &[u16]) -> String {
     }
 }
 
-/// One bound UDP port of a shard.
-struct Socket {
-    udp: UdpSocket,
-    state: UdpSocketState,
-    port: u16,
-}
-
 /// The send side of one ICE-TCP connection: framed packets waiting for its writer.
 struct TcpConnection {
     /// The participant whose STUN request opened it.
     owner: ParticipantId,
     /// RFC 4571 frames (length, then packet), at most `TCP_QUEUE_BYTES`.
-    queue: Rc<RefCell<Vec<u8>>>,
-    /// Wakes the writer when the queue was empty.
-    wake: Rc<Notify>,
+    queue: Rc<StreamQueue>,
     task: JoinHandle<()>,
-}
-
-impl TcpConnection {
-    /// Queues one packet, or returns false when the queue has no room for it.
-    fn push(&self, packet: &[u8]) -> bool {
-        let Ok(len) = u16::try_from(packet.len()) else {
-            return false;
-        };
-        let mut queue = self.queue.borrow_mut();
-        if queue.len() + 2 + packet.len() > TCP_QUEUE_BYTES {
-            return false;
-        }
-        if queue.is_empty() {
-            self.wake.notify_one();
-        }
-        queue.extend_from_slice(&len.to_be_bytes());
-        queue.extend_from_slice(packet);
-        true
-    }
 }
 
 /// Everything a shard thread owns; shared by its tasks through `Rc<RefCell<..>>` on one
 /// thread, never across threads.
 struct Driver {
     core: Shard,
+    /// The shard's UDP sockets, by port.
     sockets: HashMap<u16, Rc<Socket>>,
     advertise: Vec<IpAddr>,
     tcp_port: Option<u16>,
@@ -349,7 +285,7 @@ struct Driver {
     /// UDP datagrams to send, in order, sent [`SEND_BATCH`] at a time with sendmmsg: the
     /// fan-out of one packet to hundreds of viewers costs a few system calls, not one each.
     udp_out: Vec<Transmit>,
-    send_headers: MultiHeaders<SockaddrStorage>,
+    sending: SendBatch,
 }
 
 impl Driver {
@@ -360,7 +296,7 @@ impl Driver {
             match self.core.poll_output() {
                 ShardOutput::Transmit(t) if t.proto != Protocol::Udp => {
                     match self.tcp.get(&(t.source, t.destination)) {
-                        Some(c) if c.push(&t.contents) => {}
+                        Some(c) if c.queue.push(&t.contents) => {}
                         Some(_) => self.core.counters.drop(DropReason::TcpQueueFull),
                         None => self.core.counters.drop(DropReason::TcpClosed),
                     }
@@ -432,42 +368,18 @@ impl Driver {
         self.udp_out = out;
     }
 
-    /// Sends datagrams from the socket of `port` (at most [`SEND_BATCH`]). One that the
-    /// kernel cannot take now (a full send buffer) is counted and dropped, as a router
-    /// would; the others still go.
+    /// Sends datagrams from the socket of `port`. One that the kernel cannot take now (a
+    /// full send buffer) is counted and dropped, as a router would; the others still go.
     fn send_run(&mut self, port: u16, run: &[Transmit]) {
         let Some(socket) = self.sockets.get(&port) else {
             warn!("no socket for port {port}");
             return;
         };
-        let fd = socket.udp.as_raw_fd();
-        let addrs: Vec<Option<SockaddrStorage>> = run
-            .iter()
-            .map(|t| Some(SockaddrStorage::from(t.destination)))
-            .collect();
-        let iov: Vec<[IoSlice<'_>; 1]> = run.iter().map(|t| [IoSlice::new(&t.contents)]).collect();
-        let mut offset = 0;
-        while offset < run.len() {
-            let sent = sendmmsg(
-                fd,
-                &mut self.send_headers,
-                iov[offset..].iter(),
-                &addrs[offset..],
-                [],
-                MsgFlags::empty(),
-            );
-            match sent {
-                Ok(results) => offset += results.count().max(1),
-                Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => {
-                    self.core.counters.drop(DropReason::SendBufferFull);
-                    offset += 1;
-                }
-                Err(e) => {
-                    debug!("send to {} failed: {e}", run[offset].destination);
-                    offset += 1;
-                }
-            }
+        let full = self
+            .sending
+            .send(socket, run, |t| (t.destination, &t.contents[..]));
+        for _ in 0..full {
+            self.core.counters.drop(DropReason::SendBufferFull);
         }
     }
 
@@ -532,8 +444,7 @@ impl Driver {
         if let Some(old) = self.tcp.remove(&(local, remote)) {
             old.task.abort();
         }
-        let queue = Rc::new(RefCell::new(Vec::new()));
-        let wake = Rc::new(Notify::new());
+        let queue = Rc::new(StreamQueue::new(TCP_QUEUE_BYTES, Framing::Rfc4571));
         let task = tokio::task::spawn_local(tcp_connection(
             me.clone(),
             wake_timer.clone(),
@@ -541,18 +452,10 @@ impl Driver {
             local,
             remote,
             queue.clone(),
-            wake.clone(),
         ));
         debug!(participant = %owner, %remote, "ICE-TCP connection taken");
-        self.tcp.insert(
-            (local, remote),
-            TcpConnection {
-                owner,
-                queue,
-                wake,
-                task,
-            },
-        );
+        self.tcp
+            .insert((local, remote), TcpConnection { owner, queue, task });
     }
 
     /// The local address str0m knows for a datagram that arrived on `port` at `dst_ip`.
@@ -590,20 +493,9 @@ async fn run_shard(
     let mut by_port = HashMap::new();
     let mut load = HashMap::new();
     for socket in sockets {
-        let port = socket.local_addr()?.port();
-        let state = UdpSocketState::new((&socket).into())?;
-        // The default 208 KiB overflows under bursts (a keyframe to hundreds of viewers);
-        // the kernel caps what it grants at net.core.{r,w}mem_max.
-        for result in [
-            state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER),
-            state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER),
-        ] {
-            if let Err(e) = result {
-                warn!(port, "cannot enlarge UDP socket buffers: {e}");
-            }
-        }
-        let udp = UdpSocket::from_std(socket)?;
-        by_port.insert(port, Rc::new(Socket { udp, state, port }));
+        let socket = Socket::from_std(socket)?;
+        let port = socket.local_addr().port();
+        by_port.insert(port, Rc::new(socket));
         load.insert(port, 0usize);
     }
     let now = Instant::now();
@@ -618,7 +510,7 @@ async fn run_shard(
         load,
         deadline: now + Duration::from_secs(1),
         udp_out: Vec::with_capacity(SEND_BATCH),
-        send_headers: MultiHeaders::preallocate(SEND_BATCH, None),
+        sending: SendBatch::new(),
     }));
     let wake = Rc::new(Notify::new());
     for socket in by_port.into_values() {
@@ -658,49 +550,26 @@ async fn run_shard(
 
 /// Reads a socket in batches and feeds each datagram to the core.
 async fn receive(driver: Rc<RefCell<Driver>>, socket: Rc<Socket>, wake: Rc<Notify>) {
-    let segment = 1500;
-    let gro = socket.state.gro_segments().max(1);
-    let mut buffer = vec![0u8; RECV_BATCH * segment * gro];
-    let mut meta = vec![RecvMeta::default(); RECV_BATCH];
-    // Built once: the datagrams are read back through these same slices.
-    let mut slices: Vec<IoSliceMut<'_>> = buffer
-        .chunks_mut(segment * gro)
-        .map(IoSliceMut::new)
-        .collect();
-    loop {
-        if let Err(e) = socket.udp.readable().await {
-            error!(port = socket.port, "socket failed: {e}");
-            return;
-        }
-        loop {
-            let result = socket.udp.try_io(Interest::READABLE, || {
-                socket
-                    .state
-                    .recv((&socket.udp).into(), &mut slices, &mut meta)
-            });
-            let n = match result {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    debug!(port = socket.port, "receive failed: {e}");
-                    break;
-                }
-            };
+    let port = socket.local_addr().port();
+    // Each socket has its own buffer: a shard has a few sockets, not thousands.
+    let buffer = RefCell::new(RecvBuffer::new(MEDIA_DATAGRAM * socket.gro_segments()));
+    let e = socket
+        .receive(&buffer, |reads| {
             let now = Instant::now();
             let mut d = driver.borrow_mut();
-            for (m, slice) in meta.iter().zip(slices.iter()).take(n) {
-                let local = d.local_addr(m.dst_ip, socket.port);
-                let stride = m.stride.max(1);
-                for datagram in slice[..m.len].chunks(stride) {
+            for read in reads {
+                let local = d.local_addr(read.destination_ip, port);
+                for datagram in read.datagrams() {
                     d.core
-                        .handle_datagram(now, Protocol::Udp, local, m.addr, datagram);
+                        .handle_datagram(now, Protocol::Udp, local, read.source, datagram);
                 }
             }
             if d.drain() {
                 wake.notify_one();
             }
-        }
-    }
+        })
+        .await;
+    error!(port, "socket failed: {e}");
 }
 
 /// Accepts ICE-TCP connections, reads each one's first frame and hands it to the shard its
@@ -713,19 +582,10 @@ async fn accept_tcp(
     let listener = TcpListener::from_std(listener)?;
     let shards = Rc::new(shards);
     let pending = Rc::new(std::cell::Cell::new(0usize));
-    loop {
-        let (stream, remote) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                // Out of file descriptors, mostly: back off rather than spin.
-                warn!("ICE-TCP accept: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    netio::tcp::accept_each(&listener, "ICE-TCP", |stream, remote| {
         if pending.get() >= TCP_PENDING {
             metrics.tcp_refused(TcpRefusal::Busy);
-            continue;
+            return;
         }
         pending.set(pending.get() + 1);
         let (shards, pending, metrics) = (shards.clone(), pending.clone(), metrics.clone());
@@ -753,7 +613,9 @@ async fn accept_tcp(
                 metrics.tcp_refused(TcpRefusal::ShardBusy);
             }
         });
-    }
+    })
+    .await;
+    Ok(())
 }
 
 /// Reads an ICE-TCP connection's first frame: a STUN binding request whose USERNAME
@@ -790,11 +652,10 @@ async fn tcp_connection(
     stream: TcpStream,
     local: SocketAddr,
     remote: SocketAddr,
-    queue: Rc<RefCell<Vec<u8>>>,
-    wake: Rc<Notify>,
+    queue: Rc<StreamQueue>,
 ) {
     let _ = stream.set_nodelay(true);
-    if let Err(e) = socket2::SockRef::from(&stream).set_send_buffer_size(TCP_SOCKET_SEND_BUFFER) {
+    if let Err(e) = netio::tcp::set_send_buffer(&stream, TCP_SOCKET_SEND_BUFFER) {
         debug!(%remote, "ICE-TCP send buffer: {e}");
     }
     let (reader, mut writer) = stream.into_split();
@@ -816,20 +677,7 @@ async fn tcp_connection(
             }
         }
     };
-    let write = async {
-        let mut sending = Vec::new();
-        loop {
-            std::mem::swap(&mut sending, &mut *queue.borrow_mut());
-            if sending.is_empty() {
-                wake.notified().await;
-                continue;
-            }
-            if writer.write_all(&sending).await.is_err() {
-                return;
-            }
-            sending.clear();
-        }
-    };
+    let write = queue.write_to(&mut writer);
     tokio::select! {
         () = read => {}
         () = write => {}

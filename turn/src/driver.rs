@@ -7,41 +7,24 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io::{self, IoSliceMut};
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
+use std::path::Path;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use std::path::Path;
-use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-use quinn_udp::{RecvMeta, UdpSocketState};
+use netio::stream::{Framing, StreamQueue};
+use netio::udp::{RecvBuffer, Socket};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::Interest;
-use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
 use tokio_rustls::{TlsAcceptor, rustls};
 use tracing::{debug, info, warn};
 
 use crate::server::{Action, Client, Config, Counters, Server, Transport};
-
-/// Socket buffers asked for (the kernel caps them at net.core.rmem_max / wmem_max): the
-/// default 208 KiB overflows, and drops, under bursts of tens of thousands of packets/s.
-const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
-
-/// Asks for large send and receive buffers; a smaller grant is logged, not fatal.
-fn enlarge_buffers(socket: &std::net::UdpSocket) {
-    let s = socket2::SockRef::from(socket);
-    if let Err(e) = s
-        .set_recv_buffer_size(SOCKET_BUFFER)
-        .and_then(|()| s.set_send_buffer_size(SOCKET_BUFFER))
-    {
-        warn!("cannot enlarge UDP socket buffers: {e}");
-    }
-}
 
 /// Largest UDP datagram read.
 const DATAGRAM: usize = 65_536;
@@ -49,8 +32,9 @@ const DATAGRAM: usize = 65_536;
 /// A TLS client that has not finished its handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Packets queued for one stream client before more are dropped.
-const STREAM_QUEUE: usize = 512;
+/// Bytes queued for one stream client before more packets are dropped: about 512 media
+/// packets of 1,280 bytes.
+const STREAM_QUEUE_BYTES: usize = 512 * 1280;
 
 /// How the relay is reached and where it relays from.
 #[derive(Debug)]
@@ -123,13 +107,10 @@ pub fn start(listeners: Listeners, mut config: Config) -> io::Result<Handle> {
     let mut udp = Vec::new();
     let mut tcp = Vec::new();
     for addr in &listeners.listen {
-        let u = std::net::UdpSocket::bind(addr)
+        let u = netio::udp::bind(*addr)
             .map_err(|e| io::Error::new(e.kind(), format!("TURN UDP {addr}: {e}")))?;
-        u.set_nonblocking(true)?;
-        enlarge_buffers(&u);
-        let t = std::net::TcpListener::bind(addr)
+        let t = netio::tcp::bind(*addr)
             .map_err(|e| io::Error::new(e.kind(), format!("TURN TCP {addr}: {e}")))?;
-        t.set_nonblocking(true)?;
         udp.push(u);
         tcp.push(t);
     }
@@ -142,18 +123,15 @@ pub fn start(listeners: Listeners, mut config: Config) -> io::Result<Handle> {
         };
         for port in listeners.relay_ports.clone() {
             let bind = SocketAddr::new(bind_ip, port);
-            let s = std::net::UdpSocket::bind(bind)
+            let s = netio::udp::bind(bind)
                 .map_err(|e| io::Error::new(e.kind(), format!("TURN relay {bind}: {e}")))?;
-            s.set_nonblocking(true)?;
-            enlarge_buffers(&s);
             relays.push((SocketAddr::new(*ip, port), s));
         }
     }
     let tls = match &listeners.tls {
         Some(t) => {
-            let l = std::net::TcpListener::bind(t.listen)
+            let l = netio::tcp::bind(t.listen)
                 .map_err(|e| io::Error::new(e.kind(), format!("TURN TLS {}: {e}", t.listen)))?;
-            l.set_nonblocking(true)?;
             Some((l, TlsAcceptor::from(t.config.clone())))
         }
         None => None,
@@ -171,24 +149,7 @@ pub fn start(listeners: Listeners, mut config: Config) -> io::Result<Handle> {
         allocations: Default::default(),
     };
     let h = handle.clone();
-    std::thread::Builder::new()
-        .name("turn".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    warn!("TURN runtime: {e}");
-                    return;
-                }
-            };
-            let local = tokio::task::LocalSet::new();
-            if let Err(e) = local.block_on(&runtime, run(config, udp, tcp, tls, relays, h)) {
-                warn!("TURN stopped: {e}");
-            }
-        })?;
+    netio::runtime::spawn_thread("turn".into(), move || run(config, udp, tcp, tls, relays, h))?;
     Ok(handle)
 }
 
@@ -196,11 +157,11 @@ pub fn start(listeners: Listeners, mut config: Config) -> io::Result<Handle> {
 struct Relay {
     core: Server,
     /// Client-facing UDP sockets by local address.
-    udp: HashMap<SocketAddr, Rc<UdpSocket>>,
+    udp: HashMap<SocketAddr, Rc<Socket>>,
     /// Relay sockets by relayed address.
-    relays: HashMap<SocketAddr, Rc<UdpSocket>>,
+    relays: HashMap<SocketAddr, Rc<Socket>>,
     /// Stream clients' send queues.
-    streams: HashMap<Client, mpsc::Sender<Vec<u8>>>,
+    streams: HashMap<Client, Rc<StreamQueue>>,
     out: Vec<u8>,
 }
 
@@ -228,7 +189,7 @@ impl Relay {
                     }
                     Transport::Tcp | Transport::Tls => {
                         let queue = self.streams.get(&to);
-                        if queue.is_some_and(|q| q.try_send(data.to_vec()).is_err()) {
+                        if queue.is_some_and(|q| !q.push(data)) {
                             debug!("stream client {} is not reading; dropped", to.remote);
                         }
                     }
@@ -257,20 +218,20 @@ async fn run(
         streams: HashMap::new(),
         out: vec![0; DATAGRAM + 64],
     }));
-    let batch = Batch::new();
+    // One receive buffer for every socket of this thread (a relay port range may have
+    // thousands): their tasks run one at a time and hold it only between two awaits.
+    let batch = Rc::new(RefCell::new(RecvBuffer::new(DATAGRAM)));
     for socket in udp {
-        let local = socket.local_addr()?;
-        let state = UdpSocketState::new((&socket).into())?;
-        let socket = Rc::new(UdpSocket::from_std(socket)?);
+        let socket = Rc::new(Socket::from_std(socket)?);
+        let local = socket.local_addr();
         relay.borrow_mut().udp.insert(local, socket.clone());
-        let task = client_datagrams(relay.clone(), socket, state, batch.clone(), local);
+        let task = client_datagrams(relay.clone(), socket, batch.clone(), local);
         tokio::task::spawn_local(task);
     }
     for (addr, socket) in relays {
-        let state = UdpSocketState::new((&socket).into())?;
-        let socket = Rc::new(UdpSocket::from_std(socket)?);
+        let socket = Rc::new(Socket::from_std(socket)?);
         relay.borrow_mut().relays.insert(addr, socket.clone());
-        let task = peer_datagrams(relay.clone(), socket, state, batch.clone(), addr);
+        let task = peer_datagrams(relay.clone(), socket, batch.clone(), addr);
         tokio::task::spawn_local(task);
     }
     for listener in tcp {
@@ -303,123 +264,65 @@ fn merge(into: &mut Counters, from: Counters) {
     }
 }
 
-/// Datagrams read per receive call (recvmmsg, through quinn-udp).
-const RECV_BATCH: usize = 32;
-
-/// The receive buffer of the relay thread, shared by all its socket tasks: they run one at
-/// a time on this thread and hold it only between two awaits, so one buffer serves every
-/// socket (a relay port range may have thousands).
-struct Batch {
-    buf: Vec<u8>,
-    meta: Vec<RecvMeta>,
-}
-
-impl Batch {
-    fn new() -> Rc<RefCell<Batch>> {
-        Rc::new(RefCell::new(Batch {
-            buf: vec![0; RECV_BATCH * DATAGRAM],
-            meta: vec![RecvMeta::default(); RECV_BATCH],
-        }))
-    }
-}
-
-/// Reads a UDP socket in batches until it fails, handing each datagram (GRO-coalesced
-/// ones split apart) and its source to `each`.
-async fn receive(
-    socket: Rc<UdpSocket>,
-    state: UdpSocketState,
-    batch: Rc<RefCell<Batch>>,
-    name: SocketAddr,
-    mut each: impl FnMut(SocketAddr, &[u8]),
-) {
-    loop {
-        if let Err(e) = socket.readable().await {
-            warn!("TURN socket {name}: {e}");
-            return;
-        }
-        loop {
-            let mut b = batch.borrow_mut();
-            let Batch { buf, meta } = &mut *b;
-            let mut slices: Vec<IoSliceMut<'_>> =
-                buf.chunks_mut(DATAGRAM).map(IoSliceMut::new).collect();
-            let result = socket.try_io(Interest::READABLE, || {
-                state.recv((&*socket).into(), &mut slices, meta)
-            });
-            let n = match result {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    // ICMP errors surface here (a peer's port closed): not the socket's end.
-                    debug!("TURN socket {name}: {e}");
-                    continue;
-                }
-            };
-            for (m, slice) in meta.iter().zip(slices.iter()).take(n) {
-                for datagram in slice[..m.len].chunks(m.stride.max(1)) {
-                    each(m.addr, datagram);
-                }
-            }
-        }
-    }
-}
-
 /// Messages from clients over one UDP listener.
 async fn client_datagrams(
     relay: Rc<RefCell<Relay>>,
-    socket: Rc<UdpSocket>,
-    state: UdpSocketState,
-    batch: Rc<RefCell<Batch>>,
+    socket: Rc<Socket>,
+    batch: Rc<RefCell<RecvBuffer>>,
     local: SocketAddr,
 ) {
-    receive(socket, state, batch, local, |remote, data| {
-        let client = Client {
-            transport: Transport::Udp,
-            remote,
-            local,
-        };
-        let mut r = relay.borrow_mut();
-        let r = &mut *r;
-        let action = r
-            .core
-            .handle_client(Instant::now(), client, data, &mut r.out);
-        r.act(action, data);
-    })
-    .await;
+    let e = socket
+        .receive(&batch, |reads| {
+            for read in reads {
+                let client = Client {
+                    transport: Transport::Udp,
+                    remote: read.source,
+                    local,
+                };
+                for data in read.datagrams() {
+                    let mut r = relay.borrow_mut();
+                    let r = &mut *r;
+                    let action = r
+                        .core
+                        .handle_client(Instant::now(), client, data, &mut r.out);
+                    r.act(action, data);
+                }
+            }
+        })
+        .await;
+    warn!("TURN socket {local}: {e}");
 }
 
 /// Datagrams from peers on one relay socket.
 async fn peer_datagrams(
     relay: Rc<RefCell<Relay>>,
-    socket: Rc<UdpSocket>,
-    state: UdpSocketState,
-    batch: Rc<RefCell<Batch>>,
+    socket: Rc<Socket>,
+    batch: Rc<RefCell<RecvBuffer>>,
     addr: SocketAddr,
 ) {
-    receive(socket, state, batch, addr, |peer, data| {
-        let mut r = relay.borrow_mut();
-        let r = &mut *r;
-        let action = r
-            .core
-            .handle_peer(Instant::now(), addr, peer, data, &mut r.out);
-        r.act(action, data);
-    })
-    .await;
+    let e = socket
+        .receive(&batch, |reads| {
+            for read in reads {
+                for data in read.datagrams() {
+                    let mut r = relay.borrow_mut();
+                    let r = &mut *r;
+                    let action =
+                        r.core
+                            .handle_peer(Instant::now(), addr, read.source, data, &mut r.out);
+                    r.act(action, data);
+                }
+            }
+        })
+        .await;
+    warn!("TURN socket {addr}: {e}");
 }
 
 /// Accepts stream clients, over TLS when there is an acceptor.
 async fn accept(relay: Rc<RefCell<Relay>>, listener: TcpListener, tls: Option<TlsAcceptor>) {
-    loop {
-        let (stream, remote) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                warn!("TURN accept: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    netio::tcp::accept_each(&listener, "TURN", |stream, remote| {
         let _ = stream.set_nodelay(true);
         let Ok(local) = stream.local_addr() else {
-            continue;
+            return;
         };
         let relay = relay.clone();
         match &tls {
@@ -451,7 +354,8 @@ async fn accept(relay: Rc<RefCell<Relay>>, listener: TcpListener, tls: Option<Tl
                 });
             }
         }
-    }
+    })
+    .await;
 }
 
 /// One stream client: frames its messages in, writes its queue out.
@@ -460,15 +364,12 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + 'static,
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(STREAM_QUEUE);
-    relay.borrow_mut().streams.insert(client, tx);
-    let write = async move {
-        while let Some(data) = rx.recv().await {
-            if writer.write_all(&data).await.is_err() {
-                break;
-            }
-        }
-    };
+    let queue = Rc::new(StreamQueue::new(
+        STREAM_QUEUE_BYTES,
+        Framing::SelfDelimiting,
+    ));
+    relay.borrow_mut().streams.insert(client, queue.clone());
+    let write = queue.write_to(&mut writer);
     let read = async {
         let mut buf = vec![0u8; 2 * DATAGRAM];
         let mut filled = 0;

@@ -1,0 +1,318 @@
+//! UDP sockets with large kernel buffers, read in batches (recvmmsg with GRO, through
+//! quinn-udp) and written in batches (sendmmsg).
+//!
+//! A driver thread binds its sockets with [`bind`] (where it can fail fast), turns each
+//! into a [`Socket`] on its runtime, and runs [`Socket::receive`] in a task per socket
+//! with a closure that hands each batch of reads to its core. [`SendBatch`] sends the
+//! datagrams a core queued, a run per socket.
+
+use std::cell::RefCell;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::iter::Zip;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::slice::Chunks;
+
+use nix::errno::Errno;
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
+use quinn_udp::{RecvMeta, UdpSocketState};
+use tokio::io::Interest;
+use tracing::{debug, warn};
+
+/// Socket buffers asked for, per socket. The default 208 KiB overflows, and drops, under
+/// bursts (a keyframe to hundreds of viewers, tens of thousands of relayed packets/s); the
+/// kernel caps what it grants at net.core.{r,w}mem_max.
+pub const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
+/// Datagrams (or GRO-coalesced runs of datagrams) read per receive call.
+pub const RECV_BATCH: usize = 32;
+
+/// Most datagrams sent with one sendmmsg.
+pub const SEND_BATCH: usize = 64;
+
+/// Binds a non-blocking UDP socket and asks for [`SOCKET_BUFFER`]-sized buffers; a
+/// smaller grant is logged, not fatal. Needs no runtime: call it where a bind failure
+/// should stop the start.
+pub fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    socket.set_nonblocking(true)?;
+    let s = socket2::SockRef::from(&socket);
+    for result in [
+        s.set_recv_buffer_size(SOCKET_BUFFER),
+        s.set_send_buffer_size(SOCKET_BUFFER),
+    ] {
+        if let Err(e) = result {
+            warn!(local = %addr, "cannot enlarge UDP socket buffers: {e}");
+        }
+    }
+    Ok(socket)
+}
+
+/// A bound UDP socket on a tokio runtime, with the state quinn-udp keeps for it (GRO and
+/// the destination address of each datagram).
+#[derive(Debug)]
+pub struct Socket {
+    io: tokio::net::UdpSocket,
+    state: UdpSocketState,
+    /// The address it is bound to, for logs and for callers that key sockets by it.
+    local: SocketAddr,
+}
+
+impl Socket {
+    /// Takes a socket from [`bind`]; must run inside the tokio runtime that will drive it.
+    pub fn from_std(socket: std::net::UdpSocket) -> io::Result<Socket> {
+        let local = socket.local_addr()?;
+        let state = UdpSocketState::new((&socket).into())?;
+        let io = tokio::net::UdpSocket::from_std(socket)?;
+        Ok(Socket { io, state, local })
+    }
+
+    /// Reads the socket in batches of up to [`RECV_BATCH`] reads until it fails, handing
+    /// each batch to `each`. Returns the error that ended it; a failed receive (an ICMP
+    /// error from a peer whose port closed, mostly) is logged and is not the socket's end.
+    ///
+    /// `buffer` is borrowed only between two awaits, so the sockets of one thread may
+    /// share one.
+    pub async fn receive(
+        &self,
+        buffer: &RefCell<RecvBuffer>,
+        mut each: impl FnMut(Reads<'_>),
+    ) -> io::Error {
+        loop {
+            if let Err(e) = self.io.readable().await {
+                return e;
+            }
+            loop {
+                let mut b = buffer.borrow_mut();
+                let RecvBuffer { bytes, meta, slot } = &mut *b;
+                // On the stack, per call: no allocation, and no borrow of a shared buffer
+                // held across an await.
+                let mut chunks = bytes.chunks_mut(*slot);
+                let mut slices: [IoSliceMut<'_>; RECV_BATCH] =
+                    std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+                let result = self.io.try_io(Interest::READABLE, || {
+                    self.state.recv((&self.io).into(), &mut slices, meta)
+                });
+                let n = match result {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        // Back through `readable`, which yields to other tasks now and
+                        // then, so an error that repeats cannot starve them.
+                        debug!(local = %self.local, "receive failed: {e}");
+                        break;
+                    }
+                };
+                each(Reads {
+                    received: meta[..n].iter().zip(slices[..n].iter()),
+                });
+            }
+        }
+    }
+
+    /// Sends one datagram now, or fails (`WouldBlock` when the send buffer is full).
+    pub fn try_send_to(&self, datagram: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.io.try_send_to(datagram, to)
+    }
+
+    /// The address it is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// How many datagrams the kernel may coalesce into one read (GRO); 1 without GRO.
+    pub fn gro_segments(&self) -> usize {
+        self.state.gro_segments().max(1)
+    }
+}
+
+/// Where [`Socket::receive`] reads to: [`RECV_BATCH`] slots of `slot` bytes each.
+#[derive(Debug)]
+pub struct RecvBuffer {
+    bytes: Vec<u8>,
+    meta: Vec<RecvMeta>,
+    /// Bytes per read: one datagram, or as many as GRO coalesces.
+    slot: usize,
+}
+
+impl RecvBuffer {
+    /// Room for [`RECV_BATCH`] reads of up to `slot` bytes each.
+    pub fn new(slot: usize) -> RecvBuffer {
+        let slot = slot.max(1);
+        RecvBuffer {
+            bytes: vec![0; RECV_BATCH * slot],
+            meta: vec![RecvMeta::default(); RECV_BATCH],
+            slot,
+        }
+    }
+}
+
+/// The reads of one receive call, in order.
+#[derive(Debug)]
+pub struct Reads<'a> {
+    received: Zip<std::slice::Iter<'a, RecvMeta>, std::slice::Iter<'a, IoSliceMut<'a>>>,
+}
+
+impl<'a> Iterator for Reads<'a> {
+    type Item = Read<'a>;
+
+    fn next(&mut self) -> Option<Read<'a>> {
+        let (meta, slice) = self.received.next()?;
+        let bytes: &'a [u8] = slice;
+        Some(Read {
+            source: meta.addr,
+            destination_ip: meta.dst_ip,
+            bytes: &bytes[..meta.len],
+            stride: meta.stride.max(1),
+        })
+    }
+}
+
+/// One read: a datagram, or several that GRO coalesced (same source, same destination).
+#[derive(Debug, Clone, Copy)]
+pub struct Read<'a> {
+    /// Who sent it.
+    pub source: SocketAddr,
+    /// The IP it was sent to, when the kernel says (a socket bound to 0.0.0.0 serves
+    /// every address of the machine).
+    pub destination_ip: Option<IpAddr>,
+    bytes: &'a [u8],
+    /// The size of each datagram but the last.
+    stride: usize,
+}
+
+impl<'a> Read<'a> {
+    /// Its datagrams, in order.
+    pub fn datagrams(&self) -> Chunks<'a, u8> {
+        self.bytes.chunks(self.stride)
+    }
+}
+
+/// Sends runs of datagrams from one socket with sendmmsg: the fan-out of one packet to
+/// hundreds of receivers costs a few system calls, not one each. Keeps its message
+/// headers between calls.
+#[derive(Debug)]
+pub struct SendBatch {
+    headers: MultiHeaders<SockaddrStorage>,
+}
+
+impl SendBatch {
+    pub fn new() -> SendBatch {
+        SendBatch {
+            headers: MultiHeaders::preallocate(SEND_BATCH, None),
+        }
+    }
+
+    /// Sends `run` from `socket`, in order, [`SEND_BATCH`] per system call; `parts` tells
+    /// each one's destination and bytes. One that the kernel cannot take now (a full send
+    /// buffer) is dropped, as a router would, and the others still go. Returns how many
+    /// were dropped so; other failures are logged.
+    pub fn send<T>(
+        &mut self,
+        socket: &Socket,
+        run: &[T],
+        parts: impl Fn(&T) -> (SocketAddr, &[u8]),
+    ) -> usize {
+        let fd = socket.io.as_raw_fd();
+        let addrs: Vec<Option<SockaddrStorage>> = run
+            .iter()
+            .map(|t| Some(SockaddrStorage::from(parts(t).0)))
+            .collect();
+        let iov: Vec<[IoSlice<'_>; 1]> = run.iter().map(|t| [IoSlice::new(parts(t).1)]).collect();
+        let mut full = 0;
+        let mut offset = 0;
+        while offset < run.len() {
+            let sent = sendmmsg(
+                fd,
+                &mut self.headers,
+                iov[offset..].iter(),
+                &addrs[offset..],
+                [],
+                MsgFlags::empty(),
+            );
+            match sent {
+                Ok(results) => offset += results.count().max(1),
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => {
+                    full += 1;
+                    offset += 1;
+                }
+                Err(e) => {
+                    debug!("send to {} failed: {e}", parts(&run[offset]).0);
+                    offset += 1;
+                }
+            }
+        }
+        full
+    }
+}
+
+impl Default for SendBatch {
+    fn default() -> SendBatch {
+        SendBatch::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn read(len: usize, stride: usize) -> RecvMeta {
+        let mut meta = RecvMeta::default();
+        meta.addr = SocketAddr::from(([192, 0, 2, 1], 5000));
+        meta.len = len;
+        meta.stride = stride;
+        meta
+    }
+
+    #[test]
+    fn coalesced_reads_split_at_their_stride() {
+        let mut a = [1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 0, 0];
+        let mut b = [7, 7, 7, 0];
+        let mut c = [9];
+        let slices = [
+            IoSliceMut::new(&mut a),
+            IoSliceMut::new(&mut b),
+            IoSliceMut::new(&mut c),
+        ];
+        // Ten bytes of GRO at a stride of 4, one plain datagram, an empty read.
+        let meta = [read(10, 4), read(3, 3), read(0, 0)];
+        let reads = Reads {
+            received: meta.iter().zip(slices.iter()),
+        };
+        let got: Vec<&[u8]> = reads.flat_map(|r| r.datagrams()).collect();
+        assert_eq!(got, [&[1, 1, 1, 1][..], &[2, 2, 2, 2], &[3, 3], &[7, 7, 7]]);
+    }
+
+    #[test]
+    fn a_batch_sent_arrives_in_order_and_whole() {
+        runtime().block_on(async {
+            let a = Socket::from_std(bind("127.0.0.1:0".parse().unwrap()).unwrap()).unwrap();
+            let b = Socket::from_std(bind("127.0.0.1:0".parse().unwrap()).unwrap()).unwrap();
+            let to = b.local_addr();
+            let run: Vec<Vec<u8>> = (0..100u8).map(|i| vec![i; 1 + usize::from(i)]).collect();
+            let mut batch = SendBatch::new();
+            assert_eq!(batch.send(&a, &run, |d| (to, &d[..])), 0);
+            let buffer = RefCell::new(RecvBuffer::new(1500 * b.gro_segments()));
+            let mut got = Vec::new();
+            let receive = b.receive(&buffer, |reads| {
+                for read in reads {
+                    assert_eq!(read.source, a.local_addr());
+                    got.extend(read.datagrams().map(<[u8]>::to_vec));
+                }
+            });
+            // The receive loop runs until its socket fails: stop it once all is in.
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(300), receive).await;
+            assert_eq!(got, run);
+        });
+    }
+}

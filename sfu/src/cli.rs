@@ -1,0 +1,428 @@
+//! The command line of the `sfu` binary: its commands and their flags, each with its
+//! environment variable, and the parsers of flag values.
+//!
+//! The settings the server's embedded relay shares with `sfu turn` (where the relay
+//! listens, its relay ports) and the log filter are declared once, in structs both commands
+//! flatten; the server gives the relay's flags its `--turn-` names and wording
+//! ([`embedded_turn`]). Their environment variables, defaults and types are one.
+//!
+//! Structs flattened into a command have `//` comments, not doc comments: clap would take
+//! a doc comment for the command's description.
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Arg, Args, Parser, Subcommand};
+use protocol::Role;
+
+/// A selective forwarding unit for end-to-end encrypted voice, video and screen share.
+///
+/// With no subcommand it serves: signaling, the demo page and metrics over HTTP, media over
+/// UDP. Every option can also be set with the environment variable shown.
+#[derive(Parser, Debug)]
+#[command(version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve(ServeArgs),
+    /// Print a join token signed with the server's secret.
+    Token(TokenArgs),
+    /// Run only the TURN relay (RFC 8656), for hosts that relay and carry no calls.
+    Turn(TurnArgs),
+}
+
+// Where a TURN relay listens: shared by `sfu turn` and the embedded relay.
+#[derive(Args, Debug)]
+pub struct TurnListen {
+    /// Address clients reach over UDP and TCP (repeatable).
+    #[arg(
+        long,
+        env = "SFU_TURN_LISTEN",
+        value_delimiter = ',',
+        default_value = "0.0.0.0:3478"
+    )]
+    pub listen: Vec<SocketAddr>,
+    /// Address for TURN over TLS (443 where only TLS gets through); needs --cert and --key.
+    #[arg(long, env = "SFU_TURN_TLS_LISTEN", requires_all = ["cert", "key"])]
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain for TLS.
+    #[arg(long, env = "SFU_TURN_CERT")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    #[arg(long, env = "SFU_TURN_KEY")]
+    pub key: Option<PathBuf>,
+}
+
+// The relay ports of a TURN relay: shared by `sfu turn` and the embedded relay.
+#[derive(Args, Debug)]
+pub struct TurnRelayPorts {
+    /// Relay ports, FIRST-LAST: one socket each, shared by many allocations.
+    #[arg(long, env = "SFU_TURN_RELAY_PORTS", default_value = "49152-49251", value_parser = parse_ports)]
+    pub relay_ports: RangeInclusive<u16>,
+}
+
+// The log filter: shared by the server and `sfu turn`.
+#[derive(Args, Debug)]
+pub struct Log {
+    /// Log filter, in tracing's EnvFilter syntax (for example `info,sfu=debug`).
+    #[arg(long, env = "SFU_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// The names and wording the server gives the relay settings it shares with `sfu turn`.
+/// (Help text set here has no final period: clap drops it from doc comments.)
+fn embedded_turn(arg: Arg) -> Arg {
+    match arg.get_id().as_str() {
+        "listen" => arg
+            .long("turn-listen")
+            .value_name("TURN_LISTEN")
+            .help("Addresses of the embedded TURN relay, UDP and TCP (repeatable)"),
+        "tls_listen" => arg
+            .long("turn-tls-listen")
+            .value_name("TURN_TLS_LISTEN")
+            .requires("turn_tls_host")
+            .help(
+                "Address for TURN over TLS (443 where only TLS gets through); needs \
+                 --turn-cert, --turn-key and --turn-tls-host",
+            ),
+        "cert" => arg
+            .long("turn-cert")
+            .value_name("TURN_CERT")
+            .help("PEM certificate chain for TURN over TLS"),
+        "key" => arg
+            .long("turn-key")
+            .value_name("TURN_KEY")
+            .help("PEM private key for TURN over TLS"),
+        "relay_ports" => arg
+            .long("turn-relay-ports")
+            .value_name("TURN_RELAY_PORTS")
+            .help("Relay ports of the embedded relay, FIRST-LAST"),
+        _ => arg,
+    }
+}
+
+#[derive(Args, Debug)]
+#[command(mut_arg("log", |a| a.help("Log filter, in tracing's EnvFilter syntax")))]
+pub struct TurnArgs {
+    #[command(flatten)]
+    pub listen: TurnListen,
+    /// Realm of the long-term credentials.
+    #[arg(long, env = "SFU_TURN_REALM", default_value = "sfu")]
+    pub realm: String,
+    /// A static user, as NAME:PASSWORD (repeatable).
+    #[arg(
+        long = "user",
+        env = "SFU_TURN_USERS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub users: Vec<String>,
+    /// A TURN REST API shared secret (coturn's use-auth-secret; repeatable, for rotation).
+    #[arg(
+        long = "auth-secret",
+        env = "SFU_TURN_AUTH_SECRETS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub auth_secrets: Vec<String>,
+    /// Peers the relay may send to although the default policy denies them (repeatable
+    /// CIDR): the SFU's own media addresses, or loopback in tests.
+    #[arg(
+        long = "allow-peer",
+        env = "SFU_TURN_ALLOW_PEERS",
+        value_delimiter = ','
+    )]
+    pub allow_peers: Vec<turn::policy::Cidr>,
+    /// Public peers the relay must not send to (repeatable CIDR).
+    #[arg(long = "deny-peer", env = "SFU_TURN_DENY_PEERS", value_delimiter = ',')]
+    pub deny_peers: Vec<turn::policy::Cidr>,
+    #[command(flatten)]
+    pub relay_ports: TurnRelayPorts,
+    /// IP given to peers in relayed addresses (repeatable: one IPv4 and one IPv6 serve
+    /// both families). Default: this machine's first non-loopback IPv4 address (127.0.0.1
+    /// if it has none).
+    #[arg(long, env = "SFU_TURN_RELAY_IP", value_delimiter = ',')]
+    pub relay_ip: Vec<IpAddr>,
+    /// IP the relay sockets bind to.
+    #[arg(long, env = "SFU_TURN_RELAY_BIND", default_value = "0.0.0.0")]
+    pub relay_bind: IpAddr,
+    /// Most allocations in all.
+    #[arg(long, env = "SFU_TURN_MAX_ALLOCATIONS", default_value_t = 100_000)]
+    pub max_allocations: usize,
+    /// Most allocations per username.
+    #[arg(long, env = "SFU_TURN_MAX_ALLOCATIONS_PER_USER", default_value_t = 100)]
+    pub max_allocations_per_user: usize,
+    /// Bytes per second each allocation may relay (0: unlimited).
+    #[arg(long, env = "SFU_TURN_MAX_BYTES_PER_SEC", default_value_t = 0)]
+    pub max_bytes_per_sec: u64,
+    /// Address for HTTP `/metrics` (the `sfu_turn_*` counters) and `/healthz`; none by
+    /// default.
+    #[arg(long, env = "SFU_TURN_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub log: Log,
+}
+
+#[derive(Args, Debug)]
+#[command(mut_args(embedded_turn))]
+pub struct ServeArgs {
+    /// Address for HTTP: signaling WebSocket (/ws), demo page (/), /metrics, /healthz.
+    #[arg(long, env = "SFU_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
+    pub http_listen: SocketAddr,
+
+    /// UDP port range for media, as FIRST-LAST. One socket per port, many participants each.
+    #[arg(long, env = "SFU_UDP_PORTS", default_value = "16384-16584", value_parser = parse_ports)]
+    pub udp_ports: RangeInclusive<u16>,
+
+    /// IP the media sockets (UDP and ICE-TCP) bind to.
+    #[arg(long, env = "SFU_UDP_BIND", default_value = "0.0.0.0")]
+    pub udp_bind: IpAddr,
+
+    /// TCP port for ICE-TCP media (RFC 6544), for clients whose network drops UDP; 443 where
+    /// only that port gets through. One listener, many participants.
+    #[arg(long, env = "SFU_TCP_PORT", default_value_t = 16384)]
+    pub tcp_port: u16,
+
+    /// Turn ICE-TCP off (clients without UDP then need TURN over TCP or TLS).
+    #[arg(long, env = "SFU_NO_ICE_TCP")]
+    pub no_ice_tcp: bool,
+
+    /// IP put in ICE candidates (repeatable, or comma-separated). Default: every non-loopback
+    /// IPv4 address of this machine, or 127.0.0.1 if it has none. Behind NAT: the public IP.
+    #[arg(long = "advertise-ip", env = "SFU_ADVERTISE_IP", value_delimiter = ',')]
+    pub advertise_ip: Vec<IpAddr>,
+
+    /// Secret that signs join tokens (HS256). Without it the server runs in dev mode: a random
+    /// secret, and /dev/token gives anyone a token.
+    #[arg(long, env = "SFU_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+
+    /// Media threads (shards); each owns some of the ports and the rooms placed on it.
+    #[arg(long, env = "SFU_SHARDS", default_value_t = default_shards())]
+    pub shards: usize,
+
+    /// Seconds without media before a participant is removed.
+    #[arg(long, env = "SFU_PARTICIPANT_TIMEOUT", default_value_t = 20)]
+    pub participant_timeout: u64,
+
+    /// Most participants in one room (presenters count among them, viewers apart).
+    #[arg(long, env = "SFU_ROOM_CAPACITY", default_value_t = 70)]
+    pub room_capacity: usize,
+
+    /// Most viewers (a broadcast's receive-only audience, role `viewer`) in one room.
+    #[arg(long, env = "SFU_VIEWER_CAPACITY", default_value_t = 500)]
+    pub viewer_capacity: usize,
+
+    /// In rooms of more participants than this, each receives only the loudest
+    /// microphones (and those it pinned), and other cameras than the speaker's as
+    /// thumbnails.
+    #[arg(long, env = "SFU_LOUDEST_THRESHOLD", default_value_t = 8)]
+    pub loudest_threshold: usize,
+
+    /// How many of the loudest microphones each participant of a large room receives.
+    #[arg(long, env = "SFU_LOUDEST_N", default_value_t = 3)]
+    pub loudest_n: usize,
+
+    /// Most cameras a participant receives (besides pinned ones), by speaking order.
+    #[arg(long, env = "SFU_LAST_N", default_value_t = 25)]
+    pub last_n: usize,
+
+    #[command(flatten)]
+    pub log: Log,
+
+    /// Run the embedded TURN relay, for clients that cannot reach the media ports.
+    #[arg(long, env = "SFU_TURN", default_value_t = true, action = clap::ArgAction::Set)]
+    pub turn: bool,
+    #[command(flatten)]
+    pub turn_listen: TurnListen,
+    /// Host name in the turns: URL handed to clients (the certificate's name).
+    #[arg(long, env = "SFU_TURN_TLS_HOST")]
+    pub turn_tls_host: Option<String>,
+    #[command(flatten)]
+    pub turn_relay_ports: TurnRelayPorts,
+    /// Secret for the TURN credentials handed to clients (TURN REST API). Default: random
+    /// at each start; set it when a standalone `sfu turn` shares it.
+    #[arg(long, env = "SFU_TURN_AUTH_SECRET", hide_env_values = true)]
+    pub turn_auth_secret: Option<String>,
+    /// Seconds the TURN credentials handed to a client stay valid (a call must end first).
+    #[arg(long, env = "SFU_TURN_CREDENTIAL_TTL", default_value_t = 86_400)]
+    pub turn_credential_ttl: u64,
+    /// TURN URLs handed to clients instead of the ones derived from the options above
+    /// (repeatable): for a relay elsewhere, or a public name.
+    #[arg(long, env = "SFU_TURN_URL", value_delimiter = ',')]
+    pub turn_url: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct TokenArgs {
+    /// Room the token admits to.
+    #[arg(long)]
+    pub room: String,
+    /// Identity of the user.
+    #[arg(long)]
+    pub identity: String,
+    /// Display name (default: the identity).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Lifetime: seconds, or a number with s, m, h or d.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// Grants, comma-separated, out of publish_audio, publish_video, publish_screen,
+    /// subscribe. Default: all of them.
+    #[arg(long, value_delimiter = ',')]
+    pub grants: Option<Vec<String>>,
+    /// Offer this client only ICE-TCP and TURN over TCP/TLS (the "TCP calling" policy).
+    #[arg(long)]
+    pub force_tcp: bool,
+    /// The participant's role: participant, presenter, or viewer (receive-only).
+    #[arg(long, default_value = "participant", value_parser = parse_role)]
+    pub role: Role,
+    /// The server's secret.
+    #[arg(long, env = "SFU_SECRET", hide_env_values = true)]
+    pub secret: String,
+}
+
+fn default_shards() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn parse_ports(s: &str) -> Result<RangeInclusive<u16>, String> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let a: u16 = a
+        .trim()
+        .parse()
+        .map_err(|e| format!("bad first port: {e}"))?;
+    let b: u16 = b
+        .trim()
+        .parse()
+        .map_err(|e| format!("bad last port: {e}"))?;
+    if a == 0 || a > b {
+        return Err(format!("{a}-{b} is not a port range"));
+    }
+    Ok(a..=b)
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    match s {
+        "participant" => Ok(Role::Participant),
+        "presenter" => Ok(Role::Presenter),
+        "viewer" => Ok(Role::Viewer),
+        _ => Err(format!(
+            "{s:?} is not a role: participant, presenter or viewer"
+        )),
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("{s:?} is not a duration"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown unit {unit:?}: use s, m, h or d")),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(scale)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
+    use super::*;
+
+    #[test]
+    fn parses_port_ranges() {
+        assert_eq!(parse_ports("16384-16584"), Ok(16384..=16584));
+        assert_eq!(parse_ports("5000"), Ok(5000..=5000));
+        assert!(parse_ports("9-1").is_err());
+        assert!(parse_ports("0-10").is_err());
+        assert!(parse_ports("a-b").is_err());
+    }
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("1y").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn the_relay_settings_take_each_command_s_names() {
+        let ip = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let cli = Cli::try_parse_from([
+            "sfu",
+            "--turn-listen",
+            "192.0.2.1:3478",
+            "--turn-relay-ports",
+            "5000-5009",
+        ])
+        .unwrap();
+        assert_eq!(cli.serve.turn_listen.listen, [ip("192.0.2.1:3478")]);
+        assert_eq!(cli.serve.turn_relay_ports.relay_ports, 5000..=5009);
+        assert!(Cli::try_parse_from(["sfu", "--listen", "192.0.2.1:3478"]).is_err());
+        let cli = Cli::try_parse_from([
+            "sfu",
+            "turn",
+            "--listen",
+            "192.0.2.2:3478",
+            "--relay-ports",
+            "6000-6001",
+        ])
+        .unwrap();
+        let Some(Command::Turn(turn)) = cli.command else {
+            panic!("not the turn command");
+        };
+        assert_eq!(turn.listen.listen, [ip("192.0.2.2:3478")]);
+        assert_eq!(turn.relay_ports.relay_ports, 6000..=6001);
+    }
+
+    #[test]
+    fn tls_needs_a_host_name_only_in_the_server() {
+        let tls = [
+            "--turn-tls-listen",
+            "0.0.0.0:443",
+            "--turn-cert",
+            "c",
+            "--turn-key",
+            "k",
+        ];
+        let serve = |extra: &[&str]| {
+            Cli::try_parse_from(["sfu"].iter().chain(&tls).chain(extra)).map(|_| ())
+        };
+        assert!(serve(&[]).is_err());
+        assert!(serve(&["--turn-tls-host", "turn.example"]).is_ok());
+        let turn = [
+            "sfu",
+            "turn",
+            "--tls-listen",
+            "0.0.0.0:443",
+            "--cert",
+            "c",
+            "--key",
+            "k",
+        ];
+        assert!(Cli::try_parse_from(turn).is_ok());
+        assert!(Cli::try_parse_from(&turn[..6]).is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

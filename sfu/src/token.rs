@@ -1,0 +1,36 @@
+//! `sfu token`: prints a join token signed with the server's secret.
+
+use anyhow::bail;
+use protocol::{Grants, Role};
+use signaling::TokenKey;
+
+use crate::cli::TokenArgs;
+
+pub fn run(args: TokenArgs) -> anyhow::Result<()> {
+    let mut claims = TokenKey::claims(&args.room, &args.identity, args.name.as_deref(), args.ttl);
+    if let Some(list) = args.grants {
+        let mut grants = Grants {
+            publish_audio: false,
+            publish_video: false,
+            publish_screen: false,
+            subscribe: false,
+            force_tcp: false,
+            role: Role::Participant,
+        };
+        for g in list.iter().map(|g| g.trim()).filter(|g| !g.is_empty()) {
+            match g {
+                "publish_audio" => grants.publish_audio = true,
+                "publish_video" => grants.publish_video = true,
+                "publish_screen" => grants.publish_screen = true,
+                "subscribe" => grants.subscribe = true,
+                other => bail!("unknown grant {other:?}"),
+            }
+        }
+        claims.grants = grants;
+    }
+    claims.grants.force_tcp = args.force_tcp;
+    claims.grants.role = args.role;
+    let token = TokenKey::new(args.secret.as_bytes()).issue(&claims)?;
+    println!("{token}");
+    Ok(())
+}
