@@ -4,10 +4,12 @@
 
 #![forbid(unsafe_code)]
 
+mod plane;
 pub mod server;
 pub mod token;
 pub mod web;
 mod whip;
 
-pub use server::{Config, IceServerSource, MediaPlane, metrics_router, router, serve};
+pub use plane::{EVENT_QUEUE, IceServerSource, MediaPlane};
+pub use server::{Config, metrics_router, router, serve};
 pub use token::{Claims, TokenKey};

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use crate::plane::{EVENT_QUEUE, IceServerSource, MediaPlane};
 use crate::token::{Claims, MAX_NAME_BYTES, TokenKey};
 use protocol::{
     ClientMessage, ErrorCode, ErrorMessage, IceServer, ParticipantId, RequestType, ServerMessage,
@@ -29,32 +30,8 @@ const MAX_FRAME_BYTES: usize = 2 * 1024 * 1024;
 /// A socket that has not joined by then is closed.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How many messages may wait for one slow client before the media plane drops it.
-pub const EVENT_QUEUE: usize = 256;
-
 /// Most messages written to a socket with one flush.
 const WRITE_BATCH: usize = 64;
-
-/// Mints the ICE servers (TURN URLs and credentials) for a participant's identity.
-pub type IceServerSource = Arc<dyn Fn(&str) -> Vec<IceServer> + Send + Sync>;
-
-/// The media plane as signaling sees it. Every method returns at once: the answers and
-/// notifications come back through the participant's event queue.
-pub trait MediaPlane: Send + Sync + 'static {
-    /// Admits a participant. Its `joined` message (or `room_full`) arrives on `events`;
-    /// when the media plane drops `events`, the session closes the socket.
-    fn join(
-        &self,
-        join: Join,
-        events: mpsc::Sender<ServerMessage>,
-    ) -> Result<ParticipantId, ErrorMessage>;
-
-    /// Passes on a request; `server_busy` when the media plane cannot queue it now.
-    fn request(&self, participant: ParticipantId, request: Request) -> Result<(), ErrorMessage>;
-
-    /// The participant left or its socket closed. Never refused, never lost.
-    fn leave(&self, participant: ParticipantId);
-}
 
 /// How the signaling server is set up.
 pub struct Config {

@@ -28,7 +28,8 @@ use tokio::sync::mpsc;
 use tower_http::cors::{Any, CorsLayer};
 use tracing::{debug, info};
 
-use crate::server::{AppState, EVENT_QUEUE};
+use crate::plane::EVENT_QUEUE;
+use crate::server::AppState;
 use crate::token::Claims;
 use protocol::{
     ErrorCode, ErrorMessage, IceServer, Kind, MAX_OFFER_BYTES, ParticipantId, Publish,
