@@ -80,8 +80,6 @@ pub(crate) struct AppState {
     pub(crate) config: Config,
     registry: Registry,
     metrics: Metrics,
-    /// The open WHIP and WHEP sessions.
-    pub(crate) sessions: crate::whip::Sessions,
 }
 
 impl AppState {
@@ -114,7 +112,6 @@ pub fn router(
         config,
         registry,
         metrics,
-        sessions: Default::default(),
     });
     let mut router = Router::new()
         .route("/", get(|| async { Html(crate::web::INDEX_HTML) }))
@@ -133,7 +130,7 @@ pub fn router(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics_text))
         .route("/ws", get(websocket))
-        .merge(crate::whip::routes());
+        .merge(crate::whip::routes(state.clone()));
     if dev_mode {
         router = router.route("/dev/token", get(dev_token));
     }

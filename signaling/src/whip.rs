@@ -56,9 +56,15 @@ impl Protocol {
     }
 }
 
+/// What the WHIP and WHEP handlers share: the server's state and the open sessions.
+struct Endpoint {
+    app: Arc<AppState>,
+    sessions: Sessions,
+}
+
 /// The open WHIP and WHEP sessions, by the random id in their URL.
 #[derive(Default)]
-pub(crate) struct Sessions {
+struct Sessions {
     map: Mutex<HashMap<String, Session>>,
 }
 
@@ -85,15 +91,15 @@ impl Sessions {
 /// The WHIP and WHEP routes, open to pages of any origin (CORS): a player or a
 /// broadcasting page elsewhere authenticates with its token, not with cookies. The CORS
 /// layer answers every OPTIONS request.
-pub(crate) fn routes() -> Router<Arc<AppState>> {
+pub(crate) fn routes(app: Arc<AppState>) -> Router<Arc<AppState>> {
     let session = |protocol: Protocol| {
         delete(
-            move |State(state): State<Arc<AppState>>, Path(id): Path<String>, headers| {
+            move |State(state): State<Arc<Endpoint>>, Path(id): Path<String>, headers| {
                 remove(state, protocol, id, headers)
             },
         )
         .patch(
-            move |State(state): State<Arc<AppState>>,
+            move |State(state): State<Arc<Endpoint>>,
                   Path(id): Path<String>,
                   headers,
                   body: String| patch(state, protocol, id, headers, body),
@@ -115,6 +121,10 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/whep/{id}", session(Protocol::Whep))
         .layer(DefaultBodyLimit::max(MAX_OFFER_BYTES))
         .layer(cors)
+        .with_state(Arc::new(Endpoint {
+            app,
+            sessions: Sessions::default(),
+        }))
 }
 
 /// A refused request: its status and a plain-text reason. A `401` says how to
@@ -432,7 +442,7 @@ async fn next_event(events: &mut mpsc::Receiver<ServerMessage>) -> Result<Server
 
 /// `POST /whip`: publish.
 async fn post_whip(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Endpoint>>,
     Query(query): Query<WhipQuery>,
     headers: HeaderMap,
     body: String,
@@ -442,7 +452,7 @@ async fn post_whip(
 
 /// `POST /whep`: watch.
 async fn post_whep(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Endpoint>>,
     headers: HeaderMap,
     body: String,
 ) -> Result<Response, Refused> {
@@ -450,7 +460,7 @@ async fn post_whep(
 }
 
 async fn open(
-    state: Arc<AppState>,
+    state: Arc<Endpoint>,
     protocol: Protocol,
     query: WhipQuery,
     headers: HeaderMap,
@@ -462,7 +472,7 @@ async fn open(
             "the offer must be sent as application/sdp",
         ));
     }
-    let claims = authorize(&state, &headers)?;
+    let claims = authorize(&state.app, &headers)?;
     let grants = claims.grants.effective();
     let (lines, ice_ufrag) = scan_offer(&offer);
     let (publish, mut watch) = match protocol {
@@ -496,7 +506,7 @@ async fn open(
         }
     };
 
-    let ice_servers = state.ice_servers_for(&claims);
+    let ice_servers = state.app.ice_servers_for(&claims);
     let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
     let join = Join {
         room: claims.room.clone(),
@@ -507,7 +517,7 @@ async fn open(
         ice_servers: ice_servers.clone(),
         audience: false,
     };
-    let participant = match state.plane.join(join, events_tx) {
+    let participant = match state.app.plane.join(join, events_tx) {
         Ok(participant) => participant,
         Err(e) => return Err(plane_error(&e)),
     };
@@ -532,6 +542,7 @@ async fn open(
             slots: Vec::new(),
         };
         state
+            .app
             .plane
             .request(participant, request)
             .map_err(|e| plane_error(&e))?;
@@ -553,7 +564,7 @@ async fn open(
     let answer = match answer.await {
         Ok(sdp) => sdp,
         Err(refusal) => {
-            state.plane.leave(participant);
+            state.app.plane.leave(participant);
             return Err(refusal);
         }
     };
@@ -634,7 +645,7 @@ fn random_hex() -> String {
 /// Reads a session's events until its participant leaves; a WHEP session moves the
 /// room's tracks onto its m-lines as they come and go.
 async fn follow(
-    state: Arc<AppState>,
+    state: Arc<Endpoint>,
     id: String,
     participant: ParticipantId,
     mut events: mpsc::Receiver<ServerMessage>,
@@ -649,7 +660,7 @@ async fn follow(
                 let request = Request::Subscribe {
                     subscribe: wanted.clone(),
                 };
-                if state.plane.request(participant, request).is_ok() {
+                if state.app.plane.request(participant, request).is_ok() {
                     w.shown = wanted;
                     pinned_once = false;
                 }
@@ -659,7 +670,7 @@ async fn follow(
                     pinned: w.pinned(),
                     quality: Vec::new(),
                 };
-                pinned_once = state.plane.request(participant, request).is_ok();
+                pinned_once = state.app.plane.request(participant, request).is_ok();
             }
         }
         let Some(event) = events.recv().await else {
@@ -673,20 +684,20 @@ async fn follow(
         }
     }
     if state.sessions.lock().remove(&id).is_some() {
-        state.plane.leave(participant);
+        state.app.plane.leave(participant);
         info!(%participant, session = %id, "session ended by the server");
     }
 }
 
 /// The session at `/{protocol}/{id}`, if the request's token is its owner's.
 fn owned_session(
-    state: &AppState,
+    state: &Endpoint,
     protocol: Protocol,
     id: &str,
     headers: &HeaderMap,
 ) -> Result<(), Refused> {
     let not_found = || refused(StatusCode::NOT_FOUND, "no such session");
-    let claims = authorize(state, headers)?;
+    let claims = authorize(&state.app, headers)?;
     let sessions = state.sessions.lock();
     let session = sessions
         .get(id)
@@ -703,7 +714,7 @@ fn owned_session(
 
 /// `DELETE /whip/{id}` and `/whep/{id}`: leave.
 async fn remove(
-    state: Arc<AppState>,
+    state: Arc<Endpoint>,
     protocol: Protocol,
     id: String,
     headers: HeaderMap,
@@ -713,7 +724,7 @@ async fn remove(
         return Err(refused(StatusCode::NOT_FOUND, "no such session"));
     };
     session.task.abort();
-    state.plane.leave(session.participant);
+    state.app.plane.leave(session.participant);
     info!(participant = %session.participant, session = %id, "session deleted by the client");
     Ok(StatusCode::OK.into_response())
 }
@@ -721,7 +732,7 @@ async fn remove(
 /// `PATCH /whip/{id}` and `/whep/{id}`: trickled candidates, which the ICE-lite server
 /// does not need; ICE restarts are not supported.
 async fn patch(
-    state: Arc<AppState>,
+    state: Arc<Endpoint>,
     protocol: Protocol,
     id: String,
     headers: HeaderMap,
