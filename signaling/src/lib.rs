@@ -6,10 +6,12 @@
 
 mod plane;
 pub mod server;
+mod state;
 pub mod token;
 pub mod web;
 mod whip;
 
 pub use plane::{EVENT_QUEUE, IceServerSource, MediaPlane};
-pub use server::{Config, metrics_router, router, serve};
+pub use server::{metrics_router, router, serve};
+pub use state::Config;
 pub use token::{Claims, TokenKey};

@@ -10,16 +10,16 @@ use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use futures_util::SinkExt;
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::Registry;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::plane::{EVENT_QUEUE, IceServerSource, MediaPlane};
-use crate::token::{Claims, MAX_NAME_BYTES, TokenKey};
+use crate::plane::{EVENT_QUEUE, MediaPlane};
+use crate::state::{AppState, Config, Metrics};
+use crate::token::{MAX_NAME_BYTES, TokenKey};
 use protocol::{
-    ClientMessage, ErrorCode, ErrorMessage, IceServer, ParticipantId, RequestType, ServerMessage,
-    Transport,
+    ClientMessage, ErrorCode, ErrorMessage, ParticipantId, RequestType, ServerMessage, Transport,
 };
 use protocol::{Join, Request, Role};
 
@@ -32,71 +32,6 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Most messages written to a socket with one flush.
 const WRITE_BATCH: usize = 64;
-
-/// How the signaling server is set up.
-pub struct Config {
-    /// Verifies join tokens.
-    pub tokens: TokenKey,
-    /// No secret was configured: `/dev/token` hands out tokens to anyone.
-    pub dev_mode: bool,
-    /// ICE servers for each joining participant; `None` hands out none.
-    pub ice_servers: Option<IceServerSource>,
-}
-
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("dev_mode", &self.dev_mode)
-            .field("ice_servers", &self.ice_servers.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-/// Counters of the control plane, on `/metrics`.
-#[derive(Clone)]
-struct Metrics {
-    sockets: IntGauge,
-    errors: IntCounterVec,
-}
-
-impl Metrics {
-    fn new(registry: &Registry) -> prometheus::Result<Metrics> {
-        let sockets = IntGauge::new("sfu_signaling_sockets", "Open signaling WebSockets")?;
-        let errors = IntCounterVec::new(
-            Opts::new(
-                "sfu_signaling_errors_total",
-                "Error messages sent to clients, by code",
-            ),
-            &["code"],
-        )?;
-        registry.register(Box::new(sockets.clone()))?;
-        registry.register(Box::new(errors.clone()))?;
-        Ok(Metrics { sockets, errors })
-    }
-}
-
-pub(crate) struct AppState {
-    pub(crate) plane: Arc<dyn MediaPlane>,
-    pub(crate) config: Config,
-    registry: Registry,
-    metrics: Metrics,
-}
-
-impl AppState {
-    /// The ICE servers (TURN credentials) for a joining client: only those over TCP and
-    /// TLS when its token forces TCP.
-    pub(crate) fn ice_servers_for(&self, claims: &Claims) -> Vec<IceServer> {
-        let servers = match &self.config.ice_servers {
-            Some(source) => source(&claims.sub),
-            None => Vec::new(),
-        };
-        if claims.grants.force_tcp {
-            servers.iter().filter_map(IceServer::tcp_only).collect()
-        } else {
-            servers
-        }
-    }
-}
 
 /// Builds the HTTP router: demo page, client library, WebSocket, health, metrics, and in
 /// dev mode `/dev/token`. Registers the control plane's own metrics in `registry`.

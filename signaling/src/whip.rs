@@ -29,7 +29,7 @@ use tower_http::cors::{Any, CorsLayer};
 use tracing::{debug, info};
 
 use crate::plane::EVENT_QUEUE;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::token::Claims;
 use protocol::{
     ErrorCode, ErrorMessage, IceServer, Kind, MAX_OFFER_BYTES, ParticipantId, Publish,
