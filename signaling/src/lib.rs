@@ -6,6 +6,7 @@
 
 mod plane;
 pub mod server;
+mod session;
 mod state;
 pub mod token;
 pub mod web;

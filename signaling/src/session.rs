@@ -1,0 +1,272 @@
+//! The WebSocket session: one task per socket, from join through the request loop to
+//! close, writing the media plane's events in batches.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::response::Response;
+use futures_util::SinkExt;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::plane::EVENT_QUEUE;
+use crate::state::AppState;
+use protocol::{
+    ClientMessage, ErrorCode, ErrorMessage, ParticipantId, RequestType, ServerMessage, Transport,
+};
+use protocol::{Join, Request};
+
+/// Largest WebSocket frame the transport accepts; larger frames close the socket. Above
+/// the largest offer, so that an oversized offer still gets `message_too_large`.
+const MAX_FRAME_BYTES: usize = 2 * 1024 * 1024;
+
+/// A socket that has not joined by then is closed.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most messages written to a socket with one flush.
+const WRITE_BATCH: usize = 64;
+
+/// `GET /ws`: upgrades to a WebSocket and runs its session.
+pub(crate) async fn websocket(
+    State(state): State<Arc<AppState>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    upgrade
+        .max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| async move {
+            state.metrics.sockets.inc();
+            let mut session = Session {
+                state: state.clone(),
+                socket,
+                joined: None,
+            };
+            session.run().await;
+            state.metrics.sockets.dec();
+        })
+}
+
+/// One client's WebSocket, from upgrade to close.
+struct Session {
+    state: Arc<AppState>,
+    socket: WebSocket,
+    /// The participant and its event queue, once `join` succeeded.
+    joined: Option<(ParticipantId, mpsc::Receiver<ServerMessage>)>,
+}
+
+/// What the session loop does next.
+enum Step {
+    Continue,
+    Close,
+}
+
+impl Session {
+    async fn run(&mut self) {
+        loop {
+            let step = match &mut self.joined {
+                None => match tokio::time::timeout(JOIN_TIMEOUT, self.socket.recv()).await {
+                    Ok(Some(Ok(message))) => self.on_client_frame(message).await,
+                    Ok(_) => Step::Close,
+                    Err(_) => {
+                        debug!("no join within {JOIN_TIMEOUT:?}; closing");
+                        Step::Close
+                    }
+                },
+                Some((_, events)) => {
+                    tokio::select! {
+                        frame = self.socket.recv() => match frame {
+                            Some(Ok(message)) => self.on_client_frame(message).await,
+                            _ => Step::Close,
+                        },
+                        event = events.recv() => match event {
+                            Some(event) => self.on_events(event).await,
+                            None => Step::Close,
+                        },
+                    }
+                }
+            };
+            if let Step::Close = step {
+                break;
+            }
+        }
+        if let Some((participant, mut events)) = self.joined.take() {
+            self.state.plane.leave(participant);
+            // Deliver what was already queued (a last `left`, say) if the socket still works.
+            while let Ok(event) = events.try_recv() {
+                if self.send(&event).await.is_err() {
+                    break;
+                }
+            }
+        }
+        let _ = self
+            .socket
+            .send(Message::Close(Some(CloseFrame {
+                code: close_code::NORMAL,
+                reason: "bye".into(),
+            })))
+            .await;
+    }
+
+    async fn on_client_frame(&mut self, message: Message) -> Step {
+        let text = match message {
+            Message::Text(text) => text,
+            Message::Binary(_) => {
+                return self
+                    .error(ErrorMessage::new(
+                        ErrorCode::BadRequest,
+                        "binary frames are not part of the protocol",
+                    ))
+                    .await;
+            }
+            Message::Close(_) => return Step::Close,
+            Message::Ping(_) | Message::Pong(_) => return Step::Continue,
+        };
+        let message = match ClientMessage::parse(text.as_str()) {
+            Ok(message) => message,
+            Err(e) => return self.error(e).await,
+        };
+        let participant = self.joined.as_ref().map(|(p, _)| *p);
+        let request = message.request_type();
+        let step = match (message, participant) {
+            (
+                ClientMessage::Join {
+                    token,
+                    transport,
+                    audience,
+                },
+                None,
+            ) => {
+                return self.join(&token, transport, audience).await;
+            }
+            (ClientMessage::Join { .. }, Some(_)) => Err(ErrorMessage::new(
+                ErrorCode::AlreadyJoined,
+                "this socket has joined already",
+            )),
+            (_, None) => Err(ErrorMessage::new(
+                ErrorCode::NotJoined,
+                "send join with a token first",
+            )),
+            (ClientMessage::Leave, Some(_)) => return Step::Close,
+            (
+                ClientMessage::Offer {
+                    sdp,
+                    publish,
+                    subscribe,
+                    slots,
+                },
+                Some(p),
+            ) => self.state.plane.request(
+                p,
+                Request::Offer {
+                    sdp,
+                    publish,
+                    subscribe,
+                    slots,
+                },
+            ),
+            (ClientMessage::Mute { track_id, muted }, Some(p)) => self
+                .state
+                .plane
+                .request(p, Request::Mute { track_id, muted }),
+            (ClientMessage::View { pinned, quality }, Some(p)) => self
+                .state
+                .plane
+                .request(p, Request::View { pinned, quality }),
+        };
+        match step {
+            Ok(()) => Step::Continue,
+            Err(e) => self.error(e.answering(request)).await,
+        }
+    }
+
+    async fn join(&mut self, token: &str, transport: Transport, audience: bool) -> Step {
+        let claims = match self.state.config.tokens.verify(token) {
+            Ok(claims) => claims,
+            Err(e) => {
+                info!("join refused: {e}");
+                let error = ErrorMessage::new(ErrorCode::Unauthorized, e.to_string());
+                return self.error(error.answering(RequestType::Join)).await;
+            }
+        };
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let ice_servers = self.state.ice_servers_for(&claims);
+        let join = Join {
+            name: claims.display_name().to_owned(),
+            room: claims.room,
+            identity: claims.sub,
+            grants: claims.grants.effective(),
+            transport,
+            ice_servers,
+            audience,
+        };
+        match self.state.plane.join(join, events_tx) {
+            Ok(participant) => {
+                debug!(%participant, "joined");
+                self.joined = Some((participant, events_rx));
+                Step::Continue
+            }
+            Err(e) => self.error(e.answering(RequestType::Join)).await,
+        }
+    }
+
+    /// Sends `first` and what else is queued behind it (up to [`WRITE_BATCH`]) with one
+    /// flush: a burst of notifications, hundreds of viewers joining say, costs a write
+    /// per batch rather than one per message.
+    async fn on_events(&mut self, first: ServerMessage) -> Step {
+        let mut next = Some(first);
+        let mut fed = 0;
+        let mut step = Step::Continue;
+        while let Some(event) = next.take() {
+            if let ServerMessage::Error(e) = &event {
+                self.state
+                    .metrics
+                    .errors
+                    .with_label_values(&[e.code.as_str()])
+                    .inc();
+            }
+            if self.feed(&event).await.is_err() || event.closes_socket() {
+                step = Step::Close;
+                break;
+            }
+            fed += 1;
+            if fed < WRITE_BATCH
+                && let Some((_, events)) = &mut self.joined
+            {
+                next = events.try_recv().ok();
+            }
+        }
+        if let Err(e) = SinkExt::flush(&mut self.socket).await {
+            debug!("websocket send failed: {e}");
+            step = Step::Close;
+        }
+        step
+    }
+
+    async fn error(&mut self, error: ErrorMessage) -> Step {
+        self.on_events(ServerMessage::Error(error)).await
+    }
+
+    async fn send(&mut self, message: &ServerMessage) -> Result<(), ()> {
+        self.feed(message).await?;
+        SinkExt::flush(&mut self.socket)
+            .await
+            .map_err(|e| debug!("websocket send failed: {e}"))
+    }
+
+    /// Queues one message on the socket, written at the next flush (or when its buffer
+    /// fills).
+    async fn feed(&mut self, message: &ServerMessage) -> Result<(), ()> {
+        let text = match serde_json::to_string(message) {
+            Ok(text) => text,
+            Err(e) => {
+                warn!("cannot serialize {message:?}: {e}");
+                return Err(());
+            }
+        };
+        SinkExt::feed(&mut self.socket, Message::Text(text.into()))
+            .await
+            .map_err(|e| debug!("websocket send failed: {e}"))
+    }
+}
