@@ -5,7 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod plane;
-pub mod server;
+mod router;
 mod session;
 mod state;
 pub mod token;
@@ -13,6 +13,6 @@ pub mod web;
 mod whip;
 
 pub use plane::{EVENT_QUEUE, IceServerSource, MediaPlane};
-pub use server::{metrics_router, router, serve};
+pub use router::{metrics_router, router, serve};
 pub use state::Config;
 pub use token::{Claims, TokenKey};
