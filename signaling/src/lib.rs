@@ -1,13 +1,33 @@
 //! Control plane of the SFU: join tokens, the HTTP and WebSocket server, WHIP and WHEP,
 //! and the browser client it serves. It knows the media plane only through
 //! [`MediaPlane`]; the messages it speaks are the `protocol` crate's.
+//!
+//! The modules form a one-way chain: each imports only those above it.
+//!
+//! 1. `token.rs`: join tokens, issued and verified ([`TokenKey`], [`Claims`]).
+//! 2. `plane.rs`: the media-plane seam: [`MediaPlane`], [`IceServerSource`], and
+//!    [`EVENT_QUEUE`], the bound of a participant's event queue.
+//! 3. `state.rs`: the shared server state: [`Config`], `AppState` (what every handler
+//!    holds) and the control plane's metrics.
+//! 4. `session.rs`: the WebSocket session (join, the request loop, batched writes); and
+//!    `whip/`: WHIP and WHEP, its files listed in `whip/mod.rs`. Neither imports the
+//!    other.
+//! 5. `router.rs`: the HTTP router, the top of the chain: [`router`], [`metrics_router`],
+//!    [`serve`], `/dev/token`, health, metrics, and the static assets of `web.rs`.
+//!
+//! `web.rs`, the browser client embedded from `web/`, imports nothing of the crate.
 
 #![forbid(unsafe_code)]
 
-pub mod server;
+mod plane;
+mod router;
+mod session;
+mod state;
 pub mod token;
 pub mod web;
 mod whip;
 
-pub use server::{Config, IceServerSource, MediaPlane, metrics_router, router, serve};
+pub use plane::{EVENT_QUEUE, IceServerSource, MediaPlane};
+pub use router::{metrics_router, router, serve};
+pub use state::Config;
 pub use token::{Claims, TokenKey};

@@ -1,26 +1,22 @@
-//! The HTTP and WebSocket server: one session task per socket, talking to the media plane.
+//! The WebSocket session: one task per socket, from join through the request loop to
+//! close, writing the media plane's events in batches.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
-use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::response::Response;
 use futures_util::SinkExt;
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
-use serde::Deserialize;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::token::{Claims, MAX_NAME_BYTES, TokenKey};
+use crate::plane::EVENT_QUEUE;
+use crate::state::AppState;
 use protocol::{
-    ClientMessage, ErrorCode, ErrorMessage, IceServer, ParticipantId, RequestType, ServerMessage,
-    Transport,
+    ClientMessage, ErrorCode, ErrorMessage, ParticipantId, RequestType, ServerMessage, Transport,
 };
-use protocol::{Join, Request, Role};
+use protocol::{Join, Request};
 
 /// Largest WebSocket frame the transport accepts; larger frames close the socket. Above
 /// the largest offer, so that an oversized offer still gets `message_too_large`.
@@ -29,205 +25,14 @@ const MAX_FRAME_BYTES: usize = 2 * 1024 * 1024;
 /// A socket that has not joined by then is closed.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How many messages may wait for one slow client before the media plane drops it.
-pub const EVENT_QUEUE: usize = 256;
-
 /// Most messages written to a socket with one flush.
 const WRITE_BATCH: usize = 64;
 
-/// Mints the ICE servers (TURN URLs and credentials) for a participant's identity.
-pub type IceServerSource = Arc<dyn Fn(&str) -> Vec<IceServer> + Send + Sync>;
-
-/// The media plane as signaling sees it. Every method returns at once: the answers and
-/// notifications come back through the participant's event queue.
-pub trait MediaPlane: Send + Sync + 'static {
-    /// Admits a participant. Its `joined` message (or `room_full`) arrives on `events`;
-    /// when the media plane drops `events`, the session closes the socket.
-    fn join(
-        &self,
-        join: Join,
-        events: mpsc::Sender<ServerMessage>,
-    ) -> Result<ParticipantId, ErrorMessage>;
-
-    /// Passes on a request; `server_busy` when the media plane cannot queue it now.
-    fn request(&self, participant: ParticipantId, request: Request) -> Result<(), ErrorMessage>;
-
-    /// The participant left or its socket closed. Never refused, never lost.
-    fn leave(&self, participant: ParticipantId);
-}
-
-/// How the signaling server is set up.
-pub struct Config {
-    /// Verifies join tokens.
-    pub tokens: TokenKey,
-    /// No secret was configured: `/dev/token` hands out tokens to anyone.
-    pub dev_mode: bool,
-    /// ICE servers for each joining participant; `None` hands out none.
-    pub ice_servers: Option<IceServerSource>,
-}
-
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("dev_mode", &self.dev_mode)
-            .field("ice_servers", &self.ice_servers.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-/// Counters of the control plane, on `/metrics`.
-#[derive(Clone)]
-struct Metrics {
-    sockets: IntGauge,
-    errors: IntCounterVec,
-}
-
-impl Metrics {
-    fn new(registry: &Registry) -> prometheus::Result<Metrics> {
-        let sockets = IntGauge::new("sfu_signaling_sockets", "Open signaling WebSockets")?;
-        let errors = IntCounterVec::new(
-            Opts::new(
-                "sfu_signaling_errors_total",
-                "Error messages sent to clients, by code",
-            ),
-            &["code"],
-        )?;
-        registry.register(Box::new(sockets.clone()))?;
-        registry.register(Box::new(errors.clone()))?;
-        Ok(Metrics { sockets, errors })
-    }
-}
-
-pub(crate) struct AppState {
-    pub(crate) plane: Arc<dyn MediaPlane>,
-    pub(crate) config: Config,
-    registry: Registry,
-    metrics: Metrics,
-    /// The open WHIP and WHEP sessions.
-    pub(crate) sessions: crate::whip::Sessions,
-}
-
-impl AppState {
-    /// The ICE servers (TURN credentials) for a joining client: only those over TCP and
-    /// TLS when its token forces TCP.
-    pub(crate) fn ice_servers_for(&self, claims: &Claims) -> Vec<IceServer> {
-        let servers = match &self.config.ice_servers {
-            Some(source) => source(&claims.sub),
-            None => Vec::new(),
-        };
-        if claims.grants.force_tcp {
-            servers.iter().filter_map(IceServer::tcp_only).collect()
-        } else {
-            servers
-        }
-    }
-}
-
-/// Builds the HTTP router: demo page, client library, WebSocket, health, metrics, and in
-/// dev mode `/dev/token`. Registers the control plane's own metrics in `registry`.
-pub fn router(
-    plane: Arc<dyn MediaPlane>,
-    config: Config,
-    registry: Registry,
-) -> prometheus::Result<Router> {
-    let metrics = Metrics::new(&registry)?;
-    let dev_mode = config.dev_mode;
-    let state = Arc::new(AppState {
-        plane,
-        config,
-        registry,
-        metrics,
-        sessions: Default::default(),
-    });
-    let mut router = Router::new()
-        .route("/", get(|| async { Html(crate::web::INDEX_HTML) }))
-        .route(
-            "/client.js",
-            get(|| async { javascript(crate::web::CLIENT_JS) }),
-        )
-        .route(
-            "/demo.js",
-            get(|| async { javascript(crate::web::DEMO_JS) }),
-        )
-        .route(
-            "/style.css",
-            get(|| async { ([(header::CONTENT_TYPE, "text/css")], crate::web::STYLE_CSS) }),
-        )
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics_text))
-        .route("/ws", get(websocket))
-        .merge(crate::whip::routes());
-    if dev_mode {
-        router = router.route("/dev/token", get(dev_token));
-    }
-    Ok(router.with_state(state))
-}
-
-fn javascript(body: &'static str) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        body,
-    )
-}
-
-/// A router with only `/healthz` and `/metrics` (of `registry`), for processes that carry
-/// no calls (the standalone TURN relay).
-pub fn metrics_router(registry: Registry) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route(
-            "/metrics",
-            get(move || {
-                let registry = registry.clone();
-                async move { encode_metrics(&registry) }
-            }),
-        )
-}
-
-async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
-    encode_metrics(&state.registry)
-}
-
-fn encode_metrics(registry: &Registry) -> Response {
-    let families = registry.gather();
-    match prometheus::TextEncoder::new().encode_to_string(&families) {
-        Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
-}
-
-#[derive(Deserialize)]
-struct DevTokenQuery {
-    room: String,
-    identity: String,
-    name: Option<String>,
-    /// `participant` (default), `presenter` or `viewer`.
-    role: Option<Role>,
-}
-
-async fn dev_token(State(state): State<Arc<AppState>>, Query(q): Query<DevTokenQuery>) -> Response {
-    let too_long = |s: &str| s.is_empty() || s.len() > MAX_NAME_BYTES;
-    if too_long(&q.room) || too_long(&q.identity) || q.name.as_deref().is_some_and(too_long) {
-        return (
-            StatusCode::BAD_REQUEST,
-            "room, identity and name must be 1 to 128 bytes\n",
-        )
-            .into_response();
-    }
-    let mut claims = TokenKey::claims(
-        &q.room,
-        &q.identity,
-        q.name.as_deref(),
-        Duration::from_secs(3600),
-    );
-    claims.grants.role = q.role.unwrap_or_default();
-    match state.config.tokens.issue(&claims) {
-        Ok(token) => axum::Json(serde_json::json!({ "token": token })).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
-}
-
-async fn websocket(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgrade) -> Response {
+/// `GET /ws`: upgrades to a WebSocket and runs its session.
+pub(crate) async fn websocket(
+    State(state): State<Arc<AppState>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     upgrade
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
@@ -464,15 +269,4 @@ impl Session {
             .await
             .map_err(|e| debug!("websocket send failed: {e}"))
     }
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves, then lets open requests finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
 }

@@ -1,0 +1,30 @@
+//! The media-plane seam: what signaling asks of the media server, and how answers return.
+
+use std::sync::Arc;
+
+use protocol::{ErrorMessage, IceServer, Join, ParticipantId, Request, ServerMessage};
+use tokio::sync::mpsc;
+
+/// How many messages may wait for one slow client before the media plane drops it.
+pub const EVENT_QUEUE: usize = 256;
+
+/// Mints the ICE servers (TURN URLs and credentials) for a participant's identity.
+pub type IceServerSource = Arc<dyn Fn(&str) -> Vec<IceServer> + Send + Sync>;
+
+/// The media plane as signaling sees it. Every method returns at once: the answers and
+/// notifications come back through the participant's event queue.
+pub trait MediaPlane: Send + Sync + 'static {
+    /// Admits a participant. Its `joined` message (or `room_full`) arrives on `events`;
+    /// when the media plane drops `events`, the session closes the socket.
+    fn join(
+        &self,
+        join: Join,
+        events: mpsc::Sender<ServerMessage>,
+    ) -> Result<ParticipantId, ErrorMessage>;
+
+    /// Passes on a request; `server_busy` when the media plane cannot queue it now.
+    fn request(&self, participant: ParticipantId, request: Request) -> Result<(), ErrorMessage>;
+
+    /// The participant left or its socket closed. Never refused, never lost.
+    fn leave(&self, participant: ParticipantId);
+}

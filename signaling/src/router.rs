@@ -1,0 +1,132 @@
+//! The HTTP router: pages and assets, the WebSocket, WHIP and WHEP, health, metrics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use prometheus::Registry;
+use protocol::Role;
+use serde::Deserialize;
+
+use crate::plane::MediaPlane;
+use crate::session::websocket;
+use crate::state::{AppState, Config, Metrics};
+use crate::token::{MAX_NAME_BYTES, TokenKey};
+
+/// Builds the HTTP router: demo page, client library, WebSocket, health, metrics, and in
+/// dev mode `/dev/token`. Registers the control plane's own metrics in `registry`.
+pub fn router(
+    plane: Arc<dyn MediaPlane>,
+    config: Config,
+    registry: Registry,
+) -> prometheus::Result<Router> {
+    let metrics = Metrics::new(&registry)?;
+    let dev_mode = config.dev_mode;
+    let state = Arc::new(AppState {
+        plane,
+        config,
+        registry,
+        metrics,
+    });
+    let mut router = Router::new()
+        .route("/", get(|| async { Html(crate::web::INDEX_HTML) }))
+        .route(
+            "/client.js",
+            get(|| async { javascript(crate::web::CLIENT_JS) }),
+        )
+        .route(
+            "/demo.js",
+            get(|| async { javascript(crate::web::DEMO_JS) }),
+        )
+        .route(
+            "/style.css",
+            get(|| async { ([(header::CONTENT_TYPE, "text/css")], crate::web::STYLE_CSS) }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics_text))
+        .route("/ws", get(websocket))
+        .merge(crate::whip::routes(state.clone()));
+    if dev_mode {
+        router = router.route("/dev/token", get(dev_token));
+    }
+    Ok(router.with_state(state))
+}
+
+fn javascript(body: &'static str) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        body,
+    )
+}
+
+/// A router with only `/healthz` and `/metrics` (of `registry`), for processes that carry
+/// no calls (the standalone TURN relay).
+pub fn metrics_router(registry: Registry) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move { encode_metrics(&registry) }
+            }),
+        )
+}
+
+async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
+    encode_metrics(&state.registry)
+}
+
+fn encode_metrics(registry: &Registry) -> Response {
+    let families = registry.gather();
+    match prometheus::TextEncoder::new().encode_to_string(&families) {
+        Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct DevTokenQuery {
+    room: String,
+    identity: String,
+    name: Option<String>,
+    /// `participant` (default), `presenter` or `viewer`.
+    role: Option<Role>,
+}
+
+async fn dev_token(State(state): State<Arc<AppState>>, Query(q): Query<DevTokenQuery>) -> Response {
+    let too_long = |s: &str| s.is_empty() || s.len() > MAX_NAME_BYTES;
+    if too_long(&q.room) || too_long(&q.identity) || q.name.as_deref().is_some_and(too_long) {
+        return (
+            StatusCode::BAD_REQUEST,
+            "room, identity and name must be 1 to 128 bytes\n",
+        )
+            .into_response();
+    }
+    let mut claims = TokenKey::claims(
+        &q.room,
+        &q.identity,
+        q.name.as_deref(),
+        Duration::from_secs(3600),
+    );
+    claims.grants.role = q.role.unwrap_or_default();
+    match state.config.tokens.issue(&claims) {
+        Ok(token) => axum::Json(serde_json::json!({ "token": token })).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets open requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

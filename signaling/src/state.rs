@@ -1,0 +1,80 @@
+//! Shared server state: the configuration, the control plane's metrics, and what every
+//! handler holds.
+
+use std::sync::Arc;
+
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use protocol::IceServer;
+
+use crate::plane::{IceServerSource, MediaPlane};
+use crate::token::{Claims, TokenKey};
+
+/// How the signaling server is set up.
+pub struct Config {
+    /// Verifies join tokens.
+    pub tokens: TokenKey,
+    /// No secret was configured: `/dev/token` hands out tokens to anyone.
+    pub dev_mode: bool,
+    /// ICE servers for each joining participant; `None` hands out none.
+    pub ice_servers: Option<IceServerSource>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("dev_mode", &self.dev_mode)
+            .field("ice_servers", &self.ice_servers.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counters of the control plane, on `/metrics`.
+#[derive(Clone)]
+pub(crate) struct Metrics {
+    /// Open WebSockets.
+    pub(crate) sockets: IntGauge,
+    /// Error messages sent to clients, by code.
+    pub(crate) errors: IntCounterVec,
+}
+
+impl Metrics {
+    /// Registers the counters in `registry`.
+    pub(crate) fn new(registry: &Registry) -> prometheus::Result<Metrics> {
+        let sockets = IntGauge::new("sfu_signaling_sockets", "Open signaling WebSockets")?;
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "sfu_signaling_errors_total",
+                "Error messages sent to clients, by code",
+            ),
+            &["code"],
+        )?;
+        registry.register(Box::new(sockets.clone()))?;
+        registry.register(Box::new(errors.clone()))?;
+        Ok(Metrics { sockets, errors })
+    }
+}
+
+/// What every handler shares: the media plane, the configuration and the metrics.
+pub(crate) struct AppState {
+    pub(crate) plane: Arc<dyn MediaPlane>,
+    pub(crate) config: Config,
+    /// What `/metrics` serves: the control plane's counters and what the caller registered.
+    pub(crate) registry: Registry,
+    pub(crate) metrics: Metrics,
+}
+
+impl AppState {
+    /// The ICE servers (TURN credentials) for a joining client: only those over TCP and
+    /// TLS when its token forces TCP.
+    pub(crate) fn ice_servers_for(&self, claims: &Claims) -> Vec<IceServer> {
+        let servers = match &self.config.ice_servers {
+            Some(source) => source(&claims.sub),
+            None => Vec::new(),
+        };
+        if claims.grants.force_tcp {
+            servers.iter().filter_map(IceServer::tcp_only).collect()
+        } else {
+            servers
+        }
+    }
+}
