@@ -27,10 +27,21 @@ macro_rules! asset {
     };
 }
 
-/// Every file served besides the demo page itself: the client library, the demo page's
-/// script and its styles.
+/// Every file served besides the demo page itself: the client library (`/client.js` and
+/// the modules it imports from `/client/`), the demo page's script and its styles.
 pub const ASSETS: &[Asset] = &[
     asset!("client.js", JAVASCRIPT),
+    asset!("client/error.js", JAVASCRIPT),
+    asset!("client/fallback.js", JAVASCRIPT),
+    asset!("client/layers.js", JAVASCRIPT),
+    asset!("client/mlines.js", JAVASCRIPT),
+    asset!("client/negotiation.js", JAVASCRIPT),
+    asset!("client/publishing.js", JAVASCRIPT),
+    asset!("client/room.js", JAVASCRIPT),
+    asset!("client/signaling.js", JAVASCRIPT),
+    asset!("client/slots.js", JAVASCRIPT),
+    asset!("client/stats.js", JAVASCRIPT),
+    asset!("client/view.js", JAVASCRIPT),
     asset!("demo.js", JAVASCRIPT),
     asset!("style.css", "text/css"),
 ];
