@@ -34,33 +34,19 @@ pub fn router(
     });
     let mut router = Router::new()
         .route("/", get(|| async { Html(crate::web::INDEX_HTML) }))
-        .route(
-            "/client.js",
-            get(|| async { javascript(crate::web::CLIENT_JS) }),
-        )
-        .route(
-            "/demo.js",
-            get(|| async { javascript(crate::web::DEMO_JS) }),
-        )
-        .route(
-            "/style.css",
-            get(|| async { ([(header::CONTENT_TYPE, "text/css")], crate::web::STYLE_CSS) }),
-        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics_text))
         .route("/ws", get(websocket))
         .merge(crate::whip::routes(state.clone()));
+    for asset in crate::web::ASSETS {
+        let response =
+            move || async move { ([(header::CONTENT_TYPE, asset.content_type)], asset.body) };
+        router = router.route(asset.path, get(response));
+    }
     if dev_mode {
         router = router.route("/dev/token", get(dev_token));
     }
     Ok(router.with_state(state))
-}
-
-fn javascript(body: &'static str) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        body,
-    )
 }
 
 /// A router with only `/healthz` and `/metrics` (of `registry`), for processes that carry

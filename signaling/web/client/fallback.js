@@ -1,0 +1,137 @@
+// The peer connection and the transport fallback: a call whose media does not connect
+// rejoins once with `transport: "relay"`, through TURN over TCP or TLS only.
+
+import { CallError } from './error.js';
+import { negotiate, rejectOffer } from './negotiation.js';
+import { addLocalTrack } from './publishing.js';
+import { onJoined, removeRemoteTrack } from './room.js';
+import { openSocket, sendJoin } from './signaling.js';
+import { slotsFromStart } from './slots.js';
+
+const CONNECT_TIMEOUT_MS = 5000;
+
+/** Whether a STUN/TURN URL is reached over TCP or TLS (RFC 7064, RFC 7065). */
+function isTcpUrl(url) {
+  const u = String(url).toLowerCase();
+  const transport = (u.split('?')[1] || '').split('&').find((kv) => kv.startsWith('transport='));
+  const value = transport ? transport.slice('transport='.length) : null;
+  if (u.startsWith('turns:') || u.startsWith('stuns:')) return value == null || value === 'tcp';
+  return (u.startsWith('turn:') || u.startsWith('stun:')) && value === 'tcp';
+}
+
+/** The ICE servers with only their TCP and TLS URLs (servers left without any dropped). */
+export function tcpOnly(servers) {
+  return servers
+    .map((s) => ({ ...s, urls: [].concat(s.urls || []).filter(isTcpUrl) }))
+    .filter((s) => s.urls.length > 0);
+}
+
+/** Creates the session's `call.pc`, watched for a media connection that fails. */
+export function createPeerConnection(call) {
+  const pc = new RTCPeerConnection({
+    iceServers: call._iceServers,
+    iceTransportPolicy: call.iceTransportPolicy,
+    bundlePolicy: 'max-bundle',
+    rtcpMuxPolicy: 'require',
+  });
+  call.pc = pc;
+  call._everConnected = false;
+  // No 'track' listener: a reused m-line keeps its receiver's MediaStreamTrack, and the
+  // event may not fire again. Remote tracks are announced after each answer instead
+  // (announceRemoteTracks).
+  pc.addEventListener('connectionstatechange', () => {
+    if (call.pc !== pc) return; // replaced by a fallback rejoin
+    if (pc.connectionState === 'connected') {
+      call._everConnected = true;
+      clearTimeout(call._connectTimer);
+      if (call.timings.connected == null) call.timings.connected = performance.now();
+    }
+    call._emit('connection_state', { state: pc.connectionState });
+    if (pc.connectionState === 'failed') {
+      if (!call._everConnected && canFallBack(call)) {
+        fallBack(call, 'the media connection failed');
+      } else {
+        call._reportError('ice_failed', new Error('media connection failed'));
+      }
+    }
+  });
+}
+
+/** Arms the fallback timer once ICE has something to connect (the first answer). */
+export function watchConnect(call) {
+  if (call._connectTimer != null || call._everConnected || !canFallBack(call)) return;
+  const pc = call.pc;
+  call._connectTimer = setTimeout(() => {
+    if (call.pc === pc && !call._everConnected && canFallBack(call)) {
+      fallBack(call, `no media connection ${CONNECT_TIMEOUT_MS / 1000} s after the answer`);
+    }
+  }, CONNECT_TIMEOUT_MS);
+}
+
+function canFallBack(call) {
+  return call.fallback && !call.fellBack && call.transport === 'auto' && call._state === 'joined';
+}
+
+/**
+ * Rejoins with `transport: "relay"` through TURN over TCP/TLS, keeping the local tracks.
+ * Remote tracks and participants of the old session are removed (with their events) and
+ * come back with the new one.
+ */
+async function fallBack(call, why) {
+  call.fellBack = true;
+  call.transport = 'relay';
+  call.iceTransportPolicy = 'relay';
+  console.warn(`call: ${why}: rejoining through TURN over TCP/TLS`);
+  call._emit('transport_fallback', { reason: why });
+  const oldWs = call.ws;
+  const oldPc = call.pc;
+  call.ws = null;
+  call.pc = null;
+  if (oldWs && oldWs.readyState === WebSocket.OPEN) {
+    try {
+      oldWs.send(JSON.stringify({ type: 'leave' }));
+    } catch { /* closing anyway */ }
+  }
+  if (oldWs) oldWs.close(1000, 'transport fallback');
+  if (oldPc) oldPc.close();
+  // The others' tracks keep their ids across our rejoin: so does the view, sent again
+  // once the new session has joined.
+  const [pinned, quality] = [new Set(call._pinned), new Map(call._quality)];
+  for (const trackId of [...call.remoteTracks.keys()]) removeRemoteTrack(call, trackId);
+  [call._pinned, call._quality] = [pinned, quality];
+  for (const p of [...call.participants.values()]) {
+    call.participants.delete(p.participant_id);
+    call._emit('participant_left', { ...p, reason: 'rejoin' });
+  }
+  rejectOffer(call, new CallError('closed', 'rejoining'));
+  call._answersToSkip = 0;
+  call._ops = [];
+  call._localOps = [];
+  call._sendTransceivers = new Map();
+  call._recvTransceivers = new Map();
+  call._slotTransceivers = [];
+  call._slotTrack = new Map();
+  call._slotsOn = slotsFromStart(call);
+  call._sendLayers = new Map();
+  call._sendSvc = new Map();
+  call._activeLayers = new Map(); // our tracks get new ids (an application under way finds nothing to do)
+  if (call.activeSpeakers.length) {
+    call.activeSpeakers = [];
+    call._emit('activespeakers', { speakers: [] });
+  }
+  const locals = [...call.localTracks.entries()];
+  call.localTracks = new Map();
+  call._connectTimer = null;
+  call._state = 'joining';
+  try {
+    // The old session's negotiation ends on the rejected answer: let it finish first.
+    if (call._negotiating) await call._negotiating.catch(() => {});
+    await openSocket(call);
+    onJoined(call, await sendJoin(call));
+    for (const [source, local] of locals) addLocalTrack(call, source, local.track);
+    await negotiate(call);
+  } catch (err) {
+    call._reportError(err.code || 'fallback', err);
+    call._teardown('error');
+  }
+}
