@@ -18,6 +18,8 @@ export const SECRET = process.env.SFU_SECRET || 'some-test-secret';
 export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 export const RUN = `${Date.now().toString(36)}${process.pid.toString(36)}`;
 export const ROOM = `e2e-call-${RUN}`;
+/** The room secret of end-to-end encryption the demo pages share (their URL fragment). */
+export const ROOM_SECRET = `e2e-room-secret-${RUN}`;
 
 export const CHROMIUM_ARGS = [
   '--no-sandbox',
@@ -74,9 +76,16 @@ export const WEB_FILES = {
   '/style.css': ['style.css', 'text/css'],
 };
 
+/** The file of signaling/web/ a URL path names: a fixed one, or a module of /client/. */
+function webFile(pathname) {
+  if (WEB_FILES[pathname]) return WEB_FILES[pathname];
+  const m = /^\/client\/([\w-]+\.js)$/.exec(pathname);
+  return m ? [`client/${m[1]}`, 'text/javascript; charset=utf-8'] : null;
+}
+
 export async function serveWebFromTree(ctx) {
-  await ctx.route((url) => url.origin === SFU_URL && WEB_FILES[url.pathname], (route) => {
-    const [file, contentType] = WEB_FILES[new URL(route.request().url()).pathname];
+  await ctx.route((url) => url.origin === SFU_URL && webFile(url.pathname), (route) => {
+    const [file, contentType] = webFile(new URL(route.request().url()).pathname);
     return route.fulfill({ status: 200, contentType, body: readFileSync(join(WEB_DIR, file)) });
   });
 }
@@ -234,11 +243,15 @@ export class Participant {
    * switches; with `recordSent`, the page records what it sends on WebSockets in
    * window.__sent (see sent()).
    */
-  async join(room, { expectVideoFrom = false, grants, query = '', netns = null, args = [], recordSent = false } = {}) {
+  async join(room, {
+    expectVideoFrom = false, grants, query = '', netns = null, args = [], recordSent = false,
+    secret = ROOM_SECRET,
+  } = {}) {
     const { ctx, page, logs, dir } = await newBrowser(this.name.toLowerCase(), { netns, args });
     Object.assign(this, { ctx, page, logs, dir });
     if (recordSent) await page.addInitScript(recordSentMessages);
-    await page.goto(`${SFU_URL}/${query}`);
+    // The invite link: the room secret in the fragment (end-to-end encryption).
+    await page.goto(`${SFU_URL}/${query}#${secret}`);
     await page.fill('#room', room);
     await page.fill('#name', this.name);
     await page.click('#join');

@@ -25,7 +25,7 @@ SRV_ADDR=10.77.0.1
 HTTP_PORT=${E2E_HTTP_PORT:-8080}
 export SFU_URL="http://$SRV_ADDR:$HTTP_PORT"
 export SFU_SECRET=${SFU_SECRET:-e2e-test-secret-$RANDOM$RANDOM}
-E2E_LOG=${E2E_LOG:-$(mktemp /tmp/sfu-e2e-server.XXXXXX.log)}
+export E2E_LOG=${E2E_LOG:-$(mktemp /tmp/sfu-e2e-server.XXXXXX.log)}
 TEST_TIMEOUT=${E2E_TIMEOUT:-1800}
 TLS_PORT=5349
 export E2E_TURN_TLS_PORT=$TLS_PORT
@@ -98,7 +98,7 @@ fi
 
 status=0
 (cd "$REPO" && ip netns exec sfu-cli timeout "$TEST_TIMEOUT" \
-    node --test --test-concurrency=1 --test-reporter=spec ${E2E_TESTS:-e2e/call.test.mjs e2e/network.test.mjs e2e/simulcast.test.mjs e2e/svc.test.mjs e2e/broadcast.test.mjs e2e/whip.test.mjs e2e/slots.test.mjs}) || status=$?
+    node --test --test-concurrency=1 --test-reporter=spec ${E2E_TESTS:-e2e/call.test.mjs e2e/e2ee.test.mjs e2e/network.test.mjs e2e/simulcast.test.mjs e2e/svc.test.mjs e2e/broadcast.test.mjs e2e/whip.test.mjs e2e/slots.test.mjs}) || status=$?
 
 if [ "$status" != 0 ]; then
     echo "e2e/run.sh: tests failed ($status); server log tail ($E2E_LOG):" >&2

@@ -31,12 +31,17 @@ macro_rules! asset {
 /// the modules it imports from `/client/`), the demo page's script and its styles.
 pub const ASSETS: &[Asset] = &[
     asset!("client.js", JAVASCRIPT),
+    asset!("client/e2ee.js", JAVASCRIPT),
+    asset!("client/e2ee-keys.js", JAVASCRIPT),
+    asset!("client/e2ee-layout.js", JAVASCRIPT),
+    asset!("client/e2ee-worker.js", JAVASCRIPT),
     asset!("client/error.js", JAVASCRIPT),
     asset!("client/fallback.js", JAVASCRIPT),
     asset!("client/layers.js", JAVASCRIPT),
     asset!("client/mlines.js", JAVASCRIPT),
     asset!("client/negotiation.js", JAVASCRIPT),
     asset!("client/publishing.js", JAVASCRIPT),
+    asset!("client/sframe.js", JAVASCRIPT),
     asset!("client/room.js", JAVASCRIPT),
     asset!("client/signaling.js", JAVASCRIPT),
     asset!("client/slots.js", JAVASCRIPT),

@@ -68,6 +68,7 @@
 // remote tracks), slots.js, view.js, fallback.js (the peer connection, TURN/TCP fallback),
 // stats.js, error.js. They report back through _emit, _reportError and _teardown.
 
+import { E2ee } from './client/e2ee.js';
 import { CallError } from './client/error.js';
 import { onLayers } from './client/layers.js';
 import { negotiate, onAnswer, rejectOffer } from './client/negotiation.js';
@@ -79,7 +80,7 @@ import {
   onTrackPublished, onTrackUnpublished,
 } from './client/room.js';
 import {
-  defaultUrl, onJoinReply, onServerError, openSocket, sendJoin, sendLeave, tokenGrants,
+  defaultUrl, onJoinReply, onServerError, openSocket, send, sendJoin, sendLeave, tokenGrants,
 } from './client/signaling.js';
 import { onSlots, slotsFromStart, slotsOption } from './client/slots.js';
 import { inboundStats, outboundStats, transportInUse } from './client/stats.js';
@@ -109,12 +110,20 @@ export class Call extends EventTarget {
    * @param {{audio:number, video:number, from?:number}} [opts.slots] receive on this many
    *   slot m-lines the server fills, instead of one per track (for large rooms); with
    *   `from`, only once that many others are in the call
+   * @param {boolean|{secret?:string, external?:boolean, transform?:string, test?:boolean}} [opts.e2ee]
+   *   end-to-end encryption (./client/e2ee.js, docs/e2ee.md), on unless `false` (which
+   *   the server accepts only from a token with the `plaintext` grant): `secret`, the room
+   *   secret that authenticates the key exchange; `external`, keys come from the
+   *   application; `transform`, force `script` or `streams`; `test`, record frame hashes
    */
   constructor({
     url, token, iceServers = [], iceTransportPolicy = 'all', fallback = true, simulcast = true,
     svc = null, codec = 'VP9', dependencyDescriptor = false, audience = false, slots = null,
+    e2ee = true,
   } = {}) {
     super();
+    /** End-to-end encryption: its status and keys (./client/e2ee.js). */
+    this.e2ee = new E2ee(this, e2ee);
     this.url = url || defaultUrl();
     this.token = token;
     this.iceServers = iceServers;
@@ -323,7 +332,7 @@ export class Call extends EventTarget {
    * Inbound RTP statistics of the subscribed tracks:
    * [{track_id, kind, source, participant_id, mid, framesDecoded, bytesReceived,
    *   packetsReceived, packetsLost, ssrc, frameWidth, frameHeight, totalSamplesReceived,
-   *   codec (its MIME type)}]
+   *   totalAudioEnergy, concealedSamples (audio), codec (its MIME type)}]
    * Chromium reports an inbound stream only once its first packet arrived.
    */
   inboundStats() {
@@ -380,6 +389,8 @@ export class Call extends EventTarget {
         return onLayers(this, msg);
       case 'slots':
         return onSlots(this, msg);
+      case 'e2ee':
+        return this.e2ee.onMessage(msg);
       case 'left':
         this._leftReason = msg.reason || 'left';
         this._teardown(this._leftReason);
@@ -407,10 +418,20 @@ export class Call extends EventTarget {
     if (this.pc) this.pc.close();
     if (this.ws && this.ws.readyState <= WebSocket.OPEN) this.ws.close(1000, 'leaving');
     rejectOffer(this, new CallError('closed', 'the call ended'));
+    this.e2ee.close();
     this._emit('closed', {
       reason, wasJoined,
       code: closeEvent ? closeEvent.code : null,
     });
+  }
+
+  /** Sends a message if the socket is open; a closed one drops it (the call is ending). */
+  _send(msg) {
+    try {
+      send(this, msg);
+    } catch (err) {
+      console.warn(`call: ${err.message}`);
+    }
   }
 
   _reportError(code, err) {

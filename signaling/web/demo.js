@@ -15,7 +15,15 @@
 // and codec=VP9|AV1 (its codec; VP9 by default); dd=1 (negotiate the dependency
 // descriptor on every video transceiver: needed to receive AV1 SVC); role=presenter|viewer (with the dev
 // tokens: a broadcast's presenter, or a viewer, who watches and listens only); audience=1
-// (a viewer that counts the rest of the audience too).
+// (a viewer that counts the rest of the audience too); e2ee=0 (send in the clear: the
+// token needs the plaintext grant, which the dev tokens then ask for); transform=script|
+// streams (force one way of encrypting frames); e2eetest=1 (record frame hashes, tests).
+//
+// End-to-end encryption: the room secret is the URL's fragment (`#...`), which browsers
+// never send to a server. A page opened without one makes one up and puts it in its URL,
+// so the page's address is the invite link: whoever opens it joins with the same secret.
+// The header shows a lock and the safety code; a tile says when its media cannot be
+// decrypted (another secret) or is not encrypted.
 import { Call } from '/client.js';
 
 const $ = (id) => document.getElementById(id);
@@ -37,6 +45,17 @@ const MEDIUM_MAX_PX = 480;
 
 /** For tests and the console: the current Call. */
 window.demo = { call: null };
+
+/** The room secret: the URL fragment, made up (and put there) when absent. */
+function roomSecret() {
+  let secret = decodeURIComponent(location.hash.replace(/^#/, ''));
+  if (!secret) {
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    secret = btoa(String.fromCharCode(...bytes)).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+    history.replaceState(null, '', `${location.pathname}${location.search}#${secret}`);
+  }
+  return secret;
+}
 
 /**
  * Tiles by key: `local`, `local-screen`, `p<participant_id>`, `s<track_id>`; each
@@ -441,6 +460,7 @@ async function fetchToken(room, name) {
   // ?role=presenter|viewer: a broadcast's presenter, or one of its audience.
   const role = new URLSearchParams(location.search).get('role');
   if (role) query.set('role', role);
+  if (new URLSearchParams(location.search).get('e2ee') === '0') query.set('plaintext', '1');
   const res = await fetch(`/dev/token?${query}`);
   if (res.status === 404) {
     $('token-field').hidden = false;
@@ -495,6 +515,7 @@ function wire(call) {
     setStatus(`${e.detail.name || e.detail.identity || 'someone'} left`);
   });
   call.addEventListener('track_published', () => scheduleLayout());
+  call.addEventListener('e2ee', () => showE2ee(call));
   call.addEventListener('activespeakers', (e) => onActiveSpeakers(e.detail.speakers));
   call.addEventListener('track', (e) => onTrack(call, e.detail));
   call.addEventListener('track_removed', (e) => onTrackRemoved(call, e.detail));
@@ -506,6 +527,32 @@ function wire(call) {
     if (window.demo.call !== call) return;
     endCall(e.detail.reason === 'left' ? 'You left the call' : null);
   });
+}
+
+/**
+ * The lock and safety code in the header; on each tile, whether its media can be
+ * decrypted (`cannot decrypt`: another secret, or keys that did not verify) or is sent in
+ * the clear (`not encrypted`).
+ */
+function showE2ee(call) {
+  const label = $('e2ee-label');
+  const e2ee = call.e2ee;
+  const clear = [...call.participants.values()].filter((p) => p.e2ee === false && p.role !== 'viewer');
+  if (!e2ee.enabled || clear.length > 0) {
+    label.textContent = '⚠ Not end-to-end encrypted';
+    label.title = e2ee.enabled ? `sent in the clear by ${clear.map((p) => p.name || p.identity).join(', ')}` : 'this page sends in the clear';
+    label.classList.add('insecure');
+  } else {
+    label.textContent = `🔒 End-to-end encrypted · safety code ${e2ee.safetyCode || '…'}`;
+    label.title = 'Compare the safety code with the others: the same code means nobody, not even the server, can listen in';
+    label.classList.remove('insecure');
+  }
+  for (const [id, status] of e2ee.peers) {
+    const t = tiles.get(`p${id}`);
+    if (!t) continue;
+    setBadge(t, 'cannot decrypt', status === 'failed');
+    setBadge(t, 'not encrypted', status === 'plaintext');
+  }
 }
 
 /** Shows how media travels (UDP, TCP, TURN/UDP, TURN/TCP, TURN/TLS) while in a call. */
@@ -537,6 +584,7 @@ function endCall(message) {
   buttons.join.disabled = false;
   buttons.leave.disabled = false;
   $('room-label').textContent = '';
+  $('e2ee-label').textContent = '';
   if (message) setStatus(message);
   updateButtons(null);
 }
@@ -567,6 +615,11 @@ async function join(room, name) {
       // the loudest three and pins above) and 25 video once 8 others are in the call;
       // ?slots=A:V always, ?slots=A:V:N from N others on, ?slots=0 never.
       slots: parseSlots(query.get('slots')),
+      e2ee: query.get('e2ee') === '0' ? false : {
+        secret: roomSecret(),
+        transform: query.get('transform') || undefined,
+        test: query.get('e2eetest') === '1',
+      },
     });
     window.demo.call = call;
     wire(call);
@@ -578,6 +631,7 @@ async function join(room, name) {
     await call.join({ audio: capture, video: capture && videoConstraints(query.get('video')) });
     const role = call.grants && call.grants.role;
     setStatus(`Joined as ${call.name}${role && role !== 'participant' ? ` (${role})` : ''}`);
+    showE2ee(call);
     updateButtons(call);
     return call;
   } catch (err) {
@@ -605,6 +659,8 @@ form.addEventListener('submit', (e) => {
 const params = new URLSearchParams(location.search);
 if (params.get('room')) $('room').value = params.get('room');
 if (params.get('name')) $('name').value = params.get('name');
+// The invite link (this page's URL) carries the room secret from the start.
+if (params.get('e2ee') !== '0') roomSecret();
 if (!navigator.mediaDevices) {
   setStatus('Camera and microphone need HTTPS (or localhost): you can only watch.', true);
 }

@@ -33,6 +33,7 @@ export function createPeerConnection(call) {
     iceTransportPolicy: call.iceTransportPolicy,
     bundlePolicy: 'max-bundle',
     rtcpMuxPolicy: 'require',
+    ...call.e2ee.peerConnectionConfig(),
   });
   call.pc = pc;
   call._everConnected = false;

@@ -100,6 +100,7 @@ async function offerOnce(call) {
     throw err;
   }
   await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
+  call.e2ee.onDescription(answer.sdp);
   if (call.timings.firstAnswer == null) call.timings.firstAnswer = performance.now();
   watchConnect(call);
 

@@ -114,7 +114,8 @@ export function addLocalTrack(call, source, track) {
       const mime = `video/${call.codec}`;
       const first = codecs.filter((c) => c.mimeType.toUpperCase() === mime.toUpperCase());
       if (first.length === 0) throw new Error(`this browser cannot send ${call.codec}`);
-      transceiver.setCodecPreferences([...first, ...codecs.filter((c) => !first.includes(c))]);
+      const rest = codecs.filter((c) => !first.includes(c));
+      transceiver.setCodecPreferences(call.e2ee.sendableCodecs([...first, ...rest]));
       call._sendSvc.set(transceiver, svc);
     } else if (layers) {
       transceiver = call.pc.addTransceiver(track, {
@@ -125,7 +126,13 @@ export function addLocalTrack(call, source, track) {
     } else {
       transceiver = call.pc.addTransceiver(track, { direction: 'sendonly' });
     }
+    if (track.kind === 'video' && !svc && call.e2ee.enabled) {
+      const codecs = (RTCRtpSender.getCapabilities('video') || { codecs: [] }).codecs;
+      transceiver.setCodecPreferences(call.e2ee.sendableCodecs(codecs));
+    }
     if (track.kind === 'video' && call.dependencyDescriptor) negotiateDependencyDescriptor(transceiver);
+    // Encrypted from its first frame: the transform goes on before any negotiation.
+    call.e2ee.attachSender(transceiver, track.kind);
     call._sendTransceivers.set(transceiver, source);
   });
   call._emit('local_track', { source, track });

@@ -20,6 +20,7 @@ export function onJoined(call, msg) {
   for (const p of msg.participants || []) {
     call.participants.set(p.participant_id, {
       participant_id: p.participant_id, identity: p.identity, name: p.name, role: p.role || 'participant',
+      e2ee: p.e2ee !== false,
     });
   }
   if (slotsDue(call)) call._slotsOn = true; // already enough others: slots from the start
@@ -29,6 +30,7 @@ export function onJoined(call, msg) {
   call.timings.joined = performance.now();
   call._state = 'joined';
   createPeerConnection(call);
+  call.e2ee.onJoined(msg);
   // A new session (the first, or a fallback rejoin) starts from the default view.
   call._viewSentKey = DEFAULT_VIEW_KEY;
   sendView(call);
@@ -39,8 +41,12 @@ export function onJoined(call, msg) {
 }
 
 export function onParticipantJoined(call, msg) {
-  const p = { participant_id: msg.participant_id, identity: msg.identity, name: msg.name, role: msg.role || 'participant' };
+  const p = {
+    participant_id: msg.participant_id, identity: msg.identity, name: msg.name,
+    role: msg.role || 'participant', e2ee: msg.e2ee !== false,
+  };
   call.participants.set(p.participant_id, p);
+  call.e2ee.onParticipantJoined(msg);
   call._emit('participant_joined', p);
   if (slotsDue(call)) {
     switchToSlots(call);
@@ -51,6 +57,7 @@ export function onParticipantJoined(call, msg) {
 export function onParticipantLeft(call, msg) {
   const p = call.participants.get(msg.participant_id) || { participant_id: msg.participant_id };
   call.participants.delete(msg.participant_id);
+  call.e2ee.onParticipantLeft(msg.participant_id);
   // The server unpublishes a leaver's tracks before participant_left; in case one was
   // missed, drop what is left here.
   let removed = false;
@@ -106,9 +113,11 @@ function addRemoteTrack(call, t) {
       transceiver.direction = 'recvonly';
     } else {
       transceiver = call.pc.addTransceiver(t.kind, { direction: 'recvonly' });
+      call.e2ee.attachReceiver(transceiver, t.kind);
       if (t.kind === 'video' && call.dependencyDescriptor) negotiateDependencyDescriptor(transceiver);
     }
     call._recvTransceivers.set(transceiver, t.track_id);
+    call.e2ee.receiving(transceiver, t.participant_id);
   });
 }
 

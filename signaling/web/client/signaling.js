@@ -82,7 +82,10 @@ export function sendJoin(call) {
       resolve: (m) => { clearTimeout(timer); resolve(m); },
       reject: (e) => { clearTimeout(timer); reject(e); },
     };
-    send(call, { type: 'join', token: call.token, transport: call.transport, ...(call.audience ? { audience: true } : {}) });
+    send(call, {
+      type: 'join', token: call.token, transport: call.transport, e2ee: call.e2ee.enabled,
+      ...(call.audience ? { audience: true } : {}),
+    });
   });
 }
 

@@ -62,6 +62,7 @@ export function addSlotTransceivers(call, pc) {
         t.direction = 'recvonly';
       } else {
         t = pc.addTransceiver(kind, { direction: 'recvonly' });
+        call.e2ee.attachReceiver(t, kind);
         if (kind === 'video' && call.dependencyDescriptor) negotiateDependencyDescriptor(t);
       }
       call._slotTransceivers.push(t);
@@ -100,6 +101,7 @@ export function onSlots(call, msg) {
     const info = call.remoteTracks.get(trackId);
     const transceiver = byMid.get(mid);
     if (!info || !transceiver) continue;
+    call.e2ee.receiving(transceiver, info.participant_id);
     info.track = transceiver.receiver.track;
     info.mid = mid;
     call._emit('track', trackDetail(info));

@@ -41,6 +41,8 @@ export async function inboundStats(call) {
       frameWidth: r.frameWidth ?? null,
       frameHeight: r.frameHeight ?? null,
       totalSamplesReceived: r.totalSamplesReceived ?? null,
+      totalAudioEnergy: r.totalAudioEnergy ?? null,
+      concealedSamples: r.concealedSamples ?? null,
       codec: (r.codecId && report.get(r.codecId) && report.get(r.codecId).mimeType) || null,
     });
   }

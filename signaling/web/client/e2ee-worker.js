@@ -1,0 +1,207 @@
+// The frame-encryption worker of a call: every encoded frame the call sends is sealed here
+// and every frame it receives opened, with SFrame (./sframe.js, docs/e2ee.md). One worker
+// per call; the main thread (./e2ee.js) hands it the keys and the transforms.
+//
+// Transforms arrive two ways, the same work behind both: as RTCRtpScriptTransform
+// (`rtctransform` events) or as the readable/writable pair of createEncodedStreams
+// (posted with op `stream`). Options: {side: 'send'|'receive', id, kind}.
+//
+// It fails closed: a frame to send without a key, or that does not seal, is dropped; a
+// received frame that does not open is dropped (never given to the decoder) and counted.
+//
+// Messages from the main thread:
+//   {op: 'init', test}                      test: report hashes of the frames (tests only)
+//   {op: 'send_key', kid, key}              seal from now on with this base key and KID
+//   {op: 'add_key', kid, key}               a sender's base key for its KID (and later
+//                                           ratchet steps of it)
+//   {op: 'drop_keys', sender}               forget a sender's keys (it left)
+//   {op: 'codecs', codecs}                  {payloadType: 'VP8'|'VP9'|'AV1'|'H264'|...}
+//   {op: 'plaintext', id, on}               receiver `id` carries a sender that does not
+//                                           encrypt (a room that allows it): pass through
+//   {op: 'stream', options, readable, writable}
+// Messages to it:
+//   {op: 'stats', stats}                    counters, every STATS_MS
+//   {op: 'missing_key', id, sender, kid}    a frame came with a KID it has no key for
+//   {op: 'hashes', plain, sealed}           test mode: hashes of frames, in batches
+
+import { deriveKey, open, peek, ratchet, seal } from './sframe.js';
+import { clearLength, kidGeneration, kidSender, kidStep } from './e2ee-layout.js';
+
+const STATS_MS = 500;
+/** Ratchet steps a receiver derives ahead of the newest it was given. */
+const MAX_RATCHET_AHEAD = 16;
+/** Hashes reported per side in test mode, in all. */
+const MAX_HASHES = 20000;
+
+let sendKey = null; // {kid: bigint, key, salt}
+let sendCtr = 0n;
+/** Receive keys by sender and generation: {step, base: Uint8Array, derived: Map<bigint, key>}. */
+const generations = new Map(); // `${sender}/${generation}` -> entry
+let codecs = {};
+const plaintextReceivers = new Set();
+let test = false;
+let hashes = { plain: [], sealed: [] };
+let hashed = 0;
+const missingReported = new Map(); // `${sender}/${kid}` -> time reported
+
+const stats = {
+  encrypted: 0, decrypted: 0, undecryptable: 0, noKey: 0, malformed: 0, authFailed: 0,
+  sendDropped: 0, plaintextPassed: 0, bytesAdded: 0, kid: null,
+};
+
+self.onmessage = async ({ data }) => {
+  switch (data.op) {
+    case 'init':
+      test = !!data.test;
+      break;
+    case 'send_key':
+      sendKey = await deriveKey(data.key, BigInt(data.kid));
+      sendCtr = 0n;
+      stats.kid = String(data.kid);
+      break;
+    case 'add_key': {
+      const kid = BigInt(data.kid);
+      const name = `${kidSender(kid)}/${kidGeneration(kid)}`;
+      const old = generations.get(name);
+      if (!old || old.step < kidStep(kid)) {
+        generations.set(name, { step: kidStep(kid), base: data.key, derived: new Map() });
+      }
+      break;
+    }
+    case 'drop_keys':
+      for (const name of [...generations.keys()]) {
+        if (name.startsWith(`${data.sender}/`)) generations.delete(name);
+      }
+      break;
+    case 'codecs':
+      codecs = data.codecs || {};
+      break;
+    case 'plaintext':
+      if (data.on) plaintextReceivers.add(data.id); else plaintextReceivers.delete(data.id);
+      break;
+    case 'stream':
+      run(data.options, data.readable, data.writable);
+      break;
+    default:
+      break;
+  }
+};
+
+self.onrtctransform = ({ transformer }) => {
+  run(transformer.options, transformer.readable, transformer.writable);
+};
+
+setInterval(() => {
+  self.postMessage({ op: 'stats', stats: { ...stats } });
+  if (test && (hashes.plain.length || hashes.sealed.length)) {
+    self.postMessage({ op: 'hashes', ...hashes });
+    hashes = { plain: [], sealed: [] };
+  }
+}, STATS_MS);
+
+/** Pipes one transform's frames through sealing or opening, in order. */
+function run(options, readable, writable) {
+  const work = options.side === 'send' ? sealFrame : openFrame;
+  readable
+    .pipeThrough(new TransformStream({
+      transform: (frame, controller) => work(frame, controller, options),
+    }))
+    .pipeTo(writable)
+    .catch((err) => console.warn('e2ee: transform ended', err));
+}
+
+async function sealFrame(frame, controller, options) {
+  const data = new Uint8Array(frame.data);
+  if (data.length === 0) { controller.enqueue(frame); return; }
+  if (!sendKey) { stats.sendDropped++; return; }
+  const clear = clearLength(codecOf(frame, options.kind), data);
+  try {
+    const ctr = sendCtr++;
+    const sealed = await seal(sendKey, ctr, data.subarray(0, clear), data.subarray(clear));
+    if (test) await record('plain', data, 'sealed', sealed);
+    frame.data = sealed.buffer;
+    stats.encrypted++;
+    stats.bytesAdded += sealed.length - data.length;
+    controller.enqueue(frame);
+  } catch (err) {
+    stats.sendDropped++;
+  }
+}
+
+async function openFrame(frame, controller, options) {
+  const data = new Uint8Array(frame.data);
+  if (data.length === 0) { controller.enqueue(frame); return; }
+  if (plaintextReceivers.has(options.id)) {
+    stats.plaintextPassed++;
+    controller.enqueue(frame);
+    return;
+  }
+  const clear = clearLength(codecOf(frame, options.kind), data);
+  const header = peek(data, clear);
+  if (!header) { fail('malformed'); return; }
+  const key = await keyFor(header.kid);
+  if (!key) {
+    fail('noKey');
+    reportMissing(options.id, header.kid);
+    return;
+  }
+  try {
+    const plain = await open(key, data, clear, header);
+    frame.data = plain.buffer;
+    stats.decrypted++;
+    controller.enqueue(frame);
+  } catch (err) {
+    fail('authFailed');
+  }
+}
+
+function fail(reason) {
+  stats.undecryptable++;
+  stats[reason]++;
+}
+
+/** The key of a KID: its generation's newest base key, ratcheted forward as far as needed. */
+async function keyFor(kid) {
+  const entry = generations.get(`${kidSender(kid)}/${kidGeneration(kid)}`);
+  const step = kidStep(kid);
+  if (!entry || step < entry.step || step > entry.step + MAX_RATCHET_AHEAD) return null;
+  let key = entry.derived.get(kid);
+  if (key) return key;
+  let base = entry.base;
+  for (let s = entry.step; s < step; s++) base = await ratchet(base);
+  if (step > entry.step) {
+    // The sender ratcheted (someone joined): keep only the newer step, as the sender does.
+    entry.step = step;
+    entry.base = base;
+    entry.derived.clear();
+  }
+  key = await deriveKey(base, kid);
+  entry.derived.set(kid, key);
+  return key;
+}
+
+function reportMissing(id, kid) {
+  const name = `${kidSender(kid)}/${kid}`;
+  const now = Date.now();
+  if (now - (missingReported.get(name) || 0) < 1000) return;
+  missingReported.set(name, now);
+  self.postMessage({ op: 'missing_key', id, sender: kidSender(kid), kid: String(kid) });
+}
+
+/** The codec of a frame: audio is Opus; video by the payload type's negotiated codec. */
+function codecOf(frame, kind) {
+  if (kind === 'audio') return 'opus';
+  const meta = frame.getMetadata ? frame.getMetadata() : {};
+  if (meta.mimeType) return meta.mimeType.replace(/^video\//i, '').toUpperCase();
+  return codecs[meta.payloadType] || 'unknown';
+}
+
+async function record(...pairs) {
+  for (let i = 0; i < pairs.length; i += 2) {
+    if (hashed >= 2 * MAX_HASHES) return;
+    hashed++;
+    const list = hashes[pairs[i]];
+    const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', pairs[i + 1]));
+    list.push(Array.from(digest.subarray(0, 16), (b) => b.toString(16).padStart(2, '0')).join(''));
+  }
+}
