@@ -12,6 +12,12 @@ import { readFileSync } from 'node:fs';
 import {
   steps, RUN, sleep, waitFor, Participant, browserHooks,
 } from './lib.mjs';
+import { frameHash, redPrimary, tapFrames, tapMark, tapPackets } from './tap.mjs';
+import { deriveKey, open, peek, ratchet } from '../signaling/web/client/sframe.js';
+import { clearLength, kidGeneration, kidSender, kidStep } from '../signaling/web/client/e2ee-layout.js';
+
+/** The server's tap of forwarded payloads (e2e/run.sh starts it with `--tap`). */
+const TAP = process.env.E2E_TAP;
 
 const TEST = '?e2eetest=1';
 
@@ -46,6 +52,53 @@ function tilePixels(p, key) {
     return { mean: mean.map(Math.round), spread: Math.round(spread / n), w: video.videoWidth, h: video.videoHeight };
   }, key);
 }
+
+/** The frame a tapped frame is, for its codec: VP8 video; Opus audio, maybe in RED. */
+function candidates(f) {
+  if (f.kind === 'video') return [{ codec: 'VP8', bytes: f.frame }];
+  const red = redPrimary(f.frame);
+  return [{ codec: 'opus', bytes: f.frame }, ...(red ? [{ codec: 'opus', bytes: red }] : [])];
+}
+
+/** Whether any of `keys` ([{kid, key}] as E2ee.testKeys gives them) opens frame `f`. */
+async function opens(keys, f) {
+  for (const { codec, bytes } of candidates(f)) {
+    const clear = clearLength(codec, bytes);
+    const header = peek(bytes, clear);
+    if (!header) continue;
+    for (const k of keys) {
+      const kid = BigInt(k.kid);
+      if (kidSender(kid) !== kidSender(header.kid) || kidGeneration(kid) !== kidGeneration(header.kid)) continue;
+      const ahead = kidStep(header.kid) - kidStep(kid);
+      if (ahead < 0) continue;
+      let base = Uint8Array.from(Buffer.from(k.key, 'base64'));
+      for (let i = 0; i < ahead; i++) base = await ratchet(base);
+      try {
+        await open(await deriveKey(base, header.kid), bytes, clear, header);
+        return true;
+      } catch {
+        // Not this key.
+      }
+    }
+  }
+  return false;
+}
+
+/** How many of `frames` `keys` open. */
+async function opened(keys, frames) {
+  let n = 0;
+  for (const f of frames) if (await opens(keys, f)) n++;
+  return n;
+}
+
+/** The frames the tap saw between two marks of the participants `ps`, by participant id. */
+function framesOf(ps, from, to) {
+  const ids = new Set(ps.map((p) => p.id));
+  const frames = tapFrames(tapPackets(TAP, from, to).filter((p) => ids.has(p.participant_id)));
+  return new Map(ps.map((p) => [p.id, frames.filter((f) => f.participant_id === p.id)]));
+}
+
+const testKeys = (p) => p.page.evaluate(() => window.demo.call.e2ee.testKeys());
 
 describe('end-to-end encrypted calls', { timeout: 600000 }, () => {
   const alice = new Participant('Alice');
@@ -115,6 +168,47 @@ describe('end-to-end encrypted calls', { timeout: 600000 }, () => {
     });
   });
 
+  step('the server forwarded SFrame frames only, none of the plaintext ones (its own tap)', async () => {
+    assert.ok(TAP, 'E2E_TAP names the server\'s tap file');
+    await Promise.all(three.map((p) => p.page.evaluate(() => window.demo.call.e2ee.recordHashes(true))));
+    const from = tapMark(TAP);
+    await sleep(4000);
+    const to = tapMark(TAP);
+    await Promise.all(three.map((p) => p.page.evaluate(() => window.demo.call.e2ee.recordHashes(false))));
+    await sleep(1200); // the last hashes reach the pages
+    const hashes = await Promise.all(three.map((p) => p.page.evaluate(() => {
+      const h = window.demo.call.e2ee.hashes;
+      return { plain: [...h.plain], sealed: [...h.sealed] };
+    })));
+    const plainAll = new Set(hashes.flatMap((h) => h.plain));
+    const byId = framesOf(three, from, to);
+    three.forEach((p, i) => {
+      const frames = byId.get(p.id);
+      const sealed = new Set(hashes[i].sealed);
+      assert.ok(hashes[i].plain.length > 100, `${p.name}'s worker hashed its frames: ${hashes[i].plain.length}`);
+      for (const kind of ['audio', 'video']) {
+        const mine = frames.filter((f) => f.kind === kind);
+        assert.ok(mine.length > 50, `the tap saw ${p.name}'s ${kind} frames: ${mine.length}`);
+        let laidOut = 0;
+        let matched = 0;
+        for (const f of mine) {
+          const c = candidates(f);
+          // No frame the server forwarded is a frame before encryption.
+          for (const { bytes } of c) assert.ok(!plainAll.has(frameHash(bytes)), `a plaintext ${kind} frame of ${p.name} reached the server`);
+          if (c.some(({ codec, bytes }) => {
+            const h = peek(bytes, clearLength(codec, bytes));
+            return h && kidSender(h.kid) === p.id;
+          })) laidOut++;
+          if (c.some(({ bytes }) => sealed.has(frameHash(bytes)))) matched++;
+        }
+        // Every one is laid out as SFrame with the sender's KID; and they are the frames
+        // its worker sealed (the test would see plaintext: the check above can fail).
+        assert.equal(laidOut, mine.length, `${p.name}'s ${kind} frames all carry its SFrame header`);
+        assert.ok(matched >= 0.8 * mine.length, `${p.name}'s ${kind}: ${matched} of ${mine.length} tapped frames are ones its worker sealed`);
+      }
+    });
+  });
+
   step('a participant with another room secret receives packets and decodes nothing', async () => {
     await mallory.join(room, { query: TEST, secret: `not-the-${RUN}` });
     const seen = await waitFor('Mallory to receive the others, undecrypted', async () => {
@@ -148,6 +242,11 @@ describe('end-to-end encrypted calls', { timeout: 600000 }, () => {
     // Mallory's safety code differs: its exchange verified nobody.
     const codes = await Promise.all([alice, mallory].map(e2eeOf));
     assert.notEqual(codes[0].safetyCode, codes[1].safetyCode);
+    await mallory.close();
+    await waitFor('the others to see Mallory leave', async () => {
+      const s = await Promise.all(three.map(e2eeOf));
+      return { ok: s.every((x) => !(mallory.id in x.peers)), s };
+    });
   });
 
   step('no key appears in what the clients sent or the server relayed', async () => {
@@ -169,5 +268,83 @@ describe('end-to-end encrypted calls', { timeout: 600000 }, () => {
         }
       }
     }
+  });
+
+  step('a newcomer cannot decrypt what was sent before it came', async () => {
+    const dave = new Participant('Dave');
+    everyone.push(dave);
+    const from = tapMark(TAP);
+    await sleep(2000);
+    const before = tapMark(TAP);
+    const kidBefore = (await e2eeOf(alice)).kid;
+    await dave.join(room, { query: TEST });
+    await dave.expectMedia(cam(alice, bob, carol), 'Alice, Bob and Carol');
+    await waitFor('Dave to hold Alice\'s and Bob\'s keys', async () => {
+      const d = await e2eeOf(dave);
+      return { ok: d.peers[alice.id] === 'keyed' && d.peers[bob.id] === 'keyed', d };
+    });
+    const after = await e2eeOf(alice);
+    assert.notEqual(after.kid, kidBefore, 'Alice ratcheted when Dave joined');
+    const frames = framesOf([alice, bob], from, before);
+    const old = [...frames.get(alice.id), ...frames.get(bob.id)];
+    assert.ok(old.length > 100, `frames from before Dave came: ${old.length}`);
+    const daves = await testKeys(dave);
+    assert.ok(daves.some((k) => !k.own), 'Dave was given keys');
+    assert.equal(await opened(daves.filter((k) => !k.own), old), 0, 'Dave\'s keys open none of the earlier frames');
+    // The same frames open with Carol's keys: the check could fail.
+    const carols = await testKeys(carol);
+    assert.ok(await opened(carols, old) >= 0.8 * old.length, 'Carol\'s keys open them');
+  });
+
+  step('a leaver cannot decrypt what is sent 2 s after it left', async () => {
+    const carols = (await testKeys(carol)).filter((k) => !k.own);
+    const generation = (await e2eeOf(alice)).generation;
+    await carol.close();
+    await waitFor('Alice and Bob to see Carol leave and switch keys', async () => {
+      const s = await Promise.all([alice, bob].map(e2eeOf));
+      return { ok: s.every((x) => x.generation !== generation && !(carol.id in x.peers)), s };
+    }, { timeout: 2500 });
+    await sleep(2000);
+    const from = tapMark(TAP);
+    await sleep(2000);
+    const frames = framesOf([alice, bob], from, tapMark(TAP));
+    const later = [...frames.get(alice.id), ...frames.get(bob.id)];
+    assert.ok(later.length > 100, `frames sent after: ${later.length}`);
+    assert.equal(await opened(carols, later), 0, 'Carol\'s keys open none of them');
+    const senders = [...await testKeys(alice), ...await testKeys(bob)].filter((k) => k.own);
+    assert.ok(await opened(senders, later) >= 0.8 * later.length, 'their senders\' keys open them');
+    // And the call goes on, decoded.
+    await alice.expectMedia(cam(bob, everyone.find((p) => p.name === 'Dave')), 'Bob and Dave');
+  });
+
+  step('time to the first decoded frame, with E2EE and without (5 joins each)', async () => {
+    // Two rooms, one publisher each; a newcomer joins one then the other, five times. A
+    // measurement (printed for the closing note and the README), not a pass mark.
+    const plain = { plaintext: true };
+    const pubE = new Participant('PubE');
+    const pubP = new Participant('PubP');
+    everyone.push(pubE, pubP);
+    await pubE.join(`${room}-timed-e2ee`, {});
+    await pubP.join(`${room}-timed-plain`, { query: '?e2ee=0', grants: plain });
+    const times = { e2ee: [], plain: [] };
+    for (let i = 0; i < 5; i++) {
+      for (const mode of ['e2ee', 'plain']) {
+        const j = new Participant(`Timed${mode}${i}`);
+        everyone.push(j);
+        await j.join(`${room}-timed-${mode}`, {
+          expectVideoFrom: true,
+          ...(mode === 'plain' ? { query: '?e2ee=0', grants: plain } : {}),
+        });
+        assert.ok(j.firstFrameMs != null, `${j.name} decoded a frame`);
+        times[mode].push(j.firstFrameMs);
+        await j.close();
+      }
+    }
+    const med = (v) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
+    console.log(`E2E first-frame-ms e2ee median=${med(times.e2ee).toFixed(0)} values=${times.e2ee.map((v) => v.toFixed(0)).join(',')}`);
+    console.log(`E2E first-frame-ms plaintext median=${med(times.plain).toFixed(0)} values=${times.plain.map((v) => v.toFixed(0)).join(',')}`);
+    const e = await e2eeOf(pubP);
+    assert.equal(e.enabled, false, 'the plaintext room sends in the clear');
+    assert.match(e.label, /Not end-to-end encrypted/);
   });
 });

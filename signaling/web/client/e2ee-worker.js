@@ -10,7 +10,8 @@
 // received frame that does not open is dropped (never given to the decoder) and counted.
 //
 // Messages from the main thread:
-//   {op: 'init', test}                      test: report hashes of the frames (tests only)
+//   {op: 'init', test}                      test: allow `record` (tests only)
+//   {op: 'record', on}                      test mode: hash the frames sealed from now
 //   {op: 'send_key', kid, key}              seal from now on with this base key and KID
 //   {op: 'add_key', kid, key}               a sender's base key for its KID (and later
 //                                           ratchet steps of it)
@@ -35,11 +36,13 @@ const MAX_HASHES = 20000;
 
 let sendKey = null; // {kid: bigint, key, salt}
 let sendCtr = 0n;
+let sendKeySeq = 0; // the last send_key asked for: an older one that derives late is dropped
 /** Receive keys by sender and generation: {step, base: Uint8Array, derived: Map<bigint, key>}. */
 const generations = new Map(); // `${sender}/${generation}` -> entry
 let codecs = {};
 const plaintextReceivers = new Set();
 let test = false;
+let recording = false;
 let hashes = { plain: [], sealed: [] };
 let hashed = 0;
 const missingReported = new Map(); // `${sender}/${kid}` -> time reported
@@ -54,11 +57,18 @@ self.onmessage = async ({ data }) => {
     case 'init':
       test = !!data.test;
       break;
-    case 'send_key':
-      sendKey = await deriveKey(data.key, BigInt(data.kid));
+    case 'record':
+      recording = test && !!data.on;
+      break;
+    case 'send_key': {
+      const seq = ++sendKeySeq;
+      const key = await deriveKey(data.key, BigInt(data.kid));
+      if (seq !== sendKeySeq) break;
+      sendKey = key;
       sendCtr = 0n;
       stats.kid = String(data.kid);
       break;
+    }
     case 'add_key': {
       const kid = BigInt(data.kid);
       const name = `${kidSender(kid)}/${kidGeneration(kid)}`;
@@ -93,7 +103,7 @@ self.onrtctransform = ({ transformer }) => {
 
 setInterval(() => {
   self.postMessage({ op: 'stats', stats: { ...stats } });
-  if (test && (hashes.plain.length || hashes.sealed.length)) {
+  if (hashes.plain.length || hashes.sealed.length) {
     self.postMessage({ op: 'hashes', ...hashes });
     hashes = { plain: [], sealed: [] };
   }
@@ -118,7 +128,7 @@ async function sealFrame(frame, controller, options) {
   try {
     const ctr = sendCtr++;
     const sealed = await seal(sendKey, ctr, data.subarray(0, clear), data.subarray(clear));
-    if (test) await record('plain', data, 'sealed', sealed);
+    if (recording) await record('plain', data, 'sealed', sealed);
     frame.data = sealed.buffer;
     stats.encrypted++;
     stats.bytesAdded += sealed.length - data.length;

@@ -120,6 +120,7 @@ export class E2ee {
     if (!this.enabled) return;
     this.peers = new Map();
     this._self = joined.participant_id;
+    this._viewer = !!(joined.grants && joined.grants.role === 'viewer');
     this._publishes = !!(joined.grants && (joined.grants.publish_audio || joined.grants.publish_video || joined.grants.publish_screen));
     if (this.external) return;
     this._keys = new KeyExchange({
@@ -188,6 +189,15 @@ export class E2ee {
   testKeys() {
     if (!this.test) throw new Error('testKeys() needs e2ee.test');
     return this._testKeys.map(({ kid, key, own }) => ({ kid: String(kid), key: btoa(String.fromCharCode(...key)), own }));
+  }
+
+  /**
+   * Test mode only: from now (`on`) the worker hashes every frame it seals, before and
+   * after, into `hashes` (reported every half second).
+   */
+  recordHashes(on) {
+    if (!this.test) throw new Error('recordHashes() needs e2ee.test');
+    this._worker.postMessage({ op: 'record', on: !!on });
   }
 
   close() {
@@ -327,7 +337,8 @@ export class E2ee {
   async _updateSafetyCode() {
     if (!this._keys) return;
     const keys = this._keys;
-    const members = [this._self, ...[...this._call.participants.values()]
+    // Viewers are left out: a broadcast's viewers do not all know each other.
+    const members = [...(this._viewer ? [] : [this._self]), ...[...this._call.participants.values()]
       .filter((p) => p.role !== 'viewer').map((p) => p.participant_id)];
     const code = await keys.safetyCode(members);
     if (keys !== this._keys || code === this.safetyCode) return;
