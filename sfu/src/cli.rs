@@ -277,7 +277,8 @@ pub struct TokenArgs {
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub ttl: Duration,
     /// Grants, comma-separated, out of publish_audio, publish_video, publish_screen,
-    /// subscribe. Default: all of them.
+    /// subscribe, plaintext (may send frames unencrypted, for WHIP ingest). Default: all
+    /// of them but plaintext.
     #[arg(long, value_delimiter = ',')]
     pub grants: Option<Vec<String>>,
     /// Offer this client only ICE-TCP and TURN over TCP/TLS (the "TCP calling" policy).

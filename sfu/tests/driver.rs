@@ -85,6 +85,7 @@ async fn join_one(plane: &Plane) -> (ParticipantId, mpsc::Receiver<ServerMessage
         transport: Transport::Auto,
         ice_servers: Vec::new(),
         audience: false,
+        e2ee: true,
     };
     let id = plane.join(join, events).unwrap();
     let first = tokio::time::timeout(Duration::from_secs(5), rx.recv())

@@ -135,10 +135,11 @@ impl Session {
                     token,
                     transport,
                     audience,
+                    e2ee,
                 },
                 None,
             ) => {
-                return self.join(&token, transport, audience).await;
+                return self.join(&token, transport, audience, e2ee).await;
             }
             (ClientMessage::Join { .. }, Some(_)) => Err(ErrorMessage::new(
                 ErrorCode::AlreadyJoined,
@@ -174,6 +175,12 @@ impl Session {
                 .state
                 .plane
                 .request(p, Request::View { pinned, quality }),
+            (ClientMessage::E2ee { to, data }, Some(p)) => {
+                self.state.plane.request(p, Request::E2ee { to, data })
+            }
+            (ClientMessage::Keyframe { track_id }, Some(p)) => {
+                self.state.plane.request(p, Request::Keyframe { track_id })
+            }
         };
         match step {
             Ok(()) => Step::Continue,
@@ -181,7 +188,13 @@ impl Session {
         }
     }
 
-    async fn join(&mut self, token: &str, transport: Transport, audience: bool) -> Step {
+    async fn join(
+        &mut self,
+        token: &str,
+        transport: Transport,
+        audience: bool,
+        e2ee: bool,
+    ) -> Step {
         let claims = match self.state.config.tokens.verify(token) {
             Ok(claims) => claims,
             Err(e) => {
@@ -200,6 +213,7 @@ impl Session {
             transport,
             ice_servers,
             audience,
+            e2ee,
         };
         match self.state.plane.join(join, events_tx) {
             Ok(participant) => {

@@ -175,6 +175,8 @@ impl Shard {
                     self.apply_subscribe(id, &subscribe);
                 }
             }
+            // Not handled yet: the relay and keyframe requests come next.
+            Request::E2ee { .. } | Request::Keyframe { .. } => {}
         }
     }
 

@@ -37,6 +37,9 @@ pub struct Net {
     deadline: Instant,
     /// The next join asks to hear of the rest of the audience (`join.audience`).
     pub join_audience: bool,
+    /// The next join says it sends frames in the clear (`join.e2ee` false); others
+    /// say they encrypt.
+    pub join_in_clear: bool,
     /// The longest run of datagrams the shard sent one address at one instant, one after
     /// the other: how long everyone else's waited behind it (its driver sends them in
     /// this order).
@@ -59,6 +62,7 @@ impl Net {
             step: 0,
             deadline: now,
             join_audience: false,
+            join_in_clear: false,
             longest_run: HashMap::new(),
             run: None,
         }
@@ -158,6 +162,7 @@ impl Net {
                 credential: Some("pw".into()),
             }],
             audience: std::mem::take(&mut self.join_audience),
+            e2ee: !std::mem::take(&mut self.join_in_clear),
         };
         let available = LocalCandidates {
             udp: vec![Net::server()],

@@ -118,6 +118,8 @@ async fn open(
         transport: Transport::Auto,
         ice_servers: ice_servers.clone(),
         audience: false,
+        // WHIP ingest sends frames as the tool encodes them; WHEP sends nothing.
+        e2ee: false,
     };
     let participant = match state.app.plane.join(join, events_tx) {
         Ok(participant) => participant,
