@@ -37,10 +37,20 @@ use tracing::{debug, error, info, warn};
 
 use crate::metrics::{Metrics, TcpRefusal};
 use sfu_core::forwarder::DropReason;
-use sfu_core::shard::{LocalCandidates, Shard, ShardConfig, ShardOutput, shard_of_ufrag};
+use sfu_core::shard::{
+    LocalCandidates, RELAY_RESERVE, RelayDrop, Shard, ShardConfig, ShardOutput, relay_fits,
+    shard_of_ufrag,
+};
 
 /// Commands queued per shard before `join` and requests answer `server_busy`.
 const COMMAND_QUEUE: usize = 1024;
+
+/// Relayed `e2ee` messages queued per shard, apart from the commands: a flood of them
+/// never takes the places of joins and offers.
+const RELAY_QUEUE: usize = 1024;
+
+// A participant's event queue holds the relays' share and the server's own reserve.
+const _: () = assert!(signaling::EVENT_QUEUE >= 2 * RELAY_RESERVE);
 
 /// The largest media datagram read (an Ethernet MTU); GRO may coalesce several into one
 /// read.
@@ -111,10 +121,14 @@ pub struct Plane {
     shards: Vec<ShardHandle>,
     /// Participant ids are `counter * shards + shard`, so the id names its shard.
     next_participant: AtomicU64,
+    /// Counts the relays a full relay queue refused.
+    metrics: Metrics,
 }
 
 struct ShardHandle {
     commands: mpsc::Sender<Command>,
+    /// `e2ee` relays (as `Command::Request`), queued apart from the other commands.
+    relays: mpsc::Sender<Command>,
     /// Leaves never wait and are never refused; at most one per participant.
     departures: mpsc::UnboundedSender<ParticipantId>,
 }
@@ -146,6 +160,7 @@ impl Plane {
                 sockets.push(socket);
             }
             let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+            let (relays, relays_rx) = mpsc::channel(RELAY_QUEUE);
             let (departures, departures_rx) = mpsc::unbounded_channel();
             let mut shard_config = config.shard.clone();
             shard_config.index = index as u64;
@@ -161,7 +176,7 @@ impl Plane {
                     advertise,
                     tcp_port,
                 };
-                run_shard(setup, metrics, commands_rx, departures_rx)
+                run_shard(setup, metrics, commands_rx, relays_rx, departures_rx)
             })?;
             info!(
                 "shard {index}: UDP ports {} ({} sockets)",
@@ -170,6 +185,7 @@ impl Plane {
             );
             shards.push(ShardHandle {
                 commands,
+                relays,
                 departures,
             });
         }
@@ -177,6 +193,7 @@ impl Plane {
             let queues: Vec<mpsc::Sender<Command>> =
                 shards.iter().map(|s| s.commands.clone()).collect();
             let addr = listener.local_addr()?;
+            let metrics = metrics.clone();
             spawn_thread("ice-tcp".into(), move || {
                 accept_tcp(listener, queues, metrics)
             })?;
@@ -187,6 +204,7 @@ impl Plane {
         Ok(Plane {
             shards,
             next_participant: AtomicU64::new(1),
+            metrics,
         })
     }
 
@@ -213,13 +231,19 @@ impl MediaPlane for Plane {
     }
 
     fn request(&self, participant: ParticipantId, request: Request) -> Result<(), ErrorMessage> {
-        self.shard_of(participant)
-            .commands
-            .try_send(Command::Request {
-                id: participant,
-                request,
-            })
-            .map_err(busy)
+        let shard = self.shard_of(participant);
+        let relay = matches!(request, Request::E2ee { .. });
+        let command = Command::Request {
+            id: participant,
+            request,
+        };
+        if relay {
+            return shard.relays.try_send(command).map_err(|e| {
+                self.metrics.relay_dropped(RelayDrop::ShardBusy);
+                busy(e)
+            });
+        }
+        shard.commands.try_send(command).map_err(busy)
     }
 
     fn leave(&self, participant: ParticipantId) {
@@ -322,6 +346,28 @@ impl Driver {
                             self.core.remove(Instant::now(), id, LeaveReason::Error);
                         }
                         Err(mpsc::error::TrySendError::Closed(_)) => {
+                            self.core.leave(Instant::now(), id);
+                        }
+                    }
+                }
+                ShardOutput::Relay(id, message) => {
+                    // Never fills the queue past the reserve the server's own messages
+                    // need: a flood of relays is dropped, it never removes anyone.
+                    let Some(events) = self.events.get(&id) else {
+                        self.core.counters.drop_relay(RelayDrop::Gone);
+                        continue;
+                    };
+                    if !relay_fits(events.capacity()) {
+                        self.core.counters.drop_relay(RelayDrop::QueueReserve);
+                        continue;
+                    }
+                    match events.try_send(message) {
+                        Ok(()) => self.core.counters.e2ee_relays += 1,
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            self.core.counters.drop_relay(RelayDrop::QueueReserve);
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            self.core.counters.drop_relay(RelayDrop::Gone);
                             self.core.leave(Instant::now(), id);
                         }
                     }
@@ -481,6 +527,7 @@ async fn run_shard(
     setup: ShardSetup,
     metrics: Metrics,
     mut commands: mpsc::Receiver<Command>,
+    mut relays: mpsc::Receiver<Command>,
     mut departures: mpsc::UnboundedReceiver<ParticipantId>,
 ) -> anyhow::Result<()> {
     let ShardSetup {
@@ -522,20 +569,24 @@ async fn run_shard(
         metrics.clone(),
         index.to_string(),
     ));
+    let run = |command: Command| {
+        let mut d = driver.borrow_mut();
+        match command {
+            Command::Join { id, join, events } => d.join(id, join, events),
+            Command::Request { id, request } => d.core.request(Instant::now(), id, request),
+            Command::Tcp(arrival) => d.adopt_tcp(&driver, &wake, arrival, &metrics),
+        }
+        if d.drain() {
+            wake.notify_one();
+        }
+    };
     loop {
         tokio::select! {
             command = commands.recv() => {
                 let Some(command) = command else { break };
-                let mut d = driver.borrow_mut();
-                match command {
-                    Command::Join { id, join, events } => d.join(id, join, events),
-                    Command::Request { id, request } => d.core.request(Instant::now(), id, request),
-                    Command::Tcp(arrival) => d.adopt_tcp(&driver, &wake, arrival, &metrics),
-                }
-                if d.drain() {
-                    wake.notify_one();
-                }
+                run(command);
             }
+            Some(command) = relays.recv() => run(command),
             Some(id) = departures.recv() => {
                 let mut d = driver.borrow_mut();
                 d.core.leave(Instant::now(), id);

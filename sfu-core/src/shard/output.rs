@@ -7,6 +7,7 @@ use std::time::Instant;
 use protocol::{ParticipantId, ServerMessage};
 use str0m::net::{Protocol, Transmit};
 
+use super::relay::RelayDrop;
 use crate::forwarder::DropReason;
 
 /// What the driver must do next.
@@ -16,6 +17,10 @@ pub enum ShardOutput {
     Transmit(Transmit),
     /// Deliver a message to a participant's signaling session.
     Signal(ParticipantId, ServerMessage),
+    /// Deliver a message another client sent it (`e2ee`), only if its signaling queue
+    /// keeps its reserve free after it ([`relay_fits`](super::relay_fits)); otherwise
+    /// drop it and count [`RelayDrop::QueueReserve`]. Never a reason to remove it.
+    Relay(ParticipantId, ServerMessage),
     /// The participant is gone: drop its signaling queue so its socket closes.
     Closed(ParticipantId),
     /// Nothing more to do before this instant (or before the next input).
@@ -46,11 +51,19 @@ pub struct Counters {
     pub dd_read: u64,
     pub dd_unreadable: u64,
     pub drops: [u64; DropReason::ALL.len()],
+    /// `e2ee` messages delivered to their recipient's queue, and those dropped, by reason
+    /// (the driver counts both: it delivers them).
+    pub e2ee_relays: u64,
+    pub e2ee_relays_dropped: [u64; RelayDrop::ALL.len()],
 }
 
 impl Counters {
     pub fn drop(&mut self, reason: DropReason) {
         self.drops[reason.index()] += 1;
+    }
+
+    pub fn drop_relay(&mut self, reason: RelayDrop) {
+        self.e2ee_relays_dropped[reason.index()] += 1;
     }
 }
 
