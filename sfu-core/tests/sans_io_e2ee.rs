@@ -1,8 +1,9 @@
 //! Sans-IO tests of what the media core does for end-to-end encryption: the `e2ee` flags
 //! everyone is told, key-exchange messages relayed to the participant named and no one
 //! else (never into another room, never to a viewer another viewer may not know of), a
-//! relay flood that never gets its recipient removed, and keyframe requests asked by
-//! clients, which reach the publisher through the usual throttle.
+//! relay flood that never gets its recipient removed, keyframe requests asked by
+//! clients, which reach the publisher through the usual throttle; and the test-only tap,
+//! which records every packet publishers send.
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
@@ -12,8 +13,8 @@ use std::time::Duration;
 
 use common::{EVENT_QUEUE, Net, everyone};
 use protocol::{
-    E2eeData, ErrorCode, Grants, ParticipantId, Request, RequestType, Role, ServerMessage, Source,
-    TrackId,
+    E2eeData, ErrorCode, Grants, Kind, ParticipantId, Request, RequestType, Role, ServerMessage,
+    Source, TrackId,
 };
 use sfu_core::shard::{RELAY_RESERVE, RelayDrop, ShardConfig};
 
@@ -321,4 +322,58 @@ fn a_publisher_may_ask_for_its_own_keyframe_and_nothing_else_is_asked() {
     net.run(Duration::from_millis(300));
     assert_eq!(net.client(0).keyframe_requests, before);
     assert!(net.clients.iter().all(|c| c.error_codes().is_empty()));
+    assert!(net.tapped.is_empty(), "no tap unless configured");
+}
+
+#[test]
+fn the_tap_records_every_packet_publishers_send_payload_and_all() {
+    let mut net = Net::new(ShardConfig {
+        tap: true,
+        ..ShardConfig::default()
+    });
+    let alice = net.join("alice", everyone());
+    net.negotiate_layers(
+        alice,
+        &[
+            (Source::Microphone, &[]),
+            (Source::Camera, &["q", "h", "f"]),
+        ],
+    );
+    let bob = net.join("bob", everyone());
+    net.negotiate(bob, &[]);
+    net.run(Duration::from_secs(2));
+    let (microphone, camera) = (
+        net.track_of(alice, Source::Microphone),
+        net.track_of(alice, Source::Camera),
+    );
+    let alice_id = net.client(alice).id;
+    assert!(!net.tapped.is_empty());
+    let mut rids = Vec::new();
+    for r in &net.tapped {
+        assert_eq!(r.participant_id, alice_id, "only alice publishes");
+        assert!(r.track_id == microphone || r.track_id == camera);
+        assert_eq!(r.kind == Kind::Audio, r.track_id == microphone);
+        // Each payload as alice sent it: it ends in her own sequence number.
+        let tail = u64::from_be_bytes(r.payload[r.payload.len() - 8..].try_into().unwrap());
+        assert_eq!(tail as u16, r.seq, "payload and header of one packet");
+        let rid = r.rid.as_ref().map(|rid| rid.to_string());
+        assert_eq!(rid.is_some(), r.track_id == camera);
+        if !rids.contains(&rid) {
+            rids.push(rid);
+        }
+    }
+    rids.sort();
+    assert_eq!(
+        rids,
+        [None, Some("f".into()), Some("h".into()), Some("q".into())]
+    );
+    // At least what bob got of each track went through the tap.
+    for track in [microphone, camera] {
+        let got = net.client(bob).received[&track].len();
+        let tapped = net.tapped.iter().filter(|r| r.track_id == track).count();
+        assert!(
+            got > 20 && tapped >= got,
+            "{track}: {tapped} tapped, {got} forwarded"
+        );
+    }
 }

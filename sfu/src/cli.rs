@@ -239,6 +239,11 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub log: Log,
 
+    /// Test only: append one JSON line per RTP packet received from a publisher, its
+    /// payload included, to FILE (at most 200 000 lines). Hidden: it records media.
+    #[arg(long, hide = true, value_name = "FILE")]
+    pub tap: Option<PathBuf>,
+
     /// Run the embedded TURN relay, for clients that cannot reach the media ports.
     #[arg(long, env = "SFU_TURN", default_value_t = true, action = clap::ArgAction::Set)]
     pub turn: bool,

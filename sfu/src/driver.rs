@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,7 @@ use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tracing::{debug, error, info, warn};
 
 use crate::metrics::{Metrics, TcpRefusal};
+use crate::tap::Tap;
 use sfu_core::forwarder::DropReason;
 use sfu_core::shard::{
     LocalCandidates, RELAY_RESERVE, RelayDrop, Shard, ShardConfig, ShardOutput, relay_fits,
@@ -90,6 +92,9 @@ pub struct MediaConfig {
     /// How many shard threads.
     pub shards: usize,
     pub shard: ShardConfig,
+    /// Test only: where the shards record what publishers send (`--tap`); `None` (the
+    /// default) records nothing. Set `shard.tap` with it.
+    pub tap: Option<Arc<Tap>>,
 }
 
 /// What a shard's control task receives from signaling.
@@ -168,6 +173,7 @@ impl Plane {
             let advertise = config.advertise.clone();
             let tcp_port = config.tcp_port;
             let metrics = metrics.clone();
+            let tap = config.tap.clone();
             spawn_thread(format!("shard-{index}"), move || {
                 let setup = ShardSetup {
                     index,
@@ -175,6 +181,7 @@ impl Plane {
                     sockets,
                     advertise,
                     tcp_port,
+                    tap,
                 };
                 run_shard(setup, metrics, commands_rx, relays_rx, departures_rx)
             })?;
@@ -310,6 +317,8 @@ struct Driver {
     /// fan-out of one packet to hundreds of viewers costs a few system calls, not one each.
     udp_out: Vec<Transmit>,
     sending: SendBatch,
+    /// Test only: records what publishers send (`--tap`).
+    tap: Option<Arc<Tap>>,
 }
 
 impl Driver {
@@ -370,6 +379,11 @@ impl Driver {
                             self.core.counters.drop_relay(RelayDrop::Gone);
                             self.core.leave(Instant::now(), id);
                         }
+                    }
+                }
+                ShardOutput::Tap(record) => {
+                    if let Some(tap) = &self.tap {
+                        tap.record(&record);
                     }
                 }
                 ShardOutput::Closed(id) => {
@@ -521,6 +535,7 @@ struct ShardSetup {
     sockets: Vec<std::net::UdpSocket>,
     advertise: Vec<IpAddr>,
     tcp_port: Option<u16>,
+    tap: Option<Arc<Tap>>,
 }
 
 async fn run_shard(
@@ -536,6 +551,7 @@ async fn run_shard(
         sockets,
         advertise,
         tcp_port,
+        tap,
     } = setup;
     let mut by_port = HashMap::new();
     let mut load = HashMap::new();
@@ -558,6 +574,7 @@ async fn run_shard(
         deadline: now + Duration::from_secs(1),
         udp_out: Vec::with_capacity(SEND_BATCH),
         sending: SendBatch::new(),
+        tap,
     }));
     let wake = Rc::new(Notify::new());
     for socket in by_port.into_values() {

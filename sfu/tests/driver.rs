@@ -69,6 +69,7 @@ fn start_plane(
             tcp_port,
             shards: 2,
             shard: ShardConfig::default(),
+            tap: None,
         },
         Metrics::new(registry).unwrap(),
     )

@@ -84,7 +84,7 @@ use tracing::{debug, info};
 pub use config::ShardConfig;
 pub use ice::{LocalCandidates, shard_of_ufrag};
 pub use negotiation::follow_offer_codec_order;
-pub use output::{Counters, ShardOutput};
+pub use output::{Counters, ShardOutput, TapRecord};
 pub use relay::{RELAY_RESERVE, RelayDrop, relay_fits};
 
 use crate::forwarder::DropReason;

@@ -2,10 +2,13 @@
 //! deadline; and the counters the driver reads into its metrics.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
-use protocol::{ParticipantId, ServerMessage};
+use protocol::{Kind, ParticipantId, ServerMessage, TrackId};
+use str0m::media::Rid;
 use str0m::net::{Protocol, Transmit};
+use str0m::rtp::Ssrc;
 
 use super::relay::RelayDrop;
 use crate::forwarder::DropReason;
@@ -23,8 +26,28 @@ pub enum ShardOutput {
     Relay(ParticipantId, ServerMessage),
     /// The participant is gone: drop its signaling queue so its socket closes.
     Closed(ParticipantId),
+    /// Test only ([`ShardConfig::tap`](super::ShardConfig::tap)): an RTP packet as a
+    /// publisher sent it, to record.
+    Tap(TapRecord),
     /// Nothing more to do before this instant (or before the next input).
     Timeout(Instant),
+}
+
+/// One RTP packet received from a publisher, as the test-only tap records it.
+#[derive(Debug, Clone)]
+pub struct TapRecord {
+    pub track_id: TrackId,
+    pub participant_id: ParticipantId,
+    pub kind: Kind,
+    pub ssrc: Ssrc,
+    /// The RTP header's sequence number and timestamp, as sent.
+    pub seq: u16,
+    pub ts: u32,
+    pub marker: bool,
+    /// Its simulcast layer; `None` for a single stream.
+    pub rid: Option<Rid>,
+    /// The RTP payload (shared with the forwarded packets, not copied).
+    pub payload: Arc<[u8]>,
 }
 
 /// Plain counters, read and reset by the driver to feed the metrics.

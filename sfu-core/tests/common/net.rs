@@ -10,7 +10,9 @@ use protocol::{
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use sfu_core::shard::{LocalCandidates, RelayDrop, Shard, ShardConfig, ShardOutput, relay_fits};
+use sfu_core::shard::{
+    LocalCandidates, RelayDrop, Shard, ShardConfig, ShardOutput, TapRecord, relay_fits,
+};
 use str0m::change::SdpAnswer;
 use str0m::media::{Direction, MediaKind, Mid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive, TcpType};
@@ -47,6 +49,8 @@ pub struct Net {
     pub join_in_clear: bool,
     /// The room of the next join; `room` when `None`.
     pub join_room: Option<String>,
+    /// What the shard's tap recorded (with `ShardConfig::tap`).
+    pub tapped: Vec<TapRecord>,
     /// The longest run of datagrams the shard sent one address at one instant, one after
     /// the other: how long everyone else's waited behind it (its driver sends them in
     /// this order).
@@ -71,6 +75,7 @@ impl Net {
             join_audience: false,
             join_in_clear: false,
             join_room: None,
+            tapped: Vec::new(),
             longest_run: HashMap::new(),
             run: None,
         }
@@ -400,6 +405,7 @@ impl Net {
                         c.inbox.push(message);
                     }
                     ShardOutput::Closed(id) => self.closed.push(id),
+                    ShardOutput::Tap(record) => self.tapped.push(record),
                     ShardOutput::Timeout(at) => {
                         self.deadline = at;
                         break;
