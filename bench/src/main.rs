@@ -4,6 +4,8 @@
 
 mod ceiling;
 mod client;
+#[allow(dead_code)] // The clients use it from the next commit on.
+mod e2ee;
 mod report;
 mod server;
 

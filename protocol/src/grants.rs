@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 /// What a participant may do in its room. Every grant defaults to `true` when absent,
-/// but `force_tcp`, a restriction, which defaults to `false`.
+/// but `force_tcp`, a restriction, and `plaintext`, an exception to end-to-end
+/// encryption, which default to `false`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grants {
     #[serde(default = "yes")]
@@ -18,6 +19,11 @@ pub struct Grants {
     /// candidates and TURN over TCP or TLS, so it never waits on UDP.
     #[serde(default)]
     pub force_tcp: bool,
+    /// The participant may send media frames in the clear (`join` with `e2ee: false`):
+    /// for WHIP ingest from tools that cannot encrypt frames. Without it, a join that
+    /// may publish must say it encrypts (`e2ee_required`).
+    #[serde(default)]
+    pub plaintext: bool,
     /// What the participant is in its room; `participant` when absent.
     #[serde(default)]
     pub role: Role,
@@ -51,6 +57,19 @@ impl Grants {
     pub fn is_viewer(&self) -> bool {
         self.role == Role::Viewer
     }
+
+    /// Whether these grants let the participant publish anything (audio, video or
+    /// screen). Apply to [`Grants::effective`] ones: a viewer's say nothing.
+    pub fn may_publish(&self) -> bool {
+        self.publish_audio || self.publish_video || self.publish_screen
+    }
+
+    /// Whether a participant with these (effective) grants may join saying it sends
+    /// media in the clear (`e2ee: false`): only one that publishes nothing, or whose
+    /// token has `plaintext`.
+    pub fn may_join_in_clear(&self) -> bool {
+        !self.may_publish() || self.plaintext
+    }
 }
 
 fn yes() -> bool {
@@ -65,7 +84,49 @@ impl Default for Grants {
             publish_screen: true,
             subscribe: true,
             force_tcp: false,
+            plaintext: false,
             role: Role::Participant,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_publishers_without_plaintext_must_encrypt() {
+        let all = Grants::default();
+        assert!(!all.plaintext, "plaintext is off unless granted");
+        assert!(!all.may_join_in_clear());
+        let plaintext = Grants {
+            plaintext: true,
+            ..all
+        };
+        assert!(plaintext.may_join_in_clear());
+        let listener = Grants {
+            publish_audio: false,
+            publish_video: false,
+            publish_screen: false,
+            ..all
+        };
+        assert!(listener.may_join_in_clear(), "receive-only sends nothing");
+        let viewer = Grants {
+            role: Role::Viewer,
+            ..all
+        };
+        assert!(
+            !viewer.may_join_in_clear(),
+            "as written, before effective()"
+        );
+        assert!(viewer.effective().may_join_in_clear());
+    }
+
+    #[test]
+    fn grants_read_from_json_default_plaintext_off() {
+        let g: Grants = serde_json::from_str(r#"{"publish_video": false}"#).unwrap();
+        assert!(!g.plaintext && g.publish_audio && !g.publish_video);
+        let g: Grants = serde_json::from_str(r#"{"plaintext": true}"#).unwrap();
+        assert!(g.plaintext);
     }
 }

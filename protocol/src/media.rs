@@ -3,7 +3,9 @@
 //! [`ServerMessage`](crate::message::ServerMessage)s.
 
 use crate::grants::Grants;
-use crate::message::{IceServer, Publish, Subscribe, TrackId, TrackQuality, Transport};
+use crate::message::{
+    E2eeData, IceServer, ParticipantId, Publish, Subscribe, TrackId, TrackQuality, Transport,
+};
 
 /// A participant admitted by a valid token, as the media plane receives it.
 #[derive(Debug, Clone)]
@@ -19,6 +21,8 @@ pub struct Join {
     pub ice_servers: Vec<IceServer>,
     /// A viewer that asked to hear of the other viewers.
     pub audience: bool,
+    /// It encrypts the frames it sends (`join.e2ee`), as the room is told.
+    pub e2ee: bool,
 }
 
 /// What a joined participant asks of the media plane.
@@ -45,5 +49,14 @@ pub enum Request {
     /// listed track; m-lines not listed go idle.
     Subscribe {
         subscribe: Vec<Subscribe>,
+    },
+    /// Key exchange (`e2ee`): relay `data` to participant `to`, of the same room.
+    E2ee {
+        to: ParticipantId,
+        data: E2eeData,
+    },
+    /// A keyframe of a track the participant receives, or of its own (`keyframe`).
+    Keyframe {
+        track_id: TrackId,
     },
 }

@@ -12,6 +12,9 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Largest `offer`: the SDP of a 70-person call runs to several hundred KiB.
 pub const MAX_OFFER_BYTES: usize = 1024 * 1024;
 
+/// Largest `data` of an `e2ee` message, in bytes; larger gets `message_too_large`.
+pub const MAX_E2EE_DATA_BYTES: usize = 4096;
+
 /// A participant, unique in the server for its lifetime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -135,6 +138,38 @@ pub enum Transport {
     Relay,
 }
 
+/// The `data` of an `e2ee` message: an opaque blob (key material, end-to-end encrypted
+/// between two participants) that the server relays as it came and never reads. Its
+/// `Debug` shows only its length, so that it never reaches a log.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct E2eeData(String);
+
+impl E2eeData {
+    pub fn new(data: impl Into<String>) -> Self {
+        E2eeData(data.into())
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for E2eeData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "E2eeData({} bytes)", self.0.len())
+    }
+}
+
 /// A message from a client.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -148,6 +183,10 @@ pub enum ClientMessage {
         /// and `participant_left` of other viewers, and them in `joined`); others always do.
         #[serde(default)]
         audience: bool,
+        /// The client encrypts every frame it sends (SFrame, `docs/e2ee.md`). A join
+        /// without it that may publish needs the `plaintext` grant (`e2ee_required`).
+        #[serde(default)]
+        e2ee: bool,
     },
     Offer {
         sdp: String,
@@ -171,6 +210,16 @@ pub enum ClientMessage {
         pinned: Vec<TrackId>,
         #[serde(default)]
         quality: Vec<TrackQuality>,
+    },
+    /// Key exchange: `data` relayed as it is to participant `to` of the same room.
+    E2ee {
+        to: ParticipantId,
+        data: E2eeData,
+    },
+    /// Asks the server to request a keyframe of a track the client receives (or of its
+    /// own), after a key change say. Throttled like every keyframe request.
+    Keyframe {
+        track_id: TrackId,
     },
     Leave,
 }
@@ -221,6 +270,18 @@ impl ClientMessage {
             )
             .answering(request));
         }
+        if let ClientMessage::E2ee { data, .. } = &message
+            && data.len() > MAX_E2EE_DATA_BYTES
+        {
+            return Err(ErrorMessage::new(
+                ErrorCode::MessageTooLarge,
+                format!(
+                    "e2ee data of {} bytes is over the limit of {MAX_E2EE_DATA_BYTES}",
+                    data.len()
+                ),
+            )
+            .answering(request));
+        }
         Ok(message)
     }
 
@@ -231,6 +292,8 @@ impl ClientMessage {
             ClientMessage::Offer { .. } => RequestType::Offer,
             ClientMessage::Mute { .. } => RequestType::Mute,
             ClientMessage::View { .. } => RequestType::View,
+            ClientMessage::E2ee { .. } => RequestType::E2ee,
+            ClientMessage::Keyframe { .. } => RequestType::Keyframe,
             ClientMessage::Leave => RequestType::Leave,
         }
     }
@@ -244,6 +307,8 @@ pub enum RequestType {
     Offer,
     Mute,
     View,
+    E2ee,
+    Keyframe,
     Leave,
 }
 
@@ -254,6 +319,8 @@ impl RequestType {
             "offer" => RequestType::Offer,
             "mute" => RequestType::Mute,
             "view" => RequestType::View,
+            "e2ee" => RequestType::E2ee,
+            "keyframe" => RequestType::Keyframe,
             "leave" => RequestType::Leave,
             _ => return None,
         })
@@ -270,6 +337,10 @@ pub struct ParticipantInfo {
     /// not as tiles.
     #[serde(default)]
     pub role: Role,
+    /// It encrypts the frames it sends (it joined with `e2ee`); clients warn of a
+    /// publisher that does not.
+    #[serde(default)]
+    pub e2ee: bool,
 }
 
 /// A track someone in the room publishes.
@@ -365,6 +436,8 @@ pub enum ServerMessage {
         identity: String,
         name: String,
         grants: Grants,
+        /// This participant's own `join.e2ee`.
+        e2ee: bool,
         participants: Vec<ParticipantInfo>,
         tracks: Vec<TrackInfo>,
         ice_servers: Vec<IceServer>,
@@ -402,6 +475,11 @@ pub enum ServerMessage {
     Slots {
         slots: Vec<SlotTrack>,
     },
+    /// Key exchange: what participant `from` sent this one in an `e2ee` message.
+    E2ee {
+        from: ParticipantId,
+        data: E2eeData,
+    },
     Left {
         reason: LeaveReason,
     },
@@ -433,6 +511,11 @@ pub enum ErrorCode {
     AlreadyJoined,
     RoomFull,
     ServerBusy,
+    /// A join that may publish said it sends frames in the clear (`e2ee: false`), and
+    /// its token has no `plaintext` grant.
+    E2eeRequired,
+    /// Over a rate limit (`e2ee` messages); the message was dropped.
+    RateLimited,
     Internal,
 }
 
@@ -441,7 +524,10 @@ impl ErrorCode {
     pub fn closes_socket(self) -> bool {
         matches!(
             self,
-            ErrorCode::Unauthorized | ErrorCode::RoomFull | ErrorCode::Internal
+            ErrorCode::Unauthorized
+                | ErrorCode::RoomFull
+                | ErrorCode::E2eeRequired
+                | ErrorCode::Internal
         )
     }
 
@@ -458,6 +544,8 @@ impl ErrorCode {
             ErrorCode::AlreadyJoined => "already_joined",
             ErrorCode::RoomFull => "room_full",
             ErrorCode::ServerBusy => "server_busy",
+            ErrorCode::E2eeRequired => "e2ee_required",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
         }
     }
@@ -508,17 +596,19 @@ mod tests {
                 token: "abc".into(),
                 transport: Transport::Auto,
                 audience: false,
+                e2ee: false,
             }
         );
         assert_eq!(
             ClientMessage::parse(
-                r#"{"type":"join","token":"abc","transport":"relay","audience":true}"#
+                r#"{"type":"join","token":"abc","transport":"relay","audience":true,"e2ee":true}"#
             )
             .unwrap(),
             ClientMessage::Join {
                 token: "abc".into(),
                 transport: Transport::Relay,
                 audience: true,
+                e2ee: true,
             }
         );
         assert_eq!(
@@ -718,6 +808,121 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&msg).unwrap(),
             r#"{"type":"active_speakers","speakers":[13,11]}"#
+        );
+    }
+
+    #[test]
+    fn e2ee_relays_keyframe_requests_and_their_limits() {
+        let data = "k".repeat(MAX_E2EE_DATA_BYTES);
+        let text = format!(r#"{{"type":"e2ee","to":12,"data":"{data}"}}"#);
+        assert_eq!(
+            ClientMessage::parse(&text).unwrap(),
+            ClientMessage::E2ee {
+                to: ParticipantId(12),
+                data: E2eeData::new(data.clone()),
+            }
+        );
+        let over = format!(r#"{{"type":"e2ee","to":12,"data":"{data}x"}}"#);
+        let e = ClientMessage::parse(&over).unwrap_err();
+        assert_eq!(
+            (e.code, e.request),
+            (ErrorCode::MessageTooLarge, Some(RequestType::E2ee))
+        );
+        assert!(!e.message.contains("kkk"), "{}", e.message);
+        // Bytes, not characters: 2049 two-byte characters are over.
+        let wide = format!(r#"{{"type":"e2ee","to":12,"data":"{}"}}"#, "é".repeat(2049));
+        assert_eq!(code_of(&wide), ErrorCode::MessageTooLarge);
+        assert_eq!(
+            code_of(r#"{"type":"e2ee","to":12,"data":{"key":1}}"#),
+            ErrorCode::BadRequest,
+            "data is a string"
+        );
+        assert_eq!(
+            code_of(r#"{"type":"e2ee","data":"x"}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code_of(r#"{"type":"e2ee","to":12,"data":"x","from":3}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"keyframe","track_id":7}"#).unwrap(),
+            ClientMessage::Keyframe {
+                track_id: TrackId(7)
+            }
+        );
+        let e = ClientMessage::parse(r#"{"type":"keyframe"}"#).unwrap_err();
+        assert_eq!(
+            (e.code, e.request),
+            (ErrorCode::BadRequest, Some(RequestType::Keyframe))
+        );
+        let relayed = ServerMessage::E2ee {
+            from: ParticipantId(11),
+            data: E2eeData::new("opaque"),
+        };
+        assert_eq!(
+            serde_json::to_string(&relayed).unwrap(),
+            r#"{"type":"e2ee","from":11,"data":"opaque"}"#
+        );
+    }
+
+    #[test]
+    fn e2ee_data_never_shows_in_debug_output() {
+        let secret = "c2VjcmV0LWtleS1ibG9i";
+        let message =
+            ClientMessage::parse(&format!(r#"{{"type":"e2ee","to":5,"data":"{secret}"}}"#))
+                .unwrap();
+        let shown = format!("{message:?}");
+        assert!(!shown.contains(secret), "{shown}");
+        assert!(shown.contains("20 bytes"), "{shown}");
+        let relayed = ServerMessage::E2ee {
+            from: ParticipantId(5),
+            data: E2eeData::new(secret),
+        };
+        assert!(!format!("{relayed:?}").contains(secret));
+        assert!(!format!("{relayed:#?}").contains(secret));
+    }
+
+    #[test]
+    fn e2ee_flags_and_errors_have_the_documented_shape() {
+        let info = ParticipantInfo {
+            participant_id: ParticipantId(13),
+            identity: "carol".into(),
+            name: "Carol".into(),
+            role: Role::Participant,
+            e2ee: true,
+        };
+        assert_eq!(
+            serde_json::to_string(&ServerMessage::ParticipantJoined(info.clone())).unwrap(),
+            r#"{"type":"participant_joined","participant_id":13,"identity":"carol","name":"Carol","role":"participant","e2ee":true}"#
+        );
+        let joined = serde_json::to_value(ServerMessage::Joined {
+            participant_id: ParticipantId(12),
+            room: "r".into(),
+            identity: "a".into(),
+            name: "A".into(),
+            grants: Grants::default(),
+            e2ee: true,
+            participants: vec![info],
+            tracks: Vec::new(),
+            ice_servers: Vec::new(),
+        })
+        .unwrap();
+        assert_eq!(joined["e2ee"], true);
+        assert_eq!(joined["participants"][0]["e2ee"], true);
+        assert_eq!(joined["grants"]["plaintext"], false);
+        let required = ServerMessage::Error(ErrorMessage::new(ErrorCode::E2eeRequired, "x"));
+        assert!(required.closes_socket());
+        assert_eq!(
+            serde_json::to_value(&required).unwrap()["code"],
+            "e2ee_required"
+        );
+        let limited = ServerMessage::Error(ErrorMessage::new(ErrorCode::RateLimited, "x"));
+        assert!(!limited.closes_socket());
+        assert_eq!(ErrorCode::RateLimited.as_str(), "rate_limited");
+        assert_eq!(
+            serde_json::to_value(ErrorCode::RateLimited).unwrap(),
+            "rate_limited"
         );
     }
 

@@ -239,6 +239,11 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub log: Log,
 
+    /// Test only: append one JSON line per RTP packet received from a publisher, its
+    /// payload included, to FILE (at most 200 000 lines). Hidden: it records media.
+    #[arg(long, hide = true, value_name = "FILE")]
+    pub tap: Option<PathBuf>,
+
     /// Run the embedded TURN relay, for clients that cannot reach the media ports.
     #[arg(long, env = "SFU_TURN", default_value_t = true, action = clap::ArgAction::Set)]
     pub turn: bool,
@@ -277,7 +282,8 @@ pub struct TokenArgs {
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub ttl: Duration,
     /// Grants, comma-separated, out of publish_audio, publish_video, publish_screen,
-    /// subscribe. Default: all of them.
+    /// subscribe, plaintext (may send frames unencrypted, for WHIP ingest). Default: all
+    /// of them but plaintext.
     #[arg(long, value_delimiter = ',')]
     pub grants: Option<Vec<String>>,
     /// Offer this client only ICE-TCP and TURN over TCP/TLS (the "TCP calling" policy).

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -36,11 +37,22 @@ use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tracing::{debug, error, info, warn};
 
 use crate::metrics::{Metrics, TcpRefusal};
+use crate::tap::Tap;
 use sfu_core::forwarder::DropReason;
-use sfu_core::shard::{LocalCandidates, Shard, ShardConfig, ShardOutput, shard_of_ufrag};
+use sfu_core::shard::{
+    LocalCandidates, RELAY_RESERVE, RelayDrop, Shard, ShardConfig, ShardOutput, relay_fits,
+    shard_of_ufrag,
+};
 
 /// Commands queued per shard before `join` and requests answer `server_busy`.
 const COMMAND_QUEUE: usize = 1024;
+
+/// Relayed `e2ee` messages queued per shard, apart from the commands: a flood of them
+/// never takes the places of joins and offers.
+const RELAY_QUEUE: usize = 1024;
+
+// A participant's event queue holds the relays' share and the server's own reserve.
+const _: () = assert!(signaling::EVENT_QUEUE >= 2 * RELAY_RESERVE);
 
 /// The largest media datagram read (an Ethernet MTU); GRO may coalesce several into one
 /// read.
@@ -80,6 +92,9 @@ pub struct MediaConfig {
     /// How many shard threads.
     pub shards: usize,
     pub shard: ShardConfig,
+    /// Test only: where the shards record what publishers send (`--tap`); `None` (the
+    /// default) records nothing. Set `shard.tap` with it.
+    pub tap: Option<Arc<Tap>>,
 }
 
 /// What a shard's control task receives from signaling.
@@ -111,10 +126,14 @@ pub struct Plane {
     shards: Vec<ShardHandle>,
     /// Participant ids are `counter * shards + shard`, so the id names its shard.
     next_participant: AtomicU64,
+    /// Counts the relays a full relay queue refused.
+    metrics: Metrics,
 }
 
 struct ShardHandle {
     commands: mpsc::Sender<Command>,
+    /// `e2ee` relays (as `Command::Request`), queued apart from the other commands.
+    relays: mpsc::Sender<Command>,
     /// Leaves never wait and are never refused; at most one per participant.
     departures: mpsc::UnboundedSender<ParticipantId>,
 }
@@ -146,6 +165,7 @@ impl Plane {
                 sockets.push(socket);
             }
             let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+            let (relays, relays_rx) = mpsc::channel(RELAY_QUEUE);
             let (departures, departures_rx) = mpsc::unbounded_channel();
             let mut shard_config = config.shard.clone();
             shard_config.index = index as u64;
@@ -153,6 +173,7 @@ impl Plane {
             let advertise = config.advertise.clone();
             let tcp_port = config.tcp_port;
             let metrics = metrics.clone();
+            let tap = config.tap.clone();
             spawn_thread(format!("shard-{index}"), move || {
                 let setup = ShardSetup {
                     index,
@@ -160,8 +181,9 @@ impl Plane {
                     sockets,
                     advertise,
                     tcp_port,
+                    tap,
                 };
-                run_shard(setup, metrics, commands_rx, departures_rx)
+                run_shard(setup, metrics, commands_rx, relays_rx, departures_rx)
             })?;
             info!(
                 "shard {index}: UDP ports {} ({} sockets)",
@@ -170,6 +192,7 @@ impl Plane {
             );
             shards.push(ShardHandle {
                 commands,
+                relays,
                 departures,
             });
         }
@@ -177,6 +200,7 @@ impl Plane {
             let queues: Vec<mpsc::Sender<Command>> =
                 shards.iter().map(|s| s.commands.clone()).collect();
             let addr = listener.local_addr()?;
+            let metrics = metrics.clone();
             spawn_thread("ice-tcp".into(), move || {
                 accept_tcp(listener, queues, metrics)
             })?;
@@ -187,6 +211,7 @@ impl Plane {
         Ok(Plane {
             shards,
             next_participant: AtomicU64::new(1),
+            metrics,
         })
     }
 
@@ -213,13 +238,19 @@ impl MediaPlane for Plane {
     }
 
     fn request(&self, participant: ParticipantId, request: Request) -> Result<(), ErrorMessage> {
-        self.shard_of(participant)
-            .commands
-            .try_send(Command::Request {
-                id: participant,
-                request,
-            })
-            .map_err(busy)
+        let shard = self.shard_of(participant);
+        let relay = matches!(request, Request::E2ee { .. });
+        let command = Command::Request {
+            id: participant,
+            request,
+        };
+        if relay {
+            return shard.relays.try_send(command).map_err(|e| {
+                self.metrics.relay_dropped(RelayDrop::ShardBusy);
+                busy(e)
+            });
+        }
+        shard.commands.try_send(command).map_err(busy)
     }
 
     fn leave(&self, participant: ParticipantId) {
@@ -286,6 +317,8 @@ struct Driver {
     /// fan-out of one packet to hundreds of viewers costs a few system calls, not one each.
     udp_out: Vec<Transmit>,
     sending: SendBatch,
+    /// Test only: records what publishers send (`--tap`).
+    tap: Option<Arc<Tap>>,
 }
 
 impl Driver {
@@ -324,6 +357,33 @@ impl Driver {
                         Err(mpsc::error::TrySendError::Closed(_)) => {
                             self.core.leave(Instant::now(), id);
                         }
+                    }
+                }
+                ShardOutput::Relay(id, message) => {
+                    // Never fills the queue past the reserve the server's own messages
+                    // need: a flood of relays is dropped, it never removes anyone.
+                    let Some(events) = self.events.get(&id) else {
+                        self.core.counters.drop_relay(RelayDrop::Gone);
+                        continue;
+                    };
+                    if !relay_fits(events.capacity()) {
+                        self.core.counters.drop_relay(RelayDrop::QueueReserve);
+                        continue;
+                    }
+                    match events.try_send(message) {
+                        Ok(()) => self.core.counters.e2ee_relays += 1,
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            self.core.counters.drop_relay(RelayDrop::QueueReserve);
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            self.core.counters.drop_relay(RelayDrop::Gone);
+                            self.core.leave(Instant::now(), id);
+                        }
+                    }
+                }
+                ShardOutput::Tap(record) => {
+                    if let Some(tap) = &self.tap {
+                        tap.record(&record);
                     }
                 }
                 ShardOutput::Closed(id) => {
@@ -475,12 +535,14 @@ struct ShardSetup {
     sockets: Vec<std::net::UdpSocket>,
     advertise: Vec<IpAddr>,
     tcp_port: Option<u16>,
+    tap: Option<Arc<Tap>>,
 }
 
 async fn run_shard(
     setup: ShardSetup,
     metrics: Metrics,
     mut commands: mpsc::Receiver<Command>,
+    mut relays: mpsc::Receiver<Command>,
     mut departures: mpsc::UnboundedReceiver<ParticipantId>,
 ) -> anyhow::Result<()> {
     let ShardSetup {
@@ -489,6 +551,7 @@ async fn run_shard(
         sockets,
         advertise,
         tcp_port,
+        tap,
     } = setup;
     let mut by_port = HashMap::new();
     let mut load = HashMap::new();
@@ -511,6 +574,7 @@ async fn run_shard(
         deadline: now + Duration::from_secs(1),
         udp_out: Vec::with_capacity(SEND_BATCH),
         sending: SendBatch::new(),
+        tap,
     }));
     let wake = Rc::new(Notify::new());
     for socket in by_port.into_values() {
@@ -522,20 +586,24 @@ async fn run_shard(
         metrics.clone(),
         index.to_string(),
     ));
+    let run = |command: Command| {
+        let mut d = driver.borrow_mut();
+        match command {
+            Command::Join { id, join, events } => d.join(id, join, events),
+            Command::Request { id, request } => d.core.request(Instant::now(), id, request),
+            Command::Tcp(arrival) => d.adopt_tcp(&driver, &wake, arrival, &metrics),
+        }
+        if d.drain() {
+            wake.notify_one();
+        }
+    };
     loop {
         tokio::select! {
             command = commands.recv() => {
                 let Some(command) = command else { break };
-                let mut d = driver.borrow_mut();
-                match command {
-                    Command::Join { id, join, events } => d.join(id, join, events),
-                    Command::Request { id, request } => d.core.request(Instant::now(), id, request),
-                    Command::Tcp(arrival) => d.adopt_tcp(&driver, &wake, arrival, &metrics),
-                }
-                if d.drain() {
-                    wake.notify_one();
-                }
+                run(command);
             }
+            Some(command) = relays.recv() => run(command),
             Some(id) = departures.recv() => {
                 let mut d = driver.borrow_mut();
                 d.core.leave(Instant::now(), id);

@@ -3,7 +3,7 @@
 use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use sfu_core::forwarder::DropReason;
-use sfu_core::shard::Counters;
+use sfu_core::shard::{Counters, RelayDrop};
 
 /// Every media-plane metric, shared by the shards (each updates only its own labels).
 #[derive(Clone)]
@@ -28,6 +28,8 @@ pub struct Metrics {
     tcp_tx_bytes: IntCounter,
     tcp_connections: IntGaugeVec,
     tcp_refused: IntCounterVec,
+    e2ee_relays: IntCounter,
+    e2ee_relays_dropped: IntCounterVec,
 }
 
 /// Why an ICE-TCP connection was closed before a shard took it.
@@ -127,6 +129,17 @@ impl Metrics {
                 ),
                 &["reason"],
             )?,
+            e2ee_relays: IntCounter::new(
+                "sfu_e2ee_relays_total",
+                "Key-exchange (e2ee) messages relayed to their recipient",
+            )?,
+            e2ee_relays_dropped: IntCounterVec::new(
+                Opts::new(
+                    "sfu_e2ee_relays_dropped_total",
+                    "Key-exchange (e2ee) messages not relayed, by reason",
+                ),
+                &["reason"],
+            )?,
         };
         for c in [&m.rooms, &m.participants, &m.tracks, &m.tcp_connections] {
             registry.register(Box::new(c.clone()))?;
@@ -146,6 +159,7 @@ impl Metrics {
             &m.tcp_rx_bytes,
             &m.tcp_tx_packets,
             &m.tcp_tx_bytes,
+            &m.e2ee_relays,
         ] {
             registry.register(Box::new(c.clone()))?;
         }
@@ -157,7 +171,18 @@ impl Metrics {
         for reason in TcpRefusal::ALL {
             m.tcp_refused.with_label_values(&[reason.as_str()]);
         }
+        registry.register(Box::new(m.e2ee_relays_dropped.clone()))?;
+        for reason in RelayDrop::ALL {
+            m.e2ee_relays_dropped.with_label_values(&[reason.as_str()]);
+        }
         Ok(m)
+    }
+
+    /// Counts a relayed message dropped before it reached a shard.
+    pub fn relay_dropped(&self, reason: RelayDrop) {
+        self.e2ee_relays_dropped
+            .with_label_values(&[reason.as_str()])
+            .inc();
     }
 
     /// Counts an ICE-TCP connection closed before a shard took it.
@@ -198,6 +223,15 @@ impl Metrics {
             let n = counters.drops[reason.index()];
             if n > 0 {
                 self.drops.with_label_values(&[reason.as_str()]).inc_by(n);
+            }
+        }
+        self.e2ee_relays.inc_by(counters.e2ee_relays);
+        for reason in RelayDrop::ALL {
+            let n = counters.e2ee_relays_dropped[reason.index()];
+            if n > 0 {
+                self.e2ee_relays_dropped
+                    .with_label_values(&[reason.as_str()])
+                    .inc_by(n);
             }
         }
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sfu::driver::{MediaConfig, Plane};
 use sfu::metrics::{Metrics, TurnMetrics};
+use sfu::tap::{TAP_LINES, Tap};
 use sfu_core::shard::ShardConfig;
 use signaling::TokenKey;
 use tracing::{info, warn};
@@ -49,6 +50,19 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         prometheus::process_collector::ProcessCollector::for_self(),
     ))?;
     let metrics = Metrics::new(&registry)?;
+    let tap = match &args.tap {
+        Some(path) => {
+            warn!(
+                "--tap: recording the payload of every RTP packet publishers send to {} \
+                 (at most {TAP_LINES} lines); a test-only tap, never for production",
+                path.display()
+            );
+            let tap = Tap::create(path, TAP_LINES)
+                .with_context(|| format!("cannot open the tap {}", path.display()))?;
+            Some(Arc::new(tap))
+        }
+        None => None,
+    };
     let plane = Plane::start(
         MediaConfig {
             bind_ip: args.udp_bind,
@@ -63,8 +77,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 loudest_threshold: args.loudest_threshold,
                 loudest_n: args.loudest_n,
                 last_n: args.last_n,
+                tap: tap.is_some(),
                 ..ShardConfig::default()
             },
+            tap,
         },
         metrics,
     )?;

@@ -15,6 +15,7 @@ pub fn run(args: TokenArgs) -> anyhow::Result<()> {
             publish_screen: false,
             subscribe: false,
             force_tcp: false,
+            plaintext: false,
             role: Role::Participant,
         };
         for g in list.iter().map(|g| g.trim()).filter(|g| !g.is_empty()) {
@@ -23,6 +24,7 @@ pub fn run(args: TokenArgs) -> anyhow::Result<()> {
                 "publish_video" => grants.publish_video = true,
                 "publish_screen" => grants.publish_screen = true,
                 "subscribe" => grants.subscribe = true,
+                "plaintext" => grants.plaintext = true,
                 other => bail!("unknown grant {other:?}"),
             }
         }

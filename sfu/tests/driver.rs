@@ -1,5 +1,6 @@
 //! The tokio driver on real loopback sockets: garbage on the media ports is dropped and
-//! counted, and a join through the media plane gets its `joined` message.
+//! counted, a join through the media plane gets its `joined` message, and a flood of
+//! relayed `e2ee` messages stops at the reserve of its recipient's event queue.
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
@@ -8,11 +9,11 @@ use std::net::{IpAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use prometheus::Registry;
-use protocol::{Grants, Join};
+use protocol::{E2eeData, Grants, Join, Request};
 use protocol::{ParticipantId, ServerMessage, Transport};
 use sfu::driver::{MediaConfig, Plane};
 use sfu::metrics::Metrics;
-use sfu_core::shard::ShardConfig;
+use sfu_core::shard::{RELAY_RESERVE, ShardConfig};
 use signaling::MediaPlane;
 use tokio::sync::mpsc;
 
@@ -68,6 +69,7 @@ fn start_plane(
             tcp_port,
             shards: 2,
             shard: ShardConfig::default(),
+            tap: None,
         },
         Metrics::new(registry).unwrap(),
     )
@@ -76,15 +78,26 @@ fn start_plane(
 
 /// Joins one participant and checks it is answered `joined`; returns its id and queue.
 async fn join_one(plane: &Plane) -> (ParticipantId, mpsc::Receiver<ServerMessage>) {
-    let (events, mut rx) = mpsc::channel(16);
+    join_with_queue(plane, "a", 16).await
+}
+
+/// Joins `identity` to room `r` with an event queue of `capacity`, and checks it is
+/// answered `joined`; returns its id and queue.
+async fn join_with_queue(
+    plane: &Plane,
+    identity: &str,
+    capacity: usize,
+) -> (ParticipantId, mpsc::Receiver<ServerMessage>) {
+    let (events, mut rx) = mpsc::channel(capacity);
     let join = Join {
         room: "r".into(),
-        identity: "a".into(),
+        identity: identity.into(),
         name: "A".into(),
         grants: Grants::default(),
         transport: Transport::Auto,
         ice_servers: Vec::new(),
         audience: false,
+        e2ee: true,
     };
     let id = plane.join(join, events).unwrap();
     let first = tokio::time::timeout(Duration::from_secs(5), rx.recv())
@@ -248,4 +261,80 @@ async fn ice_tcp_connections_that_name_no_participant_are_closed_and_counted() {
         0.0,
         "no refused connection is held"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_flood_stops_at_the_reserve_of_a_queue_nobody_reads() {
+    let registry = Registry::new();
+    let plane = start_plane(&registry, free_ports(), None);
+    // The victim's session reads nothing from here on.
+    let (victim, mut victim_rx) = join_with_queue(&plane, "victim", signaling::EVENT_QUEUE).await;
+    let (mallory, _mallory_rx) = join_with_queue(&plane, "mallory", 16).await;
+    let flood = 2 * signaling::EVENT_QUEUE;
+    for n in 0..flood {
+        let request = || Request::E2ee {
+            to: victim,
+            data: E2eeData::new(format!("junk {n}")),
+        };
+        // A full relay queue answers `server_busy`; the sender tries again.
+        while plane.request(mallory, request()).is_err() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let relayed = || metric(&registry, "sfu_e2ee_relays_total", None);
+    let dropped = |reason| {
+        metric(
+            &registry,
+            "sfu_e2ee_relays_dropped_total",
+            Some(("reason", reason)),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while relayed() + dropped("queue_reserve") < flood as f64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Its queue holds mallory's `participant_joined`, then relays up to the reserve.
+    let held = signaling::EVENT_QUEUE - RELAY_RESERVE;
+    assert_eq!(relayed(), (held - 1) as f64);
+    assert_eq!(dropped("queue_reserve"), (flood - held + 1) as f64);
+    assert_eq!(
+        metric(&registry, "sfu_participants", None),
+        2.0,
+        "nobody removed"
+    );
+    let mut queued = Vec::new();
+    while let Ok(m) = victim_rx.try_recv() {
+        queued.push(m);
+    }
+    assert_eq!(queued.len(), held);
+    assert!(matches!(queued[0], ServerMessage::ParticipantJoined(_)));
+    assert!(
+        queued[1..]
+            .iter()
+            .all(|m| matches!(m, ServerMessage::E2ee { from, .. } if *from == mallory))
+    );
+    // Every reason is registered up front, at zero until it happens.
+    let labels: Vec<String> = registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == "sfu_e2ee_relays_dropped_total")
+        .flat_map(|f| f.get_metric().iter())
+        .flat_map(|m| m.get_label().iter().map(|l| l.value().to_string()))
+        .collect();
+    assert_eq!(labels.len(), 3, "{labels:?}");
+    // Read again, the queue takes relays again.
+    plane
+        .request(
+            mallory,
+            Request::E2ee {
+                to: victim,
+                data: E2eeData::new("a real key"),
+            },
+        )
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), victim_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(next, ServerMessage::E2ee { data, .. } if data.as_str() == "a real key"));
 }

@@ -6,7 +6,11 @@ use protocol::{ErrorMessage, IceServer, Join, ParticipantId, Request, ServerMess
 use tokio::sync::mpsc;
 
 /// How many messages may wait for one slow client before the media plane drops it.
-pub const EVENT_QUEUE: usize = 256;
+/// Messages other clients send it (`e2ee` relays) take at most three quarters of it:
+/// the media plane keeps a reserve of places (256, what the whole queue was before
+/// relays) for its own messages, and drops relays rather than fill it, so that a flood
+/// of them never gets anyone removed. (tokio allocates the queue as it fills.)
+pub const EVENT_QUEUE: usize = 1024;
 
 /// Mints the ICE servers (TURN URLs and credentials) for a participant's identity.
 pub type IceServerSource = Arc<dyn Fn(&str) -> Vec<IceServer> + Send + Sync>;

@@ -82,6 +82,9 @@ struct DevTokenQuery {
     name: Option<String>,
     /// `participant` (default), `presenter` or `viewer`.
     role: Option<Role>,
+    /// `1`: the token has the `plaintext` grant (the client may send frames in the
+    /// clear).
+    plaintext: Option<String>,
 }
 
 async fn dev_token(State(state): State<Arc<AppState>>, Query(q): Query<DevTokenQuery>) -> Response {
@@ -100,6 +103,13 @@ async fn dev_token(State(state): State<Arc<AppState>>, Query(q): Query<DevTokenQ
         Duration::from_secs(3600),
     );
     claims.grants.role = q.role.unwrap_or_default();
+    claims.grants.plaintext = match q.plaintext.as_deref() {
+        None | Some("0" | "false") => false,
+        Some("1" | "true") => true,
+        Some(_) => {
+            return (StatusCode::BAD_REQUEST, "plaintext must be 1 or 0\n").into_response();
+        }
+    };
     match state.config.tokens.issue(&claims) {
         Ok(token) => axum::Json(serde_json::json!({ "token": token })).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),

@@ -2,7 +2,7 @@
 //! close, writing the media plane's events in batches.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
@@ -28,6 +28,12 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most messages written to a socket with one flush.
 const WRITE_BATCH: usize = 64;
 
+/// Most `e2ee` messages a socket may send at once, and how many more each second: a
+/// 70-person call's key changes (one to each other participant) fit in the burst many
+/// times over. Beyond, `rate_limited`.
+const E2EE_BURST: f64 = 1024.0;
+const E2EE_PER_SECOND: f64 = 256.0;
+
 /// `GET /ws`: upgrades to a WebSocket and runs its session.
 pub(crate) async fn websocket(
     State(state): State<Arc<AppState>>,
@@ -42,6 +48,7 @@ pub(crate) async fn websocket(
                 state: state.clone(),
                 socket,
                 joined: None,
+                e2ee_budget: Bucket::full(Instant::now()),
             };
             session.run().await;
             state.metrics.sockets.dec();
@@ -54,6 +61,37 @@ struct Session {
     socket: WebSocket,
     /// The participant and its event queue, once `join` succeeded.
     joined: Option<(ParticipantId, mpsc::Receiver<ServerMessage>)>,
+    /// The `e2ee` messages it may still send now.
+    e2ee_budget: Bucket,
+}
+
+/// A token bucket of [`E2EE_BURST`] tokens, refilled at [`E2EE_PER_SECOND`].
+struct Bucket {
+    tokens: f64,
+    /// When `tokens` was last brought up to date.
+    at: Instant,
+}
+
+impl Bucket {
+    fn full(now: Instant) -> Bucket {
+        Bucket {
+            tokens: E2EE_BURST,
+            at: now,
+        }
+    }
+
+    /// Takes a token if there is one at `now`.
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = self.at.max(now);
+        self.tokens = (self.tokens + elapsed * E2EE_PER_SECOND).min(E2EE_BURST);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// What the session loop does next.
@@ -135,10 +173,11 @@ impl Session {
                     token,
                     transport,
                     audience,
+                    e2ee,
                 },
                 None,
             ) => {
-                return self.join(&token, transport, audience).await;
+                return self.join(&token, transport, audience, e2ee).await;
             }
             (ClientMessage::Join { .. }, Some(_)) => Err(ErrorMessage::new(
                 ErrorCode::AlreadyJoined,
@@ -174,6 +213,21 @@ impl Session {
                 .state
                 .plane
                 .request(p, Request::View { pinned, quality }),
+            (ClientMessage::E2ee { to, data }, Some(p)) => {
+                if self.e2ee_budget.take(Instant::now()) {
+                    self.state.plane.request(p, Request::E2ee { to, data })
+                } else {
+                    Err(ErrorMessage::new(
+                        ErrorCode::RateLimited,
+                        format!(
+                            "over {E2EE_PER_SECOND} e2ee messages a second (bursts of {E2EE_BURST}); this one was dropped"
+                        ),
+                    ))
+                }
+            }
+            (ClientMessage::Keyframe { track_id }, Some(p)) => {
+                self.state.plane.request(p, Request::Keyframe { track_id })
+            }
         };
         match step {
             Ok(()) => Step::Continue,
@@ -181,7 +235,13 @@ impl Session {
         }
     }
 
-    async fn join(&mut self, token: &str, transport: Transport, audience: bool) -> Step {
+    async fn join(
+        &mut self,
+        token: &str,
+        transport: Transport,
+        audience: bool,
+        e2ee: bool,
+    ) -> Step {
         let claims = match self.state.config.tokens.verify(token) {
             Ok(claims) => claims,
             Err(e) => {
@@ -190,16 +250,27 @@ impl Session {
                 return self.error(error.answering(RequestType::Join)).await;
             }
         };
+        let grants = claims.grants.effective();
+        if !e2ee && !grants.may_join_in_clear() {
+            info!(identity = %claims.sub, room = %claims.room, "join refused: e2ee required");
+            let error = ErrorMessage::new(
+                ErrorCode::E2eeRequired,
+                "this room requires end-to-end encryption: join with e2ee, or use a token \
+                 with the plaintext grant",
+            );
+            return self.error(error.answering(RequestType::Join)).await;
+        }
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let ice_servers = self.state.ice_servers_for(&claims);
         let join = Join {
             name: claims.display_name().to_owned(),
             room: claims.room,
             identity: claims.sub,
-            grants: claims.grants.effective(),
+            grants,
             transport,
             ice_servers,
             audience,
+            e2ee,
         };
         match self.state.plane.join(join, events_tx) {
             Ok(participant) => {
@@ -268,5 +339,27 @@ impl Session {
         SinkExt::feed(&mut self.socket, Message::Text(text.into()))
             .await
             .map_err(|e| debug!("websocket send failed: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_e2ee_bucket_allows_a_burst_then_its_rate() {
+        let start = Instant::now();
+        let mut bucket = Bucket::full(start);
+        let taken = (0..2000).filter(|_| bucket.take(start)).count();
+        assert_eq!(taken, 1024, "the burst, at one instant");
+        let later = start + Duration::from_millis(500);
+        let taken = (0..2000).filter(|_| bucket.take(later)).count();
+        assert_eq!(taken, 128, "256 a second");
+        // Idle for long: back to the burst, no more.
+        let much_later = later + Duration::from_secs(3600);
+        let taken = (0..2000).filter(|_| bucket.take(much_later)).count();
+        assert_eq!(taken, 1024);
+        // Time that goes backwards takes nothing and gives nothing.
+        assert!(!bucket.take(start));
     }
 }

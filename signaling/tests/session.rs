@@ -9,7 +9,9 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use prometheus::Registry;
-use protocol::{ErrorCode, ErrorMessage, LeaveReason, ParticipantId, ServerMessage, Transport};
+use protocol::{
+    E2eeData, ErrorCode, ErrorMessage, LeaveReason, ParticipantId, ServerMessage, Transport,
+};
 use protocol::{Join, Request};
 use signaling::{Config, MediaPlane, TokenKey};
 use tokio::net::TcpListener;
@@ -35,6 +37,8 @@ struct Recorder {
     busy: Mutex<bool>,
     /// The transport and ICE server URLs of the last join.
     last_join: Mutex<Option<(Transport, Vec<String>)>>,
+    /// Each join's `e2ee`, in order.
+    e2ee: Mutex<Vec<bool>>,
 }
 
 impl MediaPlane for Recorder {
@@ -59,6 +63,7 @@ impl MediaPlane for Recorder {
             "ICE servers are minted per identity: {urls:?}"
         );
         *self.last_join.lock() = Some((join.transport, urls));
+        self.e2ee.lock().push(join.e2ee);
         self.calls.lock().push(Call::Join(join.room, join.identity));
         let _ = events.try_send(ServerMessage::TrackUnpublished {
             track_id: protocol::TrackId(0),
@@ -154,8 +159,19 @@ fn token(room: &str, identity: &str) -> String {
         .unwrap()
 }
 
+/// A join that says it encrypts, as the client library's does.
 fn join_message(identity: &str) -> String {
-    format!(r#"{{"type":"join","token":"{}"}}"#, token("r", identity))
+    format!(
+        r#"{{"type":"join","token":"{}","e2ee":true}}"#,
+        token("r", identity)
+    )
+}
+
+/// A token for room `r` with these grants (JSON).
+fn token_with(identity: &str, grants: serde_json::Value) -> String {
+    let mut claims = TokenKey::claims("r", identity, None, Duration::from_secs(60));
+    claims.grants = serde_json::from_value(grants).unwrap();
+    TokenKey::new(SECRET).issue(&claims).unwrap()
 }
 
 /// Joins and reads the recorder's first event; returns the participant id.
@@ -475,7 +491,7 @@ async fn the_transport_reaches_the_plane_and_force_tcp_keeps_only_tcp_turn_urls(
     let mut ws = connect(&addr).await;
     send(
         &mut ws,
-        &format!(r#"{{"type":"join","token":"{forced}","transport":"relay"}}"#),
+        &format!(r#"{{"type":"join","token":"{forced}","transport":"relay","e2ee":true}}"#),
     )
     .await;
     assert_eq!(next(&mut ws).await.unwrap()["type"], "track_unpublished");
@@ -487,4 +503,208 @@ async fn the_transport_reaches_the_plane_and_force_tcp_keeps_only_tcp_turn_urls(
         )),
         "force_tcp: only TURN over TCP or TLS"
     );
+}
+
+#[tokio::test]
+async fn a_join_that_may_publish_in_the_clear_needs_the_plaintext_grant() {
+    let (addr, plane) = start(false).await;
+    // Full grants, no e2ee: refused and closed, and the media plane never hears of it.
+    for join in [
+        format!(r#"{{"type":"join","token":"{}"}}"#, token("r", "eve")),
+        format!(
+            r#"{{"type":"join","token":"{}","e2ee":false}}"#,
+            token_with(
+                "eve",
+                serde_json::json!({"publish_video": false, "publish_screen": false})
+            )
+        ),
+    ] {
+        let mut ws = connect(&addr).await;
+        send(&mut ws, &join).await;
+        let msg = next(&mut ws).await.unwrap();
+        assert_eq!(
+            (msg["code"].as_str(), msg["request"].as_str()),
+            (Some("e2ee_required"), Some("join")),
+            "{msg}"
+        );
+        assert!(msg["message"].as_str().unwrap().contains("plaintext grant"));
+        assert!(next(&mut ws).await.is_none(), "socket closed");
+    }
+    assert!(plane.calls.lock().is_empty(), "{:?}", plane.calls.lock());
+
+    // In the clear with the plaintext grant, receive-only, a viewer, or with e2ee: admitted.
+    let joins = [
+        token_with("whip", serde_json::json!({"plaintext": true})),
+        token_with(
+            "listener",
+            serde_json::json!({"publish_audio": false, "publish_video": false, "publish_screen": false}),
+        ),
+        token_with("viewer", serde_json::json!({"role": "viewer"})),
+    ];
+    for token in &joins {
+        let mut ws = connect(&addr).await;
+        send(&mut ws, &format!(r#"{{"type":"join","token":"{token}"}}"#)).await;
+        assert_eq!(next(&mut ws).await.unwrap()["type"], "track_unpublished");
+    }
+    let mut ws = connect(&addr).await;
+    send(&mut ws, &join_message("alice")).await;
+    assert_eq!(next(&mut ws).await.unwrap()["type"], "track_unpublished");
+    assert_eq!(*plane.e2ee.lock(), [false, false, false, true]);
+    let metrics = http_get(&addr, "/metrics").await;
+    assert!(
+        metrics.contains(r#"sfu_signaling_errors_total{code="e2ee_required"} 2"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn e2ee_and_keyframe_messages_reach_the_media_plane() {
+    let (addr, plane) = start(false).await;
+    let (mut ws, id) = joined(&addr, &plane).await;
+    send(&mut ws, r#"{"type":"e2ee","to":7,"data":"opaque-blob"}"#).await;
+    send(&mut ws, r#"{"type":"keyframe","track_id":9}"#).await;
+    let big = format!(r#"{{"type":"e2ee","to":7,"data":"{}"}}"#, "b".repeat(4097));
+    send(&mut ws, &big).await;
+    let msg = next(&mut ws).await.unwrap();
+    assert_eq!(
+        (msg["code"].as_str(), msg["request"].as_str()),
+        (Some("message_too_large"), Some("e2ee"))
+    );
+    let calls = plane.calls.lock().clone();
+    assert_eq!(
+        calls[1..],
+        [
+            Call::Request(
+                id,
+                Request::E2ee {
+                    to: ParticipantId(7),
+                    data: E2eeData::new("opaque-blob")
+                }
+            ),
+            Call::Request(
+                id,
+                Request::Keyframe {
+                    track_id: protocol::TrackId(9)
+                }
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn e2ee_messages_over_the_rate_are_refused_and_the_socket_stays() {
+    let (addr, plane) = start(false).await;
+    let (mut ws, _id) = joined(&addr, &plane).await;
+    let sent = 1400;
+    let started = std::time::Instant::now();
+    for _ in 0..sent {
+        send(&mut ws, r#"{"type":"e2ee","to":7,"data":"k"}"#).await;
+    }
+    let mut limited = 0;
+    let relayed = || {
+        plane
+            .calls
+            .lock()
+            .iter()
+            .filter(|c| matches!(c, Call::Request(_, Request::E2ee { .. })))
+            .count()
+    };
+    // Every message is either relayed or answered `rate_limited`.
+    while relayed() + limited < sent {
+        let msg = next(&mut ws).await.unwrap();
+        assert_eq!(
+            (msg["code"].as_str(), msg["request"].as_str()),
+            (Some("rate_limited"), Some("e2ee")),
+            "{msg}"
+        );
+        limited += 1;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let relayed = relayed();
+    assert!(
+        relayed >= 1024 && relayed as f64 <= 1024.0 + 256.0 * elapsed + 1.0,
+        "a burst of 1024, then 256/s: {relayed} relayed in {elapsed:.2} s"
+    );
+    assert!(limited > 0);
+    // Still open and usable.
+    send(&mut ws, r#"{"type":"mute","track_id":1,"muted":true}"#).await;
+    for _ in 0..200 {
+        if plane
+            .calls
+            .lock()
+            .iter()
+            .any(|c| matches!(c, Call::Request(_, Request::Mute { .. })))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(matches!(
+        plane.calls.lock().last(),
+        Some(Call::Request(_, Request::Mute { .. }))
+    ));
+    let metrics = http_get(&addr, "/metrics").await;
+    assert!(
+        metrics.contains(&format!(
+            r#"sfu_signaling_errors_total{{code="rate_limited"}} {limited}"#
+        )),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn dev_tokens_carry_the_plaintext_grant_only_when_asked() {
+    let (addr, _) = start(true).await;
+    let grants = |body: String| {
+        let json = body.split("\r\n\r\n").nth(1).unwrap().to_string();
+        let token: serde_json::Value = serde_json::from_str(&json).unwrap();
+        TokenKey::new(SECRET)
+            .verify(token["token"].as_str().unwrap())
+            .unwrap()
+            .grants
+    };
+    let plain = grants(http_get(&addr, "/dev/token?room=r&identity=i&plaintext=1").await);
+    assert!(plain.plaintext);
+    let default = grants(http_get(&addr, "/dev/token?room=r&identity=i").await);
+    assert!(!default.plaintext);
+    let off = grants(http_get(&addr, "/dev/token?room=r&identity=i&plaintext=0").await);
+    assert!(!off.plaintext);
+    let bad = http_get(&addr, "/dev/token?room=r&identity=i&plaintext=maybe").await;
+    assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+}
+
+#[tokio::test]
+async fn whip_ingest_needs_the_plaintext_grant_and_whep_does_not() {
+    let (addr, plane) = start(false).await;
+    let post = |path: &'static str, token: String| {
+        let addr = addr.clone();
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let body = "v=0\r\n";
+            let request = format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                 Authorization: Bearer {token}\r\nContent-Type: application/sdp\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(request.as_bytes()).await.unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        }
+    };
+    let refused = post("/whip", token("r", "obs")).await;
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    assert!(
+        refused.contains("e2ee_required") && refused.contains("plaintext grant"),
+        "{refused}"
+    );
+    // Past that check, the offer (which sends nothing) is what is refused.
+    let plaintext = token_with("obs", serde_json::json!({"plaintext": true}));
+    let past = post("/whip", plaintext).await;
+    assert!(past.starts_with("HTTP/1.1 400"), "{past}");
+    let watch = post("/whep", token("r", "player")).await;
+    assert!(watch.starts_with("HTTP/1.1 400"), "{watch}");
+    assert!(plane.calls.lock().is_empty());
 }

@@ -106,6 +106,7 @@ impl Shard {
             identity: join.identity,
             name: join.name,
             role: join.grants.role,
+            e2ee: join.e2ee,
         };
         let room = self.rooms.entry(join.room.clone()).or_default();
         if room.members.is_empty() {
@@ -138,6 +139,7 @@ impl Shard {
                 identity: info.identity.clone(),
                 name: info.name.clone(),
                 grants: join.grants,
+                e2ee: join.e2ee,
                 participants,
                 tracks,
                 ice_servers: join.ice_servers,

@@ -23,6 +23,10 @@ pub struct ShardConfig {
     /// This shard's index and the number of shards, to make track ids unique server-wide.
     pub index: u64,
     pub count: u64,
+    /// Test only: yield a [`ShardOutput::Tap`](super::ShardOutput::Tap) for every RTP
+    /// packet received from a publisher, payload included (`sfu --tap`), so that a test
+    /// can show what the server forwards. Off by default; when off it costs a branch.
+    pub tap: bool,
 }
 
 impl Default for ShardConfig {
@@ -37,6 +41,7 @@ impl Default for ShardConfig {
             last_n: 25,
             index: 0,
             count: 1,
+            tap: false,
         }
     }
 }

@@ -9,6 +9,7 @@ use str0m::rtp::{RtpPacket, RtpWrite, Vp8Descriptor};
 use tracing::debug;
 
 use super::Shard;
+use super::output::{ShardOutput, TapRecord};
 use crate::forwarder::{Decision, DropReason, Select, keyframe_start, select, select_svc};
 use crate::svc::{DdBytes, LayerInfo, parse_dd, vp9_layers};
 
@@ -68,6 +69,19 @@ impl Shard {
             self.counters.drop(DropReason::Undeclared);
             return;
         };
+        if self.config.tap {
+            self.outputs.push_back(ShardOutput::Tap(TapRecord {
+                track_id,
+                participant_id: from,
+                kind: track.info.kind,
+                ssrc,
+                seq: packet.header.sequence_number,
+                ts: packet.header.timestamp,
+                marker: packet.header.marker,
+                rid: track.layers.get(usize::from(layer)).and_then(|l| l.rid),
+                payload: packet.payload.clone(),
+            }));
+        }
         let pt_in = packet.header.payload_type;
         // str0m hands the payload over shared (an `Arc`): every subscriber's write clones
         // the pointer, not the bytes.

@@ -1,13 +1,45 @@
 //! Keyframe requests to publishers: awaited per layer, throttled, repeated until the
 //! keyframe comes.
 
-use protocol::TrackId;
+use protocol::{Kind, ParticipantId, TrackId};
 use str0m::media::KeyframeRequestKind;
 use tracing::debug;
 
 use super::Shard;
 
 impl Shard {
+    /// A participant asked for a keyframe of a track (`keyframe`, after a key change
+    /// say): of the layer it receives, or of every layer its own track sends. Throttled
+    /// and repeated like every request. Tracks it neither receives nor publishes,
+    /// audio and unknown tracks are ignored.
+    pub(super) fn keyframe_asked(&mut self, id: ParticipantId, track_id: TrackId) {
+        let (Some(p), Some(track)) = (self.participants.get(&id), self.tracks.get(&track_id))
+        else {
+            return;
+        };
+        if track.room != p.room || track.info.kind != Kind::Video {
+            return;
+        }
+        if track.info.participant_id == id {
+            // A paused layer sends nothing that could carry a keyframe.
+            let sending: Vec<u8> = (0..track.layers.len() as u8)
+                .filter(|l| !track.layers[usize::from(*l)].paused)
+                .collect();
+            for layer in sending {
+                self.want_keyframe(track_id, layer);
+            }
+            return;
+        }
+        let received = p
+            .subscriptions
+            .iter()
+            .find(|(_, s)| s.track_id() == track_id)
+            .and_then(|(_, s)| s.current.or(s.target));
+        if let Some(layer) = received {
+            self.want_keyframe(track_id, layer);
+        }
+    }
+
     /// Marks a layer of `track_id` as awaiting a keyframe and asks its publisher now if
     /// the throttle allows (otherwise a later tick does, until the keyframe arrives).
     pub(super) fn want_keyframe(&mut self, track_id: TrackId, layer: u8) {

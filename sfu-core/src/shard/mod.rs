@@ -27,7 +27,8 @@
 //! | `allocation.rs` | layers chosen per subscription within the subscriber's estimate |
 //! | `loss.rs` | the loss-based estimate of receive-only participants |
 //! | `announce.rs` | which layers publishers are told to send (the rest pause) |
-//! | `keyframes.rs` | keyframe requests: awaited, throttled, repeated |
+//! | `keyframes.rs` | keyframe requests: awaited, throttled, repeated; asked by clients |
+//! | `relay.rs` | `e2ee` messages relayed within a room; the reserve of the event queue |
 //! | `rtc.rs` | draining a participant's `Rtc`: transmits, deadlines, events |
 //! | `forward.rs` | the hot path: one RTP packet to every subscriber that receives it |
 //! | `pacing.rs` | the rate viewers' pacers release at |
@@ -56,6 +57,7 @@ mod output;
 mod pacing;
 mod participant;
 mod publication;
+mod relay;
 mod room;
 mod rtc;
 mod shown;
@@ -82,7 +84,8 @@ use tracing::{debug, info};
 pub use config::ShardConfig;
 pub use ice::{LocalCandidates, shard_of_ufrag};
 pub use negotiation::follow_offer_codec_order;
-pub use output::{Counters, ShardOutput};
+pub use output::{Counters, ShardOutput, TapRecord};
+pub use relay::{RELAY_RESERVE, RelayDrop, relay_fits};
 
 use crate::forwarder::DropReason;
 use ice::Remote;
@@ -175,6 +178,8 @@ impl Shard {
                     self.apply_subscribe(id, &subscribe);
                 }
             }
+            Request::E2ee { to, data } => self.relay(id, to, data),
+            Request::Keyframe { track_id } => self.keyframe_asked(id, track_id),
         }
     }
 

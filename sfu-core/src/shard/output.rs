@@ -2,11 +2,15 @@
 //! deadline; and the counters the driver reads into its metrics.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
-use protocol::{ParticipantId, ServerMessage};
+use protocol::{Kind, ParticipantId, ServerMessage, TrackId};
+use str0m::media::Rid;
 use str0m::net::{Protocol, Transmit};
+use str0m::rtp::Ssrc;
 
+use super::relay::RelayDrop;
 use crate::forwarder::DropReason;
 
 /// What the driver must do next.
@@ -16,10 +20,34 @@ pub enum ShardOutput {
     Transmit(Transmit),
     /// Deliver a message to a participant's signaling session.
     Signal(ParticipantId, ServerMessage),
+    /// Deliver a message another client sent it (`e2ee`), only if its signaling queue
+    /// keeps its reserve free after it ([`relay_fits`](super::relay_fits)); otherwise
+    /// drop it and count [`RelayDrop::QueueReserve`]. Never a reason to remove it.
+    Relay(ParticipantId, ServerMessage),
     /// The participant is gone: drop its signaling queue so its socket closes.
     Closed(ParticipantId),
+    /// Test only ([`ShardConfig::tap`](super::ShardConfig::tap)): an RTP packet as a
+    /// publisher sent it, to record.
+    Tap(TapRecord),
     /// Nothing more to do before this instant (or before the next input).
     Timeout(Instant),
+}
+
+/// One RTP packet received from a publisher, as the test-only tap records it.
+#[derive(Debug, Clone)]
+pub struct TapRecord {
+    pub track_id: TrackId,
+    pub participant_id: ParticipantId,
+    pub kind: Kind,
+    pub ssrc: Ssrc,
+    /// The RTP header's sequence number and timestamp, as sent.
+    pub seq: u16,
+    pub ts: u32,
+    pub marker: bool,
+    /// Its simulcast layer; `None` for a single stream.
+    pub rid: Option<Rid>,
+    /// The RTP payload (shared with the forwarded packets, not copied).
+    pub payload: Arc<[u8]>,
 }
 
 /// Plain counters, read and reset by the driver to feed the metrics.
@@ -46,11 +74,19 @@ pub struct Counters {
     pub dd_read: u64,
     pub dd_unreadable: u64,
     pub drops: [u64; DropReason::ALL.len()],
+    /// `e2ee` messages delivered to their recipient's queue, and those dropped, by reason
+    /// (the driver counts both: it delivers them).
+    pub e2ee_relays: u64,
+    pub e2ee_relays_dropped: [u64; RelayDrop::ALL.len()],
 }
 
 impl Counters {
     pub fn drop(&mut self, reason: DropReason) {
         self.drops[reason.index()] += 1;
+    }
+
+    pub fn drop_relay(&mut self, reason: RelayDrop) {
+        self.e2ee_relays_dropped[reason.index()] += 1;
     }
 }
 

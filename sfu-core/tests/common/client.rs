@@ -41,6 +41,10 @@ pub struct Client {
     pub id: ParticipantId,
     /// Whether the network still carries its packets.
     pub online: bool,
+    /// Its signaling session reads its event queue as fast as messages come; when not,
+    /// `queued` of them wait there (see [`EVENT_QUEUE`](super::EVENT_QUEUE)).
+    pub reading: bool,
+    pub queued: usize,
     pub inbox: Vec<ServerMessage>,
     pub pending: Option<SdpPendingOffer>,
     pub publish: Vec<(Mid, Source)>,

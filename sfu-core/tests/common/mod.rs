@@ -12,7 +12,7 @@
 //! (`Svc::Dd`) by a dependency descriptor over a payload the server cannot read, as an
 //! end-to-end encrypting client's.
 
-#![allow(dead_code)] // Each test crate uses part of the harness.
+#![allow(dead_code, unused_imports)] // Each test crate uses part of the harness.
 
 mod assertions;
 mod client;

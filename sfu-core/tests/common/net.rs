@@ -5,12 +5,14 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use protocol::{
-    Grants, Join, Kind, ParticipantId, Publish, Request, ServerMessage, Source, Subscribe, TrackId,
-    TrackQuality, Transport,
+    Grants, Join, Kind, LeaveReason, ParticipantId, Publish, Request, ServerMessage, Source,
+    Subscribe, TrackId, TrackQuality, Transport,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use sfu_core::shard::{LocalCandidates, Shard, ShardConfig, ShardOutput};
+use sfu_core::shard::{
+    LocalCandidates, RelayDrop, Shard, ShardConfig, ShardOutput, TapRecord, relay_fits,
+};
 use str0m::change::SdpAnswer;
 use str0m::media::{Direction, MediaKind, Mid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive, TcpType};
@@ -22,6 +24,11 @@ use super::*;
 pub(crate) const SERVER: &str = "192.0.2.1:16384";
 
 pub const STEP: Duration = Duration::from_millis(5);
+
+/// The bound of a participant's event queue between the core and its signaling session
+/// (signaling's `EVENT_QUEUE`), as the driver applies it: a signal that finds it full gets
+/// the participant removed; a relay is delivered only while [`relay_fits`].
+pub const EVENT_QUEUE: usize = 1024;
 
 /// The shard and its clients on a virtual network (lossless unless a link says otherwise).
 pub struct Net {
@@ -37,6 +44,13 @@ pub struct Net {
     deadline: Instant,
     /// The next join asks to hear of the rest of the audience (`join.audience`).
     pub join_audience: bool,
+    /// The next join says it sends frames in the clear (`join.e2ee` false); others
+    /// say they encrypt.
+    pub join_in_clear: bool,
+    /// The room of the next join; `room` when `None`.
+    pub join_room: Option<String>,
+    /// What the shard's tap recorded (with `ShardConfig::tap`).
+    pub tapped: Vec<TapRecord>,
     /// The longest run of datagrams the shard sent one address at one instant, one after
     /// the other: how long everyone else's waited behind it (its driver sends them in
     /// this order).
@@ -59,6 +73,9 @@ impl Net {
             step: 0,
             deadline: now,
             join_audience: false,
+            join_in_clear: false,
+            join_room: None,
+            tapped: Vec::new(),
             longest_run: HashMap::new(),
             run: None,
         }
@@ -128,6 +145,8 @@ impl Net {
             rtc,
             id,
             online: true,
+            reading: true,
+            queued: 0,
             inbox: Vec::new(),
             pending: None,
             publish: Vec::new(),
@@ -147,7 +166,7 @@ impl Net {
             slot_messages: 0,
         });
         let join = Join {
-            room: "room".into(),
+            room: self.join_room.take().unwrap_or_else(|| "room".into()),
             identity: name.into(),
             name: name.to_uppercase(),
             grants,
@@ -158,6 +177,7 @@ impl Net {
                 credential: Some("pw".into()),
             }],
             audience: std::mem::take(&mut self.join_audience),
+            e2ee: !std::mem::take(&mut self.join_in_clear),
         };
         let available = LocalCandidates {
             udp: vec![Net::server()],
@@ -324,11 +344,36 @@ impl Net {
                         // One input, then drain: str0m keeps one pending RTP packet.
                         drain_client(c, &mut to_server);
                     }
+                    ShardOutput::Relay(id, message) => {
+                        moved = true;
+                        let Some(c) = self.clients.iter_mut().find(|c| c.id == id) else {
+                            self.shard.counters.drop_relay(RelayDrop::Gone);
+                            continue;
+                        };
+                        if !c.reading && !relay_fits(EVENT_QUEUE - c.queued) {
+                            self.shard.counters.drop_relay(RelayDrop::QueueReserve);
+                            continue;
+                        }
+                        if !c.reading {
+                            c.queued += 1;
+                        }
+                        self.shard.counters.e2ee_relays += 1;
+                        c.inbox.push(message);
+                    }
                     ShardOutput::Signal(id, message) => {
                         moved = true;
                         let Some(c) = self.clients.iter_mut().find(|c| c.id == id) else {
                             continue;
                         };
+                        if !c.reading {
+                            if c.queued == EVENT_QUEUE {
+                                // What the driver does with a participant that cannot
+                                // keep up: removes it.
+                                self.shard.remove(self.now, id, LeaveReason::Error);
+                                continue;
+                            }
+                            c.queued += 1;
+                        }
                         if let ServerMessage::Layers { track_id, active } = &message {
                             c.sending.insert(*track_id, active.clone());
                         }
@@ -360,6 +405,7 @@ impl Net {
                         c.inbox.push(message);
                     }
                     ShardOutput::Closed(id) => self.closed.push(id),
+                    ShardOutput::Tap(record) => self.tapped.push(record),
                     ShardOutput::Timeout(at) => {
                         self.deadline = at;
                         break;

@@ -8,6 +8,9 @@
 //! (the server is ICE-lite: it learns the client's addresses from its checks); an ICE
 //! restart is refused with `422`.
 //!
+//! WHIP ingest sends frames as the tool encoded them, unencrypted: it needs a token with
+//! the `plaintext` grant (`403` otherwise). WHEP only receives and needs none.
+//!
 //! A WHIP session publishes its audio m-line as the microphone and its first video m-line
 //! as the screen (`?video=camera` for a camera), a second video m-line as the other one.
 //! A WHEP session's video m-lines carry the room's screens first, then cameras, its audio

@@ -85,6 +85,13 @@ async fn open(
                     "forbidden: the token grants no publishing (a viewer's?)",
                 ));
             }
+            if !grants.plaintext {
+                return Err(refused(
+                    StatusCode::FORBIDDEN,
+                    "e2ee_required: WHIP ingest sends frames unencrypted, and this room \
+                     requires end-to-end encryption: use a token with the plaintext grant",
+                ));
+            }
             match whip_publish(&lines, query.video.unwrap_or(VideoSource::Screen)) {
                 Ok(publish) => (publish, None),
                 Err(message) => return Err(refused(StatusCode::BAD_REQUEST, message)),
@@ -118,6 +125,8 @@ async fn open(
         transport: Transport::Auto,
         ice_servers: ice_servers.clone(),
         audience: false,
+        // WHIP ingest sends frames as the tool encodes them; WHEP sends nothing.
+        e2ee: false,
     };
     let participant = match state.app.plane.join(join, events_tx) {
         Ok(participant) => participant,

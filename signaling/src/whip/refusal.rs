@@ -41,12 +41,13 @@ impl IntoResponse for Refused {
 pub(super) fn plane_error(e: &ErrorMessage) -> Refused {
     let status = match e.code {
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::Forbidden | ErrorCode::E2eeRequired => StatusCode::FORBIDDEN,
         ErrorCode::BadRequest | ErrorCode::BadSdp | ErrorCode::UnknownType => {
             StatusCode::BAD_REQUEST
         }
         ErrorCode::MessageTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::RoomFull | ErrorCode::ServerBusy => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::NotJoined | ErrorCode::AlreadyJoined | ErrorCode::Internal => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
