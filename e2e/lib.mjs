@@ -256,7 +256,7 @@ export class Participant {
     await page.fill('#name', this.name);
     await page.click('#join');
     // With a secret configured /dev/token is 404: the page asks for a token.
-    await page.waitForSelector('#token-field:not([hidden])', { timeout: 10000 });
+    await page.waitForSelector('#token-field:not([hidden])', { timeout: 20000 });
     await page.fill('#token', tokenFor(room, this.name, grants ? { grants } : {}));
     // Start watching for the first decoded remote video frame before joining.
     const firstFrame = expectVideoFrom ? page.evaluate(firstFrameProbe, 30000) : null;

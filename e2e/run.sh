@@ -26,6 +26,8 @@ HTTP_PORT=${E2E_HTTP_PORT:-8080}
 export SFU_URL="http://$SRV_ADDR:$HTTP_PORT"
 export SFU_SECRET=${SFU_SECRET:-e2e-test-secret-$RANDOM$RANDOM}
 export E2E_LOG=${E2E_LOG:-$(mktemp /tmp/sfu-e2e-server.XXXXXX.log)}
+# The server's test-only tap of what publishers send, in the E2EE suite's rooms only.
+export E2E_TAP=${E2E_TAP:-$(mktemp /tmp/sfu-e2e-tap.XXXXXX.jsonl)}
 TEST_TIMEOUT=${E2E_TIMEOUT:-1800}
 TLS_PORT=5349
 export E2E_TURN_TLS_PORT=$TLS_PORT
@@ -46,6 +48,7 @@ SERVER_PID=
 CERT_DIR=$(mktemp -d /tmp/sfu-e2e-cert.XXXXXX)
 cleanup() {
     rm -rf "$CERT_DIR"
+    rm -f "$E2E_TAP" # test media, not kept
     if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
         kill -TERM "$SERVER_PID" 2>/dev/null || true
         for _ in $(seq 1 50); do
@@ -76,6 +79,7 @@ SFU_LOG=${SFU_LOG:-${RUST_LOG:-info}} ip netns exec sfu-srv "$SFU_BIN" \
     --tcp-port 16384 \
     --turn-tls-listen "$SRV_ADDR:$TLS_PORT" --turn-tls-host "$SRV_ADDR" \
     --turn-cert "$CERT_DIR/cert.pem" --turn-key "$CERT_DIR/key.pem" \
+    --tap "$E2E_TAP" --tap-rooms e2e-e2ee- \
     >"$E2E_LOG" 2>&1 &
 SERVER_PID=$!
 

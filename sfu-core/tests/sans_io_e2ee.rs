@@ -328,9 +328,13 @@ fn a_publisher_may_ask_for_its_own_keyframe_and_nothing_else_is_asked() {
 #[test]
 fn the_tap_records_every_packet_publishers_send_payload_and_all() {
     let mut net = Net::new(ShardConfig {
-        tap: true,
+        tap: Some("ro".into()),
         ..ShardConfig::default()
     });
+    // Carol's room does not start with the prefix: the tap leaves it out.
+    net.join_room = Some("elsewhere".into());
+    let carol = net.join("carol", everyone());
+    net.negotiate_layers(carol, &[(Source::Microphone, &[])]);
     let alice = net.join("alice", everyone());
     net.negotiate_layers(
         alice,
@@ -350,7 +354,7 @@ fn the_tap_records_every_packet_publishers_send_payload_and_all() {
     assert!(!net.tapped.is_empty());
     let mut rids = Vec::new();
     for r in &net.tapped {
-        assert_eq!(r.participant_id, alice_id, "only alice publishes");
+        assert_eq!(r.participant_id, alice_id, "only alice publishes in a tapped room");
         assert!(r.track_id == microphone || r.track_id == camera);
         assert_eq!(r.kind == Kind::Audio, r.track_id == microphone);
         // Each payload as alice sent it: it ends in her own sequence number.

@@ -243,6 +243,10 @@ pub struct ServeArgs {
     /// payload included, to FILE (at most 200 000 lines). Hidden: it records media.
     #[arg(long, hide = true, value_name = "FILE")]
     pub tap: Option<PathBuf>,
+    /// Test only, with `--tap`: record only the rooms whose name starts with PREFIX (a
+    /// test suite's), so that one tap serves a whole run without filling up.
+    #[arg(long, hide = true, value_name = "PREFIX", default_value = "")]
+    pub tap_rooms: String,
 
     /// Run the embedded TURN relay, for clients that cannot reach the media ports.
     #[arg(long, env = "SFU_TURN", default_value_t = true, action = clap::ArgAction::Set)]

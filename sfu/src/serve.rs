@@ -77,7 +77,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 loudest_threshold: args.loudest_threshold,
                 loudest_n: args.loudest_n,
                 last_n: args.last_n,
-                tap: tap.is_some(),
+                tap: tap.is_some().then(|| args.tap_rooms.clone()),
                 ..ShardConfig::default()
             },
             tap,

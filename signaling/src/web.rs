@@ -31,6 +31,7 @@ macro_rules! asset {
 /// the modules it imports from `/client/`), the demo page's script and its styles.
 pub const ASSETS: &[Asset] = &[
     asset!("client.js", JAVASCRIPT),
+    asset!("client/audio-watch.js", JAVASCRIPT),
     asset!("client/e2ee.js", JAVASCRIPT),
     asset!("client/e2ee-keys.js", JAVASCRIPT),
     asset!("client/e2ee-layout.js", JAVASCRIPT),

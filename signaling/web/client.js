@@ -66,7 +66,9 @@
 // negotiation.js (offers and answers), mlines.js (transceivers), publishing.js (local
 // tracks, simulcast and SVC), layers.js (the server's `layers`), room.js (participants and
 // remote tracks), slots.js, view.js, fallback.js (the peer connection, TURN/TCP fallback),
-// stats.js, error.js. They report back through _emit, _reportError and _teardown.
+// stats.js, error.js; e2ee.js (end-to-end encryption, with e2ee-keys.js, e2ee-layout.js,
+// sframe.js and the worker e2ee-worker.js) and audio-watch.js. They report back through
+// _emit, _reportError and _teardown.
 
 import { E2ee } from './client/e2ee.js';
 import { CallError } from './client/error.js';
@@ -182,9 +184,12 @@ export class Call extends EventTarget {
     this._wantNegotiation = false;
     this._negotiating = null; // Promise of the running negotiation loop
     // Every transceiver of the connection is in exactly one of these two maps, for the
-    // call's lifetime; the value is null while it is idle (`inactive`, reusable).
+    // call's lifetime (or, rarely, retired: see below); the value is null while it is
+    // idle (`inactive`, reusable).
     this._sendTransceivers = new Map(); // RTCRtpTransceiver -> source | null
     this._recvTransceivers = new Map(); // RTCRtpTransceiver -> track_id | null
+    // Receiving m-lines taken out of use for good (./client/audio-watch.js): inactive.
+    this._retiredTransceivers = new Set();
     // With slots: the slot transceivers, in offer order, and the track on each mid.
     this._slotTransceivers = [];
     this._slotTrack = new Map(); // mid -> track_id

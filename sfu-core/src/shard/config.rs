@@ -25,8 +25,10 @@ pub struct ShardConfig {
     pub count: u64,
     /// Test only: yield a [`ShardOutput::Tap`](super::ShardOutput::Tap) for every RTP
     /// packet received from a publisher, payload included (`sfu --tap`), so that a test
-    /// can show what the server forwards. Off by default; when off it costs a branch.
-    pub tap: bool,
+    /// can show what the server forwards; only of rooms whose name starts with this
+    /// prefix (`sfu --tap-rooms`; empty: every room). Off by default; when off it costs a
+    /// branch.
+    pub tap: Option<String>,
 }
 
 impl Default for ShardConfig {
@@ -41,7 +43,7 @@ impl Default for ShardConfig {
             last_n: 25,
             index: 0,
             count: 1,
-            tap: false,
+            tap: None,
         }
     }
 }

@@ -69,7 +69,9 @@ impl Shard {
             self.counters.drop(DropReason::Undeclared);
             return;
         };
-        if self.config.tap {
+        if let Some(prefix) = &self.config.tap
+            && p.room.starts_with(prefix.as_str())
+        {
             self.outputs.push_back(ShardOutput::Tap(TapRecord {
                 track_id,
                 participant_id: from,

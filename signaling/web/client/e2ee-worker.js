@@ -50,6 +50,10 @@ const missingReported = new Map(); // `${sender}/${kid}` -> time reported
 const stats = {
   encrypted: 0, decrypted: 0, undecryptable: 0, noKey: 0, malformed: 0, authFailed: 0,
   sendDropped: 0, plaintextPassed: 0, bytesAdded: 0, kid: null,
+  // Frames in by side and kind, whatever became of them.
+  sentAudio: 0, sentVideo: 0, receivedAudio: 0, receivedVideo: 0,
+  // Frames opened, by receiver id (./audio-watch.js tells a stuck receiver by them).
+  openedBy: {},
 };
 
 self.onmessage = async ({ data }) => {
@@ -102,7 +106,7 @@ self.onrtctransform = ({ transformer }) => {
 };
 
 setInterval(() => {
-  self.postMessage({ op: 'stats', stats: { ...stats } });
+  self.postMessage({ op: 'stats', stats: { ...stats, openedBy: { ...stats.openedBy } } });
   if (hashes.plain.length || hashes.sealed.length) {
     self.postMessage({ op: 'hashes', ...hashes });
     hashes = { plain: [], sealed: [] };
@@ -121,6 +125,7 @@ function run(options, readable, writable) {
 }
 
 async function sealFrame(frame, controller, options) {
+  stats[options.kind === 'audio' ? 'sentAudio' : 'sentVideo']++;
   const data = new Uint8Array(frame.data);
   if (data.length === 0) { controller.enqueue(frame); return; }
   if (!sendKey) { stats.sendDropped++; return; }
@@ -139,10 +144,12 @@ async function sealFrame(frame, controller, options) {
 }
 
 async function openFrame(frame, controller, options) {
+  stats[options.kind === 'audio' ? 'receivedAudio' : 'receivedVideo']++;
   const data = new Uint8Array(frame.data);
   if (data.length === 0) { controller.enqueue(frame); return; }
   if (plaintextReceivers.has(options.id)) {
     stats.plaintextPassed++;
+    stats.openedBy[options.id] = (stats.openedBy[options.id] || 0) + 1;
     controller.enqueue(frame);
     return;
   }
@@ -159,6 +166,7 @@ async function openFrame(frame, controller, options) {
     const plain = await open(key, data, clear, header);
     frame.data = plain.buffer;
     stats.decrypted++;
+    stats.openedBy[options.id] = (stats.openedBy[options.id] || 0) + 1;
     controller.enqueue(frame);
   } catch (err) {
     fail('authFailed');

@@ -107,6 +107,13 @@ export class E2ee {
     return codecs.filter((c) => !/^video\/h264$/i.test(c.mimeType));
   }
 
+  /** Frames opened so far on the receiver of `transceiver` (null: no transform on it). */
+  openedOn(transceiver) {
+    const options = this._attached.get(transceiver.receiver);
+    if (!options) return null;
+    return (this.stats.openedBy && this.stats.openedBy[options.id]) || 0;
+  }
+
   /** The payload types of an SDP's video codecs, for the worker's clear-byte rules. */
   onDescription(sdp) {
     if (!this.enabled) return;

@@ -110,6 +110,7 @@ async function fallBack(call, why) {
   call._localOps = [];
   call._sendTransceivers = new Map();
   call._recvTransceivers = new Map();
+  call._retiredTransceivers = new Set();
   call._slotTransceivers = [];
   call._slotTrack = new Map();
   call._slotsOn = slotsFromStart(call);

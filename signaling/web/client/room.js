@@ -1,6 +1,7 @@
 // Room state as the server reports it: the join's result, participants, the others'
 // tracks and the per-track m-line (transceiver) that receives each.
 
+import { watchAudio } from './audio-watch.js';
 import { createPeerConnection, tcpOnly } from './fallback.js';
 import { idleTransceiver, negotiateDependencyDescriptor, receiving } from './mlines.js';
 import { negotiateInBackground } from './negotiation.js';
@@ -31,6 +32,7 @@ export function onJoined(call, msg) {
   call._state = 'joined';
   createPeerConnection(call);
   call.e2ee.onJoined(msg);
+  watchAudio(call);
   // A new session (the first, or a fallback rejoin) starts from the default view.
   call._viewSentKey = DEFAULT_VIEW_KEY;
   sendView(call);
