@@ -150,11 +150,12 @@ pub struct E2eeCounts {
     pub encrypted: u64,
     /// Frames it received whole and decrypted (or, in a plaintext run, read).
     pub decrypted: u64,
-    /// Received frames of a sender whose key had not come yet (or that no key it holds
-    /// decrypts while some publisher's key has not come: a slot's new track, whose
-    /// sender it cannot tell).
+    /// Received frames of a sender whose key had not come yet, or that no key it holds
+    /// decrypts while it cannot tell their sender (a slot's new track, announced after
+    /// its first packets) or some publisher's key has not come.
     pub no_key: u64,
-    /// Received frames that did not decrypt with any key it holds: never, if all works.
+    /// Received frames of a sender whose key it holds that did not decrypt with any key,
+    /// while no publisher's key was missing: never, if all works.
     pub failed: u64,
     /// Video frames that lost a packet on the way, not tried.
     pub incomplete: u64,
@@ -256,7 +257,10 @@ impl Crypt {
                 Err(e) => error = e,
             }
         }
-        if error == FrameError::NoKey || waiting(self) {
+        // Undecryptable only if it came from a sender whose key it holds while no key is
+        // missing: media may overtake the signaling that announces its track, its slot
+        // or its key.
+        if error == FrameError::NoKey || first.is_none() || waiting(self) {
             self.counts.no_key += 1;
         } else {
             self.counts.failed += 1;
@@ -399,6 +403,12 @@ mod tests {
             (bob.counts.failed, bob.counts.no_key),
             (0, 2),
             "while a key is missing, maybe that one's"
+        );
+        assert_eq!(bob.open(Codec::Vp8, None, &altered, |_| false), None);
+        assert_eq!(
+            (bob.counts.failed, bob.counts.no_key),
+            (0, 3),
+            "from a sender it cannot tell"
         );
         assert_eq!(bob.open(Codec::Vp8, Some(11), &altered, |_| false), None);
         assert_eq!(bob.counts.failed, 1);
