@@ -54,7 +54,8 @@ const http = (path, { method = 'POST', token, type, body, headers = {} } = {}) =
 
 describe('WHIP and WHEP with GStreamer', { timeout: 600000 }, () => {
   const room = `e2e-whip-${RUN}`;
-  const gusToken = tokenFor(room, 'Gus', { grants: PRESENTER });
+  // WHIP ingest is plaintext: its token needs the plaintext grant.
+  const gusToken = tokenFor(room, 'Gus', { grants: { ...PRESENTER, plaintext: true } });
   const vicky = new Participant('Vicky'); // Chromium viewer
   const { step, failed } = steps();
   let presenter = null;
@@ -88,6 +89,9 @@ describe('WHIP and WHEP with GStreamer', { timeout: 600000 }, () => {
     r = await http('/whip', { type: 'application/sdp', body: offer, token: tokenFor(room, 'Vera', { grants: VIEWER }) });
     assert.equal(r.status, 403, "a viewer's WHIP");
     assert.match(await r.text(), /forbidden/);
+    r = await http('/whip', { type: 'application/sdp', body: offer, token: tokenFor(room, 'Gus', { grants: PRESENTER }) });
+    assert.equal(r.status, 403, 'WHIP without the plaintext grant');
+    assert.match(await r.text(), /e2ee_required/);
     r = await http('/whip', { type: 'text/plain', body: offer, token: gusToken });
     assert.equal(r.status, 415, 'not application/sdp');
     r = await http('/whep', { type: 'application/sdp', body: offer, token: tokenFor(room, 'Vera', { grants: VIEWER }) });

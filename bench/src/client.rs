@@ -1,8 +1,10 @@
 //! One simulated client: our real signaling over a WebSocket and real WebRTC (str0m:
 //! ICE, DTLS-SRTP, RTCP) over its own UDP socket. It publishes synthetic audio and video
-//! (VP8 payload descriptors, simulcast layers) whose payloads carry a send timestamp,
-//! subscribes to what it is told to, and records what it receives: packets, sequence
-//! gaps, forwarding latency, first-media time.
+//! (VP8 frames, simulcast layers) whose frames carry a send timestamp, encrypted end to
+//! end as a browser's are unless the run is `--plaintext` (keys handed to the others in
+//! `e2ee` messages), subscribes to what it is told to, and records what it receives:
+//! packets, sequence gaps, forwarding latency, first-media time, frames it could not
+//! decrypt.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,20 +24,13 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio_tungstenite::tungstenite::Message;
 
-/// Marks our synthetic payloads: magic, then the send time in ns since the run's epoch.
-/// Audio payloads start with it; video payloads carry it after the VP8 descriptor.
-const MAGIC: u32 = 0x5346_5542; // "SFUB"
-/// The stamp: magic and send time.
-const STAMP: usize = 12;
-/// What a video packet carries before the stamp: the VP8 payload descriptor (4 bytes)
-/// and the VP8 payload header byte.
-const VP8_HEADER: usize = 5;
+use crate::e2ee::Codec as FrameCodec;
+use crate::frames::{Assembly, Crypt, E2eeCounts, audio_frame, vp8_frame, vp8_packets};
+
 /// The rids of the simulcast layers, lowest quality first (as the web client names them).
 pub const RIDS: [&str; 3] = ["q", "h", "f"];
 /// Receive buffer asked for per client socket.
 const SOCKET_BUFFER: usize = 1024 * 1024;
-/// Largest video packet payload.
-const MTU_PAYLOAD: usize = 1100;
 
 /// What one client publishes and receives.
 #[derive(Debug, Clone)]
@@ -87,6 +82,8 @@ pub struct Shared {
     pub measure_from: Instant,
     /// Until when the clients run.
     pub until: Instant,
+    /// Clients join with `e2ee` and encrypt every frame (not `--plaintext`).
+    pub e2ee: bool,
 }
 
 /// What a client measured.
@@ -118,8 +115,11 @@ pub struct Stats {
     pub window_audio_keyframe_requests: u64,
     /// Of those, the ones per simulcast layer (lowest first).
     pub window_layer_keyframe_requests: [u64; RIDS.len()],
-    /// Forwarding latency (send to receive), microseconds.
+    /// Forwarding latency (send to receive), microseconds, of every packet of the frames
+    /// it received whole (and decrypted).
     pub latency_us: Histogram<u64>,
+    /// Frames encrypted, decrypted, and those that were not.
+    pub e2ee: E2eeCounts,
     pub error: Option<String>,
 }
 
@@ -142,6 +142,7 @@ impl Stats {
             window_audio_keyframe_requests: 0,
             window_layer_keyframe_requests: [0; RIDS.len()],
             latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
+            e2ee: E2eeCounts::default(),
             error: None,
         }
     }
@@ -210,7 +211,11 @@ async fn session(
     let (mut ws, _) = tokio_tungstenite::connect_async(shared.ws_url.as_str())
         .await
         .context("WebSocket")?;
-    send(&mut ws, json!({"type": "join", "token": token})).await?;
+    send(
+        &mut ws,
+        json!({"type": "join", "token": token, "e2ee": shared.e2ee}),
+    )
+    .await?;
     let joined = loop {
         let m = next(&mut ws)
             .await?
@@ -237,8 +242,25 @@ async fn session(
             announced.push((id, kind));
         }
     };
+    // Who publishes each track: a received frame is decrypted with its sender's key.
+    let mut owners: HashMap<u64, u64> = HashMap::new();
+    let note_owner = |t: &Value, owners: &mut HashMap<u64, u64>| {
+        if let (Some(t), Some(p)) = (t["track_id"].as_u64(), t["participant_id"].as_u64()) {
+            owners.insert(t, p);
+        }
+    };
     for t in joined["tracks"].as_array().into_iter().flatten() {
         note_track(t, &mut announced);
+        note_owner(t, &mut owners);
+    }
+    // Our key to everyone already here; newcomers get it when they are announced.
+    let mut crypt = Crypt::new(shared.e2ee, role.audio || role.publishes_video())?;
+    if let Some(key) = crypt.key_message() {
+        for p in joined["participants"].as_array().into_iter().flatten() {
+            if let Some(id) = p["participant_id"].as_u64() {
+                send(&mut ws, json!({"type": "e2ee", "to": id, "data": key})).await?;
+            }
+        }
     }
 
     let socket = UdpSocket::bind("127.0.0.1:0").await?;
@@ -280,6 +302,13 @@ async fn session(
         send(&mut ws, message).await?;
     }
     let mut offer_in_flight = pending.is_some();
+    // The track each receiving m-line carries: from our subscriptions, or the server's
+    // `slots` messages.
+    let mut mid_tracks: HashMap<Mid, u64> = subscribed.iter().map(|(t, m)| (*m, *t)).collect();
+    let mut assemblies: HashMap<Ssrc, Assembly> = HashMap::new();
+    // Video tracks whose frames came before their sender's key, by sender: a keyframe is
+    // asked for when the key comes.
+    let mut key_wanted: HashMap<u64, Vec<u64>> = HashMap::new();
 
     let mut outgoing: Vec<Outgoing> = Vec::new();
     let mut tracks: HashMap<Ssrc, SeqTrack> = HashMap::new();
@@ -333,12 +362,63 @@ async fn session(
                     t.received += 1;
                     t.highest = t.highest.max(seq);
                     t.first = t.first.min(seq);
-                    if at >= shared.measure_from
-                        && let Some(sent) = sent_at(&p.payload)
+                    // The frame this packet completes, decrypted: its send time.
+                    let pt = p.header.payload_type;
+                    let codec = rtc
+                        .codec_config()
+                        .params()
+                        .iter()
+                        .find(|x| x.pt() == pt)
+                        .map(|x| x.spec().codec);
+                    let track = rtc
+                        .direct_api()
+                        .stream_rx(&p.header.ssrc)
+                        .and_then(|rx| mid_tracks.get(&rx.mid()))
+                        .copied();
+                    let sender = track.and_then(|t| owners.get(&t)).copied();
+                    let no_key = crypt.counts.no_key;
+                    // When no key decrypts a frame: is a publisher's key still to come?
+                    let waiting = |c: &Crypt| owners.values().any(|o| *o != me && !c.knows(*o));
+                    let (sent, arrivals) = match codec {
+                        Some(Codec::Opus) => (
+                            crypt.open(FrameCodec::Opus, sender, &p.payload, waiting),
+                            std::slice::from_ref(&at),
+                        ),
+                        Some(Codec::Vp8) => {
+                            let assembly = assemblies.entry(p.header.ssrc).or_default();
+                            let sent = assembly
+                                .push(
+                                    seq,
+                                    p.header.timestamp,
+                                    p.header.marker,
+                                    &p.payload,
+                                    at,
+                                    &mut crypt.counts.incomplete,
+                                )
+                                .and_then(|frame| {
+                                    crypt.open(FrameCodec::Vp8, sender, frame, waiting)
+                                });
+                            (sent, &assembly.arrivals[..])
+                        }
+                        _ => (None, &[][..]),
+                    };
+                    // A video frame that came before its sender's key: as a browser does,
+                    // ask for a keyframe once the key is there.
+                    if crypt.counts.no_key > no_key
+                        && codec == Some(Codec::Vp8)
+                        && let (Some(track), Some(sender)) = (track, sender)
                     {
-                        let now_ns = at.duration_since(shared.epoch).as_nanos() as u64;
-                        let us = now_ns.saturating_sub(sent) / 1000;
-                        let _ = stats.latency_us.record(us.max(1));
+                        let tracks = key_wanted.entry(sender).or_default();
+                        if !tracks.contains(&track) {
+                            tracks.push(track);
+                        }
+                    }
+                    if let Some(sent) = sent {
+                        for arrived in arrivals.iter().filter(|a| **a >= shared.measure_from) {
+                            let ns = arrived.duration_since(shared.epoch).as_nanos() as u64;
+                            let us = ns.saturating_sub(sent) / 1000;
+                            let _ = stats.latency_us.record(us.max(1));
+                        }
                     }
                 }
                 Output::Event(Event::KeyframeRequest(r)) => {
@@ -470,9 +550,40 @@ async fn session(
                         }
                     }
                     // Slots need no new offer: the server fills them.
-                    Some("track_published") if role.subscribe && role.slots.is_none() => {
-                        note_track(&m, &mut announced);
-                        renegotiate = true;
+                    Some("track_published") => {
+                        note_owner(&m, &mut owners);
+                        if role.subscribe && role.slots.is_none() {
+                            note_track(&m, &mut announced);
+                            renegotiate = true;
+                        }
+                    }
+                    Some("slots") => {
+                        for slot in m["slots"].as_array().into_iter().flatten() {
+                            let Some(mid) = slot["mid"].as_str().map(Mid::from) else {
+                                continue;
+                            };
+                            match slot["track_id"].as_u64() {
+                                Some(t) => mid_tracks.insert(mid, t),
+                                None => mid_tracks.remove(&mid),
+                            };
+                        }
+                    }
+                    Some("participant_joined") => {
+                        let to = m["participant_id"].as_u64();
+                        if let (Some(to), Some(key)) = (to, crypt.key_message()) {
+                            send(&mut ws, json!({"type": "e2ee", "to": to, "data": key})).await?;
+                        }
+                    }
+                    Some("e2ee") => {
+                        let (from, data) = (m["from"].as_u64(), m["data"].as_str());
+                        if let (Some(from), Some(data)) = (from, data) {
+                            if !crypt.take_key(from, data) {
+                                bail!("an e2ee message that is not a key from participant {from}");
+                            }
+                            for track in key_wanted.remove(&from).unwrap_or_default() {
+                                send(&mut ws, json!({"type": "keyframe", "track_id": track})).await?;
+                            }
+                        }
                     }
                     Some("error") => bail!("server error: {m}"),
                     _ => {}
@@ -490,7 +601,8 @@ async fn session(
                 }
                 rtc.handle_input(Input::Timeout(now))?;
                 for o in outgoing.iter_mut().filter(|o| o.active && o.next_send <= now) {
-                    let (packets, bytes) = send_media(&mut rtc, o, role, talking, shared.epoch, now);
+                    let (packets, bytes) =
+                        send_media(&mut rtc, o, role, talking, shared.epoch, now, &mut crypt)?;
                     stats.packets_sent += packets;
                     stats.bytes_sent += bytes;
                     if now >= shared.measure_from {
@@ -512,6 +624,9 @@ async fn session(
                 offer_in_flight = true;
                 send(&mut ws, message).await?;
             }
+            for (t, m) in &subscribed {
+                mid_tracks.insert(*m, *t);
+            }
         }
     }
     stats.layers_sending = outgoing
@@ -523,10 +638,13 @@ async fn session(
         .values()
         .map(|t| (t.highest - t.first + 1).saturating_sub(t.received))
         .sum();
+    stats.e2ee = crypt.counts;
     Ok(())
 }
 
-/// Sends what is due on one outgoing stream; returns how many packets and payload bytes.
+/// Sends what is due on one outgoing stream, each frame encrypted by `crypt` (unless the
+/// run is in the clear) before it is split into packets; returns how many packets and
+/// payload bytes.
 fn send_media(
     rtc: &mut Rtc,
     o: &mut Outgoing,
@@ -534,11 +652,12 @@ fn send_media(
     talking: bool,
     epoch: Instant,
     now: Instant,
-) -> (u64, u64) {
+    crypt: &mut Crypt,
+) -> anyhow::Result<(u64, u64)> {
     let mut api = rtc.direct_api();
     let Some(tx) = api.stream_tx_by_mid(o.mid, o.rid) else {
         o.next_send = now + Duration::from_millis(20);
-        return (0, 0);
+        return Ok((0, 0));
     };
     let ns = now.duration_since(epoch).as_nanos() as u64;
     match o.kind {
@@ -557,14 +676,15 @@ fn send_media(
             let time = (o.frame * 960) as u32;
             o.frame += if talking { 1 } else { 20 };
             o.next_send = now + Duration::from_millis(if talking { 20 } else { 400 });
-            let mut payload = vec![0u8; size.max(STAMP)];
-            write_stamp(&mut payload, ns);
+            let frame = audio_frame(size, ns);
+            let payload = crypt.seal(FrameCodec::Opus, &frame)?.to_vec();
+            let bytes = payload.len() as u64;
             let write = RtpWrite::new(o.pt, SeqNo::from(o.seq), time, now, payload)
                 .marker(true)
                 .ext_vals(ext);
             tx.write_rtp(write);
             o.seq += 1;
-            (1, size.max(STAMP) as u64)
+            Ok((1, bytes))
         }
         MediaKind::Video => {
             let frames_between = (role.keyframe_interval.as_millis() as u64 * 30 / 1000).max(1);
@@ -575,19 +695,21 @@ fn send_media(
             if keyframe {
                 bytes *= 4;
             }
-            let packets = bytes.div_ceil(MTU_PAYLOAD).max(1);
-            let size = (bytes / packets).max(VP8_HEADER + STAMP);
+            let frame = vp8_frame(keyframe, bytes, ns);
+            let sealed = crypt.seal(FrameCodec::Vp8, &frame)?;
             // 90 kHz from the frame's scheduled capture time: all layers of a frame share it.
             let time = (o.next_send.duration_since(o.t0).as_micros() * 9 / 100) as u32;
-            for i in 0..packets {
-                let mut payload = vec![0u8; size];
-                write_vp8_header(&mut payload, i == 0, o.picture_id, keyframe);
-                write_stamp(&mut payload[VP8_HEADER..], ns);
+            let (mut packets, mut sent) = (0u64, 0u64);
+            let mut payloads = vp8_packets(sealed, o.picture_id).peekable();
+            while let Some(payload) = payloads.next() {
+                sent += payload.len() as u64;
+                let last = payloads.peek().is_none();
                 let write = RtpWrite::new(o.pt, SeqNo::from(o.seq), time, now, payload)
-                    .marker(i + 1 == packets)
+                    .marker(last)
                     .nackable(true);
                 tx.write_rtp(write);
                 o.seq += 1;
+                packets += 1;
             }
             o.frame += 1;
             o.picture_id = (o.picture_id + 1) & 0x7fff;
@@ -595,69 +717,9 @@ fn send_media(
             if o.next_send < now {
                 o.next_send = now + Duration::from_micros(33_333);
             }
-            (packets as u64, (packets * size) as u64)
+            Ok((packets, sent))
         }
     }
-}
-
-/// Writes MAGIC and the send time (ns since the run's epoch) at the start of `payload`.
-fn write_stamp(payload: &mut [u8], ns: u64) {
-    payload[..4].copy_from_slice(&MAGIC.to_be_bytes());
-    payload[4..STAMP].copy_from_slice(&ns.to_be_bytes());
-}
-
-/// Writes the first [`VP8_HEADER`] bytes of a video payload as a VP8 encoder's
-/// packetizer does (RFC 7741): the payload descriptor, then the VP8 payload header byte,
-/// which only a frame's first packet really has (in the others it is frame data; we
-/// write it in every packet so the stamp is always at the same place).
-fn write_vp8_header(payload: &mut [u8], first: bool, picture_id: u16, keyframe: bool) {
-    payload[..VP8_HEADER].copy_from_slice(&[
-        // X = 1 (extensions follow), N = 0, S = 1 on a frame's first packet, PID = 0.
-        if first { 0x90 } else { 0x80 },
-        // I = 1: a picture id follows; no TL0PICIDX, TID or KEYIDX.
-        0x80,
-        // M = 1: the picture id has 15 bits.
-        0x80 | ((picture_id >> 8) as u8 & 0x7f),
-        picture_id as u8,
-        // Payload header: size0 0, show_frame 1, version 0, P = 0 on keyframes (key, not
-        // inter-predicted), 1 on other frames.
-        if keyframe { 0x10 } else { 0x11 },
-    ]);
-}
-
-/// The send time (ns since the run's epoch) stamped in a received payload: at its start
-/// in audio, after the VP8 payload descriptor and payload header in video. `None` when
-/// the payload is not one of ours.
-fn sent_at(payload: &[u8]) -> Option<u64> {
-    let stamp_at = |at: usize| -> Option<u64> {
-        let stamp = payload.get(at..at + STAMP)?;
-        (stamp[..4] == MAGIC.to_be_bytes())
-            .then(|| u64::from_be_bytes(stamp[4..].try_into().unwrap_or_default()))
-    };
-    stamp_at(0).or_else(|| stamp_at(vp8_header_len(payload)?))
-}
-
-/// The length of a VP8 payload descriptor (RFC 7741, section 4.2) and of the one payload
-/// header byte we write after it.
-fn vp8_header_len(payload: &[u8]) -> Option<usize> {
-    let b0 = *payload.first()?;
-    let mut at = 1;
-    if b0 & 0x80 != 0 {
-        // X: I | L | T | K | reserved.
-        let ext = *payload.get(at)?;
-        at += 1;
-        if ext & 0x80 != 0 {
-            // I: a 7-bit picture id, or 15 bits when M is set.
-            at += if payload.get(at)? & 0x80 != 0 { 2 } else { 1 };
-        }
-        if ext & 0x40 != 0 {
-            at += 1; // L: TL0PICIDX
-        }
-        if ext & 0x30 != 0 {
-            at += 1; // T or K: TID | Y | KEYIDX
-        }
-    }
-    Some(at + 1)
 }
 
 /// The client's m-lines: what it publishes, and the track each receiving one carries.
@@ -753,50 +815,5 @@ async fn next(ws: &mut Ws) -> anyhow::Result<Option<Value>> {
             Some(Ok(_)) => continue,
             Some(Err(e)) => return Err(e.into()),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn video_payloads_are_vp8_keyframes_only_at_a_keyframes_first_packet() {
-        let mut first = vec![0u8; 40];
-        write_vp8_header(&mut first, true, 0x1234, true);
-        assert_eq!(
-            first[..VP8_HEADER],
-            [
-                0x90, // X = 1, S = 1, PID = 0
-                0x80, // I = 1
-                0x92, 0x34, // M = 1, picture id 0x1234
-                0x10, // payload header: P = 0 (keyframe)
-            ]
-        );
-        assert!(str0m::format::detect_vp8_keyframe(&first));
-        let mut next = first.clone();
-        write_vp8_header(&mut next, false, 0x1234, true);
-        assert!(!str0m::format::detect_vp8_keyframe(&next));
-        let mut delta = first.clone();
-        write_vp8_header(&mut delta, true, 0x1235, false);
-        assert!(!str0m::format::detect_vp8_keyframe(&delta));
-    }
-
-    #[test]
-    fn the_stamp_is_found_in_audio_and_video() {
-        let mut audio = vec![0u8; 80];
-        write_stamp(&mut audio, 42);
-        assert_eq!(sent_at(&audio), Some(42));
-        let mut video = vec![0u8; 1100];
-        write_vp8_header(&mut video, false, 7, false);
-        write_stamp(&mut video[VP8_HEADER..], 43);
-        assert_eq!(sent_at(&video), Some(43));
-        // A 7-bit picture id and TL0PICIDX, as a rewriting server might leave them.
-        let mut other = vec![0x90, 0xc0, 0x05, 0x09, 0x10];
-        other.extend_from_slice(&MAGIC.to_be_bytes());
-        other.extend_from_slice(&44u64.to_be_bytes());
-        assert_eq!(sent_at(&other), Some(44));
-        assert_eq!(sent_at(&[0x90, 0x80]), None);
-        assert_eq!(sent_at(&[0u8; 30]), None);
     }
 }

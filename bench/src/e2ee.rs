@@ -9,8 +9,9 @@
 //!
 //! `clear` is the frame's first bytes, which the server and the receiver's depacketizer
 //! need: for VP8 10 on a keyframe (frame tag, start code, dimensions), 3 otherwise (frame
-//! tag), never more than the frame has minus one; for VP9, AV1 and Opus none. (H.264's NAL
-//! headers and start-code escaping are not done here: the load generator sends none.)
+//! tag), never more than the frame has minus one; for Opus none. (VP9 and AV1 keep none
+//! either; they and H.264, whose NAL headers stay clear and whose ciphertext is escaped
+//! against start codes, are not done here: the load generator sends VP8 and Opus only.)
 //! The key and salt are derived per RFC 9605 section 4.4.2 from a 32-byte base key and the
 //! KID, `(epoch << 8) | ratchet_step`; the nonce is the salt XOR the frame counter (CTR),
 //! which counts frames per sender and KID from 0, across all the sender's tracks.
@@ -36,8 +37,6 @@ pub const BASE_KEY_BYTES: usize = 32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {
     Vp8,
-    Vp9,
-    Av1,
     Opus,
 }
 
@@ -78,7 +77,7 @@ pub fn clear_bytes(codec: Codec, frame: &[u8]) -> usize {
     let wanted = match codec {
         Codec::Vp8 if frame.first().is_some_and(|b| vp8_keyframe(*b)) => 10,
         Codec::Vp8 => 3,
-        Codec::Vp9 | Codec::Av1 | Codec::Opus => 0,
+        Codec::Opus => 0,
     };
     wanted.min(frame.len().saturating_sub(1))
 }
@@ -138,7 +137,7 @@ fn clear_candidates(codec: Codec, frame: &[u8]) -> impl Iterator<Item = usize> +
     let full = match codec {
         Codec::Vp8 if frame.first().is_some_and(|b| vp8_keyframe(*b)) => 10,
         Codec::Vp8 => 3,
-        Codec::Vp9 | Codec::Av1 | Codec::Opus => 0,
+        Codec::Opus => 0,
     };
     let long = header_at(frame, full)
         .is_some_and(|h| frame.len() > full + h.len() + TAG_BYTES)
@@ -427,7 +426,7 @@ mod tests {
             (Codec::Opus, vec![0x78; 80], 0),
             (Codec::Vp8, vp8_frame(true, 5), 4), // short: all but one byte clear
             (Codec::Vp8, vp8_frame(false, 2), 1),
-            (Codec::Vp9, vec![0x5a; 40], 0),
+            (Codec::Opus, vec![0x5a; 1], 0),
         ];
         for (ctr, (codec, frame, clear)) in cases.iter().enumerate() {
             assert_eq!(clear_bytes(*codec, frame), *clear);

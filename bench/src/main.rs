@@ -4,8 +4,8 @@
 
 mod ceiling;
 mod client;
-#[allow(dead_code)] // The clients use it from the next commit on.
 mod e2ee;
+mod frames;
 mod report;
 mod server;
 
@@ -133,6 +133,10 @@ struct Common {
     /// Where the JSON line of this run is appended.
     #[arg(long)]
     results: Option<PathBuf>,
+    /// Clients send their frames in the clear (they join without `e2ee`, with tokens
+    /// that grant `plaintext`) instead of encrypting every frame end to end (SFrame).
+    #[arg(long)]
+    plaintext: bool,
 }
 
 fn parse_rate(s: &str) -> Result<u64, String> {
@@ -347,6 +351,7 @@ async fn run(
         epoch: start,
         measure_from: start + ramp,
         until: start + ramp + duration,
+        e2ee: !common.plaintext,
     });
     let mut tasks = Vec::new();
     for (i, role) in roles.iter().enumerate() {
@@ -357,6 +362,7 @@ async fn run(
             publish_screen: role.publishes_video() && role.video_source == "screen",
             subscribe: role.subscribe,
             force_tcp: false,
+            plaintext: common.plaintext,
             ..Grants::default()
         };
         let token = key.issue(&claims)?;

@@ -70,6 +70,7 @@ impl Report {
         let mut audio_keyframes = 0u64;
         let mut layer_keyframes = [0u64; RIDS.len()];
         let mut window_received = 0u64;
+        let mut e2ee = crate::frames::E2eeCounts::default();
         let mut subscribers = 0usize;
         let mut silent = 0usize;
         for (i, (s, role)) in stats.iter().zip(roles).enumerate() {
@@ -82,6 +83,11 @@ impl Report {
             }
             received += s.packets_received;
             window_received += s.window_received;
+            e2ee.encrypted += s.e2ee.encrypted;
+            e2ee.decrypted += s.e2ee.decrypted;
+            e2ee.no_key += s.e2ee.no_key;
+            e2ee.failed += s.e2ee.failed;
+            e2ee.incomplete += s.e2ee.incomplete;
             lost += s.lost;
             if role.publishes_video() {
                 keyframes += s.window_keyframe_requests;
@@ -168,6 +174,15 @@ impl Report {
                 "{silent} of {subscribers} subscribers received no media"
             ));
         }
+        if e2ee.failed > 0 {
+            problems.push(format!(
+                "{} received frames did not decrypt with any key their receiver held",
+                e2ee.failed
+            ));
+        }
+        if subscribers > 0 && received > 0 && e2ee.decrypted == 0 {
+            problems.push("no received frame could be read".to_string());
+        }
         let video = if video_layers_bps.len() > 1 {
             let layers: Vec<String> = RIDS
                 .iter()
@@ -214,6 +229,17 @@ impl Report {
                 "loss             {loss_pct:>10.3} %  ({lost} of {})",
                 received + lost
             ),
+            if common.plaintext {
+                format!(
+                    "e2ee             off (--plaintext): {} frames received whole, read in the clear",
+                    e2ee.decrypted
+                )
+            } else {
+                format!(
+                    "e2ee             SFrame AES_256_GCM_SHA512_128: {} frames encrypted; received whole: {} decrypted, {} before their key came, {} undecryptable; {} incomplete",
+                    e2ee.encrypted, e2ee.decrypted, e2ee.no_key, e2ee.failed, e2ee.incomplete
+                )
+            },
             format!(
                 "dropped          server: {}; kernel, full receive buffers (whole machine): {rcvbuf_drops}  (over the window)",
                 if drops.is_empty() {
@@ -335,6 +361,14 @@ impl Report {
             "layer_switches_per_s": layer_switches_per_s,
             "generator_cores": generator_cores,
             "failed_clients": failed.len(),
+            "e2ee": !common.plaintext,
+            "frames": {
+                "encrypted": e2ee.encrypted,
+                "decrypted": e2ee.decrypted,
+                "no_key": e2ee.no_key,
+                "undecryptable": e2ee.failed,
+                "incomplete": e2ee.incomplete,
+            },
         });
         Report {
             json,
@@ -397,8 +431,8 @@ impl Report {
         Ok(())
     }
 
-    /// Fails when the harness itself did not work: a client failed or a subscriber got
-    /// nothing. Never about speed.
+    /// Fails when the harness itself did not work: a client failed, a subscriber got
+    /// nothing, a frame did not decrypt. Never about speed.
     pub fn check_harness(&self) -> anyhow::Result<()> {
         if self.problems.is_empty() {
             Ok(())
