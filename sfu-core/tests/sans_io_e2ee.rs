@@ -354,7 +354,10 @@ fn the_tap_records_every_packet_publishers_send_payload_and_all() {
     assert!(!net.tapped.is_empty());
     let mut rids = Vec::new();
     for r in &net.tapped {
-        assert_eq!(r.participant_id, alice_id, "only alice publishes in a tapped room");
+        assert_eq!(
+            r.participant_id, alice_id,
+            "only alice publishes in a tapped room"
+        );
         assert!(r.track_id == microphone || r.track_id == camera);
         assert_eq!(r.kind == Kind::Audio, r.track_id == microphone);
         // Each payload as alice sent it: it ends in her own sequence number.
