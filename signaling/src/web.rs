@@ -57,7 +57,8 @@ mod tests {
     use super::*;
 
     /// The module specifiers a script names in `import ... from '...'`,
-    /// `export ... from '...'` and `import '...'`, outside comments.
+    /// `export ... from '...'` and `import '...'`, and the module URLs it loads itself
+    /// (`new URL('./worker.js', import.meta.url)`, a worker), outside comments.
     fn imports(js: &str) -> Vec<String> {
         let code: String = js
             .lines()
@@ -68,6 +69,20 @@ mod tests {
             .flat_map(|l| [l, "\n"])
             .collect();
         let mut out = Vec::new();
+        for (at, _) in code.match_indices("new URL(") {
+            let rest = code[at + "new URL(".len()..].trim_start();
+            let Some(quote) = rest.chars().next().filter(|&c| c == '\'' || c == '"') else {
+                continue;
+            };
+            if let Some(end) = rest[1..].find(quote)
+                && rest[1 + end..]
+                    .trim_start_matches(quote)
+                    .trim_start()
+                    .starts_with(", import.meta.url")
+            {
+                out.push(rest[1..1 + end].to_owned());
+            }
+        }
         for keyword in ["from", "import"] {
             for (at, _) in code.match_indices(keyword) {
                 let before = code[..at].chars().next_back();
