@@ -433,7 +433,7 @@ describe('a call through the SFU with Chromium peers', { timeout: 420000 }, () =
     };
     for (const [kind, token] of Object.entries(cases)) {
       const { results, closed } = await wsScript(await probePage(), [
-        { send: JSON.stringify({ type: 'join', token }) },
+        { send: JSON.stringify({ type: 'join', token, e2ee: true }) },
         { send: JSON.stringify({ type: 'leave' }), timeoutMs: 3000 },
       ]);
       assert.equal(errorCode(results[0]), 'unauthorized', `${kind} token`);
@@ -444,7 +444,7 @@ describe('a call through the SFU with Chromium peers', { timeout: 420000 }, () =
     // And a good token for the same room works, so the refusals were about the tokens;
     // its `leave` is answered by the socket closing, without a `left` message.
     const { results, extra } = await wsScript(await probePage(), [
-      { send: JSON.stringify({ type: 'join', token: mintToken(claims) }) },
+      { send: JSON.stringify({ type: 'join', token: mintToken(claims), e2ee: true }) },
       { send: JSON.stringify({ type: 'leave' }), timeoutMs: 3000 },
     ]);
     assert.equal(results[0].message && results[0].message.type, 'joined', JSON.stringify(results[0]));
@@ -455,14 +455,14 @@ describe('a call through the SFU with Chromium peers', { timeout: 420000 }, () =
   step('bad input gets the documented errors and leaves the socket usable', async () => {
     const room = `e2e-input-${RUN}`;
     const token = tokenFor(room, 'Eve', { grants: { publish_video: false } });
-    const probe = { send: JSON.stringify({ type: 'join', token }) }; // answered by already_joined once joined
+    const probe = { send: JSON.stringify({ type: 'join', token, e2ee: true }) }; // answered by already_joined once joined
     // A non-offer message over 64 KiB; an offer over 1 MiB (but a frame under 2 MiB); a frame over 2 MiB.
     const big = JSON.stringify({ type: 'mute', track_id: 1, muted: true, pad: 'x'.repeat(70 * 1024) });
     const bigOffer = JSON.stringify({ type: 'offer', sdp: `v=0\r\n${'a=x-e2e-pad:p\r\n'.repeat(Math.ceil((1100 * 1024) / 15))}`, publish: [], subscribe: [] });
     const huge = JSON.stringify({ type: 'mute', track_id: 1, muted: true, pad: 'x'.repeat(2200 * 1024) });
     const { results, extra } = await wsScript(await probePage(), [
       /* 0 */ { send: JSON.stringify({ type: 'mute', track_id: 1, muted: true }) },
-      /* 1 */ { send: JSON.stringify({ type: 'join', token }) },
+      /* 1 */ { send: JSON.stringify({ type: 'join', token, e2ee: true }) },
       /* 2 */ { send: '{"type": "offer", "sdp": ' },
       /* 3 */ probe,
       /* 4 */ { send: JSON.stringify({ type: 'dance' }) },

@@ -351,5 +351,5 @@ describe('end-to-end encrypted calls', { timeout: 600000 }, () => {
     const e = await e2eeOf(pubP);
     assert.equal(e.enabled, false, 'the plaintext room sends in the clear');
     assert.match(e.label, /Not end-to-end encrypted/);
-  });
+  }, 300000);
 });
