@@ -101,7 +101,11 @@ describe('slots: the server fills a fixed set of m-lines', { timeout: 600000 }, 
       assert.ok(last.slots && last.slots.length === 5 && last.subscribe.length === 0,
         `${p.name}'s last offer is on five slots: ${JSON.stringify(last)}`);
       // Its two m-lines and five slots; the first three's per-track m-lines became slots.
-      assert.equal(m.transceivers, 7, `${p.name}'s m-lines: ${JSON.stringify(m)}`);
+      // (Besides any audio m-line the client retired: the first joiner's first remote
+      // microphone meets a Chromium fault under E2EE and moves to a fresh m-line, see
+      // signaling/web/client/audio-watch.js; the retired one stays, inactive.)
+      const retired = await p.page.evaluate(() => window.demo.call._retiredTransceivers.size);
+      assert.equal(m.transceivers, 7 + retired, `${p.name}'s m-lines (${retired} retired): ${JSON.stringify(m)}`);
     }
     // The first three began with one m-line per track (Gil's first offer had nothing to
     // receive yet; Gia's listed Gil's and Gus's tracks).

@@ -29,8 +29,11 @@ import { deriveKey, open, peek, ratchet, seal } from './sframe.js';
 import { clearLength, kidGeneration, kidSender, kidStep } from './e2ee-layout.js';
 
 const STATS_MS = 500;
-/** Ratchet steps a receiver derives ahead of the newest it was given. */
-const MAX_RATCHET_AHEAD = 16;
+/** Ratchet steps a receiver derives ahead of the newest it was given (all of them: a
+ * sender ratchets once per newcomer, and a burst of joins may pass many at once). */
+const MAX_RATCHET_AHEAD = 255;
+/** Older ratchet steps whose keys a receiver keeps, for frames still on their way. */
+const KEEP_STEPS = 2;
 /** Hashes reported per side in test mode, in all. */
 const MAX_HASHES = 20000;
 
@@ -178,20 +181,27 @@ function fail(reason) {
   stats[reason]++;
 }
 
-/** The key of a KID: its generation's newest base key, ratcheted forward as far as needed. */
+/**
+ * The key of a KID: its generation's newest base key, ratcheted forward as far as needed.
+ * The keys of the last KEEP_STEPS steps before the newest stay, for frames sent before
+ * the sender ratcheted and still on their way (or on another layer, sent later).
+ */
 async function keyFor(kid) {
   const entry = generations.get(`${kidSender(kid)}/${kidGeneration(kid)}`);
-  const step = kidStep(kid);
-  if (!entry || step < entry.step || step > entry.step + MAX_RATCHET_AHEAD) return null;
+  if (!entry) return null;
   let key = entry.derived.get(kid);
   if (key) return key;
+  const step = kidStep(kid);
+  if (step < entry.step || step > entry.step + MAX_RATCHET_AHEAD) return null;
   let base = entry.base;
   for (let s = entry.step; s < step; s++) base = await ratchet(base);
   if (step > entry.step) {
-    // The sender ratcheted (someone joined): keep only the newer step, as the sender does.
+    // The sender ratcheted (someone joined): follow it, forgetting steps long past.
     entry.step = step;
     entry.base = base;
-    entry.derived.clear();
+    for (const k of [...entry.derived.keys()]) {
+      if (kidStep(k) < step - KEEP_STEPS) entry.derived.delete(k);
+    }
   }
   key = await deriveKey(base, kid);
   entry.derived.set(kid, key);

@@ -330,9 +330,11 @@ export class E2ee {
   _onKey(sender, kid, key) {
     if (this.test) this._testKeys.push({ kid, key, own: false });
     this._worker.postMessage({ op: 'add_key', kid: String(kid), key });
+    const first = this.peers.get(sender) !== 'keyed';
     if (this.peers.get(sender) !== 'plaintext') this._setPeer(sender, 'keyed');
-    // Frames of it were dropped for want of this key: ask for a keyframe to decode from.
-    if (this._missing.delete(sender)) {
+    // Its first key, or frames of it were dropped for want of this key: ask for a
+    // keyframe to decode from (what came before the key was dropped, keyframe included).
+    if (this._missing.delete(sender) || first) {
       for (const t of this._call.remoteTracks.values()) {
         if (t.participant_id === sender && t.kind === 'video') {
           this._call._send({ type: 'keyframe', track_id: t.track_id });
