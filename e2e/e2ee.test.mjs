@@ -215,6 +215,15 @@ describe('end-to-end encrypted calls', { timeout: 600000 }, () => {
   });
 
   step('a participant with another room secret receives packets and decodes nothing', async () => {
+    try {
+      await withMallory();
+    } finally {
+      // Gone whatever happened, so that the later steps meet the room they expect.
+      await mallory.close();
+    }
+  });
+
+  async function withMallory() {
     await mallory.join(room, { query: TEST, secret: `not-the-${RUN}` });
     const seen = await waitFor('Mallory to receive the others, undecrypted', async () => {
       const stats = await mallory.stats();
@@ -233,14 +242,21 @@ describe('end-to-end encrypted calls', { timeout: 600000 }, () => {
         !!document.querySelector(`.tile[data-key="p${id}"] [data-badge="cannot decrypt"]`), mallory.id)));
       return { ok: s.every((x) => x.peers[mallory.id] === 'failed') && badges.every(Boolean), s, badges };
     });
+    // The three go on decrypting and decoding each other. (Within 15 s: on this loaded
+    // machine a receiver's bandwidth estimate may dip when the room grows, and the server
+    // then pauses a video for a while, E2EE or not: issue 24.)
     for (const [viewer, others] of [[alice, [bob, carol]], [bob, [alice, carol]], [carol, [alice, bob]]]) {
       const before = await viewer.stats();
-      await sleep(1500);
+      const opened0 = (await e2eeOf(viewer)).stats.decrypted;
+      const cam = (st, o) => st.find((s) => s.participant_id === o.id && s.source === 'camera') || {};
+      await waitFor(`${viewer.name} to go on decoding ${others.map((o) => o.name).join(' and ')}`, async () => {
+        const now = await viewer.stats();
+        const e = (await e2eeOf(viewer)).stats;
+        const ok = e.decrypted > opened0
+          && others.every((o) => (cam(now, o).framesDecoded || 0) > (cam(before, o).framesDecoded || 0));
+        return { ok, before: others.map((o) => cam(before, o)), now: others.map((o) => cam(now, o)), e2ee: e };
+      }, { timeout: 15000 });
       const after = await viewer.stats();
-      for (const o of others) {
-        const f = (st) => st.find((s) => s.participant_id === o.id && s.source === 'camera')?.framesDecoded || 0;
-        assert.ok(f(after) > f(before), `${viewer.name} still decodes ${o.name}: ${f(before)} -> ${f(after)}`);
-      }
       const mal = after.find((s) => s.participant_id === mallory.id && s.source === 'camera');
       assert.ok(!mal || !mal.framesDecoded, `${viewer.name} decodes nothing of Mallory: ${JSON.stringify(mal)}`);
     }
@@ -252,7 +268,7 @@ describe('end-to-end encrypted calls', { timeout: 600000 }, () => {
       const s = await Promise.all(three.map(e2eeOf));
       return { ok: s.every((x) => !(mallory.id in x.peers)), s };
     });
-  });
+  }
 
   step('no key appears in what the clients sent or the server relayed', async () => {
     for (const p of three) {

@@ -383,7 +383,9 @@ export class Participant {
           && (s0.kind !== 'video' || s1.framesDecoded > s0.framesDecoded);
         if (!grew) stalled.push({ before: s0, now: s1 || null });
       }
-      return { ok: stalled.length === 0, stalled };
+      // With E2EE, what the worker did with the frames tells a stall's cause apart.
+      const e2ee = stalled.length ? await this.page.evaluate(() => window.demo.call.e2ee.stats) : null;
+      return { ok: stalled.length === 0, stalled, e2ee };
     }, { timeout: 15000 });
   }
 
