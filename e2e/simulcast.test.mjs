@@ -217,7 +217,8 @@ describe('simulcast: each receiver gets the layer its network carries', { timeou
     const after = samples.filter((s) => s.at >= switchedAt);
     assert.ok(after.every((s) => s.height > 0 && s.height < TOP_HEIGHT), `Lou stays on a lower layer: ${compact}`);
     assert.ok(longestStall <= MAX_STALL_MS, `Lou's video kept decoding through the switch: `
-      + `no frame for ${longestStall} ms (at most ${MAX_STALL_MS}); samples: ${compact}`);
+      + `no frame for ${longestStall} ms (at most ${MAX_STALL_MS}); samples: ${compact}; `
+      + `E2EE: ${JSON.stringify(await lou.page.evaluate(() => window.demo.call.e2ee.stats))}`);
     const last = samples[samples.length - 1];
     assert.ok(fps >= 5, `Lou decodes at least 5 frames/s on the lower layer (${fps.toFixed(1)}): ${compact}`);
 

@@ -274,8 +274,9 @@ export class E2ee {
       this._rekey();
       return;
     }
+    const next = await ratchet(this._base);
     this.step += 1;
-    this._base = await ratchet(this._base);
+    this._base = next;
     this._useSendKey();
   }
 
@@ -295,7 +296,10 @@ export class E2ee {
       if (status === 'verified' || status === 'keyed') this._sendPending(id);
     }
     clearTimeout(this._switchTimer);
-    this._switchTimer = setTimeout(() => {
+    // Through the queue, like ratchets: a ratchet in progress must not write its step
+    // of the old key over the new generation (frames would go out under a KID whose key
+    // nobody has).
+    this._switchTimer = setTimeout(() => this._queue(() => {
       if (this._pending?.base !== base) return;
       this._pending = null;
       this.generation = generation;
@@ -306,7 +310,7 @@ export class E2ee {
       for (const local of this._call.localTracks.values()) {
         if (local.track_id != null) this._call._send({ type: 'keyframe', track_id: local.track_id });
       }
-    }, SWITCH_DELAY_MS);
+    }), SWITCH_DELAY_MS);
   }
 
   _useSendKey() {
