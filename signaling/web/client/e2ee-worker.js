@@ -80,7 +80,8 @@ self.onmessage = async ({ data }) => {
       const kid = BigInt(data.kid);
       const name = `${kidSender(kid)}/${kidGeneration(kid)}`;
       const old = generations.get(name);
-      if (!old || old.step < kidStep(kid)) {
+      // A newer step of the generation, or the sender's latest word on the same one.
+      if (!old || old.step < kidStep(kid) || (old.step === kidStep(kid) && !sameBytes(old.base, data.key))) {
         generations.set(name, { step: kidStep(kid), base: data.key, derived: new Map() });
       }
       break;
@@ -174,6 +175,12 @@ async function openFrame(frame, controller, options) {
   } catch (err) {
     fail('authFailed');
   }
+}
+
+function sameBytes(a, b) {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 function fail(reason) {

@@ -289,7 +289,9 @@ export class E2ee {
 
   /** A fresh key after a leave: sent to everyone, used once it had time to arrive. */
   _rekey() {
-    const generation = (this.generation + 1) & 0xff;
+    // A leave while an earlier fresh key still waits gets a generation of its own: the
+    // receivers hold that earlier key under the earlier number.
+    const generation = ((this._pending ? this._pending.generation : this.generation) + 1) & 0xff;
     const base = crypto.getRandomValues(new Uint8Array(KEY_BYTES));
     this._pending = { generation, base };
     for (const [id, status] of this.peers) {
