@@ -1,10 +1,11 @@
 //! The vocabulary that signaling, the media core and clients share: the JSON messages of
-//! the WebSocket protocol (`docs/protocol.md`), the grants a join token carries, and what
+//! the WebSocket protocol (`docs/protocol.md`) and their errors, the grants a join token carries, and what
 //! signaling hands the media plane. Plain data with serde, no I/O: the sans-IO core
 //! depends on this crate and on nothing of the web stack.
 
 #![forbid(unsafe_code)]
 
+pub mod error;
 pub mod grants;
 pub mod media;
 pub mod message;

@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::error::{ErrorCode, ErrorMessage};
 use crate::grants::{Grants, Role};
 
 /// Largest message other than `offer`; larger ones get `message_too_large`.
@@ -494,87 +495,6 @@ impl ServerMessage {
             ServerMessage::Error(e) => e.code.closes_socket(),
             _ => false,
         }
-    }
-}
-
-/// The stable error codes of `docs/protocol.md`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    Unauthorized,
-    Forbidden,
-    BadRequest,
-    UnknownType,
-    BadSdp,
-    MessageTooLarge,
-    NotJoined,
-    AlreadyJoined,
-    RoomFull,
-    ServerBusy,
-    /// A join that may publish said it sends frames in the clear (`e2ee: false`), and
-    /// its token has no `plaintext` grant.
-    E2eeRequired,
-    /// Over a rate limit (`e2ee` messages); the message was dropped.
-    RateLimited,
-    Internal,
-}
-
-impl ErrorCode {
-    /// Whether the server closes the socket after this error.
-    pub fn closes_socket(self) -> bool {
-        matches!(
-            self,
-            ErrorCode::Unauthorized
-                | ErrorCode::RoomFull
-                | ErrorCode::E2eeRequired
-                | ErrorCode::Internal
-        )
-    }
-
-    /// The code as it appears on the wire and in metrics labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::Unauthorized => "unauthorized",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::BadRequest => "bad_request",
-            ErrorCode::UnknownType => "unknown_type",
-            ErrorCode::BadSdp => "bad_sdp",
-            ErrorCode::MessageTooLarge => "message_too_large",
-            ErrorCode::NotJoined => "not_joined",
-            ErrorCode::AlreadyJoined => "already_joined",
-            ErrorCode::RoomFull => "room_full",
-            ErrorCode::ServerBusy => "server_busy",
-            ErrorCode::E2eeRequired => "e2ee_required",
-            ErrorCode::RateLimited => "rate_limited",
-            ErrorCode::Internal => "internal",
-        }
-    }
-}
-
-/// The body of an `error` message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{}: {message}", code.as_str())]
-pub struct ErrorMessage {
-    pub code: ErrorCode,
-    pub message: String,
-    /// The client message this answers, when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request: Option<RequestType>,
-}
-
-impl ErrorMessage {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ErrorMessage {
-            code,
-            message: message.into(),
-            request: None,
-        }
-    }
-
-    /// The same error, marked as the answer to a `request` message.
-    pub fn answering(mut self, request: RequestType) -> Self {
-        self.request = Some(request);
-        self
     }
 }
 
