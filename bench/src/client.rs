@@ -32,6 +32,11 @@ pub const RIDS: [&str; 3] = ["q", "h", "f"];
 /// Receive buffer asked for per client socket.
 const SOCKET_BUFFER: usize = 1024 * 1024;
 
+/// How often, and how long after a `server_busy` answer to a key message, a client sends
+/// its key to everyone again.
+const KEY_RESENDS: u32 = 10;
+const KEY_RESEND_AFTER: Duration = Duration::from_millis(300);
+
 /// What one client publishes and receives.
 #[derive(Debug, Clone)]
 pub struct Role {
@@ -255,13 +260,21 @@ async fn session(
     }
     // Our key to everyone already here; newcomers get it when they are announced.
     let mut crypt = Crypt::new(shared.e2ee, role.audio || role.publishes_video())?;
+    let mut peers: Vec<u64> = joined["participants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["participant_id"].as_u64())
+        .collect();
     if let Some(key) = crypt.key_message() {
-        for p in joined["participants"].as_array().into_iter().flatten() {
-            if let Some(id) = p["participant_id"].as_u64() {
-                send(&mut ws, json!({"type": "e2ee", "to": id, "data": key})).await?;
-            }
+        for &id in &peers {
+            send(&mut ws, json!({"type": "e2ee", "to": id, "data": key})).await?;
         }
     }
+    // When the server could not queue a key message (`server_busy`, which does not say
+    // which), everyone gets the key again a moment later, a bounded number of times.
+    let mut key_resend: Option<Instant> = None;
+    let mut key_resends = 0;
 
     let socket = UdpSocket::bind("127.0.0.1:0").await?;
     // A browser's socket buffers are larger than the default 208 KiB: losses at the
@@ -501,6 +514,7 @@ async fn session(
             .min();
         let wake = next_send
             .map_or(rtc_deadline, |s| s.min(rtc_deadline))
+            .min(key_resend.unwrap_or(shared.until))
             .min(shared.until);
         tokio::select! {
             r = socket.recv_from(&mut buf) => {
@@ -570,6 +584,7 @@ async fn session(
                     }
                     Some("participant_joined") => {
                         let to = m["participant_id"].as_u64();
+                        peers.extend(to);
                         if let (Some(to), Some(key)) = (to, crypt.key_message()) {
                             send(&mut ws, json!({"type": "e2ee", "to": to, "data": key})).await?;
                         }
@@ -585,12 +600,29 @@ async fn session(
                             }
                         }
                     }
+                    Some("error") if m["request"] == "e2ee" => match m["code"].as_str() {
+                        Some("server_busy") if key_resends < KEY_RESENDS => {
+                            key_resend.get_or_insert(Instant::now() + KEY_RESEND_AFTER);
+                        }
+                        // Its recipient left meanwhile.
+                        Some("bad_request") => {}
+                        _ => bail!("server error: {m}"),
+                    },
                     Some("error") => bail!("server error: {m}"),
                     _ => {}
                 }
             }
             () = tokio::time::sleep_until(wake.into()) => {
                 let now = Instant::now();
+                if key_resend.is_some_and(|at| now >= at) {
+                    key_resend = None;
+                    key_resends += 1;
+                    if let Some(key) = crypt.key_message() {
+                        for &id in &peers {
+                            send(&mut ws, json!({"type": "e2ee", "to": id, "data": key})).await?;
+                        }
+                    }
+                }
                 if now >= shared.until {
                     let _ = send(&mut ws, json!({"type": "leave"})).await;
                     break;

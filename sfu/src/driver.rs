@@ -48,8 +48,13 @@ use sfu_core::shard::{
 const COMMAND_QUEUE: usize = 1024;
 
 /// Relayed `e2ee` messages queued per shard, apart from the commands: a flood of them
-/// never takes the places of joins and offers.
-const RELAY_QUEUE: usize = 1024;
+/// never takes the places of joins and offers. A call of 70 that starts at once relays
+/// 2 x 70 x 69 messages (a hello and a key each way) within a few seconds, while its
+/// shard is busy with 70 handshakes; with [`RELAY_BATCH`] the queue holds that burst.
+const RELAY_QUEUE: usize = 4096;
+
+/// Relays a shard takes from its queue in one turn of its loop.
+const RELAY_BATCH: usize = 256;
 
 // A participant's event queue holds the relays' share and the server's own reserve.
 const _: () = assert!(signaling::EVENT_QUEUE >= 2 * RELAY_RESERVE);
@@ -603,7 +608,16 @@ async fn run_shard(
                 let Some(command) = command else { break };
                 run(command);
             }
-            Some(command) = relays.recv() => run(command),
+            Some(command) = relays.recv() => {
+                run(command);
+                // Relays come many at once (each join greets everyone) and cost little:
+                // take those already queued in the same turn, so that a shard busy with
+                // media still empties its relay queue as fast as clients fill it.
+                for _ in 1..RELAY_BATCH {
+                    let Ok(command) = relays.try_recv() else { break };
+                    run(command);
+                }
+            }
             Some(id) = departures.recv() => {
                 let mut d = driver.borrow_mut();
                 d.core.leave(Instant::now(), id);
