@@ -76,6 +76,7 @@ pub fn line(r: &TapRecord) -> String {
             Kind::Audio => "audio",
             Kind::Video => "video",
         },
+        "codec": r.codec.map(|c| c.to_string()),
         "ssrc": *r.ssrc,
         "seq": r.seq,
         "ts": r.ts,
@@ -95,6 +96,7 @@ mod tests {
     use std::sync::Arc;
 
     use protocol::{ParticipantId, TrackId};
+    use str0m::format::Codec;
     use str0m::media::Rid;
     use str0m::rtp::Ssrc;
 
@@ -105,6 +107,7 @@ mod tests {
             track_id: TrackId(7),
             participant_id: ParticipantId(11),
             kind: Kind::Video,
+            codec: Some(Codec::H264),
             ssrc: Ssrc::from(0x1234_5678),
             seq,
             ts: 90_000,
@@ -122,7 +125,7 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({"track_id": 7, "participant_id": 11, "kind": "video",
-                "ssrc": 0x1234_5678, "seq": 65_535, "ts": 90_000, "marker": true,
+                "codec": "H264", "ssrc": 0x1234_5678, "seq": 65_535, "ts": 90_000, "marker": true,
                 "rid": "q", "payload": "kIAA/w=="})
         );
         let single: serde_json::Value =

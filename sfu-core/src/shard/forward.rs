@@ -69,25 +69,7 @@ impl Shard {
             self.counters.drop(DropReason::Undeclared);
             return;
         };
-        if let Some(prefix) = &self.config.tap
-            && p.room.starts_with(prefix.as_str())
-        {
-            self.outputs.push_back(ShardOutput::Tap(TapRecord {
-                track_id,
-                participant_id: from,
-                kind: track.info.kind,
-                ssrc,
-                seq: packet.header.sequence_number,
-                ts: packet.header.timestamp,
-                marker: packet.header.marker,
-                rid: track.layers.get(usize::from(layer)).and_then(|l| l.rid),
-                payload: packet.payload.clone(),
-            }));
-        }
         let pt_in = packet.header.payload_type;
-        // str0m hands the payload over shared (an `Arc`): every subscriber's write clones
-        // the pointer, not the bytes.
-        let payload = packet.payload;
         let params: Option<PayloadParams> = p
             .rtc
             .codec_config()
@@ -98,6 +80,25 @@ impl Shard {
         let clock_hz = params.map_or(90_000, |x| x.spec().clock_rate.get());
         let video = track.info.kind == Kind::Video;
         let codec = params.map(|x| x.spec().codec);
+        if let Some(prefix) = &self.config.tap
+            && p.room.starts_with(prefix.as_str())
+        {
+            self.outputs.push_back(ShardOutput::Tap(TapRecord {
+                track_id,
+                participant_id: from,
+                kind: track.info.kind,
+                codec,
+                ssrc,
+                seq: packet.header.sequence_number,
+                ts: packet.header.timestamp,
+                marker: packet.header.marker,
+                rid: track.layers.get(usize::from(layer)).and_then(|l| l.rid),
+                payload: packet.payload.clone(),
+            }));
+        }
+        // str0m hands the payload over shared (an `Arc`): every subscriber's write clones
+        // the pointer, not the bytes.
+        let payload = packet.payload;
         // Where the packet sits in its stream's layers: from the dependency descriptor
         // where negotiated (nothing of the payload read), else from a VP9 descriptor.
         let dd = packet.header.ext_vals.user_values.get::<DdBytes>().cloned();

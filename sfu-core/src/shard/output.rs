@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use protocol::{Kind, ParticipantId, ServerMessage, TrackId};
+use str0m::format::Codec;
 use str0m::media::Rid;
 use str0m::net::{Protocol, Transmit};
 use str0m::rtp::Ssrc;
@@ -39,6 +40,8 @@ pub struct TapRecord {
     pub track_id: TrackId,
     pub participant_id: ParticipantId,
     pub kind: Kind,
+    /// The codec of its payload type, as negotiated; `None` for one not negotiated.
+    pub codec: Option<Codec>,
     pub ssrc: Ssrc,
     /// The RTP header's sequence number and timestamp, as sent.
     pub seq: u16,
