@@ -104,7 +104,8 @@ export class Call extends EventTarget {
    * @param {string} [opts.svc] send the camera as one stream of layers instead (SVC), in
    *   this scalability mode (e.g. `L3T3_KEY`: three spatial and three temporal layers),
    *   encoded with `opts.codec`
-   * @param {string} [opts.codec] the camera's codec with `svc`: `VP9` (default) or `AV1`
+   * @param {string} [opts.codec] the camera's codec: with `svc`, `VP9` (default) or `AV1`;
+   *   without, any the browser sends (`VP8`, `VP9`, `AV1`, `H264`), else its own choice
    * @param {boolean} [opts.dependencyDescriptor] negotiate the dependency descriptor on
    *   every video transceiver (needed to receive AV1 SVC in Chrome; default false)
    * @param {boolean} [opts.audience] as a broadcast's viewer, hear of the other viewers too
@@ -120,7 +121,7 @@ export class Call extends EventTarget {
    */
   constructor({
     url, token, iceServers = [], iceTransportPolicy = 'all', fallback = true, simulcast = true,
-    svc = null, codec = 'VP9', dependencyDescriptor = false, audience = false, slots = null,
+    svc = null, codec = null, dependencyDescriptor = false, audience = false, slots = null,
     e2ee = true,
   } = {}) {
     super();
@@ -133,9 +134,10 @@ export class Call extends EventTarget {
     this.fallback = fallback;
     /** Whether the camera is sent as simulcast layers (set before join). */
     this.simulcast = !!simulcast;
-    /** The camera's SVC scalability mode and codec, or null (set before join). */
+    /** The camera's SVC scalability mode, or null; its codec, or null for the browser's
+     * choice (set before join). */
     this.svc = svc || null;
-    this.codec = String(codec || 'VP9').toUpperCase();
+    this.codec = codec ? String(codec).toUpperCase() : (this.svc ? 'VP9' : null);
     /** Whether video transceivers negotiate the dependency descriptor. */
     this.dependencyDescriptor = !!dependencyDescriptor;
     /** A viewer that asks to hear of the rest of the audience. */

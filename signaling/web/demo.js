@@ -11,13 +11,15 @@
 // URL parameters: room, name (prefill the form); transport=relay (media only through
 // TURN); video=WIDTHxHEIGHT (camera capture size, e.g. 1280x720: Chrome sends all three
 // simulcast layers only from 960x540 up); simulcast=0 (send the camera as one stream);
-// svc=MODE (send the camera as one SVC stream in that scalability mode, e.g. L3T3_KEY)
-// and codec=VP9|AV1 (its codec; VP9 by default); dd=1 (negotiate the dependency
+// svc=MODE (send the camera as one SVC stream in that scalability mode, e.g. L3T3_KEY);
+// codec=VP8|VP9|AV1|H264 (the camera's codec; with svc, VP9 or AV1, VP9 by default); dd=1 (negotiate the dependency
 // descriptor on every video transceiver: needed to receive AV1 SVC); role=presenter|viewer (with the dev
 // tokens: a broadcast's presenter, or a viewer, who watches and listens only); audience=1
 // (a viewer that counts the rest of the audience too); e2ee=0 (send in the clear: the
 // token needs the plaintext grant, which the dev tokens then ask for); transform=script|
-// streams (force one way of encrypting frames); e2eetest=1 (record frame hashes, tests).
+// streams (force one way of encrypting frames); e2eetest=1 (record frame hashes, tests);
+// e2eekeys=app (no key exchange: keys come from the application, here whoever calls
+// demo.call.e2ee.setSendKey and addKey from the console or a test).
 //
 // End-to-end encryption: the room secret is the URL's fragment (`#...`), which browsers
 // never send to a server. A page opened without one makes one up and puts it in its URL,
@@ -543,7 +545,8 @@ function showE2ee(call) {
     label.title = e2ee.enabled ? `sent in the clear by ${clear.map((p) => p.name || p.identity).join(', ')}` : 'this page sends in the clear';
     label.classList.add('insecure');
   } else {
-    label.textContent = `🔒 End-to-end encrypted · safety code ${e2ee.safetyCode || '…'}`;
+    label.textContent = e2ee.external ? '🔒 End-to-end encrypted · keys from the application'
+      : `🔒 End-to-end encrypted · safety code ${e2ee.safetyCode || '…'}`;
     label.title = 'Compare the safety code with the others: the same code means nobody, not even the server, can listen in';
     label.classList.remove('insecure');
   }
@@ -608,7 +611,7 @@ async function join(room, name) {
       iceTransportPolicy: relayOnly ? 'relay' : 'all',
       simulcast: query.get('simulcast') !== '0',
       svc: query.get('svc'),
-      codec: query.get('codec') || 'VP9',
+      codec: query.get('codec') || null,
       dependencyDescriptor: query.get('dd') === '1',
       audience: query.get('audience') === '1',
       // Slot m-lines for large rooms: 7 audio (every other microphone of a room up to 8,
@@ -617,6 +620,7 @@ async function join(room, name) {
       slots: parseSlots(query.get('slots')),
       e2ee: query.get('e2ee') === '0' ? false : {
         secret: roomSecret(),
+        external: query.get('e2eekeys') === 'app',
         transform: query.get('transform') || undefined,
         test: query.get('e2eetest') === '1',
       },

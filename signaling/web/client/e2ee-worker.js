@@ -25,8 +25,9 @@
 //   {op: 'missing_key', id, sender, kid}    a frame came with a KID it has no key for
 //   {op: 'hashes', plain, sealed}           test mode: hashes of frames, in batches
 
-import { deriveKey, open, peek, ratchet, seal } from './sframe.js';
-import { clearLength, kidGeneration, kidSender, kidStep } from './e2ee-layout.js';
+import { deriveKey, ratchet } from './sframe.js';
+import { kidGeneration, kidSender, kidStep } from './e2ee-layout.js';
+import { openFrame, readFrame, sealFrame } from './e2ee-frame.js';
 
 const STATS_MS = 500;
 /** Ratchet steps a receiver derives ahead of the newest it was given (all of them: a
@@ -52,7 +53,7 @@ const missingReported = new Map(); // `${sender}/${kid}` -> time reported
 
 const stats = {
   encrypted: 0, decrypted: 0, undecryptable: 0, noKey: 0, malformed: 0, authFailed: 0,
-  sendDropped: 0, plaintextPassed: 0, bytesAdded: 0, kid: null,
+  sendDropped: 0, unlaid: 0, plaintextPassed: 0, bytesAdded: 0, kid: null,
   // Frames in by side and kind, whatever became of them.
   sentAudio: 0, sentVideo: 0, receivedAudio: 0, receivedVideo: 0,
   // Frames opened, by receiver id (./audio-watch.js tells a stuck receiver by them).
@@ -119,7 +120,7 @@ setInterval(() => {
 
 /** Pipes one transform's frames through sealing or opening, in order. */
 function run(options, readable, writable) {
-  const work = options.side === 'send' ? sealFrame : openFrame;
+  const work = options.side === 'send' ? sealOne : openOne;
   readable
     .pipeThrough(new TransformStream({
       transform: (frame, controller) => work(frame, controller, options),
@@ -128,15 +129,15 @@ function run(options, readable, writable) {
     .catch((err) => console.warn('e2ee: transform ended', err));
 }
 
-async function sealFrame(frame, controller, options) {
+async function sealOne(frame, controller, options) {
   stats[options.kind === 'audio' ? 'sentAudio' : 'sentVideo']++;
   const data = new Uint8Array(frame.data);
   if (data.length === 0) { controller.enqueue(frame); return; }
   if (!sendKey) { stats.sendDropped++; return; }
-  const clear = clearLength(codecOf(frame, options.kind), data);
   try {
     const ctr = sendCtr++;
-    const sealed = await seal(sendKey, ctr, data.subarray(0, clear), data.subarray(clear));
+    const sealed = await sealFrame(codecOf(frame, options.kind), sendKey, ctr, data);
+    if (!sealed) { stats.sendDropped++; stats.unlaid++; return; }
     if (recording) await record('plain', data, 'sealed', sealed);
     frame.data = sealed.buffer;
     stats.encrypted++;
@@ -147,7 +148,7 @@ async function sealFrame(frame, controller, options) {
   }
 }
 
-async function openFrame(frame, controller, options) {
+async function openOne(frame, controller, options) {
   stats[options.kind === 'audio' ? 'receivedAudio' : 'receivedVideo']++;
   const data = new Uint8Array(frame.data);
   if (data.length === 0) { controller.enqueue(frame); return; }
@@ -157,17 +158,16 @@ async function openFrame(frame, controller, options) {
     controller.enqueue(frame);
     return;
   }
-  const clear = clearLength(codecOf(frame, options.kind), data);
-  const header = peek(data, clear);
-  if (!header) { fail('malformed'); return; }
-  const key = await keyFor(header.kid);
+  const read = readFrame(codecOf(frame, options.kind), data);
+  if (!read) { fail('malformed'); return; }
+  const key = await keyFor(read.kid);
   if (!key) {
     fail('noKey');
-    reportMissing(options.id, header.kid);
+    reportMissing(options.id, read.kid);
     return;
   }
   try {
-    const plain = await open(key, data, clear, header);
+    const plain = await openFrame(key, read);
     frame.data = plain.buffer;
     stats.decrypted++;
     stats.openedBy[options.id] = (stats.openedBy[options.id] || 0) + 1;

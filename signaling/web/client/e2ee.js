@@ -98,15 +98,6 @@ export class E2ee {
     this._worker.postMessage({ op: 'plaintext', id: options.id, on: plaintext });
   }
 
-  /**
-   * The codecs a video sender may use: with E2EE, not H.264, whose encrypted frames
-   * this client does not yet lay out (docs/e2ee.md); the order kept.
-   */
-  sendableCodecs(codecs) {
-    if (!this.enabled) return codecs;
-    return codecs.filter((c) => !/^video\/h264$/i.test(c.mimeType));
-  }
-
   /** Frames opened so far on the receiver of `transceiver` (null: no transform on it). */
   openedOn(transceiver) {
     const options = this._attached.get(transceiver.receiver);
@@ -174,8 +165,13 @@ export class E2ee {
     }
   }
 
-  /** The application's own sender key (with `external`): returns its KID (a BigInt). */
+  /**
+   * The application's own sender key (with `external`), from `joined` on: returns its KID
+   * (a BigInt), to give the others with the key. Until the first, nothing is sent.
+   */
   setSendKey(key) {
+    if (!this.external) throw new Error('setSendKey() needs e2ee.external');
+    if (this._self == null) throw new Error('setSendKey() needs the call joined');
     const bytes = toBytes(key);
     this.generation = (this.generation + 1) & 0xff;
     this.step = 0;
@@ -186,6 +182,7 @@ export class E2ee {
 
   /** A key of another participant, for its KID (with `external`). */
   addKey(kid, key) {
+    if (!this.external) throw new Error('addKey() needs e2ee.external');
     this._onKey(kidSender(BigInt(kid)), BigInt(kid), toBytes(key));
   }
 

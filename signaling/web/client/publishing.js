@@ -110,12 +110,6 @@ export function addLocalTrack(call, source, track) {
         direction: 'sendonly',
         sendEncodings: [{ scalabilityMode: call.svc }],
       });
-      const codecs = (RTCRtpSender.getCapabilities('video') || { codecs: [] }).codecs;
-      const mime = `video/${call.codec}`;
-      const first = codecs.filter((c) => c.mimeType.toUpperCase() === mime.toUpperCase());
-      if (first.length === 0) throw new Error(`this browser cannot send ${call.codec}`);
-      const rest = codecs.filter((c) => !first.includes(c));
-      transceiver.setCodecPreferences(call.e2ee.sendableCodecs([...first, ...rest]));
       call._sendSvc.set(transceiver, svc);
     } else if (layers) {
       transceiver = call.pc.addTransceiver(track, {
@@ -126,10 +120,8 @@ export function addLocalTrack(call, source, track) {
     } else {
       transceiver = call.pc.addTransceiver(track, { direction: 'sendonly' });
     }
-    if (track.kind === 'video' && !svc && call.e2ee.enabled) {
-      const codecs = (RTCRtpSender.getCapabilities('video') || { codecs: [] }).codecs;
-      transceiver.setCodecPreferences(call.e2ee.sendableCodecs(codecs));
-    }
+    // The camera's codec first, for the encoder to use it (screen shares: the browser's).
+    if (source === 'camera' && call.codec) preferCodec(transceiver, call.codec);
     if (track.kind === 'video' && call.dependencyDescriptor) negotiateDependencyDescriptor(transceiver);
     // Encrypted from its first frame: the transform goes on before any negotiation.
     call.e2ee.attachSender(transceiver, track.kind);
@@ -236,4 +228,12 @@ export function assignTrackIds(call, answer) {
       if (!local.track.enabled) send(call, { type: 'mute', track_id: trackId, muted: true });
     }
   }
+}
+
+/** Puts `codec` ('VP9', 'H264', ...) first in a video transceiver's codec preferences. */
+function preferCodec(transceiver, codec) {
+  const codecs = (RTCRtpSender.getCapabilities('video') || { codecs: [] }).codecs;
+  const first = codecs.filter((c) => c.mimeType.toUpperCase() === `VIDEO/${codec}`);
+  if (first.length === 0) throw new Error(`this browser cannot send ${codec}`);
+  transceiver.setCodecPreferences([...first, ...codecs.filter((c) => !first.includes(c))]);
 }
