@@ -8,10 +8,19 @@
 // fragment). Without one (an empty secret) the exchange still encrypts against a passive
 // server, and the safety code, the same for everyone in the call when nobody swapped
 // public keys, is what catches an active one.
+//
+// A relayed message may be lost (the server drops relays rather than let them crowd out
+// its own messages, or answers `server_busy`). The exchange repairs itself: a hello says
+// whether its sender holds the recipient's hello (`have`), and is answered with another
+// hello when it does not; `want` asks a verified peer for its current key again (e2ee.js
+// sends it when frames come under a key it lacks). Repeats are at most one a second per
+// peer. `have` is not authenticated: flipping it costs one more hello, nothing else.
 
 const subtle = globalThis.crypto.subtle;
 const encoder = new TextEncoder();
 const VERSION = 1;
+/** Least time between two repeats of a hello, or two `want`s, to one peer. */
+const REPEAT_MS = 1000;
 
 export const b64 = (bytes) => btoa(String.fromCharCode(...new Uint8Array(bytes)));
 export const unb64 = (s) => Uint8Array.from(atob(String(s)), (c) => c.charCodeAt(0));
@@ -45,7 +54,9 @@ export class KeyExchange {
     this._send = send;
     this._onKey = onKey;
     this._onPeer = onPeer;
-    /** Peers: id -> {pub: string (b64), pair: CryptoKey|null, status, helloSent} */
+    /** Peers: id -> {pub: string (b64), pair: CryptoKey|null, status, helloSent, and when
+     * a repeated hello, an answering one and a `want` last went to it (helloAt,
+     * answerAt, wantAt; ms)} */
     this.peers = new Map();
     this._ready = this._init();
   }
@@ -61,14 +72,39 @@ export class KeyExchange {
     this.pub = b64(await subtle.exportKey('raw', this._pair.publicKey));
   }
 
-  /** Greets a participant (once): sends it our public key, authenticated. */
-  async greet(peer) {
+  /**
+   * Greets a participant: sends it our public key, authenticated. Once, unless `again`
+   * (a repeat, for a hello that may have been lost: at most one a second).
+   */
+  async greet(peer, again = false) {
     await this._ready;
     const p = this._peer(peer);
-    if (p.helloSent) return;
+    if (p.helloSent && !(again && this._mayRepeat(p, 'helloAt'))) return;
     p.helloSent = true;
+    p.helloAt = again ? Date.now() : 0;
+    await this._hello(peer, p);
+  }
+
+  async _hello(peer, p) {
     const mac = await subtle.sign('HMAC', this._auth, encoder.encode(`hello|${this.self}|${peer}|${this.pub}`));
-    this._send(peer, JSON.stringify({ v: VERSION, t: 'hello', pub: this.pub, mac: b64(mac) }));
+    this._send(peer, JSON.stringify({ v: VERSION, t: 'hello', pub: this.pub, mac: b64(mac), have: !!p.pair }));
+  }
+
+  /**
+   * Asks `peer` for its current key again (its frames come under a key we lack): at most
+   * one a second; a hello instead while we do not hold its own.
+   */
+  async want(peer) {
+    await this._ready;
+    const p = this._peer(peer);
+    if (p.status === 'failed') return;
+    if (!p.pair) {
+      await this.greet(peer, true);
+      return;
+    }
+    if (!this._mayRepeat(p, 'wantAt')) return;
+    p.wantAt = Date.now();
+    this._send(peer, JSON.stringify({ v: VERSION, t: 'want' }));
   }
 
   /** Forgets a participant that left. */
@@ -106,6 +142,13 @@ export class KeyExchange {
     if (!msg || msg.v !== VERSION) return null;
     if (msg.t === 'hello') return this._onHello(from, msg);
     if (msg.t === 'key') await this._onKeyMessage(from, msg);
+    if (msg.t === 'want') {
+      // A verified peer gets our keys again; one whose hello we lack is greeted, so that
+      // it answers with its own.
+      const p = this.peers.get(from);
+      if (p && p.pair) return from;
+      await this.greet(from, true);
+    }
     return null;
   }
 
@@ -133,7 +176,7 @@ export class KeyExchange {
   _peer(id) {
     let p = this.peers.get(id);
     if (!p) {
-      p = { pub: null, pair: null, status: 'waiting', helloSent: false };
+      p = { pub: null, pair: null, status: 'waiting', helloSent: false, helloAt: 0, answerAt: 0, wantAt: 0 };
       this.peers.set(id, p);
     }
     return p;
@@ -153,7 +196,11 @@ export class KeyExchange {
       this._onPeer(from, 'failed');
       return null;
     }
-    if (p.pub === msg.pub && p.pair) return null; // a repeat
+    if (p.pub === msg.pub && p.pair) {
+      // A repeat: it did not get our hello, if it says so.
+      if (msg.have === false) await this._answer(from, p);
+      return null;
+    }
     try {
       const theirs = await subtle.importKey('raw', unb64(msg.pub), { name: 'ECDH', namedCurve: 'P-256' }, false, []);
       const shared = new Uint8Array(await subtle.deriveBits({ name: 'ECDH', public: theirs }, this._pair.privateKey, 256));
@@ -168,9 +215,22 @@ export class KeyExchange {
     }
     p.status = 'verified';
     this._onPeer(from, 'verified');
-    // Answer a hello we have not answered (it joined after us, or we missed its greeting).
+    // Answer a hello we have not answered (it joined after us, or we missed its greeting),
+    // or whose sender did not get ours.
     if (!p.helloSent) await this.greet(from);
+    else if (msg.have === false) await this._answer(from, p);
     return from;
+  }
+
+  /** Our hello again, to a peer whose hello says it lacks ours (at most one a second). */
+  async _answer(peer, p) {
+    if (!this._mayRepeat(p, 'answerAt')) return;
+    p.answerAt = Date.now();
+    await this._hello(peer, p);
+  }
+
+  _mayRepeat(p, field) {
+    return Date.now() - p[field] >= REPEAT_MS;
   }
 
   async _onKeyMessage(from, msg) {

@@ -220,7 +220,10 @@ export class E2ee {
       if (data.op === 'stats') {
         this.stats = data.stats;
       } else if (data.op === 'missing_key') {
-        this._missing.add(Number(data.sender));
+        const sender = Number(data.sender);
+        this._missing.add(sender);
+        // Its key may have been lost on the way: ask again (at most once a second).
+        if (this._keys && this.peers.has(sender)) this._keys.want(sender);
       } else if (data.op === 'hashes') {
         for (const h of data.plain) this.hashes.plain.add(h);
         for (const h of data.sealed) this.hashes.sealed.add(h);

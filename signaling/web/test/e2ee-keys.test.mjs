@@ -105,3 +105,30 @@ test('a key naming another sender in its KID is ignored', async () => {
   assert.equal(r.got.get(1).length, 1);
   assert.equal(r.got.get(1)[0].kid, makeKid(3, 1, 0));
 });
+
+test('a lost hello and a lost key are repaired by repeats', async () => {
+  // The server loses 1's first hello to 2, and 2's first key to 1.
+  const lost = new Set(['1>2 hello', '2>1 key']);
+  const tamper = (from, to, data) => {
+    const name = `${from}>${to} ${JSON.parse(data).t}`;
+    return lost.delete(name) ? null : data;
+  };
+  const r = room([1, 2], { tamper });
+  const deliver = r.queue.push.bind(r.queue);
+  r.queue.push = (m) => (m.data == null ? r.queue.length : deliver(m));
+  await r.members.get(1).greet(2);
+  await r.members.get(2).greet(1);
+  await r.settle(keyOf);
+  // 2's hello said it lacked 1's: 1 greeted again, 2 verified it and sent its key
+  // (lost); 1 sent its own key, which arrived.
+  assert.deepEqual(r.got.get(2).map((g) => g.sender), [1]);
+  assert.deepEqual(r.got.get(1), [], 'the key to 1 was lost');
+  // 1's frames from 2 come under a key it lacks: it asks, and 2 answers with the key.
+  await r.members.get(1).want(2);
+  await r.settle(keyOf);
+  assert.deepEqual(r.got.get(1).map((g) => g.sender), [2]);
+  assert.deepEqual(r.got.get(1)[0].key, keyOf(2).key);
+  // Asking again at once sends nothing more: one `want` a second.
+  await r.members.get(1).want(2);
+  assert.equal(r.queue.length, 0);
+});
