@@ -12,93 +12,12 @@ import { readFileSync } from 'node:fs';
 import {
   steps, RUN, sleep, waitFor, Participant, browserHooks,
 } from './lib.mjs';
-import { frameHash, redPrimary, tapFrames, tapMark, tapPackets } from './tap.mjs';
-import { deriveKey, open, peek, ratchet } from '../signaling/web/client/sframe.js';
-import { clearLength, kidGeneration, kidSender, kidStep } from '../signaling/web/client/e2ee-layout.js';
-
-/** The server's tap of forwarded payloads (e2e/run.sh starts it with `--tap`). */
-const TAP = process.env.E2E_TAP;
-
-const TEST = '?e2eetest=1';
-
-/** `p`'s E2EE status: call.e2ee without its private parts. */
-function e2eeOf(p) {
-  return p.page.evaluate(() => {
-    const e = window.demo.call.e2ee;
-    return {
-      enabled: e.enabled, transform: e.transform, generation: e.generation, step: e.step,
-      kid: e.kid == null ? null : String(e.kid), safetyCode: e.safetyCode, stats: e.stats,
-      peers: Object.fromEntries(e.peers),
-      label: document.getElementById('e2ee-label').textContent,
-    };
-  });
-}
-
-/** Mean and spread of the colours of the `<video>` of tile `key`, or null before a frame. */
-function tilePixels(p, key) {
-  return p.page.evaluate((k) => {
-    const video = document.querySelector(`.tile[data-key="${k}"] video`);
-    if (!video || !video.videoWidth) return null;
-    const c = document.createElement('canvas');
-    c.width = 64;
-    c.height = 48;
-    const g = c.getContext('2d');
-    g.drawImage(video, 0, 0, c.width, c.height);
-    const d = g.getImageData(0, 0, c.width, c.height).data;
-    const n = d.length / 4;
-    const mean = [0, 1, 2].map((ch) => { let s = 0; for (let i = ch; i < d.length; i += 4) s += d[i]; return s / n; });
-    let spread = 0;
-    for (let i = 0; i < d.length; i += 4) spread += Math.abs(d[i] - mean[0]) + Math.abs(d[i + 1] - mean[1]) + Math.abs(d[i + 2] - mean[2]);
-    return { mean: mean.map(Math.round), spread: Math.round(spread / n), w: video.videoWidth, h: video.videoHeight };
-  }, key);
-}
-
-/** The frame a tapped frame is, for its codec: VP8 video; Opus audio, maybe in RED. */
-function candidates(f) {
-  if (f.kind === 'video') return [{ codec: 'VP8', bytes: f.frame }];
-  const red = redPrimary(f.frame);
-  return [{ codec: 'opus', bytes: f.frame }, ...(red ? [{ codec: 'opus', bytes: red }] : [])];
-}
-
-/** Whether any of `keys` ([{kid, key}] as E2ee.testKeys gives them) opens frame `f`. */
-async function opens(keys, f) {
-  for (const { codec, bytes } of candidates(f)) {
-    const clear = clearLength(codec, bytes);
-    const header = peek(bytes, clear);
-    if (!header) continue;
-    for (const k of keys) {
-      const kid = BigInt(k.kid);
-      if (kidSender(kid) !== kidSender(header.kid) || kidGeneration(kid) !== kidGeneration(header.kid)) continue;
-      const ahead = kidStep(header.kid) - kidStep(kid);
-      if (ahead < 0) continue;
-      let base = Uint8Array.from(Buffer.from(k.key, 'base64'));
-      for (let i = 0; i < ahead; i++) base = await ratchet(base);
-      try {
-        await open(await deriveKey(base, header.kid), bytes, clear, header);
-        return true;
-      } catch {
-        // Not this key.
-      }
-    }
-  }
-  return false;
-}
-
-/** How many of `frames` `keys` open. */
-async function opened(keys, frames) {
-  let n = 0;
-  for (const f of frames) if (await opens(keys, f)) n++;
-  return n;
-}
-
-/** The frames the tap saw between two marks of the participants `ps`, by participant id. */
-function framesOf(ps, from, to) {
-  const ids = new Set(ps.map((p) => p.id));
-  const frames = tapFrames(tapPackets(TAP, from, to).filter((p) => ids.has(p.participant_id)));
-  return new Map(ps.map((p) => [p.id, frames.filter((f) => f.participant_id === p.id)]));
-}
-
-const testKeys = (p) => p.page.evaluate(() => window.demo.call.e2ee.testKeys());
+import { frameHash, tapMark } from './tap.mjs';
+import { kidSender } from '../signaling/web/client/e2ee-layout.js';
+import { readFrame } from '../signaling/web/client/e2ee-frame.js';
+import {
+  TAP, TEST, candidates, e2eeOf, framesOf, opened, testKeys, tilePixels,
+} from './e2ee-check.mjs';
 
 describe('end-to-end encrypted calls', { timeout: 600000 }, () => {
   const alice = new Participant('Alice');
@@ -201,8 +120,8 @@ describe('end-to-end encrypted calls', { timeout: 600000 }, () => {
           // No frame the server forwarded is a frame before encryption.
           for (const { bytes } of c) assert.ok(!plainAll.has(frameHash(bytes)), `a plaintext ${kind} frame of ${p.name} reached the server`);
           if (c.some(({ codec, bytes }) => {
-            const h = peek(bytes, clearLength(codec, bytes));
-            return h && kidSender(h.kid) === p.id;
+            const read = readFrame(codec, bytes);
+            return read && kidSender(read.kid) === p.id;
           })) laidOut++;
           if (c.some(({ bytes }) => sealed.has(frameHash(bytes)))) matched++;
         }
