@@ -145,6 +145,11 @@ pub struct TurnArgs {
     /// Public peers the relay must not send to (repeatable CIDR).
     #[arg(long = "deny-peer", env = "SFU_TURN_DENY_PEERS", value_delimiter = ',')]
     pub deny_peers: Vec<turn::policy::Cidr>,
+    /// Ports of the relay's own addresses (its relay IPs and listening IPs) that peers may
+    /// be on, as FIRST-LAST: an SFU's media ports on the same host. None by default: the
+    /// relay never sends to itself, whatever --allow-peer says.
+    #[arg(long, env = "SFU_TURN_OWN_PEER_PORTS", value_parser = parse_ports)]
+    pub own_peer_ports: Option<RangeInclusive<u16>>,
     #[command(flatten)]
     pub relay_ports: TurnRelayPorts,
     /// IP given to peers in relayed addresses (repeatable: one IPv4 and one IPv6 serve

@@ -28,17 +28,20 @@ pub fn embedded(
     };
     let mut credentials = turn::auth::Credentials::new("sfu");
     credentials.add_secret(&secret);
-    // The relay exists to reach this server's media ports: let it.
-    let allow = advertise
-        .iter()
-        .map(|ip| turn::policy::Cidr::host(*ip))
-        .collect();
-    let policy = turn::policy::PeerPolicy::new(allow, Vec::new());
     let relay_ip = advertise
         .first()
         .copied()
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
     let listen = &args.turn_listen;
+    // The relay exists to reach this server's media ports: on its own addresses, those
+    // and nothing else (not its own listeners or relay ports, nor signaling).
+    let own: Vec<IpAddr> = own_addresses(advertise, &listen.listen, listen.tls_listen);
+    let policy = turn::policy::PeerPolicy::new(Vec::new(), Vec::new())
+        .with_own(&own, vec![args.udp_ports.clone()]);
+    info!(
+        "TURN relay: peers on its own addresses {own:?} only on UDP ports {:?}",
+        args.udp_ports
+    );
     let handle = turn::driver::start(
         turn::driver::Listeners {
             listen: listen.listen.clone(),
@@ -67,6 +70,15 @@ pub fn embedded(
         }]
     });
     Ok((source, handle))
+}
+
+/// The relay's own addresses, which its peer policy refuses but on the ports it exists to
+/// reach: the addresses it gives out (advertised or relay IPs) and those it listens on
+/// (an unspecified listening address names no host and is left out by the policy).
+fn own_addresses(given: &[IpAddr], listen: &[SocketAddr], tls: Option<SocketAddr>) -> Vec<IpAddr> {
+    let mut own: Vec<IpAddr> = given.to_vec();
+    own.extend(listen.iter().chain(tls.iter()).map(SocketAddr::ip));
+    own
 }
 
 /// The TURN URLs for clients of the embedded relay: UDP and TCP at `relay_ip` on the
@@ -104,16 +116,18 @@ pub fn standalone(args: TurnArgs) -> anyhow::Result<()> {
     if args.users.is_empty() && args.auth_secrets.is_empty() {
         bail!("no --user and no --auth-secret: nobody could allocate");
     }
-    let policy = turn::policy::PeerPolicy::new(args.allow_peers.clone(), args.deny_peers.clone());
-    let mut config = turn::server::Config::new(credentials, policy, Vec::new());
-    config.max_allocations = args.max_allocations;
-    config.max_allocations_per_user = args.max_allocations_per_user;
-    config.max_bytes_per_sec = (args.max_bytes_per_sec > 0).then_some(args.max_bytes_per_sec);
-    let relay_ips = if args.relay_ip.is_empty() {
+    let relay_ips: Vec<IpAddr> = if args.relay_ip.is_empty() {
         default_advertise().into_iter().take(1).collect()
     } else {
         args.relay_ip.clone()
     };
+    let own = own_addresses(&relay_ips, &args.listen.listen, args.listen.tls_listen);
+    let policy = turn::policy::PeerPolicy::new(args.allow_peers.clone(), args.deny_peers.clone())
+        .with_own(&own, args.own_peer_ports.clone().into_iter().collect());
+    let mut config = turn::server::Config::new(credentials, policy, Vec::new());
+    config.max_allocations = args.max_allocations;
+    config.max_allocations_per_user = args.max_allocations_per_user;
+    config.max_bytes_per_sec = (args.max_bytes_per_sec > 0).then_some(args.max_bytes_per_sec);
     let handle = turn::driver::start(
         turn::driver::Listeners {
             listen: args.listen.listen.clone(),

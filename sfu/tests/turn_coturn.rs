@@ -40,6 +40,10 @@ fn relay(extra: &[&str]) -> Running {
     )
 }
 
+/// The peers' ports: on the relay's own address (loopback here), so they must be opened
+/// (uclient also binds a channel to the port after the peer's).
+const OWN_PEER_PORTS: [&str; 2] = ["--own-peer-ports", "34800-34802"];
+
 fn relay_with(extra: &[&str], relay_addrs: &[&str]) -> Running {
     let port = LISTEN_PORT.to_string();
     let listen = format!("127.0.0.1:{port}");
@@ -91,7 +95,20 @@ fn uclient_at(port: u16, args: &[&str], n: u32) -> Output {
 }
 
 fn uclient_to(port: u16, peer: &str, peer_port: u16, args: &[&str], n: u32) -> Output {
+    uclient_clients(port, peer, peer_port, args, n, 2)
+}
+
+/// Runs turnutils_uclient with `clients` clients.
+fn uclient_clients(
+    port: u16,
+    peer: &str,
+    peer_port: u16,
+    args: &[&str],
+    n: u32,
+    clients: u32,
+) -> Output {
     let n = n.to_string();
+    let clients = clients.to_string();
     let port = port.to_string();
     let peer_port = peer_port.to_string();
     let bin = tool("turnutils_uclient");
@@ -106,7 +123,7 @@ fn uclient_to(port: u16, peer: &str, peer_port: u16, args: &[&str], n: u32) -> O
         &peer_port,
         "-c",
         "-m",
-        "2",
+        &clients,
         "-n",
         &n,
         "127.0.0.1",
@@ -171,8 +188,18 @@ fn coturn_client_relays_through_sfu_turn() {
             "127.0.0.1/32",
             "--metrics-listen",
             "127.0.0.1:34790",
+            OWN_PEER_PORTS[0],
+            OWN_PEER_PORTS[1],
         ]);
         let creds = ["-u", "alice", "-w", "secret"];
+        // Its own listener and relay ports are not peers, whatever --allow-peer says.
+        for (port, what) in [(LISTEN_PORT, "its own listener"), (45_000, "a relay port")] {
+            assert_fails(
+                &uclient_to(LISTEN_PORT, "127.0.0.1", port, &creds, 5),
+                "403",
+                what,
+            );
+        }
         assert_relays_without_loss(&uclient(&creds, 50), 50, "UDP, channels");
         assert_relays_without_loss(
             &uclient(&[&creds[..], &["-s"]].concat(), 50),
@@ -224,7 +251,14 @@ fn coturn_client_relays_through_sfu_turn() {
     {
         // An IPv6 relay address (REQUESTED-ADDRESS-FAMILY) beside the IPv4 one.
         let _relay = relay_with(
-            &["--user", "alice:secret", "--allow-peer", "::1/128"],
+            &[
+                "--user",
+                "alice:secret",
+                "--allow-peer",
+                "::1/128",
+                OWN_PEER_PORTS[0],
+                OWN_PEER_PORTS[1],
+            ],
             &["--relay-ip", "127.0.0.1", "--relay-ip", "::1"],
         );
         let _peer6 = peer_at("::1", PEER6_PORT);
@@ -272,6 +306,8 @@ fn coturn_client_relays_through_sfu_turn() {
             cert.to_str().unwrap(),
             "--key",
             key.to_str().unwrap(),
+            OWN_PEER_PORTS[0],
+            OWN_PEER_PORTS[1],
         ]);
         let out = uclient_at(TLS_PORT, &["-t", "-S", "-u", "alice", "-w", "secret"], 50);
         assert_relays_without_loss(&out, 50, "TLS, channels");
@@ -295,6 +331,81 @@ fn coturn_client_relays_through_sfu_turn() {
             "forbidden peer",
         );
     }
+    {
+        // With it, the relay's own address is still refused without --own-peer-ports.
+        let _relay = relay(&["--user", "alice:secret", "--allow-peer", "127.0.0.1/32"]);
+        assert_fails(
+            &uclient(&["-u", "alice", "-w", "secret"], 5),
+            "403",
+            "the relay's own address",
+        );
+    }
+}
+
+/// The relay embedded in the server reaches the server's media ports and nothing else of
+/// its own: not its TURN listener, its relay ports or signaling (coturn's client, with the
+/// REST credentials a join would hand out).
+#[test]
+fn embedded_relay_reaches_only_the_media_ports() {
+    const HTTP: u16 = 34_820;
+    const TURN: u16 = 34_821;
+    let log = std::env::temp_dir().join(format!("sfu-embedded-turn-{}.log", std::process::id()));
+    let turn_listen = format!("127.0.0.1:{TURN}");
+    let http_listen = format!("127.0.0.1:{HTTP}");
+    let child = Command::new(env!("CARGO_BIN_EXE_sfu"))
+        .args(["--http-listen", &http_listen, "--udp-ports", "34822-34823"])
+        .args([
+            "--udp-bind",
+            "127.0.0.1",
+            "--advertise-ip",
+            "127.0.0.1",
+            "--no-ice-tcp",
+        ])
+        .args([
+            "--turn-listen",
+            &turn_listen,
+            "--turn-relay-ports",
+            "45020-45029",
+        ])
+        .args([
+            "--turn-auth-secret",
+            "embedded-secret",
+            "--secret",
+            "signaling",
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _server = Running(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", TURN)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the server's relay did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let creds = ["-W", "embedded-secret", "-u", "someone"];
+    for (port, what) in [
+        (TURN, "its TURN listener"),
+        (45_020, "its relay ports"),
+        (HTTP, "signaling"),
+        (34_824, "a port next to the media ports"),
+    ] {
+        assert_fails(&uclient_to(TURN, "127.0.0.1", port, &creds, 3), "403", what);
+    }
+    // A media port is a peer it may have: the channel is bound (the server does not echo
+    // what is relayed, so nothing comes back, but nothing is refused either). One client:
+    // two would bind the same peer from the shared relay port.
+    let out = uclient_clients(TURN, "127.0.0.1", 34_822, &creds, 3, 1);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!text.contains("403"), "a media port refused:\n{text}");
+    assert!(
+        text.contains("Total transmit time"),
+        "uclient did not get to send:\n{text}"
+    );
 }
 
 /// A plain HTTP GET on 127.0.0.1; the body of a 200 answer.

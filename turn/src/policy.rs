@@ -11,16 +11,25 @@
 //! IPv4-compatible `::a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`, 6to4 `2002:AABB:CCDD::/48` and
 //! Teredo `2001:0:SSSS:SSSS:…:CCCC:CCCC` (server and obfuscated client address).
 //!
-//! The order of judgement in [`PeerPolicy::check`]:
+//! The relay's own addresses ([`PeerPolicy::with_own`]) are refused too, whatever their
+//! class and whatever the allow rules say, except on the ports it exists to reach (the
+//! embedded relay's: the SFU's media ports): otherwise a client could relay to the relay's
+//! own listener, nest an allocation in an allocation, or reach the signaling port.
+//!
+//! The order of judgement in [`PeerPolicy::check_addr`] (and [`PeerPolicy::check`],
+//! which judges an address whatever its port, for permissions):
 //! 1. an IPv4-mapped IPv6 address is turned into its IPv4 address (they name the same host);
-//! 2. an allow rule that contains the address admits it, whatever its class;
-//! 3. an address of a special-purpose class is refused with that class;
-//! 4. a deny rule that contains the address, or an IPv4 address embedded in it, refuses it
+//! 2. one of the relay's own addresses is admitted on its open ports only
+//!    ([`PeerRefusal::OwnAddress`] otherwise; `check` admits it when it has any);
+//! 3. an allow rule that contains the address admits it, whatever its class;
+//! 4. an address of a special-purpose class is refused with that class;
+//! 5. a deny rule that contains the address, or an IPv4 address embedded in it, refuses it
 //!    as [`PeerRefusal::Denied`];
-//! 5. everything else is admitted.
+//! 6. everything else is admitted.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::str::FromStr;
 
 /// An IP prefix such as `10.0.0.0/8` or `2001:db8::/32`.
@@ -225,11 +234,13 @@ pub enum PeerRefusal {
     Reserved,
     /// An explicit deny rule matched.
     Denied,
+    /// One of the relay's own addresses, on a port it may not reach there.
+    OwnAddress,
 }
 
 impl PeerRefusal {
     /// Every variant, in declaration order (to register metrics up front).
-    pub const ALL: [PeerRefusal; 11] = [
+    pub const ALL: [PeerRefusal; 12] = [
         PeerRefusal::Unspecified,
         PeerRefusal::Loopback,
         PeerRefusal::Private,
@@ -241,6 +252,7 @@ impl PeerRefusal {
         PeerRefusal::Benchmarking,
         PeerRefusal::Reserved,
         PeerRefusal::Denied,
+        PeerRefusal::OwnAddress,
     ];
 
     /// The metrics label: snake_case, stable.
@@ -257,6 +269,7 @@ impl PeerRefusal {
             PeerRefusal::Benchmarking => "benchmarking",
             PeerRefusal::Reserved => "reserved",
             PeerRefusal::Denied => "denied",
+            PeerRefusal::OwnAddress => "own_address",
         }
     }
 }
@@ -265,6 +278,7 @@ impl fmt::Display for PeerRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PeerRefusal::Denied => f.write_str("peer address denied by a rule"),
+            PeerRefusal::OwnAddress => f.write_str("peer is the relay's own address"),
             other => write!(f, "peer address is {}", other.as_str().replace('_', " ")),
         }
     }
@@ -281,19 +295,63 @@ pub struct PeerPolicy {
     allow: Vec<Cidr>,
     /// Prefixes refused even when globally reachable.
     deny: Vec<Cidr>,
+    /// The relay's own addresses (canonical), refused but on `open_ports`.
+    own: Vec<IpAddr>,
+    /// The ports of its own addresses it may reach (the SFU's media ports); none for a
+    /// standalone relay.
+    open_ports: Vec<RangeInclusive<u16>>,
 }
 
 impl PeerPolicy {
     /// A policy with these allow and deny rules on top of the secure defaults.
     pub fn new(allow: Vec<Cidr>, deny: Vec<Cidr>) -> Self {
-        Self { allow, deny }
+        Self {
+            allow,
+            deny,
+            own: Vec::new(),
+            open_ports: Vec::new(),
+        }
     }
 
-    /// Ok if the relay may send to `ip`. Allow rules win over every deny class (they let the
-    /// SFU's own media addresses, or loopback in tests, through); explicit deny rules apply
-    /// to otherwise-public addresses, and also match an IPv4 address embedded in an IPv6 one.
+    /// The same policy, refusing the relay's own addresses `own` except on `open_ports`.
+    /// Unspecified addresses (`0.0.0.0`, `::`) in `own` are left out: they name no host.
+    pub fn with_own(mut self, own: &[IpAddr], open_ports: Vec<RangeInclusive<u16>>) -> Self {
+        for ip in own.iter().map(|ip| canonical(*ip)) {
+            if !ip.is_unspecified() && !self.own.contains(&ip) {
+                self.own.push(ip);
+            }
+        }
+        self.open_ports = open_ports;
+        self
+    }
+
+    /// Ok if the relay may send to `peer`: [`PeerPolicy::check`], and on the relay's own
+    /// addresses only to their open ports.
+    pub fn check_addr(&self, peer: SocketAddr) -> Result<(), PeerRefusal> {
+        let ip = canonical(peer.ip());
+        if self.own.contains(&ip) {
+            return if self.open_ports.iter().any(|r| r.contains(&peer.port())) {
+                Ok(())
+            } else {
+                Err(PeerRefusal::OwnAddress)
+            };
+        }
+        self.check(ip)
+    }
+
+    /// Ok if the relay may send to `ip` on some port (a permission names no port): one of
+    /// its own addresses if it has open ports there. Allow rules win over every deny class
+    /// (they let loopback through in tests); explicit deny rules apply to otherwise-public
+    /// addresses, and also match an IPv4 address embedded in an IPv6 one.
     pub fn check(&self, ip: IpAddr) -> Result<(), PeerRefusal> {
         let ip = canonical(ip);
+        if self.own.contains(&ip) {
+            return if self.open_ports.is_empty() {
+                Err(PeerRefusal::OwnAddress)
+            } else {
+                Ok(())
+            };
+        }
         if self.allow.iter().any(|c| c.contains(ip)) {
             return Ok(());
         }
@@ -321,6 +379,11 @@ impl PeerPolicy {
     /// The deny rules.
     pub fn deny(&self) -> &[Cidr] {
         &self.deny
+    }
+
+    /// The relay's own addresses, and the ports open on them.
+    pub fn own(&self) -> (&[IpAddr], &[RangeInclusive<u16>]) {
+        (&self.own, &self.open_ports)
     }
 }
 
@@ -524,6 +587,64 @@ mod tests {
 
     fn cidr(s: &str) -> Cidr {
         s.parse().unwrap()
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn own_addresses_are_open_only_on_their_open_ports() {
+        // The embedded relay: its own addresses reach the media ports and nothing else,
+        // even where an allow rule covers them, and whatever their class.
+        let own = [ip("127.0.0.1"), ip("203.0.113.7"), ip("0.0.0.0")];
+        let policy =
+            PeerPolicy::new(vec![cidr("127.0.0.0/8")], vec![]).with_own(&own, vec![16384..=16584]);
+        for peer in [
+            "127.0.0.1:16384",
+            "127.0.0.1:16584",
+            "[::ffff:203.0.113.7]:16400",
+        ] {
+            assert_eq!(policy.check_addr(addr(peer)), Ok(()), "{peer}");
+        }
+        for peer in [
+            "127.0.0.1:3478",
+            "127.0.0.1:16383",
+            "127.0.0.1:16585",
+            "203.0.113.7:8080",
+            "[::ffff:127.0.0.1]:5349",
+        ] {
+            assert_eq!(
+                policy.check_addr(addr(peer)),
+                Err(PeerRefusal::OwnAddress),
+                "{peer}"
+            );
+        }
+        // A permission names no port: an own address with open ports may have one.
+        assert_eq!(policy.check(ip("203.0.113.7")), Ok(()));
+        // Other addresses are judged as before: the allow rule, then the classes.
+        assert_eq!(policy.check_addr(addr("127.0.0.2:3478")), Ok(()));
+        assert_eq!(
+            policy.check_addr(addr("10.0.0.1:16400")),
+            Err(PeerRefusal::Private)
+        );
+        // The unspecified address is no host: it stays refused by class.
+        assert_eq!(policy.own().0, &[ip("127.0.0.1"), ip("203.0.113.7")]);
+    }
+
+    #[test]
+    fn a_standalone_relay_refuses_its_own_addresses_on_every_port() {
+        let policy = PeerPolicy::new(vec![cidr("198.51.100.0/24")], vec![])
+            .with_own(&[ip("198.51.100.9"), ip("2001:db8::9")], vec![]);
+        assert_eq!(
+            policy.check(ip("198.51.100.9")),
+            Err(PeerRefusal::OwnAddress)
+        );
+        assert_eq!(
+            policy.check_addr(addr("[2001:db8::9]:3478")),
+            Err(PeerRefusal::OwnAddress)
+        );
+        assert_eq!(policy.check(ip("198.51.100.10")), Ok(()));
     }
 
     fn default_check(s: &str) -> Result<(), PeerRefusal> {

@@ -724,7 +724,7 @@ impl Server {
             return Some(self.error(msg, ErrorCode::BAD_REQUEST, Some(key)));
         }
         for peer in &peers {
-            if let Some(code) = self.check_peer(slot, *peer) {
+            if let Some(code) = self.check_peer(slot, *peer, false) {
                 return Some(self.error(msg, code, Some(key)));
             }
         }
@@ -755,7 +755,7 @@ impl Server {
         if !channel::CHANNELS.contains(&number) {
             return Some(self.error(msg, ErrorCode::BAD_REQUEST, Some(key)));
         }
-        if let Some(code) = self.check_peer(slot, peer) {
+        if let Some(code) = self.check_peer(slot, peer, true) {
             return Some(self.error(msg, code, Some(key)));
         }
         let a = self.allocations[slot].as_ref()?;
@@ -791,13 +791,19 @@ impl Server {
     }
 
     /// The error code refusing `peer` for allocation `slot`, if any: a family other than
-    /// the relay's (443), or an address the policy denies (403, counted).
-    fn check_peer(&mut self, slot: usize, peer: SocketAddr) -> Option<u16> {
+    /// the relay's (443), or an address the policy denies (403, counted). A permission
+    /// (`with_port` false) names no port: its peer is judged whatever the port.
+    fn check_peer(&mut self, slot: usize, peer: SocketAddr, with_port: bool) -> Option<u16> {
         let relay = self.allocations[slot].as_ref()?.relay;
         if relay.is_ipv6() != peer.is_ipv6() {
             return Some(ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH);
         }
-        match self.config.policy.check(peer.ip()) {
+        let judged = if with_port {
+            self.config.policy.check_addr(peer)
+        } else {
+            self.config.policy.check(peer.ip())
+        };
+        match judged {
             Ok(()) => None,
             Err(refusal) => {
                 self.counters.refuse(Refusal::Peer(refusal));
@@ -858,6 +864,12 @@ impl Server {
             self.counters.refuse(Refusal::Malformed);
             return Action::Nothing;
         };
+        // The permission allowed the peer's address; its port is judged here (the
+        // relay's own addresses are open on some ports only).
+        if let Err(refusal) = self.config.policy.check_addr(peer) {
+            self.counters.refuse(Refusal::Peer(refusal));
+            return Action::Nothing;
+        }
         let start = offset + 4;
         let range = start..start + data.value.len();
         self.relay_out(now, slot, peer, range)
