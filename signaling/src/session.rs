@@ -106,7 +106,8 @@ impl Session {
             let step = match &mut self.joined {
                 None => match tokio::time::timeout(JOIN_TIMEOUT, self.socket.recv()).await {
                     Ok(Some(Ok(message))) => self.on_client_frame(message).await,
-                    Ok(_) => Step::Close,
+                    Ok(Some(Err(e))) => self.on_read_error(e).await,
+                    Ok(None) => Step::Close,
                     Err(_) => {
                         debug!("no join within {JOIN_TIMEOUT:?}; closing");
                         Step::Close
@@ -116,7 +117,8 @@ impl Session {
                     tokio::select! {
                         frame = self.socket.recv() => match frame {
                             Some(Ok(message)) => self.on_client_frame(message).await,
-                            _ => Step::Close,
+                            Some(Err(e)) => self.on_read_error(e).await,
+                            None => Step::Close,
                         },
                         event = events.recv() => match event {
                             Some(event) => self.on_events(event).await,
@@ -145,6 +147,26 @@ impl Session {
                 reason: "bye".into(),
             })))
             .await;
+    }
+
+    /// A frame that could not be read ends the session: one over [`MAX_FRAME_BYTES`] is
+    /// told so first (`message_too_large`), as a large message is.
+    async fn on_read_error(&mut self, e: axum::Error) -> Step {
+        let inner = e.into_inner();
+        if let Some(tungstenite::Error::Capacity(capacity)) =
+            inner.downcast_ref::<tungstenite::Error>()
+        {
+            debug!("frame refused: {capacity}");
+            let _ = self
+                .send(&ServerMessage::Error(ErrorMessage::new(
+                    ErrorCode::MessageTooLarge,
+                    format!("a frame holds at most {MAX_FRAME_BYTES} bytes; closing"),
+                )))
+                .await;
+        } else {
+            debug!("websocket read failed: {inner}");
+        }
+        Step::Close
     }
 
     async fn on_client_frame(&mut self, message: Message) -> Step {
