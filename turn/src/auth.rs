@@ -17,9 +17,10 @@
 //! `EXPIRY`); the rest of the username after the first `:` is opaque and may hold more
 //! colons.
 //!
-//! A REST username is valid up to and including its expiry second, and [`AuthFailure::Expired`]
-//! from the next one on; there is no leeway, so the clocks of signaling and relay hosts
-//! should be synchronized.
+//! A REST username is valid until its expiry (a Unix time in seconds) and
+//! [`AuthFailure::Expired`] from that second on: with clocks read in whole seconds, never
+//! a moment late. There is no leeway, so the clocks of signaling and relay hosts should be
+//! synchronized.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -131,7 +132,9 @@ impl Credentials {
             return Err(AuthFailure::UnknownUser);
         }
         let expiry = rest_expiry(username)?;
-        if expiry < now_unix {
+        // `now_unix` is the current second, rounded down: from the expiry second on, the
+        // expiry has passed (`<` would accept it for up to a second more).
+        if expiry <= now_unix {
             return Err(AuthFailure::Expired);
         }
         Ok(self
@@ -269,9 +272,9 @@ mod tests {
         let now = 1_700_000_000;
         let (user, pass) = rest_credentials(b"north", "alice", now, Duration::from_secs(3600));
         assert_eq!(creds.passwords(&user, now), Ok(vec![pass.clone()]));
-        assert_eq!(creds.passwords(&user, now + 3600), Ok(vec![pass]));
+        assert_eq!(creds.passwords(&user, now + 3599), Ok(vec![pass]));
         assert_eq!(
-            creds.passwords(&user, now + 3601),
+            creds.passwords(&user, now + 3600),
             Err(AuthFailure::Expired)
         );
         assert_eq!(creds.passwords(&user, u64::MAX), Err(AuthFailure::Expired));
@@ -306,10 +309,12 @@ mod tests {
     fn expired_has_no_leeway() {
         let mut creds = Credentials::new("r");
         creds.add_secret(b"s");
-        assert_eq!(creds.passwords("100:u", 100).map(|p| p.len()), Ok(1));
+        // Valid in the second before its expiry; refused from the expiry second on (the
+        // clock rounds down: at 100.9 s it reads 100, and 100:u has expired).
+        assert_eq!(creds.passwords("100:u", 99).map(|p| p.len()), Ok(1));
+        assert_eq!(creds.passwords("100:u", 100), Err(AuthFailure::Expired));
         assert_eq!(creds.passwords("100:u", 101), Err(AuthFailure::Expired));
-        assert_eq!(creds.passwords("0:u", 1), Err(AuthFailure::Expired));
-        assert_eq!(creds.passwords("0:u", 0).map(|p| p.len()), Ok(1));
+        assert_eq!(creds.passwords("0:u", 0), Err(AuthFailure::Expired));
     }
 
     #[test]
@@ -486,7 +491,7 @@ mod tests {
             let name = msg.attribute::<Username>().unwrap();
             assert_eq!(name.username(), user);
             assert!(validate(&msg, name.username(), &creds, now));
-            assert!(!validate(&msg, name.username(), &creds, now + 601));
+            assert!(!validate(&msg, name.username(), &creds, now + 600));
 
             let data = signed_request("alice", "wonderland", "example.org", algo);
             let msg = Message::from_bytes(&data).unwrap();
