@@ -37,11 +37,38 @@ fn main() -> anyhow::Result<()> {
 
 fn init_log(filter: &str) -> anyhow::Result<()> {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+    let filter = tracing_subscriber::EnvFilter::try_new(log_filter(filter))
         .with_context(|| format!("bad --log filter {filter:?}"))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stdout().is_terminal())
         .init();
     Ok(())
+}
+
+/// The filter as given, with `stun_types` (the STUN parser of the TURN relay) kept to
+/// errors unless the filter names it: it logs a WARN for every malformed message, and
+/// those come from the network, as many as anyone sends (the relay counts them as
+/// `malformed` instead).
+fn log_filter(filter: &str) -> String {
+    if filter.contains("stun_types") {
+        filter.to_string()
+    } else {
+        format!("{filter},stun_types=error")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn the_stun_parser_is_kept_to_errors_unless_asked_for() {
+        assert_eq!(log_filter("info"), "info,stun_types=error");
+        assert_eq!(
+            log_filter("debug,sfu=trace"),
+            "debug,sfu=trace,stun_types=error"
+        );
+        assert_eq!(log_filter("info,stun_types=debug"), "info,stun_types=debug");
+    }
 }
