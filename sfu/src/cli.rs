@@ -85,7 +85,11 @@ fn embedded_turn(arg: Arg) -> Arg {
         "listen" => arg
             .long("turn-listen")
             .value_name("TURN_LISTEN")
-            .help("Addresses of the embedded TURN relay, UDP and TCP (repeatable)"),
+            .default_value(None::<&str>)
+            .help(
+                "Addresses of the embedded TURN relay, UDP and TCP (repeatable) [default: \
+                 0.0.0.0:3478; 127.0.0.1:3478 in dev mode]",
+            ),
         "tls_listen" => arg
             .long("turn-tls-listen")
             .value_name("TURN_TLS_LISTEN")
@@ -180,17 +184,19 @@ pub struct TurnArgs {
 #[derive(Args, Debug)]
 #[command(mut_args(embedded_turn))]
 pub struct ServeArgs {
-    /// Address for HTTP: signaling WebSocket (/ws), demo page (/), /metrics, /healthz.
-    #[arg(long, env = "SFU_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
-    pub http_listen: SocketAddr,
+    /// Address for HTTP: signaling WebSocket (/ws), demo page (/), /metrics, /healthz
+    /// [default: 0.0.0.0:8080; 127.0.0.1:8080 in dev mode].
+    #[arg(long, env = "SFU_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
 
     /// UDP port range for media, as FIRST-LAST. One socket per port, many participants each.
     #[arg(long, env = "SFU_UDP_PORTS", default_value = "16384-16584", value_parser = parse_ports)]
     pub udp_ports: RangeInclusive<u16>,
 
-    /// IP the media sockets (UDP and ICE-TCP) bind to.
-    #[arg(long, env = "SFU_UDP_BIND", default_value = "0.0.0.0")]
-    pub udp_bind: IpAddr,
+    /// IP the media sockets (UDP and ICE-TCP) bind to [default: 0.0.0.0; 127.0.0.1 in
+    /// dev mode].
+    #[arg(long, env = "SFU_UDP_BIND")]
+    pub udp_bind: Option<IpAddr>,
 
     /// TCP port for ICE-TCP media (RFC 6544), for clients whose network drops UDP; 443 where
     /// only that port gets through. One listener, many participants.
@@ -207,7 +213,8 @@ pub struct ServeArgs {
     pub advertise_ip: Vec<IpAddr>,
 
     /// Secret that signs join tokens (HS256). Without it the server runs in dev mode: a random
-    /// secret, and /dev/token gives anyone a token.
+    /// secret, /dev/token gives anyone a token, and what is not given an address listens
+    /// on loopback only.
     #[arg(long, env = "SFU_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
 

@@ -11,13 +11,15 @@ use tracing::info;
 
 use crate::cli::{ServeArgs, TurnArgs, TurnListen};
 use crate::host::{default_advertise, shutdown_signal};
+use crate::serve::Places;
 
 /// Starts the embedded TURN relay; returns what mints each client's TURN URLs and
 /// credentials (TURN REST API, expiring).
 pub fn embedded(
     args: &ServeArgs,
-    advertise: &[IpAddr],
+    places: &Places,
 ) -> anyhow::Result<(signaling::IceServerSource, turn::driver::Handle)> {
+    let advertise = &places.advertise;
     let secret = match &args.turn_auth_secret {
         Some(s) if !s.is_empty() => s.clone().into_bytes(),
         _ => {
@@ -35,7 +37,7 @@ pub fn embedded(
     let listen = &args.turn_listen;
     // The relay exists to reach this server's media ports: on its own addresses, those
     // and nothing else (not its own listeners or relay ports, nor signaling).
-    let own: Vec<IpAddr> = own_addresses(advertise, &listen.listen, listen.tls_listen);
+    let own: Vec<IpAddr> = own_addresses(advertise, &places.turn_listen, listen.tls_listen);
     let policy = turn::policy::PeerPolicy::new(Vec::new(), Vec::new())
         .with_own(&own, vec![args.udp_ports.clone()]);
     info!(
@@ -44,8 +46,8 @@ pub fn embedded(
     );
     let handle = turn::driver::start(
         turn::driver::Listeners {
-            listen: listen.listen.clone(),
-            relay_bind: args.udp_bind,
+            listen: places.turn_listen.clone(),
+            relay_bind: places.udp_bind,
             relay_ips: vec![relay_ip],
             relay_ports: args.turn_relay_ports.relay_ports.clone(),
             tls: tls_listener(listen)?,
@@ -54,7 +56,7 @@ pub fn embedded(
     )?;
     let urls = if args.turn_url.is_empty() {
         let tls = listen.tls_listen.zip(args.turn_tls_host.as_deref());
-        urls(&listen.listen, relay_ip, tls)
+        urls(&places.turn_listen, relay_ip, tls)
     } else {
         args.turn_url.clone()
     };
@@ -77,7 +79,23 @@ pub fn embedded(
 /// (an unspecified listening address names no host and is left out by the policy).
 fn own_addresses(given: &[IpAddr], listen: &[SocketAddr], tls: Option<SocketAddr>) -> Vec<IpAddr> {
     let mut own: Vec<IpAddr> = given.to_vec();
-    own.extend(listen.iter().chain(tls.iter()).map(SocketAddr::ip));
+    let listening: Vec<IpAddr> = listen
+        .iter()
+        .chain(tls.iter())
+        .map(SocketAddr::ip)
+        .collect();
+    // A listener on 0.0.0.0 or :: is reached at every address of the host.
+    if listening.iter().any(IpAddr::is_unspecified) {
+        own.extend(
+            if_addrs::get_if_addrs()
+                .unwrap_or_default()
+                .iter()
+                .map(if_addrs::Interface::ip),
+        );
+    }
+    own.extend(listening);
+    own.sort();
+    own.dedup();
     own
 }
 

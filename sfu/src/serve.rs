@@ -1,6 +1,7 @@
 //! The server (`sfu`, `sfu serve`): the media plane, signaling over HTTP and the embedded
 //! TURN relay, composed in one process; runs until SIGINT or SIGTERM.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,23 +20,19 @@ use crate::relay;
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (tokens, dev_mode) = match &args.secret {
         Some(secret) if !secret.is_empty() => (TokenKey::new(secret.as_bytes()), false),
-        _ => {
-            warn!(
-                "dev mode: no SFU_SECRET set, so tokens are signed with a random secret and \
-                 /dev/token gives one to anyone; set SFU_SECRET in production"
-            );
-            (TokenKey::random(), true)
+        _ => (TokenKey::random(), true),
+    };
+    let places = Places::of(&args, dev_mode, default_advertise);
+    if dev_mode {
+        for line in places.dev_banner() {
+            warn!("{line}");
         }
-    };
-    let advertise = if args.advertise_ip.is_empty() {
-        default_advertise()
-    } else {
-        args.advertise_ip.clone()
-    };
+    }
+    let advertise = places.advertise.clone();
     info!("media candidates advertise {advertise:?}");
 
     let (ice_servers, relay) = if args.turn {
-        let (source, handle) = relay::embedded(&args, &advertise)?;
+        let (source, handle) = relay::embedded(&args, &places)?;
         (Some(source), Some(handle))
     } else {
         (None, None)
@@ -65,7 +62,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let plane = Plane::start(
         MediaConfig {
-            bind_ip: args.udp_bind,
+            bind_ip: places.udp_bind,
             ports: args.udp_ports.clone(),
             advertise,
             tcp_port: (!args.no_ice_tcp).then_some(args.tcp_port),
@@ -102,11 +99,158 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         if let (Some(metrics), Some(relay)) = (turn_metrics, relay) {
             tokio::spawn(relay::flush_metrics(metrics, relay));
         }
-        let listener = tokio::net::TcpListener::bind(args.http_listen)
+        let listener = tokio::net::TcpListener::bind(places.http)
             .await
-            .with_context(|| format!("cannot listen on {}", args.http_listen))?;
+            .with_context(|| format!("cannot listen on {}", places.http))?;
         info!("signaling on http://{}", listener.local_addr()?);
         signaling::serve(listener, router, shutdown_signal()).await?;
         anyhow::Ok(())
     })
+}
+
+/// Where the server listens and what it advertises: as given, else the defaults, which in
+/// dev mode (no secret, tokens for anyone) keep to this machine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Places {
+    pub http: SocketAddr,
+    pub udp_bind: IpAddr,
+    pub turn_listen: Vec<SocketAddr>,
+    pub advertise: Vec<IpAddr>,
+    /// Dev mode, and which of those were left at loopback for it.
+    defaulted_to_loopback: Vec<&'static str>,
+}
+
+impl Places {
+    /// `host_addresses` gives the machine's addresses to advertise when none is given.
+    pub fn of(args: &ServeArgs, dev_mode: bool, host_addresses: fn() -> Vec<IpAddr>) -> Places {
+        let any = IpAddr::from([0, 0, 0, 0]);
+        let loopback = IpAddr::from([127, 0, 0, 1]);
+        let default_ip = if dev_mode { loopback } else { any };
+        let mut defaulted = Vec::new();
+        let mut note = |what: &'static str, given: bool| {
+            if dev_mode && !given {
+                defaulted.push(what);
+            }
+        };
+        note("--http-listen", args.http_listen.is_some());
+        note("--udp-bind", args.udp_bind.is_some());
+        note("--turn-listen", !args.turn_listen.listen.is_empty());
+        note("--advertise-ip", !args.advertise_ip.is_empty());
+        let udp_bind = args.udp_bind.unwrap_or(default_ip);
+        Places {
+            http: args
+                .http_listen
+                .unwrap_or(SocketAddr::new(default_ip, DEFAULT_HTTP_PORT)),
+            udp_bind,
+            turn_listen: if args.turn_listen.listen.is_empty() {
+                vec![SocketAddr::new(default_ip, DEFAULT_TURN_PORT)]
+            } else {
+                args.turn_listen.listen.clone()
+            },
+            advertise: if !args.advertise_ip.is_empty() {
+                args.advertise_ip.clone()
+            } else if dev_mode && udp_bind.is_loopback() {
+                // Media bound to loopback is reached there and nowhere else.
+                vec![loopback]
+            } else {
+                host_addresses()
+            },
+            defaulted_to_loopback: defaulted,
+        }
+    }
+
+    /// The lines dev mode starts with: what it means, where it listens, how to open it.
+    pub fn dev_banner(&self) -> Vec<String> {
+        let mut lines = vec![
+            "DEV MODE: no SFU_SECRET, so join tokens are signed with a random secret and \
+             /dev/token gives one to anyone, for any room and role"
+                .to_string(),
+            format!(
+                "DEV MODE: signaling on http://{}, media on {} (advertised {:?}), TURN on {:?}",
+                self.http, self.udp_bind, self.advertise, self.turn_listen
+            ),
+        ];
+        if self.defaulted_to_loopback.is_empty() {
+            lines.push(
+                "DEV MODE: every address was given: other machines may reach this server and \
+                 get tokens; set SFU_SECRET for anything but a trial"
+                    .to_string(),
+            );
+        } else {
+            lines.push(format!(
+                "DEV MODE: only this machine can join (loopback, as {} were not given); to \
+                 try it from others, give them (e.g. --http-listen 0.0.0.0:8080 --udp-bind \
+                 0.0.0.0 --turn-listen 0.0.0.0:3478 --advertise-ip <this host's IP>); set \
+                 SFU_SECRET in production",
+                self.defaulted_to_loopback.join(", ")
+            ));
+        }
+        lines
+    }
+}
+
+const DEFAULT_HTTP_PORT: u16 = 8080;
+const DEFAULT_TURN_PORT: u16 = 3478;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::Cli;
+
+    fn places(args: &[&str], dev_mode: bool) -> Places {
+        let cli = Cli::try_parse_from(std::iter::once("sfu").chain(args.iter().copied())).unwrap();
+        Places::of(&cli.serve, dev_mode, || vec![IpAddr::from([192, 0, 2, 7])])
+    }
+
+    #[test]
+    fn dev_mode_keeps_to_loopback_what_was_not_given() {
+        let dev = places(&[], true);
+        assert_eq!(dev.http, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(dev.udp_bind, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(dev.turn_listen, ["127.0.0.1:3478".parse().unwrap()]);
+        assert_eq!(dev.advertise, [IpAddr::from([127, 0, 0, 1])]);
+        let banner = dev.dev_banner().join("\n");
+        assert!(banner.contains("only this machine"), "{banner}");
+        assert!(banner.contains("http://127.0.0.1:8080"), "{banner}");
+    }
+
+    #[test]
+    fn with_a_secret_or_given_addresses_nothing_is_narrowed() {
+        let served = places(&[], false);
+        assert_eq!(served.http, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(served.udp_bind, IpAddr::from([0, 0, 0, 0]));
+        assert_eq!(served.turn_listen, ["0.0.0.0:3478".parse().unwrap()]);
+        assert_eq!(served.advertise, [IpAddr::from([192, 0, 2, 7])]);
+        // Dev mode with every address given: as given, and the banner says it is open.
+        let open = places(
+            &[
+                "--http-listen",
+                "0.0.0.0:9000",
+                "--udp-bind",
+                "0.0.0.0",
+                "--turn-listen",
+                "0.0.0.0:3479",
+                "--advertise-ip",
+                "198.51.100.4",
+            ],
+            true,
+        );
+        assert_eq!(open.http, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(open.udp_bind, IpAddr::from([0, 0, 0, 0]));
+        assert_eq!(open.turn_listen, ["0.0.0.0:3479".parse().unwrap()]);
+        assert_eq!(open.advertise, [IpAddr::from([198, 51, 100, 4])]);
+        assert!(
+            open.dev_banner()
+                .join("\n")
+                .contains("other machines may reach")
+        );
+        // Dev mode with media given an address advertises the host's.
+        let media = places(&["--udp-bind", "0.0.0.0"], true);
+        assert_eq!(media.advertise, [IpAddr::from([192, 0, 2, 7])]);
+        assert_eq!(media.http, "127.0.0.1:8080".parse().unwrap());
+    }
 }
