@@ -9,6 +9,7 @@ pub mod error;
 pub mod grants;
 pub mod media;
 pub mod message;
+pub mod offer;
 
 pub use grants::{Grants, Role};
 pub use media::{Join, Request};

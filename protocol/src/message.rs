@@ -274,6 +274,15 @@ impl ClientMessage {
             )
             .answering(request));
         }
+        if let ClientMessage::Offer {
+            sdp,
+            publish,
+            subscribe,
+            ..
+        } = &message
+        {
+            crate::offer::check(sdp, publish, subscribe).map_err(|e| e.answering(request))?;
+        }
         if let ClientMessage::E2ee { data, .. } = &message
             && data.len() > MAX_E2EE_DATA_BYTES
         {

@@ -9,16 +9,19 @@
 //!    [`EVENT_QUEUE`], the bound of a participant's event queue.
 //! 3. `state.rs`: the shared server state: [`Config`], `AppState` (what every handler
 //!    holds) and the control plane's metrics.
-//! 4. `session.rs`: the WebSocket session (join, the request loop, batched writes); and
+//! 4. `budget.rs`: what one socket may send, and how fast (token buckets per kind of
+//!    request).
+//! 5. `session.rs`: the WebSocket session (join, the request loop, batched writes); and
 //!    `whip/`: WHIP and WHEP, its files listed in `whip/mod.rs`. Neither imports the
 //!    other.
-//! 5. `router.rs`: the HTTP router, the top of the chain: [`router`], [`metrics_router`],
+//! 6. `router.rs`: the HTTP router, the top of the chain: [`router`], [`metrics_router`],
 //!    [`serve`], `/dev/token`, health, metrics, and the static assets of `web.rs`.
 //!
 //! `web.rs`, the browser client embedded from `web/`, imports nothing of the crate.
 
 #![forbid(unsafe_code)]
 
+mod budget;
 mod plane;
 mod router;
 mod session;

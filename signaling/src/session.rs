@@ -11,6 +11,7 @@ use futures_util::SinkExt;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use crate::budget::Budgets;
 use crate::plane::EVENT_QUEUE;
 use crate::state::AppState;
 use protocol::{
@@ -28,12 +29,6 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most messages written to a socket with one flush.
 const WRITE_BATCH: usize = 64;
 
-/// Most `e2ee` messages a socket may send at once, and how many more each second: a
-/// 70-person call's key changes (one to each other participant) fit in the burst many
-/// times over. Beyond, `rate_limited`.
-const E2EE_BURST: f64 = 1024.0;
-const E2EE_PER_SECOND: f64 = 256.0;
-
 /// `GET /ws`: upgrades to a WebSocket and runs its session.
 pub(crate) async fn websocket(
     State(state): State<Arc<AppState>>,
@@ -48,7 +43,7 @@ pub(crate) async fn websocket(
                 state: state.clone(),
                 socket,
                 joined: None,
-                e2ee_budget: Bucket::full(Instant::now()),
+                budgets: Budgets::full(Instant::now()),
             };
             session.run().await;
             state.metrics.sockets.dec();
@@ -61,37 +56,8 @@ struct Session {
     socket: WebSocket,
     /// The participant and its event queue, once `join` succeeded.
     joined: Option<(ParticipantId, mpsc::Receiver<ServerMessage>)>,
-    /// The `e2ee` messages it may still send now.
-    e2ee_budget: Bucket,
-}
-
-/// A token bucket of [`E2EE_BURST`] tokens, refilled at [`E2EE_PER_SECOND`].
-struct Bucket {
-    tokens: f64,
-    /// When `tokens` was last brought up to date.
-    at: Instant,
-}
-
-impl Bucket {
-    fn full(now: Instant) -> Bucket {
-        Bucket {
-            tokens: E2EE_BURST,
-            at: now,
-        }
-    }
-
-    /// Takes a token if there is one at `now`.
-    fn take(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.at = self.at.max(now);
-        self.tokens = (self.tokens + elapsed * E2EE_PER_SECOND).min(E2EE_BURST);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
+    /// What it may still send now, by kind of request.
+    budgets: Budgets,
 }
 
 /// What the session loop does next.
@@ -189,6 +155,12 @@ impl Session {
         };
         let participant = self.joined.as_ref().map(|(p, _)| *p);
         let request = message.request_type();
+        // A joined socket's requests, within its budgets (join and leave always are).
+        if participant.is_some()
+            && let Err(e) = self.budgets.admit(request, Instant::now())
+        {
+            return self.error(e.answering(request)).await;
+        }
         let step = match (message, participant) {
             (
                 ClientMessage::Join {
@@ -236,16 +208,7 @@ impl Session {
                 .plane
                 .request(p, Request::View { pinned, quality }),
             (ClientMessage::E2ee { to, data }, Some(p)) => {
-                if self.e2ee_budget.take(Instant::now()) {
-                    self.state.plane.request(p, Request::E2ee { to, data })
-                } else {
-                    Err(ErrorMessage::new(
-                        ErrorCode::RateLimited,
-                        format!(
-                            "over {E2EE_PER_SECOND} e2ee messages a second (bursts of {E2EE_BURST}); this one was dropped"
-                        ),
-                    ))
-                }
+                self.state.plane.request(p, Request::E2ee { to, data })
             }
             (ClientMessage::Keyframe { track_id }, Some(p)) => {
                 self.state.plane.request(p, Request::Keyframe { track_id })
@@ -361,27 +324,5 @@ impl Session {
         SinkExt::feed(&mut self.socket, Message::Text(text.into()))
             .await
             .map_err(|e| debug!("websocket send failed: {e}"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_e2ee_bucket_allows_a_burst_then_its_rate() {
-        let start = Instant::now();
-        let mut bucket = Bucket::full(start);
-        let taken = (0..2000).filter(|_| bucket.take(start)).count();
-        assert_eq!(taken, 1024, "the burst, at one instant");
-        let later = start + Duration::from_millis(500);
-        let taken = (0..2000).filter(|_| bucket.take(later)).count();
-        assert_eq!(taken, 128, "256 a second");
-        // Idle for long: back to the burst, no more.
-        let much_later = later + Duration::from_secs(3600);
-        let taken = (0..2000).filter(|_| bucket.take(much_later)).count();
-        assert_eq!(taken, 1024);
-        // Time that goes backwards takes nothing and gives nothing.
-        assert!(!bucket.take(start));
     }
 }

@@ -723,3 +723,77 @@ async fn a_frame_over_the_limit_is_told_then_closed() {
         assert!(next(&mut ws).await.is_none(), "closed after it");
     }
 }
+
+#[tokio::test]
+async fn an_offer_over_the_m_line_bound_never_reaches_the_media_plane() {
+    let (addr, plane) = start(false).await;
+    let (mut ws, _) = joined(&addr, &plane).await;
+    // 2,000 m-lines (as a probe sent them): about 70 KB, far under the size limit.
+    let lines: String = (0..2000)
+        .map(|i| format!("m=audio 9 UDP/TLS/RTP/SAVPF 111\\r\\na=mid:{i}\\r\\n"))
+        .collect();
+    send(
+        &mut ws,
+        &format!(r#"{{"type":"offer","sdp":"v=0\r\n{lines}"}}"#),
+    )
+    .await;
+    let msg = next(&mut ws).await.unwrap();
+    assert_eq!(
+        (msg["code"].as_str(), msg["request"].as_str()),
+        (Some("bad_request"), Some("offer")),
+        "{msg}"
+    );
+    assert!(
+        msg["message"].as_str().unwrap().contains("m-lines"),
+        "{msg}"
+    );
+    // The socket stays usable, and the plane saw the join and the mute, no offer.
+    send(&mut ws, r#"{"type":"mute","track_id":1,"muted":false}"#).await;
+    for _ in 0..200 {
+        if plane.calls.lock().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let calls = plane.calls.lock().clone();
+    assert!(matches!(
+        calls[..],
+        [Call::Join(..), Call::Request(_, Request::Mute { .. })]
+    ));
+}
+
+#[tokio::test]
+async fn offers_beyond_their_budget_are_rate_limited_and_dropped() {
+    let (addr, plane) = start(false).await;
+    let (mut ws, _) = joined(&addr, &plane).await;
+    for _ in 0..25 {
+        send(&mut ws, r#"{"type":"offer","sdp":"v=0"}"#).await;
+    }
+    // The burst (20) reaches the plane; the other five are answered and dropped.
+    for _ in 0..5 {
+        let msg = next(&mut ws).await.unwrap();
+        assert_eq!(
+            (msg["code"].as_str(), msg["request"].as_str()),
+            (Some("rate_limited"), Some("offer")),
+            "{msg}"
+        );
+    }
+    // Other requests have their own budget.
+    send(&mut ws, r#"{"type":"mute","track_id":1,"muted":true}"#).await;
+    for _ in 0..200 {
+        if plane.calls.lock().len() >= 22 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let calls = plane.calls.lock().clone();
+    let offers = calls
+        .iter()
+        .filter(|c| matches!(c, Call::Request(_, Request::Offer { .. })))
+        .count();
+    assert_eq!(offers, 20);
+    assert!(matches!(
+        calls.last(),
+        Some(Call::Request(_, Request::Mute { .. }))
+    ));
+}

@@ -45,7 +45,10 @@ async function negotiationLoop(call) {
         await offerOnce(call);
         break;
       } catch (err) {
-        if (err.code === 'server_busy' && attempt < BUSY_RETRIES && call._state === 'joined') {
+        // Busy, or over the socket's offer rate (docs/protocol.md): the offer was dropped,
+        // so it is made again a moment later.
+        const retry = err.code === 'server_busy' || err.code === 'rate_limited';
+        if (retry && attempt < BUSY_RETRIES && call._state === 'joined') {
           await new Promise((r) => setTimeout(r, BUSY_RETRY_MS * (attempt + 1)));
           continue;
         }
