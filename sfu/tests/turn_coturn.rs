@@ -353,7 +353,7 @@ fn embedded_relay_reaches_only_the_media_ports() {
     let turn_listen = format!("127.0.0.1:{TURN}");
     let http_listen = format!("127.0.0.1:{HTTP}");
     let child = Command::new(env!("CARGO_BIN_EXE_sfu"))
-        .args(["--http-listen", &http_listen, "--udp-ports", "34822-34823"])
+        .args(["--http-listen", &http_listen, "--udp-ports", "34826-34827"])
         .args([
             "--udp-bind",
             "127.0.0.1",
@@ -391,14 +391,16 @@ fn embedded_relay_reaches_only_the_media_ports() {
         (TURN, "its TURN listener"),
         (45_020, "its relay ports"),
         (HTTP, "signaling"),
-        (34_824, "a port next to the media ports"),
+        (34_828, "a port next to the media ports"),
     ] {
         assert_fails(&uclient_to(TURN, "127.0.0.1", port, &creds, 3), "403", what);
     }
     // A media port is a peer it may have: the channel is bound (the server does not echo
     // what is relayed, so nothing comes back, but nothing is refused either). One client:
-    // two would bind the same peer from the shared relay port.
-    let out = uclient_clients(TURN, "127.0.0.1", 34_822, &creds, 3, 1);
+    // two would bind the same peer from the shared relay port. (uclient also binds the
+    // port after each peer's: the ports above are chosen so that none of those is a media
+    // port, which an earlier allocation would then hold.)
+    let out = uclient_clients(TURN, "127.0.0.1", 34_826, &creds, 3, 1);
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(!text.contains("403"), "a media port refused:\n{text}");
