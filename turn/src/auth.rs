@@ -278,9 +278,9 @@ mod tests {
             Err(AuthFailure::Expired)
         );
         assert_eq!(creds.passwords(&user, u64::MAX), Err(AuthFailure::Expired));
-        // A bare expiry.
+        // A bare expiry (valid until its second).
         assert_eq!(
-            creds.passwords("1700000000", now),
+            creds.passwords("1700000000", now - 1),
             Ok(vec![rest_password(b"north", "1700000000")])
         );
         // Only timestamp-first: "alice:1700000000" is not a REST name.
@@ -290,17 +290,17 @@ mod tests {
         );
         // More colons after the first belong to the user part.
         assert_eq!(
-            creds.passwords("1700000000:a:b:c", now),
+            creds.passwords("1700000000:a:b:c", now - 1),
             Ok(vec![rest_password(b"north", "1700000000:a:b:c")])
         );
         // Empty user part.
         assert_eq!(
-            creds.passwords("1700000000:", now),
+            creds.passwords("1700000000:", now - 1),
             Ok(vec![rest_password(b"north", "1700000000:")])
         );
         // Leading zeros are a number like any other (the MAC covers the exact text).
         assert_eq!(
-            creds.passwords("01700000000:alice", now),
+            creds.passwords("01700000000:alice", now - 1),
             Ok(vec![rest_password(b"north", "01700000000:alice")])
         );
     }
@@ -411,7 +411,7 @@ mod tests {
         // u64::MAX itself is fine.
         assert_eq!(
             creds
-                .passwords("18446744073709551615:u", u64::MAX)
+                .passwords("18446744073709551615:u", u64::MAX - 1)
                 .map(|p| p.len()),
             Ok(1)
         );
