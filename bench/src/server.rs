@@ -69,6 +69,10 @@ impl Server {
         ])
         .args(["--room-capacity", &capacity.to_string(), "--log", "warn"])
         .env("SFU_SECRET", secret)
+        // Every client comes from 127.0.0.1: no per-address limits (an environment
+        // variable, which servers built before those limits ignore).
+        .env("SFU_SOCKETS_PER_ADDRESS", "0")
+        .env("SFU_JOINS_PER_ADDRESS", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());

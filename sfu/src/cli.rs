@@ -212,6 +212,16 @@ pub struct ServeArgs {
     #[arg(long = "advertise-ip", env = "SFU_ADVERTISE_IP", value_delimiter = ',')]
     pub advertise_ip: Vec<IpAddr>,
 
+    /// Open signaling WebSockets one client address may hold (0: no limit). Behind a reverse
+    /// proxy every client has its address: raise it, or turn it off.
+    #[arg(long, env = "SFU_SOCKETS_PER_ADDRESS", default_value_t = 256)]
+    pub sockets_per_address: usize,
+
+    /// Joins per second one client address may make, in bursts of five seconds' worth (0:
+    /// no limit).
+    #[arg(long, env = "SFU_JOINS_PER_ADDRESS", default_value_t = 10.0)]
+    pub joins_per_address: f64,
+
     /// Secret that signs join tokens (HS256). Without it the server runs in dev mode: a random
     /// secret, /dev/token gives anyone a token, and what is not given an address listens
     /// on loopback only.

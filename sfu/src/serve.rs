@@ -87,6 +87,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             tokens,
             dev_mode,
             ice_servers,
+            address_limits: signaling::AddressLimits {
+                sockets: args.sockets_per_address,
+                joins_per_second: args.joins_per_address,
+            },
         },
         registry,
     )?;

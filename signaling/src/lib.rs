@@ -7,10 +7,10 @@
 //! 1. `token.rs`: join tokens, issued and verified ([`TokenKey`], [`Claims`]).
 //! 2. `plane.rs`: the media-plane seam: [`MediaPlane`], [`IceServerSource`], and
 //!    [`EVENT_QUEUE`], the bound of a participant's event queue.
-//! 3. `state.rs`: the shared server state: [`Config`], `AppState` (what every handler
+//! 3. `budget.rs`: what one socket may send, and how fast (token buckets per kind of
+//!    request); `addresses.rs`: open sockets and joins per client address.
+//! 4. `state.rs`: the shared server state: [`Config`], `AppState` (what every handler
 //!    holds) and the control plane's metrics.
-//! 4. `budget.rs`: what one socket may send, and how fast (token buckets per kind of
-//!    request).
 //! 5. `session.rs`: the WebSocket session (join, the request loop, batched writes); and
 //!    `whip/`: WHIP and WHEP, its files listed in `whip/mod.rs`. Neither imports the
 //!    other.
@@ -21,6 +21,7 @@
 
 #![forbid(unsafe_code)]
 
+mod addresses;
 mod budget;
 mod plane;
 mod router;
@@ -30,6 +31,7 @@ pub mod token;
 pub mod web;
 mod whip;
 
+pub use addresses::AddressLimits;
 pub use plane::{EVENT_QUEUE, IceServerSource, MediaPlane};
 pub use router::{metrics_router, router, serve};
 pub use state::Config;

@@ -12,6 +12,7 @@ use prometheus::Registry;
 use protocol::Role;
 use serde::Deserialize;
 
+use crate::addresses::Addresses;
 use crate::plane::MediaPlane;
 use crate::session::websocket;
 use crate::state::{AppState, Config, Metrics};
@@ -26,11 +27,13 @@ pub fn router(
 ) -> prometheus::Result<Router> {
     let metrics = Metrics::new(&registry)?;
     let dev_mode = config.dev_mode;
+    let addresses = Arc::new(Addresses::new(config.address_limits));
     let state = Arc::new(AppState {
         plane,
         config,
         registry,
         metrics,
+        addresses,
     });
     let mut router = Router::new()
         .route("/", get(|| async { Html(crate::web::INDEX_HTML) }))
@@ -122,7 +125,11 @@ pub async fn serve(
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    // The peer's address goes with each request: the per-address limits need it.
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

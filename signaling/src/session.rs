@@ -1,19 +1,22 @@
 //! The WebSocket session: one task per socket, from join through the request loop to
 //! close, writing the media plane's events in batches.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
-use axum::response::Response;
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use crate::addresses::SocketPlace;
 use crate::budget::Budgets;
 use crate::plane::EVENT_QUEUE;
-use crate::state::AppState;
+use crate::state::{AppState, REFUSED_JOINS, REFUSED_SOCKETS};
 use protocol::{
     ClientMessage, ErrorCode, ErrorMessage, ParticipantId, RequestType, ServerMessage, Transport,
 };
@@ -30,10 +33,25 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 const WRITE_BATCH: usize = 64;
 
 /// `GET /ws`: upgrades to a WebSocket and runs its session.
+/// An address that holds its limit of sockets is answered 429 instead.
 pub(crate) async fn websocket(
     State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let Some(place) = state.addresses.open(peer.ip(), Instant::now()) else {
+        state
+            .metrics
+            .refused
+            .with_label_values(&[REFUSED_SOCKETS])
+            .inc();
+        debug!(%peer, "websocket refused: its address holds its limit of sockets");
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many open WebSockets from this address\n",
+        )
+            .into_response();
+    };
     upgrade
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
@@ -42,6 +60,8 @@ pub(crate) async fn websocket(
             let mut session = Session {
                 state: state.clone(),
                 socket,
+                peer: peer.ip(),
+                _place: place,
                 joined: None,
                 budgets: Budgets::full(Instant::now()),
             };
@@ -54,6 +74,9 @@ pub(crate) async fn websocket(
 struct Session {
     state: Arc<AppState>,
     socket: WebSocket,
+    /// The client's address, and its place in that address's count of sockets.
+    peer: IpAddr,
+    _place: SocketPlace,
     /// The participant and its event queue, once `join` succeeded.
     joined: Option<(ParticipantId, mpsc::Receiver<ServerMessage>)>,
     /// What it may still send now, by kind of request.
@@ -227,6 +250,18 @@ impl Session {
         audience: bool,
         e2ee: bool,
     ) -> Step {
+        if !self.state.addresses.join(self.peer, Instant::now()) {
+            self.state
+                .metrics
+                .refused
+                .with_label_values(&[REFUSED_JOINS])
+                .inc();
+            let error = ErrorMessage::new(
+                ErrorCode::RateLimited,
+                "too many joins from this address; try again in a moment",
+            );
+            return self.error(error.answering(RequestType::Join)).await;
+        }
         let claims = match self.state.config.tokens.verify(token) {
             Ok(claims) => claims,
             Err(e) => {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use protocol::IceServer;
 
+use crate::addresses::{AddressLimits, Addresses};
 use crate::plane::{IceServerSource, MediaPlane};
 use crate::token::{Claims, TokenKey};
 
@@ -17,6 +18,8 @@ pub struct Config {
     pub dev_mode: bool,
     /// ICE servers for each joining participant; `None` hands out none.
     pub ice_servers: Option<IceServerSource>,
+    /// Open sockets and joins per client address.
+    pub address_limits: AddressLimits,
 }
 
 impl std::fmt::Debug for Config {
@@ -24,6 +27,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("dev_mode", &self.dev_mode)
             .field("ice_servers", &self.ice_servers.is_some())
+            .field("address_limits", &self.address_limits)
             .finish_non_exhaustive()
     }
 }
@@ -35,7 +39,13 @@ pub(crate) struct Metrics {
     pub(crate) sockets: IntGauge,
     /// Error messages sent to clients, by code.
     pub(crate) errors: IntCounterVec,
+    /// Sockets and joins refused by the per-address limits, by reason.
+    pub(crate) refused: IntCounterVec,
 }
+
+/// The reasons of `sfu_signaling_refused_total`.
+pub(crate) const REFUSED_SOCKETS: &str = "sockets_per_address";
+pub(crate) const REFUSED_JOINS: &str = "joins_per_address";
 
 impl Metrics {
     /// Registers the counters in `registry`.
@@ -48,9 +58,24 @@ impl Metrics {
             ),
             &["code"],
         )?;
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "sfu_signaling_refused_total",
+                "WebSockets and joins refused by the per-address limits, by reason",
+            ),
+            &["reason"],
+        )?;
+        for reason in [REFUSED_SOCKETS, REFUSED_JOINS] {
+            refused.with_label_values(&[reason]);
+        }
         registry.register(Box::new(sockets.clone()))?;
         registry.register(Box::new(errors.clone()))?;
-        Ok(Metrics { sockets, errors })
+        registry.register(Box::new(refused.clone()))?;
+        Ok(Metrics {
+            sockets,
+            errors,
+            refused,
+        })
     }
 }
 
@@ -61,6 +86,8 @@ pub(crate) struct AppState {
     /// What `/metrics` serves: the control plane's counters and what the caller registered.
     pub(crate) registry: Registry,
     pub(crate) metrics: Metrics,
+    /// What each client address holds (`config.address_limits`).
+    pub(crate) addresses: Arc<Addresses>,
 }
 
 impl AppState {

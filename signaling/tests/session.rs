@@ -87,6 +87,13 @@ impl MediaPlane for Recorder {
 }
 
 async fn start(dev_mode: bool) -> (String, Arc<Recorder>) {
+    start_with(dev_mode, signaling::AddressLimits::default()).await
+}
+
+async fn start_with(
+    dev_mode: bool,
+    address_limits: signaling::AddressLimits,
+) -> (String, Arc<Recorder>) {
     let plane = Arc::new(Recorder::default());
     let router = signaling::router(
         plane.clone(),
@@ -103,6 +110,7 @@ async fn start(dev_mode: bool) -> (String, Arc<Recorder>) {
                     credential: Some("pw".into()),
                 }]
             })),
+            address_limits,
         },
         Registry::new(),
     )
@@ -796,4 +804,52 @@ async fn offers_beyond_their_budget_are_rate_limited_and_dropped() {
         calls.last(),
         Some(Call::Request(_, Request::Mute { .. }))
     ));
+}
+
+#[tokio::test]
+async fn an_address_holds_at_most_its_sockets_and_joins_at_its_rate() {
+    let limits = signaling::AddressLimits {
+        sockets: 2,
+        joins_per_second: 0.2, // a burst of one
+    };
+    let (addr, plane) = start_with(false, limits).await;
+    let mut first = connect(&addr).await;
+    let second = connect(&addr).await;
+    // The third from 127.0.0.1 is refused before the upgrade.
+    match tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 429),
+        other => panic!("a third socket: {other:?}"),
+    }
+    // One closed, its place is free again.
+    drop(second);
+    let mut third = None;
+    for _ in 0..100 {
+        if let Ok((ws, _)) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await {
+            third = Some(ws);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut third = third.expect("a socket once one closed");
+    // One join at once: the second is rate_limited and its socket stays open.
+    send(&mut first, &join_message("alice")).await;
+    assert_eq!(next(&mut first).await.unwrap()["type"], "track_unpublished");
+    send(&mut third, &join_message("bob")).await;
+    let msg = next(&mut third).await.unwrap();
+    assert_eq!(
+        (msg["code"].as_str(), msg["request"].as_str()),
+        (Some("rate_limited"), Some("join")),
+        "{msg}"
+    );
+    assert_eq!(
+        plane.calls.lock().len(),
+        1,
+        "only alice's join reached the plane"
+    );
+    // Both refusals are counted.
+    let metrics = http_get(&addr, "/metrics").await;
+    for reason in ["sockets_per_address", "joins_per_address"] {
+        let line = format!("sfu_signaling_refused_total{{reason=\"{reason}\"}} 1");
+        assert!(metrics.contains(&line), "{line} in:\n{metrics}");
+    }
 }
