@@ -853,3 +853,43 @@ async fn an_address_holds_at_most_its_sockets_and_joins_at_its_rate() {
         assert!(metrics.contains(&line), "{line} in:\n{metrics}");
     }
 }
+
+#[tokio::test]
+async fn whip_and_whep_sessions_spend_the_address_join_budget() {
+    let limits = signaling::AddressLimits {
+        sockets: 0,
+        joins_per_second: 0.2, // a burst of one
+    };
+    let (addr, _plane) = start_with(false, limits).await;
+    let post = |path: &'static str, sdp: String| {
+        let addr = addr.clone();
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let request = format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                 Authorization: Bearer {}\r\nContent-Type: application/sdp\r\n\
+                 Content-Length: {}\r\n\r\n{sdp}",
+                token("r", "player"),
+                sdp.len()
+            );
+            s.write_all(request.as_bytes()).await.unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        }
+    };
+    // The first spends the budget (its offer of 300 m-lines is over the bound: 400); the
+    // next is refused for the rate before anything else.
+    let lines: String = (0..300)
+        .map(|i| format!("m=audio 9 X 111\r\na=mid:{i}\r\n"))
+        .collect();
+    let first = post("/whep", format!("v=0\r\n{lines}")).await;
+    assert!(
+        first.starts_with("HTTP/1.1 400") && first.contains("m-lines"),
+        "{first}"
+    );
+    let second = post("/whip", "v=0\r\n".into()).await;
+    assert!(second.starts_with("HTTP/1.1 429"), "{second}");
+    assert!(second.contains("rate_limited"), "{second}");
+}

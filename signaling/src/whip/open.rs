@@ -1,10 +1,11 @@
 //! `POST /whip` and `POST /whep`: open a session, answer its offer, and follow it until
 //! it ends.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use protocol::{IceServer, Join, ParticipantId, Request, ServerMessage, Transport};
@@ -17,6 +18,7 @@ use super::refusal::{Refused, authorize, content_type_is, plane_error, refused};
 use super::sessions::{Endpoint, Protocol, Session};
 use super::watch::Watch;
 use crate::plane::EVENT_QUEUE;
+use crate::state::REFUSED_JOINS;
 
 /// How long a POST waits for the media plane's `joined` and then its answer.
 const PLANE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,34 +47,62 @@ async fn next_event(events: &mut mpsc::Receiver<ServerMessage>) -> Result<Server
 /// `POST /whip`: publish.
 pub(super) async fn post_whip(
     State(state): State<Arc<Endpoint>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<WhipQuery>,
     headers: HeaderMap,
     body: String,
 ) -> Result<Response, Refused> {
-    open(state, Protocol::Whip, query, headers, body).await
+    open(state, peer.ip(), Protocol::Whip, query, headers, body).await
 }
 
 /// `POST /whep`: watch.
 pub(super) async fn post_whep(
     State(state): State<Arc<Endpoint>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: String,
 ) -> Result<Response, Refused> {
-    open(state, Protocol::Whep, WhipQuery::default(), headers, body).await
+    open(
+        state,
+        peer.ip(),
+        Protocol::Whep,
+        WhipQuery::default(),
+        headers,
+        body,
+    )
+    .await
 }
 
 async fn open(
     state: Arc<Endpoint>,
+    peer: IpAddr,
     protocol: Protocol,
     query: WhipQuery,
     headers: HeaderMap,
     offer: String,
 ) -> Result<Response, Refused> {
+    // A session is a join: the same per-address budget as the WebSocket's.
+    if !state.app.addresses.join(peer, Instant::now()) {
+        state
+            .app
+            .metrics
+            .refused
+            .with_label_values(&[REFUSED_JOINS])
+            .inc();
+        return Err(refused(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited: too many joins from this address; try again in a moment",
+        ));
+    }
     if !content_type_is(&headers, "application/sdp") {
         return Err(refused(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "the offer must be sent as application/sdp",
         ));
+    }
+    // The bounds of any offer (m-lines), before the media plane parses it.
+    if let Err(e) = protocol::offer::check(&offer, &[], &[]) {
+        return Err(refused(StatusCode::BAD_REQUEST, e.message));
     }
     let claims = authorize(&state.app, &headers)?;
     let grants = claims.grants.effective();
