@@ -33,11 +33,11 @@ use turn_types::attribute::{
 };
 use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH, SEND};
 
-use crate::auth::{AuthFailure, Credentials};
 use crate::channel;
+pub use crate::config::Config;
 use crate::nonce::{NonceError, NonceKey};
-use crate::policy::{PeerPolicy, PeerRefusal};
 use crate::ratelimit::{PrefixLimiter, TokenBucket};
+pub use crate::report::{Action, Counters, Refusal};
 
 /// How a client reaches the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,129 +60,6 @@ pub struct Client {
     pub transport: Transport,
     pub remote: SocketAddr,
     pub local: SocketAddr,
-}
-
-/// How the server behaves.
-#[derive(Debug)]
-pub struct Config {
-    pub credentials: Credentials,
-    pub policy: PeerPolicy,
-    /// The relay sockets' addresses, shared by allocations.
-    pub relays: Vec<SocketAddr>,
-    pub default_lifetime: Duration,
-    pub max_lifetime: Duration,
-    pub permission_lifetime: Duration,
-    pub channel_lifetime: Duration,
-    pub nonce_lifetime: Duration,
-    /// Most allocations in all.
-    pub max_allocations: usize,
-    /// Most allocations per username.
-    pub max_allocations_per_user: usize,
-    /// Each allocation may relay at most this many bytes a second, both ways together;
-    /// `None` is unlimited.
-    pub max_bytes_per_sec: Option<u64>,
-    /// Unauthenticated answers (401, 438) per second per source prefix, and in all.
-    pub unauthenticated_per_prefix: f64,
-    pub unauthenticated_total: f64,
-    pub software: Option<String>,
-}
-
-impl Config {
-    /// A configuration with RFC 8656's default lifetimes and generous limits.
-    pub fn new(credentials: Credentials, policy: PeerPolicy, relays: Vec<SocketAddr>) -> Self {
-        Config {
-            credentials,
-            policy,
-            relays,
-            default_lifetime: Duration::from_secs(600),
-            max_lifetime: Duration::from_secs(3600),
-            permission_lifetime: Duration::from_secs(300),
-            channel_lifetime: Duration::from_secs(600),
-            nonce_lifetime: Duration::from_secs(600),
-            max_allocations: 100_000,
-            max_allocations_per_user: 100,
-            max_bytes_per_sec: None,
-            unauthenticated_per_prefix: 50.0,
-            unauthenticated_total: 5_000.0,
-            software: Some(concat!("sfu-turn/", env!("CARGO_PKG_VERSION")).into()),
-        }
-    }
-}
-
-/// What to do after an input.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Nothing to send.
-    Nothing,
-    /// Send the first `len` bytes of the output buffer to the client.
-    Reply { to: Client, len: usize },
-    /// Send `range` of the input from relay address `relay` to `peer`.
-    Relay {
-        relay: SocketAddr,
-        peer: SocketAddr,
-        range: Range<usize>,
-    },
-}
-
-/// Why something was refused or dropped; each is counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Refusal {
-    /// The peer address is not allowed (see [`PeerPolicy`]).
-    Peer(PeerRefusal),
-    /// An unknown, expired (REST) or malformed username.
-    Auth(AuthFailure),
-    /// A known username with the wrong password (the integrity check failed).
-    BadIntegrity,
-    /// A nonce that is not ours (not merely stale).
-    BadNonce,
-    /// Unauthenticated answers over their rate: not answered at all.
-    RateLimited,
-    /// The user's or the server's allocation quota is full.
-    Quota,
-    /// The allocation's bandwidth cap.
-    Bandwidth,
-    /// Another allocation on the same relay address uses that peer address.
-    TupleConflict,
-    /// A request or datagram that names no allocation of this client.
-    NoAllocation,
-    /// Data for a peer without a permission.
-    NoPermission,
-    /// Not STUN, not ChannelData, or a malformed request.
-    Malformed,
-}
-
-impl Refusal {
-    /// The metrics label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Refusal::Peer(p) => p.as_str(),
-            Refusal::Auth(f) => f.as_str(),
-            Refusal::BadIntegrity => "bad_integrity",
-            Refusal::BadNonce => "bad_nonce",
-            Refusal::RateLimited => "rate_limited",
-            Refusal::Quota => "quota",
-            Refusal::Bandwidth => "bandwidth",
-            Refusal::TupleConflict => "tuple_conflict",
-            Refusal::NoAllocation => "no_allocation",
-            Refusal::NoPermission => "no_permission",
-            Refusal::Malformed => "malformed",
-        }
-    }
-}
-
-/// Plain counters, read and reset by the driver.
-#[derive(Debug, Default, Clone)]
-pub struct Counters {
-    pub allocations_total: u64,
-    pub relayed_packets: u64,
-    pub relayed_bytes: u64,
-    pub refusals: HashMap<Refusal, u64>,
-}
-
-impl Counters {
-    fn refuse(&mut self, r: Refusal) {
-        *self.refusals.entry(r).or_default() += 1;
-    }
 }
 
 /// A permission or channel lifetime, and the allocation's own.
