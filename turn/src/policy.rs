@@ -161,13 +161,24 @@ impl PeerPolicy {
     pub fn check_addr(&self, peer: SocketAddr) -> Result<(), PeerRefusal> {
         let ip = canonical(peer.ip());
         if self.own.contains(&ip) {
-            return if self.open_ports.iter().any(|r| r.contains(&peer.port())) {
-                Ok(())
-            } else {
-                Err(PeerRefusal::OwnAddress)
-            };
+            return self.check_own_port(peer);
         }
         self.check(ip)
+    }
+
+    /// The port part of [`PeerPolicy::check_addr`] alone: on one of the relay's own
+    /// addresses, only its open ports; any port elsewhere. For datagrams to a peer whose
+    /// address a permission already admitted ([`PeerPolicy::check`]): a few comparisons,
+    /// no classification, per datagram.
+    pub fn check_own_port(&self, peer: SocketAddr) -> Result<(), PeerRefusal> {
+        if self.own.is_empty() || !self.own.contains(&canonical(peer.ip())) {
+            return Ok(());
+        }
+        if self.open_ports.iter().any(|r| r.contains(&peer.port())) {
+            Ok(())
+        } else {
+            Err(PeerRefusal::OwnAddress)
+        }
     }
 
     /// Ok if the relay may send to `ip` on some port (a permission names no port): one of
@@ -428,6 +439,17 @@ mod tests {
         assert_eq!(
             policy.check_addr(addr("10.0.0.1:16400")),
             Err(PeerRefusal::Private)
+        );
+        // The port alone, as each Send indication is judged after its permission.
+        assert_eq!(policy.check_own_port(addr("127.0.0.1:16400")), Ok(()));
+        assert_eq!(
+            policy.check_own_port(addr("[::ffff:203.0.113.7]:3478")),
+            Err(PeerRefusal::OwnAddress)
+        );
+        assert_eq!(
+            policy.check_own_port(addr("10.0.0.1:3478")),
+            Ok(()),
+            "not its own"
         );
         // The unspecified address is no host: it stays refused by class.
         assert_eq!(policy.own().0, &[ip("127.0.0.1"), ip("203.0.113.7")]);

@@ -741,9 +741,9 @@ impl Server {
             self.counters.refuse(Refusal::Malformed);
             return Action::Nothing;
         };
-        // The permission allowed the peer's address; its port is judged here (the
+        // The permission admitted the peer's address; its port is judged here (the
         // relay's own addresses are open on some ports only).
-        if let Err(refusal) = self.config.policy.check_addr(peer) {
+        if let Err(refusal) = self.config.policy.check_own_port(peer) {
             self.counters.refuse(Refusal::Peer(refusal));
             return Action::Nothing;
         }
