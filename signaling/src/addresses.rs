@@ -63,10 +63,7 @@ impl Addresses {
     /// A place for one more socket from `ip`, or `None` when it holds its limit.
     pub(crate) fn open(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Option<SocketPlace> {
         let mut by_ip = self.by_ip.lock().unwrap_or_else(PoisonError::into_inner);
-        if by_ip.len() > PRUNE_ABOVE {
-            by_ip.retain(|_, e| e.sockets > 0);
-        }
-        let entry = by_ip.entry(ip).or_insert_with(|| self.entry(now));
+        let entry = self.entry_of(&mut by_ip, ip, now);
         if self.limits.sockets > 0 && entry.sockets >= self.limits.sockets {
             return None;
         }
@@ -83,11 +80,22 @@ impl Addresses {
             return true;
         }
         let mut by_ip = self.by_ip.lock().unwrap_or_else(PoisonError::into_inner);
-        by_ip
-            .entry(ip)
-            .or_insert_with(|| self.entry(now))
-            .joins
-            .take(now)
+        self.entry_of(&mut by_ip, ip, now).joins.take(now)
+    }
+
+    /// The entry of `ip`, made if new. Past [`PRUNE_ABOVE`] entries, those of addresses
+    /// with no open socket are forgotten first (joins over WHIP and WHEP hold none), so
+    /// the map stays bounded whatever mix of requests comes.
+    fn entry_of<'a>(
+        &self,
+        by_ip: &'a mut HashMap<IpAddr, Entry>,
+        ip: IpAddr,
+        now: Instant,
+    ) -> &'a mut Entry {
+        if by_ip.len() > PRUNE_ABOVE && !by_ip.contains_key(&ip) {
+            by_ip.retain(|_, e| e.sockets > 0);
+        }
+        by_ip.entry(ip).or_insert_with(|| self.entry(now))
     }
 
     fn entry(&self, now: Instant) -> Entry {
@@ -144,6 +152,26 @@ mod tests {
         // Joins: five seconds' worth at once, then one a second.
         assert_eq!((0..10).filter(|_| a.join(ip, now)).count(), 5);
         assert!(a.join(ip, now + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn addresses_that_only_join_are_forgotten_past_the_bound() {
+        let now = Instant::now();
+        let a = Arc::new(Addresses::new(AddressLimits::default()));
+        let held = a.open([192, 0, 2, 1].into(), now).unwrap();
+        for n in 0..3 * PRUNE_ABOVE as u32 {
+            assert!(a.join(IpAddr::from((0x0a00_0000 + n).to_be_bytes()), now));
+        }
+        let len = a.by_ip.lock().unwrap().len();
+        assert!(len <= PRUNE_ABOVE + 1, "{len} entries");
+        // The address with an open socket is kept.
+        assert!(
+            a.by_ip
+                .lock()
+                .unwrap()
+                .contains_key(&IpAddr::from([192, 0, 2, 1]))
+        );
+        drop(held);
     }
 
     #[test]
