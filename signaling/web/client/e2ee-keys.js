@@ -55,8 +55,8 @@ export class KeyExchange {
     this._onKey = onKey;
     this._onPeer = onPeer;
     /** Peers: id -> {pub: string (b64), pair: CryptoKey|null, status, helloSent, and when
-     * a repeated hello, an answering one and a `want` last went to it (helloAt,
-     * answerAt, wantAt; ms)} */
+     * a repeated hello, an answering one, a `want` and keys asked for by its `want` last
+     * went to it (helloAt, answerAt, wantAt, givenAt; ms)} */
     this.peers = new Map();
     this._ready = this._init();
   }
@@ -143,10 +143,15 @@ export class KeyExchange {
     if (msg.t === 'hello') return this._onHello(from, msg);
     if (msg.t === 'key') await this._onKeyMessage(from, msg);
     if (msg.t === 'want') {
-      // A verified peer gets our keys again; one whose hello we lack is greeted, so that
-      // it answers with its own.
+      // A verified peer gets our keys again (at most once a second: a flood of `want`s
+      // must not spend our own budget of `e2ee` messages); one whose hello we lack is
+      // greeted, so that it answers with its own.
       const p = this.peers.get(from);
-      if (p && p.pair) return from;
+      if (p && p.pair) {
+        if (!this._mayRepeat(p, 'givenAt')) return null;
+        p.givenAt = Date.now();
+        return from;
+      }
       await this.greet(from, true);
     }
     return null;
@@ -176,7 +181,9 @@ export class KeyExchange {
   _peer(id) {
     let p = this.peers.get(id);
     if (!p) {
-      p = { pub: null, pair: null, status: 'waiting', helloSent: false, helloAt: 0, answerAt: 0, wantAt: 0 };
+      p = {
+        pub: null, pair: null, status: 'waiting', helloSent: false, helloAt: 0, answerAt: 0, wantAt: 0, givenAt: 0,
+      };
       this.peers.set(id, p);
     }
     return p;

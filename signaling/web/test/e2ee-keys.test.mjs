@@ -131,4 +131,8 @@ test('a lost hello and a lost key are repaired by repeats', async () => {
   // Asking again at once sends nothing more: one `want` a second.
   await r.members.get(1).want(2);
   assert.equal(r.queue.length, 0);
+  // And `want`s that come faster (a peer flooding them) are answered once a second.
+  const answered = [];
+  for (let i = 0; i < 5; i++) answered.push(await r.members.get(2).receive(1, JSON.stringify({ v: 1, t: 'want' })));
+  assert.deepEqual(answered, [null, null, null, null, null], 'answered a second ago already');
 });
