@@ -26,7 +26,7 @@ use netio::udp::{RecvBuffer, SEND_BATCH, SendBatch, Socket};
 use protocol::{ErrorCode, ErrorMessage, Join, LeaveReason, ParticipantId, Request, ServerMessage};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use signaling::MediaPlane;
+use signaling::{MediaPlane, Pending};
 use str0m::ice::StunMessage;
 use str0m::net::{Protocol, Transmit};
 use tokio::io::AsyncReadExt;
@@ -37,11 +37,12 @@ use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tracing::{debug, error, info, warn};
 
 use crate::metrics::{Metrics, TcpRefusal};
+use crate::offers::OfferReader;
 use crate::tap::Tap;
 use sfu_core::forwarder::DropReason;
 use sfu_core::shard::{
-    LocalCandidates, RELAY_RESERVE, RelayDrop, Shard, ShardConfig, ShardOutput, relay_fits,
-    shard_of_ufrag,
+    LocalCandidates, RELAY_RESERVE, ReadOffer, RelayDrop, Shard, ShardConfig, ShardOutput,
+    relay_fits, shard_of_ufrag,
 };
 
 /// Commands queued per shard before `join` and requests answer `server_busy`.
@@ -113,6 +114,11 @@ enum Command {
         id: ParticipantId,
         request: Request,
     },
+    /// An offer, read off the shard's thread.
+    Offer {
+        id: ParticipantId,
+        read: Box<ReadOffer>,
+    },
     /// An ICE-TCP connection whose first frame names a participant of this shard.
     Tcp(TcpArrival),
 }
@@ -133,6 +139,7 @@ pub struct Plane {
     next_participant: AtomicU64,
     /// Counts the relays a full relay queue refused.
     metrics: Metrics,
+    offers: OfferReader,
 }
 
 struct ShardHandle {
@@ -217,6 +224,7 @@ impl Plane {
             shards,
             next_participant: AtomicU64::new(1),
             metrics,
+            offers: OfferReader::start().context("cannot start the offer reader")?,
         })
     }
 
@@ -256,6 +264,28 @@ impl MediaPlane for Plane {
             });
         }
         shard.commands.try_send(command).map_err(busy)
+    }
+
+    fn offer(&self, participant: ParticipantId, offer: Request) -> Pending {
+        let Request::Offer {
+            sdp,
+            publish,
+            subscribe,
+            slots,
+        } = offer
+        else {
+            return Box::pin(std::future::ready(self.request(participant, offer)));
+        };
+        let commands = self.shard_of(participant).commands.clone();
+        let offers = self.offers.clone();
+        Box::pin(async move {
+            let read = offers.read(sdp, publish, subscribe, slots).await?;
+            let command = Command::Offer {
+                id: participant,
+                read: Box::new(read),
+            };
+            commands.try_send(command).map_err(busy)
+        })
     }
 
     fn leave(&self, participant: ParticipantId) {
@@ -596,6 +626,7 @@ async fn run_shard(
         match command {
             Command::Join { id, join, events } => d.join(id, join, events),
             Command::Request { id, request } => d.core.request(Instant::now(), id, request),
+            Command::Offer { id, read } => d.core.offer(Instant::now(), id, *read),
             Command::Tcp(arrival) => d.adopt_tcp(&driver, &wake, arrival, &metrics),
         }
         if d.drain() {
@@ -607,6 +638,10 @@ async fn run_shard(
             command = commands.recv() => {
                 let Some(command) = command else { break };
                 run(command);
+                // One command a turn: the sockets and the timer run before the next one,
+                // so a queue of costly commands (offers of hundreds of m-lines, joins)
+                // never holds every room's packets back for all of them.
+                tokio::task::yield_now().await;
             }
             Some(command) = relays.recv() => {
                 run(command);
@@ -617,6 +652,7 @@ async fn run_shard(
                     let Ok(command) = relays.try_recv() else { break };
                     run(command);
                 }
+                tokio::task::yield_now().await;
             }
             Some(id) = departures.recv() => {
                 let mut d = driver.borrow_mut();

@@ -1,10 +1,12 @@
 //! The server's drivers around the sans-IO media core (`sfu-core`): the tokio driver that
 //! gives the shards their sockets, timers and signaling ([`driver`]), and the metrics it
-//! exports ([`metrics`]); and the test-only tap that records what publishers send
+//! exports ([`metrics`]); offers read off the media threads ([`offers`]); and the
+//! test-only tap that records what publishers send
 //! ([`tap`]).
 
 #![forbid(unsafe_code)]
 
 pub mod driver;
 pub mod metrics;
+pub mod offers;
 pub mod tap;

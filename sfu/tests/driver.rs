@@ -1,6 +1,7 @@
 //! The tokio driver on real loopback sockets: garbage on the media ports is dropped and
-//! counted, a join through the media plane gets its `joined` message, and a flood of
-//! relayed `e2ee` messages stops at the reserve of its recipient's event queue.
+//! counted, a join through the media plane gets its `joined` message, a flood of
+//! relayed `e2ee` messages stops at the reserve of its recipient's event queue, and
+//! offers are read (and bad ones refused) before a shard sees them.
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
@@ -337,4 +338,68 @@ async fn a_relay_flood_stops_at_the_reserve_of_a_queue_nobody_reads() {
         .unwrap()
         .unwrap();
     assert!(matches!(next, ServerMessage::E2ee { data, .. } if data.as_str() == "a real key"));
+}
+
+/// An offer a client of ours would send: audio sendonly, from a str0m peer; and its mid.
+fn client_offer() -> (String, String) {
+    let mut rtc = str0m::Rtc::builder().build(Instant::now());
+    let mut api = rtc.sdp_api();
+    api.add_media(
+        str0m::media::MediaKind::Audio,
+        str0m::media::Direction::SendOnly,
+        None,
+        None,
+        None,
+    );
+    let (offer, _) = api.apply().unwrap();
+    let sdp = offer.to_sdp_string();
+    let mid = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("a=mid:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    (sdp, mid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offers_are_read_off_the_shard_and_answered_in_order() {
+    let registry = Registry::new();
+    let plane = start_plane(&registry, free_ports(), None);
+    let (id, mut rx) = join_one(&plane).await;
+    let offer = |sdp: String, mid: &str| Request::Offer {
+        sdp,
+        publish: vec![protocol::Publish {
+            mid: mid.into(),
+            source: protocol::Source::Microphone,
+            layers: Vec::new(),
+        }],
+        subscribe: Vec::new(),
+        slots: Vec::new(),
+    };
+    // What does not parse is refused by the reader, before any shard sees it.
+    let e = plane
+        .offer(id, offer("v=0\r\nm=nonsense\r\n".into(), "0"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, protocol::ErrorCode::BadSdp, "{e:?}");
+    // A mid the SDP does not hold: read, and refused as the reader checks it.
+    let e = plane
+        .offer(id, offer(client_offer().0, "nine"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, protocol::ErrorCode::BadRequest, "{e:?}");
+    // A good offer reaches the shard, which answers it.
+    let (sdp, mid) = client_offer();
+    plane.offer(id, offer(sdp, &mid)).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let ServerMessage::Answer { sdp, published } = answer else {
+        panic!("not an answer: {answer:?}");
+    };
+    assert!(sdp.contains("m=audio"), "{sdp}");
+    assert_eq!(published.len(), 1);
+    assert_eq!(metric(&registry, "sfu_participants", None), 1.0);
 }

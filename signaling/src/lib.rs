@@ -32,7 +32,7 @@ pub mod web;
 mod whip;
 
 pub use addresses::AddressLimits;
-pub use plane::{EVENT_QUEUE, IceServerSource, MediaPlane};
+pub use plane::{EVENT_QUEUE, IceServerSource, MediaPlane, Pending};
 pub use router::{metrics_router, router, serve};
 pub use state::Config;
 pub use token::{Claims, TokenKey};

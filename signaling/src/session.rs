@@ -213,15 +213,15 @@ impl Session {
                     slots,
                 },
                 Some(p),
-            ) => self.state.plane.request(
-                p,
-                Request::Offer {
+            ) => {
+                let offer = Request::Offer {
                     sdp,
                     publish,
                     subscribe,
                     slots,
-                },
-            ),
+                };
+                self.state.plane.offer(p, offer).await
+            }
             (ClientMessage::Mute { track_id, muted }, Some(p)) => self
                 .state
                 .plane

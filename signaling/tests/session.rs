@@ -73,6 +73,10 @@ impl MediaPlane for Recorder {
         Ok(ParticipantId(all.len() as u64))
     }
 
+    fn offer(&self, participant: ParticipantId, offer: Request) -> signaling::Pending {
+        Box::pin(std::future::ready(self.request(participant, offer)))
+    }
+
     fn request(&self, participant: ParticipantId, request: Request) -> Result<(), ErrorMessage> {
         if *self.busy.lock() {
             return Err(ErrorMessage::new(ErrorCode::ServerBusy, "busy"));

@@ -2,7 +2,7 @@
 //! their participants, and the forwarding between them. It never touches a socket or a
 //! clock: datagrams, commands and time go in, datagrams, signals and a deadline come out.
 //!
-//! Run loop, as in str0m: feed one input (`handle_datagram`, `join`, `request`, `leave`,
+//! Run loop, as in str0m: feed one input (`handle_datagram`, `join`, `request`, `offer`, `leave`,
 //! `handle_timeout`), then call [`Shard::poll_output`] until it returns
 //! [`ShardOutput::Timeout`].
 //!
@@ -16,7 +16,8 @@
 //! | `admission.rs` | `join` (capacity, candidates, the participant's `Rtc`) and removal |
 //! | `participant.rs` | a participant's state; who gets a TWCC estimate |
 //! | `ice.rs` | candidates offered, remote addresses mapped by ICE ufrag, then by address |
-//! | `negotiation.rs` | an offer checked (grants, mids, kinds, slots), answered, applied |
+//! | `offer.rs` | [`ReadOffer`]: an offer's SDP parsed and checked (mids, kinds, slots) |
+//! | `negotiation.rs` | a read offer checked against grants, answered, applied |
 //! | `publication.rs` | tracks published, changed, unpublished and muted |
 //! | `track.rs` | a published track and its layers: rates, stalls, pauses, keyframe waits |
 //! | `subscription.rs` | subscriptions and the track-to-subscribers index (its one owner) |
@@ -53,6 +54,7 @@ mod ice;
 mod keyframes;
 mod loss;
 mod negotiation;
+mod offer;
 mod output;
 mod pacing;
 mod participant;
@@ -84,6 +86,7 @@ use tracing::{debug, info};
 pub use config::ShardConfig;
 pub use ice::{LocalCandidates, shard_of_ufrag};
 pub use negotiation::follow_offer_codec_order;
+pub use offer::{MAX_SLOTS, ReadOffer};
 pub use output::{Counters, ShardOutput, TapRecord};
 pub use relay::{RELAY_RESERVE, RelayDrop, relay_fits};
 
@@ -156,7 +159,10 @@ impl Shard {
                 publish,
                 subscribe,
                 slots,
-            } => self.offer(now, id, &sdp, publish, subscribe, slots),
+            } => match ReadOffer::read(sdp, publish, subscribe, slots) {
+                Ok(read) => self.offer(now, id, read),
+                Err(error) => self.signal(id, ServerMessage::Error(error)),
+            },
             Request::Mute { track_id, muted } => self.mute(id, track_id, muted),
             Request::View { pinned, quality } => {
                 if let Some(p) = self.participants.get_mut(&id) {

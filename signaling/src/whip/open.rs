@@ -185,7 +185,8 @@ async fn open(
         state
             .app
             .plane
-            .request(participant, request)
+            .offer(participant, request)
+            .await
             .map_err(|e| plane_error(&e))?;
         if let Some(w) = watch.as_mut() {
             w.shown = subscribe;

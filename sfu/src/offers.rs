@@ -1,0 +1,107 @@
+//! Offers read off the media threads. Parsing the SDP of the largest offer the protocol
+//! allows takes tens of milliseconds, which a shard thread cannot spend without every
+//! room on it missing its packets' deadlines. One thread of its own reads every offer
+//! (a flood of them takes at most that one thread, however many sockets send it), at
+//! the lowest priority, so that a shard thread that has packets to forward runs first
+//! even on the same core; a shard receives only the result ([`ReadOffer`]).
+//!
+//! Offers wait for the reader in a short queue; when it is full, `server_busy`, which the
+//! client library retries.
+
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::mpsc;
+use std::thread;
+
+use protocol::{ErrorCode, ErrorMessage, Publish, RequestType, Subscribe};
+use sfu_core::shard::ReadOffer;
+use thread_priority::ThreadPriority;
+use tokio::sync::oneshot;
+use tracing::{error, warn};
+
+/// Offers waiting to be read, server-wide: at most this many times the largest offer's
+/// read (about 25 ms) of waiting, and of memory (2 MiB each at most).
+const QUEUE: usize = 16;
+
+/// An offer to read, and where its result goes.
+struct Job {
+    sdp: String,
+    publish: Vec<Publish>,
+    subscribe: Vec<Subscribe>,
+    slots: Vec<String>,
+    reply: oneshot::Sender<Result<ReadOffer, ErrorMessage>>,
+}
+
+/// The handle to the reader thread.
+#[derive(Debug, Clone)]
+pub struct OfferReader {
+    jobs: mpsc::SyncSender<Job>,
+}
+
+impl OfferReader {
+    /// Starts the reader thread.
+    pub fn start() -> std::io::Result<OfferReader> {
+        let (jobs, queue) = mpsc::sync_channel::<Job>(QUEUE);
+        thread::Builder::new()
+            .name("offers".into())
+            .spawn(move || {
+                if let Err(e) = thread_priority::set_current_thread_priority(ThreadPriority::Min) {
+                    warn!("the offer reader keeps its priority: {e:?}");
+                }
+                for job in queue {
+                    let Job {
+                        sdp,
+                        publish,
+                        subscribe,
+                        slots,
+                        reply,
+                    } = job;
+                    // A parser's panic on one offer must not stop the reading of others.
+                    let read = panic::catch_unwind(AssertUnwindSafe(|| {
+                        ReadOffer::read(sdp, publish, subscribe, slots)
+                    }))
+                    .unwrap_or_else(|_| {
+                        error!("reading an offer panicked; refused as internal");
+                        Err(
+                            ErrorMessage::new(ErrorCode::Internal, "reading the offer failed")
+                                .answering(RequestType::Offer),
+                        )
+                    });
+                    let _ = reply.send(read);
+                }
+            })?;
+        Ok(OfferReader { jobs })
+    }
+
+    /// Reads an offer: the read offer, or the error that answers it.
+    pub async fn read(
+        &self,
+        sdp: String,
+        publish: Vec<Publish>,
+        subscribe: Vec<Subscribe>,
+        slots: Vec<String>,
+    ) -> Result<ReadOffer, ErrorMessage> {
+        let refuse = |code, message: &str| {
+            Err(ErrorMessage::new(code, message).answering(RequestType::Offer))
+        };
+        let (reply, result) = oneshot::channel();
+        let job = Job {
+            sdp,
+            publish,
+            subscribe,
+            slots,
+            reply,
+        };
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(_)) => {
+                return refuse(ErrorCode::ServerBusy, "media server is busy, retry");
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => {
+                return refuse(ErrorCode::Internal, "the offer reader is not running");
+            }
+        }
+        result
+            .await
+            .unwrap_or_else(|_| refuse(ErrorCode::Internal, "the offer reader stopped"))
+    }
+}
