@@ -203,7 +203,7 @@ pub async fn run(shared: Arc<Shared>, token: String, role: Role) -> Stats {
     stats
 }
 
-type Ws =
+pub(crate) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn session(
@@ -833,13 +833,13 @@ fn offer_message(sdp: String, publish: &[Publication], subscribed: &HashMap<u64,
     })
 }
 
-async fn send(ws: &mut Ws, v: Value) -> anyhow::Result<()> {
+pub(crate) async fn send(ws: &mut Ws, v: Value) -> anyhow::Result<()> {
     ws.send(Message::text(v.to_string())).await?;
     Ok(())
 }
 
 /// The next JSON message; `None` when the socket closed.
-async fn next(ws: &mut Ws) -> anyhow::Result<Option<Value>> {
+pub(crate) async fn next(ws: &mut Ws) -> anyhow::Result<Option<Value>> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(t))) => return Ok(Some(serde_json::from_str(&t)?)),

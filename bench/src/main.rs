@@ -5,6 +5,7 @@
 mod ceiling;
 mod client;
 mod e2ee;
+mod flood;
 mod frames;
 mod report;
 mod server;
@@ -133,6 +134,14 @@ struct Common {
     /// Where the JSON line of this run is appended.
     #[arg(long)]
     results: Option<PathBuf>,
+    /// Participants of another room who flood the server with the largest offers the
+    /// protocol allows (bench/src/flood.rs) through the measurement window. With
+    /// `--shards 1` their room shares the scenario's shard, the worst case.
+    #[arg(long, default_value_t = 0)]
+    offer_flood: usize,
+    /// The server's media threads (its `--shards`); unset: the server's default.
+    #[arg(long)]
+    shards: Option<usize>,
     /// Clients send their frames in the clear (they join without `e2ee`, with tokens
     /// that grant `plaintext`) instead of encrypting every frame end to end (SFrame).
     #[arg(long)]
@@ -283,6 +292,7 @@ fn main() -> anyhow::Result<()> {
         common.base_port,
         clients.len() + 1,
         &common.server_cpus,
+        common.shards,
     )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(common.generator_cpus.split(',').count().max(1))
@@ -374,6 +384,26 @@ async fn run(
         }));
     }
     tokio::time::sleep_until(shared.measure_from.into()).await;
+    let mut floods = Vec::new();
+    for i in 0..common.offer_flood {
+        let mut claims = TokenKey::claims(
+            &format!("{room}-flood"),
+            &format!("f{i}"),
+            None,
+            Duration::from_secs(3600),
+        );
+        claims.grants = Grants {
+            publish_audio: true,
+            publish_video: true,
+            publish_screen: true,
+            subscribe: true,
+            plaintext: common.plaintext,
+            ..Grants::default()
+        };
+        let token = key.issue(&claims)?;
+        let (url, e2ee, until) = (shared.ws_url.clone(), shared.e2ee, shared.until);
+        floods.push(tokio::spawn(flood::run(url, token, e2ee, until)));
+    }
     let before = server.sample().await?;
     let gen_before = server::self_cpu_seconds();
     tokio::time::sleep_until(shared.until.into()).await;
@@ -383,7 +413,11 @@ async fn run(
     for t in tasks {
         stats.push(t.await?);
     }
-    Ok(Report::new(
+    let mut flooded = Vec::new();
+    for f in floods {
+        flooded.push(f.await?);
+    }
+    let mut report = Report::new(
         name,
         &roles,
         stats,
@@ -392,5 +426,9 @@ async fn run(
         gen_after - gen_before,
         common,
         video_layers_bps,
-    ))
+    );
+    if common.offer_flood > 0 {
+        report.add_flood(&flooded);
+    }
+    Ok(report)
 }

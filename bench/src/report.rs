@@ -9,6 +9,7 @@ use serde_json::json;
 use crate::Common;
 use crate::ceiling::Ceiling;
 use crate::client::{RIDS, Role, Stats};
+use crate::flood::FloodStats;
 use crate::server::Sample;
 
 pub struct Report {
@@ -253,10 +254,11 @@ impl Report {
                 }
             ),
             format!(
-                "latency          p50 {} ms  p95 {} ms  p99 {} ms  (send to receive, {} packets)",
+                "latency          p50 {} ms  p95 {} ms  p99 {} ms  max {} ms  (send to receive, {} packets)",
                 fmt_ms(pct(&latency, 0.5)),
                 fmt_ms(pct(&latency, 0.95)),
                 fmt_ms(pct(&latency, 0.99)),
+                fmt_ms(pct(&latency, 1.0)),
                 latency.len()
             ),
             format!(
@@ -352,7 +354,7 @@ impl Report {
             "loss_pct": loss_pct,
             "server_drops": drops.iter().map(|(r, n)| (r.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
             "kernel_rcvbuf_drops": rcvbuf_drops,
-            "latency_ms": {"p50": pct(&latency, 0.5), "p95": pct(&latency, 0.95), "p99": pct(&latency, 0.99), "samples": latency.len()},
+            "latency_ms": {"p50": pct(&latency, 0.5), "p95": pct(&latency, 0.95), "p99": pct(&latency, 0.99), "max": pct(&latency, 1.0), "samples": latency.len()},
             "join_ms": {"p50": pct(&join, 0.5), "p99": pct(&join, 0.99)},
             "first_frame_ms": {"p50": pct(&first_frame, 0.5), "p99": pct(&first_frame, 0.99), "max": pct(&first_frame, 1.0)},
             "keyframe_requests_per_s": keyframes as f64 / window,
@@ -411,6 +413,31 @@ impl Report {
         });
         self.json["server_pps_per_core"] = json!(self.server_pps_per_core);
         self.json["ratio_to_ceiling"] = json!(ratio);
+    }
+
+    /// Adds what the offer flood's participants managed; a flood the server never
+    /// answered makes the run unusable (the flood did not reach the shard).
+    pub fn add_flood(&mut self, floods: &[FloodStats]) {
+        let sent: u64 = floods.iter().map(|f| f.sent).sum();
+        let answered: u64 = floods.iter().map(|f| f.answered).sum();
+        let refused: u64 = floods.iter().map(|f| f.refused).sum();
+        let mb = floods.iter().map(|f| f.bytes).sum::<u64>() as f64 / 1e6;
+        self.lines.push(format!(
+            "offer flood      {} sockets: {sent} offers of 256 m-lines ({mb:.1} MB), {answered} answered, {refused} refused",
+            floods.len()
+        ));
+        for (i, f) in floods.iter().enumerate() {
+            if let Some(e) = &f.error {
+                self.problems.push(format!("flood {i}: {e}"));
+            }
+        }
+        if answered == 0 {
+            self.problems
+                .push("the server answered no flood offer".into());
+        }
+        self.json["offer_flood"] = json!({
+            "sockets": floods.len(), "sent": sent, "answered": answered, "refused": refused,
+        });
     }
 
     pub fn print(&self) {

@@ -29,13 +29,15 @@ pub struct Sample {
 
 impl Server {
     /// Starts `bin` on 127.0.0.1: HTTP on `base_port`, UDP media on the next 8 ports,
-    /// ICE-TCP off, no TURN; rooms may hold `capacity` participants.
+    /// ICE-TCP off, no TURN; rooms may hold `capacity` participants; `shards` media
+    /// threads, or the server's default.
     pub fn start(
         bin: &Path,
         secret: &str,
         base_port: u16,
         capacity: usize,
         cpus: &str,
+        shards: Option<usize>,
     ) -> anyhow::Result<Server> {
         if !bin.exists() {
             bail!(
@@ -73,6 +75,7 @@ impl Server {
         // variable, which servers built before those limits ignore).
         .env("SFU_SOCKETS_PER_ADDRESS", "0")
         .env("SFU_JOINS_PER_ADDRESS", "0")
+        .envs(shards.map(|n| ("SFU_SHARDS", n.to_string())))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
