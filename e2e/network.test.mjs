@@ -312,4 +312,42 @@ describe('calls on networks that block UDP', { timeout: 600000 }, () => {
         + `tcp/udp=${(perPacket.tcp.us / perPacket.udp.us).toFixed(2)} detail=${JSON.stringify(perPacket)}`);
     }
   });
+
+  step('a server with several addresses answers from the one the client reached, over UDP', async () => {
+    // The server has three addresses (10.77.0.1, 10.77.1.1, 10.77.2.1) and advertises all
+    // of them. Hal, in sfu-tcp, is routed through 10.77.1.1, and his network lets UDP out
+    // only to 10.77.0.1's media ports (no ICE-TCP, no TURN): the kernel would answer him
+    // from 10.77.1.1, the address of its route back, and his browser would take no answer
+    // from there for a check sent to 10.77.0.1.
+    nft('sfu-tcp', `
+      counter udp_media {}
+      counter dropped {}
+      chain output {
+        type filter hook output priority 0; policy accept;
+        oif "lo" accept
+        ip daddr ${SERVER_IP} udp dport 16384-16584 counter name udp_media accept
+        meta l4proto udp counter name dropped drop
+        tcp dport != ${HTTP_PORT} counter name dropped drop
+      }`);
+    const r = `${room}-homes`;
+    const mia = new Participant('Mia');
+    const hal = new Participant('Hal');
+    everyone.push(mia, hal);
+    await mia.join(r, {});
+    await hal.join(r, { netns: 'sfu-tcp', expectVideoFrom: true });
+    await hal.expectMedia(cam(mia), "Mia's camera and microphone, through the server's first address");
+    await mia.expectMedia(cam(hal), "Hal's camera and microphone");
+    assert.equal(await expectTransport(hal, 'UDP'), 'UDP');
+    const remote = await hal.page.evaluate(async () => {
+      const report = await window.demo.call.pc.getStats();
+      const all = [...report.values()];
+      const pair = all.find((x) => x.type === 'candidate-pair' && x.nominated && x.state === 'succeeded');
+      const cand = pair && all.find((x) => x.id === pair.remoteCandidateId);
+      return cand ? `${cand.address}:${cand.protocol}` : null;
+    });
+    assert.equal(remote, `${SERVER_IP}:udp`, 'the pair in use is UDP to the address Hal reached');
+    assert.ok(nftCounter('sfu-tcp', 'udp_media') > 0, 'media went to the first address');
+    await hal.close();
+    await mia.close();
+  });
 });

@@ -13,8 +13,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::slice::Chunks;
 
+use nix::cmsg_space;
 use nix::errno::Errno;
-use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
+use nix::libc;
+use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
 use quinn_udp::{RecvMeta, UdpSocketState};
 use tokio::io::Interest;
 use tracing::{debug, warn};
@@ -191,25 +193,41 @@ impl<'a> Read<'a> {
 /// Sends runs of datagrams from one socket with sendmmsg: the fan-out of one packet to
 /// hundreds of receivers costs a few system calls, not one each. Keeps its message
 /// headers between calls.
+///
+/// A run may name the local IP it leaves from. A socket bound to every address (0.0.0.0
+/// or ::) serves every address of a host that has several (public, private, IPv6), and
+/// without that the kernel would choose the source by its routes, not by where the
+/// request came: a peer that checks who answers (ICE does) would not recognise the
+/// answer. The source goes in an `IP_PKTINFO` (or `IPV6_PKTINFO`) control message, the
+/// same for every datagram of the call; each layout of control message has headers of
+/// its own whose control buffer is exactly its size, as the kernel reads a header's whole
+/// control buffer.
 #[derive(Debug)]
 pub struct SendBatch {
-    headers: MultiHeaders<SockaddrStorage>,
+    plain: MultiHeaders<SockaddrStorage>,
+    from_v4: MultiHeaders<SockaddrStorage>,
+    from_v6: MultiHeaders<SockaddrStorage>,
 }
 
 impl SendBatch {
     pub fn new() -> SendBatch {
         SendBatch {
-            headers: MultiHeaders::preallocate(SEND_BATCH, None),
+            plain: MultiHeaders::preallocate(SEND_BATCH, None),
+            from_v4: MultiHeaders::preallocate(SEND_BATCH, Some(cmsg_space!(libc::in_pktinfo))),
+            from_v6: MultiHeaders::preallocate(SEND_BATCH, Some(cmsg_space!(libc::in6_pktinfo))),
         }
     }
 
     /// Sends `run` from `socket`, in order, [`SEND_BATCH`] per system call; `parts` tells
-    /// each one's destination and bytes. One that the kernel cannot take now (a full send
-    /// buffer) is dropped, as a router would, and the others still go. Returns how many
-    /// were dropped so; other failures are logged.
+    /// each one's destination and bytes. `from` is the local IP they leave from, honoured
+    /// when the socket is bound to every address (otherwise they leave from the one it is
+    /// bound to); it must be an address of this host. One datagram that the kernel cannot
+    /// take now (a full send buffer) is dropped, as a router would, and the others still
+    /// go. Returns how many were dropped so; other failures are logged.
     pub fn send<T>(
         &mut self,
         socket: &Socket,
+        from: Option<IpAddr>,
         run: &[T],
         parts: impl Fn(&T) -> (SocketAddr, &[u8]),
     ) -> usize {
@@ -219,15 +237,29 @@ impl SendBatch {
             .map(|t| Some(SockaddrStorage::from(parts(t).0)))
             .collect();
         let iov: Vec<[IoSlice<'_>; 1]> = run.iter().map(|t| [IoSlice::new(parts(t).1)]).collect();
+        let source = from.and_then(|ip| Source::new(socket.local, ip));
+        let (v4, v6);
+        let (headers, cmsgs): (&mut MultiHeaders<SockaddrStorage>, &[ControlMessage<'_>]) =
+            match &source {
+                None => (&mut self.plain, &[]),
+                Some(Source::V4(info)) => {
+                    v4 = [ControlMessage::Ipv4PacketInfo(info)];
+                    (&mut self.from_v4, &v4)
+                }
+                Some(Source::V6(info)) => {
+                    v6 = [ControlMessage::Ipv6PacketInfo(info)];
+                    (&mut self.from_v6, &v6)
+                }
+            };
         let mut full = 0;
         let mut offset = 0;
         while offset < run.len() {
             let sent = sendmmsg(
                 fd,
-                &mut self.headers,
+                headers,
                 iov[offset..].iter(),
                 &addrs[offset..],
-                [],
+                cmsgs,
                 MsgFlags::empty(),
             );
             match sent {
@@ -238,12 +270,51 @@ impl SendBatch {
                     offset += 1;
                 }
                 Err(e) => {
-                    debug!("send to {} failed: {e}", parts(&run[offset]).0);
+                    debug!(?from, "send to {} failed: {e}", parts(&run[offset]).0);
                     offset += 1;
                 }
             }
         }
         full
+    }
+}
+
+/// The control message that picks a datagram's source IP.
+enum Source {
+    V4(libc::in_pktinfo),
+    V6(libc::in6_pktinfo),
+}
+
+impl Source {
+    /// The source `ip` for a socket bound to `local`; `None` when the socket is bound to
+    /// one address (its datagrams leave from it) or `ip` is of a family it cannot send
+    /// from.
+    fn new(local: SocketAddr, ip: IpAddr) -> Option<Source> {
+        if !local.ip().is_unspecified() {
+            return None;
+        }
+        match (local, ip) {
+            (SocketAddr::V4(_), IpAddr::V4(ip)) => Some(Source::V4(libc::in_pktinfo {
+                ipi_ifindex: 0,
+                ipi_spec_dst: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(ip.octets()),
+                },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            })),
+            (SocketAddr::V6(_), ip) => {
+                let ip = match ip {
+                    IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                    IpAddr::V6(v6) => v6,
+                };
+                Some(Source::V6(libc::in6_pktinfo {
+                    ipi6_addr: libc::in6_addr {
+                        s6_addr: ip.octets(),
+                    },
+                    ipi6_ifindex: 0,
+                }))
+            }
+            (SocketAddr::V4(_), IpAddr::V6(_)) => None,
+        }
     }
 }
 
@@ -301,7 +372,7 @@ mod tests {
             let to = b.local_addr();
             let run: Vec<Vec<u8>> = (0..100u8).map(|i| vec![i; 1 + usize::from(i)]).collect();
             let mut batch = SendBatch::new();
-            assert_eq!(batch.send(&a, &run, |d| (to, &d[..])), 0);
+            assert_eq!(batch.send(&a, None, &run, |d| (to, &d[..])), 0);
             let buffer = RefCell::new(RecvBuffer::new(1500 * b.gro_segments()));
             let mut got = Vec::new();
             let receive = b.receive(&buffer, |reads| {
@@ -313,6 +384,53 @@ mod tests {
             // The receive loop runs until its socket fails: stop it once all is in.
             let _ = tokio::time::timeout(std::time::Duration::from_millis(300), receive).await;
             assert_eq!(got, run);
+        });
+    }
+
+    /// Reads what arrives at `socket` within 300 ms: each datagram's source and bytes.
+    async fn arrivals(socket: &Socket) -> Vec<(SocketAddr, Vec<u8>)> {
+        let buffer = RefCell::new(RecvBuffer::new(1500 * socket.gro_segments()));
+        let mut got = Vec::new();
+        let receive = socket.receive(&buffer, |reads| {
+            for read in reads {
+                got.extend(read.datagrams().map(|d| (read.source, d.to_vec())));
+            }
+        });
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(300), receive).await;
+        got
+    }
+
+    #[test]
+    fn a_socket_bound_to_every_address_sends_from_the_one_it_is_told() {
+        runtime().block_on(async {
+            let any = Socket::from_std(bind("0.0.0.0:0".parse().unwrap()).unwrap()).unwrap();
+            let port = any.local_addr().port();
+            let peer = Socket::from_std(bind("127.0.0.1:0".parse().unwrap()).unwrap()).unwrap();
+            let to = peer.local_addr();
+            let second: IpAddr = [127, 0, 0, 2].into();
+            let mut batch = SendBatch::new();
+            // From the second address, then as the kernel routes (127.0.0.1 to itself),
+            // then from the second again: each call's control messages are its own.
+            let run = |tag: u8| vec![vec![tag; 10]; 3];
+            assert_eq!(batch.send(&any, Some(second), &run(1), |d| (to, &d[..])), 0);
+            assert_eq!(batch.send(&any, None, &run(2), |d| (to, &d[..])), 0);
+            assert_eq!(batch.send(&any, Some(second), &run(3), |d| (to, &d[..])), 0);
+            let got = arrivals(&peer).await;
+            let sources: Vec<(IpAddr, u8)> = got.iter().map(|(a, d)| (a.ip(), d[0])).collect();
+            let first: IpAddr = [127, 0, 0, 1].into();
+            let expected: Vec<(IpAddr, u8)> = [(second, 1), (first, 2), (second, 3)]
+                .iter()
+                .flat_map(|x| [*x; 3])
+                .collect();
+            assert_eq!(sources, expected);
+            assert!(got.iter().all(|(a, _)| a.port() == port));
+
+            // A socket bound to one address sends from it, whatever it is told.
+            let one = Socket::from_std(bind("127.0.0.1:0".parse().unwrap()).unwrap()).unwrap();
+            assert_eq!(batch.send(&one, Some(second), &run(4), |d| (to, &d[..])), 0);
+            let got = arrivals(&peer).await;
+            assert_eq!(got.len(), 3);
+            assert!(got.iter().all(|(a, _)| *a == one.local_addr()));
         });
     }
 }

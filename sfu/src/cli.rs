@@ -209,6 +209,7 @@ pub struct ServeArgs {
 
     /// IP put in ICE candidates (repeatable, or comma-separated). Default: every non-loopback
     /// IPv4 address of this machine, or 127.0.0.1 if it has none. Behind NAT: the public IP.
+    /// UDP answers leave from the advertised address the client reached.
     #[arg(long = "advertise-ip", env = "SFU_ADVERTISE_IP", value_delimiter = ',')]
     pub advertise_ip: Vec<IpAddr>,
 

@@ -338,6 +338,9 @@ struct Driver {
     /// The shard's UDP sockets, by port.
     sockets: HashMap<u16, Rc<Socket>>,
     advertise: Vec<IpAddr>,
+    /// The advertised addresses datagrams came to: on a host with several, each answer
+    /// leaves from the one its peer reached (the sockets are bound to all of them).
+    reply_ips: Vec<IpAddr>,
     tcp_port: Option<u16>,
     /// ICE-TCP connections by (our advertised address, theirs).
     tcp: HashMap<(SocketAddr, SocketAddr), TcpConnection>,
@@ -446,17 +449,22 @@ impl Driver {
         }
     }
 
-    /// Sends the queued UDP datagrams: each run from one socket with sendmmsg, in order.
+    /// Sends the queued UDP datagrams: each run from one local address with sendmmsg, in
+    /// order.
     fn flush_udp(&mut self) {
         let mut out = std::mem::take(&mut self.udp_out);
         let mut start = 0;
         while start < out.len() {
-            let port = out[start].source.port();
+            let source = out[start].source;
             let len = out[start..]
                 .iter()
-                .take_while(|t| t.source.port() == port)
+                .take_while(|t| t.source == source)
                 .count();
-            self.send_run(port, &out[start..start + len]);
+            // From the address the peer reached us at (str0m's local candidate), when
+            // datagrams came to it: an advertised address that is not this host's own
+            // (behind 1:1 NAT) is left to the kernel's routes.
+            let from = Some(source.ip()).filter(|ip| self.reply_ips.contains(ip));
+            self.send_run(source.port(), from, &out[start..start + len]);
             start += len;
         }
         out.clear();
@@ -465,14 +473,14 @@ impl Driver {
 
     /// Sends datagrams from the socket of `port`. One that the kernel cannot take now (a
     /// full send buffer) is counted and dropped, as a router would; the others still go.
-    fn send_run(&mut self, port: u16, run: &[Transmit]) {
+    fn send_run(&mut self, port: u16, from: Option<IpAddr>, run: &[Transmit]) {
         let Some(socket) = self.sockets.get(&port) else {
             warn!("no socket for port {port}");
             return;
         };
         let full = self
             .sending
-            .send(socket, run, |t| (t.destination, &t.contents[..]));
+            .send(socket, from, run, |t| (t.destination, &t.contents[..]));
         for _ in 0..full {
             self.core.counters.drop(DropReason::SendBufferFull);
         }
@@ -561,6 +569,17 @@ impl Driver {
             .unwrap_or(IpAddr::from([0, 0, 0, 0]));
         SocketAddr::new(ip, port)
     }
+
+    /// [`Driver::local_addr`] for a UDP datagram, noting an advertised address it came to:
+    /// answers go back from it ([`Driver::reply_ips`]).
+    fn udp_local_addr(&mut self, dst_ip: Option<IpAddr>, port: u16) -> SocketAddr {
+        let local = self.local_addr(dst_ip, port);
+        if dst_ip == Some(local.ip()) && !self.reply_ips.contains(&local.ip()) {
+            debug!(ip = %local.ip(), "media arrives at this address; answers leave from it");
+            self.reply_ips.push(local.ip());
+        }
+        local
+    }
 }
 
 /// What one shard thread starts with.
@@ -601,6 +620,7 @@ async fn run_shard(
         core: Shard::new(config, now, StdRng::from_rng(&mut rand::rng())),
         sockets: by_port.clone(),
         advertise,
+        reply_ips: Vec::new(),
         tcp_port,
         tcp: HashMap::new(),
         events: HashMap::new(),
@@ -676,7 +696,7 @@ async fn receive(driver: Rc<RefCell<Driver>>, socket: Rc<Socket>, wake: Rc<Notif
             let now = Instant::now();
             let mut d = driver.borrow_mut();
             for read in reads {
-                let local = d.local_addr(read.destination_ip, port);
+                let local = d.udp_local_addr(read.destination_ip, port);
                 for datagram in read.datagrams() {
                     d.core
                         .handle_datagram(now, Protocol::Udp, local, read.source, datagram);
