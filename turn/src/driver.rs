@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use netio::stream::{Framing, StreamQueue};
-use netio::udp::{RecvBuffer, Socket};
+use netio::udp::{RecvBuffer, SendBatch, Socket};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::AsyncReadExt;
@@ -163,6 +163,7 @@ struct Relay {
     /// Stream clients' send queues.
     streams: HashMap<Client, Rc<StreamQueue>>,
     out: Vec<u8>,
+    sending: SendBatch,
 }
 
 impl Relay {
@@ -182,9 +183,23 @@ impl Relay {
                 let data = &self.out[..len];
                 match to.transport {
                     Transport::Udp => {
-                        let socket = self.udp.get(&to.local);
-                        if let Some(Err(e)) = socket.map(|s| s.try_send_to(data, to.remote)) {
-                            debug!("reply to {}: {e}", to.remote);
+                        // The listener of `to.local`: bound to it, or to every address
+                        // (of either family: a dual-stack one takes IPv4 too).
+                        let any = |ip: IpAddr| SocketAddr::new(ip, to.local.port());
+                        let socket = self
+                            .udp
+                            .get(&to.local)
+                            .or_else(|| self.udp.get(&any(IpAddr::from([0u8; 4]))))
+                            .or_else(|| self.udp.get(&any(IpAddr::from([0u16; 8]))));
+                        if let Some(socket) = socket {
+                            // From the address the client sent to: a listener bound to
+                            // every address of a host with several would otherwise
+                            // answer from the one its routes pick.
+                            let from = Some(to.local.ip());
+                            let full = self.sending.send(socket, from, &[data], |d| (to.remote, d));
+                            if full > 0 {
+                                debug!("reply to {}: send buffer full", to.remote);
+                            }
                         }
                     }
                     Transport::Tcp | Transport::Tls => {
@@ -217,6 +232,7 @@ async fn run(
         relays: HashMap::new(),
         streams: HashMap::new(),
         out: vec![0; DATAGRAM + 64],
+        sending: SendBatch::new(),
     }));
     // One receive buffer for every socket of this thread (a relay port range may have
     // thousands): their tasks run one at a time and hold it only between two awaits.
@@ -274,6 +290,12 @@ async fn client_datagrams(
     let e = socket
         .receive(&batch, |reads| {
             for read in reads {
+                // A listener bound to every address: the client's 5-tuple has the one it
+                // sent to, which answers leave from.
+                let local = match read.destination_ip {
+                    Some(ip) if local.ip().is_unspecified() => SocketAddr::new(ip, local.port()),
+                    _ => local,
+                };
                 let client = Client {
                     transport: Transport::Udp,
                     remote: read.source,

@@ -1,0 +1,142 @@
+//! `sfu turn` listening on every address of a host with several: coturn's test client
+//! (`turnutils_uclient`, Debian package `coturn`) reaches it at the second one and must
+//! be answered from there. Runs in a network namespace of its own (root, as the
+//! end-to-end tests), whose loopback has both 127.0.0.1 and 127.0.0.2: nothing listens
+//! outside it.
+
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A network namespace, removed when dropped.
+struct Namespace(String);
+
+impl Namespace {
+    fn new() -> Namespace {
+        let name = format!("sfu-turn-homes-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "ip netns add (this test needs root)");
+        let ns = Namespace(name);
+        let up = ns
+            .command("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .unwrap();
+        assert!(up.success());
+        ns
+    }
+
+    /// `program` run inside the namespace.
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0, program]);
+        c
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// A child process killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tool(name: &str) -> String {
+    for dir in ["/usr/bin", "/usr/local/bin"] {
+        let path = format!("{dir}/{name}");
+        if std::path::Path::new(&path).exists() {
+            return path;
+        }
+    }
+    panic!("{name} not found: install Debian's coturn package (scripts/test does)");
+}
+
+#[test]
+fn a_listener_on_every_address_answers_from_the_one_reached() {
+    let ns = Namespace::new();
+    let log = std::env::temp_dir().join(format!("sfu-turn-homes-{}.log", std::process::id()));
+    let relay = ns
+        .command(env!("CARGO_BIN_EXE_sfu"))
+        .args([
+            "turn",
+            "--listen",
+            "0.0.0.0:3478",
+            "--relay-ip",
+            "127.0.0.1",
+            "--relay-bind",
+            "127.0.0.1",
+            "--relay-ports",
+            "45000-45009",
+            "--user",
+            "alice:secret",
+            "--allow-peer",
+            "127.0.0.1/32",
+            "--own-peer-ports",
+            "34800-34802",
+        ])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut relay = Running(relay);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("TURN on")
+    {
+        if let Ok(Some(status)) = relay.0.try_wait() {
+            let why = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("sfu turn exited ({status}):\n{why}");
+        }
+        assert!(Instant::now() < deadline, "sfu turn did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _peer = Running(
+        ns.command(&tool("turnutils_peer"))
+            .args(["-L", "127.0.0.1", "-p", "34800"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    // Two clients, five messages each, through the relay reached at 127.0.0.2.
+    let out: Output = ns
+        .command("timeout")
+        .args(["--kill-after=5", "30", &tool("turnutils_uclient")])
+        .args([
+            "-u",
+            "alice",
+            "-w",
+            "secret",
+            "-p",
+            "3478",
+            "-e",
+            "127.0.0.1",
+        ])
+        .args(["-r", "34800", "-c", "-m", "2", "-n", "5", "127.0.0.2"])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "uclient failed:\n{text}");
+    assert!(
+        text.contains("tot_recv_msgs=10") && text.contains("Total lost packets 0"),
+        "every message relayed both ways:\n{text}"
+    );
+    let _ = std::fs::remove_file(&log);
+}
