@@ -571,6 +571,34 @@ async fn session(
                             renegotiate = true;
                         }
                     }
+                    // Fell behind (the server dropped messages that did not fit): the
+                    // tracks it does not know of yet are announced, new participants
+                    // get its key.
+                    Some("resync") => {
+                        for t in m["tracks"].as_array().into_iter().flatten() {
+                            let known = t["track_id"]
+                                .as_u64()
+                                .is_some_and(|id| owners.contains_key(&id));
+                            note_owner(t, &mut owners);
+                            if !known && role.subscribe && role.slots.is_none() {
+                                note_track(t, &mut announced);
+                                renegotiate = true;
+                            }
+                        }
+                        for p in m["participants"].as_array().into_iter().flatten() {
+                            let Some(to) = p["participant_id"].as_u64() else {
+                                continue;
+                            };
+                            if peers.contains(&to) {
+                                continue;
+                            }
+                            peers.push(to);
+                            if let Some(key) = crypt.key_message() {
+                                send(&mut ws, json!({"type": "e2ee", "to": to, "data": key}))
+                                    .await?;
+                            }
+                        }
+                    }
                     Some("slots") => {
                         for slot in m["slots"].as_array().into_iter().flatten() {
                             let Some(mid) = slot["mid"].as_str().map(Mid::from) else {

@@ -488,6 +488,18 @@ pub enum ServerMessage {
     Slots {
         slots: Vec<SlotTrack>,
     },
+    /// The room as it is now, to a client that fell behind: its event queue overflowed,
+    /// and messages about the others (who joined and left, their tracks, mutes, who
+    /// speaks, key exchange) were dropped until it had room again. Replaces what the
+    /// client knew of them. Its own `slots` and `layers` follow, as they are now.
+    Resync {
+        /// Everyone else in the room, as `joined` lists them.
+        participants: Vec<ParticipantInfo>,
+        /// Every track of the others.
+        tracks: Vec<TrackInfo>,
+        /// Who speaks now, as `active_speakers`.
+        speakers: Vec<ParticipantId>,
+    },
     /// Key exchange: what participant `from` sent this one in an `e2ee` message.
     E2ee {
         from: ParticipantId,

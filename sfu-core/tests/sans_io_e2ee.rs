@@ -16,6 +16,7 @@ use protocol::{
     E2eeData, ErrorCode, Grants, Kind, ParticipantId, Request, RequestType, Role, ServerMessage,
     Source, TrackId,
 };
+use sfu_core::forwarder::DropReason;
 use sfu_core::shard::{RELAY_RESERVE, RelayDrop, ShardConfig};
 
 fn role(role: Role) -> Grants {
@@ -221,9 +222,9 @@ fn a_relay_flood_never_gets_its_recipient_removed() {
 }
 
 #[test]
-fn a_queue_that_overflows_with_the_server_s_own_messages_still_removes() {
-    // The rule relays obey does not shield a client that falls behind the room itself:
-    // that one is removed as before (here with a queue the relays left alone).
+fn a_queue_the_others_overflow_falls_behind_then_hears_the_room_anew() {
+    // The others' messages fill a client's queue (the relays' rule aside): it is not
+    // removed; what does not fit is dropped, and once it reads again it gets `resync`.
     let mut net = Net::new(ShardConfig::default());
     let slow = net.join("slow", everyone());
     let slow_id = net.client(slow).id;
@@ -232,16 +233,56 @@ fn a_queue_that_overflows_with_the_server_s_own_messages_still_removes() {
     let microphone = net.track_of(talker, Source::Microphone);
     net.clients[slow].reading = false;
     let id = net.client(talker).id;
-    for n in 0..=EVENT_QUEUE {
-        let muted = n % 2 == 0;
-        let mute = Request::Mute {
+    let mute = |net: &mut Net, muted: bool| {
+        let request = Request::Mute {
             track_id: microphone,
             muted,
         };
-        net.shard.request(net.now, id, mute);
+        net.shard.request(net.now, id, request);
         net.pump();
+    };
+    for n in 0..=EVENT_QUEUE {
+        mute(&mut net, n % 2 == 0);
     }
-    assert!(net.closed.contains(&slow_id));
+    assert!(!net.closed.contains(&slow_id), "not removed");
+    assert!(net.client(slow).behind);
+    assert!(net.shard.counters.drops[DropReason::SignalQueueFull.index()] > 0);
+    let before = net.client(slow).inbox.len();
+    // It reads again: the room as it is now, the microphone muted (the last change).
+    net.clients[slow].reading = true;
+    net.clients[slow].queued = 0;
+    net.pump();
+    assert!(!net.client(slow).behind);
+    let resync = net.client(slow).inbox[before..]
+        .iter()
+        .find_map(|m| match m {
+            ServerMessage::Resync {
+                participants,
+                tracks,
+                ..
+            } => Some((participants.clone(), tracks.clone())),
+            _ => None,
+        })
+        .expect("a resync");
+    assert_eq!(
+        resync
+            .0
+            .iter()
+            .map(|p| p.participant_id)
+            .collect::<Vec<_>>(),
+        [id]
+    );
+    assert_eq!(resync.1.len(), 1);
+    assert_eq!(
+        (resync.1[0].track_id, resync.1[0].muted),
+        (microphone, true)
+    );
+    // And changes one by one again.
+    mute(&mut net, false);
+    assert!(matches!(
+        net.client(slow).inbox.last(),
+        Some(ServerMessage::TrackMuted { muted: false, .. })
+    ));
 }
 
 /// Alice, bob and carol publish a microphone and a camera each and receive each

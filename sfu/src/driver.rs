@@ -38,11 +38,11 @@ use tracing::{debug, error, info, warn};
 
 use crate::metrics::{Metrics, TcpRefusal};
 use crate::offers::OfferReader;
+use crate::queues::{Delivery, Queues};
 use crate::tap::Tap;
 use sfu_core::forwarder::DropReason;
 use sfu_core::shard::{
-    LocalCandidates, RELAY_RESERVE, ReadOffer, RelayDrop, Shard, ShardConfig, ShardOutput,
-    relay_fits, shard_of_ufrag,
+    LocalCandidates, ReadOffer, RelayDrop, Shard, ShardConfig, ShardOutput, shard_of_ufrag,
 };
 
 /// Commands queued per shard before `join` and requests answer `server_busy`.
@@ -56,9 +56,6 @@ const RELAY_QUEUE: usize = 4096;
 
 /// Relays a shard takes from its queue in one turn of its loop.
 const RELAY_BATCH: usize = 256;
-
-// A participant's event queue holds the relays' share and the server's own reserve.
-const _: () = assert!(signaling::EVENT_QUEUE >= 2 * RELAY_RESERVE);
 
 /// The largest media datagram read (an Ethernet MTU); GRO may coalesce several into one
 /// read.
@@ -345,7 +342,7 @@ struct Driver {
     /// ICE-TCP connections by (our advertised address, theirs).
     tcp: HashMap<(SocketAddr, SocketAddr), TcpConnection>,
     /// Each participant's signaling queue.
-    events: HashMap<ParticipantId, mpsc::Sender<ServerMessage>>,
+    queues: Queues,
     /// Each participant's port, and how many participants each port carries.
     ports_of: HashMap<ParticipantId, u16>,
     load: HashMap<u16, usize>,
@@ -378,54 +375,38 @@ impl Driver {
                         self.flush_udp();
                     }
                 }
-                ShardOutput::Signal(id, message) => {
-                    let Some(events) = self.events.get(&id) else {
-                        continue;
-                    };
-                    match events.try_send(message) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            // A client that cannot keep up with signaling would fall out of
-                            // step with the room: remove it rather than lose messages.
-                            warn!(participant = %id, "signaling queue full; removing");
-                            self.core.counters.drop(DropReason::SignalQueueFull);
-                            self.events.remove(&id);
-                            self.core.remove(Instant::now(), id, LeaveReason::Error);
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => {
-                            self.core.leave(Instant::now(), id);
-                        }
+                ShardOutput::Signal(id, message) => match self.queues.signal(id, message) {
+                    Delivery::Queued | Delivery::Unknown => {}
+                    Delivery::Dropped => self.core.counters.drop(DropReason::SignalQueueFull),
+                    Delivery::FellBehind => {
+                        // Full of the others' messages: not its fault. It hears of the
+                        // room again, whole, once it has room (`resync`).
+                        debug!(participant = %id, "signaling queue full; behind until it reads");
+                        self.core.counters.drop(DropReason::SignalQueueFull);
                     }
-                }
-                ShardOutput::Relay(id, message) => {
-                    // Never fills the queue past the reserve the server's own messages
-                    // need: a flood of relays is dropped, it never removes anyone.
-                    let Some(events) = self.events.get(&id) else {
+                    Delivery::NotReading => {
+                        warn!(participant = %id, "reads none of its own answers; removing");
+                        self.core.counters.drop(DropReason::SignalQueueFull);
+                        self.queues.remove(id);
+                        self.core.remove(Instant::now(), id, LeaveReason::Error);
+                    }
+                    Delivery::Closed => self.core.leave(Instant::now(), id),
+                },
+                ShardOutput::Relay(id, message) => match self.queues.relay(id, message) {
+                    Ok(()) => self.core.counters.e2ee_relays += 1,
+                    Err(RelayDrop::Gone) => {
                         self.core.counters.drop_relay(RelayDrop::Gone);
-                        continue;
-                    };
-                    if !relay_fits(events.capacity()) {
-                        self.core.counters.drop_relay(RelayDrop::QueueReserve);
-                        continue;
+                        self.core.leave(Instant::now(), id);
                     }
-                    match events.try_send(message) {
-                        Ok(()) => self.core.counters.e2ee_relays += 1,
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            self.core.counters.drop_relay(RelayDrop::QueueReserve);
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => {
-                            self.core.counters.drop_relay(RelayDrop::Gone);
-                            self.core.leave(Instant::now(), id);
-                        }
-                    }
-                }
+                    Err(reason) => self.core.counters.drop_relay(reason),
+                },
                 ShardOutput::Tap(record) => {
                     if let Some(tap) = &self.tap {
                         tap.record(&record);
                     }
                 }
                 ShardOutput::Closed(id) => {
-                    self.events.remove(&id);
+                    self.queues.remove(id);
                     self.tcp.retain(|_, c| {
                         if c.owner == id {
                             c.task.abort();
@@ -439,6 +420,16 @@ impl Driver {
                     }
                 }
                 ShardOutput::Timeout(at) => {
+                    // Those that fell behind and have room again hear of the room anew.
+                    let caught_up = self.queues.caught_up();
+                    if !caught_up.is_empty() {
+                        let now = Instant::now();
+                        for id in caught_up {
+                            debug!(participant = %id, "caught up: resync");
+                            self.core.resync(now, id);
+                        }
+                        continue;
+                    }
                     // Nothing more to do now: what is queued goes out.
                     self.flush_udp();
                     let earlier = at < self.deadline;
@@ -498,7 +489,7 @@ impl Driver {
         };
         *self.load.entry(port).or_default() += 1;
         self.ports_of.insert(id, port);
-        self.events.insert(id, events);
+        self.queues.insert(id, events);
         // The core picks those the join's transport and grants call for.
         let at = |port: u16| -> Vec<SocketAddr> {
             self.advertise
@@ -623,7 +614,7 @@ async fn run_shard(
         reply_ips: Vec::new(),
         tcp_port,
         tcp: HashMap::new(),
-        events: HashMap::new(),
+        queues: Queues::default(),
         ports_of: HashMap::new(),
         load,
         deadline: now + Duration::from_secs(1),

@@ -1,7 +1,8 @@
 //! The server's drivers around the sans-IO media core (`sfu-core`): the tokio driver that
 //! gives the shards their sockets, timers and signaling ([`driver`]), and the metrics it
-//! exports ([`metrics`]); offers read off the media threads ([`offers`]); and the
-//! test-only tap that records what publishers send
+//! exports ([`metrics`]); offers read off the media threads ([`offers`]); the
+//! participants' event queues, where one that falls behind is caught up ([`queues`]);
+//! and the test-only tap that records what publishers send
 //! ([`tap`]).
 
 #![forbid(unsafe_code)]
@@ -9,4 +10,5 @@
 pub mod driver;
 pub mod metrics;
 pub mod offers;
+pub mod queues;
 pub mod tap;

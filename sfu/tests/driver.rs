@@ -1,6 +1,7 @@
 //! The tokio driver on real loopback sockets: garbage on the media ports is dropped and
 //! counted, a join through the media plane gets its `joined` message, a flood of
-//! relayed `e2ee` messages stops at the reserve of its recipient's event queue, and
+//! relayed `e2ee` messages stops at the reserve of its recipient's event queue, a queue
+//! the others fill falls behind and is caught up (`resync`) rather than removed, and
 //! offers are read (and bad ones refused) before a shard sees them.
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
@@ -402,4 +403,140 @@ async fn offers_are_read_off_the_shard_and_answered_in_order() {
     assert!(sdp.contains("m=audio"), "{sdp}");
     assert_eq!(published.len(), 1);
     assert_eq!(metric(&registry, "sfu_participants", None), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_the_others_fill_falls_behind_and_is_caught_up_not_removed() {
+    let registry = Registry::new();
+    let plane = start_plane(&registry, free_ports(), None);
+    // The victim reads nothing for now; its queue holds 32 messages.
+    let (_victim, mut victim_rx) = join_with_queue(&plane, "victim", 32).await;
+    let (mallory, mut mallory_rx) = join_with_queue(&plane, "mallory", 1024).await;
+    let (sdp, mid) = client_offer();
+    let offer = Request::Offer {
+        sdp,
+        publish: vec![protocol::Publish {
+            mid,
+            source: protocol::Source::Microphone,
+            layers: Vec::new(),
+        }],
+        subscribe: Vec::new(),
+        slots: Vec::new(),
+    };
+    plane.offer(mallory, offer).await.unwrap();
+    let track = loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), mallory_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if let ServerMessage::Answer { published, .. } = m {
+            break published[0].track_id;
+        }
+    };
+    // 201 mute changes: each is a `track_muted` for the victim, far more than its queue.
+    for n in 0..=200 {
+        let request = || Request::Mute {
+            track_id: track,
+            muted: n % 2 == 0,
+        };
+        while plane.request(mallory, request()).is_err() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let dropped = || {
+        metric(
+            &registry,
+            "sfu_dropped_total",
+            Some(("reason", "signal_queue_full")),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while dropped() < 150.0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        dropped() >= 150.0,
+        "the messages that did not fit were dropped"
+    );
+    assert_eq!(
+        metric(&registry, "sfu_participants", None),
+        2.0,
+        "nobody removed"
+    );
+    // The victim reads again: what its queue held, then the room as it is now.
+    let mut seen = Vec::new();
+    let resync = loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), victim_rx.recv())
+            .await
+            .expect("a resync once the queue has room")
+            .unwrap();
+        if let ServerMessage::Resync {
+            participants,
+            tracks,
+            ..
+        } = m
+        {
+            break (participants, tracks);
+        }
+        seen.push(m);
+    };
+    assert_eq!(seen.len(), 32, "the queue was full: {seen:?}");
+    let (participants, tracks) = resync;
+    assert_eq!(
+        participants
+            .iter()
+            .map(|p| p.participant_id)
+            .collect::<Vec<_>>(),
+        [mallory]
+    );
+    assert_eq!(tracks.len(), 1);
+    assert_eq!(tracks[0].track_id, track);
+    assert!(
+        tracks[0].muted,
+        "the last change (muted) is what the resync says"
+    );
+    // Caught up, it hears of changes one by one again.
+    plane
+        .request(
+            mallory,
+            Request::Mute {
+                track_id: track,
+                muted: false,
+            },
+        )
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), victim_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        next,
+        ServerMessage::TrackMuted {
+            track_id: track,
+            muted: false
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_that_reads_none_of_its_own_answers_is_removed() {
+    let registry = Registry::new();
+    let plane = start_plane(&registry, free_ports(), None);
+    // Its queue holds 4; it reads nothing, and asks for what gets it an error each time.
+    let (id, _rx) = join_with_queue(&plane, "deaf", 4).await;
+    let errors = 4 + sfu::queues::HELD + 1;
+    for _ in 0..errors {
+        let mute = || Request::Mute {
+            track_id: protocol::TrackId(999_999),
+            muted: true,
+        };
+        while plane.request(id, mute()).is_err() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(&registry, "sfu_participants", None) > 0.0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(metric(&registry, "sfu_participants", None), 0.0, "removed");
 }

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use protocol::{ErrorMessage, IceServer, Join, ParticipantId, Request, ServerMessage};
 use tokio::sync::mpsc;
 
-/// How many messages may wait for one slow client before the media plane drops it.
-/// Messages other clients send it (`e2ee` relays) take at most three quarters of it:
-/// the media plane keeps a reserve of places (256, what the whole queue was before
-/// relays) for its own messages, and drops relays rather than fill it, so that a flood
-/// of them never gets anyone removed. (tokio allocates the queue as it fills.)
+/// How many messages may wait for one slow client. Past that it has fallen behind: the
+/// media plane drops the messages about the others until it has room again, then sends
+/// it `resync`, the room as it is. Messages other clients send it (`e2ee` relays) take
+/// at most three quarters of it: the media plane keeps a reserve of places (256) for its
+/// own messages, and drops relays rather than fill it. (tokio allocates the queue as it
+/// fills.)
 pub const EVENT_QUEUE: usize = 1024;
 
 /// Mints the ICE servers (TURN URLs and credentials) for a participant's identity.

@@ -78,7 +78,7 @@ import {
   captureMedia, setSourceMuted, startMedia, startScreenShare, stopScreenShare,
 } from './client/publishing.js';
 import {
-  onActiveSpeakers, onJoined, onParticipantJoined, onParticipantLeft, onTrackMuted,
+  onActiveSpeakers, onJoined, onParticipantJoined, onParticipantLeft, onResync, onTrackMuted,
   onTrackPublished, onTrackUnpublished,
 } from './client/room.js';
 import {
@@ -396,6 +396,8 @@ export class Call extends EventTarget {
         return onLayers(this, msg);
       case 'slots':
         return onSlots(this, msg);
+      case 'resync':
+        return onResync(this, msg);
       case 'e2ee':
         return this.e2ee.onMessage(msg);
       case 'left':

@@ -2,8 +2,8 @@
 //! their participants, and the forwarding between them. It never touches a socket or a
 //! clock: datagrams, commands and time go in, datagrams, signals and a deadline come out.
 //!
-//! Run loop, as in str0m: feed one input (`handle_datagram`, `join`, `request`, `offer`, `leave`,
-//! `handle_timeout`), then call [`Shard::poll_output`] until it returns
+//! Run loop, as in str0m: feed one input (`handle_datagram`, `join`, `request`, `offer`,
+//! `resync`, `leave`, `handle_timeout`), then call [`Shard::poll_output`] until it returns
 //! [`ShardOutput::Timeout`].
 //!
 //! Where things are:
@@ -30,6 +30,7 @@
 //! | `announce.rs` | which layers publishers are told to send (the rest pause) |
 //! | `keyframes.rs` | keyframe requests: awaited, throttled, repeated; asked by clients |
 //! | `relay.rs` | `e2ee` messages relayed within a room; the reserve of the event queue |
+//! | `resync.rs` | `resync`: the room as it is, to a participant whose queue overflowed |
 //! | `rtc.rs` | draining a participant's `Rtc`: transmits, deadlines, events |
 //! | `forward.rs` | the hot path: one RTP packet to every subscriber that receives it |
 //! | `pacing.rs` | the rate viewers' pacers release at |
@@ -60,6 +61,7 @@ mod pacing;
 mod participant;
 mod publication;
 mod relay;
+mod resync;
 mod room;
 mod rtc;
 mod shown;

@@ -2,12 +2,12 @@
 //! participant of the sender's room, never read; and what a relay may take of its
 //! recipient's event queue.
 //!
-//! The driver removes a participant whose event queue overflows (it could no longer keep
-//! up with the room). Relays come from other clients, so a flood of them must never be
-//! what overflows it: they are a separate output, [`ShardOutput::Relay`], which the
-//! driver delivers only while the queue keeps [`RELAY_RESERVE`] places free for the
-//! server's own messages ([`relay_fits`]), and otherwise drops and counts
-//! ([`RelayDrop::QueueReserve`]).
+//! A participant whose event queue overflows falls behind: the driver drops what does
+//! not fit, then catches it up with `resync` ([`Shard::resync`]). Relays come from other
+//! clients, so a flood of them must not even do that: they are a separate output,
+//! [`ShardOutput::Relay`], which the driver delivers only while the queue keeps
+//! [`RELAY_RESERVE`] places free for the server's own messages ([`relay_fits`]), and
+//! otherwise drops and counts ([`RelayDrop::QueueReserve`]).
 
 use protocol::{E2eeData, ErrorCode, ParticipantId, RequestType, ServerMessage};
 

@@ -45,6 +45,8 @@ pub struct Client {
     /// `queued` of them wait there (see [`EVENT_QUEUE`](super::EVENT_QUEUE)).
     pub reading: bool,
     pub queued: usize,
+    /// Its queue overflowed: it is behind until it has room again, then gets `resync`.
+    pub behind: bool,
     pub inbox: Vec<ServerMessage>,
     pub pending: Option<SdpPendingOffer>,
     pub publish: Vec<(Mid, Source)>,

@@ -10,6 +10,7 @@ use protocol::{
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use sfu_core::forwarder::DropReason;
 use sfu_core::shard::{
     LocalCandidates, RelayDrop, Shard, ShardConfig, ShardOutput, TapRecord, relay_fits,
 };
@@ -26,8 +27,10 @@ pub(crate) const SERVER: &str = "192.0.2.1:16384";
 pub const STEP: Duration = Duration::from_millis(5);
 
 /// The bound of a participant's event queue between the core and its signaling session
-/// (signaling's `EVENT_QUEUE`), as the driver applies it: a signal that finds it full gets
-/// the participant removed; a relay is delivered only while [`relay_fits`].
+/// (signaling's `EVENT_QUEUE`), as the driver applies it: a signal that finds it full puts
+/// the participant behind (messages about the others dropped, its own answers kept) until
+/// it has room again, then `resync`; a relay is delivered only while [`relay_fits`], and
+/// not while it is behind.
 pub const EVENT_QUEUE: usize = 1024;
 
 /// The shard and its clients on a virtual network (lossless unless a link says otherwise).
@@ -147,6 +150,7 @@ impl Net {
             online: true,
             reading: true,
             queued: 0,
+            behind: false,
             inbox: Vec::new(),
             pending: None,
             publish: Vec::new(),
@@ -350,7 +354,7 @@ impl Net {
                             self.shard.counters.drop_relay(RelayDrop::Gone);
                             continue;
                         };
-                        if !c.reading && !relay_fits(EVENT_QUEUE - c.queued) {
+                        if c.behind || (!c.reading && !relay_fits(EVENT_QUEUE - c.queued)) {
                             self.shard.counters.drop_relay(RelayDrop::QueueReserve);
                             continue;
                         }
@@ -366,13 +370,26 @@ impl Net {
                             continue;
                         };
                         if !c.reading {
-                            if c.queued == EVENT_QUEUE {
-                                // What the driver does with a participant that cannot
-                                // keep up: removes it.
-                                self.shard.remove(self.now, id, LeaveReason::Error);
+                            // What the driver does with a queue that is full: the
+                            // participant falls behind; messages about the others are
+                            // dropped, its own answers kept (the driver holds them until
+                            // it has room; here they come at once, in order).
+                            let own = matches!(
+                                message,
+                                ServerMessage::Answer { .. }
+                                    | ServerMessage::Error(_)
+                                    | ServerMessage::Left { .. }
+                            );
+                            if !c.behind && c.queued == EVENT_QUEUE {
+                                c.behind = true;
+                            }
+                            if c.behind && !own {
+                                self.shard.counters.drop(DropReason::SignalQueueFull);
                                 continue;
                             }
-                            c.queued += 1;
+                            if !c.behind {
+                                c.queued += 1;
+                            }
                         }
                         if let ServerMessage::Layers { track_id, active } = &message {
                             c.sending.insert(*track_id, active.clone());
@@ -411,6 +428,20 @@ impl Net {
                         break;
                     }
                 }
+            }
+            // Those behind with half their queue free again hear of the room anew.
+            let caught_up: Vec<ParticipantId> = self
+                .clients
+                .iter_mut()
+                .filter(|c| c.behind && (c.reading || EVENT_QUEUE - c.queued >= EVENT_QUEUE / 2))
+                .map(|c| {
+                    c.behind = false;
+                    c.id
+                })
+                .collect();
+            for id in caught_up {
+                self.shard.resync(self.now, id);
+                moved = true;
             }
             if !moved {
                 return;

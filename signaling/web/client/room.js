@@ -90,6 +90,31 @@ export function onTrackMuted(call, msg) {
   call._emit('track_muted', trackDetail(t));
 }
 
+/**
+ * The server's `resync`: this client fell behind and missed messages about the others.
+ * The room as it is now replaces what it knew, through the handlers of the messages it
+ * missed: who left and who came, tracks gone and new, mutes, who speaks.
+ */
+export function onResync(call, msg) {
+  const people = new Map((msg.participants || []).map((p) => [p.participant_id, p]));
+  for (const id of [...call.participants.keys()]) {
+    if (!people.has(id)) onParticipantLeft(call, { participant_id: id, reason: 'left' });
+  }
+  for (const p of people.values()) {
+    if (!call.participants.has(p.participant_id)) onParticipantJoined(call, p);
+  }
+  const tracks = new Map((msg.tracks || []).map((t) => [t.track_id, t]));
+  for (const id of [...call.remoteTracks.keys()]) {
+    if (!tracks.has(id)) onTrackUnpublished(call, { track_id: id });
+  }
+  for (const t of tracks.values()) {
+    const known = call.remoteTracks.get(t.track_id);
+    if (!known) onTrackPublished(call, t);
+    else if (known.muted !== !!t.muted) onTrackMuted(call, { track_id: t.track_id, muted: t.muted });
+  }
+  onActiveSpeakers(call, { speakers: msg.speakers || [] });
+}
+
 export function onActiveSpeakers(call, msg) {
   call.activeSpeakers = Array.isArray(msg.speakers) ? [...msg.speakers] : [];
   call._emit('activespeakers', { speakers: [...call.activeSpeakers] });
