@@ -8,8 +8,8 @@
 //! RTP packets the publisher's own session encrypts, with fuzzed header fields, payload
 //! and dependency descriptor, so that the forwarding path reads them; keyframe requests
 //! and views from the subscriber; time. After each step the network is pumped until quiet
-//! (every output polled to `Timeout`), and the server must never send a datagram a WebRTC
-//! stack cannot classify.
+//! (every output polled to `Timeout`; links delay datagrams by `sfu_fuzz::call::LATENCY`),
+//! and the server must never send a datagram a WebRTC stack cannot classify.
 
 #![no_main]
 
@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use protocol::{Quality, Request, TrackQuality};
-use sfu_fuzz::call::{Call, RtpOut, STEP, send_rtp, server};
+use sfu_fuzz::call::{Call, LATENCY, RtpOut, STEP, send_rtp, server};
 use sfu_fuzz::input::Reader;
 use sfu_fuzz::ops::CallOp;
 use str0m::media::{KeyframeRequestKind, Rid};
@@ -27,8 +27,15 @@ use str0m::net::Protocol;
 /// Steps per input.
 const MAX_STEPS: usize = 32;
 
-/// The longest wait of one step.
+/// The longest wait of one step, and of all steps together: a second of a call is about
+/// a thousand events (its bandwidth probes pad at a few milliseconds), so waits bound
+/// what an input costs.
 const MAX_WAIT: Duration = Duration::from_secs(5);
+const MAX_WAITED: Duration = Duration::from_secs(30);
+
+/// The largest RTP payload the publisher's str0m session can send (it panics beyond:
+/// its packets are at most 2000 bytes with their headers), less room for those headers.
+const MAX_PAYLOAD: usize = 1800;
 
 fuzz_target!(|data: &[u8]| {
     let mut r = Reader::new(data);
@@ -36,6 +43,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let mut call = Call::two_party(false);
+    let mut waited = Duration::ZERO;
     let (publisher, subscriber) = (0, 1);
     for _ in 0..MAX_STEPS {
         let Some(op) = r.head::<CallOp>() else {
@@ -58,8 +66,11 @@ fuzz_target!(|data: &[u8]| {
                     .handle_datagram(now, proto, server(), addr, chunk);
             }
             CallOp::Rtp(shape) => {
-                let dd = shape.dd.then(|| r.chunk());
+                // A descriptor is at most 255 bytes (an extension's length is one byte).
+                let dd = shape.dd.then(|| r.chunk()).map(|d| &d[..d.len().min(255)]);
                 let payload = r.chunk();
+                let payload =
+                    &payload[..payload.len().min(MAX_PAYLOAD - dd.map_or(0, <[u8]>::len))];
                 let p = &mut call.peers[publisher];
                 let (mid, _, rids) = &p.publish[usize::from(shape.mid) % p.publish.len()];
                 let rid = (!rids.is_empty())
@@ -123,7 +134,11 @@ fuzz_target!(|data: &[u8]| {
                 call.shard.request(now, id, request);
             }
             CallOp::Wait { ms } => {
-                call.advance(Duration::from_millis(ms.into()).min(MAX_WAIT));
+                let wait = Duration::from_millis(ms.into())
+                    .min(MAX_WAIT)
+                    .min(MAX_WAITED - waited);
+                waited += wait;
+                call.advance(wait);
             }
         }
         assert!(call.pump(), "the network never went quiet");
@@ -132,4 +147,11 @@ fuzz_target!(|data: &[u8]| {
             "the server sent a datagram nothing reads"
         );
     }
+    // What is still on its way arrives, and what it causes.
+    call.advance(4 * LATENCY);
+    assert!(!call.never_quiet, "the network never went quiet");
+    assert_eq!(
+        call.malformed_from_server, 0,
+        "the server sent a datagram nothing reads"
+    );
 });

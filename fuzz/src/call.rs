@@ -1,13 +1,15 @@
 //! A call in virtual time: the shard core and real str0m clients on a lossless virtual
 //! network, wired as the sans-IO tests in `sfu-core/tests` wire them (full ICE, DTLS-SRTP,
 //! RTP), but tolerant of whatever a fuzz input makes happen: nothing here panics on what
-//! the server sends; it counts it, and the targets check what they mean to check.
+//! the server sends; it counts it, and the targets check what they mean to check. Every
+//! link delays datagrams by [`LATENCY`]; signaling is not delayed.
 //!
 //! Everything random that a seed depends on is fixed: the shard's generator is seeded (so
 //! its ICE credentials are the same on every run) and so are the clients' ICE
 //! credentials, so a STUN request captured by the seed generator authenticates again
 //! when the fuzzer replays it. DTLS keys are fresh each run, as in any real call.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -35,8 +37,10 @@ pub const STEP: Duration = Duration::from_millis(5);
 /// Rounds of delivery at one instant before the network is declared never quiet.
 const MAX_ROUNDS: usize = 1_000;
 
-/// Timers served within one step before time moves on regardless.
-const MAX_TIMERS_PER_STEP: usize = 1_000;
+/// One-way latency of every link. Not zero: with a round-trip time of zero, str0m's
+/// delay-based bandwidth estimator, once TWCC feedback pauses, polls every smoothed RTT,
+/// that is at every instant, which no real network does (see README.md).
+pub const LATENCY: Duration = Duration::from_millis(10);
 
 /// Deadlines served within one [`Call::advance`] before time jumps to its end.
 const MAX_EVENTS: usize = 5_000;
@@ -116,7 +120,10 @@ pub struct Call {
     pub peers: Vec<Peer>,
     /// The shard's next deadline, as it last said.
     pub deadline: Instant,
-    /// Everything that crossed the wire, when recording (the seed generator).
+    /// Datagrams on their way, with their arrival time (in order: every link has the
+    /// same latency).
+    in_flight: VecDeque<(Instant, Wire)>,
+    /// Everything that was put on the wire, when recording (the seed generator).
     pub wire: Option<Vec<Wire>>,
     pub closed: Vec<ParticipantId>,
     /// Datagrams the server sent to addresses no client here has: the targets read them.
@@ -141,6 +148,7 @@ impl Call {
             shard: Shard::new(config, now, StdRng::seed_from_u64(0x5eed)),
             peers: Vec::new(),
             deadline: now,
+            in_flight: VecDeque::new(),
             wire: None,
             closed: Vec::new(),
             elsewhere: Vec::new(),
@@ -294,80 +302,50 @@ impl Call {
         request
     }
 
-    /// Delivers everything pending until the network is quiet at this instant; false
-    /// (and `never_quiet` set) if it never is.
+    /// Delivers what is due and everything it causes until the network is quiet at this
+    /// instant (datagrams in flight arrive later); false (and `never_quiet` set) if it
+    /// never is.
     pub fn pump(&mut self) -> bool {
-        let mut to_server: Vec<Wire> = Vec::new();
-        for p in &mut self.peers {
-            drain_peer(p, &mut to_server);
+        let now = self.now;
+        for i in 0..self.peers.len() {
+            self.drain_peer(i);
         }
         for _ in 0..MAX_ROUNDS {
-            let mut moved = !to_server.is_empty();
-            for w in to_server.drain(..) {
-                self.shard
-                    .handle_datagram(self.now, w.proto, w.to, w.from, &w.bytes);
-                if let Some(wire) = &mut self.wire {
-                    wire.push(w);
-                }
+            let mut moved = false;
+            while self.in_flight.front().is_some_and(|(at, _)| *at <= now) {
+                let Some((_, w)) = self.in_flight.pop_front() else {
+                    break;
+                };
+                moved = true;
+                self.deliver(w);
             }
             loop {
                 match self.shard.poll_output() {
                     ShardOutput::Transmit(t) => {
                         moved = true;
-                        let Ok(receive) =
-                            Receive::new(t.proto, t.source, t.destination, &t.contents)
-                        else {
+                        if Receive::new(t.proto, t.source, t.destination, &t.contents).is_err() {
                             self.malformed_from_server += 1;
                             continue;
-                        };
+                        }
                         let w = Wire {
                             proto: t.proto,
                             from: t.source,
                             to: t.destination,
                             bytes: t.contents.to_vec(),
                         };
-                        let Some(p) = self
+                        if self
                             .peers
-                            .iter_mut()
-                            .find(|p| p.addr == t.destination && p.proto == t.proto)
-                        else {
-                            self.elsewhere.push(w);
-                            continue;
-                        };
-                        if let Some(wire) = &mut self.wire {
-                            wire.push(w);
-                        }
-                        if p.rtc
-                            .handle_input(Input::Receive(self.now, receive))
-                            .is_err()
+                            .iter()
+                            .any(|p| p.addr == w.to && p.proto == w.proto)
                         {
-                            p.errors += 1;
+                            self.send(w);
+                        } else {
+                            self.elsewhere.push(w);
                         }
-                        // One input, then drain: str0m keeps one pending RTP packet.
-                        drain_peer(p, &mut to_server);
                     }
                     ShardOutput::Signal(id, message) => {
                         moved = true;
-                        let Some(p) = self.peers.iter_mut().find(|p| p.id == id) else {
-                            self.signals.push((id, message));
-                            continue;
-                        };
-                        if let ServerMessage::Answer { sdp, .. } = &message
-                            && let Some(pending) = p.pending.take()
-                        {
-                            let accepted = SdpAnswer::from_sdp_string(sdp)
-                                .ok()
-                                .and_then(|a| p.rtc.sdp_api().accept_answer(pending, a).ok());
-                            if accepted.is_none() {
-                                self.bad_answers += 1;
-                            }
-                            drain_peer(p, &mut to_server);
-                        }
-                        if let ServerMessage::Error(_) = &message {
-                            // An offer refused: it is no longer pending.
-                            p.pending = None;
-                        }
-                        p.inbox.push(message);
+                        self.signal(id, message);
                     }
                     ShardOutput::Relay(..) | ShardOutput::Tap(_) => moved = true,
                     ShardOutput::Closed(id) => {
@@ -388,44 +366,109 @@ impl Call {
         false
     }
 
-    /// Advances virtual time by `duration` in steps: the shard's timers, the clients'
-    /// timers, and (`media`) each publisher's media every step.
-    pub fn run(&mut self, duration: Duration, mut media: impl FnMut(&mut Peer, Instant, u64)) {
-        let end = self.now + duration;
-        let mut step = 0u64;
-        while self.now < end {
-            let step_end = (self.now + STEP).min(end);
-            for _ in 0..MAX_TIMERS_PER_STEP {
-                if self.deadline >= step_end {
-                    break;
-                }
-                // Time always moves on, if only by a microsecond, as it does in a driver.
-                self.now = self.deadline.max(self.now + Duration::from_micros(1));
-                self.shard.handle_timeout(self.now);
-                self.pump();
+    /// Puts a datagram on the wire: it arrives `LATENCY` later.
+    fn send(&mut self, w: Wire) {
+        if let Some(wire) = &mut self.wire {
+            wire.push(w.clone());
+        }
+        self.in_flight.push_back((self.now + LATENCY, w));
+    }
+
+    /// A datagram arrives: at the shard, or at the client it is for.
+    fn deliver(&mut self, w: Wire) {
+        if w.to == server() {
+            self.shard
+                .handle_datagram(self.now, w.proto, w.to, w.from, &w.bytes);
+            return;
+        }
+        let Some(i) = self
+            .peers
+            .iter()
+            .position(|p| p.addr == w.to && p.proto == w.proto)
+        else {
+            return;
+        };
+        let p = &mut self.peers[i];
+        let Ok(receive) = Receive::new(w.proto, w.from, w.to, &w.bytes) else {
+            return;
+        };
+        if p.rtc
+            .handle_input(Input::Receive(self.now, receive))
+            .is_err()
+        {
+            p.errors += 1;
+        }
+        // One input, then drain: str0m keeps one pending RTP packet.
+        self.drain_peer(i);
+    }
+
+    /// A signal reaches a client (signaling is not delayed): an answer is applied.
+    fn signal(&mut self, id: ParticipantId, message: ServerMessage) {
+        let Some(i) = self.peers.iter().position(|p| p.id == id) else {
+            self.signals.push((id, message));
+            return;
+        };
+        let p = &mut self.peers[i];
+        if let ServerMessage::Answer { sdp, .. } = &message
+            && let Some(pending) = p.pending.take()
+        {
+            let accepted = SdpAnswer::from_sdp_string(sdp)
+                .ok()
+                .and_then(|a| p.rtc.sdp_api().accept_answer(pending, a).ok());
+            if accepted.is_none() {
+                self.bad_answers += 1;
             }
-            self.now = step_end;
-            step += 1;
-            for p in &mut self.peers {
-                let _ = p.rtc.handle_input(Input::Timeout(self.now));
-                if p.rtc.is_connected() {
-                    media(p, self.now, step);
+        }
+        if let ServerMessage::Error(_) = &message {
+            // An offer refused: it is no longer pending.
+            p.pending = None;
+        }
+        p.inbox.push(message);
+        self.drain_peer(i);
+    }
+
+    /// Polls client `i` until its timeout: what it sends goes on the wire.
+    fn drain_peer(&mut self, i: usize) {
+        loop {
+            let p = &mut self.peers[i];
+            match p.rtc.poll_output() {
+                Ok(Output::Transmit(t)) => {
+                    let w = Wire {
+                        proto: t.proto,
+                        from: t.source,
+                        to: t.destination,
+                        bytes: t.contents.to_vec(),
+                    };
+                    self.send(w);
+                }
+                Ok(Output::Event(Event::RtpPacket(_))) => p.received += 1,
+                Ok(Output::Event(Event::KeyframeRequest(req))) => {
+                    p.keyframe_requests.push((req.mid, req.rid));
+                }
+                Ok(Output::Event(_)) => {}
+                Ok(Output::Timeout(at)) => {
+                    p.deadline = at;
+                    return;
+                }
+                Err(_) => {
+                    p.errors += 1;
+                    return;
                 }
             }
-            self.shard.handle_timeout(self.now);
-            self.pump();
         }
     }
 
-    /// Advances virtual time by `duration` from one deadline to the next (the shard's and
-    /// the clients'), without media: as fast as a quiet call allows.
+    /// Advances virtual time by `duration` from one event to the next (the shard's and
+    /// the clients' deadlines, datagrams arriving), without media.
     pub fn advance(&mut self, duration: Duration) {
         let end = self.now + duration;
         for _ in 0..MAX_EVENTS {
+            let arrival = self.in_flight.front().map(|(at, _)| *at);
             let next = self
                 .peers
                 .iter()
                 .map(|p| p.deadline)
+                .chain(arrival)
                 .fold(self.deadline, Instant::min);
             if next >= end {
                 break;
@@ -447,6 +490,23 @@ impl Call {
         }
         self.shard.handle_timeout(self.now);
         self.pump();
+    }
+
+    /// Advances virtual time by `duration` in steps of [`STEP`], each client that is
+    /// connected sending its media (`media`) at every step.
+    pub fn run(&mut self, duration: Duration, mut media: impl FnMut(&mut Peer, Instant, u64)) {
+        let end = self.now + duration;
+        let mut step = 0u64;
+        while self.now < end {
+            self.advance(STEP.min(end - self.now));
+            step += 1;
+            for p in &mut self.peers {
+                if p.rtc.is_connected() {
+                    media(p, self.now, step);
+                }
+            }
+            self.pump();
+        }
     }
 
     /// Whether every client's transport (ICE and DTLS) is up.
@@ -484,33 +544,6 @@ impl Call {
             "the fixed call of the fuzz targets did not connect"
         );
         call
-    }
-}
-
-/// Polls a client until its timeout: what it sends is queued for the server.
-fn drain_peer(p: &mut Peer, to_server: &mut Vec<Wire>) {
-    loop {
-        match p.rtc.poll_output() {
-            Ok(Output::Transmit(t)) => to_server.push(Wire {
-                proto: t.proto,
-                from: t.source,
-                to: t.destination,
-                bytes: t.contents.to_vec(),
-            }),
-            Ok(Output::Event(Event::RtpPacket(_))) => p.received += 1,
-            Ok(Output::Event(Event::KeyframeRequest(req))) => {
-                p.keyframe_requests.push((req.mid, req.rid));
-            }
-            Ok(Output::Event(_)) => {}
-            Ok(Output::Timeout(at)) => {
-                p.deadline = at;
-                return;
-            }
-            Err(_) => {
-                p.errors += 1;
-                return;
-            }
-        }
     }
 }
 
