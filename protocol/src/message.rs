@@ -251,8 +251,13 @@ impl ClientMessage {
         let envelope: Envelope = serde_json::from_str(text)
             .map_err(|e| ErrorMessage::new(ErrorCode::BadRequest, format!("not a message: {e}")))?;
         let Some(request) = RequestType::from_name(&envelope.kind) else {
+            // At most 64 bytes of it, cut between characters.
             let mut shown = envelope.kind;
-            shown.truncate(64);
+            let cut = (0..=shown.len().min(64))
+                .rev()
+                .find(|i| shown.is_char_boundary(*i))
+                .unwrap_or(0);
+            shown.truncate(cut);
             return Err(ErrorMessage::new(
                 ErrorCode::UnknownType,
                 format!("unknown message type {shown:?}"),
@@ -672,6 +677,17 @@ mod tests {
             (e.code, e.request),
             (ErrorCode::BadRequest, Some(RequestType::View))
         );
+    }
+
+    #[test]
+    fn an_unknown_type_is_shown_cut_at_a_character_not_inside_one() {
+        // Found by the fuzz target protocol_message: after one ASCII byte, two-byte
+        // characters put the 64th byte inside a character, and cutting there panicked.
+        let kind = format!("b{}", "\u{df}".repeat(40));
+        let e = ClientMessage::parse(&format!(r#"{{"type":"{kind}"}}"#)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnknownType);
+        let shown = format!("{:?}", &kind[..63]);
+        assert!(e.message.ends_with(&shown), "{}", e.message);
     }
 
     #[test]

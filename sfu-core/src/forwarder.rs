@@ -225,7 +225,8 @@ impl Vp8Continuity {
         {
             self.last_tl0 = Some(t);
         }
-        if self.picture_offset == 0 && self.tl0_offset == 0 {
+        let shifted = self.picture_offset != 0 || self.tl0_offset != 0;
+        if !shifted || (picture.is_none() && tl0.is_none()) {
             return None;
         }
         let mut patch = d.patch();
@@ -660,6 +661,22 @@ mod tests {
             c.rewrite(&d).expect("rewritten"),
             d.patch().picture_id(1005).tl0_pic_idx(11).build().unwrap()
         );
+    }
+
+    #[test]
+    fn a_vp8_packet_with_nothing_to_rewrite_gets_no_patch() {
+        // Found by the fuzz target payload_descriptor: after a switch, a descriptor with
+        // neither a picture id nor a TL0PICIDX got an empty patch.
+        let mut c = Vp8Continuity::default();
+        c.rewrite(&Vp8Descriptor::parse(&vp8_packet(1000, 7)).unwrap());
+        let d = Vp8Descriptor::parse(&vp8_packet(20, 200)).unwrap();
+        c.switch_source(&d);
+        assert!(c.rewrite(&d).is_some());
+        // X=1 with no I, L, T or K; S=1; then the payload header.
+        let bare = Vp8Descriptor::parse(&[0x90, 0x00, 0x00]).unwrap();
+        assert_eq!(c.rewrite(&bare), None);
+        let plain = Vp8Descriptor::parse(&[0x10, 0x00]).unwrap();
+        assert_eq!(c.rewrite(&plain), None);
     }
 
     #[test]

@@ -27,23 +27,21 @@ use protocol::{ErrorCode, ErrorMessage, Join, LeaveReason, ParticipantId, Reques
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use signaling::{MediaPlane, Pending};
-use str0m::ice::StunMessage;
 use str0m::net::{Protocol, Transmit};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
-use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+use tokio_util::codec::FramedRead;
 use tracing::{debug, error, info, warn};
 
+use crate::ice_tcp::{first_frame_len, first_frame_shard, ice_tcp_codec};
 use crate::metrics::{Metrics, TcpRefusal};
 use crate::offers::OfferReader;
 use crate::queues::{Delivery, Queues};
 use crate::tap::Tap;
 use sfu_core::forwarder::DropReason;
-use sfu_core::shard::{
-    LocalCandidates, ReadOffer, RelayDrop, Shard, ShardConfig, ShardOutput, shard_of_ufrag,
-};
+use sfu_core::shard::{LocalCandidates, ReadOffer, RelayDrop, Shard, ShardConfig, ShardOutput};
 
 /// Commands queued per shard before `join` and requests answer `server_busy`.
 const COMMAND_QUEUE: usize = 1024;
@@ -66,9 +64,6 @@ const TCP_PENDING: usize = 1024;
 
 /// An ICE-TCP connection that sends no complete first frame by then is closed.
 const TCP_FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The largest first frame: a STUN binding request is a few hundred bytes.
-const TCP_FIRST_FRAME_MAX: usize = 2048;
 
 /// Bytes waiting to be written per ICE-TCP connection; packets beyond are dropped. About
 /// a second of a 2 Mbit/s video stream, so a keyframe fits but a stalled reader costs
@@ -755,21 +750,12 @@ async fn first_frame(mut stream: TcpStream) -> Result<(TcpStream, Vec<u8>, u64),
         .read_exact(&mut len)
         .await
         .map_err(|_| TcpRefusal::NotStun)?;
-    let len = usize::from(u16::from_be_bytes(len));
-    if len == 0 || len > TCP_FIRST_FRAME_MAX {
-        return Err(TcpRefusal::NotStun);
-    }
-    let mut frame = vec![0u8; len];
+    let mut frame = vec![0u8; first_frame_len(len)?];
     stream
         .read_exact(&mut frame)
         .await
         .map_err(|_| TcpRefusal::NotStun)?;
-    let stun = StunMessage::parse(&frame).map_err(|_| TcpRefusal::NotStun)?;
-    if !stun.is_binding_request() {
-        return Err(TcpRefusal::NotStun);
-    }
-    let (ours, _) = stun.split_username().ok_or(TcpRefusal::NotStun)?;
-    let shard = shard_of_ufrag(ours).ok_or(TcpRefusal::Unclaimed)?;
+    let shard = first_frame_shard(&frame)?;
     Ok((stream, frame, shard))
 }
 
@@ -789,11 +775,7 @@ async fn tcp_connection(
     }
     let (reader, mut writer) = stream.into_split();
     let read = async {
-        let codec = LengthDelimitedCodec::builder()
-            .length_field_length(2)
-            .max_frame_length(usize::from(u16::MAX))
-            .new_codec();
-        let mut frames = FramedRead::new(reader, codec);
+        let mut frames = FramedRead::new(reader, ice_tcp_codec());
         while let Some(frame) = frames.next().await {
             let Ok(frame) = frame else {
                 return;

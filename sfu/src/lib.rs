@@ -1,13 +1,14 @@
 //! The server's drivers around the sans-IO media core (`sfu-core`): the tokio driver that
 //! gives the shards their sockets, timers and signaling ([`driver`]), and the metrics it
-//! exports ([`metrics`]); offers read off the media threads ([`offers`]); the
-//! participants' event queues, where one that falls behind is caught up ([`queues`]);
-//! and the test-only tap that records what publishers send
-//! ([`tap`]).
+//! exports ([`metrics`]); what an ICE-TCP connection's bytes mean ([`ice_tcp`]); offers
+//! read off the media threads ([`offers`]); the participants' event queues, where one
+//! that falls behind is caught up ([`queues`]); and the test-only tap that records what
+//! publishers send ([`tap`]).
 
 #![forbid(unsafe_code)]
 
 pub mod driver;
+pub mod ice_tcp;
 pub mod metrics;
 pub mod offers;
 pub mod queues;

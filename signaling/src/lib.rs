@@ -36,3 +36,5 @@ pub use plane::{EVENT_QUEUE, IceServerSource, MediaPlane, Pending};
 pub use router::{metrics_router, router, serve};
 pub use state::Config;
 pub use token::{Claims, TokenKey};
+#[doc(hidden)]
+pub use whip::fuzzing;

@@ -431,9 +431,9 @@ where
     debug!("TURN stream client {} closed", client.remote);
 }
 
-/// What the start of a stream buffer holds.
+/// What the start of a stream buffer holds (public for the fuzz targets in `fuzz/`).
 #[derive(Debug, PartialEq, Eq)]
-enum Frame {
+pub enum Frame {
     /// A whole message of this many bytes (ChannelData with its padding).
     Complete(usize),
     Incomplete,
@@ -441,7 +441,9 @@ enum Frame {
     Garbage,
 }
 
-fn frame_len(buf: &[u8]) -> Frame {
+/// Where the first message of a stream client's buffer ends (RFC 8656 §12.5): a STUN
+/// message after its header's length, ChannelData after its length padded to four bytes.
+pub fn frame_len(buf: &[u8]) -> Frame {
     if buf.len() < 4 {
         return Frame::Incomplete;
     }

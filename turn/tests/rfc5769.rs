@@ -789,3 +789,17 @@ fn stun_types_does_not_enforce_the_message_length() {
         ));
     }
 }
+
+/// Not a test: writes the vectors as seeds of the fuzz target `turn_datagram`
+/// (`fuzz/corpus/`; the seed generator there takes them into other targets' seeds), so
+/// that they are typed in one place. Run by `fuzz/seeds.sh`.
+#[test]
+#[ignore = "writes the fuzz seed corpus; run by fuzz/seeds.sh"]
+fn write_fuzz_seeds() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/turn_datagram");
+    std::fs::create_dir_all(&dir).unwrap();
+    for v in vectors() {
+        let name = format!("rfc5769-{}.bin", v.section.replace('.', "_"));
+        std::fs::write(dir.join(name), v.bytes).unwrap();
+    }
+}

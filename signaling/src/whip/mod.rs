@@ -83,3 +83,65 @@ pub(crate) fn routes(app: Arc<AppState>) -> Router<Arc<AppState>> {
             sessions: Sessions::default(),
         }))
 }
+
+/// What the WHIP and WHEP handlers read of a request body, for the fuzz targets in
+/// `fuzz/`: the same functions, called as the handlers call them. Not an API; nothing of
+/// the server uses it.
+#[doc(hidden)]
+pub mod fuzzing {
+    use protocol::Publish;
+
+    use super::offer::{VideoSource, scan_offer, whip_publish};
+    use super::watch::Watch;
+
+    /// One m-line as the scan saw it.
+    #[derive(Debug)]
+    pub struct Line {
+        pub mid: Option<String>,
+        pub sends: bool,
+        pub receives: bool,
+        /// Its `a=rid:… send`, in the order of its `a=simulcast:send`.
+        pub rids: Vec<String>,
+    }
+
+    /// What the handlers read of an offer (`POST`) or a trickled fragment (`PATCH`).
+    #[derive(Debug)]
+    pub struct Reading {
+        pub lines: Vec<Line>,
+        /// The ICE ufrag (a `PATCH` with another one is an ICE restart).
+        pub ufrag: Option<String>,
+        /// What a WHIP session publishes (the first video m-line as the camera when
+        /// `camera`, else as the screen), or why the offer is refused.
+        pub publish: Result<Vec<Publish>, String>,
+        /// A WHEP session's receiving audio and video m-lines.
+        pub audio: Vec<String>,
+        pub video: Vec<String>,
+    }
+
+    /// Reads `sdp` as `POST /whip`, `POST /whep` and `PATCH` do.
+    pub fn read(sdp: &str, camera: bool) -> Reading {
+        let (lines, ufrag) = scan_offer(sdp);
+        let first_video = if camera {
+            VideoSource::Camera
+        } else {
+            VideoSource::Screen
+        };
+        let publish = whip_publish(&lines, first_video);
+        let watch = Watch::new(&lines);
+        Reading {
+            lines: lines
+                .into_iter()
+                .map(|m| Line {
+                    mid: m.mid,
+                    sends: m.sends,
+                    receives: m.receives,
+                    rids: m.rids,
+                })
+                .collect(),
+            ufrag,
+            publish,
+            audio: watch.audio,
+            video: watch.video,
+        }
+    }
+}
