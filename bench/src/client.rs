@@ -37,6 +37,11 @@ const SOCKET_BUFFER: usize = 1024 * 1024;
 const KEY_RESENDS: u32 = 10;
 const KEY_RESEND_AFTER: Duration = Duration::from_millis(300);
 
+/// How often, and how long after a `server_busy` or `rate_limited` answer to an offer, a
+/// client sends it again (as the browser client library does).
+const OFFER_RESENDS: u32 = 20;
+const OFFER_RESEND_AFTER: Duration = Duration::from_millis(200);
+
 /// What one client publishes and receives.
 #[derive(Debug, Clone)]
 pub struct Role {
@@ -310,8 +315,13 @@ async fn session(
         slots: &mut slot_mids,
         want_slots: role.slots.filter(|_| role.subscribe),
     };
+    // The offer in flight, sent again when the server could not take it now.
+    let mut last_offer: Option<Value> = None;
+    let mut offer_resend: Option<Instant> = None;
+    let mut offer_resends = 0;
     if let Some((message, p)) = m.offer(&mut rtc, &new_publish, &mut announced) {
         pending = Some(p);
+        last_offer = Some(message.clone());
         send(&mut ws, message).await?;
     }
     let mut offer_in_flight = pending.is_some();
@@ -515,6 +525,7 @@ async fn session(
         let wake = next_send
             .map_or(rtc_deadline, |s| s.min(rtc_deadline))
             .min(key_resend.unwrap_or(shared.until))
+            .min(offer_resend.unwrap_or(shared.until))
             .min(shared.until);
         tokio::select! {
             r = socket.recv_from(&mut buf) => {
@@ -636,12 +647,26 @@ async fn session(
                         Some("bad_request") => {}
                         _ => bail!("server error: {m}"),
                     },
+                    Some("error")
+                        if m["request"] == "offer"
+                            && matches!(m["code"].as_str(), Some("server_busy" | "rate_limited"))
+                            && offer_resends < OFFER_RESENDS =>
+                    {
+                        offer_resends += 1;
+                        offer_resend.get_or_insert(Instant::now() + OFFER_RESEND_AFTER);
+                    }
                     Some("error") => bail!("server error: {m}"),
                     _ => {}
                 }
             }
             () = tokio::time::sleep_until(wake.into()) => {
                 let now = Instant::now();
+                if offer_resend.is_some_and(|at| now >= at) {
+                    offer_resend = None;
+                    if let Some(offer) = &last_offer {
+                        send(&mut ws, offer.clone()).await?;
+                    }
+                }
                 if key_resend.is_some_and(|at| now >= at) {
                     key_resend = None;
                     key_resends += 1;
@@ -682,6 +707,7 @@ async fn session(
             if let Some((message, p)) = m.offer(&mut rtc, &[], &mut announced) {
                 pending = Some(p);
                 offer_in_flight = true;
+                last_offer = Some(message.clone());
                 send(&mut ws, message).await?;
             }
             for (t, m) in &subscribed {

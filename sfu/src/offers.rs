@@ -5,11 +5,12 @@
 //! the lowest priority, so that a shard thread that has packets to forward runs first
 //! even on the same core; a shard receives only the result ([`ReadOffer`]).
 //!
-//! Offers wait for the reader in a short queue; when it is full, `server_busy`, which the
-//! client library retries.
+//! Offers wait for the reader in a queue bounded in count and in bytes; when it is full,
+//! `server_busy`, which the client library retries.
 
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread;
 
 use protocol::{ErrorCode, ErrorMessage, Publish, RequestType, Subscribe};
@@ -18,9 +19,13 @@ use thread_priority::ThreadPriority;
 use tokio::sync::oneshot;
 use tracing::{error, warn};
 
-/// Offers waiting to be read, server-wide: at most this many times the largest offer's
-/// read (about 25 ms) of waiting, and of memory (2 MiB each at most).
-const QUEUE: usize = 16;
+/// Offers waiting to be read, server-wide, at most.
+const QUEUE: usize = 256;
+
+/// Bytes of SDP waiting to be read, server-wide, at most: everyone of a 70-person call
+/// renegotiating at once (69 offers of a few hundred kilobytes) fits; a flood of the
+/// largest offers waits at most about a second and a half (25 ms to read each).
+const QUEUE_BYTES: usize = 32 * 1024 * 1024;
 
 /// An offer to read, and where its result goes.
 struct Job {
@@ -35,12 +40,16 @@ struct Job {
 #[derive(Debug, Clone)]
 pub struct OfferReader {
     jobs: mpsc::SyncSender<Job>,
+    /// Bytes of SDP queued and not yet being read.
+    waiting: Arc<AtomicUsize>,
 }
 
 impl OfferReader {
     /// Starts the reader thread.
     pub fn start() -> std::io::Result<OfferReader> {
         let (jobs, queue) = mpsc::sync_channel::<Job>(QUEUE);
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let taken = waiting.clone();
         thread::Builder::new()
             .name("offers".into())
             .spawn(move || {
@@ -55,6 +64,7 @@ impl OfferReader {
                         slots,
                         reply,
                     } = job;
+                    taken.fetch_sub(sdp.len(), Ordering::Relaxed);
                     // A parser's panic on one offer must not stop the reading of others.
                     let read = panic::catch_unwind(AssertUnwindSafe(|| {
                         ReadOffer::read(sdp, publish, subscribe, slots)
@@ -69,7 +79,7 @@ impl OfferReader {
                     let _ = reply.send(read);
                 }
             })?;
-        Ok(OfferReader { jobs })
+        Ok(OfferReader { jobs, waiting })
     }
 
     /// Reads an offer: the read offer, or the error that answers it.
@@ -83,6 +93,11 @@ impl OfferReader {
         let refuse = |code, message: &str| {
             Err(ErrorMessage::new(code, message).answering(RequestType::Offer))
         };
+        let size = sdp.len();
+        if self.waiting.fetch_add(size, Ordering::Relaxed) + size > QUEUE_BYTES {
+            self.waiting.fetch_sub(size, Ordering::Relaxed);
+            return refuse(ErrorCode::ServerBusy, "media server is busy, retry");
+        }
         let (reply, result) = oneshot::channel();
         let job = Job {
             sdp,
@@ -93,11 +108,16 @@ impl OfferReader {
         };
         match self.jobs.try_send(job) {
             Ok(()) => {}
-            Err(mpsc::TrySendError::Full(_)) => {
-                return refuse(ErrorCode::ServerBusy, "media server is busy, retry");
-            }
-            Err(mpsc::TrySendError::Disconnected(_)) => {
-                return refuse(ErrorCode::Internal, "the offer reader is not running");
+            Err(e) => {
+                self.waiting.fetch_sub(size, Ordering::Relaxed);
+                return match e {
+                    mpsc::TrySendError::Full(_) => {
+                        refuse(ErrorCode::ServerBusy, "media server is busy, retry")
+                    }
+                    mpsc::TrySendError::Disconnected(_) => {
+                        refuse(ErrorCode::Internal, "the offer reader is not running")
+                    }
+                };
             }
         }
         result
