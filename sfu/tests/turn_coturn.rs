@@ -4,34 +4,18 @@
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
-use std::process::{Child, Command, Output, Stdio};
+mod coturn;
+
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use coturn::{Running, tool};
 
 const LISTEN_PORT: u16 = 34_780;
 const PEER_PORT: u16 = 34_800;
 const TLS_PORT: u16 = 34_791;
 const PEER6_PORT: u16 = 34_801;
 const METRICS_PORT: u16 = 34_790;
-
-/// A child process killed when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn tool(name: &str) -> String {
-    for dir in ["/usr/bin", "/usr/local/bin"] {
-        let path = format!("{dir}/{name}");
-        if std::path::Path::new(&path).exists() {
-            return path;
-        }
-    }
-    panic!("{name} not found: install Debian's coturn package (scripts/test does)");
-}
 
 fn relay(extra: &[&str]) -> Running {
     relay_with(

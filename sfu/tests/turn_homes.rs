@@ -6,8 +6,12 @@
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
-use std::process::{Child, Command, Output, Stdio};
+mod coturn;
+
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use coturn::{Running, tool};
 
 /// A network namespace, removed when dropped.
 struct Namespace(String);
@@ -43,26 +47,6 @@ impl Drop for Namespace {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
-}
-
-/// A child process killed when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn tool(name: &str) -> String {
-    for dir in ["/usr/bin", "/usr/local/bin"] {
-        let path = format!("{dir}/{name}");
-        if std::path::Path::new(&path).exists() {
-            return path;
-        }
-    }
-    panic!("{name} not found: install Debian's coturn package (scripts/test does)");
 }
 
 #[test]
