@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
@@ -22,10 +21,10 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::e2ee::Codec as FrameCodec;
 use crate::frames::{Assembly, Crypt, E2eeCounts, audio_frame, vp8_frame, vp8_packets};
+use crate::ws::{next, send};
 
 /// The rids of the simulcast layers, lowest quality first (as the web client names them).
 pub const RIDS: [&str; 3] = ["q", "h", "f"];
@@ -207,9 +206,6 @@ pub async fn run(shared: Arc<Shared>, token: String, role: Role) -> Stats {
     }
     stats
 }
-
-pub(crate) type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn session(
     shared: &Shared,
@@ -885,21 +881,4 @@ fn offer_message(sdp: String, publish: &[Publication], subscribed: &HashMap<u64,
         "publish": publish,
         "subscribe": subscribed.iter().map(|(id, mid)| json!({"mid": mid.to_string(), "track_id": id})).collect::<Vec<_>>(),
     })
-}
-
-pub(crate) async fn send(ws: &mut Ws, v: Value) -> anyhow::Result<()> {
-    ws.send(Message::text(v.to_string())).await?;
-    Ok(())
-}
-
-/// The next JSON message; `None` when the socket closed.
-pub(crate) async fn next(ws: &mut Ws) -> anyhow::Result<Option<Value>> {
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) => return Ok(Some(serde_json::from_str(&t)?)),
-            Some(Ok(Message::Close(_))) | None => return Ok(None),
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(e.into()),
-        }
-    }
 }

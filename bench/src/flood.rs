@@ -7,9 +7,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{next, send};
+use crate::ws::{Ws, next, send};
 
 /// M-lines in each offer: the protocol's bound.
 const M_LINES: usize = protocol::offer::MAX_MEDIA_LINES;
@@ -104,10 +106,9 @@ async fn session(
     Ok(())
 }
 
-async fn send_text(ws: &mut crate::client::Ws, text: &str) -> anyhow::Result<()> {
-    use futures_util::SinkExt;
-    ws.send(tokio_tungstenite::tungstenite::Message::text(text))
-        .await?;
+/// Sends text as it is (the offer, written once for all).
+async fn send_text(ws: &mut Ws, text: &str) -> anyhow::Result<()> {
+    ws.send(Message::text(text)).await?;
     Ok(())
 }
 

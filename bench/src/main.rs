@@ -9,6 +9,7 @@ mod flood;
 mod frames;
 mod report;
 mod server;
+mod ws;
 
 use std::path::PathBuf;
 use std::sync::Arc;

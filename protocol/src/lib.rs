@@ -10,6 +10,7 @@ pub mod grants;
 pub mod media;
 pub mod message;
 pub mod offer;
+pub mod server;
 
 pub use grants::{Grants, Role};
 pub use media::{Join, Request};
