@@ -114,7 +114,7 @@ async fn send_text(ws: &mut Ws, text: &str) -> anyhow::Result<()> {
 
 /// An offer of [`M_LINES`] m-lines as Chromium writes them (every codec, its RTX and
 /// feedback, on each video m-line): four sendonly (two audio, then two video), the rest
-/// recvonly, alternately audio and video. About 550 KB.
+/// recvonly, alternately audio and video. About 560 KB.
 fn offer_sdp() -> String {
     let mut s = String::from(
         "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE",

@@ -231,12 +231,36 @@ impl SendBatch {
         run: &[T],
         parts: impl Fn(&T) -> (SocketAddr, &[u8]),
     ) -> usize {
-        let fd = socket.io.as_raw_fd();
         let addrs: Vec<Option<SockaddrStorage>> = run
             .iter()
             .map(|t| Some(SockaddrStorage::from(parts(t).0)))
             .collect();
         let iov: Vec<[IoSlice<'_>; 1]> = run.iter().map(|t| [IoSlice::new(parts(t).1)]).collect();
+        self.send_all(socket, from, &iov, &addrs)
+    }
+
+    /// Sends one datagram as [`SendBatch::send`] does, without allocating (a relay's
+    /// per-packet path); whether the kernel's send buffer was full.
+    pub fn send_one(
+        &mut self,
+        socket: &Socket,
+        from: Option<IpAddr>,
+        to: SocketAddr,
+        datagram: &[u8],
+    ) -> bool {
+        let addrs = [Some(SockaddrStorage::from(to))];
+        let iov = [[IoSlice::new(datagram)]];
+        self.send_all(socket, from, &iov, &addrs) > 0
+    }
+
+    fn send_all(
+        &mut self,
+        socket: &Socket,
+        from: Option<IpAddr>,
+        iov: &[[IoSlice<'_>; 1]],
+        addrs: &[Option<SockaddrStorage>],
+    ) -> usize {
+        let fd = socket.io.as_raw_fd();
         let source = from.and_then(|ip| Source::new(socket.local, ip));
         let (v4, v6);
         let (headers, cmsgs): (&mut MultiHeaders<SockaddrStorage>, &[ControlMessage<'_>]) =
@@ -253,7 +277,7 @@ impl SendBatch {
             };
         let mut full = 0;
         let mut offset = 0;
-        while offset < run.len() {
+        while offset < iov.len() {
             let sent = sendmmsg(
                 fd,
                 headers,
@@ -270,7 +294,8 @@ impl SendBatch {
                     offset += 1;
                 }
                 Err(e) => {
-                    debug!(?from, "send to {} failed: {e}", parts(&run[offset]).0);
+                    let to = addrs[offset].as_ref().map(ToString::to_string);
+                    debug!(?from, ?to, "send failed: {e}");
                     offset += 1;
                 }
             }

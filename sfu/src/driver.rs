@@ -52,6 +52,9 @@ const COMMAND_QUEUE: usize = 1024;
 /// shard is busy with 70 handshakes; with [`RELAY_BATCH`] the queue holds that burst.
 const RELAY_QUEUE: usize = 4096;
 
+/// How long the last messages of a participant removed while behind wait for room.
+const PARTING: Duration = Duration::from_secs(5);
+
 /// Relays a shard takes from its queue in one turn of its loop.
 const RELAY_BATCH: usize = 256;
 
@@ -373,16 +376,18 @@ impl Driver {
                 ShardOutput::Signal(id, message) => match self.queues.signal(id, message) {
                     Delivery::Queued | Delivery::Unknown => {}
                     Delivery::Dropped => self.core.counters.drop(DropReason::SignalQueueFull),
-                    Delivery::FellBehind => {
+                    Delivery::FellBehind { dropped } => {
                         // Full of the others' messages: not its fault. It hears of the
                         // room again, whole, once it has room (`resync`).
                         debug!(participant = %id, "signaling queue full; behind until it reads");
-                        self.core.counters.drop(DropReason::SignalQueueFull);
+                        if dropped {
+                            self.core.counters.drop(DropReason::SignalQueueFull);
+                        }
                     }
                     Delivery::NotReading => {
                         warn!(participant = %id, "reads none of its own answers; removing");
                         self.core.counters.drop(DropReason::SignalQueueFull);
-                        self.queues.remove(id);
+                        let _ = self.queues.remove(id);
                         self.core.remove(Instant::now(), id, LeaveReason::Error);
                     }
                     Delivery::Closed => self.core.leave(Instant::now(), id),
@@ -401,7 +406,18 @@ impl Driver {
                     }
                 }
                 ShardOutput::Closed(id) => {
-                    self.queues.remove(id);
+                    if let Some((events, held)) = self.queues.remove(id) {
+                        // Removed while behind: its last messages (its `left`) go as its
+                        // session makes room, if it does soon.
+                        tokio::task::spawn_local(async move {
+                            for message in held {
+                                let send = events.send(message);
+                                if tokio::time::timeout(PARTING, send).await.is_err() {
+                                    break;
+                                }
+                            }
+                        });
+                    }
                     self.tcp.retain(|_, c| {
                         if c.owner == id {
                             c.task.abort();

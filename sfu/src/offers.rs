@@ -12,6 +12,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
+use std::time::Duration;
 
 use protocol::{ErrorCode, ErrorMessage, Publish, RequestType, Subscribe};
 use sfu_core::shard::ReadOffer;
@@ -26,6 +27,12 @@ const QUEUE: usize = 256;
 /// renegotiating at once (69 offers of a few hundred kilobytes) fits; a flood of the
 /// largest offers waits at most about a second and a half (25 ms to read each).
 const QUEUE_BYTES: usize = 32 * 1024 * 1024;
+
+/// How long a session waits for its offer to be read before it is answered
+/// `server_busy` (the reader yields to the media threads, which may leave it little).
+const WAIT: Duration = Duration::from_secs(5);
+
+const BUSY: &str = "media server is busy, retry";
 
 /// An offer to read, and where its result goes.
 struct Job {
@@ -65,6 +72,9 @@ impl OfferReader {
                         reply,
                     } = job;
                     taken.fetch_sub(sdp.len(), Ordering::Relaxed);
+                    if reply.is_closed() {
+                        continue; // Its session gave up waiting, or is gone.
+                    }
                     // A parser's panic on one offer must not stop the reading of others.
                     let read = panic::catch_unwind(AssertUnwindSafe(|| {
                         ReadOffer::read(sdp, publish, subscribe, slots)
@@ -96,7 +106,7 @@ impl OfferReader {
         let size = sdp.len();
         if self.waiting.fetch_add(size, Ordering::Relaxed) + size > QUEUE_BYTES {
             self.waiting.fetch_sub(size, Ordering::Relaxed);
-            return refuse(ErrorCode::ServerBusy, "media server is busy, retry");
+            return refuse(ErrorCode::ServerBusy, BUSY);
         }
         let (reply, result) = oneshot::channel();
         let job = Job {
@@ -111,17 +121,18 @@ impl OfferReader {
             Err(e) => {
                 self.waiting.fetch_sub(size, Ordering::Relaxed);
                 return match e {
-                    mpsc::TrySendError::Full(_) => {
-                        refuse(ErrorCode::ServerBusy, "media server is busy, retry")
-                    }
+                    mpsc::TrySendError::Full(_) => refuse(ErrorCode::ServerBusy, BUSY),
                     mpsc::TrySendError::Disconnected(_) => {
                         refuse(ErrorCode::Internal, "the offer reader is not running")
                     }
                 };
             }
         }
-        result
-            .await
-            .unwrap_or_else(|_| refuse(ErrorCode::Internal, "the offer reader stopped"))
+        match tokio::time::timeout(WAIT, result).await {
+            Ok(Ok(read)) => read,
+            Ok(Err(_)) => refuse(ErrorCode::Internal, "the offer reader stopped"),
+            // The media threads leave the reader little time now: the client retries.
+            Err(_) => refuse(ErrorCode::ServerBusy, BUSY),
+        }
     }
 }

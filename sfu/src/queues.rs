@@ -33,9 +33,9 @@ pub enum Delivery {
     Queued,
     /// Its queue is full: this message, about the others, was dropped.
     Dropped,
-    /// Its queue was full just now: it has fallen behind (this message dropped, or held
-    /// if its own).
-    FellBehind,
+    /// Its queue was full just now: it has fallen behind; this message was dropped, or
+    /// held if its own.
+    FellBehind { dropped: bool },
     /// Its own answers piled up past [`HELD`]: it reads nothing; remove it.
     NotReading,
     /// Its session is gone.
@@ -65,9 +65,16 @@ impl Queues {
         self.senders.insert(id, events);
     }
 
-    pub fn remove(&mut self, id: ParticipantId) {
-        self.senders.remove(&id);
-        self.behind.remove(&id);
+    /// Forgets a participant's queue. A participant removed while behind still has its
+    /// own last messages held (its `left`): they are returned with its queue, to be
+    /// delivered as it makes room.
+    pub fn remove(
+        &mut self,
+        id: ParticipantId,
+    ) -> Option<(mpsc::Sender<ServerMessage>, Vec<ServerMessage>)> {
+        let events = self.senders.remove(&id)?;
+        let held = self.behind.remove(&id).filter(|h| !h.is_empty())?;
+        Some((events, held))
     }
 
     /// Queues a message of the server's for `id`.
@@ -88,13 +95,10 @@ impl Queues {
         match events.try_send(message) {
             Ok(()) => Delivery::Queued,
             Err(TrySendError::Full(message)) => {
-                let held = if is_own(&message) {
-                    vec![message]
-                } else {
-                    Vec::new()
-                };
+                let dropped = !is_own(&message);
+                let held = if dropped { Vec::new() } else { vec![message] };
                 self.behind.insert(id, held);
-                Delivery::FellBehind
+                Delivery::FellBehind { dropped }
             }
             Err(TrySendError::Closed(_)) => Delivery::Closed,
         }
@@ -123,19 +127,20 @@ impl Queues {
         }
         let ready: Vec<ParticipantId> = self
             .behind
-            .keys()
-            .filter(|id| {
-                self.senders
-                    .get(id)
-                    .is_some_and(|e| e.capacity() >= e.max_capacity() / 2)
+            .iter()
+            .filter(|(id, held)| {
+                self.senders.get(id).is_some_and(|e| {
+                    e.capacity() >= e.max_capacity() / 2 && e.capacity() >= held.len()
+                })
             })
+            .map(|(id, _)| id)
             .copied()
             .collect();
         for id in &ready {
             let held = self.behind.remove(id).unwrap_or_default();
             if let Some(events) = self.senders.get(id) {
                 for message in held {
-                    // Room for half the queue: these (at most HELD) fit.
+                    // There is room for all of them.
                     let _ = events.try_send(message);
                 }
             }

@@ -364,7 +364,7 @@ fn client_offer() -> (String, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn offers_are_read_off_the_shard_and_answered_in_order() {
+async fn offers_are_read_and_bad_ones_refused_before_a_shard_sees_them() {
     let registry = Registry::new();
     let plane = start_plane(&registry, free_ports(), None);
     let (id, mut rx) = join_one(&plane).await;
@@ -443,6 +443,21 @@ async fn a_queue_the_others_fill_falls_behind_and_is_caught_up_not_removed() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
+    // A barrier: mallory's next request is answered after all of those were handled.
+    let bogus = Request::Mute {
+        track_id: protocol::TrackId(999_999),
+        muted: true,
+    };
+    plane.request(mallory, bogus).unwrap();
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), mallory_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if matches!(m, ServerMessage::Error(_)) {
+            break;
+        }
+    }
     let dropped = || {
         metric(
             &registry,
@@ -450,6 +465,7 @@ async fn a_queue_the_others_fill_falls_behind_and_is_caught_up_not_removed() {
             Some(("reason", "signal_queue_full")),
         )
     };
+    // Counters reach the metrics once a second.
     let deadline = Instant::now() + Duration::from_secs(5);
     while dropped() < 150.0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;

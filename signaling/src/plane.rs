@@ -22,8 +22,8 @@ pub type IceServerSource = Arc<dyn Fn(&str) -> Vec<IceServer> + Send + Sync>;
 /// refused.
 pub type Pending = Pin<Box<dyn Future<Output = Result<(), ErrorMessage>> + Send + 'static>>;
 
-/// The media plane as signaling sees it. Every method returns at once: the answers and
-/// notifications come back through the participant's event queue.
+/// The media plane as signaling sees it. Every method but `offer` returns at once: the
+/// answers and notifications come back through the participant's event queue.
 pub trait MediaPlane: Send + Sync + 'static {
     /// Admits a participant. Its `joined` message (or `room_full`) arrives on `events`;
     /// when the media plane drops `events`, the session closes the socket.
@@ -39,8 +39,9 @@ pub trait MediaPlane: Send + Sync + 'static {
     /// Passes on an `offer` request (any other is passed on as by [`MediaPlane::request`]).
     /// Reading the SDP of a large offer takes tens of milliseconds, which the media
     /// plane spends off its media threads: the result settles when the offer is read and
-    /// queued, or refused (`bad_sdp`, `bad_request`, `server_busy`). A session awaits it
-    /// before it reads its next message, so a participant's requests keep their order.
+    /// queued, or refused (`bad_sdp`, `bad_request`, `server_busy`, `internal`; within 5 s
+    /// at most). A session awaits it before it reads its next message, so a participant's
+    /// requests keep their order.
     fn offer(&self, participant: ParticipantId, offer: Request) -> Pending;
 
     /// The participant left or its socket closed. Never refused, never lost.

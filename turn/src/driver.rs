@@ -196,8 +196,7 @@ impl Relay {
                             // every address of a host with several would otherwise
                             // answer from the one its routes pick.
                             let from = Some(to.local.ip());
-                            let full = self.sending.send(socket, from, &[data], |d| (to.remote, d));
-                            if full > 0 {
+                            if self.sending.send_one(socket, from, to.remote, data) {
                                 debug!("reply to {}: send buffer full", to.remote);
                             }
                         }

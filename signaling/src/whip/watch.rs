@@ -33,7 +33,9 @@ impl Watch {
     /// Follows the room's tracks; true when they changed.
     pub(super) fn on_event(&mut self, event: &ServerMessage) -> bool {
         match event {
-            ServerMessage::Joined { tracks, .. } => self.tracks = tracks.clone(),
+            ServerMessage::Joined { tracks, .. } | ServerMessage::Resync { tracks, .. } => {
+                self.tracks = tracks.clone()
+            }
             ServerMessage::TrackPublished(t) => {
                 self.tracks.retain(|x| x.track_id != t.track_id);
                 self.tracks.push(t.clone());
@@ -146,5 +148,13 @@ mod tests {
             reason: protocol::LeaveReason::Left,
         });
         assert_eq!(mids(&watch), [("1".into(), 3), ("0".into(), 1)]);
+        // Behind, it missed that 7 left and 9 shared a screen: the resync says so.
+        let resync = ServerMessage::Resync {
+            participants: Vec::new(),
+            tracks: vec![track(5, 9, Source::Screen)],
+            speakers: Vec::new(),
+        };
+        assert!(watch.on_event(&resync));
+        assert_eq!(mids(&watch), [("1".into(), 5)]);
     }
 }
