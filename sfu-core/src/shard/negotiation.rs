@@ -1,9 +1,11 @@
 //! An offer, read already ([`ReadOffer`]): checked against the participant's grants
 //! before anything is applied, answered, then its publications and subscriptions applied.
 
+use std::panic::{self, AssertUnwindSafe};
 use std::time::Instant;
 
-use protocol::{ErrorCode, ParticipantId, RequestType, ServerMessage};
+use protocol::{ErrorCode, LeaveReason, ParticipantId, RequestType, ServerMessage};
+use tracing::warn;
 
 use super::Shard;
 use super::offer::ReadOffer;
@@ -82,15 +84,31 @@ impl Shard {
             self.error(id, RequestType::Offer, ErrorCode::Forbidden, message);
             return;
         }
-        let answer = match p.rtc.sdp_api().accept_offer(offer) {
-            Ok(answer) => answer,
-            Err(e) => {
+        // str0m asserts on some offers instead of refusing them (a payload type claimed
+        // twice, found by fuzzing): a panic here would end the shard's thread and every
+        // room on it. The participant's session is then in an unknown state: it goes.
+        let accepted =
+            panic::catch_unwind(AssertUnwindSafe(|| p.rtc.sdp_api().accept_offer(offer)));
+        let answer = match accepted {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => {
                 self.error(
                     id,
                     RequestType::Offer,
                     ErrorCode::BadSdp,
                     format!("cannot accept offer: {e}"),
                 );
+                return;
+            }
+            Err(_) => {
+                warn!(participant = %id, "accepting its offer panicked in str0m; removing");
+                self.error(
+                    id,
+                    RequestType::Offer,
+                    ErrorCode::BadSdp,
+                    "cannot accept offer",
+                );
+                self.remove(now, id, LeaveReason::Error);
                 return;
             }
         };
