@@ -213,6 +213,55 @@ fn bad_sdp_is_refused_and_the_participant_stays() {
 }
 
 #[test]
+fn an_offer_str0m_cannot_reconcile_is_refused_and_the_shard_goes_on() {
+    // Found by the fuzz targets whip_offer and shard_offer: in one bundled m-line, an
+    // H.264 payload type lost its parameters, so the offer gave it two codec
+    // configurations, and str0m panicked accepting it ("Pt locked multiple times"),
+    // which took down the shard with every call on it.
+    let mut net = Net::new(ShardConfig::default());
+    let alice = net.join("alice", everyone());
+    net.negotiate(alice, &[Source::Microphone]);
+    let mallory = net.join("mallory", everyone());
+    let c = &mut net.clients[mallory];
+    let mut api = c.rtc.sdp_api();
+    for _ in 0..2 {
+        api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    }
+    let (offer, _pending) = api.apply().expect("an offer");
+    let id = c.id;
+    let sdp = offer.to_sdp_string();
+    let fmtp = sdp
+        .lines()
+        .find(|l| l.starts_with("a=fmtp:") && l.contains("profile-level-id=64001f"))
+        .expect("an H.264 High profile payload type");
+    let at = sdp.find(fmtp).expect("the line");
+    // Only its first occurrence, in the first video m-line, goes.
+    let sdp = format!("{}{}", &sdp[..at], &sdp[at + fmtp.len() + 2..]);
+    net.shard.request(
+        net.now,
+        id,
+        Request::Offer {
+            sdp,
+            publish: vec![],
+            subscribe: vec![],
+            slots: vec![],
+        },
+    );
+    net.pump();
+    assert_eq!(net.client(mallory).error_codes(), vec![ErrorCode::BadSdp]);
+    assert!(net.closed.contains(&id), "its session may be half-changed");
+    // The shard goes on: alice renegotiates and is answered.
+    net.negotiate(alice, &[Source::Camera]);
+    let answers = net
+        .client(alice)
+        .messages()
+        .filter(|m| matches!(m, ServerMessage::Answer { .. }))
+        .count();
+    assert_eq!(answers, 2);
+    assert_eq!(net.shard.sizes().1, 1);
+}
+
+#[test]
 fn the_room_refuses_a_participant_over_capacity() {
     let mut net = Net::new(ShardConfig {
         room_capacity: 2,
