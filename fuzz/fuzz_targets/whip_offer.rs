@@ -15,6 +15,11 @@ use sfu_fuzz::call::Call;
 use str0m::change::SdpAnswer;
 
 fuzz_target!(|data: &[u8]| {
+    // The shard catches a panic of str0m's while it accepts an offer (and removes that
+    // participant), which libFuzzer's own panic hook would turn into an abort first: the
+    // default hook prints and unwinds. A panic nothing catches still aborts the run.
+    static DEFAULT_HOOK: std::sync::Once = std::sync::Once::new();
+    DEFAULT_HOOK.call_once(|| drop(std::panic::take_hook()));
     let Some((&flags, body)) = data.split_first() else {
         return;
     };
