@@ -40,11 +40,14 @@ pub enum DropReason {
     /// The subscriber's pacer held packets longer than allowed: it is behind, and waits
     /// for the next keyframe.
     PacerBacklog,
+    /// An RTP payload larger than any subscriber's packet can carry (see
+    /// `MAX_FORWARDED_PAYLOAD` in `shard/forward.rs`).
+    Oversized,
 }
 
 impl DropReason {
     /// Every reason, in the order of [`DropReason::index`].
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::UnknownSource,
         DropReason::Malformed,
         DropReason::Refused,
@@ -58,6 +61,7 @@ impl DropReason {
         DropReason::TcpQueueFull,
         DropReason::TcpClosed,
         DropReason::PacerBacklog,
+        DropReason::Oversized,
     ];
 
     /// A dense index for counter arrays.
@@ -81,6 +85,7 @@ impl DropReason {
             DropReason::TcpQueueFull => "tcp_queue_full",
             DropReason::TcpClosed => "tcp_closed",
             DropReason::PacerBacklog => "pacer_backlog",
+            DropReason::Oversized => "oversized",
         }
     }
 }

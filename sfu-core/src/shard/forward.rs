@@ -25,10 +25,24 @@ pub(super) const RTX_MAX_AGE: Duration = Duration::from_secs(1);
 
 pub(super) const RTX_MAX_PACKETS: usize = 512;
 
+/// The largest RTP payload forwarded (bytes): what a UDP datagram of an Ethernet MTU
+/// (1500 bytes) carries after the smallest RTP header. Senders stay well below it
+/// (browsers packetize to about 1200 bytes). A larger one is dropped (`Oversized`): str0m
+/// cannot send it behind a subscriber's header extensions (its packets are at most 2000
+/// bytes and it panics beyond), and ICE-TCP frames, up to 64 KiB, do not bound it.
+/// Forwarded, a payload of this size leaves 512 bytes for the subscriber's RTP header and
+/// a retransmission's original sequence number: a dependency descriptor (at most 255
+/// bytes), a mid (at most 16) and the other extensions fit.
+pub(super) const MAX_FORWARDED_PAYLOAD: usize = 1500 - 12;
+
 impl Shard {
     /// Sends one incoming RTP packet to every subscriber of its track that receives its
     /// layer now, or switches to it at this packet (a keyframe's first).
     pub(super) fn forward(&mut self, from: ParticipantId, packet: RtpPacket) {
+        if packet.payload.len() > MAX_FORWARDED_PAYLOAD {
+            self.counters.drop(DropReason::Oversized);
+            return;
+        }
         let Some(p) = self.participants.get_mut(&from) else {
             return;
         };

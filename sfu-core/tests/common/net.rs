@@ -50,6 +50,9 @@ pub struct Net {
     /// The next join says it sends frames in the clear (`join.e2ee` false); others
     /// say they encrypt.
     pub join_in_clear: bool,
+    /// The next join's client negotiates no RTP header extensions (its packets carry a
+    /// bare 12-byte header).
+    pub join_without_extensions: bool,
     /// The room of the next join; `room` when `None`.
     pub join_room: Option<String>,
     /// What the shard's tap recorded (with `ShardConfig::tap`).
@@ -77,6 +80,7 @@ impl Net {
             deadline: now,
             join_audience: false,
             join_in_clear: false,
+            join_without_extensions: false,
             join_room: None,
             tapped: Vec::new(),
             longest_run: HashMap::new(),
@@ -123,13 +127,14 @@ impl Net {
         let addr: SocketAddr = format!("198.51.{}.{}:5000", 100 + index / 200, index % 200 + 10)
             .parse()
             .expect("address");
-        let mut rtc = Rtc::builder()
-            .set_rtp_mode(true)
-            .set_extension(
-                sfu_core::svc::DD_EXTENSION_ID,
-                Extension::with_serializer(sfu_core::svc::DD_URI, sfu_core::svc::DdExtension),
-            )
-            .build(self.now);
+        let mut builder = Rtc::builder().set_rtp_mode(true).set_extension(
+            sfu_core::svc::DD_EXTENSION_ID,
+            Extension::with_serializer(sfu_core::svc::DD_URI, sfu_core::svc::DdExtension),
+        );
+        if std::mem::take(&mut self.join_without_extensions) {
+            builder = builder.clear_extension_map();
+        }
+        let mut rtc = builder.build(self.now);
         let candidate = match proto {
             Protocol::Udp => Candidate::host(addr, "udp"),
             _ => Candidate::builder()
