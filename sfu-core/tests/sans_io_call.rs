@@ -70,6 +70,25 @@ fn a_leaving_participant_is_announced_and_its_tracks_go() {
     assert!(net.client(0).received.values().map(Vec::len).sum::<usize>() > before);
 }
 
+/// Once the last participant has gone, one by leaving and the others by vanishing, the
+/// shard holds nothing: no room, no lookup entry, no timer, no queued output.
+#[test]
+fn a_shard_whose_participants_all_went_holds_nothing() {
+    let timeout = ShardConfig::default().participant_timeout;
+    let mut net = three_party_call();
+    assert!(net.shard.entries().iter().any(|(_, n)| *n > 0));
+    let alice = net.client(0).id;
+    net.shard.leave(net.now, alice);
+    net.clients[0].online = false;
+    net.clients[1].online = false;
+    net.clients[2].online = false;
+    net.run(timeout + Duration::from_secs(5));
+    assert_eq!(net.shard.sizes(), (0, 0, 0));
+    for (table, n) in net.shard.entries() {
+        assert_eq!(n, 0, "{table} still holds {n} entries");
+    }
+}
+
 #[test]
 fn a_vanished_participant_times_out_and_everyone_is_told() {
     let config = ShardConfig::default();

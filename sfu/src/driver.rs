@@ -355,6 +355,20 @@ struct Driver {
 }
 
 impl Driver {
+    /// The entries of the core's tables and of the driver's own, by table.
+    fn entries(&self) -> Vec<(&'static str, usize)> {
+        let (queues, behind) = self.queues.len();
+        let mut all = self.core.entries().to_vec();
+        all.extend([
+            ("queues", queues),
+            ("behind", behind),
+            ("ports", self.ports_of.len()),
+            ("port_load", self.load.values().sum()),
+            ("tcp", self.tcp.len()),
+        ]);
+        all
+    }
+
     /// Polls the core until it has nothing more to do now; returns whether the deadline
     /// moved earlier (the timer must wake up).
     fn drain(&mut self) -> bool {
@@ -849,6 +863,7 @@ async fn flush_metrics(driver: Rc<RefCell<Driver>>, metrics: Metrics, shard: Str
         let counters = std::mem::take(&mut d.core.counters);
         metrics.flush(&shard, &counters, d.core.sizes());
         metrics.tcp_connections(&shard, d.tcp.len());
+        metrics.entries(&shard, &d.entries());
     }
 }
 

@@ -27,6 +27,7 @@ pub struct Metrics {
     tcp_tx_packets: IntCounter,
     tcp_tx_bytes: IntCounter,
     tcp_connections: IntGaugeVec,
+    entries: IntGaugeVec,
     tcp_refused: IntCounterVec,
     e2ee_relays: IntCounter,
     e2ee_relays_dropped: IntCounterVec,
@@ -122,6 +123,13 @@ impl Metrics {
                 "ICE-TCP bytes queued to send, without framing",
             )?,
             tcp_connections: gauge("sfu_tcp_connections", "ICE-TCP connections held")?,
+            entries: IntGaugeVec::new(
+                Opts::new(
+                    "sfu_state_entries",
+                    "Entries of a shard's lookup tables and queues, by table: all 0 once it has no participant",
+                ),
+                &["shard", "table"],
+            )?,
             tcp_refused: IntCounterVec::new(
                 Opts::new(
                     "sfu_tcp_refused_total",
@@ -141,7 +149,13 @@ impl Metrics {
                 &["reason"],
             )?,
         };
-        for c in [&m.rooms, &m.participants, &m.tracks, &m.tcp_connections] {
+        for c in [
+            &m.rooms,
+            &m.participants,
+            &m.tracks,
+            &m.tcp_connections,
+            &m.entries,
+        ] {
             registry.register(Box::new(c.clone()))?;
         }
         for c in [
@@ -191,6 +205,14 @@ impl Metrics {
     }
 
     /// Sets a shard's count of ICE-TCP connections.
+    pub fn entries(&self, shard: &str, entries: &[(&'static str, usize)]) {
+        for (table, n) in entries {
+            self.entries
+                .with_label_values(&[shard, table])
+                .set(*n as i64);
+        }
+    }
+
     pub fn tcp_connections(&self, shard: &str, n: usize) {
         self.tcp_connections
             .with_label_values(&[shard])

@@ -61,6 +61,11 @@ fn is_own(message: &ServerMessage) -> bool {
 }
 
 impl Queues {
+    /// Participants with a queue, and those of them behind.
+    pub fn len(&self) -> (usize, usize) {
+        (self.senders.len(), self.behind.len())
+    }
+
     pub fn insert(&mut self, id: ParticipantId, events: mpsc::Sender<ServerMessage>) {
         self.senders.insert(id, events);
     }

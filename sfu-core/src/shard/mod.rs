@@ -288,6 +288,18 @@ impl Shard {
         (self.rooms.len(), self.participants.len(), self.tracks.len())
     }
 
+    /// The entries of its lookup tables and queues, by table: every one empties once its
+    /// last participant has gone and its timers have passed (a leak shows here first).
+    pub fn entries(&self) -> [(&'static str, usize); 5] {
+        [
+            ("ufrags", self.by_ufrag.len()),
+            ("remotes", self.by_remote.len()),
+            ("timers", self.timers.len()),
+            ("dirty", self.dirty.len()),
+            ("outputs", self.outputs.len()),
+        ]
+    }
+
     fn advance(&mut self, now: Instant) {
         self.now = self.now.max(now);
     }
