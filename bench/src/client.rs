@@ -1,12 +1,12 @@
 //! One simulated client: our real signaling over a WebSocket and real WebRTC (str0m:
-//! ICE, DTLS-SRTP, RTCP) over its own UDP socket. It publishes synthetic audio and video
+//! ICE, DTLS-SRTP, RTCP) over its own UDP socket or ICE-TCP (`link`). It publishes synthetic audio and video
 //! (VP8 frames, simulcast layers) whose frames carry a send timestamp, encrypted end to
 //! end as a browser's are unless the run is `--plaintext` (keys handed to the others in
 //! `e2ee` messages), subscribes to what it is told to, and records what it receives:
 //! packets, sequence gaps, forwarding latency, first-media time, frames it could not
 //! decrypt.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,20 +16,21 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
-use str0m::net::{Protocol, Receive};
-use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo, Ssrc};
-use str0m::{Candidate, Event, Input, Output, Rtc};
-use tokio::net::UdpSocket;
+use str0m::media::{MediaKind, Mid, Rid};
+use str0m::net::Receive;
+use str0m::rtp::Ssrc;
+use str0m::{Event, Input, Output, Rtc};
 
 use crate::e2ee::Codec as FrameCodec;
-use crate::frames::{Assembly, Crypt, E2eeCounts, audio_frame, vp8_frame, vp8_packets};
+use crate::frames::{Assembly, Crypt, E2eeCounts};
+use crate::life::{Exit, Habits, Life};
+use crate::link::{Link, LinkConfig};
+use crate::mlines::{MLines, Publication};
+use crate::outgoing::{Outgoing, send_media};
 use crate::ws::{next, send};
 
 /// The rids of the simulcast layers, lowest quality first (as the web client names them).
 pub const RIDS: [&str; 3] = ["q", "h", "f"];
-/// Receive buffer asked for per client socket.
-const SOCKET_BUFFER: usize = 1024 * 1024;
 
 /// How often, and how long after a `server_busy` answer to a key message, a client sends
 /// its key to everyone again.
@@ -62,6 +63,9 @@ pub struct Role {
     /// Receives on this many audio and video slot m-lines (`offer.slots`), which the
     /// server fills, instead of one m-line per track.
     pub slots: Option<(usize, usize)>,
+    /// When and how it goes, and what it changes meanwhile (`bench soak`).
+    pub life: Life,
+    pub link: LinkConfig,
 }
 
 impl Role {
@@ -129,6 +133,8 @@ pub struct Stats {
     pub latency_us: Histogram<u64>,
     /// Frames encrypted, decrypted, and those that were not.
     pub e2ee: E2eeCounts,
+    /// Datagrams its simulated downlink dropped on purpose.
+    pub link_dropped: u64,
     pub error: Option<String>,
 }
 
@@ -152,6 +158,7 @@ impl Stats {
             window_layer_keyframe_requests: [0; RIDS.len()],
             latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
             e2ee: E2eeCounts::default(),
+            link_dropped: 0,
             error: None,
         }
     }
@@ -165,40 +172,7 @@ struct SeqTrack {
     received: u64,
 }
 
-/// One of our published m-lines, as the offer announces it.
-struct Publication {
-    mid: Mid,
-    source: &'static str,
-    kind: MediaKind,
-    /// Simulcast rids, lowest first; empty for a single stream.
-    layers: Vec<&'static str>,
-}
-
-/// One synthetic RTP stream we send: an audio m-line, or one layer of a video m-line.
-struct Outgoing {
-    mid: Mid,
-    /// The simulcast layer; `None` for audio and single-stream video.
-    rid: Option<Rid>,
-    pt: Pt,
-    kind: MediaKind,
-    /// Video bitrate of this stream, bits/s (unused for audio).
-    bps: u64,
-    seq: u64,
-    frame: u64,
-    /// The next video frame's VP8 picture id (15 bits).
-    picture_id: u16,
-    /// Video frames sent since the last keyframe.
-    since_keyframe: u64,
-    keyframe_due: bool,
-    /// Whether it sends: a layer the server's `layers` message leaves out is paused, as
-    /// a browser pauses an encoding (`RTCRtpEncodingParameters.active`).
-    active: bool,
-    /// Where its RTP clock is zero.
-    t0: Instant,
-    next_send: Instant,
-}
-
-/// Runs one client until `shared.until`; returns what it measured (errors included).
+/// Runs one client until `shared.until` (or the end of its `life`); returns what it measured (errors included).
 pub async fn run(shared: Arc<Shared>, token: String, role: Role) -> Stats {
     let mut stats = Stats::new();
     if let Err(e) = session(&shared, &token, &role, &mut stats).await {
@@ -250,14 +224,19 @@ async fn session(
     };
     // Who publishes each track: a received frame is decrypted with its sender's key.
     let mut owners: HashMap<u64, u64> = HashMap::new();
-    let note_owner = |t: &Value, owners: &mut HashMap<u64, u64>| {
-        if let (Some(t), Some(p)) = (t["track_id"].as_u64(), t["participant_id"].as_u64()) {
-            owners.insert(t, p);
+    // The others' video tracks, which its `view` messages name.
+    let mut video_tracks: BTreeSet<u64> = BTreeSet::new();
+    let note_owner = |t: &Value, owners: &mut HashMap<u64, u64>, videos: &mut BTreeSet<u64>| {
+        if let (Some(id), Some(p)) = (t["track_id"].as_u64(), t["participant_id"].as_u64()) {
+            owners.insert(id, p);
+            if p != me && t["kind"] == "video" {
+                videos.insert(id);
+            }
         }
     };
     for t in joined["tracks"].as_array().into_iter().flatten() {
         note_track(t, &mut announced);
-        note_owner(t, &mut owners);
+        note_owner(t, &mut owners, &mut video_tracks);
     }
     // Our key to everyone already here; newcomers get it when they are announced.
     let mut crypt = Crypt::new(shared.e2ee, role.audio || role.publishes_video())?;
@@ -277,14 +256,13 @@ async fn session(
     let mut key_resend: Option<Instant> = None;
     let mut key_resends = 0;
 
-    let socket = UdpSocket::bind("127.0.0.1:0").await?;
-    // A browser's socket buffers are larger than the default 208 KiB: losses at the
-    // generator's own sockets would be charged to the server.
-    let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(SOCKET_BUFFER);
-    let local = socket.local_addr()?;
+    let mut link = Link::open(role.link).await?;
+    let (proto, local) = (link.protocol(), link.local());
     let now = Instant::now();
     let mut rtc = Rtc::builder().set_rtp_mode(true).build(now);
-    rtc.add_local_candidate(Candidate::host(local, "udp")?);
+    rtc.add_local_candidate(link.candidate()?);
+    let mut habits = Habits::new(role.life.clone(), now);
+    let ends = habits.ends(shared.until);
 
     // Our m-lines, then one recvonly per announced track.
     let mut publish: Vec<Publication> = Vec::new();
@@ -332,7 +310,6 @@ async fn session(
     let mut outgoing: Vec<Outgoing> = Vec::new();
     let mut tracks: HashMap<Ssrc, SeqTrack> = HashMap::new();
     let mut renegotiate = false;
-    let mut buf = vec![0u8; 2000];
     let mut rtc_deadline;
     let mut talking = role.voice.is_some();
     let mut talk_switch = now + Duration::from_millis(1500);
@@ -343,7 +320,7 @@ async fn session(
         loop {
             match rtc.poll_output()? {
                 Output::Transmit(t) => {
-                    let _ = socket.try_send_to(&t.contents, t.destination);
+                    link.send(t.destination, &t.contents);
                 }
                 Output::Timeout(at) => {
                     rtc_deadline = at;
@@ -470,48 +447,7 @@ async fn session(
             bail!("WebRTC session ended");
         }
         if outgoing.is_empty() && rtc.is_connected() {
-            let params: Vec<(Pt, Codec)> = rtc
-                .codec_config()
-                .params()
-                .iter()
-                .map(|p| (p.pt(), p.spec().codec))
-                .collect();
-            let pt_of = |c: Codec| params.iter().find(|(_, x)| *x == c).map(|(pt, _)| *pt);
-            let t0 = Instant::now();
-            for p in &publish {
-                let pt = match p.kind {
-                    MediaKind::Audio => pt_of(Codec::Opus),
-                    MediaKind::Video => pt_of(Codec::Vp8),
-                };
-                let Some(pt) = pt else { continue };
-                // One stream per layer; a single stream has no rid.
-                let rids: Vec<Option<Rid>> = if p.layers.is_empty() {
-                    vec![None]
-                } else {
-                    p.layers.iter().map(|r| Some(Rid::from(*r))).collect()
-                };
-                for (i, rid) in rids.into_iter().enumerate() {
-                    let active = match (rid, wanted_layers.get(&p.mid)) {
-                        (Some(rid), Some(wanted)) => wanted.contains(&rid),
-                        _ => true,
-                    };
-                    outgoing.push(Outgoing {
-                        mid: p.mid,
-                        rid,
-                        pt,
-                        kind: p.kind,
-                        bps: role.video_layers_bps.get(i).copied().unwrap_or(0),
-                        seq: 1,
-                        frame: 0,
-                        picture_id: rand::random::<u16>() & 0x7fff,
-                        since_keyframe: 0,
-                        keyframe_due: true,
-                        active,
-                        t0,
-                        next_send: t0,
-                    });
-                }
-            }
+            outgoing = Outgoing::streams(&rtc, &publish, &wanted_layers, role);
         }
         let next_send = outgoing
             .iter()
@@ -520,13 +456,14 @@ async fn session(
             .min();
         let wake = next_send
             .map_or(rtc_deadline, |s| s.min(rtc_deadline))
-            .min(key_resend.unwrap_or(shared.until))
-            .min(offer_resend.unwrap_or(shared.until))
-            .min(shared.until);
+            .min(key_resend.unwrap_or(ends))
+            .min(offer_resend.unwrap_or(ends))
+            .min(habits.next_wake().unwrap_or(ends))
+            .min(ends);
         tokio::select! {
-            r = socket.recv_from(&mut buf) => {
-                let (n, from): (usize, SocketAddr) = r?;
-                if let Ok(receive) = Receive::new(Protocol::Udp, from, local, &buf[..n]) {
+            r = link.recv() => {
+                let (from, data): (SocketAddr, &[u8]) = r?;
+                if let Ok(receive) = Receive::new(proto, from, local, data) {
                     rtc.handle_input(Input::Receive(Instant::now(), receive))?;
                 }
             }
@@ -570,9 +507,14 @@ async fn session(
                             wanted_layers.insert(mid, wanted);
                         }
                     }
+                    Some("track_unpublished") => {
+                        if let Some(id) = m["track_id"].as_u64() {
+                            video_tracks.remove(&id);
+                        }
+                    }
                     // Slots need no new offer: the server fills them.
                     Some("track_published") => {
-                        note_owner(&m, &mut owners);
+                        note_owner(&m, &mut owners, &mut video_tracks);
                         if role.subscribe && role.slots.is_none() {
                             note_track(&m, &mut announced);
                             renegotiate = true;
@@ -586,7 +528,7 @@ async fn session(
                             let known = t["track_id"]
                                 .as_u64()
                                 .is_some_and(|id| owners.contains_key(&id));
-                            note_owner(t, &mut owners);
+                            note_owner(t, &mut owners, &mut video_tracks);
                             if !known && role.subscribe && role.slots.is_none() {
                                 note_track(t, &mut announced);
                                 renegotiate = true;
@@ -672,9 +614,24 @@ async fn session(
                         }
                     }
                 }
-                if now >= shared.until {
-                    let _ = send(&mut ws, json!({"type": "leave"})).await;
+                if now >= ends {
+                    stats.link_dropped = link.dropped;
+                    match habits.exit() {
+                        Exit::Leave => {
+                            let _ = send(&mut ws, json!({"type": "leave"})).await;
+                        }
+                        Exit::Close => {}
+                        // Holds its sockets, reading nothing, until the server gives up.
+                        Exit::Vanish(hold) => tokio::time::sleep(hold).await,
+                    }
                     break;
+                }
+                let own = track_mids.keys().copied();
+                for message in habits.due(now, own, &video_tracks) {
+                    send(&mut ws, message).await?;
+                }
+                for o in &mut outgoing {
+                    o.muted = habits.muted;
                 }
                 if now >= talk_switch && role.voice.is_some() {
                     talking = !talking;
@@ -722,163 +679,4 @@ async fn session(
         .sum();
     stats.e2ee = crypt.counts;
     Ok(())
-}
-
-/// Sends what is due on one outgoing stream, each frame encrypted by `crypt` (unless the
-/// run is in the clear) before it is split into packets; returns how many packets and
-/// payload bytes.
-fn send_media(
-    rtc: &mut Rtc,
-    o: &mut Outgoing,
-    role: &Role,
-    talking: bool,
-    epoch: Instant,
-    now: Instant,
-    crypt: &mut Crypt,
-) -> anyhow::Result<(u64, u64)> {
-    let mut api = rtc.direct_api();
-    let Some(tx) = api.stream_tx_by_mid(o.mid, o.rid) else {
-        o.next_send = now + Duration::from_millis(20);
-        return Ok((0, 0));
-    };
-    let ns = now.duration_since(epoch).as_nanos() as u64;
-    match o.kind {
-        MediaKind::Audio => {
-            // Opus at 20 ms; while silent, DTX: one packet in 20.
-            let ext = ExtensionValues {
-                audio_level: Some(if talking {
-                    role.voice.unwrap_or(-127)
-                } else {
-                    -127
-                }),
-                voice_activity: Some(talking),
-                ..ExtensionValues::default()
-            };
-            let size = if talking { 80 } else { 10 };
-            let time = (o.frame * 960) as u32;
-            o.frame += if talking { 1 } else { 20 };
-            o.next_send = now + Duration::from_millis(if talking { 20 } else { 400 });
-            let frame = audio_frame(size, ns);
-            let payload = crypt.seal(FrameCodec::Opus, &frame)?.to_vec();
-            let bytes = payload.len() as u64;
-            let write = RtpWrite::new(o.pt, SeqNo::from(o.seq), time, now, payload)
-                .marker(true)
-                .ext_vals(ext);
-            tx.write_rtp(write);
-            o.seq += 1;
-            Ok((1, bytes))
-        }
-        MediaKind::Video => {
-            let frames_between = (role.keyframe_interval.as_millis() as u64 * 30 / 1000).max(1);
-            let keyframe = o.keyframe_due || o.since_keyframe >= frames_between;
-            o.keyframe_due = false;
-            o.since_keyframe = if keyframe { 1 } else { o.since_keyframe + 1 };
-            let mut bytes = (o.bps / 8 / 30) as usize;
-            if keyframe {
-                bytes *= 4;
-            }
-            let frame = vp8_frame(keyframe, bytes, ns);
-            let sealed = crypt.seal(FrameCodec::Vp8, &frame)?;
-            // 90 kHz from the frame's scheduled capture time: all layers of a frame share it.
-            let time = (o.next_send.duration_since(o.t0).as_micros() * 9 / 100) as u32;
-            let (mut packets, mut sent) = (0u64, 0u64);
-            let mut payloads = vp8_packets(sealed, o.picture_id).peekable();
-            while let Some(payload) = payloads.next() {
-                sent += payload.len() as u64;
-                let last = payloads.peek().is_none();
-                let write = RtpWrite::new(o.pt, SeqNo::from(o.seq), time, now, payload)
-                    .marker(last)
-                    .nackable(true);
-                tx.write_rtp(write);
-                o.seq += 1;
-                packets += 1;
-            }
-            o.frame += 1;
-            o.picture_id = (o.picture_id + 1) & 0x7fff;
-            o.next_send += Duration::from_micros(33_333);
-            if o.next_send < now {
-                o.next_send = now + Duration::from_micros(33_333);
-            }
-            Ok((packets, sent))
-        }
-    }
-}
-
-/// The client's m-lines: what it publishes, and the track each receiving one carries.
-struct MLines<'a> {
-    publish: &'a mut Vec<Publication>,
-    subscribed: &'a mut HashMap<u64, Mid>,
-    /// Slot m-lines, added at the first offer when `want_slots` (audio, video) says so.
-    slots: &'a mut Vec<Mid>,
-    want_slots: Option<(usize, usize)>,
-}
-
-impl MLines<'_> {
-    /// Adds sendonly m-lines for `new_publish` (kind, source, simulcast rids) and a
-    /// recvonly one per track of `announced` (emptied), then makes the offer: its `offer`
-    /// message and pending state, or `None` when nothing changed.
-    fn offer(
-        &mut self,
-        rtc: &mut Rtc,
-        new_publish: &[(MediaKind, &'static str, Vec<&'static str>)],
-        announced: &mut Vec<(u64, MediaKind)>,
-    ) -> Option<(Value, SdpPendingOffer)> {
-        let mut api = rtc.sdp_api();
-        for (kind, source, layers) in new_publish {
-            let simulcast = (!layers.is_empty()).then(|| {
-                let mut s = Simulcast::new();
-                for rid in layers {
-                    s.add_send_layer(SimulcastLayer::new(rid));
-                }
-                s
-            });
-            let mid = api.add_media(*kind, Direction::SendOnly, None, None, simulcast);
-            self.publish.push(Publication {
-                mid,
-                source,
-                kind: *kind,
-                layers: layers.clone(),
-            });
-        }
-        if let Some((audio, video)) = self.want_slots {
-            announced.clear();
-            if self.slots.is_empty() {
-                for (kind, n) in [(MediaKind::Audio, audio), (MediaKind::Video, video)] {
-                    for _ in 0..n {
-                        let mid = api.add_media(kind, Direction::RecvOnly, None, None, None);
-                        self.slots.push(mid);
-                    }
-                }
-            }
-        }
-        for (id, kind) in announced.drain(..) {
-            let mid = api.add_media(kind, Direction::RecvOnly, None, None, None);
-            self.subscribed.insert(id, mid);
-        }
-        let (offer, pending) = api.apply()?;
-        let mut message = offer_message(offer.to_sdp_string(), self.publish, self.subscribed);
-        if !self.slots.is_empty() {
-            message["slots"] = json!(self.slots.iter().map(|m| m.to_string()).collect::<Vec<_>>());
-        }
-        Some((message, pending))
-    }
-}
-
-fn offer_message(sdp: String, publish: &[Publication], subscribed: &HashMap<u64, Mid>) -> Value {
-    let publish: Vec<Value> = publish
-        .iter()
-        .map(|p| {
-            let mut entry = json!({"mid": p.mid.to_string(), "source": p.source});
-            if !p.layers.is_empty() {
-                entry["layers"] = json!(p.layers);
-            }
-            entry
-        })
-        .collect();
-    json!({
-        "type": "offer",
-        "sdp": sdp,
-        "publish": publish,
-        "subscribe": subscribed.iter().map(|(id, mid)| json!({"mid": mid.to_string(), "track_id": id})).collect::<Vec<_>>(),
-    })
 }

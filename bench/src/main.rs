@@ -7,8 +7,13 @@ mod client;
 mod e2ee;
 mod flood;
 mod frames;
+mod life;
+mod link;
+mod mlines;
+mod outgoing;
 mod report;
 mod server;
+mod soak;
 mod ws;
 
 use std::path::PathBuf;
@@ -20,8 +25,10 @@ use protocol::Grants;
 use signaling::TokenKey;
 
 use crate::client::{Role, Shared};
+use crate::life::Life;
+use crate::link::LinkConfig;
 use crate::report::Report;
-use crate::server::Server;
+use crate::server::{Launch, Server};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -93,6 +100,10 @@ enum Scenario {
         #[arg(long, default_value_t = 38020)]
         base_port: u16,
     },
+    /// Half an hour of rooms of mixed sizes whose people come and go, mute, change what
+    /// they watch and vanish, over lossy links, with a slow reader over ICE-TCP; checks
+    /// the server's memory held and nothing was left behind (bench/src/soak.rs).
+    Soak(soak::SoakArgs),
     /// The forwarder process of `ceiling` (started by the bench itself).
     #[command(hide = true)]
     Forward {
@@ -206,6 +217,8 @@ fn main() -> anyhow::Result<()> {
                 keyframe_interval: Duration::from_secs(3),
                 subscribe: true,
                 slots,
+                life: Life::default(),
+                link: LinkConfig::default(),
             };
             // A meeting: three people talk (at different levels, in spurts), the rest
             // listen.
@@ -231,6 +244,8 @@ fn main() -> anyhow::Result<()> {
                 keyframe_interval: Duration::from_secs(5),
                 subscribe: false,
                 slots: None,
+                life: Life::default(),
+                link: LinkConfig::default(),
             };
             let viewer = Role {
                 audio: false,
@@ -240,6 +255,8 @@ fn main() -> anyhow::Result<()> {
                 keyframe_interval: Duration::from_secs(5),
                 subscribe: true,
                 slots: None,
+                life: Life::default(),
+                link: LinkConfig::default(),
             };
             let mut roles = vec![presenter];
             roles.extend(std::iter::repeat_n(viewer, n));
@@ -266,6 +283,7 @@ fn main() -> anyhow::Result<()> {
             );
             return Ok(());
         }
+        Scenario::Soak(args) => return soak::run(args),
         Scenario::Forward {
             listen,
             first_port,
@@ -287,14 +305,16 @@ fn main() -> anyhow::Result<()> {
     });
     server::pin_self(&common.generator_cpus);
     let secret = format!("bench-{:032x}", rand::random::<u128>());
-    let server = Server::start(
-        &common.sfu_bin,
-        &secret,
-        common.base_port,
-        clients.len() + 1,
-        &common.server_cpus,
-        common.shards,
-    )?;
+    let server = Server::start(&Launch {
+        bin: &common.sfu_bin,
+        secret: &secret,
+        base_port: common.base_port,
+        capacity: clients.len() + 1,
+        cpus: &common.server_cpus,
+        shards: common.shards,
+        ice_tcp: false,
+        participant_timeout: None,
+    })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(common.generator_cpus.split(',').count().max(1))
         .enable_all()

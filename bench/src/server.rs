@@ -27,18 +27,36 @@ pub struct Sample {
     pub metrics: HashMap<String, f64>,
 }
 
+/// How a run starts the server.
+pub struct Launch<'a> {
+    pub bin: &'a Path,
+    pub secret: &'a str,
+    /// HTTP on it, UDP media on the next 8 ports, ICE-TCP (when on) on the 9th.
+    pub base_port: u16,
+    /// Participants a room may hold.
+    pub capacity: usize,
+    /// Its CPUs (a taskset list); empty: unpinned.
+    pub cpus: &'a str,
+    /// Media threads; `None`: the server's default.
+    pub shards: Option<usize>,
+    pub ice_tcp: bool,
+    /// Seconds without media after which it removes a participant; `None`: its default.
+    pub participant_timeout: Option<u64>,
+}
+
 impl Server {
-    /// Starts `bin` on 127.0.0.1: HTTP on `base_port`, UDP media on the next 8 ports,
-    /// ICE-TCP off, no TURN; rooms may hold `capacity` participants; `shards` media
-    /// threads, or the server's default.
-    pub fn start(
-        bin: &Path,
-        secret: &str,
-        base_port: u16,
-        capacity: usize,
-        cpus: &str,
-        shards: Option<usize>,
-    ) -> anyhow::Result<Server> {
+    /// Starts the server on 127.0.0.1 as `launch` says, without TURN.
+    pub fn start(launch: &Launch) -> anyhow::Result<Server> {
+        let Launch {
+            bin,
+            secret,
+            base_port,
+            capacity,
+            cpus,
+            shards,
+            ice_tcp,
+            participant_timeout,
+        } = *launch;
         if !bin.exists() {
             bail!(
                 "no server binary at {} (cargo build --release -p sfu, or --sfu-bin)",
@@ -62,13 +80,7 @@ impl Server {
             "--udp-bind",
             "127.0.0.1",
         ])
-        .args([
-            "--advertise-ip",
-            "127.0.0.1",
-            "--no-ice-tcp",
-            "--turn",
-            "false",
-        ])
+        .args(["--advertise-ip", "127.0.0.1", "--turn", "false"])
         .args(["--room-capacity", &capacity.to_string(), "--log", "warn"])
         .env("SFU_SECRET", secret)
         // Every client comes from 127.0.0.1: no per-address limits (an environment
@@ -76,9 +88,15 @@ impl Server {
         .env("SFU_SOCKETS_PER_ADDRESS", "0")
         .env("SFU_JOINS_PER_ADDRESS", "0")
         .envs(shards.map(|n| ("SFU_SHARDS", n.to_string())))
+        .envs(participant_timeout.map(|s| ("SFU_PARTICIPANT_TIMEOUT", s.to_string())))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
+        if ice_tcp {
+            cmd.args(["--tcp-port", &(base_port + 9).to_string()]);
+        } else {
+            cmd.arg("--no-ice-tcp");
+        }
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
