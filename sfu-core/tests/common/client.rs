@@ -1,6 +1,6 @@
 //! A client as the tests model it: a real str0m `Rtc`, what it was told and what it received.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -67,6 +67,8 @@ pub struct Client {
     /// The last `layers` message per track: which of its layers it sends.
     pub sending: HashMap<TrackId, Vec<String>>,
     pub downlink: Link,
+    /// Datagrams its downlink's bottleneck holds, with when they arrive.
+    pub in_flight: VecDeque<(Instant, ToClient)>,
     /// How its cameras are layered, if as one SVC stream.
     pub svc: Option<Svc>,
     /// Its slot m-lines (`offer.slots`), if it receives on slots; `subscribe` then
@@ -118,6 +120,9 @@ impl Client {
 
 /// A packet on its way to the server: transport, destination, source, contents.
 pub type ToServer = (Protocol, SocketAddr, SocketAddr, Vec<u8>);
+
+/// A packet on its way to a client: transport, source, destination, contents.
+pub type ToClient = (Protocol, SocketAddr, SocketAddr, Vec<u8>);
 
 /// Polls a client until its timeout, queueing what it sends and recording what it gets.
 pub fn drain_client(c: &mut Client, to_server: &mut Vec<ToServer>) {

@@ -1,49 +1,74 @@
-//! The network between the server and one client: a policer and seeded loss.
+//! The network between the server and one client: a policer or a bottleneck's queue, and
+//! seeded loss.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// The network between the server and one client, towards the client: a policer (a
-/// token bucket of `cap_bps` with 50 ms of burst) and random loss, both seeded.
+/// The network between the server and one client, towards the client, with seeded random
+/// loss and a capacity of `cap_bps`: a policer (a token bucket with 50 ms of burst, at
+/// least a datagram's) unless `queue` makes it a bottleneck, whose queue delays what it
+/// holds and drops what would wait longer than that (drop-tail).
 #[derive(Debug, Clone, Default)]
 pub struct Link {
     pub cap_bps: Option<u64>,
     pub loss: f64,
+    pub queue: Option<Duration>,
     tokens: f64,
     last: Option<Instant>,
-    /// Datagrams the link dropped, and the bytes it delivered.
+    /// When the bottleneck will have sent everything it holds.
+    busy_until: Option<Instant>,
+    /// Datagrams the link dropped, and the bytes it delivered (or will).
     pub dropped: u64,
     pub delivered: u64,
 }
 
+/// What a link does with one datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    Now,
+    /// Delivered then, after its time in the bottleneck's queue.
+    At(Instant),
+    Dropped,
+}
+
 impl Link {
-    pub(crate) fn admit(&mut self, now: Instant, bytes: usize, rng: &mut u64) -> bool {
-        let ok = self.police(now, bytes, rng);
-        if ok {
+    pub(crate) fn admit(&mut self, now: Instant, bytes: usize, rng: &mut u64) -> Fate {
+        let fate = self.pass(now, bytes, rng);
+        if fate == Fate::Dropped {
+            self.dropped += 1;
+        } else {
             self.delivered += bytes as u64;
         }
-        ok
+        fate
     }
 
-    pub(crate) fn police(&mut self, now: Instant, bytes: usize, rng: &mut u64) -> bool {
+    fn pass(&mut self, now: Instant, bytes: usize, rng: &mut u64) -> Fate {
         if self.loss > 0.0 && next_random(rng) < self.loss {
-            self.dropped += 1;
-            return false;
+            return Fate::Dropped;
         }
         let Some(cap) = self.cap_bps else {
-            return true;
+            return Fate::Now;
         };
-        let burst = cap as f64 / 8.0 * 0.05;
+        if let Some(longest) = self.queue {
+            let start = self.busy_until.map_or(now, |b| b.max(now));
+            if start - now > longest {
+                return Fate::Dropped;
+            }
+            let done = start + Duration::from_secs_f64(bytes as f64 * 8.0 / cap as f64);
+            self.busy_until = Some(done);
+            return Fate::At(done);
+        }
+        // A slow link is slow, it does not refuse large datagrams.
+        let burst = (cap as f64 / 8.0 * 0.05).max(1500.0);
         let elapsed = self
             .last
             .map_or(0.0, |l| now.saturating_duration_since(l).as_secs_f64());
         self.last = Some(now);
         self.tokens = (self.tokens + elapsed * cap as f64 / 8.0).min(burst);
         if self.tokens < bytes as f64 {
-            self.dropped += 1;
-            return false;
+            return Fate::Dropped;
         }
         self.tokens -= bytes as f64;
-        true
+        Fate::Now
     }
 }
 

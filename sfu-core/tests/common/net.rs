@@ -1,6 +1,6 @@
 //! The shard and its clients on a virtual network, stepped in virtual time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use sfu_core::shard::{
 use str0m::change::SdpAnswer;
 use str0m::media::{Direction, MediaKind, Mid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive, TcpType};
-use str0m::rtp::Extension;
+use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, Input, Rtc};
 
 use super::*;
@@ -53,6 +53,9 @@ pub struct Net {
     /// The next join's client negotiates no RTP header extensions (its packets carry a
     /// bare 12-byte header).
     pub join_without_extensions: bool,
+    /// The next join's client negotiates no transport-wide congestion control: the
+    /// server hears of its downlink only from the REMB it sends (as aiortc does).
+    pub join_without_twcc: bool,
     /// The room of the next join; `room` when `None`.
     pub join_room: Option<String>,
     /// What the shard's tap recorded (with `ShardConfig::tap`).
@@ -81,6 +84,7 @@ impl Net {
             join_audience: false,
             join_in_clear: false,
             join_without_extensions: false,
+            join_without_twcc: false,
             join_room: None,
             tapped: Vec::new(),
             longest_run: HashMap::new(),
@@ -134,6 +138,18 @@ impl Net {
         if std::mem::take(&mut self.join_without_extensions) {
             builder = builder.clear_extension_map();
         }
+        if std::mem::take(&mut self.join_without_twcc) {
+            let mut exts = ExtensionMap::empty();
+            for (id, e) in ExtensionMap::standard().iter() {
+                if *e != Extension::TransportSequenceNumber {
+                    exts.set(id, e.clone());
+                }
+            }
+            builder = builder.set_extension_map(exts).set_extension(
+                sfu_core::svc::DD_EXTENSION_ID,
+                Extension::with_serializer(sfu_core::svc::DD_URI, sfu_core::svc::DdExtension),
+            );
+        }
         let mut rtc = builder.build(self.now);
         let candidate = match proto {
             Protocol::Udp => Candidate::host(addr, "udp"),
@@ -170,6 +186,7 @@ impl Net {
             ignore_keyframe_requests: false,
             sending: HashMap::new(),
             downlink: Link::default(),
+            in_flight: VecDeque::new(),
             svc: None,
             slot_mids: Vec::new(),
             slot_messages: 0,
@@ -317,6 +334,16 @@ impl Net {
     pub fn pump(&mut self) {
         let mut to_server: Vec<ToServer> = Vec::new();
         for c in self.clients.iter_mut().filter(|c| c.online) {
+            // What a bottleneck held until now arrives first, in order.
+            while c.in_flight.front().is_some_and(|(at, _)| *at <= self.now) {
+                let Some((_, (proto, source, destination, data))) = c.in_flight.pop_front() else {
+                    break;
+                };
+                let receive = Receive::new(proto, source, destination, &data)
+                    .expect("server sends well-formed datagrams");
+                let _ = c.rtc.handle_input(Input::Receive(self.now, receive));
+                drain_client(c, &mut to_server);
+            }
             drain_client(c, &mut to_server);
         }
         for _ in 0..10_000 {
@@ -344,8 +371,14 @@ impl Net {
                             continue;
                         };
                         assert_eq!(t.proto, c.proto, "{} is reached over {:?}", c.name, c.proto);
-                        if !c.downlink.admit(self.now, t.contents.len(), &mut self.rng) {
-                            continue;
+                        match c.downlink.admit(self.now, t.contents.len(), &mut self.rng) {
+                            Fate::Dropped => continue,
+                            Fate::At(at) => {
+                                let d = (t.proto, t.source, t.destination, t.contents.to_vec());
+                                c.in_flight.push_back((at, d));
+                                continue;
+                            }
+                            Fate::Now => {}
                         }
                         let receive = Receive::new(t.proto, t.source, t.destination, &t.contents)
                             .expect("server sends well-formed datagrams");
