@@ -98,13 +98,15 @@ pub struct VideoItem {
 
 /// Going up past the current layer needs this much headroom, so that an estimate close to
 /// a layer's rate does not switch up and down.
-const UP_HEADROOM: f64 = 1.15;
+pub const UP_HEADROOM: f64 = 1.15;
 
 /// Chooses each item's layer: with `budget` (bit/s) `None`, the wanted layer (or the
 /// nearest usable below it, else above); with a budget, the most important items first at
 /// their lowest layer, those that do not fit paused, then upgrades in order of importance
-/// while the budget lasts.
-pub fn allocate(budget: Option<u64>, items: &[VideoItem]) -> Vec<Option<u8>> {
+/// while the budget lasts. With `floor`, the most important item shown keeps its lowest
+/// layer even when it does not fit (and leaves nothing for the rest), as a single stream
+/// always does: a dip of the estimate pauses the others, never the last picture.
+pub fn allocate(budget: Option<u64>, items: &[VideoItem], floor: bool) -> Vec<Option<u8>> {
     let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by_key(|&i| items[i].priority);
     let mut targets: Vec<Option<u8>> = vec![None; items.len()];
@@ -121,6 +123,7 @@ pub fn allocate(budget: Option<u64>, items: &[VideoItem]) -> Vec<Option<u8>> {
         return targets;
     };
     let mut left = budget;
+    let mut first = floor;
     for &i in &order {
         let it = &items[i];
         if it.wanted.is_none() {
@@ -133,12 +136,14 @@ pub fn allocate(budget: Option<u64>, items: &[VideoItem]) -> Vec<Option<u8>> {
         if rate <= left {
             left -= rate;
             targets[i] = Some(lowest);
-        } else if it.layers == 1 {
-            // A single stream has nothing lower to fall back to: pausing it would be
-            // worse than the congestion. It goes on and leaves nothing for the rest.
+        } else if it.layers == 1 || first {
+            // A single stream has nothing lower to fall back to, and the floor is the
+            // picture this subscriber needs most: pausing it would be worse than the
+            // congestion. It goes on and leaves nothing for the rest.
             left = 0;
             targets[i] = Some(lowest);
         }
+        first = false;
     }
     for &i in &order {
         let it = &items[i];
@@ -187,11 +192,19 @@ pub fn next_step(items: &[VideoItem], targets: &[Option<u8>]) -> (u64, Option<u6
     (allocated, step)
 }
 
-/// Exponentially smoothed bitrate of one stream, fed the bytes of each interval.
+/// Intervals a [`RateMeter`] keeps: 1.6 s of the shard's 200 ms rate ticks.
+pub const RATE_WINDOW: usize = 8;
+
+/// The sustained bitrate of one stream, fed the bytes of each interval: the median of
+/// its last [`RATE_WINDOW`] intervals (the lower one of an even count). A keyframe's
+/// burst, which fills one or two intervals, does not move it, so a layer's rate for
+/// allocation is what the layer takes, not what its last keyframe took.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RateMeter {
     bytes: u64,
-    bps: Option<f64>,
+    recent: [u64; RATE_WINDOW],
+    filled: usize,
+    next: usize,
 }
 
 impl RateMeter {
@@ -201,17 +214,21 @@ impl RateMeter {
 
     /// Ends an interval of `secs` seconds.
     pub fn tick(&mut self, secs: f64) {
-        let now = self.bytes as f64 * 8.0 / secs;
+        self.recent[self.next] = (self.bytes as f64 * 8.0 / secs) as u64;
         self.bytes = 0;
-        self.bps = Some(match self.bps {
-            None => now,
-            Some(old) => old + 0.3 * (now - old),
-        });
+        self.next = (self.next + 1) % RATE_WINDOW;
+        self.filled = (self.filled + 1).min(RATE_WINDOW);
     }
 
     /// Bit/s; `None` before the first interval ends.
     pub fn bps(&self) -> Option<u64> {
-        self.bps.map(|b| b as u64)
+        if self.filled == 0 {
+            return None;
+        }
+        let mut sorted = self.recent;
+        let sorted = &mut sorted[..self.filled];
+        sorted.sort_unstable();
+        Some(sorted[(self.filled - 1) / 2])
     }
 }
 
@@ -284,6 +301,29 @@ mod tests {
         }
     }
 
+    /// Without the floor, as before it existed.
+    fn allocate_(budget: Option<u64>, items: &[VideoItem]) -> Vec<Option<u8>> {
+        allocate(budget, items, false)
+    }
+
+    #[test]
+    fn the_floor_keeps_the_most_important_video_at_its_lowest_layer() {
+        let items = [item(3, Some(0)), item(1, Some(2)), item(2, Some(0))];
+        // Under even one lowest layer: the speaker stays on its lowest, the rest pause.
+        assert_eq!(
+            allocate(Some(100_000), &items, true),
+            vec![None, Some(0), None]
+        );
+        // Room for the speaker's lowest and one thumbnail: as without the floor.
+        assert_eq!(
+            allocate(Some(310_000), &items, true),
+            allocate_(Some(310_000), &items)
+        );
+        // The floor goes to the most important video shown, not to one hidden.
+        let hidden = [item(0, None), item(5, Some(2))];
+        assert_eq!(allocate(Some(10_000), &hidden, true), vec![None, Some(0)]);
+    }
+
     #[test]
     fn without_a_budget_each_gets_what_it_wants() {
         let mut b = item(2, Some(1));
@@ -292,7 +332,7 @@ mod tests {
         c.usable = [true, false, false];
         let items = [item(1, Some(2)), b, c, item(4, None)];
         assert_eq!(
-            allocate(None, &items),
+            allocate_(None, &items),
             vec![Some(2), Some(0), Some(0), None]
         );
     }
@@ -302,20 +342,20 @@ mod tests {
         let items = [item(3, Some(0)), item(1, Some(2)), item(2, Some(0))];
         // Everything fits.
         assert_eq!(
-            allocate(Some(2_000_000), &items),
+            allocate_(Some(2_000_000), &items),
             vec![Some(0), Some(2), Some(0)]
         );
         // Thumbnails first, then the speaker up as far as it goes.
         assert_eq!(
-            allocate(Some(900_000), &items),
+            allocate_(Some(900_000), &items),
             vec![Some(0), Some(1), Some(0)]
         );
         // Not even every thumbnail: the least important pauses.
         assert_eq!(
-            allocate(Some(310_000), &items),
+            allocate_(Some(310_000), &items),
             vec![None, Some(0), Some(0)]
         );
-        assert_eq!(allocate(Some(100_000), &items), vec![None, None, None]);
+        assert_eq!(allocate_(Some(100_000), &items), vec![None, None, None]);
     }
 
     #[test]
@@ -324,7 +364,7 @@ mod tests {
         screen.layers = 1;
         screen.rates = [2_500_000, 0, 0];
         let items = [screen, item(1, Some(2))];
-        assert_eq!(allocate(Some(1_000_000), &items), vec![Some(0), None]);
+        assert_eq!(allocate_(Some(1_000_000), &items), vec![Some(0), None]);
     }
 
     #[test]
@@ -332,12 +372,12 @@ mod tests {
         let mut it = item(1, Some(2));
         it.current = Some(1);
         // Exactly enough for the top layer: not enough to go up to it...
-        assert_eq!(allocate(Some(1_500_000), &[it]), vec![Some(1)]);
+        assert_eq!(allocate_(Some(1_500_000), &[it]), vec![Some(1)]);
         // ...but enough to stay on it.
         it.current = Some(2);
-        assert_eq!(allocate(Some(1_500_000), &[it]), vec![Some(2)]);
+        assert_eq!(allocate_(Some(1_500_000), &[it]), vec![Some(2)]);
         it.current = Some(1);
-        assert_eq!(allocate(Some(1_700_000), &[it]), vec![Some(2)]);
+        assert_eq!(allocate_(Some(1_700_000), &[it]), vec![Some(2)]);
     }
 
     #[test]
@@ -362,13 +402,28 @@ mod tests {
     }
 
     #[test]
-    fn rate_meter_smooths() {
+    fn a_rate_is_sustained_a_keyframe_burst_does_not_move_it() {
         let mut m = RateMeter::default();
         assert_eq!(m.bps(), None);
-        m.add(12_500);
-        m.tick(0.1);
-        assert_eq!(m.bps(), Some(1_000_000));
-        m.tick(0.1);
-        assert_eq!(m.bps(), Some(700_000));
+        let interval = |m: &mut RateMeter, bytes| {
+            m.add(bytes);
+            m.tick(0.2);
+        };
+        interval(&mut m, 5_000); // 200 kbit/s
+        assert_eq!(m.bps(), Some(200_000));
+        for _ in 0..6 {
+            interval(&mut m, 5_000);
+        }
+        // A keyframe four times a frame's size: one interval at 350 kbit/s, and a layer
+        // switch it causes would be its own doing.
+        interval(&mut m, 8_750);
+        assert_eq!(m.bps(), Some(200_000));
+        interval(&mut m, 5_000);
+        assert_eq!(m.bps(), Some(200_000));
+        // The stream really halves: the rate follows within half the window.
+        for _ in 0..RATE_WINDOW / 2 + 1 {
+            interval(&mut m, 2_500);
+        }
+        assert_eq!(m.bps(), Some(100_000));
     }
 }

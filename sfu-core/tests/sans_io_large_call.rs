@@ -65,7 +65,8 @@ fn a_subscriber_with_less_bandwidth_gets_a_lower_layer_and_goes_back_up() {
         .count();
     assert!(
         ups <= 1,
-        "bob tried the top layer {ups} times under the cap"
+        "bob tried the top layer {ups} times under the cap: {:?}",
+        layer_runs(&during)
     );
     let quiet = between(&during, fell_at, fell_at + Duration::from_secs(8));
     assert!(

@@ -2,6 +2,7 @@
 
 use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
+use sfu_core::adaptation::{Cause, Frozen};
 use sfu_core::forwarder::DropReason;
 use sfu_core::shard::{Counters, RelayDrop};
 
@@ -19,6 +20,8 @@ pub struct Metrics {
     calls: IntCounter,
     keyframe_requests: IntCounter,
     layer_switches: IntCounter,
+    layer_choices: IntCounterVec,
+    video_frozen: IntCounterVec,
     dd_read: IntCounter,
     dd_unreadable: IntCounter,
     drops: IntCounterVec,
@@ -93,6 +96,20 @@ impl Metrics {
             layer_switches: IntCounter::new(
                 "sfu_layer_switches_total",
                 "Subscriptions switched to another simulcast or SVC layer, or resumed",
+            )?,
+            layer_choices: IntCounterVec::new(
+                Opts::new(
+                    "sfu_layer_choices_total",
+                    "Changes of the layer chosen for a subscription, by cause",
+                ),
+                &["cause"],
+            )?,
+            video_frozen: IntCounterVec::new(
+                Opts::new(
+                    "sfu_video_frozen_ms_total",
+                    "Milliseconds videos shown to a subscriber delivered no picture, by reason",
+                ),
+                &["reason"],
             )?,
             dd_read: IntCounter::new(
                 "sfu_dependency_descriptors_read_total",
@@ -177,6 +194,14 @@ impl Metrics {
         ] {
             registry.register(Box::new(c.clone()))?;
         }
+        registry.register(Box::new(m.layer_choices.clone()))?;
+        for cause in Cause::ALL {
+            m.layer_choices.with_label_values(&[cause.label()]);
+        }
+        registry.register(Box::new(m.video_frozen.clone()))?;
+        for reason in Frozen::ALL {
+            m.video_frozen.with_label_values(&[reason.label()]);
+        }
         registry.register(Box::new(m.drops.clone()))?;
         for reason in DropReason::ALL {
             m.drops.with_label_values(&[reason.as_str()]);
@@ -239,6 +264,22 @@ impl Metrics {
         self.calls.inc_by(counters.calls_started);
         self.keyframe_requests.inc_by(counters.keyframe_requests);
         self.layer_switches.inc_by(counters.layer_switches);
+        for cause in Cause::ALL {
+            let n = counters.layer_choices[cause.index()];
+            if n > 0 {
+                self.layer_choices
+                    .with_label_values(&[cause.label()])
+                    .inc_by(n);
+            }
+        }
+        for reason in Frozen::ALL {
+            let n = counters.video_frozen_ms[reason.index()];
+            if n > 0 {
+                self.video_frozen
+                    .with_label_values(&[reason.label()])
+                    .inc_by(n);
+            }
+        }
         self.dd_read.inc_by(counters.dd_read);
         self.dd_unreadable.inc_by(counters.dd_unreadable);
         for reason in DropReason::ALL {

@@ -94,7 +94,9 @@ impl Shard {
             .set_rtp_mode(true)
             .set_local_ice_credentials(creds)
             .enable_bwe(estimates(&join.grants).then(|| Bitrate::bps(INITIAL_ESTIMATE_BPS)))
-            .set_stats_interval((!estimates(&join.grants)).then_some(LOSS_INTERVAL))
+            // Everyone's losses: a receive-only participant's estimate, and for the
+            // others whether the link carries the floor video (`Adaptation`).
+            .set_stats_interval(Some(LOSS_INTERVAL))
             .set_extension(
                 DD_EXTENSION_ID,
                 Extension::with_serializer(DD_URI, DdExtension),

@@ -1,15 +1,17 @@
 //! What flows on each of a participant's subscriptions: which microphones, which
-//! cameras at which layer, within its bandwidth estimate.
+//! cameras at which layer, within its bandwidth estimate as `adaptation` plans it.
 
 use std::time::Duration;
 
 use protocol::{Kind, MAX_LAYERS, ParticipantId, Quality, TrackId};
-use str0m::bwe::Bitrate;
 use tracing::debug;
 
 use super::Shard;
+use super::participant::estimates;
 use super::shown::shown;
+use super::steer::Steering;
 use super::track::{NOMINAL_AUDIO_BPS, NOMINAL_LAYER_BPS, NOMINAL_VIDEO_BPS};
+use crate::adaptation::{Frozen, Prior, Reading};
 use crate::selection::{self, VideoItem};
 
 /// Where a subscriber's bandwidth estimate starts: enough for a 2.5 Mbit/s screen share
@@ -21,6 +23,9 @@ pub(super) const INITIAL_ESTIMATE_BPS: u64 = 3_000_000;
 /// long. (Doubling it while falls recur kept receivers off the top layer for minutes
 /// after the estimate's start-up swings, in Chromium.)
 pub(super) const UPGRADE_HOLD: Duration = Duration::from_secs(8);
+
+/// A receiver's loss report counts for the floor this long (they come every second).
+const LOSS_FRESH: Duration = Duration::from_secs(3);
 
 impl Shard {
     /// Chooses what flows on each of a participant's subscriptions: which microphones
@@ -38,8 +43,11 @@ impl Shard {
         };
         let now = self.now;
         let standing = room.standing(id, config.loudest_threshold);
+        let mut frozen = [0u64; Frozen::ALL.len()];
         let mut items: Vec<VideoItem> = Vec::new();
         let mut slots: Vec<usize> = Vec::new();
+        // Per item: how the last choice left it.
+        let mut priors: Vec<Prior> = Vec::new();
         let mut audio_bps = 0;
         let mut ideal_bps = 0;
         for (slot, s) in p.subscriptions.iter_mut() {
@@ -71,10 +79,12 @@ impl Shard {
             let (large, _) = standing;
             let wanted = order.map(|o| if o > 2 && large { 0 } else { top });
             let priority = order.unwrap_or(u32::MAX);
-            let mut wanted = wanted.map(|w| w.min(cap));
-            // Holding after a fall for lack of bandwidth: nothing goes up.
+            let asked = wanted.map(|w| w.min(cap));
+            let mut wanted = asked;
+            // Holding after a fall for lack of bandwidth: nothing goes up from where it
+            // was chosen (it may not flow yet, waiting for its keyframe).
             if p.downlink.upgrade_hold.is_some_and(|until| now < until) {
-                wanted = wanted.map(|w| w.min(s.current.unwrap_or(0)));
+                wanted = wanted.map(|w| w.min(s.target.unwrap_or(0)));
             }
             let mut item = VideoItem {
                 priority,
@@ -101,11 +111,81 @@ impl Shard {
             if let Some(w) = wanted {
                 ideal_bps += item.rates[usize::from(w)];
             }
+            // Since the last choice: paused (for bandwidth, or nothing arrives), or chosen
+            // and waiting for its keyframe. Nothing counts before the first choice.
+            if asked.is_some() && s.wanted.is_some() {
+                let reason = if s.target.is_none() {
+                    Some(if item.usable[..usize::from(top) + 1].contains(&true) {
+                        Frozen::Bandwidth
+                    } else {
+                        Frozen::Publisher
+                    })
+                } else {
+                    s.current.is_none().then_some(Frozen::Keyframe)
+                };
+                if let Some(r) = reason {
+                    frozen[r.index()] += 1;
+                }
+            }
+            priors.push(Prior {
+                target: s.target,
+                asked,
+                asked_before: s.wanted,
+                usable: s.target.is_none_or(|l| item.usable[usize::from(l)]),
+            });
+            s.wanted = asked;
             items.push(item);
             slots.push(slot);
         }
         let budget = p.downlink.estimate.map(|e| e.saturating_sub(audio_bps));
-        let targets = selection::allocate(budget, &items);
+        let rate_of = |it: &VideoItem, l: Option<u8>| l.map_or(0, |l| it.rates[usize::from(l)]);
+        let takes = items
+            .iter()
+            .zip(&priors)
+            .map(|(it, p)| rate_of(it, p.target))
+            .sum();
+        // The floor video (its index and its lowest layer's rate): the most important
+        // shown with layers to choose from (a single stream is never paused anyway).
+        let floor = items
+            .iter()
+            .enumerate()
+            .filter(|(_, it)| it.wanted.is_some() && it.layers > 1)
+            .min_by_key(|(_, it)| it.priority)
+            .and_then(|(i, it)| {
+                let lowest = (0..it.layers).find(|&l| it.usable[usize::from(l)])?;
+                Some((i, it.rates[usize::from(lowest)]))
+            });
+        let lost = p
+            .downlink
+            .lost
+            .filter(|(at, _)| now.saturating_duration_since(*at) < LOSS_FRESH);
+        let reading = Reading {
+            budget,
+            takes,
+            floor: floor.map(|(_, rate)| rate),
+            dips: estimates(&p.grants),
+            loss: lost.map(|(_, l)| l),
+        };
+        let plan = p.downlink.adaptation.plan(now, &reading);
+        if plan.hold {
+            // A dip too short to act on: everything stays where it is.
+            for (it, prior) in items.iter_mut().zip(&priors) {
+                it.wanted = it.wanted.and_then(|w| prior.target.map(|t| t.min(w)));
+            }
+        }
+        let mut targets = selection::allocate(plan.budget, &items, plan.floor);
+        p.downlink
+            .adaptation
+            .bound_ups(now, &mut targets, &priors, &items);
+        for (t, prior) in targets.iter().zip(&priors) {
+            if let Some(c) = prior.cause(*t) {
+                self.counters.layer_choices[c.index()] += 1;
+            }
+        }
+        let elapsed = p.downlink.adaptation.count_until(now).as_millis() as u64;
+        for (count, total) in frozen.iter().zip(&mut self.counters.video_frozen_ms) {
+            *total += count * elapsed;
+        }
         // A video that went down (or paused) while still wanted higher fell for lack of
         // bandwidth: hold every upgrade for a while (an estimate that climbs back only to
         // fall again would otherwise switch up and down).
@@ -126,6 +206,21 @@ impl Shard {
                 .filter(|it| it.wanted.is_some())
                 .map(|it| it.rates[0])
                 .sum::<u64>();
+        // The floor video kept on below the estimate bypasses the pacer.
+        let carried = floor.filter(|(i, rate)| {
+            plan.floor && targets[*i].is_some() && budget.is_some_and(|b| b < *rate)
+        });
+        for (i, slot) in slots.iter().enumerate() {
+            let unpaced = carried.is_some_and(|(f, _)| f == i);
+            if let Some(s) = p.subscriptions.get_mut(*slot)
+                && s.unpaced != unpaced
+                && let Some(tx) = p.rtc.direct_api().stream_tx_by_mid(s.mid(), None)
+            {
+                tx.set_unpaced(unpaced);
+                s.unpaced = unpaced;
+                debug!(participant = %id, track = %s.track_id(), unpaced, "floor video pacing");
+            }
+        }
         let connected = p.rtc.is_connected();
         let mut awaited: Vec<(TrackId, u8)> = Vec::new();
         for (slot, target) in slots.into_iter().zip(targets) {
@@ -142,21 +237,18 @@ impl Shard {
                 }
             }
         }
-        // Let the estimator find out whether the next layer up fits: padding up to it
-        // (never above the estimate), and probing towards what this subscriber would
-        // receive with bandwidth to spare.
-        let desired = (audio_bps + ideal_bps).max(NOMINAL_AUDIO_BPS);
-        let minimum = step_up.map_or(0, |step| (audio_bps + allocated + step).min(desired));
-        let differs = |a: u64, b: u64| a.abs_diff(b) > b / 10;
-        if differs(desired, p.downlink.bwe_bitrates.1)
-            || differs(minimum, p.downlink.bwe_bitrates.0)
-        {
-            p.downlink.bwe_bitrates = (minimum, desired);
-            p.rtc
-                .bwe()
-                .set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired));
-            self.mark_dirty(id);
-        }
+        let probe_floor = !plan.floor && p.downlink.adaptation.probe_floor(now);
+        self.steer_estimator(
+            id,
+            Steering {
+                audio: audio_bps,
+                allocated,
+                ideal: ideal_bps,
+                step_up,
+                floor: plan.floor,
+                probe_floor,
+            },
+        );
         for (track_id, layer) in awaited {
             if let Some(t) = self.tracks.get_mut(&track_id) {
                 let layer = usize::from(t.keyframe_layer(layer));

@@ -147,6 +147,11 @@ impl Shard {
         let Some(p) = self.participants.get_mut(&id) else {
             return;
         };
+        // str0m reports every m-line at one instant: the round's most.
+        p.downlink.lost = Some(match p.downlink.lost {
+            Some((at, most)) if at == now => (at, most.max(loss)),
+            _ => (now, loss),
+        });
         if estimates(&p.grants) {
             return;
         }

@@ -12,6 +12,7 @@ use str0m::net::{Protocol, Transmit};
 use str0m::rtp::Ssrc;
 
 use super::relay::RelayDrop;
+use crate::adaptation::{Cause, Frozen};
 use crate::forwarder::DropReason;
 
 /// What the driver must do next.
@@ -72,6 +73,10 @@ pub struct Counters {
     pub keyframe_requests: u64,
     /// A subscription moved to another layer (or resumed after a pause).
     pub layer_switches: u64,
+    /// A subscription's chosen layer changed, by cause (it switches at the next keyframe).
+    pub layer_choices: [u64; Cause::ALL.len()],
+    /// Milliseconds that videos shown to a subscriber delivered no picture, by reason.
+    pub video_frozen_ms: [u64; Frozen::ALL.len()],
     /// Dependency descriptors read, and those that could not be (the packet's payload
     /// was used).
     pub dd_read: u64,

@@ -9,7 +9,9 @@ use str0m::rtp::Ssrc;
 
 use super::ice::Remote;
 use super::loss::LossEstimate;
+use super::remb::RembEstimate;
 use super::subscription::Subscriptions;
+use crate::adaptation::Adaptation;
 use crate::pacer::Pacer;
 
 /// One participant's WebRTC session and what it publishes and receives.
@@ -104,4 +106,11 @@ pub(super) struct Downlink {
     pub(super) lowest_bps: u64,
     /// Its loss-based estimate's state (receive-only participants).
     pub(super) loss: LossEstimate,
+    /// Its REMB reports (a receiver without TWCC).
+    pub(super) remb: RembEstimate,
+    /// How its layers follow the estimate over time.
+    pub(super) adaptation: Adaptation,
+    /// The most any of its m-lines lost in its receiver's last reports (a fraction), and
+    /// when they came.
+    pub(super) lost: Option<(Instant, f32)>,
 }

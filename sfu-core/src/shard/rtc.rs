@@ -80,19 +80,21 @@ impl Shard {
                 }
             }
             Event::MediaEgressStats(stats) => self.on_egress_loss(id, stats.loss),
-            Event::EgressBitrateEstimate(estimate) => {
-                if let Some(p) = self.participants.get_mut(&id) {
-                    match estimate {
-                        BweKind::Twcc { estimate, .. } => {
-                            p.downlink.estimate = Some(estimate.as_u64());
-                            p.downlink.estimate_is_twcc = true;
-                        }
-                        BweKind::Remb { estimate, .. } if !p.downlink.estimate_is_twcc => {
-                            p.downlink.estimate = Some(estimate.as_u64());
-                        }
-                        _ => {}
-                    }
+            Event::EgressBitrateEstimate(BweKind::Twcc {
+                estimate,
+                can_probe,
+            }) => {
+                // Before TWCC works (a receiver without it never makes it work), the
+                // estimate is only the configured start: its REMB, if any, tells more.
+                if let Some(p) = self.participants.get_mut(&id)
+                    && (can_probe || p.downlink.estimate_is_twcc)
+                {
+                    p.downlink.estimate = Some(estimate.as_u64());
+                    p.downlink.estimate_is_twcc = true;
                 }
+            }
+            Event::EgressBitrateEstimate(BweKind::Remb { estimate, mid }) => {
+                self.on_remb(id, mid, estimate.as_u64());
             }
             Event::IceConnectionStateChange(state) => {
                 debug!(participant = %id, ?state, "ICE state");

@@ -71,6 +71,7 @@ impl Shard {
             }
             let ids: Vec<ParticipantId> = self.participants.keys().copied().collect();
             for id in ids {
+                self.age_remb(id);
                 self.choose_for(id);
             }
             self.announce_layers();

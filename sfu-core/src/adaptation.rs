@@ -1,0 +1,459 @@
+//! How a subscriber's layers follow its bandwidth estimate over time, as pure state: a
+//! floor for its most important video, hysteresis in both directions, a bound on how
+//! often its layers go up, and why each choice changed. The shard's `choose_for` asks
+//! [`Adaptation::plan`] what the allocation ([`crate::selection::allocate`]) may do
+//! each time it runs.
+
+use std::time::{Duration, Instant};
+
+use crate::selection::VideoItem;
+
+/// Layers go down only once the budget has stayed below what they take this long: a
+/// keyframe's burst or one report of overuse moves the estimate for less.
+pub const DOWN_HOLD: Duration = Duration::from_millis(1500);
+
+/// ... unless the budget falls under this share of what they take: then at once. (One
+/// overuse report sets a TWCC estimate to 0.85 of the acknowledged rate; a link that
+/// really narrowed takes it lower within a second, with its losses.)
+pub const DOWN_AT_ONCE: f64 = 0.75;
+
+/// The floor video keeps its lowest layer until the budget has stayed under this share
+/// of that layer's rate for [`FLOOR_HOLD`], with losses over [`FLOOR_LOSS`]: then the
+/// link cannot carry it, and it pauses
+/// too (audio goes on; the video comes back once the budget carries it again).
+pub const STARVED: f64 = 0.5;
+
+pub const FLOOR_HOLD: Duration = Duration::from_secs(4);
+
+/// Once the floor is lifted, the link is probed for it this often, for a second each
+/// time (and not in between: every probe costs the audio a packet or two on a link
+/// that thin).
+pub const FLOOR_PROBE_EVERY: Duration = Duration::from_secs(5);
+
+/// ... and while its receiver reports more than this share lost (if it reports). An
+/// estimate that falls on a link that carries most of the layer only says the layer
+/// does not fit whole: GCC's loss controller keeps cutting while the floor overshoots,
+/// and the retransmissions of what a link 10 % short drops make it lose a third.
+pub const FLOOR_LOSS: f32 = 0.5;
+
+/// Layers go up only once the budget has had room for it this long: a probe's result,
+/// or an estimate that overshoots for a moment, is not a link that carries more.
+pub const UP_HOLD: Duration = Duration::from_secs(2);
+
+/// Going up for bandwidth takes a token from a bucket of this many, one back every
+/// [`UP_REFILL`]: a subscriber's layers go up at most about 6 times a minute, whatever
+/// its estimate does.
+pub const UP_BURST: f64 = 3.0;
+
+pub const UP_REFILL: Duration = Duration::from_secs(10);
+
+/// Why a subscription's chosen layer changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The budget no longer carries it.
+    BandwidthDown,
+    /// The budget carries more.
+    BandwidthUp,
+    /// The subscriber's view changed: shown, hidden, pinned, another quality asked for.
+    View,
+    /// The layer it received stopped arriving (the publisher paused or stalled it).
+    Publisher,
+}
+
+impl Cause {
+    pub const ALL: [Cause; 4] = [
+        Cause::BandwidthDown,
+        Cause::BandwidthUp,
+        Cause::View,
+        Cause::Publisher,
+    ];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Cause::BandwidthDown => "bandwidth_down",
+            Cause::BandwidthUp => "bandwidth_up",
+            Cause::View => "view",
+            Cause::Publisher => "publisher",
+        }
+    }
+}
+
+/// A subscription as the last choice left it: what the next one's changes are weighed
+/// against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prior {
+    /// The layer chosen (`None`: paused).
+    pub target: Option<u8>,
+    /// The layer its view asks for now, and did then (`None`: not shown), before holds.
+    pub asked: Option<u8>,
+    pub asked_before: Option<u8>,
+    /// The layer chosen still arrives.
+    pub usable: bool,
+}
+
+impl Prior {
+    /// Why the choice goes from this to `after`; `None` when nothing changed.
+    pub fn cause(&self, after: Option<u8>) -> Option<Cause> {
+        if self.target == after {
+            return None;
+        }
+        Some(if self.asked != self.asked_before || self.asked.is_none() {
+            Cause::View
+        } else if self.target.is_some() && !self.usable {
+            Cause::Publisher
+        } else if after > self.target {
+            Cause::BandwidthUp
+        } else {
+            Cause::BandwidthDown
+        })
+    }
+}
+
+/// Why a video a subscriber is shown delivers no picture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frozen {
+    /// Paused for lack of bandwidth.
+    Bandwidth,
+    /// Chosen, and waiting for a keyframe of its layer.
+    Keyframe,
+    /// None of its layers arrives.
+    Publisher,
+}
+
+impl Frozen {
+    pub const ALL: [Frozen; 3] = [Frozen::Bandwidth, Frozen::Keyframe, Frozen::Publisher];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Frozen::Bandwidth => "bandwidth",
+            Frozen::Keyframe => "keyframe",
+            Frozen::Publisher => "publisher",
+        }
+    }
+}
+
+/// What a subscriber's link looks like at one allocation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reading {
+    /// Its budget for video (bit/s); `None`: no estimate.
+    pub budget: Option<u64>,
+    /// What the current choice takes.
+    pub takes: u64,
+    /// The lowest layer's rate of the most important video it is shown, if any.
+    pub floor: Option<u64>,
+    /// Whether its estimate has short dips to hold through (a delay-based one); a
+    /// loss-based estimate falls only after a second of losses, reason enough to go down.
+    pub dips: bool,
+    /// The most its receiver reported lost lately, a fraction, if it reported.
+    pub loss: Option<f32>,
+}
+
+/// What one allocation may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    /// The budget to allocate (bit/s); `None`: nothing limits it.
+    pub budget: Option<u64>,
+    /// The most important video keeps its lowest layer whatever the budget.
+    pub floor: bool,
+    /// Nothing goes up or down: a dip too short to act on. The budget is then what the
+    /// current choice takes.
+    pub hold: bool,
+}
+
+/// One subscriber's adaptation state between allocations.
+#[derive(Debug, Clone, Default)]
+pub struct Adaptation {
+    /// Since when the budget has been below what the current choice takes.
+    short_since: Option<Instant>,
+    /// Since when it has been well under the floor video's lowest layer, and whether
+    /// that lasted: the floor is lifted until the budget carries that layer again.
+    starved_since: Option<Instant>,
+    floor_lifted: Option<Instant>,
+    /// Since when the budget has had room to go up.
+    room_since: Option<Instant>,
+    /// Upgrade tokens, and when they were last refilled.
+    tokens: Option<(f64, Instant)>,
+    /// Until when paused time was last counted.
+    counted: Option<Instant>,
+}
+
+impl Adaptation {
+    /// What the allocation at `now` may do, given what its link looks like.
+    pub fn plan(&mut self, now: Instant, link: &Reading) -> Plan {
+        let Reading {
+            budget,
+            takes,
+            floor,
+            dips,
+            loss,
+        } = *link;
+        let Some(b) = budget else {
+            *self = Adaptation {
+                tokens: self.tokens,
+                counted: self.counted,
+                ..Adaptation::default()
+            };
+            return Plan {
+                budget: None,
+                floor: true,
+                hold: false,
+            };
+        };
+        match floor {
+            Some(rate)
+                if (b as f64) < STARVED * rate as f64 && loss.is_none_or(|l| l > FLOOR_LOSS) =>
+            {
+                let since = *self.starved_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= FLOOR_HOLD {
+                    self.floor_lifted.get_or_insert(now);
+                }
+            }
+            Some(rate) if b >= rate => {
+                self.starved_since = None;
+                self.floor_lifted = None;
+            }
+            _ => self.starved_since = None,
+        }
+        let hold = if b < takes && dips {
+            let since = *self.short_since.get_or_insert(now);
+            now.saturating_duration_since(since) < DOWN_HOLD
+                && b as f64 >= DOWN_AT_ONCE * takes as f64
+        } else {
+            self.short_since = None;
+            false
+        };
+        Plan {
+            budget: Some(if hold { takes } else { b }),
+            floor: self.floor_lifted.is_none(),
+            hold,
+        }
+    }
+
+    /// Bounds what goes up for bandwidth in `targets` (the allocation's, for `items`
+    /// whose last choices were `priors`): nothing until there has been room for it a
+    /// while, and a token left; then one layer at a time, each step checked by the
+    /// estimate before the next.
+    pub fn bound_ups(
+        &mut self,
+        now: Instant,
+        targets: &mut [Option<u8>],
+        priors: &[Prior],
+        items: &[VideoItem],
+    ) {
+        let up = |t: &Option<u8>, p: &Prior| p.cause(*t) == Some(Cause::BandwidthUp);
+        let room = targets.iter().zip(priors).any(|(t, p)| up(t, p));
+        let may = self.may_go_up(now, room);
+        for ((t, p), it) in targets.iter_mut().zip(priors).zip(items) {
+            if up(t, p) {
+                *t = if may {
+                    let from = p.target.map_or(0, |l| l + 1);
+                    let next = (from..it.layers).find(|&l| it.usable[usize::from(l)]);
+                    next.min(*t)
+                } else {
+                    p.target
+                };
+            }
+        }
+    }
+
+    /// Whether layers may go up for bandwidth at `now`, when the allocation would
+    /// (`room`): only once it has had room for [`UP_HOLD`] (since the last step up), and
+    /// with a token left (it takes one); `false` also when it went up too often lately.
+    fn may_go_up(&mut self, now: Instant, room: bool) -> bool {
+        if !room {
+            self.room_since = None;
+            return false;
+        }
+        let since = *self.room_since.get_or_insert(now);
+        if now.saturating_duration_since(since) < UP_HOLD {
+            return false;
+        }
+        let (tokens, at) = self.tokens.get_or_insert((UP_BURST, now));
+        let refill = now.saturating_duration_since(*at).as_secs_f64() / UP_REFILL.as_secs_f64();
+        *tokens = (*tokens + refill).min(UP_BURST);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            // The next step waits for room with this one's layers flowing.
+            self.room_since = Some(now);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether to probe at `now` for the floor video it lifted: for a second every
+    /// [`FLOOR_PROBE_EVERY`].
+    pub fn probe_floor(&self, now: Instant) -> bool {
+        self.floor_lifted.is_some_and(|at| {
+            let every = FLOOR_PROBE_EVERY.as_millis();
+            now.saturating_duration_since(at).as_millis() % every >= every - 1000
+        })
+    }
+
+    /// The time since paused time was last counted (none the first time), capped at a
+    /// second: choices are made every 200 ms.
+    pub fn count_until(&mut self, now: Instant) -> Duration {
+        let since = self.counted.replace(now).unwrap_or(now);
+        now.saturating_duration_since(since)
+            .min(Duration::from_secs(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn r(
+        budget: Option<u64>,
+        takes: u64,
+        floor: Option<u64>,
+        dips: bool,
+        loss: Option<f32>,
+    ) -> Reading {
+        Reading {
+            budget,
+            takes,
+            floor,
+            dips,
+            loss,
+        }
+    }
+
+    #[test]
+    fn a_short_dip_holds_a_long_one_goes_down_a_deep_one_at_once() {
+        let mut a = Adaptation::default();
+        let t0 = Instant::now();
+        let plan = a.plan(t0, &r(Some(900_000), 1_000_000, Some(200_000), true, None));
+        assert_eq!(
+            plan,
+            Plan {
+                budget: Some(1_000_000),
+                floor: true,
+                hold: true
+            }
+        );
+        assert!(
+            a.plan(
+                t0 + 1000 * MS,
+                &r(Some(900_000), 1_000_000, None, true, None)
+            )
+            .hold
+        );
+        let after = a.plan(
+            t0 + DOWN_HOLD,
+            &r(Some(900_000), 1_000_000, None, true, None),
+        );
+        assert_eq!((after.budget, after.hold), (Some(900_000), false));
+        // Back above: the next dip is held again.
+        assert!(
+            !a.plan(
+                t0 + 2 * DOWN_HOLD,
+                &r(Some(1_100_000), 1_000_000, None, true, None)
+            )
+            .hold
+        );
+        assert!(
+            a.plan(
+                t0 + 3 * DOWN_HOLD,
+                &r(Some(800_000), 1_000_000, None, true, None)
+            )
+            .hold
+        );
+        // Well under: no wait.
+        let mut b = Adaptation::default();
+        assert!(
+            !b.plan(t0, &r(Some(700_000), 1_000_000, None, true, None))
+                .hold
+        );
+        // A loss-based estimate: no wait either.
+        let mut c = Adaptation::default();
+        assert!(
+            !c.plan(t0, &r(Some(900_000), 1_000_000, None, false, None))
+                .hold
+        );
+    }
+
+    #[test]
+    fn the_floor_lifts_only_after_seconds_well_under_it_with_losses() {
+        let mut a = Adaptation::default();
+        let t0 = Instant::now();
+        let lowest = Some(200_000);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let floor = |a: &mut Adaptation, s, budget, loss| {
+            a.plan(at(s), &r(Some(budget), 200_000, lowest, true, loss))
+                .floor
+        };
+        // 0.8 of the floor layer for a minute, losing a tenth: the floor holds.
+        assert!((0..60).all(|s| floor(&mut a, s, 160_000, Some(0.1))));
+        // An estimate that fell far under it while the link carries most of it (GCC's
+        // loss controller cutting and cutting): the floor holds.
+        assert!((60..120).all(|s| floor(&mut a, s, 60_000, Some(0.35))));
+        // Far under it and losing most: lifted once that lasted.
+        assert!((120..124).all(|s| floor(&mut a, s, 60_000, Some(0.7))));
+        assert!(!floor(&mut a, 124, 60_000, Some(0.7)));
+        // Not back at 0.8 of it; back once the budget carries it.
+        assert!(!floor(&mut a, 130, 160_000, Some(0.0)));
+        assert!(floor(&mut a, 131, 200_000, Some(0.0)));
+        // A receiver that reports no loss: the estimate alone decides.
+        let mut b = Adaptation::default();
+        assert!((0..4).all(|s| floor(&mut b, s, 60_000, None)));
+        assert!(!floor(&mut b, 4, 60_000, None));
+    }
+
+    #[test]
+    fn going_up_waits_for_lasting_room_and_is_bounded() {
+        let mut a = Adaptation::default();
+        let t0 = Instant::now();
+        // Room for a moment (a probe's result), then none: nothing goes up.
+        assert!(!a.may_go_up(t0, true));
+        assert!(!a.may_go_up(t0 + 1000 * MS, true));
+        assert!(!a.may_go_up(t0 + 1200 * MS, false));
+        assert!(!a.may_go_up(t0 + 3000 * MS, true));
+        assert!(a.may_go_up(t0 + 3000 * MS + UP_HOLD, true));
+        // The next step waits as long again.
+        assert!(!a.may_go_up(t0 + 4000 * MS + UP_HOLD, true));
+        // Room all along: a burst, then one per refill, about 2 + 60 in 10 minutes.
+        let t1 = t0 + Duration::from_secs(10);
+        let ups = (0..600)
+            .filter(|s| a.may_go_up(t1 + Duration::from_secs(*s), true))
+            .count();
+        assert!((60..=63).contains(&ups), "{ups} ups in 10 minutes");
+    }
+
+    #[test]
+    fn each_change_has_its_cause() {
+        use Cause::*;
+        let prior = |target, asked, asked_before, usable| Prior {
+            target,
+            asked,
+            asked_before,
+            usable,
+        };
+        let steady = |target| prior(target, Some(2), Some(2), true);
+        assert_eq!(steady(Some(1)).cause(Some(1)), None);
+        assert_eq!(steady(Some(2)).cause(Some(1)), Some(BandwidthDown));
+        assert_eq!(steady(Some(1)).cause(None), Some(BandwidthDown));
+        assert_eq!(steady(None).cause(Some(0)), Some(BandwidthUp));
+        assert_eq!(
+            prior(Some(2), Some(2), Some(2), false).cause(Some(1)),
+            Some(Publisher)
+        );
+        assert_eq!(prior(None, Some(2), None, true).cause(Some(2)), Some(View));
+        assert_eq!(
+            prior(Some(2), Some(0), Some(2), true).cause(Some(0)),
+            Some(View)
+        );
+        assert_eq!(prior(Some(0), None, Some(0), true).cause(None), Some(View));
+    }
+}

@@ -1,0 +1,168 @@
+//! The estimate of a subscriber without TWCC whose receiver sends REMB (aiortc, older
+//! SDKs): one link estimate from the reports of all its m-lines, and a re-probe when
+//! the reports stop because its video was paused.
+
+use std::time::{Duration, Instant};
+
+use protocol::ParticipantId;
+use str0m::media::Mid;
+use tracing::debug;
+
+use super::Shard;
+
+/// A report older than this no longer counts; once the latest is, the estimate is
+/// raised to resume the paused video (a receiver that gets no video sends no REMB, and
+/// its estimate would otherwise stay where it fell).
+pub(super) const REMB_STALE: Duration = Duration::from_secs(3);
+
+/// After a re-probe, the next one waits this long: a link that still cannot carry the
+/// video is tried every few seconds, not every one. Back to [`REMB_STALE`] once reports
+/// have flowed for [`REPROBE_FORGOTTEN`] since.
+pub(super) const REMB_STALE_AFTER_REPROBE: Duration = Duration::from_secs(6);
+
+const REPROBE_FORGOTTEN: Duration = Duration::from_secs(30);
+
+/// A re-probe gives at least this many times what the lowest layers of everything the
+/// subscriber is shown take.
+const REPROBE_HEADROOM: f64 = 1.1;
+
+/// What a subscriber's REMB reports said lately.
+#[derive(Debug)]
+pub(super) struct RembEstimate {
+    /// The latest report of each m-line: its value and when it came.
+    reports: Vec<(Mid, u64, Instant)>,
+    /// When the estimate was last raised for lack of reports, and how long a silence
+    /// must last for the next.
+    reprobed: Option<Instant>,
+    wait: Duration,
+}
+
+impl Default for RembEstimate {
+    fn default() -> Self {
+        RembEstimate {
+            reports: Vec::new(),
+            reprobed: None,
+            wait: REMB_STALE,
+        }
+    }
+}
+
+impl RembEstimate {
+    /// One m-line's report at `now`; returns the link's estimate: the sum of the fresh
+    /// reports of its m-lines (a receiver with an estimator per m-line, as aiortc has,
+    /// reports each stream's share), where the reports one REMB gave several m-lines
+    /// (the same value at the same instant, as Chromium sends) count once.
+    pub(super) fn report(&mut self, now: Instant, mid: Mid, bps: u64) -> u64 {
+        if self
+            .reprobed
+            .is_some_and(|at| now.saturating_duration_since(at) >= REPROBE_FORGOTTEN)
+        {
+            self.reprobed = None;
+            self.wait = REMB_STALE;
+        }
+        match self.reports.iter_mut().find(|(m, _, _)| *m == mid) {
+            Some(r) => *r = (mid, bps, now),
+            None => self.reports.push((mid, bps, now)),
+        }
+        self.reports
+            .retain(|(_, _, at)| now.saturating_duration_since(*at) < REMB_STALE);
+        let mut seen: Vec<(u64, Instant)> = Vec::new();
+        let mut sum = 0;
+        for (_, bps, at) in &self.reports {
+            if !seen.contains(&(*bps, *at)) {
+                seen.push((*bps, *at));
+                sum += bps;
+            }
+        }
+        sum
+    }
+
+    /// Whether the estimate should be raised at `now`: reports came once, and none
+    /// since the wait (longer after a re-probe) passed.
+    fn reprobe(&mut self, now: Instant) -> bool {
+        let latest = self.reports.iter().map(|(_, _, at)| *at).max();
+        let Some(since) = latest.max(self.reprobed) else {
+            return false;
+        };
+        if now.saturating_duration_since(since) < self.wait {
+            return false;
+        }
+        self.wait = REMB_STALE_AFTER_REPROBE;
+        self.reprobed = Some(now);
+        self.reports.clear();
+        true
+    }
+}
+
+impl Shard {
+    /// A REMB report from participant `id` about its m-line `mid`.
+    pub(super) fn on_remb(&mut self, id: ParticipantId, mid: Mid, bps: u64) {
+        let now = self.now;
+        if let Some(p) = self.participants.get_mut(&id)
+            && !p.downlink.estimate_is_twcc
+        {
+            p.downlink.estimate = Some(p.downlink.remb.report(now, mid, bps));
+        }
+    }
+
+    /// Every choice of layers: a REMB subscriber whose reports stopped has its estimate
+    /// raised to what the lowest layers of what it is shown take, so that its paused
+    /// video resumes and its receiver reports again.
+    pub(super) fn age_remb(&mut self, id: ParticipantId) {
+        let now = self.now;
+        let Some(p) = self.participants.get_mut(&id) else {
+            return;
+        };
+        let d = &mut p.downlink;
+        if d.estimate_is_twcc || d.estimate.is_none() || !d.remb.reprobe(now) {
+            return;
+        }
+        let raised = (d.lowest_bps as f64 * REPROBE_HEADROOM) as u64;
+        if d.estimate.is_some_and(|e| e < raised) {
+            debug!(participant = %id, from = ?d.estimate, to = raised, "REMB stale: re-probe");
+            d.estimate = Some(raised);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_of_several_m_lines_make_one_estimate() {
+        let mut r = RembEstimate::default();
+        let t0 = Instant::now();
+        let (a, b) = (Mid::from("1"), Mid::from("2"));
+        // One estimator per m-line: each reports its share.
+        assert_eq!(r.report(t0, a, 300_000), 300_000);
+        let t1 = t0 + Duration::from_millis(400);
+        assert_eq!(r.report(t1, b, 200_000), 500_000);
+        assert_eq!(r.report(t1 + Duration::from_secs(1), a, 250_000), 450_000);
+        // One REMB naming both m-lines: counted once.
+        let t2 = t1 + Duration::from_secs(2);
+        r.report(t2, a, 900_000);
+        assert_eq!(r.report(t2, b, 900_000), 900_000);
+        // A report that went stale no longer counts.
+        let t3 = t2 + REMB_STALE;
+        assert_eq!(r.report(t3, a, 100_000), 100_000);
+    }
+
+    #[test]
+    fn silence_after_reports_reprobes_with_a_growing_wait() {
+        let mut r = RembEstimate::default();
+        let t0 = Instant::now();
+        assert!(!r.reprobe(t0), "never reported: nothing to re-probe");
+        r.report(t0, Mid::from("1"), 100_000);
+        assert!(!r.reprobe(t0 + Duration::from_secs(2)));
+        assert!(r.reprobe(t0 + REMB_STALE));
+        // Still silent: the next one waits, and longer.
+        let t1 = t0 + REMB_STALE;
+        assert!(!r.reprobe(t1 + REMB_STALE));
+        assert!(r.reprobe(t1 + REMB_STALE_AFTER_REPROBE));
+        // Reports came back and stopped again much later: the short wait again.
+        let t2 = t1 + Duration::from_secs(60);
+        r.report(t2, Mid::from("1"), 100_000);
+        assert!(r.reprobe(t2 + REMB_STALE));
+    }
+}
