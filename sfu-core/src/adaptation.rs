@@ -17,6 +17,13 @@ pub const DOWN_HOLD: Duration = Duration::from_millis(1500);
 /// really narrowed takes it lower within a second, with its losses.)
 pub const DOWN_AT_ONCE: f64 = 0.75;
 
+/// Losses of media over this share (its receiver's last report, while nothing pads
+/// above the media) take the layers down at once, to what was sent times one less half
+/// the loss (GCC's loss controller): a policed link drops what overshoots it seconds
+/// before a TWCC estimate that sees no queue falls. (While padding probes for the next
+/// layer, the losses may be the padding's: the estimate answers those.)
+pub const DOWN_LOSS: f32 = 0.1;
+
 /// The floor video keeps its lowest layer until the budget has stayed under this share
 /// of that layer's rate for [`FLOOR_HOLD`], with losses over [`FLOOR_LOSS`]: then the
 /// link cannot carry it, and it pauses
@@ -36,9 +43,21 @@ pub const FLOOR_PROBE_EVERY: Duration = Duration::from_secs(5);
 /// and the retransmissions of what a link 10 % short drops make it lose a third.
 pub const FLOOR_LOSS: f32 = 0.5;
 
-/// Layers go up only once the budget has had room for it this long: a probe's result,
-/// or an estimate that overshoots for a moment, is not a link that carries more.
+/// A paused video resumes only once the budget has had room for it this long: a
+/// probe's result, or an estimate that overshoots for a moment, is not a link that
+/// carries more.
 pub const UP_HOLD: Duration = Duration::from_secs(2);
+
+/// A layer goes up only after this long with room for it (and with the padding up to
+/// it flowing, which finds out whether the link carries it) ...
+pub const LAYER_UP_HOLD: Duration = Duration::from_secs(5);
+
+/// ... twice as long each time a layer goes down within [`UP_FAILED_WITHIN`] of going
+/// up (the link did not carry it after all), up to this; back to the start once a
+/// minute passed since the last step up.
+pub const LAYER_UP_HOLD_MAX: Duration = Duration::from_secs(60);
+
+pub const UP_FAILED_WITHIN: Duration = Duration::from_secs(15);
 
 /// Going up for bandwidth takes a token from a bucket of this many, one back every
 /// [`UP_REFILL`]: a subscriber's layers go up at most about 6 times a minute, whatever
@@ -154,6 +173,8 @@ pub struct Reading {
     pub dips: bool,
     /// The most its receiver reported lost lately, a fraction, if it reported.
     pub loss: Option<f32>,
+    /// Nothing pads above its media now: its losses are the media's.
+    pub unpadded: bool,
 }
 
 /// What one allocation may do.
@@ -179,6 +200,10 @@ pub struct Adaptation {
     floor_lifted: Option<Instant>,
     /// Since when the budget has had room to go up.
     room_since: Option<Instant>,
+    /// When a layer last went up for bandwidth, and how long the next must wait (`None`:
+    /// [`LAYER_UP_HOLD`]).
+    layer_up: Option<Instant>,
+    layer_up_hold: Option<Duration>,
     /// Upgrade tokens, and when they were last refilled.
     tokens: Option<(f64, Instant)>,
     /// Until when paused time was last counted.
@@ -194,6 +219,7 @@ impl Adaptation {
             floor,
             dips,
             loss,
+            unpadded,
         } = *link;
         let Some(b) = budget else {
             *self = Adaptation {
@@ -222,7 +248,11 @@ impl Adaptation {
             }
             _ => self.starved_since = None,
         }
-        let hold = if b < takes && dips {
+        let lossy = loss.filter(|l| *l > DOWN_LOSS && dips && unpadded);
+        let b = lossy.map_or(b, |l| {
+            b.min((takes as f64 * (1.0 - f64::from(l) / 2.0)) as u64)
+        });
+        let hold = if b < takes && dips && lossy.is_none() {
             let since = *self.short_since.get_or_insert(now);
             now.saturating_duration_since(since) < DOWN_HOLD
                 && b as f64 >= DOWN_AT_ONCE * takes as f64
@@ -240,18 +270,64 @@ impl Adaptation {
     /// Bounds what goes up for bandwidth in `targets` (the allocation's, for `items`
     /// whose last choices were `priors`): nothing until there has been room for it a
     /// while, and a token left; then one layer at a time, each step checked by the
-    /// estimate before the next.
+    /// estimate before the next. A loss-based estimate (`dips` false) already climbs
+    /// slowly and waits longer after each fall (`LossEstimate`): its layers wait only
+    /// [`UP_HOLD`].
     pub fn bound_ups(
         &mut self,
         now: Instant,
         targets: &mut [Option<u8>],
         priors: &[Prior],
         items: &[VideoItem],
+        dips: bool,
     ) {
-        let up = |t: &Option<u8>, p: &Prior| p.cause(*t) == Some(Cause::BandwidthUp);
+        let cause = |t: &Option<u8>, p: &Prior| p.cause(*t);
+        let up = |t: &Option<u8>, p: &Prior| cause(t, p) == Some(Cause::BandwidthUp);
+        // A layer that went up lately and down again: the link did not carry it.
+        let down = targets
+            .iter()
+            .zip(priors)
+            .any(|(t, p)| cause(t, p) == Some(Cause::BandwidthDown));
+        if down
+            && self
+                .layer_up
+                .is_some_and(|at| now.saturating_duration_since(at) < UP_FAILED_WITHIN)
+        {
+            let hold = self.layer_up_hold.unwrap_or(LAYER_UP_HOLD);
+            self.layer_up_hold = Some((hold * 2).min(LAYER_UP_HOLD_MAX));
+            self.layer_up = None;
+        }
+        if self
+            .layer_up
+            .is_some_and(|at| now.saturating_duration_since(at) >= Duration::from_secs(60))
+        {
+            self.layer_up_hold = None;
+        }
         let room = targets.iter().zip(priors).any(|(t, p)| up(t, p));
-        let may = self.may_go_up(now, room);
+        // Only resuming paused videos, or a layer going up too.
+        let layer = targets
+            .iter()
+            .zip(priors)
+            .any(|(t, p)| up(t, p) && p.target.is_some());
+        let hold = if layer && dips {
+            self.layer_up_hold.unwrap_or(LAYER_UP_HOLD)
+        } else {
+            UP_HOLD
+        };
+        let may = self.may_go_up(now, room, hold);
+        if may && layer {
+            self.layer_up = Some(now);
+        }
         for ((t, p), it) in targets.iter_mut().zip(priors).zip(items) {
+            // Down, to a layer the publisher paused: to the best one below it that
+            // arrives now instead, if any (the picture would freeze until a paused
+            // encoder starts); going up again brings the better one later.
+            if let (Some(Cause::BandwidthDown), Some(to)) = (cause(t, p), *t)
+                && !it.flowing[usize::from(to)]
+                && let Some(l) = (0..to).rev().find(|&l| it.flowing[usize::from(l)])
+            {
+                *t = Some(l);
+            }
             if up(t, p) {
                 *t = if may {
                     let from = p.target.map_or(0, |l| l + 1);
@@ -265,15 +341,15 @@ impl Adaptation {
     }
 
     /// Whether layers may go up for bandwidth at `now`, when the allocation would
-    /// (`room`): only once it has had room for [`UP_HOLD`] (since the last step up), and
+    /// (`room`): only once it has had room for `hold` (since the last step up), and
     /// with a token left (it takes one); `false` also when it went up too often lately.
-    fn may_go_up(&mut self, now: Instant, room: bool) -> bool {
+    fn may_go_up(&mut self, now: Instant, room: bool, hold: Duration) -> bool {
         if !room {
             self.room_since = None;
             return false;
         }
         let since = *self.room_since.get_or_insert(now);
-        if now.saturating_duration_since(since) < UP_HOLD {
+        if now.saturating_duration_since(since) < hold {
             return false;
         }
         let (tokens, at) = self.tokens.get_or_insert((UP_BURST, now));
@@ -327,6 +403,7 @@ mod tests {
             floor,
             dips,
             loss,
+            unpadded: true,
         }
     }
 
@@ -382,6 +459,15 @@ mod tests {
             !c.plan(t0, &r(Some(900_000), 1_000_000, None, false, None))
                 .hold
         );
+        // Its receiver losing a quarter of its media: no wait, and down to what was sent
+        // less an eighth, however high the estimate...
+        let mut d = Adaptation::default();
+        let lossy = d.plan(t0, &r(Some(2_000_000), 1_000_000, None, true, Some(0.25)));
+        assert_eq!((lossy.budget, lossy.hold), (Some(875_000), false));
+        // ...unless padding above the media may be what was lost.
+        let mut padded = r(Some(2_000_000), 1_000_000, None, true, Some(0.25));
+        padded.unpadded = false;
+        assert_eq!(d.plan(t0, &padded).budget, Some(2_000_000));
     }
 
     #[test]
@@ -416,19 +502,76 @@ mod tests {
         let mut a = Adaptation::default();
         let t0 = Instant::now();
         // Room for a moment (a probe's result), then none: nothing goes up.
-        assert!(!a.may_go_up(t0, true));
-        assert!(!a.may_go_up(t0 + 1000 * MS, true));
-        assert!(!a.may_go_up(t0 + 1200 * MS, false));
-        assert!(!a.may_go_up(t0 + 3000 * MS, true));
-        assert!(a.may_go_up(t0 + 3000 * MS + UP_HOLD, true));
+        assert!(!a.may_go_up(t0, true, UP_HOLD));
+        assert!(!a.may_go_up(t0 + 1000 * MS, true, UP_HOLD));
+        assert!(!a.may_go_up(t0 + 1200 * MS, false, UP_HOLD));
+        assert!(!a.may_go_up(t0 + 3000 * MS, true, UP_HOLD));
+        assert!(a.may_go_up(t0 + 3000 * MS + UP_HOLD, true, UP_HOLD));
         // The next step waits as long again.
-        assert!(!a.may_go_up(t0 + 4000 * MS + UP_HOLD, true));
+        assert!(!a.may_go_up(t0 + 4000 * MS + UP_HOLD, true, UP_HOLD));
         // Room all along: a burst, then one per refill, about 2 + 60 in 10 minutes.
         let t1 = t0 + Duration::from_secs(10);
         let ups = (0..600)
-            .filter(|s| a.may_go_up(t1 + Duration::from_secs(*s), true))
+            .filter(|s| a.may_go_up(t1 + Duration::from_secs(*s), true, UP_HOLD))
             .count();
         assert!((60..=63).contains(&ups), "{ups} ups in 10 minutes");
+    }
+
+    #[test]
+    fn a_layer_that_went_up_and_failed_waits_longer_for_the_next_try() {
+        use crate::selection::VideoItem;
+        let item = VideoItem {
+            priority: 0,
+            wanted: Some(2),
+            rates: [200_000, 500_000, 1_500_000],
+            usable: [true; 3],
+            flowing: [true; 3],
+            layers: 3,
+            current: None,
+        };
+        let prior = |target| Prior {
+            target,
+            asked: Some(2),
+            asked_before: Some(2),
+            usable: true,
+        };
+        let mut a = Adaptation::default();
+        let t0 = Instant::now();
+        // The allocation would go from the lowest to the top; `at` seconds in, what is
+        // let through.
+        let step = |a: &mut Adaptation, at: u64, from, to| {
+            let mut targets = [to];
+            a.bound_ups(
+                t0 + Duration::from_secs(at),
+                &mut targets,
+                &[prior(from)],
+                &[item],
+                true,
+            );
+            targets[0]
+        };
+        assert_eq!(step(&mut a, 0, Some(0), Some(2)), Some(0));
+        assert_eq!(step(&mut a, 4, Some(0), Some(2)), Some(0));
+        // One layer at a time, after LAYER_UP_HOLD.
+        assert_eq!(step(&mut a, 5, Some(0), Some(2)), Some(1));
+        // It falls back soon: the link did not carry it.
+        assert_eq!(step(&mut a, 8, Some(1), Some(0)), Some(0));
+        // The next try waits twice as long.
+        assert_eq!(step(&mut a, 9, Some(0), Some(2)), Some(0));
+        assert_eq!(step(&mut a, 18, Some(0), Some(2)), Some(0));
+        assert_eq!(step(&mut a, 19, Some(0), Some(2)), Some(1));
+        // A paused video resumes after UP_HOLD only.
+        let mut b = Adaptation::default();
+        assert_eq!(step(&mut b, 0, None, Some(0)), None);
+        assert_eq!(step(&mut b, 2, None, Some(0)), Some(0));
+        // Down from the top to the middle layer, which the publisher paused: to the
+        // lowest, which arrives, at once.
+        let mut c = Adaptation::default();
+        let mut paused_middle = item;
+        paused_middle.flowing = [true, false, true];
+        let mut targets = [Some(1)];
+        c.bound_ups(t0, &mut targets, &[prior(Some(2))], &[paused_middle], true);
+        assert_eq!(targets, [Some(0)]);
     }
 
     #[test]

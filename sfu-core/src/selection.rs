@@ -91,6 +91,9 @@ pub struct VideoItem {
     pub rates: [u64; MAX_LAYERS],
     /// Which layers can be chosen (received lately, or paused and resumable).
     pub usable: [bool; MAX_LAYERS],
+    /// Which arrive now (not paused at the publisher): going down to one of them waits
+    /// for no encoder to start.
+    pub flowing: [bool; MAX_LAYERS],
     pub layers: u8,
     /// The layer forwarded now.
     pub current: Option<u8>,
@@ -296,6 +299,7 @@ mod tests {
             wanted,
             rates: RATES,
             usable: [true; 3],
+            flowing: [true; 3],
             layers: 3,
             current: None,
         }

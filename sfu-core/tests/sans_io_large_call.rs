@@ -358,7 +358,8 @@ fn quality_caps_pins_and_unwatched_layers() {
     let mut net = simulcast_call(&["bob", "carol"]);
     let camera = net.track_of(0, Source::Camera);
     net.run(Duration::from_secs(4));
-    // Nobody needs less than the top layer: the publisher is told to send only that one.
+    // Nobody needs less than the top layer: the publisher is told to send only that one,
+    // and the lowest, everyone's floor, ready at once.
     let sending = |net: &Net| {
         net.client(0)
             .sending
@@ -366,7 +367,7 @@ fn quality_caps_pins_and_unwatched_layers() {
             .cloned()
             .unwrap_or_default()
     };
-    assert_eq!(sending(&net), vec!["f".to_string()]);
+    assert_eq!(sending(&net), vec!["q".to_string(), "f".to_string()]);
     // Carol shows alice small: she gets the lowest layer, and the publisher sends both.
     let carol_shows_alice = |net: &mut Net, quality: Quality| {
         net.view(
@@ -397,14 +398,20 @@ fn quality_caps_pins_and_unwatched_layers() {
     net.run(Duration::from_secs(1));
     let got = between(&net.client(2).received[&camera], from, net.now);
     assert_eq!(layer_runs(&got), vec![0, 1]);
-    // The lowest layer stays on a while after its last receiver left it...
+    assert_eq!(
+        sending(&net),
+        vec!["q".to_string(), "h".to_string(), "f".to_string()]
+    );
+    // Low again: the middle layer stays on a while after its last receiver left it...
+    carol_shows_alice(&mut net, Quality::Low);
+    net.run(Duration::from_secs(1));
     assert_eq!(
         sending(&net),
         vec!["q".to_string(), "h".to_string(), "f".to_string()]
     );
     // ...then pauses.
     net.run(Duration::from_secs(3));
-    assert_eq!(sending(&net), vec!["h".to_string(), "f".to_string()]);
+    assert_eq!(sending(&net), vec!["q".to_string(), "f".to_string()]);
 }
 
 #[test]

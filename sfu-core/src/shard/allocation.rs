@@ -91,6 +91,7 @@ impl Shard {
                 wanted,
                 rates: [0; MAX_LAYERS],
                 usable: [false; MAX_LAYERS],
+                flowing: [false; MAX_LAYERS],
                 layers: top + 1,
                 current: s.current,
             };
@@ -107,6 +108,7 @@ impl Shard {
                     below += rate;
                 }
                 item.usable[i] = top == 0 || l.usable(now);
+                item.flowing[i] = !l.paused && l.arriving(now);
             }
             if let Some(w) = wanted {
                 ideal_bps += item.rates[usize::from(w)];
@@ -165,6 +167,8 @@ impl Shard {
             floor: floor.map(|(_, rate)| rate),
             dips: estimates(&p.grants),
             loss: lost.map(|(_, l)| l),
+            unpadded: p.downlink.bwe_bitrates.0
+                <= p.downlink.chosen_bps + p.downlink.chosen_bps / 20,
         };
         let plan = p.downlink.adaptation.plan(now, &reading);
         if plan.hold {
@@ -176,7 +180,7 @@ impl Shard {
         let mut targets = selection::allocate(plan.budget, &items, plan.floor);
         p.downlink
             .adaptation
-            .bound_ups(now, &mut targets, &priors, &items);
+            .bound_ups(now, &mut targets, &priors, &items, reading.dips);
         for (t, prior) in targets.iter().zip(&priors) {
             if let Some(c) = prior.cause(*t) {
                 self.counters.layer_choices[c.index()] += 1;

@@ -48,10 +48,12 @@ impl Track {
     /// The layers to announce to the publisher, given those `received` (a bit each) by a
     /// subscriber now or switching to them: a layer stays on for `PAUSE_AFTER` after its
     /// last receiver left it (resuming costs a keyframe, and choices near a bandwidth
-    /// limit come and go); the others are paused. `None` when that is what was announced
-    /// last: nothing to say.
+    /// limit come and go), and the lowest stays on while anyone receives one: it is
+    /// every subscriber's floor, and falling to it must not wait for a paused encoder to
+    /// start (seconds in Chromium, during which the picture freezes). The others are
+    /// paused. `None` when that is what was announced last: nothing to say.
     pub(super) fn announce(&mut self, received: u8, now: Instant) -> Option<Vec<String>> {
-        let mut mask = received;
+        let mut mask = if received != 0 { received | 1 } else { 0 };
         for (i, l) in self.layers.iter_mut().enumerate() {
             if mask & (1 << i) != 0 {
                 l.needed_at = Some(now);
@@ -88,29 +90,38 @@ mod tests {
     use crate::shard::track::tests::track;
 
     #[test]
-    fn layers_nobody_receives_pause_after_a_while_and_changes_are_said_once() {
+    fn layers_nobody_receives_pause_after_a_while_but_the_lowest_and_changes_are_said_once() {
         let mut t = track(1, Source::Camera, &["q", "h", "f"], 0);
         let start = t.layers[0].expected_since;
-        // Only the lowest layer is received: the others pause at once (never needed).
-        assert_eq!(t.announce(0b001, start), Some(vec!["q".to_string()]));
-        assert!(!t.layers[0].paused && t.layers[1].paused && t.layers[2].paused);
+        // Only the top layer is received: the middle one pauses at once (never needed),
+        // the lowest stays on, the floor to fall to.
+        assert_eq!(
+            t.announce(0b100, start),
+            Some(vec!["q".to_string(), "f".to_string()])
+        );
+        assert!(!t.layers[0].paused && t.layers[1].paused && !t.layers[2].paused);
         let last = start + Duration::from_millis(200);
-        assert_eq!(t.announce(0b001, last), None);
-        // The receiver moves to the top layer: the lowest stays on until PAUSE_AFTER
+        assert_eq!(t.announce(0b100, last), None);
+        // A receiver moves to the middle layer and back: each stays on until PAUSE_AFTER
         // passed since it was last received.
         let moved = start + Duration::from_secs(1);
         assert_eq!(
-            t.announce(0b100, moved),
-            Some(vec!["q".to_string(), "f".to_string()])
+            t.announce(0b010, moved),
+            Some(vec!["q".to_string(), "h".to_string(), "f".to_string()])
         );
         // Resumed: expected from now, so not taken for stalled at once.
-        assert_eq!(t.layers[2].expected_since, moved);
-        let before = last + PAUSE_AFTER - Duration::from_millis(1);
+        assert_eq!(t.layers[1].expected_since, moved);
+        let back = moved + Duration::from_millis(200);
+        assert_eq!(t.announce(0b100, back), None);
+        let before = moved + PAUSE_AFTER - Duration::from_millis(1);
         assert_eq!(t.announce(0b100, before), None);
         assert_eq!(
-            t.announce(0b100, last + PAUSE_AFTER),
-            Some(vec!["f".to_string()])
+            t.announce(0b100, moved + PAUSE_AFTER),
+            Some(vec!["q".to_string(), "f".to_string()])
         );
-        assert!(t.layers[0].paused && t.layers[1].paused && !t.layers[2].paused);
+        // Nobody receives anything: everything pauses, once its wait is over.
+        let gone = back + PAUSE_AFTER * 2;
+        assert_eq!(t.announce(0, gone), Some(vec![]));
+        assert!(t.layers.iter().all(|l| l.paused));
     }
 }

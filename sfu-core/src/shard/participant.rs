@@ -110,7 +110,7 @@ pub(super) struct Downlink {
     pub(super) remb: RembEstimate,
     /// How its layers follow the estimate over time.
     pub(super) adaptation: Adaptation,
-    /// The most any of its m-lines lost in its receiver's last reports (a fraction), and
-    /// when they came.
+    /// The most any of its m-lines lost in its receiver's last round of reports (a
+    /// fraction), and when they came.
     pub(super) lost: Option<(Instant, f32)>,
 }

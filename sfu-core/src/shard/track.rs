@@ -161,6 +161,12 @@ impl Layer {
         }
     }
 
+    /// Whether its packets arrive now.
+    pub(super) fn arriving(&self, now: Instant) -> bool {
+        self.last_packet
+            .is_some_and(|t| now.saturating_duration_since(t) < LAYER_SILENCE)
+    }
+
     /// Whether a subscriber may be given this layer: it arrives, or will once asked.
     pub(super) fn usable(&self, now: Instant) -> bool {
         let recent = |t: Instant| now.saturating_duration_since(t) < LAYER_SILENCE;
