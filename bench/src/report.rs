@@ -155,18 +155,38 @@ impl Report {
         } else {
             0.0
         };
-        let mut drops: Vec<(String, f64)> = after
-            .metrics
-            .keys()
-            .filter_map(|k| {
-                let reason = k
-                    .strip_prefix("sfu_dropped_total{reason=\"")?
-                    .strip_suffix("\"}")?;
-                let n = d(k);
-                (n > 0.0).then(|| (reason.to_string(), n))
-            })
-            .collect();
-        drops.sort_by(|a, b| b.1.total_cmp(&a.1));
+        // A labelled counter's increments over the window, by its one label's value.
+        let by_label = |prefix: &str| -> Vec<(String, f64)> {
+            let mut v: Vec<(String, f64)> = after
+                .metrics
+                .keys()
+                .filter_map(|k| {
+                    let label = k.strip_prefix(prefix)?.split_once("=\"")?.1;
+                    let label = label.strip_suffix("\"}")?;
+                    let n = d(k);
+                    (n > 0.0).then(|| (label.to_string(), n))
+                })
+                .collect();
+            v.sort_by(|a, b| b.1.total_cmp(&a.1));
+            v
+        };
+        let drops = by_label("sfu_dropped_total{");
+        let per_s = |v: Vec<(String, f64)>| -> Vec<(String, f64)> {
+            v.into_iter().map(|(k, n)| (k, n / window)).collect()
+        };
+        // Why chosen layers changed, and how long shown videos gave no picture (summed
+        // over every subscription), per second of the window.
+        let choices = per_s(by_label("sfu_layer_choices_total{"));
+        let frozen = per_s(by_label("sfu_video_frozen_ms_total{"));
+        let listed = |v: &[(String, f64)]| -> String {
+            if v.is_empty() {
+                return "none".into();
+            }
+            v.iter()
+                .map(|(k, n)| format!("{k} {n:.1}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let rcvbuf_drops = after.rcvbuf_errors.saturating_sub(before.rcvbuf_errors);
         let server_cores = server_cpu / window;
         let mut problems = failed.clone();
@@ -282,6 +302,15 @@ impl Report {
                 "layer switches   {layer_switches_per_s:>10.2} /s  (subscriptions the server switched to another layer or resumed, audio included)"
             ),
             format!(
+                "layer choices    {:>10.2} /s: {}  (changes of the layer chosen, by cause)",
+                choices.iter().map(|(_, n)| n).sum::<f64>(),
+                listed(&choices)
+            ),
+            format!(
+                "video frozen     {} ms/s  (shown videos with no picture, by reason, summed over subscriptions)",
+                listed(&frozen)
+            ),
+            format!(
                 "generator CPU    {generator_cores:>10.2} cores (CPUs {:?}; server on {:?})",
                 common.generator_cpus, common.server_cpus
             ),
@@ -331,7 +360,11 @@ impl Report {
             .filter(|_| simulcast_publishers > 0)
             .map(|(rid, n)| (rid.to_string(), json!(n)))
             .collect();
-        let json = json!({
+        let to_json = |v: &[(String, f64)]| -> serde_json::Map<String, serde_json::Value> {
+            v.iter().map(|(r, n)| (r.clone(), json!(n))).collect()
+        };
+        let (choices_json, frozen_json) = (to_json(&choices), to_json(&frozen));
+        let mut json = json!({
             "scenario": scenario,
             "slots": slot_counts.map(|(a, v)| format!("{a}:{v}")),
             "date": chrono_free_now(),
@@ -372,6 +405,8 @@ impl Report {
                 "incomplete": e2ee.incomplete,
             },
         });
+        json["layer_choices_per_s"] = choices_json.into();
+        json["video_frozen_ms_per_s"] = frozen_json.into();
         Report {
             json,
             lines,
