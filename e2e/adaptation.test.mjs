@@ -24,7 +24,7 @@ import {
   steps, SFU_URL, RUN, sleep, contexts, profileDirs, Participant, LEAN_ARGS, fakeCameraFps,
   nftDeleteTable, nftCounterOf,
 } from './lib.mjs';
-import { cameraAt, expectHeight, capDownlink, receiveRate } from './video.mjs';
+import { cameraAt, expectHeight, capDownlink, receiveRate, keepResolution } from './video.mjs';
 
 const LIMITED_NS = 'sfu-tls';
 const LIMITED_IF = 'sfu-v-tls';
@@ -111,18 +111,7 @@ describe('adaptation: a capped receiver keeps a picture, the other side never no
     await lou.join(room, { query: '?video=320x180', args: [...LEAN_ARGS, fakeCameraFps(15)], netns: LIMITED_NS });
     // Keep Pam's encoder on its resolutions on a busy machine: this test is about the
     // server's choice.
-    await pam.page.evaluate(async () => {
-      const call = window.demo.call;
-      const sender = call.pc.getSenders().find((s) => s.track === call.localTracks.get('camera').track);
-      for (let attempt = 0; attempt < 5; attempt++) {
-        await call._layersApplying;
-        const params = sender.getParameters();
-        params.degradationPreference = 'maintain-resolution';
-        await sender.setParameters(params).catch(() => {});
-        if (sender.getParameters().degradationPreference === 'maintain-resolution') break;
-        await new Promise((r) => setTimeout(r, 200));
-      }
-    });
+    await keepResolution(pam);
     // Lou pins Pam's camera: the page asks for the size its tile shows otherwise.
     await lou.page.click(`.tile[data-key="p${pam.id}"] .pin`);
     await lou.page.waitForSelector(`#stage .tile.pinned[data-key="p${pam.id}"]`, { timeout: 10000 });

@@ -21,6 +21,7 @@ import {
 } from './lib.mjs';
 import {
   cameraAt as cameraOf, expectHeight as expectHeightOf, capDownlink, receiveRate, followDownSwitch,
+  keepResolution,
 } from './video.mjs';
 
 /** Where the limited receiver runs, and its end of the veth from sfu-srv (e2e/netns.sh). */
@@ -103,19 +104,7 @@ describe('simulcast: each receiver gets the layer its network carries', { timeou
     // This test is about the server's choice of layers: keep the publisher's CPU
     // adaptation from scaling the top layer down on a busy machine.
     // (After the client's own setParameters, which this one must not overlap.)
-    const degradation = await pam.page.evaluate(async () => {
-      const call = window.demo.call;
-      const sender = call.pc.getSenders().find((s) => s.track === call.localTracks.get('camera').track);
-      for (let attempt = 0; attempt < 5; attempt++) {
-        await call._layersApplying;
-        const params = sender.getParameters();
-        params.degradationPreference = 'maintain-resolution';
-        await sender.setParameters(params).catch(() => {});
-        if (sender.getParameters().degradationPreference === 'maintain-resolution') break;
-        await new Promise((r) => setTimeout(r, 200));
-      }
-      return sender.getParameters().degradationPreference ?? null;
-    });
+    const degradation = await keepResolution(pam);
     const st = await pam.state();
     camera = st.local.find((l) => l.source === 'camera').track_id;
     assert.ok(camera != null, `Pam's camera has a track id: ${JSON.stringify(st.local)}`);

@@ -37,6 +37,28 @@ export async function expectHeight(ps, publisher, what, want, timeout, extra = a
 }
 
 /**
+ * Keeps `p`'s camera encoder on its resolutions (`maintain-resolution`), so that a busy
+ * machine's CPU adaptation does not scale its top layer down: these tests are about the
+ * server's choice of layers. After the client's own setParameters, which this one must
+ * not overlap. Returns the preference the sender ends with.
+ */
+export async function keepResolution(p) {
+  return p.page.evaluate(async () => {
+    const call = window.demo.call;
+    const sender = call.pc.getSenders().find((s) => s.track === call.localTracks.get('camera').track);
+    for (let attempt = 0; attempt < 5; attempt++) {
+      await call._layersApplying;
+      const params = sender.getParameters();
+      params.degradationPreference = 'maintain-resolution';
+      await sender.setParameters(params).catch(() => {});
+      if (sender.getParameters().degradationPreference === 'maintain-resolution') break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    return sender.getParameters().degradationPreference ?? null;
+  });
+}
+
+/**
  * Caps the downlink of `ns` (arriving on `iface`) with a real nftables policer in table
  * `table`: what comes over `kbytes` per second is dropped, with a quarter second of burst,
  * as a slow access link would. Its counter is `capped`.

@@ -132,17 +132,8 @@ struct Common {
     /// test); its figures mean nothing.
     #[arg(long)]
     quick: bool,
-    /// The server binary (started by the bench, on loopback).
-    #[arg(long, default_value = "target/release/sfu")]
-    sfu_bin: PathBuf,
-    /// CPUs for the server and for the generator (taskset lists); empty: no pinning.
-    #[arg(long, default_value = "0")]
-    server_cpus: String,
-    #[arg(long, default_value = "1")]
-    generator_cpus: String,
-    /// The first port of the server's ranges (HTTP, then UDP media).
-    #[arg(long, default_value_t = 38000)]
-    base_port: u16,
+    #[command(flatten)]
+    place: server::Placement,
     /// Where the JSON line of this run is appended.
     #[arg(long)]
     results: Option<PathBuf>,
@@ -293,32 +284,23 @@ fn main() -> anyhow::Result<()> {
         } => return ceiling::forward(&listen, first_port, fanout, send_batch, seconds),
     };
     let mut common = common;
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-        eprintln!("bench: one CPU only: server and generator run unpinned, side by side");
-        common.server_cpus.clear();
-        common.generator_cpus.clear();
-    }
+    let runtime = common.place.generator_runtime()?;
     let duration = Duration::from_secs(if common.quick {
         3
     } else {
         common.duration.max(1)
     });
-    server::pin_self(&common.generator_cpus);
     let secret = format!("bench-{:032x}", rand::random::<u128>());
     let server = Server::start(&Launch {
-        bin: &common.sfu_bin,
+        bin: &common.place.sfu_bin,
         secret: &secret,
-        base_port: common.base_port,
+        base_port: common.place.base_port,
         capacity: clients.len() + 1,
-        cpus: &common.server_cpus,
+        cpus: &common.place.server_cpus,
         shards: common.shards,
         ice_tcp: false,
         participant_timeout: None,
     })?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(common.generator_cpus.split(',').count().max(1))
-        .enable_all()
-        .build()?;
     let mut report = runtime.block_on(run(
         name,
         &server,
@@ -343,8 +325,8 @@ fn main() -> anyhow::Result<()> {
             pps,
             size,
             seconds,
-            common.base_port + 20,
-            &common.server_cpus,
+            common.place.base_port + 20,
+            &common.place.server_cpus,
             64,
         ) {
             Ok(c) => report.add_ceiling(&c),

@@ -31,6 +31,19 @@ fn metric(s: &Sample, name: &str) -> f64 {
     s.metrics.get(name).copied().unwrap_or(0.0)
 }
 
+/// Appends one JSON line to a results file, making its directory if need be.
+pub fn append_line(path: &Path, line: &serde_json::Value) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    writeln!(f, "{line}")?;
+    Ok(())
+}
+
 fn fmt_ms(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{v:.2}"))
 }
@@ -312,7 +325,7 @@ impl Report {
             ),
             format!(
                 "generator CPU    {generator_cores:>10.2} cores (CPUs {:?}; server on {:?})",
-                common.generator_cpus, common.server_cpus
+                common.place.generator_cpus, common.place.server_cpus
             ),
         ];
         if simulcast_publishers > 0 {
@@ -340,7 +353,7 @@ impl Report {
                 ),
             );
         }
-        let gen_limit = common.generator_cpus.split(',').count().max(1) as f64;
+        let gen_limit = common.place.generator_cpus.split(',').count().max(1) as f64;
         if generator_cores > 0.85 * gen_limit {
             lines.push(format!(
                 "WARNING: the generator used {generator_cores:.2} of its {gen_limit} CPUs: it, not the server, may be the bottleneck"
@@ -375,8 +388,8 @@ impl Report {
             "layers_sending": layers_sending_json,
             "window_s": window,
             "quick": common.quick,
-            "server_cpus": common.server_cpus,
-            "generator_cpus": common.generator_cpus,
+            "server_cpus": common.place.server_cpus,
+            "generator_cpus": common.place.generator_cpus,
             "egress_pps": egress_pps, "egress_mbps": egress_mbps,
             "ingress_pps": ingress_pps, "ingress_mbps": ingress_mbps,
             "forwarded": forwarded,
@@ -482,15 +495,7 @@ impl Report {
     }
 
     pub fn append(&self, path: &Path) -> anyhow::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        writeln!(f, "{}", self.json)?;
-        Ok(())
+        append_line(path, &self.json)
     }
 
     /// Fails when the harness itself did not work: a client failed, a subscriber got

@@ -28,6 +28,39 @@ pub struct Sample {
 }
 
 /// How a run starts the server.
+/// Where a scenario runs the server and itself: the options every scenario shares.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Placement {
+    /// The server binary (started by the bench, on loopback).
+    #[arg(long, default_value = "target/release/sfu")]
+    pub sfu_bin: std::path::PathBuf,
+    /// CPUs for the server and for the generator (taskset lists); empty: no pinning.
+    #[arg(long, default_value = "0")]
+    pub server_cpus: String,
+    #[arg(long, default_value = "1")]
+    pub generator_cpus: String,
+    /// The first port of the server's ranges (HTTP, then UDP media).
+    #[arg(long, default_value_t = 38000)]
+    pub base_port: u16,
+}
+
+impl Placement {
+    /// On a machine of one CPU, nothing is pinned; the generator pins itself, and gets
+    /// a runtime of a thread per CPU it has.
+    pub fn generator_runtime(&mut self) -> anyhow::Result<tokio::runtime::Runtime> {
+        if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+            eprintln!("bench: one CPU only: server and generator run unpinned, side by side");
+            self.server_cpus.clear();
+            self.generator_cpus.clear();
+        }
+        pin_self(&self.generator_cpus);
+        Ok(tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.generator_cpus.split(',').count().max(1))
+            .enable_all()
+            .build()?)
+    }
+}
+
 pub struct Launch<'a> {
     pub bin: &'a Path,
     pub secret: &'a str,

@@ -67,14 +67,8 @@ pub struct SoakArgs {
     /// end state (CI); the memory figures mean nothing.
     #[arg(long)]
     quick: bool,
-    #[arg(long, default_value = "target/release/sfu")]
-    sfu_bin: PathBuf,
-    #[arg(long, default_value = "0")]
-    server_cpus: String,
-    #[arg(long, default_value = "1")]
-    generator_cpus: String,
-    #[arg(long, default_value_t = 38000)]
-    base_port: u16,
+    #[command(flatten)]
+    place: server::Placement,
     /// Where the JSON line of a full run goes (default `bench/results/soak.json`).
     #[arg(long)]
     results: Option<PathBuf>,
@@ -210,29 +204,21 @@ pub fn run(mut args: SoakArgs) -> anyhow::Result<()> {
     if args.layers.is_empty() || args.layers.len() > client::RIDS.len() {
         bail!("--layers: 1 to {} bitrates", client::RIDS.len());
     }
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-        args.server_cpus.clear();
-        args.generator_cpus.clear();
-    }
+    let runtime = args.place.generator_runtime()?;
     // Short in a quick run, so that the vanished are gone before it ends.
     let participant_timeout = if args.quick { 4 } else { 20 };
-    server::pin_self(&args.generator_cpus);
     let secret = format!("bench-{:032x}", rand::random::<u128>());
     let capacity = args.rooms.iter().max().copied().unwrap_or(1) * 2 + args.slow_readers + 1;
     let server = Server::start(&Launch {
-        bin: &args.sfu_bin,
+        bin: &args.place.sfu_bin,
         secret: &secret,
-        base_port: args.base_port,
+        base_port: args.place.base_port,
         capacity,
-        cpus: &args.server_cpus,
+        cpus: &args.place.server_cpus,
         shards: None,
         ice_tcp: true,
         participant_timeout: Some(participant_timeout),
     })?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.generator_cpus.split(',').count().max(1))
-        .enable_all()
-        .build()?;
     runtime.block_on(soak(&args, &server, &secret, participant_timeout))
 }
 
@@ -562,7 +548,6 @@ impl Outcome<'_> {
     }
 
     fn append(&self, path: &std::path::Path) -> anyhow::Result<()> {
-        use std::io::Write;
         let t = self.totals;
         let line = json!({
             "scenario": "soak",
@@ -582,15 +567,7 @@ impl Outcome<'_> {
             "rss_idle_mb": self.end.rss_bytes as f64 / 1e6,
             "leftovers": leftovers(self.end).iter().map(|(n, v)| json!([n, v])).collect::<Vec<_>>(),
         });
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        writeln!(f, "{line}")?;
-        Ok(())
+        crate::report::append_line(path, &line)
     }
 
     /// Fails the run on what must hold: no client failed, nothing left behind, no frame

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Net, Received, VideoShape, between, everyone, layer_runs};
+use common::{Net, Received, THUMBNAILS, between, everyone, large_room, layer_runs};
 use protocol::{Quality, Source, TrackId, TrackQuality};
 use sfu_core::adaptation::Frozen;
 use sfu_core::shard::ShardConfig;
@@ -275,25 +275,10 @@ fn a_remb_only_receiver_gets_its_paused_video_back_when_the_link_recovers() {
     );
 }
 
-/// Light video: one small packet per frame and layer, so that many cameras fit.
-const THUMBNAILS: VideoShape = VideoShape {
-    packets: [1, 1, 1],
-    bytes: [200, 300, 400],
-    frame_every: 8,
-};
-
 #[test]
 fn in_a_room_of_twenty_a_capped_subscriber_loses_only_its_least_important_videos() {
     let n = 20;
-    let mut net = Net::new(ShardConfig::default());
-    net.video = THUMBNAILS;
-    for k in 0..n {
-        let i = net.join(&format!("p{k}"), everyone());
-        net.negotiate_layers(i, &[(Source::Microphone, &[]), (Source::Camera, SIMULCAST)]);
-    }
-    for i in 0..n - 1 {
-        net.negotiate(i, &[]);
-    }
+    let mut net = large_room(n, THUMBNAILS);
     // 0 speaks: the dominant speaker. The others never do: they follow in joining order.
     net.clients[0].level = -20;
     net.run(Duration::from_secs(4));

@@ -9,8 +9,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    Net, Received, Svc, VideoShape, assert_on_top_layer, assert_switches_at_keyframes, between,
-    everyone, layer_runs,
+    Net, Received, Svc, THUMBNAILS, VideoShape, assert_on_top_layer, assert_switches_at_keyframes,
+    between, everyone, large_room, layer_runs,
 };
 use protocol::{ErrorCode, ParticipantId, Quality, ServerMessage, Source, TrackId, TrackQuality};
 use sfu_core::shard::ShardConfig;
@@ -98,22 +98,6 @@ fn a_subscriber_with_less_bandwidth_gets_a_lower_layer_and_goes_back_up() {
     );
 }
 
-/// A room of `n` (above the loudest-N threshold of 8), everyone publishing a microphone
-/// and a simulcast camera, everyone receiving everyone.
-fn large_room(n: usize, video: VideoShape) -> Net {
-    let mut net = Net::new(ShardConfig::default());
-    net.video = video;
-    for k in 0..n {
-        let i = net.join(&format!("p{k}"), everyone());
-        net.negotiate_layers(i, &[(Source::Microphone, &[]), (Source::Camera, SIMULCAST)]);
-    }
-    // Earlier joiners learned of later tracks: they renegotiate to receive them.
-    for i in 0..n - 1 {
-        net.negotiate(i, &[]);
-    }
-    net
-}
-
 /// The participants whose track of `source` client `i` received packets from in the window.
 fn heard_from(net: &Net, i: usize, source: Source, from: Instant) -> Vec<usize> {
     let mut who: Vec<usize> = (0..net.clients.len())
@@ -140,13 +124,6 @@ fn speakers_announced(net: &Net, i: usize) -> Vec<(Vec<ParticipantId>, usize)> {
         })
         .collect()
 }
-
-/// Light video: one small packet per frame and layer, so that ten cameras fit anywhere.
-const THUMBNAILS: VideoShape = VideoShape {
-    packets: [1, 1, 1],
-    bytes: [200, 300, 400],
-    frame_every: 8,
-};
 
 /// A large room of `n` where 0, 1 and 2 speak (0 the loudest), run for 2 s to settle and
 /// 1 s more; returns it and when that last second began.

@@ -30,6 +30,13 @@ impl Default for VideoShape {
     }
 }
 
+/// Light video: one small packet per frame and layer, so that many cameras fit anywhere.
+pub const THUMBNAILS: VideoShape = VideoShape {
+    packets: [1, 1, 1],
+    bytes: [200, 300, 400],
+    frame_every: 8,
+};
+
 /// How an SVC publisher marks its layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Svc {

@@ -529,6 +529,28 @@ impl Net {
     }
 }
 
+/// A room of `n` (above the loudest-N threshold of 8), everyone publishing a microphone
+/// and a simulcast camera (`q`, `h`, `f`), everyone receiving everyone.
+pub fn large_room(n: usize, video: VideoShape) -> Net {
+    let mut net = Net::new(ShardConfig::default());
+    net.video = video;
+    for k in 0..n {
+        let i = net.join(&format!("p{k}"), everyone());
+        net.negotiate_layers(
+            i,
+            &[
+                (Source::Microphone, &[]),
+                (Source::Camera, &["q", "h", "f"]),
+            ],
+        );
+    }
+    // Earlier joiners learned of later tracks: they renegotiate to receive them.
+    for i in 0..n - 1 {
+        net.negotiate(i, &[]);
+    }
+    net
+}
+
 pub fn everyone() -> Grants {
     Grants::default()
 }
