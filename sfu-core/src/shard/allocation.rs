@@ -214,16 +214,29 @@ impl Shard {
         let carried = floor.filter(|(i, rate)| {
             plan.floor && targets[*i].is_some() && budget.is_some_and(|b| b < *rate)
         });
-        for (i, slot) in slots.iter().enumerate() {
-            let unpaced = carried.is_some_and(|(f, _)| f == i);
-            if let Some(s) = p.subscriptions.get_mut(*slot)
-                && s.unpaced != unpaced
-                && let Some(tx) = p.rtc.direct_api().stream_tx_by_mid(s.mid(), None)
+        let unpaced = carried
+            .and_then(|(f, _)| p.subscriptions.get(slots[f]))
+            .map(|s| s.mid());
+        if unpaced != p.downlink.unpaced {
+            // By m-line: a subscription that ends leaves its stream to the next track.
+            // (A stream not made yet is tried again at the next choice.)
+            let mut api = p.rtc.direct_api();
+            if let Some(tx) = p
+                .downlink
+                .unpaced
+                .and_then(|m| api.stream_tx_by_mid(m, None))
             {
-                tx.set_unpaced(unpaced);
-                s.unpaced = unpaced;
-                debug!(participant = %id, track = %s.track_id(), unpaced, "floor video pacing");
+                tx.set_unpaced(false);
             }
+            let set = match unpaced.map(|m| api.stream_tx_by_mid(m, None)) {
+                Some(Some(tx)) => {
+                    tx.set_unpaced(true);
+                    unpaced
+                }
+                _ => None,
+            };
+            debug!(participant = %id, unpaced = ?set, "floor video bypasses the pacer");
+            p.downlink.unpaced = set;
         }
         let connected = p.rtc.is_connected();
         let mut awaited: Vec<(TrackId, u8)> = Vec::new();

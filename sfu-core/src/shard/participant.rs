@@ -110,6 +110,10 @@ pub(super) struct Downlink {
     pub(super) remb: RembEstimate,
     /// How its layers follow the estimate over time.
     pub(super) adaptation: Adaptation,
+    /// The m-line whose stream bypasses its pacer: the floor video's, kept on while the
+    /// estimate is below what it takes (the pacer, at the estimate, would hold it back
+    /// until the forwarder cut it).
+    pub(super) unpaced: Option<Mid>,
     /// The most any of its m-lines lost in its receiver's last round of reports (a
     /// fraction), and when they came.
     pub(super) lost: Option<(Instant, f32)>,

@@ -35,10 +35,6 @@ pub(super) struct Subscription {
     /// The layer its view asked for at the last choice (`None`: not shown), before any
     /// hold: a change of it is the subscriber's doing, not the bandwidth's.
     pub(super) wanted: Option<u8>,
-    /// Its stream bypasses the subscriber's pacer: it is the floor video, kept on while
-    /// the estimate is below what it takes (the pacer, at the estimate, would hold it
-    /// back until the forwarder cut it).
-    pub(super) unpaced: bool,
     /// VP8 picture ids and TL0PICIDX, continued across layers like sequence numbers.
     pub(super) vp8: Vp8Continuity,
     /// Dependency descriptor frame numbers, likewise.
@@ -124,7 +120,6 @@ impl Subscriptions {
             current: None,
             target: None,
             wanted: None,
-            unpaced: false,
             vp8: idle.vp8,
             frames: idle.frames,
         };
