@@ -2,14 +2,17 @@
 //! clients leave in the clear), over a stream of RTP payloads: each (a chunk after a
 //! one-byte head) through `sfu_core::forwarder::keyframe_start` for VP8, VP9, H.264 and
 //! AV1, through `sfu_core::svc::vp9_layers`, and through str0m's `Vp8Descriptor` into
-//! `sfu_core::forwarder::Vp8Continuity` (picture ids and TL0PICIDX continued across layer
-//! switches; the head's low bit switches before the payload). The forwarder reads a VP9
-//! descriptor twice (its layers, and whether it starts a keyframe): the two must agree.
+//! `sfu_core::vp8::Vp8Continuity` (picture ids and TL0PICIDX continued across layer
+//! switches; the head's low bit switches before the payload), past a
+//! `sfu_core::vp8::TemporalCap` that leaves pictures out (its target changes with the
+//! payload's length, often). The forwarder reads a VP9 descriptor twice (its layers,
+//! and whether it starts a keyframe): the two must agree.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sfu_core::forwarder::{Vp8Continuity, keyframe_start};
+use sfu_core::forwarder::keyframe_start;
+use sfu_core::vp8::{TemporalCap, Vp8Continuity, temporal};
 use sfu_core::svc::vp9_layers;
 use sfu_fuzz::input::Reader;
 use str0m::format::Codec;
@@ -21,6 +24,7 @@ const MAX_PAYLOADS: usize = 64;
 fuzz_target!(|data: &[u8]| {
     let mut r = Reader::new(data);
     let mut vp8 = Vp8Continuity::default();
+    let mut cap = TemporalCap::default();
     for _ in 0..MAX_PAYLOADS {
         let Some(switch) = r.head::<bool>() else {
             break;
@@ -41,6 +45,14 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(d) = Vp8Descriptor::parse(payload) {
             if switch {
                 vp8.switch_source(&d);
+            }
+            if let Some(t) = temporal(payload) {
+                assert!(t.tid <= 3);
+                cap.target = (payload.len() % 4) as u8;
+                if !cap.pass(t, keyframe_start(Codec::Vp8, payload)) {
+                    vp8.skip_picture(&d);
+                    continue;
+                }
             }
             if let Some(patch) = vp8.rewrite(&d) {
                 // A patch is only ever built for the descriptor it rewrites.

@@ -34,8 +34,11 @@ pub const FLOOR_HOLD: Duration = Duration::from_secs(4);
 
 /// Once the floor is lifted, the link is probed for it this often, for a second each
 /// time (and not in between: every probe costs the audio a packet or two on a link
-/// that thin).
+/// that thin), and on for as long as each second of it raises the estimate by
+/// [`FLOOR_PROBE_GAIN`] (a link that recovered: the estimate climbs only so fast).
 pub const FLOOR_PROBE_EVERY: Duration = Duration::from_secs(5);
+
+pub const FLOOR_PROBE_GAIN: f64 = 1.1;
 
 /// ... and while its receiver reports more than this share lost (if it reports). An
 /// estimate that falls on a link that carries most of the layer only says the layer
@@ -58,6 +61,21 @@ pub const LAYER_UP_HOLD: Duration = Duration::from_secs(5);
 pub const LAYER_UP_HOLD_MAX: Duration = Duration::from_secs(60);
 
 pub const UP_FAILED_WITHIN: Duration = Duration::from_secs(15);
+
+/// Temporal layers left out of the floor video come back only after the budget has had
+/// room for them this long; twice as long each time they are left out again within
+/// [`UP_FAILED_WITHIN`] (up to [`LAYER_UP_HOLD_MAX`]); never while padding is off for
+/// costing the media. Long, because staying thinned costs only pictures a second, and
+/// coming back too soon a freeze: a policer that carries the base layers but not the
+/// whole layer drops what overruns it from every layer, and str0m's probes, short
+/// bursts, measure its burst rather than its rate.
+pub const TEMPORAL_UP_HOLD: Duration = Duration::from_secs(30);
+
+/// Losses over this share, reported while nothing pads above the media, take one
+/// temporal layer more out of the floor video at once (a policer that the stream
+/// overruns drops pictures of every layer long before an estimate that sees no queue
+/// falls; a layer less costs no keyframe).
+pub const THIN_LOSS: f32 = 0.03;
 
 /// Going up for bandwidth takes a token from a bucket of this many, one back every
 /// [`UP_REFILL`]: a subscriber's layers go up at most about 6 times a minute, whatever
@@ -208,6 +226,19 @@ pub struct Adaptation {
     tokens: Option<(f64, Instant)>,
     /// Until when paused time was last counted.
     counted: Option<Instant>,
+    /// While probing for a lifted floor: since when the latest second of it ran, and
+    /// the estimate then.
+    probing: Option<(Instant, u64)>,
+    /// Temporal layers of the floor video: since when there has been room for more,
+    /// when they last came back, and how long the next must wait (`None`:
+    /// [`TEMPORAL_UP_HOLD`]).
+    temporal_room: Option<Instant>,
+    temporal_up: Option<Instant>,
+    temporal_hold: Option<Duration>,
+    /// Since when the floor video has been thinned, or carried past the budget.
+    short_of_floor: Option<Instant>,
+    /// The receiver report whose losses thinned it last.
+    thinned_for: Option<Instant>,
 }
 
 impl Adaptation {
@@ -366,13 +397,87 @@ impl Adaptation {
         }
     }
 
-    /// Whether to probe at `now` for the floor video it lifted: for a second every
+    /// Whether to probe at `now` for the floor video it lifted, its estimate being
+    /// `estimate`: for a second every [`FLOOR_PROBE_EVERY`], and on while each second
+    /// raises the estimate enough.
+    pub fn probe_floor(&mut self, now: Instant, estimate: Option<u64>) -> bool {
+        let Some(at) = self.floor_lifted else {
+            self.probing = None;
+            return false;
+        };
+        let e = estimate.unwrap_or(0);
+        if let Some((since, from)) = self.probing
+            && now.saturating_duration_since(since) >= Duration::from_secs(1)
+        {
+            // A second of probing done: on if it paid.
+            let paid = e as f64 >= from as f64 * FLOOR_PROBE_GAIN;
+            self.probing = paid.then_some((now, e));
+            return paid;
+        }
+        if self.probing.is_some() {
+            return true;
+        }
+        let every = FLOOR_PROBE_EVERY.as_millis();
+        let due = now.saturating_duration_since(at).as_millis() % every >= every - 1000;
+        if due {
+            self.probing = Some((now, e));
+        }
+        due
+    }
+
+    /// Whether the losses its receiver reported at `at` should take a temporal layer
+    /// more out of the floor video: over [`THIN_LOSS`], and not acted on yet.
+    pub fn thin_for_loss(&mut self, at: Instant, loss: f32) -> bool {
+        if loss <= THIN_LOSS || self.thinned_for.is_some_and(|t| t >= at) {
+            return false;
+        }
+        self.thinned_for = Some(at);
+        true
+    }
+
+    /// Whether to probe at `now` for the whole of a floor video the link carries only
+    /// thinned (or past its budget), `short` telling whether it does: for a second every
     /// [`FLOOR_PROBE_EVERY`].
-    pub fn probe_floor(&self, now: Instant) -> bool {
-        self.floor_lifted.is_some_and(|at| {
-            let every = FLOOR_PROBE_EVERY.as_millis();
-            now.saturating_duration_since(at).as_millis() % every >= every - 1000
-        })
+    pub fn probe_short(&mut self, now: Instant, short: bool) -> bool {
+        if !short {
+            self.short_of_floor = None;
+            return false;
+        }
+        let since = *self.short_of_floor.get_or_insert(now);
+        let every = FLOOR_PROBE_EVERY.as_millis();
+        now.saturating_duration_since(since).as_millis() % every >= every - 1000
+    }
+
+    /// The temporal layers the floor video gets, from `from`, when the budget carries
+    /// `wanted`: fewer at once; more only as [`TEMPORAL_UP_HOLD`] says, and only if
+    /// `may_rise`.
+    pub fn bound_temporal(&mut self, now: Instant, from: u8, wanted: u8, may_rise: bool) -> u8 {
+        let since = |at: Instant| now.saturating_duration_since(at);
+        if wanted < from {
+            let failed = self
+                .temporal_up
+                .is_some_and(|at| since(at) < UP_FAILED_WITHIN);
+            if failed {
+                let hold = self.temporal_hold.unwrap_or(TEMPORAL_UP_HOLD);
+                self.temporal_hold = Some((hold * 2).min(LAYER_UP_HOLD_MAX));
+                self.temporal_up = None;
+            } else if from == crate::temporal::ALL_TEMPORAL {
+                self.temporal_hold = None;
+            }
+            self.temporal_room = None;
+            return wanted;
+        }
+        if wanted == from || !may_rise {
+            self.temporal_room = None;
+            return from;
+        }
+        let room = *self.temporal_room.get_or_insert(now);
+        if since(room) < self.temporal_hold.unwrap_or(TEMPORAL_UP_HOLD) {
+            return from;
+        }
+        self.temporal_room = None;
+        self.temporal_up = Some(now);
+        wanted
     }
 
     /// The time since paused time was last counted (none the first time), capped at a
@@ -572,6 +677,29 @@ mod tests {
         let mut targets = [Some(1)];
         c.bound_ups(t0, &mut targets, &[prior(Some(2))], &[paused_middle], true);
         assert_eq!(targets, [Some(0)]);
+    }
+
+    #[test]
+    fn temporal_layers_leave_at_once_and_come_back_after_a_growing_hold() {
+        const ALL: u8 = crate::temporal::ALL_TEMPORAL;
+        let mut a = Adaptation::default();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let hold = TEMPORAL_UP_HOLD.as_secs();
+        assert_eq!(a.bound_temporal(at(0), ALL, 1, true), 1);
+        assert_eq!(a.bound_temporal(at(1), 1, ALL, true), 1);
+        // Padding off for costing the media: no coming back, and the wait starts over.
+        assert_eq!(a.bound_temporal(at(3), 1, ALL, false), 1);
+        assert_eq!(a.bound_temporal(at(4), 1, ALL, true), 1);
+        assert_eq!(a.bound_temporal(at(3 + hold), 1, ALL, true), 1);
+        let up = 4 + hold;
+        assert_eq!(a.bound_temporal(at(up), 1, ALL, true), ALL);
+        // Left out again soon: the next wait is twice as long.
+        assert_eq!(a.bound_temporal(at(up + 2), ALL, 0, true), 0);
+        assert_eq!(a.bound_temporal(at(up + 3), 0, 1, true), 0);
+        let last = up + 3 + 2 * hold;
+        assert_eq!(a.bound_temporal(at(last - 1), 0, 1, true), 0);
+        assert_eq!(a.bound_temporal(at(last), 0, 1, true), 1);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Instant;
 use str0m::format::{
     Codec, detect_av1_keyframe, detect_h264_nalu, detect_vp8_keyframe, detect_vp9_keyframe,
 };
-use str0m::rtp::{SeqNo, Vp8Descriptor, Vp8Patch};
+use str0m::rtp::SeqNo;
 
 use crate::svc::LayerInfo;
 
@@ -180,71 +180,6 @@ pub fn keyframe_start(codec: Codec, payload: &[u8]) -> bool {
     }
 }
 
-/// VP8 picture ids and TL0PICIDX as a subscriber sees them: each layer numbers its own
-/// pictures, so a switch of layer would make them jump (backwards, often), and a
-/// receiver would take the new pictures for old ones and drop them. Like the sequence
-/// numbers, they continue from the newest one sent (a late packet, reordered or repaired
-/// upstream, does not pull them back). (The payload descriptor is outside what
-/// end-to-end encryption covers.)
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Vp8Continuity {
-    picture_offset: u16,
-    tl0_offset: u8,
-    /// The newest picture id sent, in 15 bits (a 7-bit one went out as its low bits).
-    last_picture: Option<u16>,
-    /// The newest TL0PICIDX sent.
-    last_tl0: Option<u8>,
-}
-
-impl Vp8Continuity {
-    /// The next packet (`d`) starts another layer's stream.
-    pub fn switch_source(&mut self, d: &Vp8Descriptor) {
-        if let (Some(last), Some(id)) = (self.last_picture, d.picture_id()) {
-            self.picture_offset = last.wrapping_add(1).wrapping_sub(id);
-        }
-        if let (Some(last), Some(idx)) = (self.last_tl0, d.tl0_pic_idx()) {
-            self.tl0_offset = last.wrapping_add(1).wrapping_sub(idx);
-        }
-    }
-
-    /// The patch for one forwarded packet; `None` while nothing needs rewriting.
-    pub fn rewrite(&mut self, d: &Vp8Descriptor) -> Option<Vp8Patch> {
-        let wide = d
-            .picture_id()
-            .map(|id| id.wrapping_add(self.picture_offset) & 0x7fff);
-        // The 7-bit form wraps at 128; the builder refuses a wide id for it.
-        let picture = wide.map(|w| {
-            let fits = d.patch().picture_id(w).build().is_ok();
-            if fits { w } else { w & 0x7f }
-        });
-        let tl0 = d.tl0_pic_idx().map(|i| i.wrapping_add(self.tl0_offset));
-        if let Some(w) = wide
-            && self
-                .last_picture
-                .is_none_or(|l| w.wrapping_sub(l) & 0x7fff < 0x4000)
-        {
-            self.last_picture = Some(w);
-        }
-        if let Some(t) = tl0
-            && self.last_tl0.is_none_or(|l| t.wrapping_sub(l) < 0x80)
-        {
-            self.last_tl0 = Some(t);
-        }
-        let shifted = self.picture_offset != 0 || self.tl0_offset != 0;
-        if !shifted || (picture.is_none() && tl0.is_none()) {
-            return None;
-        }
-        let mut patch = d.patch();
-        if let Some(p) = picture {
-            patch = patch.picture_id(p);
-        }
-        if let Some(t) = tl0 {
-            patch = patch.tl0_pic_idx(t);
-        }
-        patch.build().ok()
-    }
-}
-
 /// VP9 (RFC 9628): whether the packet starts a frame (B) of the lowest spatial layer.
 fn vp9_starts_lowest_layer(payload: &[u8]) -> bool {
     let Some(&b0) = payload.first() else {
@@ -402,20 +337,6 @@ mod tests {
     use super::*;
 
     const HZ: u32 = 90_000;
-
-    /// A VP8 payload's start: X=1 S=1; I=1 L=1 T=1: a 15-bit picture id, TL0PICIDX, TID;
-    /// then the payload header.
-    fn vp8_packet(id: u16, tl0: u8) -> [u8; 7] {
-        [
-            0x90,
-            0xe0,
-            0x80 | (id >> 8) as u8,
-            id as u8,
-            tl0,
-            0x20,
-            0x00,
-        ]
-    }
 
     fn forwarded(d: Decision) -> (u64, u32) {
         match d {
@@ -634,73 +555,6 @@ mod tests {
             Select::Skip
         );
         assert_eq!(current, None);
-    }
-
-    #[test]
-    fn vp8_picture_ids_continue_across_a_switch() {
-        let mut c = Vp8Continuity::default();
-        let d = Vp8Descriptor::parse(&vp8_packet(1000, 7)).unwrap();
-        assert_eq!(c.rewrite(&d), None, "untouched until a switch");
-        let d = Vp8Descriptor::parse(&vp8_packet(1001, 8)).unwrap();
-        assert_eq!(c.rewrite(&d), None);
-        // Another layer, whose numbers are behind.
-        let d = Vp8Descriptor::parse(&vp8_packet(20, 200)).unwrap();
-        c.switch_source(&d);
-        let patch = c.rewrite(&d).expect("rewritten");
-        assert_eq!(
-            patch,
-            d.patch().picture_id(1002).tl0_pic_idx(9).build().unwrap()
-        );
-        let d = Vp8Descriptor::parse(&vp8_packet(21, 200)).unwrap();
-        let patch = c.rewrite(&d).expect("rewritten");
-        assert_eq!(
-            patch,
-            d.patch().picture_id(1003).tl0_pic_idx(9).build().unwrap()
-        );
-        // Across the 15-bit wrap.
-        let d = Vp8Descriptor::parse(&vp8_packet(0x7fff, 1)).unwrap();
-        c.switch_source(&d);
-        c.rewrite(&d);
-        let d = Vp8Descriptor::parse(&vp8_packet(0, 2)).unwrap();
-        assert_eq!(
-            c.rewrite(&d).expect("rewritten"),
-            d.patch().picture_id(1005).tl0_pic_idx(11).build().unwrap()
-        );
-    }
-
-    #[test]
-    fn a_vp8_packet_with_nothing_to_rewrite_gets_no_patch() {
-        // Found by the fuzz target payload_descriptor: after a switch, a descriptor with
-        // neither a picture id nor a TL0PICIDX got an empty patch.
-        let mut c = Vp8Continuity::default();
-        c.rewrite(&Vp8Descriptor::parse(&vp8_packet(1000, 7)).unwrap());
-        let d = Vp8Descriptor::parse(&vp8_packet(20, 200)).unwrap();
-        c.switch_source(&d);
-        assert!(c.rewrite(&d).is_some());
-        // X=1 with no I, L, T or K; S=1; then the payload header.
-        let bare = Vp8Descriptor::parse(&[0x90, 0x00, 0x00]).unwrap();
-        assert_eq!(c.rewrite(&bare), None);
-        let plain = Vp8Descriptor::parse(&[0x10, 0x00]).unwrap();
-        assert_eq!(c.rewrite(&plain), None);
-    }
-
-    #[test]
-    fn a_late_vp8_packet_does_not_pull_the_numbers_back() {
-        let mut c = Vp8Continuity::default();
-        for (id, tl0) in [(0x7ffe, 255), (0x7fff, 0), (0, 1)] {
-            c.rewrite(&Vp8Descriptor::parse(&vp8_packet(id, tl0)).unwrap());
-        }
-        // A packet of an earlier picture comes late (reordered, or repaired upstream).
-        c.rewrite(&Vp8Descriptor::parse(&vp8_packet(0x7fff, 0)).unwrap());
-        // The next layer's keyframe follows the newest picture sent (0 and 1), not the
-        // late one: a picture id or TL0PICIDX the receiver has already decoded would make
-        // it drop the keyframe, and every picture after it.
-        let d = Vp8Descriptor::parse(&vp8_packet(500, 90)).unwrap();
-        c.switch_source(&d);
-        assert_eq!(
-            c.rewrite(&d).expect("rewritten"),
-            d.patch().picture_id(1).tl0_pic_idx(2).build().unwrap()
-        );
     }
 
     #[test]

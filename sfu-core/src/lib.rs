@@ -12,3 +12,5 @@ pub mod pacer;
 pub mod selection;
 pub mod shard;
 pub mod svc;
+pub mod temporal;
+pub mod vp8;

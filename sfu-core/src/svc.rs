@@ -21,6 +21,10 @@ pub const DD_EXTENSION_ID: u8 = 12;
 /// Most templates one structure may define (the template id is 6 bits).
 const MAX_TEMPLATES: usize = 64;
 
+/// Most frames one frame may reference and be placed by [`frame_deps`] (libwebrtc's
+/// structures reference at most three).
+pub const MAX_REFS: usize = 4;
+
 /// A dependency descriptor's bytes as received, forwarded as they are (but for the frame
 /// number, which a subscriber's stream continues across simulcast switches).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +79,41 @@ pub struct DdStructure {
     template_id_offset: u8,
     /// `(spatial, temporal)` of each template, by index from the offset.
     layers: Vec<(u8, u8)>,
+    /// How many decode targets it has.
+    decode_targets: u8,
+    /// The frames each template's frame references, as differences of frame numbers
+    /// (`None`: more than [`MAX_REFS`]); empty where the structure was not read that
+    /// far.
+    fdiffs: Vec<Option<Refs>>,
+}
+
+/// Frame number differences (or frame numbers) of the frames one frame references.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Refs {
+    pub count: u8,
+    pub of: [u16; MAX_REFS],
+}
+
+impl Refs {
+    fn push(&mut self, v: u16) -> Option<()> {
+        *self.of.get_mut(usize::from(self.count))? = v;
+        self.count += 1;
+        Some(())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        self.of[..usize::from(self.count)].iter().copied()
+    }
+}
+
+/// A frame's number and the frames it references, from its dependency descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameDeps {
+    pub frame: u16,
+    /// Its temporal layer.
+    pub temporal: u8,
+    /// The frame numbers of the frames it references (none for a keyframe).
+    pub refs: Refs,
 }
 
 impl DdStructure {
@@ -162,7 +201,7 @@ pub fn parse_dd(data: &[u8], structure: &mut Option<DdStructure>) -> Result<Laye
 /// `template_dependency_structure()` up to the template layers, all that is needed here.
 fn parse_structure(b: &mut Bits) -> Result<DdStructure, DdError> {
     let template_id_offset = b.read(6)? as u8;
-    let _dt_cnt_minus_one = b.read(5)?;
+    let decode_targets = b.read(5)? as u8 + 1;
     let (mut spatial, mut temporal) = (0u8, 0u8);
     let mut layers = Vec::new();
     loop {
@@ -180,9 +219,85 @@ fn parse_structure(b: &mut Bits) -> Result<DdStructure, DdError> {
             _ => break,
         }
     }
+    // The references of each template, after its decode target indications. A
+    // structure cut short there is still good for placing frames in their layers.
+    let fdiffs = template_fdiffs(b, layers.len(), decode_targets).unwrap_or_default();
     Ok(DdStructure {
         template_id_offset,
         layers,
+        decode_targets,
+        fdiffs,
+    })
+}
+
+/// `template_dtis()` (skipped) and `template_fdiffs()`.
+fn template_fdiffs(b: &mut Bits, templates: usize, dts: u8) -> Result<Vec<Option<Refs>>, DdError> {
+    for _ in 0..templates * usize::from(dts) {
+        b.read(2)?;
+    }
+    let mut all = Vec::with_capacity(templates);
+    for _ in 0..templates {
+        let mut refs = Some(Refs::default());
+        while b.read(1)? == 1 {
+            let fdiff = b.read(4)? as u16 + 1;
+            refs = refs.and_then(|mut r| r.push(fdiff).map(|()| r));
+        }
+        all.push(refs);
+    }
+    Ok(all)
+}
+
+/// The frame number and references of the frame a dependency descriptor belongs to,
+/// read against the stream's `structure`; `None` where they cannot be told (the
+/// structure's references were not read, or the frame has more than [`MAX_REFS`]). A
+/// descriptor that attaches a structure is a keyframe's: it references nothing.
+pub fn frame_deps(data: &[u8], structure: &DdStructure) -> Option<FrameDeps> {
+    let mut b = Bits { data, at: 0 };
+    b.read(2).ok()?;
+    let template_id = b.read(6).ok()? as u8;
+    let frame = b.read(16).ok()? as u16;
+    let index = usize::from((template_id + 64 - structure.template_id_offset) % 64);
+    let &(_, temporal) = structure.layers.get(index)?;
+    let (mut custom_dtis, mut custom_fdiffs) = (false, false);
+    if data.len() > 3 {
+        let flags = b.read(5).ok()?;
+        if flags & 0x10 != 0 {
+            return Some(FrameDeps {
+                frame,
+                temporal,
+                refs: Refs::default(),
+            });
+        }
+        if flags & 0x08 != 0 {
+            b.read(usize::from(structure.decode_targets)).ok()?;
+        }
+        custom_dtis = flags & 0x04 != 0;
+        custom_fdiffs = flags & 0x02 != 0;
+    }
+    let fdiffs = if custom_fdiffs {
+        if custom_dtis {
+            b.read(2 * usize::from(structure.decode_targets)).ok()?;
+        }
+        let mut refs = Refs::default();
+        loop {
+            let size = b.read(2).ok()? as usize;
+            if size == 0 {
+                break;
+            }
+            refs.push(b.read(4 * size).ok()? as u16 + 1)?;
+        }
+        refs
+    } else {
+        (*structure.fdiffs.get(index)?)?
+    };
+    let mut refs = Refs::default();
+    for d in fdiffs.iter() {
+        refs.push(frame.wrapping_sub(d))?;
+    }
+    Some(FrameDeps {
+        frame,
+        temporal,
+        refs,
     })
 }
 
@@ -312,6 +427,85 @@ mod tests {
         w.put(6, template);
         w.put(16, frame);
         w.bytes
+    }
+
+    /// An L1T3 structure with the references libwebrtc's VP8 gives its frames: a
+    /// keyframe; TL0 on the last TL0 (4 back); TL1 on it (2 back); TL2 on the TL0 (1
+    /// back); TL2 on the TL1 and on the first TL2 (1 and 2 back).
+    fn l1t3_keyframe(frame: u32) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.put(1, 1);
+        w.put(1, 0);
+        w.put(6, 0);
+        w.put(16, frame);
+        w.put(1, 1); // structure present
+        w.put(4, 0);
+        w.put(6, 0); // template_id_offset
+        w.put(5, 2); // three decode targets
+        for idc in [0, 1, 1, 0, 3] {
+            w.put(2, idc); // T0, T0, T1, T2, T2
+        }
+        for _ in 0..5 * 3 {
+            w.put(2, 3); // decode target indications: not read
+        }
+        for fdiffs in [&[][..], &[4], &[2], &[1], &[1, 2]] {
+            for f in fdiffs {
+                w.put(1, 1);
+                w.put(4, f - 1);
+            }
+            w.put(1, 0);
+        }
+        w.put(1, 0); // (chains and the rest: not read)
+        w.bytes
+    }
+
+    #[test]
+    fn frames_name_what_they_reference() {
+        let mut s = None;
+        let key = l1t3_keyframe(100);
+        parse_dd(&key, &mut s).unwrap();
+        let s = s.unwrap();
+        let deps = |d: &[u8]| {
+            frame_deps(d, &s).map(|f| (f.frame, f.temporal, f.refs.iter().collect::<Vec<_>>()))
+        };
+        assert_eq!(deps(&key), Some((100, 0, vec![])));
+        assert_eq!(
+            deps(&mandatory(true, true, 3, 101)),
+            Some((101, 2, vec![100]))
+        );
+        assert_eq!(
+            deps(&mandatory(true, true, 2, 102)),
+            Some((102, 1, vec![100]))
+        );
+        assert_eq!(
+            deps(&mandatory(false, true, 4, 103)),
+            Some((103, 2, vec![102, 101]))
+        );
+        assert_eq!(
+            deps(&mandatory(true, true, 1, 104)),
+            Some((104, 0, vec![100]))
+        );
+        // Custom references (after custom indications for the three decode targets).
+        let mut w = Writer::default();
+        w.put(1, 1);
+        w.put(1, 1);
+        w.put(6, 3);
+        w.put(16, 0);
+        w.put(5, 0b00110); // custom dtis and fdiffs
+        w.put(6, 0);
+        w.put(2, 1);
+        w.put(4, 0); // 1 back
+        w.put(2, 3);
+        w.put(12, 299); // 300 back
+        w.put(2, 0);
+        assert_eq!(
+            deps(&w.bytes),
+            Some((0, 2, vec![0xffff, 0u16.wrapping_sub(300)]))
+        );
+        // A structure that stops after its layers places frames, but not their references.
+        let mut l3 = None;
+        parse_dd(&l3t1_keyframe(0, 5), &mut l3).unwrap();
+        assert_eq!(frame_deps(&mandatory(true, true, 1, 6), &l3.unwrap()), None);
     }
 
     #[test]

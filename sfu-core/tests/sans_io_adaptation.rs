@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Net, Received, THUMBNAILS, between, everyone, large_room, layer_runs};
+use common::{Net, Received, THUMBNAILS, VideoShape, between, everyone, large_room, layer_runs};
 use protocol::{Quality, Source, TrackId, TrackQuality};
 use sfu_core::adaptation::Frozen;
 use sfu_core::shard::ShardConfig;
@@ -22,7 +22,12 @@ const SIMULCAST: &[&str] = &["q", "h", "f"];
 /// Alice publishes a microphone and a three-layer camera (about 200 kbit/s, 400 kbit/s
 /// and 1 Mbit/s); Bob only receives, with TWCC unless `remb_only`.
 fn two_party(remb_only: bool) -> Net {
+    two_party_with(remb_only, VideoShape::default())
+}
+
+fn two_party_with(remb_only: bool, video: VideoShape) -> Net {
     let mut net = Net::new(ShardConfig::default());
+    net.video = video;
     let alice = net.join("alice", everyone());
     net.negotiate_layers(
         alice,
@@ -112,6 +117,118 @@ fn on_a_link_just_under_its_lowest_layer_the_only_video_keeps_that_layer() {
         layer_runs(&all),
         net.client(bob).downlink.dropped
     );
+}
+
+/// What bob's link does for 60 s at `share` of what alice's lowest layer and audio take,
+/// her camera sent as `video`: the video packets it delivered after the first 10 s,
+/// the datagrams it dropped then, the longest gaps of video and audio, and the layers.
+struct UnderTheFloor {
+    video: Vec<Received>,
+    dropped: u64,
+    sent: u64,
+    video_gap: Duration,
+    audio_gap: Duration,
+    layers: Vec<u8>,
+    thinned: u64,
+}
+
+fn under_the_floor(video: VideoShape, share: f64) -> UnderTheFloor {
+    let mut net = two_party_with(false, video);
+    let (bob, camera, mic) = (
+        1,
+        net.track_of(0, Source::Camera),
+        net.track_of(0, Source::Microphone),
+    );
+    net.run(Duration::from_secs(4));
+    bob_views(&mut net, camera, Quality::Low);
+    net.run(Duration::from_secs(3));
+    let lowest = delivered_bps(&mut net, bob, 5);
+    bob_views(&mut net, camera, Quality::High);
+    net.run(Duration::from_secs(4));
+    net.clients[bob].downlink.cap_bps = Some((lowest as f64 * share) as u64);
+    let capped = net.now;
+    net.run(Duration::from_secs(10));
+    let settled = net.now;
+    let (dropped, delivered) = {
+        let l = &net.client(bob).downlink;
+        (l.dropped, l.packets)
+    };
+    net.run(Duration::from_secs(50));
+    let l = &net.client(bob).downlink;
+    let received = &net.client(bob).received;
+    UnderTheFloor {
+        video: between(&received[&camera], settled, net.now),
+        dropped: l.dropped - dropped,
+        sent: l.dropped + l.packets - dropped - delivered,
+        video_gap: longest_gap(&received[&camera], settled, net.now),
+        audio_gap: longest_gap(&received[&mic], settled, net.now),
+        layers: layer_runs(&between(&received[&camera], capped, net.now)),
+        thinned: net.shard.counters.thinned,
+    }
+}
+
+#[test]
+fn under_its_lowest_layer_the_floor_video_leaves_out_temporal_layers_not_packets() {
+    let temporal = VideoShape {
+        temporal: true,
+        ..VideoShape::default()
+    };
+    // A link at 0.75 of the lowest layer and the audio: the floor holds that layer.
+    let thinned = under_the_floor(temporal, 0.75);
+    let whole = under_the_floor(VideoShape::default(), 0.75);
+    let loss = |u: &UnderTheFloor| u.dropped as f64 / u.sent.max(1) as f64;
+    let tl2 = thinned
+        .video
+        .iter()
+        .filter(|r| r.temporal.is_some_and(|(tid, _)| tid == 2))
+        .count();
+    println!(
+        "link at 0.75 of the lowest layer: with temporal layers {} of {} datagrams dropped, \
+         {} packets left out, {tl2} of {} video packets received of TL2, longest video gap \
+         {:?}, audio {:?}; a single temporal layer: {} of {} dropped, video gap {:?}, \
+         audio {:?}",
+        thinned.dropped,
+        thinned.sent,
+        thinned.thinned,
+        thinned.video.len(),
+        thinned.video_gap,
+        thinned.audio_gap,
+        whole.dropped,
+        whole.sent,
+        whole.video_gap,
+        whole.audio_gap,
+    );
+    assert_eq!(thinned.layers.last(), Some(&0), "{:?}", thinned.layers);
+    assert!(thinned.layers.len() <= 2, "{:?}", thinned.layers);
+    assert!(thinned.thinned > 0, "pictures of the upper layers left out");
+    assert!(
+        tl2 * 5 < thinned.video.len(),
+        "TL2 mostly left out: {tl2} of {}",
+        thinned.video.len()
+    );
+    assert!(thinned.video_gap < Duration::from_millis(700));
+    assert!(thinned.audio_gap < Duration::from_millis(500));
+    assert!(
+        loss(&thinned) * 2.0 < loss(&whole),
+        "thinned, the link drops {:.3}; whole, {:.3}",
+        loss(&thinned),
+        loss(&whole)
+    );
+    // The picture ids a receiver sees go on without a gap: for each packet that follows
+    // the one before it, a new picture is the next picture id.
+    let mut packets: Vec<&Received> = thinned.video.iter().collect();
+    packets.sort_by_key(|r| r.seq_no);
+    packets.dedup_by_key(|r| r.seq_no);
+    let mut new_pictures = 0;
+    for w in packets.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        if b.seq_no == a.seq_no + 1 && b.time != a.time {
+            let (pa, pb) = (a.temporal.unwrap().1, b.temporal.unwrap().1);
+            assert_eq!(pb, (pa + 1) & 0x7fff, "picture ids at {a:?} and {b:?}");
+            new_pictures += 1;
+        }
+    }
+    assert!(new_pictures > 100, "{new_pictures} pictures checked");
 }
 
 #[test]

@@ -20,6 +20,7 @@ pub struct Metrics {
     calls: IntCounter,
     keyframe_requests: IntCounter,
     layer_switches: IntCounter,
+    thinned: IntCounter,
     layer_choices: IntCounterVec,
     video_frozen: IntCounterVec,
     dd_read: IntCounter,
@@ -96,6 +97,11 @@ impl Metrics {
             layer_switches: IntCounter::new(
                 "sfu_layer_switches_total",
                 "Subscriptions switched to another simulcast or SVC layer, or resumed",
+            )?,
+            thinned: IntCounter::new(
+                "sfu_thinned_packets_total",
+                "Packets of VP8 temporal layers left out of a subscriber's stream: its link \
+                 carries its floor video's lowest layer only at a lower frame rate",
             )?,
             layer_choices: IntCounterVec::new(
                 Opts::new(
@@ -184,6 +190,7 @@ impl Metrics {
             &m.calls,
             &m.keyframe_requests,
             &m.layer_switches,
+            &m.thinned,
             &m.dd_read,
             &m.dd_unreadable,
             &m.tcp_rx_packets,
@@ -264,6 +271,7 @@ impl Metrics {
         self.calls.inc_by(counters.calls_started);
         self.keyframe_requests.inc_by(counters.keyframe_requests);
         self.layer_switches.inc_by(counters.layer_switches);
+        self.thinned.inc_by(counters.thinned);
         for cause in Cause::ALL {
             let n = counters.layer_choices[cause.index()];
             if n > 0 {

@@ -12,7 +12,8 @@ use super::shown::shown;
 use super::steer::Steering;
 use super::track::{NOMINAL_AUDIO_BPS, NOMINAL_LAYER_BPS, NOMINAL_VIDEO_BPS};
 use crate::adaptation::{Frozen, Prior, Reading};
-use crate::selection::{self, VideoItem};
+use crate::selection::{self, UP_HEADROOM, VideoItem};
+use crate::temporal::{ALL_TEMPORAL, cap_for};
 
 /// Where a subscriber's bandwidth estimate starts: enough for a 2.5 Mbit/s screen share
 /// or a speaker and a dozen thumbnails. It grows as the estimator probes, and falls at
@@ -48,6 +49,9 @@ impl Shard {
         let mut slots: Vec<usize> = Vec::new();
         // Per item: how the last choice left it.
         let mut priors: Vec<Prior> = Vec::new();
+        // Per item: its lowest usable layer's bytes by temporal layer, and the temporal
+        // cap it has.
+        let mut temporal: Vec<([u64; 4], u8, u8)> = Vec::new();
         let mut audio_bps = 0;
         let mut ideal_bps = 0;
         for (slot, s) in p.subscriptions.iter_mut() {
@@ -136,6 +140,11 @@ impl Shard {
                 usable: s.target.is_none_or(|l| item.usable[usize::from(l)]),
             });
             s.wanted = asked;
+            let lowest = (0..=top)
+                .find(|&l| item.usable[usize::from(l)])
+                .unwrap_or(0);
+            let bytes = t.layers[usize::from(lowest)].temporal_bytes;
+            temporal.push((bytes, s.temporal.target, lowest));
             items.push(item);
             slots.push(slot);
         }
@@ -181,6 +190,14 @@ impl Shard {
         p.downlink
             .adaptation
             .bound_ups(now, &mut targets, &priors, &items, reading.dips);
+        // A floor video thinned now goes up a layer only once it flows whole again.
+        if let Some((f, _)) = floor
+            && let (_, from, lowest) = temporal[f]
+            && from < ALL_TEMPORAL
+            && targets[f].is_some_and(|t| t > lowest)
+        {
+            targets[f] = Some(lowest);
+        }
         for (t, prior) in targets.iter().zip(&priors) {
             if let Some(c) = prior.cause(*t) {
                 self.counters.layer_choices[c.index()] += 1;
@@ -201,7 +218,73 @@ impl Shard {
             p.downlink.upgrade_hold = Some(now + UPGRADE_HOLD);
             debug!(participant = %id, "layer down for bandwidth: upgrades held");
         }
-        let (allocated, step_up) = selection::next_step(&items, &targets);
+        let (mut allocated, step_up) = selection::next_step(&items, &targets);
+        // The floor video carried below what its lowest layer takes: thinned to the
+        // temporal layers the budget carries (whole again only with headroom), and past
+        // the pacer if even that does not fit (its queue would grow until cut).
+        let mut caps: Vec<u8> = vec![ALL_TEMPORAL; items.len()];
+        let mut floor_takes = None;
+        // (Only once it flows at that layer: on its way down from a higher one, the
+        // losses and the fallen estimate are the higher layer's.)
+        let flows_lowest = |f: usize, lowest: u8| {
+            p.subscriptions
+                .get(slots[f])
+                .is_some_and(|s| s.current == Some(lowest))
+        };
+        if let Some((f, rate)) = floor
+            && plan.floor
+            && let (bytes, from, lowest) = temporal[f]
+            && targets[f] == Some(lowest)
+            && (from < ALL_TEMPORAL || flows_lowest(f, lowest))
+        {
+            // Fewer pictures at once, on the budget as it is (a hold keeps layers, not
+            // pictures); more as `adaptation` lets.
+            let b = if plan.hold { budget } else { plan.budget };
+            let whole = if from < ALL_TEMPORAL {
+                UP_HEADROOM
+            } else {
+                1.0
+            };
+            let mut wanted = b
+                .filter(|b| (*b as f64) < rate as f64 * whole)
+                .and_then(|b| cap_for(&bytes, rate, b, from, UP_HEADROOM))
+                .unwrap_or(ALL_TEMPORAL);
+            // Losses of what flows now: a layer less, at each report that says so.
+            let top = bytes.iter().rposition(|b| *b > 0).unwrap_or(0) as u8;
+            if let Some((at, loss)) = lost
+                && reading.unpadded
+                && top > 0
+                && p.downlink.adaptation.thin_for_loss(at, loss)
+            {
+                wanted = wanted.min(from.min(top).saturating_sub(1));
+            }
+            let padding_off = p.downlink.pad_off.is_some_and(|(until, _)| now < until);
+            caps[f] = p
+                .downlink
+                .adaptation
+                .bound_temporal(now, from, wanted, !padding_off);
+            let total: u64 = bytes.iter().sum();
+            if caps[f] < ALL_TEMPORAL && total > 0 {
+                let kept: u64 = bytes.iter().take(usize::from(caps[f]) + 1).sum();
+                let takes = (rate as f64 * kept as f64 / total as f64) as u64;
+                allocated -= rate - takes.min(rate);
+                floor_takes = Some((f, takes));
+            } else {
+                floor_takes = Some((f, rate));
+            }
+        }
+        let unpaced_floor = floor_takes
+            .filter(|(_, takes)| budget.is_some_and(|b| b < *takes))
+            .map(|(f, _)| f);
+        // What the floor video lacks to flow whole within the budget, if it does.
+        let short = floor.and_then(|(f, rate)| {
+            let (_, takes) = floor_takes?;
+            if caps[f] < ALL_TEMPORAL {
+                Some(rate.saturating_sub(takes))
+            } else {
+                budget.filter(|b| *b < rate).map(|_| step_up.unwrap_or(0))
+            }
+        });
         p.downlink.chosen_bps = audio_bps + allocated;
         p.downlink.ideal_bps = audio_bps + ideal_bps;
         p.downlink.lowest_bps = audio_bps
@@ -210,12 +293,8 @@ impl Shard {
                 .filter(|it| it.wanted.is_some())
                 .map(|it| it.rates[0])
                 .sum::<u64>();
-        // The floor video kept on below the estimate bypasses the pacer.
-        let carried = floor.filter(|(i, rate)| {
-            plan.floor && targets[*i].is_some() && budget.is_some_and(|b| b < *rate)
-        });
-        let unpaced = carried
-            .and_then(|(f, _)| p.subscriptions.get(slots[f]))
+        let unpaced = unpaced_floor
+            .and_then(|f| p.subscriptions.get(slots[f]))
             .map(|s| s.mid());
         if unpaced != p.downlink.unpaced {
             // By m-line: a subscription that ends leaves its stream to the next track.
@@ -240,9 +319,13 @@ impl Shard {
         }
         let connected = p.rtc.is_connected();
         let mut awaited: Vec<(TrackId, u8)> = Vec::new();
-        for (slot, target) in slots.into_iter().zip(targets) {
+        for ((slot, target), cap) in slots.into_iter().zip(targets).zip(caps) {
             if let Some(s) = p.subscriptions.get_mut(slot) {
                 s.target = target;
+                if s.temporal.target != cap {
+                    debug!(participant = %id, track = %s.track_id(), cap, "temporal layers");
+                    s.temporal.target = cap;
+                }
                 // (An SVC stream goes down at any picture; only up needs a keyframe.)
                 let svc = self.tracks.get(&s.track_id()).is_some_and(|t| t.svc);
                 if let Some(l) = target
@@ -254,7 +337,9 @@ impl Shard {
                 }
             }
         }
-        let probe_floor = !plan.floor && p.downlink.adaptation.probe_floor(now);
+        let estimate = p.downlink.estimate;
+        let probe_floor = !plan.floor && p.downlink.adaptation.probe_floor(now, estimate);
+        let probe_short = p.downlink.adaptation.probe_short(now, short.is_some());
         self.steer_estimator(
             id,
             Steering {
@@ -264,6 +349,8 @@ impl Shard {
                 step_up,
                 floor: plan.floor,
                 probe_floor,
+                short: short.map(|step| (step, probe_short)),
+                loss: reading.loss,
             },
         );
         for (track_id, layer) in awaited {

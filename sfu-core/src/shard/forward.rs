@@ -11,7 +11,9 @@ use tracing::debug;
 use super::Shard;
 use super::output::{ShardOutput, TapRecord};
 use crate::forwarder::{Decision, DropReason, Select, keyframe_start, select, select_svc};
-use crate::svc::{DdBytes, LayerInfo, parse_dd, vp9_layers};
+use crate::svc::{DdBytes, LayerInfo, dd_frame_number, frame_deps, parse_dd, vp9_layers};
+use crate::temporal::Picture;
+use crate::vp8::temporal;
 
 /// A subscriber whose oldest unsent packet waited this long in its pacer (a keyframe
 /// burst at a low estimate takes a good part of it) gets nothing
@@ -147,6 +149,23 @@ impl Shard {
         let vp8 = (codec == Some(Codec::Vp8))
             .then(|| Vp8Descriptor::parse(&payload).ok())
             .flatten();
+        // Its temporal layer in a simulcast layer (an SVC stream's are not thinned): by
+        // the dependency descriptor, else by the VP8 payload descriptor.
+        let picture = if !video || track.svc {
+            None
+        } else if let (Some(dd), Some(i)) = (&dd, info) {
+            dd_frame_number(&dd.0).map(|frame| Picture::Frame {
+                frame,
+                temporal: i.temporal,
+                refs: track.layers[usize::from(layer)]
+                    .dd
+                    .as_ref()
+                    .and_then(|s| frame_deps(&dd.0, s))
+                    .map(|f| f.refs),
+            })
+        } else {
+            vp8.and_then(|_| temporal(&payload)).map(Picture::Vp8)
+        };
         if !video {
             track.speech.packet(packet.header.ext_vals.audio_level);
         }
@@ -158,6 +177,9 @@ impl Shard {
         l.rate.add(payload.len());
         l.last_packet = Some(self.now);
         l.stalled_at = None;
+        if let Some(p) = &picture {
+            l.count_temporal(p.temporal(), payload.len());
+        }
         if keyframe {
             let k = usize::from(track.keyframe_layer(layer));
             track.layers[k].waiting = false;
@@ -202,6 +224,17 @@ impl Shard {
                     s.frames.switch_source();
                     self.counters.layer_switches += 1;
                 }
+            }
+            // A picture of a temporal layer its link cannot carry now: left out whole.
+            if let Some(p) = picture
+                && !s.temporal.pass(p, keyframe)
+            {
+                s.forwarder.skip(packet.seq_no);
+                if let Some(d) = &vp8 {
+                    s.vp8.skip_picture(d);
+                }
+                self.counters.thinned += 1;
+                continue;
             }
             if !sub.rtc.is_connected() {
                 self.counters.drop(DropReason::NotConnected);

@@ -1,6 +1,6 @@
 //! One participant's WebRTC session and the state the shard keeps for it.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use protocol::{Grants, Kind, ParticipantInfo, TrackId, TrackQuality};
 use str0m::Rtc;
@@ -117,4 +117,6 @@ pub(super) struct Downlink {
     /// The most any of its m-lines lost in its receiver's last round of reports (a
     /// fraction), and when they came.
     pub(super) lost: Option<(Instant, f32)>,
+    /// Its padding is off until then (it cost the media), and for how long next time.
+    pub(super) pad_off: Option<(Instant, Duration)>,
 }

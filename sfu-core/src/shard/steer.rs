@@ -1,13 +1,26 @@
 //! How the shard steers a subscriber's bandwidth estimator: the padding and the probing
 //! it asks str0m for, so that the estimate can find room for the next layer up, without
-//! costing a thin link's audio.
+//! costing a thin link's audio, or its media when the padding overruns a policer.
+
+use std::time::Duration;
 
 use protocol::ParticipantId;
 use str0m::bwe::Bitrate;
+use tracing::debug;
 
 use super::Shard;
 use super::track::NOMINAL_AUDIO_BPS;
+use crate::adaptation::DOWN_LOSS;
 use crate::selection::UP_HEADROOM;
+
+/// Padding that comes with losses of the media over [`DOWN_LOSS`] stops for this long,
+/// twice as long each time it does so again, up to [`PAD_OFF_MAX`]; back to this once
+/// [`PAD_OFF_MAX`] passed without. (A policer drops what overruns it, and small padding
+/// packets use up its tokens before a picture's large ones come: the media loses a
+/// third while the link as a whole loses a few percent, too few for the estimate.)
+pub(super) const PAD_OFF: Duration = Duration::from_secs(10);
+
+pub(super) const PAD_OFF_MAX: Duration = Duration::from_secs(80);
 
 /// What one choice of layers left a subscriber with (bit/s).
 #[derive(Debug, Clone, Copy)]
@@ -22,6 +35,11 @@ pub(super) struct Steering {
     pub(super) floor: bool,
     /// The floor is lifted and it is time to probe for it.
     pub(super) probe_floor: bool,
+    /// What the floor video lacks to flow whole, if the link carries it only thinned
+    /// (or past the budget), and whether it is time to probe for that.
+    pub(super) short: Option<(u64, bool)>,
+    /// The most its receiver reported its media lost lately.
+    pub(super) loss: Option<f32>,
 }
 
 impl Shard {
@@ -32,17 +50,45 @@ impl Shard {
     /// carry even the floor video is probed only for that, now and then, and padded no
     /// more than str0m does on its own: its audio must not lose to the probing.
     pub(super) fn steer_estimator(&mut self, id: ParticipantId, s: Steering) {
+        let now = self.now;
         let Some(p) = self.participants.get_mut(&id) else {
             return;
         };
+        let media = s.audio + s.allocated;
+        let padded = p.downlink.bwe_bitrates.0 > media + media / 20;
+        let pad_off = &mut p.downlink.pad_off;
+        if let Some((until, _)) = *pad_off
+            && now.saturating_duration_since(until) >= PAD_OFF_MAX
+        {
+            *pad_off = None;
+        }
+        if padded && s.loss.is_some_and(|l| l > DOWN_LOSS) {
+            let off = pad_off.map_or(PAD_OFF, |(_, next)| next);
+            *pad_off = Some((now + off, (off * 2).min(PAD_OFF_MAX)));
+            debug!(participant = %id, ?off, loss = ?s.loss, "padding costs the media: off");
+        }
+        // (A link that could not carry the floor is probed on its own terms, below.)
+        let quiet = s.floor && pad_off.is_some_and(|(until, _)| now < until);
         let headroom = |bps: u64| (bps as f64 * UP_HEADROOM) as u64;
-        let next = s.step_up.map(|step| s.audio + s.allocated + headroom(step));
-        let (minimum, desired) = if s.floor {
+        let next = s.step_up.map(|step| media + headroom(step));
+        let (minimum, desired) = if quiet {
+            // Nothing above the media: no padding, no probing.
+            (0, media.max(NOMINAL_AUDIO_BPS))
+        } else if s.floor
+            && let Some((step, probe)) = s.short
+        {
+            // A link that carries the floor video only thinned: padding would take a
+            // policer's tokens from its pictures. str0m's probes alone look for room
+            // for the whole of it, now and then.
+            let desired = if probe { media + headroom(step) } else { media };
+            (0, desired.max(NOMINAL_AUDIO_BPS))
+        } else if s.floor {
             let desired = headroom(s.audio + s.ideal).max(NOMINAL_AUDIO_BPS);
             (next.map_or(0, |n| n.min(desired)), desired)
         } else {
-            let desired = next.filter(|_| s.probe_floor).unwrap_or(s.audio);
-            (0, desired.max(NOMINAL_AUDIO_BPS))
+            let probe = next.filter(|_| s.probe_floor);
+            let desired = probe.unwrap_or(s.audio).max(NOMINAL_AUDIO_BPS);
+            (probe.map_or(0, |_| desired), desired)
         };
         let differs = |a: u64, b: u64| a.abs_diff(b) > b / 10;
         if differs(desired, p.downlink.bwe_bitrates.1)

@@ -8,8 +8,10 @@ use rand::{Rng, RngExt};
 
 use super::Shard;
 use super::track::Track;
-use crate::forwarder::{Forwarder, Vp8Continuity};
+use crate::forwarder::Forwarder;
 use crate::svc::FrameNumbers;
+use crate::temporal::TemporalCap;
+use crate::vp8::Vp8Continuity;
 
 /// What an m-line's stream was at when its track went: continued by its next track.
 pub(super) struct IdleStream {
@@ -37,6 +39,9 @@ pub(super) struct Subscription {
     pub(super) wanted: Option<u8>,
     /// VP8 picture ids and TL0PICIDX, continued across layers like sequence numbers.
     pub(super) vp8: Vp8Continuity,
+    /// The VP8 temporal layers it forwards of its layer (all, unless the link is too
+    /// thin for the floor video's whole lowest layer).
+    pub(super) temporal: TemporalCap,
     /// Dependency descriptor frame numbers, likewise.
     pub(super) frames: FrameNumbers,
 }
@@ -121,6 +126,7 @@ impl Subscriptions {
             target: None,
             wanted: None,
             vp8: idle.vp8,
+            temporal: TemporalCap::default(),
             frames: idle.frames,
         };
         match self.slots.iter().position(Option::is_none) {

@@ -55,6 +55,9 @@ pub(super) struct Layer {
     /// The dependency descriptor structure its stream last sent (the first layer's, for
     /// an SVC stream).
     pub(super) dd: Option<DdStructure>,
+    /// Its VP8 pictures' bytes by temporal layer (halved now and then: the recent
+    /// share of each), if its packets name their layers.
+    pub(super) temporal_bytes: [u64; 4],
 }
 
 /// Default bitrates of simulcast layers not measured yet, lowest first, and of a single
@@ -64,6 +67,10 @@ pub(super) const NOMINAL_LAYER_BPS: [u64; MAX_LAYERS] = [150_000, 500_000, 1_500
 pub(super) const NOMINAL_VIDEO_BPS: u64 = 1_000_000;
 
 pub(super) const NOMINAL_AUDIO_BPS: u64 = 40_000;
+
+/// A layer's bytes by temporal layer are halved past this total: about 10 s of a
+/// lowest layer, whose shares are the ones that matter (see `Layer::temporal_bytes`).
+const TEMPORAL_BYTES_KEPT: u64 = 1 << 18;
 
 /// A layer that sent nothing for this long is not chosen (unless paused by us).
 pub(super) const LAYER_SILENCE: Duration = Duration::from_millis(1500);
@@ -142,6 +149,18 @@ impl Layer {
             stalled_at: None,
             needed_at: None,
             dd: None,
+            temporal_bytes: [0; 4],
+        }
+    }
+
+    /// A VP8 packet of `len` bytes of temporal layer `tid` arrived.
+    pub(super) fn count_temporal(&mut self, tid: u8, len: usize) {
+        let bytes = &mut self.temporal_bytes;
+        bytes[usize::from(tid & 3)] += len as u64;
+        if bytes.iter().sum::<u64>() > TEMPORAL_BYTES_KEPT {
+            for b in bytes.iter_mut() {
+                *b /= 2;
+            }
         }
     }
 

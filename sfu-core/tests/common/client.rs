@@ -26,6 +26,8 @@ pub struct Received {
     pub layer: u8,
     /// The RTP marker bit: the last packet of a picture.
     pub marker: bool,
+    /// Its VP8 temporal layer and picture id, when it names them.
+    pub temporal: Option<(u8, u16)>,
     /// The first packet of a keyframe.
     pub keyframe: bool,
     /// The m-line it came on.
@@ -159,13 +161,28 @@ pub fn drain_client(c: &mut Client, to_server: &mut Vec<ToServer>) {
                 } else {
                     video && detect_vp8_keyframe(&p.payload)
                 };
+                let vp8 = video && dd.is_none() && p.header.payload_type == c.pt(Codec::Vp8);
+                let temporal = vp8
+                    .then(|| sfu_core::vp8::temporal(&p.payload))
+                    .flatten()
+                    .map(|t| {
+                        let pid = (u16::from(p.payload[2] & 0x7f) << 8) | u16::from(p.payload[3]);
+                        (t.tid, pid)
+                    });
                 c.received.entry(track).or_default().push(Received {
                     at: p.timestamp,
                     seq_no: *p.seq_no,
                     time: p.header.timestamp,
                     source_seq,
-                    layer: if video { p.payload[5] } else { 0 },
+                    layer: if !video {
+                        0
+                    } else if temporal.is_some() {
+                        p.payload[7]
+                    } else {
+                        p.payload[5]
+                    },
                     marker: p.header.marker,
+                    temporal,
                     keyframe,
                     mid,
                 });

@@ -16,9 +16,10 @@ pub struct Link {
     last: Option<Instant>,
     /// When the bottleneck will have sent everything it holds.
     busy_until: Option<Instant>,
-    /// Datagrams the link dropped, and the bytes it delivered (or will).
+    /// Datagrams the link dropped, and the bytes and datagrams it delivered (or will).
     pub dropped: u64,
     pub delivered: u64,
+    pub packets: u64,
 }
 
 /// What a link does with one datagram.
@@ -37,6 +38,7 @@ impl Link {
             self.dropped += 1;
         } else {
             self.delivered += bytes as u64;
+            self.packets += 1;
         }
         fate
     }

@@ -17,6 +17,10 @@ pub struct VideoShape {
     pub bytes: [usize; 3],
     /// A frame every this many steps of `STEP` (8: 25 frames a second).
     pub frame_every: u64,
+    /// Each layer's frames in three temporal layers, as libwebrtc sends VP8 (TL0, TL2,
+    /// TL1, TL2, ...; the first TL1 and TL2 after a TL0 sync), a picture id and a
+    /// TL0PICIDX each; the frames of TL0 and TL1 twice as large as those of TL2.
+    pub temporal: bool,
 }
 
 impl Default for VideoShape {
@@ -26,6 +30,7 @@ impl Default for VideoShape {
             packets: [1, 2, 5],
             bytes: [1000, 1000, 1000],
             frame_every: 8,
+            temporal: false,
         }
     }
 }
@@ -35,6 +40,7 @@ pub const THUMBNAILS: VideoShape = VideoShape {
     packets: [1, 1, 1],
     bytes: [200, 300, 400],
     frame_every: 8,
+    temporal: false,
 };
 
 /// How an SVC publisher marks its layers.
@@ -126,7 +132,17 @@ pub(crate) fn send_media(c: &mut Client, now: Instant, step: u64, video: &VideoS
             }
             let key = (mid, layer as u8);
             let keyframe = std::mem::replace(c.keyframe_due.entry(key).or_insert(true), false);
-            let count = if audio { 1 } else { video.packets[layer] };
+            let picture = step / video.frame_every;
+            // TL0, TL2, TL1, TL2: the base layer's frames and TL1's twice as large.
+            let tid = if keyframe {
+                0
+            } else {
+                [0u8, 2, 1, 2][(picture % 4) as usize]
+            };
+            let mut count = if audio { 1 } else { video.packets[layer] };
+            if !audio && video.temporal && tid < 2 {
+                count *= 2;
+            }
             for k in 0..count {
                 let seq = c.next_seq.entry(key).or_insert(1);
                 let mut payload = Vec::new();
@@ -137,15 +153,31 @@ pub(crate) fn send_media(c: &mut Client, now: Instant, step: u64, video: &VideoS
                     // the payload header's P bit clear on a keyframe.
                     let start = if k == 0 { 0x10 } else { 0 };
                     let p_bit = if keyframe && k == 0 { 0 } else { 1 };
-                    payload.extend_from_slice(&[
-                        0x80 | start,
-                        0x80,
-                        0x80,
-                        0x01,
-                        p_bit,
-                        layer as u8,
-                    ]);
-                    payload.resize(video.bytes[layer].saturating_sub(8).max(6), 0);
+                    if video.temporal {
+                        // I=1 L=1 T=1: picture id, TL0PICIDX, TID and Y.
+                        let sync = picture % 4 != 3;
+                        payload.extend_from_slice(&[
+                            0x80 | start,
+                            0xe0,
+                            0x80 | ((picture >> 8) & 0x7f) as u8,
+                            picture as u8,
+                            (picture / 4) as u8,
+                            (tid << 6) | if sync { 0x20 } else { 0 },
+                            p_bit,
+                            layer as u8,
+                        ]);
+                    } else {
+                        payload.extend_from_slice(&[
+                            0x80 | start,
+                            0x80,
+                            0x80,
+                            0x01,
+                            p_bit,
+                            layer as u8,
+                        ]);
+                    }
+                    let head = payload.len();
+                    payload.resize(video.bytes[layer].saturating_sub(8).max(head), 0);
                     (vp8, 3600)
                 };
                 payload.extend_from_slice(&seq.to_be_bytes());

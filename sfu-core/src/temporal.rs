@@ -1,0 +1,344 @@
+//! Temporal layers left out of a simulcast layer for a subscriber whose link cannot
+//! carry the whole of it (its floor video's lowest layer): fewer pictures a second, none
+//! of them broken. Which layers fit ([`cap_for`]) and which pictures go
+//! ([`TemporalCap`]): a picture goes only when everything it references went, told by
+//! the dependency descriptor's references where it comes (Chromium sends it for VP8 where
+//! it is negotiated; its end-to-end encrypted VP8 names no temporal layer in the payload
+//! descriptor), else by the VP8 payload descriptor's layer sync bits.
+
+use crate::svc::Refs;
+use crate::vp8::Temporal;
+
+/// Frames left out that are remembered, to leave out those that reference them.
+const LEFT_OUT: usize = 16;
+
+/// Frames let through that are remembered, to let the rest of their packets through.
+const PASSED: usize = 4;
+
+/// Where a packet's picture sits among its stream's temporal layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Picture {
+    /// From the dependency descriptor: its frame number, its temporal layer and what it
+    /// references (`None`: not told).
+    Frame {
+        frame: u16,
+        temporal: u8,
+        refs: Option<Refs>,
+    },
+    /// From the VP8 payload descriptor.
+    Vp8(Temporal),
+}
+
+impl Picture {
+    pub fn temporal(&self) -> u8 {
+        match self {
+            Picture::Frame { temporal, .. } => *temporal,
+            Picture::Vp8(t) => t.tid,
+        }
+    }
+}
+
+/// The highest temporal layer VP8 can name: a cap of it forwards every picture.
+pub const ALL_TEMPORAL: u8 = 3;
+
+/// Which VP8 temporal layers a subscription forwards: all, or up to a cap chosen for a
+/// link that cannot carry the whole layer (fewer pictures a second, none of them
+/// broken). Going down takes effect at the next picture; going up, one layer at a time,
+/// at a picture that syncs that layer, or at a keyframe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TemporalCap {
+    /// The highest layer to forward ([`ALL_TEMPORAL`]: all).
+    pub target: u8,
+    /// The highest forwarded now (by the VP8 payload descriptor).
+    current: u8,
+    /// By frame references: frames left out lately, oldest first, and the latest let
+    /// through.
+    left_out: [u16; LEFT_OUT],
+    left_len: u8,
+    passed: [Option<u16>; PASSED],
+    passed_at: u8,
+}
+
+impl Default for TemporalCap {
+    fn default() -> Self {
+        TemporalCap {
+            target: ALL_TEMPORAL,
+            current: ALL_TEMPORAL,
+            left_out: [0; LEFT_OUT],
+            left_len: 0,
+            passed: [None; PASSED],
+            passed_at: 0,
+        }
+    }
+}
+
+impl TemporalCap {
+    /// Whether a packet of picture `p` is forwarded (`keyframe`: it starts one).
+    pub fn pass(&mut self, p: Picture, keyframe: bool) -> bool {
+        match p {
+            Picture::Vp8(t) => self.pass_vp8(t, keyframe),
+            Picture::Frame {
+                frame,
+                temporal,
+                refs,
+            } => self.pass_frame(frame, temporal, refs, keyframe),
+        }
+    }
+
+    /// By frame references: a keyframe and the base layer always go; the others while
+    /// their layer is wanted and nothing they reference was left out (whatever their
+    /// layer, a picture of a layer just taken back references none that went missing).
+    /// Every packet of a frame shares the fate of the first that came.
+    fn pass_frame(&mut self, frame: u16, temporal: u8, refs: Option<Refs>, keyframe: bool) -> bool {
+        let left = &self.left_out[..usize::from(self.left_len)];
+        if left.contains(&frame) {
+            return false;
+        }
+        if self.passed.contains(&Some(frame)) {
+            return true;
+        }
+        let ok = keyframe
+            || temporal == 0
+            || (temporal <= self.target
+                && refs.map_or(left.is_empty(), |r| r.iter().all(|f| !left.contains(&f))));
+        if ok {
+            self.passed[usize::from(self.passed_at) % PASSED] = Some(frame);
+            self.passed_at = self.passed_at.wrapping_add(1);
+            // Long past anything left out: nothing references those any more.
+            if let Some(&newest) = left.last()
+                && frame.wrapping_sub(newest) > 128
+                && frame.wrapping_sub(newest) < 0x8000
+            {
+                self.left_len = 0;
+            }
+        } else {
+            let n = usize::from(self.left_len);
+            if n == LEFT_OUT {
+                self.left_out.copy_within(1.., 0);
+                self.left_out[LEFT_OUT - 1] = frame;
+            } else {
+                self.left_out[n] = frame;
+                self.left_len += 1;
+            }
+        }
+        ok
+    }
+
+    /// By the VP8 payload descriptor: down at the next picture; up one layer at a
+    /// time, at a picture that syncs it, or at a keyframe.
+    fn pass_vp8(&mut self, t: Temporal, keyframe: bool) -> bool {
+        if t.starts {
+            if keyframe {
+                // Whatever layer it names (a keyframe is TL0 from libwebrtc).
+                self.current = self.target.max(t.tid);
+            } else if self.target < self.current {
+                self.current = self.target;
+            } else if self.target > self.current && t.sync && t.tid == self.current + 1 {
+                self.current = t.tid;
+            }
+        }
+        t.tid <= self.current
+    }
+}
+
+/// The highest temporal layer of a stream whose pictures' bytes by layer are `bytes`
+/// that fits in `budget`, given the whole stream takes `rate`; going up from `now`
+/// needs `headroom` times what the layer takes. `None`: no layers known (the stream
+/// names none), or all of them fit.
+pub fn cap_for(bytes: &[u64; 4], rate: u64, budget: u64, now: u8, headroom: f64) -> Option<u8> {
+    let total: u64 = bytes.iter().sum();
+    let top = bytes.iter().rposition(|b| *b > 0)? as u8;
+    if top == 0 {
+        return None;
+    }
+    let mut cum = 0;
+    let mut cap = 0;
+    for (tid, b) in bytes.iter().enumerate().take(usize::from(top) + 1) {
+        cum += b;
+        let takes = rate as f64 * cum as f64 / total as f64;
+        let need = if tid as u8 > now {
+            takes * headroom
+        } else {
+            takes
+        };
+        if tid > 0 && need > budget as f64 {
+            break;
+        }
+        cap = tid as u8;
+    }
+    (cap < top).then_some(cap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cap_goes_down_at_a_picture_and_up_at_a_sync_or_a_keyframe() {
+        let at = |tid, sync| Temporal {
+            tid,
+            sync,
+            starts: true,
+        };
+        let middle = |tid| Temporal {
+            tid,
+            sync: false,
+            starts: false,
+        };
+        let mut cap = TemporalCap::default();
+        assert!(cap.pass_vp8(at(2, false), false));
+        cap.target = 0;
+        // Within a picture already started nothing changes.
+        assert!(cap.pass_vp8(middle(2), false));
+        assert!(!cap.pass_vp8(at(2, false), false));
+        assert!(!cap.pass_vp8(at(1, true), false));
+        assert!(cap.pass_vp8(at(0, false), false));
+        // Up: not at a picture that depends on layer 1's last, nor two layers at once.
+        cap.target = ALL_TEMPORAL;
+        assert!(!cap.pass_vp8(at(1, false), false));
+        assert!(!cap.pass_vp8(at(2, true), false));
+        assert!(cap.pass_vp8(at(1, true), false));
+        assert!(!cap.pass_vp8(at(2, false), false));
+        assert!(cap.pass_vp8(at(2, true), false));
+        assert!(cap.pass_vp8(at(2, false), false));
+        // A keyframe starts every layer at once.
+        cap.target = 0;
+        assert!(!cap.pass_vp8(at(1, false), false));
+        cap.target = 2;
+        assert!(cap.pass_vp8(at(0, false), true));
+        assert!(cap.pass_vp8(at(2, false), false));
+        // A keyframe that names a higher layer goes whole; the next picture is cut.
+        cap.target = 0;
+        assert!(cap.pass_vp8(at(1, false), true));
+        assert!(cap.pass_vp8(middle(1), false));
+        assert!(!cap.pass_vp8(at(1, false), false));
+    }
+
+    #[test]
+    fn a_cap_is_the_highest_layer_the_budget_carries() {
+        // libwebrtc's three layers: 40, 20 and 40 % of the bytes.
+        let bytes = [400, 200, 400, 0];
+        assert_eq!(cap_for(&bytes, 1000, 2000, 2, 1.15), None);
+        assert_eq!(cap_for(&bytes, 1000, 999, 2, 1.15), Some(1));
+        assert_eq!(cap_for(&bytes, 1000, 600, 2, 1.15), Some(1));
+        assert_eq!(cap_for(&bytes, 1000, 599, 2, 1.15), Some(0));
+        // The base layer goes on whatever the budget.
+        assert_eq!(cap_for(&bytes, 1000, 10, 2, 1.15), Some(0));
+        // Up needs headroom.
+        assert_eq!(cap_for(&bytes, 1000, 650, 0, 1.15), Some(0));
+        assert_eq!(cap_for(&bytes, 1000, 700, 0, 1.15), Some(1));
+        // A stream with one layer, or none seen yet.
+        assert_eq!(cap_for(&[500, 0, 0, 0], 1000, 10, 0, 1.15), None);
+        assert_eq!(cap_for(&[0; 4], 1000, 10, 0, 1.15), None);
+    }
+
+    #[test]
+    fn by_references_a_frame_goes_only_with_what_it_references() {
+        let refs = |of: &[u16]| {
+            let mut r = Refs::default();
+            for (i, f) in of.iter().enumerate() {
+                r.of[i] = *f;
+                r.count += 1;
+            }
+            Some(r)
+        };
+        // libwebrtc's L1T3 VP8: 100 T0, 101 T2 (on 100), 102 T1 (on 100), 103 T2 (on
+        // 102 and 101), 104 T0 (on 100), ...
+        let cycle = |n: u16| {
+            let b = 100 + 4 * n;
+            [
+                (b, 0, refs(&[b.wrapping_sub(4)])),
+                (b + 1, 2, refs(&[b])),
+                (b + 2, 1, refs(&[b])),
+                (b + 3, 2, refs(&[b + 2, b + 1])),
+            ]
+        };
+        let mut cap = TemporalCap::default();
+        let went = |cap: &mut TemporalCap, n| {
+            cycle(n)
+                .iter()
+                .map(|&(frame, temporal, refs)| {
+                    // Two packets each: the second follows the first.
+                    let p = Picture::Frame {
+                        frame,
+                        temporal,
+                        refs,
+                    };
+                    let first = cap.pass(p, false);
+                    assert_eq!(cap.pass(p, false), first);
+                    first
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(went(&mut cap, 0), [true; 4]);
+        cap.target = 0;
+        assert_eq!(went(&mut cap, 1), [true, false, false, false]);
+        cap.target = 1;
+        assert_eq!(went(&mut cap, 2), [true, false, true, false]);
+        // All again: 105's T2 goes (on the T0 only); the one on the T1 and that T2 too.
+        cap.target = ALL_TEMPORAL;
+        assert_eq!(went(&mut cap, 3), [true; 4]);
+        // Down in the middle of a cycle: the T2 on a T2 left out goes too.
+        let c = cycle(4);
+        assert!(cap.pass(
+            Picture::Frame {
+                frame: c[0].0,
+                temporal: 0,
+                refs: c[0].2
+            },
+            false
+        ));
+        cap.target = 1;
+        assert!(!cap.pass(
+            Picture::Frame {
+                frame: c[1].0,
+                temporal: 2,
+                refs: c[1].2
+            },
+            false
+        ));
+        cap.target = ALL_TEMPORAL;
+        assert!(cap.pass(
+            Picture::Frame {
+                frame: c[2].0,
+                temporal: 1,
+                refs: c[2].2
+            },
+            false
+        ));
+        assert!(!cap.pass(
+            Picture::Frame {
+                frame: c[3].0,
+                temporal: 2,
+                refs: c[3].2
+            },
+            false
+        ));
+        // Unknown references: only while nothing is left out that they might name.
+        assert!(!cap.pass(
+            Picture::Frame {
+                frame: 200,
+                temporal: 2,
+                refs: None
+            },
+            false
+        ));
+        // Long after: forgotten.
+        assert!(cap.pass(
+            Picture::Frame {
+                frame: 400,
+                temporal: 2,
+                refs: refs(&[399])
+            },
+            false
+        ));
+        assert!(cap.pass(
+            Picture::Frame {
+                frame: 401,
+                temporal: 2,
+                refs: None
+            },
+            false
+        ));
+    }
+}
