@@ -337,6 +337,75 @@ fn send_remb(net: &mut Net, bob: usize, since: Instant) {
     }
 }
 
+/// As aiortc's receiver reports, once a second: per video m-line that received in the
+/// last second, what it received (its estimator starts at the throughput it measured
+/// over its first 3 s), growing 8 % a second since `first` (the increase of its rate
+/// control while nothing overuses), at most half as much again. In the first round
+/// only one m-line reports (its estimator started first).
+fn send_estimator_per_line_remb(net: &mut Net, bob: usize, since: Instant, first: Instant) {
+    let growth = (1.0 + 0.08 * (net.now - first).as_secs_f64()).min(1.5);
+    let mut per_mid: Vec<(Mid, u64)> = Vec::new();
+    for received in net.client(bob).received.values() {
+        let got = between(received, since, net.now);
+        match got.first() {
+            Some(r) if r.layer > 0 || r.temporal.is_some() || got.len() > 60 => {}
+            _ => continue, // audio, or nothing
+        }
+        let bytes: u64 = got.len() as u64 * 1000;
+        per_mid.push((got[0].mid.unwrap(), bytes * 8));
+    }
+    per_mid.sort_by_key(|(m, _)| m.to_string());
+    if net.now - first < Duration::from_millis(1500) {
+        per_mid.truncate(1);
+    }
+    for (mid, rate) in per_mid {
+        let value = (rate as f64 * growth) as u64;
+        if let Some(rx) = net.clients[bob]
+            .rtc
+            .direct_api()
+            .stream_rx_by_mid(mid, None)
+        {
+            rx.request_remb(Bitrate::bps(value));
+        }
+    }
+}
+
+#[test]
+fn a_remb_receiver_with_an_estimator_per_m_line_keeps_both_videos() {
+    let mut net = Net::new(ShardConfig::default());
+    for name in ["alice", "carol"] {
+        let p = net.join(name, everyone());
+        net.negotiate_layers(p, &[(Source::Microphone, &[]), (Source::Camera, SIMULCAST)]);
+    }
+    net.join_without_twcc = true;
+    let bob = net.join("bob", everyone());
+    net.negotiate(bob, &[]);
+    let cameras = [
+        net.track_of(0, Source::Camera),
+        net.track_of(1, Source::Camera),
+    ];
+    // aiortc's estimators say nothing for their first 3 s.
+    net.run(Duration::from_secs(3));
+    let first = net.now;
+    for _ in 0..40 {
+        let since = net.now;
+        net.run(Duration::from_secs(1));
+        send_estimator_per_line_remb(&mut net, bob, since, first);
+    }
+    for camera in cameras {
+        let video = &net.client(bob).received[&camera];
+        let gap = longest_gap(video, first, net.now);
+        println!(
+            "estimator per m-line: camera {camera:?}, longest gap {gap:?}, layers {:?}",
+            layer_runs(&between(video, first, net.now))
+        );
+        assert!(
+            gap < Duration::from_secs(1),
+            "bob's video of {camera:?} stopped for {gap:?}"
+        );
+    }
+}
+
 #[test]
 fn a_remb_only_receiver_gets_its_paused_video_back_when_the_link_recovers() {
     let mut net = two_party(true);

@@ -148,7 +148,18 @@ impl Shard {
             items.push(item);
             slots.push(slot);
         }
-        let budget = p.downlink.estimate.map(|e| e.saturating_sub(audio_bps));
+        // (A REMB receiver with an estimator per video m-line estimates the video only.)
+        let video_only = !p.downlink.estimate_is_twcc
+            && estimates(&p.grants)
+            && p.downlink.remb.reported()
+            && !p.downlink.remb.covers_audio();
+        let budget = p.downlink.estimate.map(|e| {
+            if video_only {
+                e
+            } else {
+                e.saturating_sub(audio_bps)
+            }
+        });
         let rate_of = |it: &VideoItem, l: Option<u8>| l.map_or(0, |l| it.rates[usize::from(l)]);
         let takes = items
             .iter()

@@ -1,10 +1,17 @@
 //! The estimate of a subscriber without TWCC whose receiver sends REMB (aiortc, older
 //! SDKs): one link estimate from the reports of all its m-lines, and a re-probe when
 //! the reports stop because its video was paused.
+//!
+//! A receiver with an estimator per video m-line (aiortc) reports each stream's share:
+//! about what that stream brings, at first, and at most half as much again later. The
+//! link's estimate is their sum, plus the audio, which no report covers; an m-line
+//! that has not reported yet counts at what it is sent, and a paused one at its last
+//! report (it sends none while it receives nothing; without it the sum would only
+//! ever say what still flows, and a paused video would never come back).
 
 use std::time::{Duration, Instant};
 
-use protocol::ParticipantId;
+use protocol::{Kind, ParticipantId};
 use str0m::media::Mid;
 use tracing::debug;
 
@@ -31,6 +38,9 @@ const REPROBE_HEADROOM: f64 = 1.1;
 pub(super) struct RembEstimate {
     /// The latest report of each m-line: its value and when it came.
     reports: Vec<(Mid, u64, Instant)>,
+    /// Some report named an m-line that carries no video: the receiver's estimate is
+    /// the whole link's, audio included (libwebrtc's REMB names every stream).
+    covers_audio: bool,
     /// When the estimate was last raised for lack of reports, and how long a silence
     /// must last for the next.
     reprobed: Option<Instant>,
@@ -41,6 +51,7 @@ impl Default for RembEstimate {
     fn default() -> Self {
         RembEstimate {
             reports: Vec::new(),
+            covers_audio: false,
             reprobed: None,
             wait: REMB_STALE,
         }
@@ -48,11 +59,18 @@ impl Default for RembEstimate {
 }
 
 impl RembEstimate {
-    /// One m-line's report at `now`; returns the link's estimate: the sum of the fresh
-    /// reports of its m-lines (a receiver with an estimator per m-line, as aiortc has,
-    /// reports each stream's share), where the reports one REMB gave several m-lines
-    /// (the same value at the same instant, as Chromium sends) count once.
-    pub(super) fn report(&mut self, now: Instant, mid: Mid, bps: u64) -> u64 {
+    /// One m-line's report at `now`, given the subscriber's video m-lines and what each
+    /// is sent now (`None`: paused); returns the link's estimate for its video: the sum
+    /// over those m-lines of their latest reports, or what they are sent where they
+    /// have not reported, where the reports one REMB gave several m-lines (the same
+    /// value at the same instant, as Chromium sends) count once.
+    pub(super) fn report(
+        &mut self,
+        now: Instant,
+        mid: Mid,
+        bps: u64,
+        video: &[(Mid, Option<u64>)],
+    ) -> u64 {
         if self
             .reprobed
             .is_some_and(|at| now.saturating_duration_since(at) >= REPROBE_FORGOTTEN)
@@ -60,21 +78,41 @@ impl RembEstimate {
             self.reprobed = None;
             self.wait = REMB_STALE;
         }
+        if !video.iter().any(|(m, _)| *m == mid) {
+            self.covers_audio = true;
+        }
         match self.reports.iter_mut().find(|(m, _, _)| *m == mid) {
             Some(r) => *r = (mid, bps, now),
             None => self.reports.push((mid, bps, now)),
         }
+        // The m-lines that went.
         self.reports
-            .retain(|(_, _, at)| now.saturating_duration_since(*at) < REMB_STALE);
+            .retain(|(m, _, _)| *m == mid || video.iter().any(|(v, _)| v == m));
         let mut seen: Vec<(u64, Instant)> = Vec::new();
         let mut sum = 0;
-        for (_, bps, at) in &self.reports {
-            if !seen.contains(&(*bps, *at)) {
-                seen.push((*bps, *at));
-                sum += bps;
+        for (line, sent) in video {
+            match self.reports.iter().find(|(m, _, _)| m == line) {
+                Some((_, bps, at)) => {
+                    if !seen.contains(&(*bps, *at)) {
+                        seen.push((*bps, *at));
+                        sum += bps;
+                    }
+                }
+                None => sum += sent.unwrap_or(0),
             }
         }
         sum
+    }
+
+    /// Whether the estimate is the whole link's (else it is the video's: the audio
+    /// comes on top).
+    pub(super) fn covers_audio(&self) -> bool {
+        self.covers_audio
+    }
+
+    /// Whether its receiver has sent REMB.
+    pub(super) fn reported(&self) -> bool {
+        !self.reports.is_empty() || self.reprobed.is_some()
     }
 
     /// Whether the estimate should be raised at `now`: reports came once, and none
@@ -98,11 +136,23 @@ impl Shard {
     /// A REMB report from participant `id` about its m-line `mid`.
     pub(super) fn on_remb(&mut self, id: ParticipantId, mid: Mid, bps: u64) {
         let now = self.now;
-        if let Some(p) = self.participants.get_mut(&id)
-            && !p.downlink.estimate_is_twcc
-        {
-            p.downlink.estimate = Some(p.downlink.remb.report(now, mid, bps));
+        let Some(p) = self.participants.get_mut(&id) else {
+            return;
+        };
+        if p.downlink.estimate_is_twcc {
+            return;
         }
+        let mut video: Vec<(Mid, Option<u64>)> = Vec::new();
+        for (_, s) in p.subscriptions.iter() {
+            let Some(t) = self.tracks.get(&s.track_id()) else {
+                continue;
+            };
+            if t.info.kind == Kind::Video {
+                let sent = s.current.and_then(|l| t.layers.get(usize::from(l)));
+                video.push((s.mid(), sent.map(|l| l.rate.bps().unwrap_or(0))));
+            }
+        }
+        p.downlink.estimate = Some(p.downlink.remb.report(now, mid, bps, &video));
     }
 
     /// Every choice of layers: a REMB subscriber whose reports stopped has its estimate
@@ -133,19 +183,31 @@ mod tests {
     fn reports_of_several_m_lines_make_one_estimate() {
         let mut r = RembEstimate::default();
         let t0 = Instant::now();
-        let (a, b) = (Mid::from("1"), Mid::from("2"));
-        // One estimator per m-line: each reports its share.
-        assert_eq!(r.report(t0, a, 300_000), 300_000);
+        let (a, b, c) = (Mid::from("1"), Mid::from("2"), Mid::from("3"));
+        let both = [(a, Some(350_000)), (b, Some(250_000))];
+        // One estimator per m-line: each reports its share; one that has not reported
+        // yet counts at what it is sent.
+        assert_eq!(r.report(t0, a, 300_000, &both), 550_000);
         let t1 = t0 + Duration::from_millis(400);
-        assert_eq!(r.report(t1, b, 200_000), 500_000);
-        assert_eq!(r.report(t1 + Duration::from_secs(1), a, 250_000), 450_000);
-        // One REMB naming both m-lines: counted once.
-        let t2 = t1 + Duration::from_secs(2);
-        r.report(t2, a, 900_000);
-        assert_eq!(r.report(t2, b, 900_000), 900_000);
-        // A report that went stale no longer counts.
-        let t3 = t2 + REMB_STALE;
-        assert_eq!(r.report(t3, a, 100_000), 100_000);
+        assert_eq!(r.report(t1, b, 200_000, &both), 500_000);
+        assert_eq!(
+            r.report(t1 + Duration::from_secs(1), a, 250_000, &both),
+            450_000
+        );
+        assert!(!r.covers_audio());
+        // B paused: its last report still counts, however old.
+        let paused = [(a, Some(350_000)), (b, None)];
+        let t2 = t1 + Duration::from_secs(10);
+        assert_eq!(r.report(t2, a, 260_000, &paused), 460_000);
+        // B gone: only A.
+        assert_eq!(r.report(t2, a, 260_000, &paused[..1]), 260_000);
+        // One REMB naming every m-line, audio's too: counted once, and the whole link's.
+        let mut l = RembEstimate::default();
+        for m in [a, b, c] {
+            l.report(t0, m, 900_000, &both);
+        }
+        assert_eq!(l.report(t0, b, 900_000, &both), 900_000);
+        assert!(l.covers_audio());
     }
 
     #[test]
@@ -153,7 +215,8 @@ mod tests {
         let mut r = RembEstimate::default();
         let t0 = Instant::now();
         assert!(!r.reprobe(t0), "never reported: nothing to re-probe");
-        r.report(t0, Mid::from("1"), 100_000);
+        let video = [(Mid::from("1"), Some(90_000))];
+        r.report(t0, Mid::from("1"), 100_000, &video);
         assert!(!r.reprobe(t0 + Duration::from_secs(2)));
         assert!(r.reprobe(t0 + REMB_STALE));
         // Still silent: the next one waits, and longer.
@@ -162,7 +225,7 @@ mod tests {
         assert!(r.reprobe(t1 + REMB_STALE_AFTER_REPROBE));
         // Reports came back and stopped again much later: the short wait again.
         let t2 = t1 + Duration::from_secs(60);
-        r.report(t2, Mid::from("1"), 100_000);
+        r.report(t2, Mid::from("1"), 100_000, &video);
         assert!(r.reprobe(t2 + REMB_STALE));
     }
 }
