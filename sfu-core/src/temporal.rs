@@ -279,66 +279,27 @@ mod tests {
         cap.target = ALL_TEMPORAL;
         assert_eq!(went(&mut cap, 3), [true; 4]);
         // Down in the middle of a cycle: the T2 on a T2 left out goes too.
+        let frame = |cap: &mut TemporalCap, frame, temporal, refs| {
+            cap.pass(
+                Picture::Frame {
+                    frame,
+                    temporal,
+                    refs,
+                },
+                false,
+            )
+        };
         let c = cycle(4);
-        assert!(cap.pass(
-            Picture::Frame {
-                frame: c[0].0,
-                temporal: 0,
-                refs: c[0].2
-            },
-            false
-        ));
+        assert!(frame(&mut cap, c[0].0, 0, c[0].2));
         cap.target = 1;
-        assert!(!cap.pass(
-            Picture::Frame {
-                frame: c[1].0,
-                temporal: 2,
-                refs: c[1].2
-            },
-            false
-        ));
+        assert!(!frame(&mut cap, c[1].0, 2, c[1].2));
         cap.target = ALL_TEMPORAL;
-        assert!(cap.pass(
-            Picture::Frame {
-                frame: c[2].0,
-                temporal: 1,
-                refs: c[2].2
-            },
-            false
-        ));
-        assert!(!cap.pass(
-            Picture::Frame {
-                frame: c[3].0,
-                temporal: 2,
-                refs: c[3].2
-            },
-            false
-        ));
+        assert!(frame(&mut cap, c[2].0, 1, c[2].2));
+        assert!(!frame(&mut cap, c[3].0, 2, c[3].2));
         // Unknown references: only while nothing is left out that they might name.
-        assert!(!cap.pass(
-            Picture::Frame {
-                frame: 200,
-                temporal: 2,
-                refs: None
-            },
-            false
-        ));
+        assert!(!frame(&mut cap, 200, 2, None));
         // Long after: forgotten.
-        assert!(cap.pass(
-            Picture::Frame {
-                frame: 400,
-                temporal: 2,
-                refs: refs(&[399])
-            },
-            false
-        ));
-        assert!(cap.pass(
-            Picture::Frame {
-                frame: 401,
-                temporal: 2,
-                refs: None
-            },
-            false
-        ));
+        assert!(frame(&mut cap, 400, 2, refs(&[399])));
+        assert!(frame(&mut cap, 401, 2, None));
     }
 }

@@ -72,6 +72,17 @@ fn bob_views(net: &mut Net, camera: TrackId, quality: Quality) {
     );
 }
 
+/// What the lowest layer of `camera` and the audio take on bob's wire, bit/s: he views
+/// it low for a while, then high again.
+fn lowest_on_the_wire(net: &mut Net, bob: usize, camera: TrackId) -> u64 {
+    bob_views(net, camera, Quality::Low);
+    net.run(Duration::from_secs(3));
+    let lowest = delivered_bps(net, bob, 5);
+    bob_views(net, camera, Quality::High);
+    net.run(Duration::from_secs(4));
+    lowest
+}
+
 #[test]
 fn on_a_link_just_under_its_lowest_layer_the_only_video_keeps_that_layer() {
     let mut net = two_party(false);
@@ -81,12 +92,7 @@ fn on_a_link_just_under_its_lowest_layer_the_only_video_keeps_that_layer() {
         net.track_of(0, Source::Microphone),
     );
     net.run(Duration::from_secs(4));
-    // What the lowest layer and the audio take on the wire.
-    bob_views(&mut net, camera, Quality::Low);
-    net.run(Duration::from_secs(3));
-    let lowest = delivered_bps(&mut net, bob, 5);
-    bob_views(&mut net, camera, Quality::High);
-    net.run(Duration::from_secs(4));
+    let lowest = lowest_on_the_wire(&mut net, bob, camera);
     // The link falls to 0.9 of that, for two minutes.
     net.clients[bob].downlink.cap_bps = Some(lowest * 9 / 10);
     let capped = net.now;
@@ -140,11 +146,7 @@ fn under_the_floor(video: VideoShape, share: f64) -> UnderTheFloor {
         net.track_of(0, Source::Microphone),
     );
     net.run(Duration::from_secs(4));
-    bob_views(&mut net, camera, Quality::Low);
-    net.run(Duration::from_secs(3));
-    let lowest = delivered_bps(&mut net, bob, 5);
-    bob_views(&mut net, camera, Quality::High);
-    net.run(Duration::from_secs(4));
+    let lowest = lowest_on_the_wire(&mut net, bob, camera);
     net.clients[bob].downlink.cap_bps = Some((lowest as f64 * share) as u64);
     let capped = net.now;
     net.run(Duration::from_secs(10));
