@@ -85,6 +85,13 @@ impl TemporalCap {
         }
     }
 
+    /// The next packet starts another layer's stream (at a keyframe): the frames
+    /// remembered were numbered by the last one.
+    pub fn switch_source(&mut self) {
+        self.left_len = 0;
+        self.passed = [None; PASSED];
+    }
+
     /// By frame references: a keyframe and the base layer always go; the others while
     /// their layer is wanted and nothing they reference was left out (whatever their
     /// layer, a picture of a layer just taken back references none that went missing).
@@ -301,5 +308,11 @@ mod tests {
         // Long after: forgotten.
         assert!(frame(&mut cap, 400, 2, refs(&[399])));
         assert!(frame(&mut cap, 401, 2, None));
+        // Another layer's stream, whose frame numbers may be any: nothing of the last.
+        cap.target = 0;
+        assert!(!frame(&mut cap, 600, 2, refs(&[599])));
+        cap.switch_source();
+        cap.target = ALL_TEMPORAL;
+        assert!(frame(&mut cap, 601, 2, refs(&[600])));
     }
 }

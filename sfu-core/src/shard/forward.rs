@@ -222,6 +222,7 @@ impl Shard {
                         s.vp8.switch_source(d);
                     }
                     s.frames.switch_source();
+                    s.temporal.switch_source();
                     self.counters.layer_switches += 1;
                 }
             }
