@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -471,6 +471,37 @@ export function installEventLog() {
       window.__events.push({ type, ...detail });
     });
   }
+}
+
+// ------------------------------------------------------------------ clients in other processes
+
+/**
+ * Starts `command` with `args` (a client of another WebRTC stack: gst_whip.py,
+ * aiortc_receiver.py) that prints one JSON object per line: `lines` collects them as they
+ * come, `done` resolves with {code, signal, lines, stderr} once it exited and its output
+ * was read to the end ('close', not 'exit', which may come before the last lines),
+ * `stderr()` is the last 4000 characters of its error output.
+ */
+export function jsonLinesProcess(command, args) {
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines = [];
+  let stderr = '';
+  let buffered = '';
+  child.stdout.on('data', (d) => {
+    buffered += d;
+    let i;
+    while ((i = buffered.indexOf('\n')) >= 0) {
+      const line = buffered.slice(0, i);
+      buffered = buffered.slice(i + 1);
+      try { lines.push(JSON.parse(line)); } catch { /* not ours */ }
+    }
+  });
+  child.stderr.on('data', (d) => { stderr = (stderr + d).slice(-4000); });
+  const done = new Promise((resolve) => {
+    child.on('error', (err) => resolve({ code: null, signal: null, lines, stderr: `${stderr}${err.message}` }));
+    child.on('close', (code, signal) => resolve({ code, signal, lines, stderr }));
+  });
+  return { child, lines, done, stderr: () => stderr };
 }
 
 // ------------------------------------------------------------------ raw WebSocket, in a page

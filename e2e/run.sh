@@ -10,9 +10,10 @@
 # 2. A self-signed certificate for 10.77.0.1, and the server in sfu-srv with a token
 #    secret, ICE-TCP on 16384/tcp and its TURN relay on 3478 (UDP, TCP) and 5349 (TLS,
 #    standing in for 443); its log in $E2E_LOG.
-# 3. node --test e2e/*.test.mjs (one file at a time) in sfu-cli, where node and most
-#    browsers run; the network tests start some browsers in sfu-tcp and sfu-tls, the
-#    simulcast and SVC tests one in sfu-tls (after the network tests are done with it).
+# 3. node --test e2e/*.test.mjs (one file at a time) in sfu-cli, where node, its child
+#    processes (the GStreamer and aiortc clients) and most browsers run; the network
+#    tests start some browsers in sfu-tcp and sfu-tls, the simulcast and SVC tests one in
+#    sfu-tls (after the network tests are done with it).
 # 4. Server stopped, namespaces removed (also on failure or Ctrl-C).
 set -euo pipefail
 
@@ -102,7 +103,7 @@ fi
 
 status=0
 (cd "$REPO" && ip netns exec sfu-cli timeout "$TEST_TIMEOUT" \
-    node --test --test-concurrency=1 --test-reporter=spec ${E2E_TESTS:-e2e/call.test.mjs e2e/e2ee.test.mjs e2e/e2ee-codecs.test.mjs e2e/network.test.mjs e2e/simulcast.test.mjs e2e/svc.test.mjs e2e/broadcast.test.mjs e2e/whip.test.mjs e2e/slots.test.mjs}) || status=$?
+    node --test --test-concurrency=1 --test-reporter=spec ${E2E_TESTS:-e2e/call.test.mjs e2e/e2ee.test.mjs e2e/e2ee-codecs.test.mjs e2e/network.test.mjs e2e/simulcast.test.mjs e2e/svc.test.mjs e2e/broadcast.test.mjs e2e/whip.test.mjs e2e/slots.test.mjs e2e/aiortc.test.mjs}) || status=$?
 
 if [ "$status" != 0 ]; then
     echo "e2e/run.sh: tests failed ($status); server log tail ($E2E_LOG):" >&2

@@ -1,6 +1,6 @@
-// Helpers of the tests that watch one camera's layers at several receivers (simulcast
-// and SVC): what each decodes, a real downlink cap with nftables, and a receiver followed
-// through a switch down.
+// Helpers of the tests that watch one camera's layers at several receivers (simulcast,
+// SVC, adaptation, aiortc): what each decodes, a real downlink cap with nftables, a
+// receiver followed through a switch down, and a picture watched for freezes.
 
 import { sleep, waitFor, nftTable } from './lib.mjs';
 
@@ -120,4 +120,40 @@ export async function followDownSwitch(p, publisher, topHeight, since, limitMs =
     fps = ((last.frames - first.frames) * 1000) / Math.max(1, last.at - first.at);
   }
   return { samples, switchedAt, longestStall, fewest2s, compact, fps };
+}
+
+/**
+ * Watches `p`'s decoding of `publisher`'s camera every 200 ms until stopped (or for
+ * `limitMs` at most); `stop()` returns the samples and the longest time without a new
+ * decoded frame (a freeze).
+ */
+export function watch(p, publisher, limitMs = 600000) {
+  const samples = [];
+  const t0 = performance.now();
+  const wall = Date.now();
+  let on = true;
+  const done = (async () => {
+    while (on && performance.now() - t0 < limitMs) {
+      const s = await cameraAt(p, publisher).catch(() => null);
+      samples.push({ at: Math.round(performance.now() - t0), height: s && s.frameHeight, frames: s ? s.framesDecoded : 0 });
+      await sleep(200);
+    }
+  })();
+  return {
+    samples,
+    async stop() {
+      on = false;
+      await done;
+      let longest = 0;
+      let grew = samples.length ? samples[0].at : 0;
+      for (let i = 1; i < samples.length; i++) {
+        if (samples[i].frames > samples[i - 1].frames) grew = samples[i].at;
+        longest = Math.max(longest, samples[i].at - grew);
+      }
+      const heights = [];
+      for (const s of samples) if (heights[heights.length - 1] !== s.height) heights.push(s.height);
+      const compact = samples.map((s) => `${s.at}:${s.height}/${s.frames}`).join(' ');
+      return { longest, heights, count: samples.length, compact, start: new Date(wall).toISOString() };
+    },
+  };
 }

@@ -7,12 +7,12 @@
 
 import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   steps, tokenFor, mintToken, SFU_URL, RUN, waitFor, sleep, contexts, profileDirs, Participant, LEAN_ARGS,
+  jsonLinesProcess,
 } from './lib.mjs';
 
 const GST_WHIP = join(dirname(fileURLToPath(import.meta.url)), 'gst_whip.py');
@@ -20,26 +20,9 @@ const PRESENTER = { role: 'presenter' };
 const VIEWER = { role: 'viewer' };
 const OFFER_SECONDS = 40;
 
-/** Runs gst_whip.py; resolves with its JSON lines once it exits. */
+/** Runs gst_whip.py (lib.mjs: jsonLinesProcess). */
 function gstClient(mode, token, seconds, extra = []) {
-  const child = spawn('/usr/bin/python3', [GST_WHIP, mode, `${SFU_URL}/${mode}`, token, '--seconds', String(seconds), ...extra], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const lines = [];
-  let stderr = '';
-  let buffered = '';
-  child.stdout.on('data', (d) => {
-    buffered += d;
-    let i;
-    while ((i = buffered.indexOf('\n')) >= 0) {
-      const line = buffered.slice(0, i);
-      buffered = buffered.slice(i + 1);
-      try { lines.push(JSON.parse(line)); } catch { /* not ours */ }
-    }
-  });
-  child.stderr.on('data', (d) => { stderr = (stderr + d).slice(-4000); });
-  const done = new Promise((resolve) => child.on('exit', (code) => resolve({ code, lines, stderr })));
-  return { child, lines, done, stderr: () => stderr };
+  return jsonLinesProcess('/usr/bin/python3', [GST_WHIP, mode, `${SFU_URL}/${mode}`, token, '--seconds', String(seconds), ...extra]);
 }
 
 const http = (path, { method = 'POST', token, type, body, headers = {} } = {}) => fetch(`${SFU_URL}${path}`, {
