@@ -4,16 +4,20 @@
 //! last sent; through the str0m extension serializer `sfu_core::svc::DdExtension` (what
 //! it parses it writes back byte for byte); through a subscriber's
 //! `sfu_core::svc::FrameNumbers` (frame numbers continued across the layer switches the
-//! head asks for); and the layer it places the packet in through
-//! `sfu_core::forwarder::select_svc` for the head's target layer.
+//! head asks for); the layer it places the packet in through
+//! `sfu_core::forwarder::select_svc` for the head's target layer; and its frame's
+//! references (`sfu_core::svc::frame_deps`) through a `sfu_core::temporal::TemporalCap`
+//! capped by the head's target layer.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use sfu_core::forwarder::{Select, select_svc};
 use sfu_core::svc::{
-    DdBytes, DdExtension, FrameNumbers, dd_frame_number, dd_with_frame_number, parse_dd,
+    DdBytes, DdExtension, FrameNumbers, MAX_REFS, dd_frame_number, dd_with_frame_number,
+    frame_deps, parse_dd,
 };
+use sfu_core::temporal::{ALL_TEMPORAL, Picture, TemporalCap};
 use sfu_fuzz::input::Reader;
 use sfu_fuzz::ops::DdHead;
 use str0m::rtp::{ExtensionSerializer, ExtensionValues};
@@ -26,6 +30,7 @@ fuzz_target!(|data: &[u8]| {
     let mut structure = None;
     let mut frames = FrameNumbers::default();
     let mut current: Option<u8> = None;
+    let mut cap = TemporalCap::default();
     for _ in 0..MAX_PACKETS {
         let Some(head) = r.head::<DdHead>() else {
             break;
@@ -66,6 +71,22 @@ fuzz_target!(|data: &[u8]| {
         assert!(!info.keyframe || (info.start && info.spatial == 0));
         if let Some(s) = &structure {
             assert!(info.spatial < s.spatial_layers());
+            if let Some(deps) = frame_deps(dd, s) {
+                assert_eq!(deps.temporal, info.temporal);
+                assert_eq!(Some(deps.frame), dd_frame_number(dd));
+                assert!(usize::from(deps.refs.count) <= MAX_REFS);
+                assert!(deps.refs.iter().all(|f| f != deps.frame));
+                cap.target = head.target.unwrap_or(ALL_TEMPORAL);
+                let p = Picture::Frame {
+                    frame: deps.frame,
+                    temporal: deps.temporal,
+                    refs: Some(deps.refs),
+                };
+                let time = u32::from(deps.frame);
+                let fate = cap.pass(p, info.keyframe, time);
+                assert!(!info.keyframe || fate, "a keyframe always goes");
+                assert_eq!(cap.pass(p, false, time), fate, "a picture has one fate");
+            }
         }
         let before = current;
         match select_svc(&mut current, head.target, &info) {

@@ -4,16 +4,17 @@
 //! AV1, through `sfu_core::svc::vp9_layers`, and through str0m's `Vp8Descriptor` into
 //! `sfu_core::vp8::Vp8Continuity` (picture ids and TL0PICIDX continued across layer
 //! switches; the head's low bit switches before the payload), past a
-//! `sfu_core::vp8::TemporalCap` that leaves pictures out (its target changes with the
-//! payload's length, often). The forwarder reads a VP9 descriptor twice (its layers,
+//! `sfu_core::temporal::TemporalCap` that leaves pictures out (its target and the
+//! picture's timestamp follow the payload's length). The forwarder reads a VP9 descriptor twice (its layers,
 //! and whether it starts a keyframe): the two must agree.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use sfu_core::forwarder::keyframe_start;
-use sfu_core::vp8::{TemporalCap, Vp8Continuity, temporal};
 use sfu_core::svc::vp9_layers;
+use sfu_core::temporal::{Picture, TemporalCap};
+use sfu_core::vp8::{Vp8Continuity, temporal};
 use sfu_fuzz::input::Reader;
 use str0m::format::Codec;
 use str0m::rtp::Vp8Descriptor;
@@ -49,7 +50,8 @@ fuzz_target!(|data: &[u8]| {
             if let Some(t) = temporal(payload) {
                 assert!(t.tid <= 3);
                 cap.target = (payload.len() % 4) as u8;
-                if !cap.pass(t, keyframe_start(Codec::Vp8, payload)) {
+                let time = payload.len() as u32 / 100;
+                if !cap.pass(Picture::Vp8(t), keyframe_start(Codec::Vp8, payload), time) {
                     vp8.skip_picture(&d);
                     continue;
                 }

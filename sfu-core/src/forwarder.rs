@@ -220,6 +220,8 @@ pub struct Forwarder {
     /// Packets of the current source left out on purpose (layers above the one
     /// forwarded): the outgoing numbers close over them, so the subscriber sees no loss.
     skipped: Skipped,
+    /// The highest incoming number of the current source forwarded.
+    highest_in: Option<u64>,
 }
 
 /// The incoming sequence numbers skipped on purpose, as a count below any number.
@@ -269,6 +271,7 @@ impl Forwarder {
             time_offset: 0,
             last: None,
             skipped: Skipped::default(),
+            highest_in: None,
         }
     }
 
@@ -276,14 +279,18 @@ impl Forwarder {
     pub fn switch_source(&mut self) {
         self.base = None;
         self.skipped = Skipped::default();
+        self.highest_in = None;
     }
 
     /// The packet `seq_no` of the current source is left out on purpose (a layer this
     /// subscriber does not receive): later packets are numbered as if it never was.
-    /// Before the first forwarded packet there is nothing to close over.
+    /// Before the first forwarded packet there is nothing to close over, and below the
+    /// highest one forwarded the numbers are given already (a late packet of a picture
+    /// left out after it went, say: it stays a gap, as a loss would).
     pub fn skip(&mut self, seq_no: SeqNo) {
         if let Some((in_base, _)) = self.base
             && *seq_no >= in_base
+            && self.highest_in.is_none_or(|h| *seq_no > h)
         {
             self.skipped.add(*seq_no);
         }
@@ -313,6 +320,7 @@ impl Forwarder {
         if incoming < in_base {
             return Decision::Drop(DropReason::BeforeStart);
         }
+        self.highest_in = Some(self.highest_in.map_or(incoming, |h| h.max(incoming)));
         let skipped = self.skipped.below(incoming);
         let out = (incoming - in_base + out_base).saturating_sub(skipped);
         let out_time = time.wrapping_add(self.time_offset);
@@ -453,6 +461,10 @@ mod tests {
             f.skip(s.into());
         }
         assert_eq!(forwarded(f.decide(1000.into(), 0, t, HZ)).0, 7);
+        // A packet forwarded already, left out when it comes again: nothing moves.
+        f.skip(1000.into());
+        f.skip(999.into());
+        assert_eq!(forwarded(f.decide(1001.into(), 0, t, HZ)).0, 8);
     }
 
     #[test]

@@ -198,7 +198,8 @@ pub fn parse_dd(data: &[u8], structure: &mut Option<DdStructure>) -> Result<Laye
     })
 }
 
-/// `template_dependency_structure()` up to the template layers, all that is needed here.
+/// `template_dependency_structure()` up to the templates' frame references, all that is
+/// needed here.
 fn parse_structure(b: &mut Bits) -> Result<DdStructure, DdError> {
     let template_id_offset = b.read(6)? as u8;
     let decode_targets = b.read(5)? as u8 + 1;

@@ -12,8 +12,9 @@ use crate::vp8::Temporal;
 /// Frames left out that are remembered, to leave out those that reference them.
 const LEFT_OUT: usize = 16;
 
-/// Frames let through that are remembered, to let the rest of their packets through.
-const PASSED: usize = 4;
+/// Pictures whose fate is remembered, so that every packet of one shares it, late
+/// ones too (reordered, or repaired upstream) while the cap changed in between.
+const FATES: usize = 8;
 
 /// Where a packet's picture sits among its stream's temporal layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,25 +39,27 @@ impl Picture {
     }
 }
 
-/// The highest temporal layer VP8 can name: a cap of it forwards every picture.
+/// The highest temporal layer VP8 can name; as a cap, every picture goes (whatever layer
+/// a dependency descriptor names).
 pub const ALL_TEMPORAL: u8 = 3;
 
-/// Which VP8 temporal layers a subscription forwards: all, or up to a cap chosen for a
+/// Which temporal layers a subscription forwards: all, or up to a cap chosen for a
 /// link that cannot carry the whole layer (fewer pictures a second, none of them
-/// broken). Going down takes effect at the next picture; going up, one layer at a time,
-/// at a picture that syncs that layer, or at a keyframe.
+/// broken). Going down takes effect at the next picture; going up, at the first picture
+/// whose references all went (by the dependency descriptor), or one layer at a time at
+/// a picture that syncs it (by the VP8 payload descriptor); a keyframe starts all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TemporalCap {
     /// The highest layer to forward ([`ALL_TEMPORAL`]: all).
     pub target: u8,
     /// The highest forwarded now (by the VP8 payload descriptor).
     current: u8,
-    /// By frame references: frames left out lately, oldest first, and the latest let
-    /// through.
+    /// By frame references: frames left out lately, oldest first.
     left_out: [u16; LEFT_OUT],
     left_len: u8,
-    passed: [Option<u16>; PASSED],
-    passed_at: u8,
+    /// The latest pictures' fates, by RTP timestamp.
+    fates: [Option<(u32, bool)>; FATES],
+    fates_at: u8,
 }
 
 impl Default for TemporalCap {
@@ -66,51 +69,66 @@ impl Default for TemporalCap {
             current: ALL_TEMPORAL,
             left_out: [0; LEFT_OUT],
             left_len: 0,
-            passed: [None; PASSED],
-            passed_at: 0,
+            fates: [None; FATES],
+            fates_at: 0,
         }
     }
 }
 
 impl TemporalCap {
-    /// Whether a packet of picture `p` is forwarded (`keyframe`: it starts one).
-    pub fn pass(&mut self, p: Picture, keyframe: bool) -> bool {
-        match p {
+    /// Whether a packet of picture `p` (RTP timestamp `time`) is forwarded
+    /// (`keyframe`: it starts one). Every packet of a picture shares the fate of the
+    /// first that came.
+    pub fn pass(&mut self, p: Picture, keyframe: bool, time: u32) -> bool {
+        let known = self
+            .fates
+            .iter()
+            .position(|f| f.is_some_and(|(t, _)| t == time));
+        if let Some(i) = known
+            && !keyframe
+            && let Some((_, fate)) = self.fates[i]
+        {
+            return fate;
+        }
+        let fate = match p {
             Picture::Vp8(t) => self.pass_vp8(t, keyframe),
             Picture::Frame {
                 frame,
                 temporal,
                 refs,
             } => self.pass_frame(frame, temporal, refs, keyframe),
-        }
+        };
+        let i = known.unwrap_or_else(|| {
+            let i = usize::from(self.fates_at) % FATES;
+            self.fates_at = self.fates_at.wrapping_add(1);
+            i
+        });
+        self.fates[i] = Some((time, fate));
+        fate
     }
 
     /// The next packet starts another layer's stream (at a keyframe): the frames
     /// remembered were numbered by the last one.
     pub fn switch_source(&mut self) {
         self.left_len = 0;
-        self.passed = [None; PASSED];
+        self.fates = [None; FATES];
     }
 
     /// By frame references: a keyframe and the base layer always go; the others while
     /// their layer is wanted and nothing they reference was left out (whatever their
     /// layer, a picture of a layer just taken back references none that went missing).
-    /// Every packet of a frame shares the fate of the first that came.
     fn pass_frame(&mut self, frame: u16, temporal: u8, refs: Option<Refs>, keyframe: bool) -> bool {
+        if keyframe {
+            return true;
+        }
         let left = &self.left_out[..usize::from(self.left_len)];
         if left.contains(&frame) {
             return false;
         }
-        if self.passed.contains(&Some(frame)) {
-            return true;
-        }
-        let ok = keyframe
-            || temporal == 0
-            || (temporal <= self.target
-                && refs.map_or(left.is_empty(), |r| r.iter().all(|f| !left.contains(&f))));
+        let wanted = self.target == ALL_TEMPORAL || temporal <= self.target;
+        let ok = temporal == 0
+            || (wanted && refs.map_or(left.is_empty(), |r| r.iter().all(|f| !left.contains(&f))));
         if ok {
-            self.passed[usize::from(self.passed_at) % PASSED] = Some(frame);
-            self.passed_at = self.passed_at.wrapping_add(1);
             // Long past anything left out: nothing references those any more.
             if let Some(&newest) = left.last()
                 && frame.wrapping_sub(newest) > 128
@@ -222,6 +240,26 @@ mod tests {
     }
 
     #[test]
+    fn a_late_packet_shares_its_pictures_fate() {
+        let mut cap = TemporalCap::default();
+        let t2 = |starts| {
+            Picture::Vp8(Temporal {
+                tid: 2,
+                sync: true,
+                starts,
+            })
+        };
+        assert!(cap.pass(t2(true), false, 3000));
+        cap.target = 0;
+        assert!(!cap.pass(t2(true), false, 6000));
+        // The first picture's last packet, late: it went, so this one goes too; and
+        // one of the picture left out stays out when the cap is lifted.
+        assert!(cap.pass(t2(false), false, 3000));
+        cap.target = ALL_TEMPORAL;
+        assert!(!cap.pass(t2(false), false, 6000));
+    }
+
+    #[test]
     fn a_cap_is_the_highest_layer_the_budget_carries() {
         // libwebrtc's three layers: 40, 20 and 40 % of the bytes.
         let bytes = [400, 200, 400, 0];
@@ -271,8 +309,9 @@ mod tests {
                         temporal,
                         refs,
                     };
-                    let first = cap.pass(p, false);
-                    assert_eq!(cap.pass(p, false), first);
+                    let time = u32::from(frame) * 3000;
+                    let first = cap.pass(p, false, time);
+                    assert_eq!(cap.pass(p, false, time), first);
                     first
                 })
                 .collect::<Vec<_>>()
@@ -286,7 +325,7 @@ mod tests {
         cap.target = ALL_TEMPORAL;
         assert_eq!(went(&mut cap, 3), [true; 4]);
         // Down in the middle of a cycle: the T2 on a T2 left out goes too.
-        let frame = |cap: &mut TemporalCap, frame, temporal, refs| {
+        let frame = |cap: &mut TemporalCap, frame: u16, temporal, refs| {
             cap.pass(
                 Picture::Frame {
                     frame,
@@ -294,6 +333,7 @@ mod tests {
                     refs,
                 },
                 false,
+                u32::from(frame) * 3000,
             )
         };
         let c = cycle(4);

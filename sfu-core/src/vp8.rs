@@ -27,6 +27,8 @@ pub struct Vp8Continuity {
     /// many there are.
     skipped: [u16; SKIPPED],
     skipped_len: u8,
+    /// The newest source picture id seen, sent or left out.
+    newest: Option<u16>,
 }
 
 impl Vp8Continuity {
@@ -39,16 +41,18 @@ impl Vp8Continuity {
             self.tl0_offset = last.wrapping_add(1).wrapping_sub(idx);
         }
         self.skipped_len = 0;
+        self.newest = None;
     }
 
     /// The picture of packet `d` is left out: the pictures after it are numbered one
-    /// less. (Every packet of it may be given; it counts once.)
+    /// less. (Every packet of it may be given; it counts once. A picture older than
+    /// the newest seen was numbered already: a late packet of it changes nothing.)
     pub fn skip_picture(&mut self, d: &Vp8Descriptor) {
         let Some(id) = d.picture_id() else {
             return;
         };
         let n = usize::from(self.skipped_len);
-        if self.skipped[..n].contains(&id) {
+        if self.skipped[..n].contains(&id) || !self.is_new(d, id) {
             return;
         }
         self.picture_offset = self.picture_offset.wrapping_sub(1);
@@ -61,11 +65,25 @@ impl Vp8Continuity {
         }
     }
 
+    /// Whether source picture id `id` (of `d`) is newer than any seen; it is the newest
+    /// then.
+    fn is_new(&mut self, d: &Vp8Descriptor, id: u16) -> bool {
+        let mask = if narrow(d) { 0x7f } else { 0x7fff };
+        let new = self
+            .newest
+            .is_none_or(|n| id != n && (id.wrapping_sub(n) & mask) <= mask / 2);
+        if new {
+            self.newest = Some(id);
+        }
+        new
+    }
+
     /// The patch for one forwarded packet; `None` while nothing needs rewriting.
     pub fn rewrite(&mut self, d: &Vp8Descriptor) -> Option<Vp8Patch> {
-        // The 7-bit form wraps at 128; the builder refuses a wide id for it.
-        let narrow = d.picture_id().is_some() && d.patch().picture_id(0x7fff).build().is_err();
-        let mask = if narrow { 0x7f } else { 0x7fff };
+        if let Some(id) = d.picture_id() {
+            self.is_new(d, id);
+        }
+        let mask = if narrow(d) { 0x7f } else { 0x7fff };
         // A late packet of a picture sent before some that were left out: numbered as
         // it was then.
         let late = d.picture_id().map_or(0, |id| {
@@ -103,6 +121,12 @@ impl Vp8Continuity {
         }
         patch.build().ok()
     }
+}
+
+/// Whether `d`'s picture id is of the 7-bit form, which wraps at 128 (the builder
+/// refuses a wide id for it).
+fn narrow(d: &Vp8Descriptor) -> bool {
+    d.picture_id().is_some() && d.patch().picture_id(0x7fff).build().is_err()
 }
 
 /// Where a VP8 packet's picture sits in its stream's temporal layers.
@@ -258,6 +282,9 @@ mod tests {
         // A late packet of picture 102 is numbered as it was.
         assert_eq!(sent(&mut c, 102), 101);
         assert_eq!(sent(&mut c, 105), 103);
+        // A late packet of picture 104, sent already, left out now: nothing moves.
+        c.skip_picture(&d(104));
+        assert_eq!(sent(&mut c, 106), 104);
         // Across the 15-bit wrap.
         let mut w = Vp8Continuity::default();
         assert_eq!(sent(&mut w, 0x7ffe), 0x7ffe);

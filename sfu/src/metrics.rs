@@ -100,7 +100,7 @@ impl Metrics {
             )?,
             thinned: IntCounter::new(
                 "sfu_thinned_packets_total",
-                "Packets of VP8 temporal layers left out of a subscriber's stream: its link \
+                "Packets of temporal layers left out of a subscriber's stream: its link \
                  carries its floor video's lowest layer only at a lower frame rate",
             )?,
             layer_choices: IntCounterVec::new(

@@ -349,7 +349,8 @@ impl Shard {
             }
         }
         let estimate = p.downlink.estimate;
-        let probe_floor = !plan.floor && p.downlink.adaptation.probe_floor(now, estimate);
+        // (Asked every time, so that its state is dropped once the floor is back.)
+        let probe_floor = p.downlink.adaptation.probe_floor(now, estimate) && !plan.floor;
         let probe_short = p.downlink.adaptation.probe_short(now, short.is_some());
         self.steer_estimator(
             id,

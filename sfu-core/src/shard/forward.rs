@@ -228,7 +228,7 @@ impl Shard {
             }
             // A picture of a temporal layer its link cannot carry now: left out whole.
             if let Some(p) = picture
-                && !s.temporal.pass(p, keyframe)
+                && !s.temporal.pass(p, keyframe, packet.header.timestamp)
             {
                 s.forwarder.skip(packet.seq_no);
                 if let Some(d) = &vp8 {

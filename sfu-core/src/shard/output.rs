@@ -73,7 +73,7 @@ pub struct Counters {
     pub keyframe_requests: u64,
     /// A subscription moved to another layer (or resumed after a pause).
     pub layer_switches: u64,
-    /// Packets of VP8 temporal layers left out of a subscriber's stream to fit its link.
+    /// Packets of temporal layers left out of a subscriber's stream to fit its link.
     pub thinned: u64,
     /// A subscription's chosen layer changed, by cause (it switches at the next keyframe).
     pub layer_choices: [u64; Cause::ALL.len()],

@@ -59,16 +59,19 @@ impl Default for RembEstimate {
 }
 
 impl RembEstimate {
-    /// One m-line's report at `now`, given the subscriber's video m-lines and what each
-    /// is sent now (`None`: paused); returns the link's estimate for its video: the sum
-    /// over those m-lines of their latest reports, or what they are sent where they
-    /// have not reported, where the reports one REMB gave several m-lines (the same
-    /// value at the same instant, as Chromium sends) count once.
+    /// One m-line's report at `now` (`audio`: an audio m-line's), given the
+    /// subscriber's video m-lines and what each is sent now (`None`: paused); returns
+    /// the link's estimate. A receiver whose reports name audio m-lines too (libwebrtc's
+    /// REMB names every stream) estimates the whole link: its latest report. Else the
+    /// estimate is its video's: the sum over those m-lines of their latest reports, or
+    /// what they are sent where they have not reported, where the reports one REMB gave
+    /// several m-lines (the same value at the same instant) count once.
     pub(super) fn report(
         &mut self,
         now: Instant,
         mid: Mid,
         bps: u64,
+        audio: bool,
         video: &[(Mid, Option<u64>)],
     ) -> u64 {
         if self
@@ -78,7 +81,7 @@ impl RembEstimate {
             self.reprobed = None;
             self.wait = REMB_STALE;
         }
-        if !video.iter().any(|(m, _)| *m == mid) {
+        if audio {
             self.covers_audio = true;
         }
         match self.reports.iter_mut().find(|(m, _, _)| *m == mid) {
@@ -88,6 +91,9 @@ impl RembEstimate {
         // The m-lines that went.
         self.reports
             .retain(|(m, _, _)| *m == mid || video.iter().any(|(v, _)| v == m));
+        if self.covers_audio {
+            return bps;
+        }
         let mut seen: Vec<(u64, Instant)> = Vec::new();
         let mut sum = 0;
         for (line, sent) in video {
@@ -143,16 +149,18 @@ impl Shard {
             return;
         }
         let mut video: Vec<(Mid, Option<u64>)> = Vec::new();
+        let mut audio = false;
         for (_, s) in p.subscriptions.iter() {
             let Some(t) = self.tracks.get(&s.track_id()) else {
                 continue;
             };
+            audio |= s.mid() == mid && t.info.kind == Kind::Audio;
             if t.info.kind == Kind::Video {
                 let sent = s.current.and_then(|l| t.layers.get(usize::from(l)));
                 video.push((s.mid(), sent.map(|l| l.rate.bps().unwrap_or(0))));
             }
         }
-        p.downlink.estimate = Some(p.downlink.remb.report(now, mid, bps, &video));
+        p.downlink.estimate = Some(p.downlink.remb.report(now, mid, bps, audio, &video));
     }
 
     /// Every choice of layers: a REMB subscriber whose reports stopped has its estimate
@@ -187,27 +195,29 @@ mod tests {
         let both = [(a, Some(350_000)), (b, Some(250_000))];
         // One estimator per m-line: each reports its share; one that has not reported
         // yet counts at what it is sent.
-        assert_eq!(r.report(t0, a, 300_000, &both), 550_000);
+        assert_eq!(r.report(t0, a, 300_000, false, &both), 550_000);
         let t1 = t0 + Duration::from_millis(400);
-        assert_eq!(r.report(t1, b, 200_000, &both), 500_000);
-        assert_eq!(
-            r.report(t1 + Duration::from_secs(1), a, 250_000, &both),
-            450_000
-        );
+        assert_eq!(r.report(t1, b, 200_000, false, &both), 500_000);
+        let t2 = t1 + Duration::from_secs(1);
+        assert_eq!(r.report(t2, a, 250_000, false, &both), 450_000);
         assert!(!r.covers_audio());
         // B paused: its last report still counts, however old.
         let paused = [(a, Some(350_000)), (b, None)];
-        let t2 = t1 + Duration::from_secs(10);
-        assert_eq!(r.report(t2, a, 260_000, &paused), 460_000);
-        // B gone: only A.
-        assert_eq!(r.report(t2, a, 260_000, &paused[..1]), 260_000);
-        // One REMB naming every m-line, audio's too: counted once, and the whole link's.
+        let t3 = t1 + Duration::from_secs(10);
+        assert_eq!(r.report(t3, a, 260_000, false, &paused), 460_000);
+        // B gone (its m-line carries no video now): only A, and still the video's.
+        assert_eq!(r.report(t3, a, 260_000, false, &paused[..1]), 260_000);
+        assert_eq!(r.report(t3, b, 90_000, false, &paused[..1]), 260_000);
+        assert!(!r.covers_audio());
+        // One REMB naming every m-line, audio's (c) too: the whole link's, its latest
+        // value, whatever the m-lines paused since reported.
         let mut l = RembEstimate::default();
-        for m in [a, b, c] {
-            l.report(t0, m, 900_000, &both);
+        for m in [a, b] {
+            l.report(t0, m, 900_000, false, &both);
         }
-        assert_eq!(l.report(t0, b, 900_000, &both), 900_000);
+        assert_eq!(l.report(t0, c, 900_000, true, &both), 900_000);
         assert!(l.covers_audio());
+        assert_eq!(l.report(t2, a, 500_000, false, &paused), 500_000);
     }
 
     #[test]
@@ -216,7 +226,7 @@ mod tests {
         let t0 = Instant::now();
         assert!(!r.reprobe(t0), "never reported: nothing to re-probe");
         let video = [(Mid::from("1"), Some(90_000))];
-        r.report(t0, Mid::from("1"), 100_000, &video);
+        r.report(t0, Mid::from("1"), 100_000, false, &video);
         assert!(!r.reprobe(t0 + Duration::from_secs(2)));
         assert!(r.reprobe(t0 + REMB_STALE));
         // Still silent: the next one waits, and longer.
@@ -225,7 +235,7 @@ mod tests {
         assert!(r.reprobe(t1 + REMB_STALE_AFTER_REPROBE));
         // Reports came back and stopped again much later: the short wait again.
         let t2 = t1 + Duration::from_secs(60);
-        r.report(t2, Mid::from("1"), 100_000, &video);
+        r.report(t2, Mid::from("1"), 100_000, false, &video);
         assert!(r.reprobe(t2 + REMB_STALE));
     }
 }

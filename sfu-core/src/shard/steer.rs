@@ -62,7 +62,9 @@ impl Shard {
         {
             *pad_off = None;
         }
-        if padded && s.loss.is_some_and(|l| l > DOWN_LOSS) {
+        // (Armed only where it takes effect, and not again while it runs.)
+        let running = pad_off.is_some_and(|(until, _)| now < until);
+        if s.floor && padded && !running && s.loss.is_some_and(|l| l > DOWN_LOSS) {
             let off = pad_off.map_or(PAD_OFF, |(_, next)| next);
             *pad_off = Some((now + off, (off * 2).min(PAD_OFF_MAX)));
             debug!(participant = %id, ?off, loss = ?s.loss, "padding costs the media: off");

@@ -39,8 +39,8 @@ pub(super) struct Subscription {
     pub(super) wanted: Option<u8>,
     /// VP8 picture ids and TL0PICIDX, continued across layers like sequence numbers.
     pub(super) vp8: Vp8Continuity,
-    /// The VP8 temporal layers it forwards of its layer (all, unless the link is too
-    /// thin for the floor video's whole lowest layer).
+    /// The temporal layers it forwards of its layer (all, unless the link is too thin
+    /// for the floor video's whole lowest layer).
     pub(super) temporal: TemporalCap,
     /// Dependency descriptor frame numbers, likewise.
     pub(super) frames: FrameNumbers,

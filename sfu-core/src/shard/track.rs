@@ -55,8 +55,8 @@ pub(super) struct Layer {
     /// The dependency descriptor structure its stream last sent (the first layer's, for
     /// an SVC stream).
     pub(super) dd: Option<DdStructure>,
-    /// Its VP8 pictures' bytes by temporal layer (halved now and then: the recent
-    /// share of each), if its packets name their layers.
+    /// Its pictures' bytes by temporal layer (halved now and then: the recent share of
+    /// each), if its packets name their layers.
     pub(super) temporal_bytes: [u64; 4],
 }
 
@@ -153,10 +153,11 @@ impl Layer {
         }
     }
 
-    /// A VP8 packet of `len` bytes of temporal layer `tid` arrived.
+    /// A packet of `len` bytes of temporal layer `tid` arrived (the few streams with
+    /// more than four count their upper layers as the fourth).
     pub(super) fn count_temporal(&mut self, tid: u8, len: usize) {
         let bytes = &mut self.temporal_bytes;
-        bytes[usize::from(tid & 3)] += len as u64;
+        bytes[usize::from(tid.min(3))] += len as u64;
         if bytes.iter().sum::<u64>() > TEMPORAL_BYTES_KEPT {
             for b in bytes.iter_mut() {
                 *b /= 2;
