@@ -77,6 +77,9 @@ pub const TEMPORAL_UP_HOLD: Duration = Duration::from_secs(30);
 /// falls; a layer less costs no keyframe).
 pub const THIN_LOSS: f32 = 0.03;
 
+/// ... once the layer has flowed this long (see [`Adaptation::settled_at_lowest`]).
+pub const SETTLE: Duration = Duration::from_millis(2500);
+
 /// Going up for bandwidth takes a token from a bucket of this many, one back every
 /// [`UP_REFILL`]: a subscriber's layers go up at most about 6 times a minute, whatever
 /// its estimate does.
@@ -239,6 +242,8 @@ pub struct Adaptation {
     short_of_floor: Option<Instant>,
     /// The receiver report whose losses thinned it last.
     thinned_for: Option<Instant>,
+    /// Since when the floor video has flowed at its lowest layer.
+    at_lowest: Option<Instant>,
 }
 
 impl Adaptation {
@@ -423,6 +428,17 @@ impl Adaptation {
             self.probing = Some((now, e));
         }
         due
+    }
+
+    /// Whether the floor video has flowed at its lowest layer (`now`: `at_lowest`) for
+    /// [`SETTLE`]: a receiver report covers a second, and the one after a switch still
+    /// counts the higher layer's losses.
+    pub fn settled_at_lowest(&mut self, now: Instant, at_lowest: bool) -> bool {
+        if !at_lowest {
+            self.at_lowest = None;
+            return false;
+        }
+        now.saturating_duration_since(*self.at_lowest.get_or_insert(now)) >= SETTLE
     }
 
     /// Whether the losses its receiver reported at `at` should take a temporal layer

@@ -235,35 +235,35 @@ impl Shard {
         // the pacer if even that does not fit (its queue would grow until cut).
         let mut caps: Vec<u8> = vec![ALL_TEMPORAL; items.len()];
         let mut floor_takes = None;
-        // (Only once it flows at that layer: on its way down from a higher one, the
-        // losses and the fallen estimate are the higher layer's.)
-        let flows_lowest = |f: usize, lowest: u8| {
-            p.subscriptions
+        // Thinning starts only on losses of the layer itself, once it has flowed a
+        // while: on its way down from a higher one, the losses and the fallen estimate
+        // are the higher layer's (an estimate that fell with them climbs back slowly).
+        let settled = floor.is_some_and(|(f, _)| {
+            let (_, _, lowest) = temporal[f];
+            let at_lowest = p
+                .subscriptions
                 .get(slots[f])
-                .is_some_and(|s| s.current == Some(lowest))
-        };
+                .is_some_and(|s| s.current == Some(lowest));
+            p.downlink.adaptation.settled_at_lowest(now, at_lowest)
+        });
         if let Some((f, rate)) = floor
             && plan.floor
             && let (bytes, from, lowest) = temporal[f]
             && targets[f] == Some(lowest)
-            && (from < ALL_TEMPORAL || flows_lowest(f, lowest))
+            && (from < ALL_TEMPORAL || settled)
         {
-            // Fewer pictures at once, on the budget as it is (a hold keeps layers, not
+            // Once thinned, the budget as it is says how far (a hold keeps layers, not
             // pictures); more as `adaptation` lets.
             let b = if plan.hold { budget } else { plan.budget };
-            let whole = if from < ALL_TEMPORAL {
-                UP_HEADROOM
-            } else {
-                1.0
-            };
             let mut wanted = b
-                .filter(|b| (*b as f64) < rate as f64 * whole)
+                .filter(|b| from < ALL_TEMPORAL && (*b as f64) < rate as f64 * UP_HEADROOM)
                 .and_then(|b| cap_for(&bytes, rate, b, from, UP_HEADROOM))
                 .unwrap_or(ALL_TEMPORAL);
             // Losses of what flows now: a layer less, at each report that says so.
             let top = bytes.iter().rposition(|b| *b > 0).unwrap_or(0) as u8;
             if let Some((at, loss)) = lost
                 && reading.unpadded
+                && settled
                 && top > 0
                 && p.downlink.adaptation.thin_for_loss(at, loss)
             {
