@@ -443,10 +443,14 @@ mod tests {
                 "CTR per sender"
             );
             assert_eq!(enc.len(), frame.len() + header.len() + TAG_BYTES);
-            assert_ne!(
-                enc[*clear + header.len()..][..frame.len() - clear],
-                frame[*clear..]
-            );
+            // (A byte or two may come out as they went in, with a random key: one run in
+            // a hundred did; four may not.)
+            if frame.len() - clear >= 4 {
+                assert_ne!(
+                    enc[*clear + header.len()..][..frame.len() - clear],
+                    frame[*clear..]
+                );
+            }
             keys.decrypt(11, *codec, &enc, &mut dec).unwrap();
             assert_eq!(&dec, frame, "{codec:?}");
         }
