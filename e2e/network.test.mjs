@@ -269,9 +269,12 @@ describe('calls on networks that block UDP', { timeout: 600000 }, () => {
       const [b, s] = [baseline[who], stalled[who]];
       // Packets count only on one layer: the cameras are in simulcast, and a receiver's own
       // estimate (or the publisher's CPU adaptation) may move it to a layer with fewer
-      // packets for reasons of its own. Frames, loss and jitter are compared whatever the layer.
+      // packets for reasons of its own. Even on one layer the encoder's packets per frame
+      // vary (245 -> 189 at 240 lines with the same 101 frames and no loss, once): half
+      // is the bound, which a stall blocking the forwarding would fall far under. Frames,
+      // loss and jitter are compared whatever the layer.
       if (new Set([...b.heights, ...s.heights]).size === 1) {
-        assert.ok(s.received > 0.8 * b.received, `${who}: packets kept coming (${b.received} -> ${s.received})`);
+        assert.ok(s.received > 0.5 * b.received, `${who}: packets kept coming (${b.received} -> ${s.received})`);
       }
       assert.ok(s.frames > 0.8 * b.frames, `${who}: frames kept decoding (${b.frames} -> ${s.frames})`);
       assert.ok(s.lost <= b.lost + Math.max(5, 0.01 * s.received), `${who}: no added loss (${b.lost} -> ${s.lost})`);
