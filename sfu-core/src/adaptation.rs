@@ -46,6 +46,12 @@ pub const FLOOR_PROBE_GAIN: f64 = 1.1;
 /// and the retransmissions of what a link 10 % short drops make it lose a third.
 pub const FLOOR_LOSS: f32 = 0.5;
 
+/// ... or was, this recently: receiver reports' shares lost swing from one report to
+/// the next on a link that drops most of a layer (a retransmission counts as received
+/// in the report of when it arrives), and one under [`FLOOR_LOSS`] between two over it
+/// does not say the link carries the layer.
+pub const FLOOR_LOSS_GAP: Duration = Duration::from_millis(2500);
+
 /// A paused video resumes only once the budget has had room for it this long: a
 /// probe's result, or an estimate that overshoots for a moment, is not a link that
 /// carries more.
@@ -218,6 +224,8 @@ pub struct Adaptation {
     /// Since when it has been well under the floor video's lowest layer, and whether
     /// that lasted: the floor is lifted until the budget carries that layer again.
     starved_since: Option<Instant>,
+    /// When the losses were last over [`FLOOR_LOSS`].
+    lossy_at: Option<Instant>,
     floor_lifted: Option<Instant>,
     /// Since when the budget has had room to go up.
     room_since: Option<Instant>,
@@ -269,10 +277,15 @@ impl Adaptation {
                 hold: false,
             };
         };
+        if loss.is_some_and(|l| l > FLOOR_LOSS) {
+            self.lossy_at = Some(now);
+        }
+        let lossy_lately = loss.is_none()
+            || self
+                .lossy_at
+                .is_some_and(|at| now.saturating_duration_since(at) <= FLOOR_LOSS_GAP);
         match floor {
-            Some(rate)
-                if (b as f64) < STARVED * rate as f64 && loss.is_none_or(|l| l > FLOOR_LOSS) =>
-            {
+            Some(rate) if (b as f64) < STARVED * rate as f64 && lossy_lately => {
                 let since = *self.starved_since.get_or_insert(now);
                 if now.saturating_duration_since(since) >= FLOOR_HOLD {
                     self.floor_lifted.get_or_insert(now);
@@ -612,6 +625,14 @@ mod tests {
         // Not back at 0.8 of it; back once the budget carries it.
         assert!(!floor(&mut a, 130, 160_000, Some(0.0)));
         assert!(floor(&mut a, 131, 200_000, Some(0.0)));
+        // Far under it, its reports' shares lost swinging about the bar (retransmissions
+        // counted when they arrive): lifted all the same, not at the first.
+        let swinging = [0.55, 0.7, 0.25, 0.42, 0.51, 0.3, 0.6];
+        let held: Vec<bool> = (140..)
+            .zip(swinging)
+            .map(|(s, l)| floor(&mut a, s, 60_000, Some(l)))
+            .collect();
+        assert_eq!(held, [true, true, true, true, false, false, false]);
         // A receiver that reports no loss: the estimate alone decides.
         let mut b = Adaptation::default();
         assert!((0..4).all(|s| floor(&mut b, s, 60_000, None)));
