@@ -246,8 +246,9 @@ pub struct Adaptation {
     temporal_room: Option<Instant>,
     temporal_up: Option<Instant>,
     temporal_hold: Option<Duration>,
-    /// Since when the floor video has been thinned, or carried past the budget.
-    short_of_floor: Option<Instant>,
+    /// Since when padding may not look for room: the floor video thinned, or carried
+    /// past the budget, or padding off for costing the media.
+    unpadded_since: Option<Instant>,
     /// The receiver report whose losses thinned it last.
     thinned_for: Option<Instant>,
     /// Since when the floor video has flowed at its lowest layer.
@@ -464,15 +465,16 @@ impl Adaptation {
         true
     }
 
-    /// Whether to probe at `now` for the whole of a floor video the link carries only
-    /// thinned (or past its budget), `short` telling whether it does: for a second every
-    /// [`FLOOR_PROBE_EVERY`].
-    pub fn probe_short(&mut self, now: Instant, short: bool) -> bool {
-        if !short {
-            self.short_of_floor = None;
+    /// Whether to probe at `now` for room padding may not look for (`unpadded`: none may
+    /// now): the whole of a floor video the link carries only thinned (or past its
+    /// budget), or the next step up while padding is off for costing the media. For a
+    /// second every [`FLOOR_PROBE_EVERY`].
+    pub fn probe_unpadded(&mut self, now: Instant, unpadded: bool) -> bool {
+        if !unpadded {
+            self.unpadded_since = None;
             return false;
         }
-        let since = *self.short_of_floor.get_or_insert(now);
+        let since = *self.unpadded_since.get_or_insert(now);
         let every = FLOOR_PROBE_EVERY.as_millis();
         now.saturating_duration_since(since).as_millis() % every >= every - 1000
     }

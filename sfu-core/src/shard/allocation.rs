@@ -235,6 +235,7 @@ impl Shard {
         // the pacer if even that does not fit (its queue would grow until cut).
         let mut caps: Vec<u8> = vec![ALL_TEMPORAL; items.len()];
         let mut floor_takes = None;
+        let padding_off = p.downlink.pad_off.is_some_and(|(until, _)| now < until);
         // Thinning starts only on losses of the layer itself, once it has flowed a
         // while: on its way down from a higher one, the losses and the fallen estimate
         // are the higher layer's (an estimate that fell with them climbs back slowly).
@@ -269,7 +270,6 @@ impl Shard {
             {
                 wanted = wanted.min(from.min(top).saturating_sub(1));
             }
-            let padding_off = p.downlink.pad_off.is_some_and(|(until, _)| now < until);
             caps[f] = p
                 .downlink
                 .adaptation
@@ -351,7 +351,10 @@ impl Shard {
         let estimate = p.downlink.estimate;
         // (Asked every time, so that its state is dropped once the floor is back.)
         let probe_floor = p.downlink.adaptation.probe_floor(now, estimate) && !plan.floor;
-        let probe_short = p.downlink.adaptation.probe_short(now, short.is_some());
+        let probe = p
+            .downlink
+            .adaptation
+            .probe_unpadded(now, short.is_some() || (padding_off && step_up.is_some()));
         self.steer_estimator(
             id,
             Steering {
@@ -361,7 +364,8 @@ impl Shard {
                 step_up,
                 floor: plan.floor,
                 probe_floor,
-                short: short.map(|step| (step, probe_short)),
+                short,
+                probe,
                 loss: reading.loss,
             },
         );

@@ -36,8 +36,11 @@ pub(super) struct Steering {
     /// The floor is lifted and it is time to probe for it.
     pub(super) probe_floor: bool,
     /// What the floor video lacks to flow whole, if the link carries it only thinned
-    /// (or past the budget), and whether it is time to probe for that.
-    pub(super) short: Option<(u64, bool)>,
+    /// (or past the budget).
+    pub(super) short: Option<u64>,
+    /// Time to probe for room that padding may not look for: what the floor video lacks,
+    /// or the next step up while padding is off.
+    pub(super) probe: bool,
     /// The most its receiver reported its media lost lately.
     pub(super) loss: Option<f32>,
 }
@@ -74,15 +77,21 @@ impl Shard {
         let headroom = |bps: u64| (bps as f64 * UP_HEADROOM) as u64;
         let next = s.step_up.map(|step| media + headroom(step));
         let (minimum, desired) = if quiet {
-            // Nothing above the media: no padding, no probing.
-            (0, media.max(NOMINAL_AUDIO_BPS))
+            // No padding; str0m's probes alone look for room for the next step, now and
+            // then (a video paused meanwhile would otherwise wait for the padding).
+            let desired = next.filter(|_| s.probe).unwrap_or(media);
+            (0, desired.max(NOMINAL_AUDIO_BPS))
         } else if s.floor
-            && let Some((step, probe)) = s.short
+            && let Some(step) = s.short
         {
             // A link that carries the floor video only thinned: padding would take a
             // policer's tokens from its pictures. str0m's probes alone look for room
             // for the whole of it, now and then.
-            let desired = if probe { media + headroom(step) } else { media };
+            let desired = if s.probe {
+                media + headroom(step)
+            } else {
+                media
+            };
             (0, desired.max(NOMINAL_AUDIO_BPS))
         } else if s.floor {
             let desired = headroom(s.audio + s.ideal).max(NOMINAL_AUDIO_BPS);
