@@ -26,6 +26,12 @@ use protocol::{Join, Request};
 /// the largest offer, so that an oversized offer still gets `message_too_large`.
 const MAX_FRAME_BYTES: usize = 2 * 1024 * 1024;
 
+/// After refusing a frame over [`MAX_FRAME_BYTES`], the socket stays open this long
+/// before it is dropped: the rest of that frame is unread, and a socket closed with
+/// unread bytes resets the connection, which makes the client discard what it had not
+/// read yet, the error that says why among it.
+const LINGER: Duration = Duration::from_secs(2);
+
 /// A socket that has not joined by then is closed.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -64,6 +70,7 @@ pub(crate) async fn websocket(
                 _place: place,
                 joined: None,
                 budgets: Budgets::full(Instant::now()),
+                linger: false,
             };
             session.run().await;
             state.metrics.sockets.dec();
@@ -81,6 +88,8 @@ struct Session {
     joined: Option<(ParticipantId, mpsc::Receiver<ServerMessage>)>,
     /// What it may still send now, by kind of request.
     budgets: Budgets,
+    /// Whether to wait [`LINGER`] before dropping the socket.
+    linger: bool,
 }
 
 /// What the session loop does next.
@@ -136,6 +145,9 @@ impl Session {
                 reason: "bye".into(),
             })))
             .await;
+        if self.linger {
+            tokio::time::sleep(LINGER).await;
+        }
     }
 
     /// A frame that could not be read ends the session: one over [`MAX_FRAME_BYTES`] is
@@ -152,6 +164,7 @@ impl Session {
                     format!("a frame holds at most {MAX_FRAME_BYTES} bytes; closing"),
                 )))
                 .await;
+            self.linger = true;
         } else {
             debug!("websocket read failed: {inner}");
         }
