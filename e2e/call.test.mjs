@@ -477,7 +477,8 @@ describe('a call through the SFU with Chromium peers', { timeout: 420000 }, () =
       /* 13 */ { send: bigOffer, settleMs: 500 },
       /* 14 */ probe,
       /* 15 */ { send: huge, settleMs: 500 },
-    ]);
+      // (The server closes 2 s after refusing a frame: time to read why before the reset.)
+    ], { awaitCloseMs: 5000 });
     const request = (i) => results[i].message && results[i].message.request;
     assert.equal(errorCode(results[0]), 'not_joined', 'mute before join');
     assert.equal(request(0), 'mute', `not_joined answers the mute: ${JSON.stringify(results[0])}`);

@@ -511,9 +511,10 @@ export function jsonLinesProcess(command, args) {
  * runs `steps`: each sends `send` (a string, sent as is; or `offer`, a real SDP offer made
  * here) and collects the next message (or the close). With `settleMs`, a step then also
  * collects, as `later`, whatever else arrives in that time (an answer that must not come).
+ * With `awaitCloseMs`, waits that long at most for the server to close the socket.
  */
-export async function wsScript(page, steps) {
-  return page.evaluate(async ({ url, steps }) => {
+export async function wsScript(page, steps, { awaitCloseMs = 0 } = {}) {
+  return page.evaluate(async ({ url, steps, awaitCloseMs }) => {
     const ws = new WebSocket(url);
     const inbox = [];
     let waiter = null;
@@ -579,10 +580,16 @@ export async function wsScript(page, steps) {
     // Anything else that arrived, e.g. an answer that must not have been sent.
     await new Promise((r) => setTimeout(r, 300));
     const extra = inbox.splice(0);
+    if (!closed && awaitCloseMs) {
+      await new Promise((r) => {
+        const t = setTimeout(r, awaitCloseMs);
+        ws.addEventListener('close', () => { clearTimeout(t); r(); });
+      });
+    }
     for (const pc of pcs) pc.close();
     ws.close();
     return { results, extra, closed };
-  }, { url: WS_URL, steps });
+  }, { url: WS_URL, steps, awaitCloseMs });
 }
 
 /** A page at the server's origin for raw WebSocket checks, independent of the call. */

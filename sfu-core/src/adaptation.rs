@@ -36,6 +36,9 @@ pub const FLOOR_HOLD: Duration = Duration::from_secs(4);
 /// time (and not in between: every probe costs the audio a packet or two on a link
 /// that thin), and on for as long as each second of it raises the estimate by
 /// [`FLOOR_PROBE_GAIN`] (a link that recovered: the estimate climbs only so fast).
+/// Room that padding may not look for is probed for as often, a second at a time: the
+/// whole of a floor video carried only thinned, and the next step up while padding is
+/// off ([`Adaptation::probe_unpadded`]).
 pub const FLOOR_PROBE_EVERY: Duration = Duration::from_secs(5);
 
 pub const FLOOR_PROBE_GAIN: f64 = 1.1;
@@ -46,10 +49,10 @@ pub const FLOOR_PROBE_GAIN: f64 = 1.1;
 /// and the retransmissions of what a link 10 % short drops make it lose a third.
 pub const FLOOR_LOSS: f32 = 0.5;
 
-/// ... or was, this recently: receiver reports' shares lost swing from one report to
-/// the next on a link that drops most of a layer (a retransmission counts as received
-/// in the report of when it arrives), and one under [`FLOOR_LOSS`] between two over it
-/// does not say the link carries the layer.
+/// ... or was, in a report that a newer one replaced less than this long ago: receiver
+/// reports' shares lost swing from one report to the next on a link that drops most of
+/// a layer (a retransmission counts as received in the report of when it arrives), and
+/// one under [`FLOOR_LOSS`] between two over it does not say the link carries the layer.
 pub const FLOOR_LOSS_GAP: Duration = Duration::from_millis(2500);
 
 /// A paused video resumes only once the budget has had room for it this long: a
@@ -635,6 +638,10 @@ mod tests {
             .map(|(s, l)| floor(&mut a, s, 60_000, Some(l)))
             .collect();
         assert_eq!(held, [true, true, true, true, false, false, false]);
+        // Those losses count only so long: back at the floor, then under it again while
+        // losing a third, the floor holds.
+        assert!(floor(&mut a, 147, 200_000, Some(0.0)));
+        assert!((148..160).all(|s| floor(&mut a, s, 60_000, Some(0.35))));
         // A receiver that reports no loss: the estimate alone decides.
         let mut b = Adaptation::default();
         assert!((0..4).all(|s| floor(&mut b, s, 60_000, None)));

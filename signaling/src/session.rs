@@ -29,7 +29,8 @@ const MAX_FRAME_BYTES: usize = 2 * 1024 * 1024;
 /// After refusing a frame over [`MAX_FRAME_BYTES`], the socket stays open this long
 /// before it is dropped: the rest of that frame is unread, and a socket closed with
 /// unread bytes resets the connection, which makes the client discard what it had not
-/// read yet, the error that says why among it.
+/// read yet, the error that says why among it. (A wait, not a read to the end: the
+/// transport reads no more of a socket once a frame was refused.)
 const LINGER: Duration = Duration::from_secs(2);
 
 /// A socket that has not joined by then is closed.
@@ -138,11 +139,16 @@ impl Session {
                 }
             }
         }
+        let (code, reason) = if self.linger {
+            (close_code::SIZE, "frame too large")
+        } else {
+            (close_code::NORMAL, "bye")
+        };
         let _ = self
             .socket
             .send(Message::Close(Some(CloseFrame {
-                code: close_code::NORMAL,
-                reason: "bye".into(),
+                code,
+                reason: reason.into(),
             })))
             .await;
         if self.linger {

@@ -76,22 +76,17 @@ impl Shard {
         let quiet = s.floor && pad_off.is_some_and(|(until, _)| now < until);
         let headroom = |bps: u64| (bps as f64 * UP_HEADROOM) as u64;
         let next = s.step_up.map(|step| media + headroom(step));
-        let (minimum, desired) = if quiet {
-            // No padding; str0m's probes alone look for room for the next step, now and
-            // then (a video paused meanwhile would otherwise wait for the padding).
-            let desired = next.filter(|_| s.probe).unwrap_or(media);
-            (0, desired.max(NOMINAL_AUDIO_BPS))
-        } else if s.floor
-            && let Some(step) = s.short
-        {
-            // A link that carries the floor video only thinned: padding would take a
-            // policer's tokens from its pictures. str0m's probes alone look for room
-            // for the whole of it, now and then.
-            let desired = if s.probe {
-                media + headroom(step)
-            } else {
-                media
-            };
+        let (minimum, desired) = if quiet || (s.floor && s.short.is_some()) {
+            // No padding: it cost the media, or it would take a policer's tokens from
+            // the pictures of a floor video the link carries only thinned. str0m's
+            // probes alone look for room, now and then: for the whole of that video if
+            // thinned, else for the next step (a video paused meanwhile would otherwise
+            // wait for the padding).
+            let desired = s
+                .short
+                .or(s.step_up)
+                .filter(|_| s.probe)
+                .map_or(media, |step| media + headroom(step));
             (0, desired.max(NOMINAL_AUDIO_BPS))
         } else if s.floor {
             let desired = headroom(s.audio + s.ideal).max(NOMINAL_AUDIO_BPS);
