@@ -254,9 +254,18 @@ export class Participant {
     await page.goto(`${SFU_URL}/${query}#${secret}`);
     await page.fill('#room', room);
     await page.fill('#name', this.name);
-    await page.click('#join');
-    // With a secret configured /dev/token is 404: the page asks for a token.
-    await page.waitForSelector('#token-field:not([hidden])', { timeout: 20000 });
+    // With a secret configured /dev/token is 404: the page asks for a token. (Clicked
+    // again if it does not: Chromium fails a request with ERR_NETWORK_CHANGED now and
+    // then while the test's namespaces are made, and the page then shows that error.)
+    for (let attempt = 1; ; attempt++) {
+      await page.click('#join');
+      try {
+        await page.waitForSelector('#token-field:not([hidden])', { timeout: attempt < 3 ? 7000 : 20000 });
+        break;
+      } catch (e) {
+        if (attempt === 3) throw e;
+      }
+    }
     await page.fill('#token', tokenFor(room, this.name, grants ? { grants } : {}));
     // Start watching for the first decoded remote video frame before joining.
     const firstFrame = expectVideoFrom ? page.evaluate(firstFrameProbe, 30000) : null;
