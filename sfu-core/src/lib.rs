@@ -9,6 +9,7 @@
 pub mod adaptation;
 pub mod forwarder;
 pub mod pacer;
+pub mod recent;
 pub mod selection;
 pub mod shard;
 pub mod svc;

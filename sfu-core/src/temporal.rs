@@ -6,6 +6,7 @@
 //! it is negotiated; its end-to-end encrypted VP8 names no temporal layer in the payload
 //! descriptor), else by the VP8 payload descriptor's layer sync bits.
 
+use crate::recent::Recent;
 use crate::svc::Refs;
 use crate::vp8::Temporal;
 
@@ -55,8 +56,7 @@ pub struct TemporalCap {
     /// The highest forwarded now (by the VP8 payload descriptor).
     current: u8,
     /// By frame references: frames left out lately, oldest first.
-    left_out: [u16; LEFT_OUT],
-    left_len: u8,
+    left_out: Recent<LEFT_OUT>,
     /// The latest pictures' fates, by RTP timestamp.
     fates: [Option<(u32, bool)>; FATES],
     fates_at: u8,
@@ -67,8 +67,7 @@ impl Default for TemporalCap {
         TemporalCap {
             target: ALL_TEMPORAL,
             current: ALL_TEMPORAL,
-            left_out: [0; LEFT_OUT],
-            left_len: 0,
+            left_out: Recent::default(),
             fates: [None; FATES],
             fates_at: 0,
         }
@@ -110,7 +109,7 @@ impl TemporalCap {
     /// The next packet starts another layer's stream (at a keyframe): the frames
     /// remembered were numbered by the last one.
     pub fn switch_source(&mut self) {
-        self.left_len = 0;
+        self.left_out.clear();
         self.fates = [None; FATES];
     }
 
@@ -121,7 +120,7 @@ impl TemporalCap {
         if keyframe {
             return true;
         }
-        let left = &self.left_out[..usize::from(self.left_len)];
+        let left = self.left_out.as_slice();
         if left.contains(&frame) {
             return false;
         }
@@ -134,17 +133,10 @@ impl TemporalCap {
                 && frame.wrapping_sub(newest) > 128
                 && frame.wrapping_sub(newest) < 0x8000
             {
-                self.left_len = 0;
+                self.left_out.clear();
             }
         } else {
-            let n = usize::from(self.left_len);
-            if n == LEFT_OUT {
-                self.left_out.copy_within(1.., 0);
-                self.left_out[LEFT_OUT - 1] = frame;
-            } else {
-                self.left_out[n] = frame;
-                self.left_len += 1;
-            }
+            self.left_out.push(frame);
         }
         ok
     }

@@ -5,6 +5,8 @@
 
 use str0m::rtp::{Vp8Descriptor, Vp8Patch};
 
+use crate::recent::Recent;
+
 /// How many pictures left out are remembered to number a late packet of an earlier one.
 const SKIPPED: usize = 8;
 
@@ -23,10 +25,8 @@ pub struct Vp8Continuity {
     last_picture: Option<u16>,
     /// The newest TL0PICIDX sent.
     last_tl0: Option<u8>,
-    /// The source's picture ids of the latest pictures left out, oldest first, and how
-    /// many there are.
-    skipped: [u16; SKIPPED],
-    skipped_len: u8,
+    /// The source's picture ids of the latest pictures left out.
+    skipped: Recent<SKIPPED>,
     /// The newest source picture id seen, sent or left out.
     newest: Option<u16>,
 }
@@ -40,7 +40,7 @@ impl Vp8Continuity {
         if let (Some(last), Some(idx)) = (self.last_tl0, d.tl0_pic_idx()) {
             self.tl0_offset = last.wrapping_add(1).wrapping_sub(idx);
         }
-        self.skipped_len = 0;
+        self.skipped.clear();
         self.newest = None;
     }
 
@@ -51,18 +51,11 @@ impl Vp8Continuity {
         let Some(id) = d.picture_id() else {
             return;
         };
-        let n = usize::from(self.skipped_len);
-        if self.skipped[..n].contains(&id) || !self.is_new(d, id) {
+        if self.skipped.as_slice().contains(&id) || !self.is_new(d, id) {
             return;
         }
         self.picture_offset = self.picture_offset.wrapping_sub(1);
-        if n == SKIPPED {
-            self.skipped.copy_within(1.., 0);
-            self.skipped[SKIPPED - 1] = id;
-        } else {
-            self.skipped[n] = id;
-            self.skipped_len += 1;
-        }
+        self.skipped.push(id);
     }
 
     /// Whether source picture id `id` (of `d`) is newer than any seen; it is the newest
@@ -88,8 +81,7 @@ impl Vp8Continuity {
         // it was then.
         let late = d.picture_id().map_or(0, |id| {
             let newer = |s: &&u16| **s != id && (s.wrapping_sub(id) & mask) <= mask / 2;
-            let n = usize::from(self.skipped_len);
-            self.skipped[..n].iter().filter(newer).count() as u16
+            self.skipped.as_slice().iter().filter(newer).count() as u16
         });
         let wide = d
             .picture_id()
