@@ -1,8 +1,8 @@
 //! How a subscriber's layers follow its bandwidth estimate over time, as pure state: a
-//! floor for its most important video, hysteresis in both directions, a bound on how
-//! often its layers go up, and why each choice changed. The shard's `choose_for` asks
-//! [`Adaptation::plan`] what the allocation ([`crate::selection::allocate`]) may do
-//! each time it runs.
+//! floor for its most important video (for every video, until losses show the link
+//! short), hysteresis in both directions, a bound on how often its layers go up, and
+//! why each choice changed. The shard's `choose_for` asks [`Adaptation::plan`] what the
+//! allocation ([`crate::selection::allocate`]) may do each time it runs.
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,13 @@ pub const DOWN_AT_ONCE: f64 = 0.75;
 /// before a TWCC estimate that sees no queue falls. (While padding probes for the next
 /// layer, the losses may be the padding's: the estimate answers those.)
 pub const DOWN_LOSS: f32 = 0.1;
+
+/// Losses over this share in its receiver's reports show that a subscriber's link is
+/// short of what it is sent. Until they do, a delay-based estimate pauses no video: it
+/// falls as much for a receiver whose CPU lags (its packets are read late) as for a
+/// link that queues, and only the link drops what overruns it. From then on, until every
+/// video it is shown flows again within its budget, the budget says what pauses.
+pub const PAUSE_LOSS: f32 = 0.05;
 
 /// The floor video keeps its lowest layer until the budget has stayed under this share
 /// of that layer's rate for [`FLOOR_HOLD`], with losses over [`FLOOR_LOSS`]: then the
@@ -205,6 +212,10 @@ pub struct Reading {
     pub loss: Option<f32>,
     /// Nothing pads above its media now: its losses are the media's.
     pub unpadded: bool,
+    /// What the lowest layers of every video it is shown take, and whether one of them
+    /// is paused now.
+    pub lowest: u64,
+    pub paused: bool,
 }
 
 /// What one allocation may do.
@@ -217,6 +228,9 @@ pub struct Plan {
     /// Nothing goes up or down: a dip too short to act on. The budget is then what the
     /// current choice takes.
     pub hold: bool,
+    /// Every video shown keeps its lowest layer whatever the budget: no losses have
+    /// shown the link short of them ([`PAUSE_LOSS`]).
+    pub keep_all: bool,
 }
 
 /// One subscriber's adaptation state between allocations.
@@ -229,6 +243,9 @@ pub struct Adaptation {
     starved_since: Option<Instant>,
     /// When the losses were last over [`FLOOR_LOSS`].
     lossy_at: Option<Instant>,
+    /// Losses over [`PAUSE_LOSS`] showed the link short, and not every video shown has
+    /// flowed within the budget since.
+    short_link: bool,
     floor_lifted: Option<Instant>,
     /// Since when the budget has had room to go up.
     room_since: Option<Instant>,
@@ -268,6 +285,8 @@ impl Adaptation {
             dips,
             loss,
             unpadded,
+            lowest,
+            paused,
         } = *link;
         let Some(b) = budget else {
             *self = Adaptation {
@@ -279,8 +298,15 @@ impl Adaptation {
                 budget: None,
                 floor: true,
                 hold: false,
+                keep_all: false,
             };
         };
+        if !paused && b >= lowest {
+            self.short_link = false;
+        }
+        if loss.is_some_and(|l| l > PAUSE_LOSS) {
+            self.short_link = true;
+        }
         if loss.is_some_and(|l| l > FLOOR_LOSS) {
             self.lossy_at = Some(now);
         }
@@ -317,6 +343,9 @@ impl Adaptation {
             budget: Some(if hold { takes } else { b }),
             floor: self.floor_lifted.is_none(),
             hold,
+            // (A loss-based estimate falls only with losses; without reports, the
+            // estimate is all there is.)
+            keep_all: dips && loss.is_some() && !self.short_link,
         }
     }
 
@@ -543,6 +572,8 @@ mod tests {
             dips,
             loss,
             unpadded: true,
+            lowest: 0,
+            paused: false,
         }
     }
 
@@ -556,7 +587,8 @@ mod tests {
             Plan {
                 budget: Some(1_000_000),
                 floor: true,
-                hold: true
+                hold: true,
+                keep_all: false,
             }
         );
         assert!(
@@ -746,6 +778,46 @@ mod tests {
         let last = up + 3 + 2 * hold;
         assert_eq!(a.bound_temporal(at(last - 1), 0, 1, true), 0);
         assert_eq!(a.bound_temporal(at(last), 0, 1, true), 1);
+    }
+
+    #[test]
+    fn videos_pause_for_the_budget_only_once_losses_showed_the_link_short() {
+        let mut a = Adaptation::default();
+        let t0 = Instant::now();
+        // Two lowest layers of 200 kbit/s each, a budget for one.
+        let link = |loss: Option<f32>, budget: u64, paused: bool| Reading {
+            lowest: 400_000,
+            paused,
+            ..r(Some(budget), 400_000, Some(200_000), true, loss)
+        };
+        let keeps = |a: &mut Adaptation, s: u64, l: &Reading| {
+            a.plan(t0 + Duration::from_secs(s), l).keep_all
+        };
+        assert!(
+            keeps(&mut a, 0, &link(Some(0.0), 200_000, false)),
+            "no losses: kept"
+        );
+        assert!(
+            keeps(&mut a, 1, &link(Some(0.04), 200_000, false)),
+            "a few: kept"
+        );
+        assert!(
+            !keeps(&mut a, 2, &link(Some(0.2), 200_000, false)),
+            "losses: the budget"
+        );
+        // One paused: still the budget, also once the losses end and room comes back ...
+        assert!(!keeps(&mut a, 3, &link(Some(0.0), 200_000, true)));
+        assert!(!keeps(&mut a, 4, &link(Some(0.0), 500_000, true)));
+        // ... until both flow within it.
+        assert!(keeps(&mut a, 5, &link(Some(0.0), 500_000, false)));
+        assert!(keeps(&mut a, 6, &link(Some(0.0), 200_000, false)));
+        // Without reports, or with a loss-based estimate, the estimate is all there is.
+        assert!(!keeps(&mut a, 7, &link(None, 200_000, false)));
+        let loss_based = Reading {
+            dips: false,
+            ..link(Some(0.0), 200_000, false)
+        };
+        assert!(!keeps(&mut a, 8, &loss_based));
     }
 
     #[test]

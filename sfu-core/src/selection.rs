@@ -106,10 +106,11 @@ pub const UP_HEADROOM: f64 = 1.15;
 /// Chooses each item's layer: with `budget` (bit/s) `None`, the wanted layer (or the
 /// nearest usable below it, else above); with a budget, the most important items first at
 /// their lowest layer, those that do not fit paused, then upgrades in order of importance
-/// while the budget lasts. With `floor`, the most important item shown keeps its lowest
-/// layer even when it does not fit (and leaves nothing for the rest), as a single stream
-/// always does: a dip of the estimate pauses the others, never the last picture.
-pub fn allocate(budget: Option<u64>, items: &[VideoItem], floor: bool) -> Vec<Option<u8>> {
+/// while the budget lasts. The `keep` most important items shown keep their lowest layer
+/// even when it does not fit (and leave nothing for the rest), as a single stream always
+/// does: with 1 (the floor), a dip of the estimate pauses the others, never the last
+/// picture; with `usize::MAX`, nothing pauses.
+pub fn allocate(budget: Option<u64>, items: &[VideoItem], keep: usize) -> Vec<Option<u8>> {
     let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by_key(|&i| items[i].priority);
     let mut targets: Vec<Option<u8>> = vec![None; items.len()];
@@ -126,7 +127,7 @@ pub fn allocate(budget: Option<u64>, items: &[VideoItem], floor: bool) -> Vec<Op
         return targets;
     };
     let mut left = budget;
-    let mut first = floor;
+    let mut kept = 0;
     for &i in &order {
         let it = &items[i];
         if it.wanted.is_none() {
@@ -139,14 +140,15 @@ pub fn allocate(budget: Option<u64>, items: &[VideoItem], floor: bool) -> Vec<Op
         if rate <= left {
             left -= rate;
             targets[i] = Some(lowest);
-        } else if it.layers == 1 || first {
+        } else if it.layers == 1 || kept < keep {
             // A single stream has nothing lower to fall back to, and the floor is the
-            // picture this subscriber needs most: pausing it would be worse than the
+            // picture this subscriber needs most (and each kept one, a picture the link
+            // was not shown to lack room for): pausing it would be worse than the
             // congestion. It goes on and leaves nothing for the rest.
             left = 0;
             targets[i] = Some(lowest);
         }
-        first = false;
+        kept += 1;
     }
     for &i in &order {
         let it = &items[i];
@@ -307,7 +309,7 @@ mod tests {
 
     /// Without the floor, as before it existed.
     fn allocate_(budget: Option<u64>, items: &[VideoItem]) -> Vec<Option<u8>> {
-        allocate(budget, items, false)
+        allocate(budget, items, 0)
     }
 
     #[test]
@@ -315,17 +317,26 @@ mod tests {
         let items = [item(3, Some(0)), item(1, Some(2)), item(2, Some(0))];
         // Under even one lowest layer: the speaker stays on its lowest, the rest pause.
         assert_eq!(
-            allocate(Some(100_000), &items, true),
+            allocate(Some(100_000), &items, 1),
             vec![None, Some(0), None]
         );
         // Room for the speaker's lowest and one thumbnail: as without the floor.
         assert_eq!(
-            allocate(Some(310_000), &items, true),
+            allocate(Some(310_000), &items, 1),
             allocate_(Some(310_000), &items)
         );
         // The floor goes to the most important video shown, not to one hidden.
         let hidden = [item(0, None), item(5, Some(2))];
-        assert_eq!(allocate(Some(10_000), &hidden, true), vec![None, Some(0)]);
+        assert_eq!(allocate(Some(10_000), &hidden, 1), vec![None, Some(0)]);
+        // Kept all: every one shown on its lowest, nothing higher.
+        assert_eq!(
+            allocate(Some(100_000), &items, usize::MAX),
+            vec![Some(0), Some(0), Some(0)]
+        );
+        assert_eq!(
+            allocate(Some(100_000), &hidden, usize::MAX),
+            vec![None, Some(0)]
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Sans-IO tests of how a subscriber's layers follow its bandwidth (issue 24): the most
 //! important video keeps its lowest layer through a link just under it, pauses only on
 //! a link far under it while the audio goes on, comes back when the link does (also for
-//! a receiver that reports only REMB), and switches layers a few times a minute at most.
+//! a receiver that reports only REMB), and switches layers a few times a minute at most;
+//! no video pauses before the link loses packets.
 //! Virtual time, real str0m clients, links policed in the harness.
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
@@ -563,4 +564,56 @@ fn a_video_paused_on_a_policed_link_comes_back_by_probing_when_the_link_does() {
         assert!(gap < Duration::from_secs(1), "then stopped for {gap:?}");
         println!("back after {back:?}, then no gap over {gap:?}");
     }
+}
+
+#[test]
+fn no_video_pauses_before_the_link_loses_packets() {
+    let mut net = three_party();
+    let bob = 2;
+    let cameras = [
+        net.track_of(0, Source::Camera),
+        net.track_of(1, Source::Camera),
+    ];
+    // Bob views both low: their lowest layers and the audio flow, nothing pads.
+    let low = cameras.map(|track_id| TrackQuality {
+        track_id,
+        quality: Quality::Low,
+    });
+    net.view(bob, vec![], low.to_vec());
+    net.run(Duration::from_secs(6));
+    let lowest = delivered_bps(&mut net, bob, 4);
+    // A bottleneck a tenth under that, which queues a second before it drops: Bob's
+    // estimate falls as soon as the queue grows (as it does for a receiver whose CPU
+    // lags), his link loses nothing for seconds.
+    net.clients[bob].downlink.cap_bps = Some(lowest * 9 / 10);
+    net.clients[bob].downlink.queue = Some(Duration::from_secs(1));
+    let capped = net.now;
+    let mut first_drop = None;
+    for _ in 0..400 {
+        net.run(Duration::from_millis(100));
+        if first_drop.is_none() && net.client(bob).downlink.dropped > 0 {
+            first_drop = Some(net.now);
+        }
+    }
+    let dropped = first_drop.unwrap_or(net.now);
+    for c in cameras {
+        let video = &net.client(bob).received[&c];
+        let gap = longest_gap(video, capped, dropped);
+        assert!(
+            gap < Duration::from_millis(600),
+            "a video stopped for {gap:?} before the link lost a packet, {:?} after the cap",
+            dropped - capped
+        );
+    }
+    assert!(first_drop.is_some(), "the link dropped packets at last");
+    let late = net.now - Duration::from_secs(10);
+    let flowing = cameras.map(|c| between(&net.client(bob).received[&c], late, net.now).len());
+    assert!(
+        flowing.iter().any(|n| *n < 50),
+        "once it lost packets, one video paused: {flowing:?} packets in the last 10 s"
+    );
+    println!(
+        "{lowest} bit/s capped to 0.9: first loss {:?} after; then {flowing:?} packets in 10 s",
+        dropped - capped
+    );
 }

@@ -181,6 +181,17 @@ impl Shard {
             .downlink
             .lost
             .filter(|(at, _)| now.saturating_duration_since(*at) < LOSS_FRESH);
+        // The lowest layers of the videos shown, and whether one of them is paused.
+        let lowest_of = |it: &VideoItem| (0..it.layers).find(|&l| it.usable[usize::from(l)]);
+        let shown_lowest = items
+            .iter()
+            .filter(|it| it.wanted.is_some())
+            .filter_map(|it| lowest_of(it).map(|l| it.rates[usize::from(l)]))
+            .sum();
+        let paused = items
+            .iter()
+            .zip(&priors)
+            .any(|(it, p)| it.wanted.is_some() && p.target.is_none() && lowest_of(it).is_some());
         let reading = Reading {
             budget,
             takes,
@@ -189,6 +200,8 @@ impl Shard {
             loss: lost.map(|(_, l)| l),
             unpadded: p.downlink.bwe_bitrates.0
                 <= p.downlink.chosen_bps + p.downlink.chosen_bps / 20,
+            lowest: shown_lowest,
+            paused,
         };
         let plan = p.downlink.adaptation.plan(now, &reading);
         if plan.hold {
@@ -197,10 +210,23 @@ impl Shard {
                 it.wanted = it.wanted.and_then(|w| prior.target.map(|t| t.min(w)));
             }
         }
-        let mut targets = selection::allocate(plan.budget, &items, plan.floor);
+        let keep = if plan.keep_all {
+            usize::MAX
+        } else {
+            usize::from(plan.floor)
+        };
+        let mut targets = selection::allocate(plan.budget, &items, keep);
         p.downlink
             .adaptation
             .bound_ups(now, &mut targets, &priors, &items, reading.dips);
+        if plan.keep_all {
+            // (What the budget does not carry is not going up: it is kept.)
+            for (t, it) in targets.iter_mut().zip(&items) {
+                if t.is_none() && it.wanted.is_some() {
+                    *t = lowest_of(it);
+                }
+            }
+        }
         // A floor video thinned now goes up a layer only once it flows whole again.
         if let Some((f, _)) = floor
             && let (_, from, lowest) = temporal[f]
@@ -209,9 +235,13 @@ impl Shard {
         {
             targets[f] = Some(lowest);
         }
-        for (t, prior) in targets.iter().zip(&priors) {
+        for ((t, prior), slot) in targets.iter().zip(&priors).zip(&slots) {
             if let Some(c) = prior.cause(*t) {
                 self.counters.layer_choices[c.index()] += 1;
+                let track = p.subscriptions.get(*slot).map(|s| s.track_id());
+                debug!(participant = %id, ?track, from = ?prior.target, to = ?t,
+                    cause = c.label(), estimate = ?p.downlink.estimate,
+                    budget = ?plan.budget, takes, loss = ?reading.loss, "layer chosen");
             }
         }
         let elapsed = p.downlink.adaptation.count_until(now).as_millis() as u64;
