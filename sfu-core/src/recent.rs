@@ -18,7 +18,11 @@ impl<const N: usize> Default for Recent<N> {
 }
 
 impl<const N: usize> Recent<N> {
+    /// (Its length counts in a byte: a larger `N` does not compile.)
+    const FITS: () = assert!(N > 0 && N <= u8::MAX as usize);
+
     pub fn push(&mut self, id: u16) {
+        let () = Self::FITS;
         let n = usize::from(self.len);
         if n == N {
             self.ids.copy_within(1.., 0);

@@ -71,7 +71,7 @@ pub(crate) async fn websocket(
                 _place: place,
                 joined: None,
                 budgets: Budgets::full(Instant::now()),
-                linger: false,
+                refused_frame: false,
             };
             session.run().await;
             state.metrics.sockets.dec();
@@ -89,8 +89,9 @@ struct Session {
     joined: Option<(ParticipantId, mpsc::Receiver<ServerMessage>)>,
     /// What it may still send now, by kind of request.
     budgets: Budgets,
-    /// Whether to wait [`LINGER`] before dropping the socket.
-    linger: bool,
+    /// A frame over [`MAX_FRAME_BYTES`] was refused: the close says so, and the socket
+    /// is dropped only [`LINGER`] later.
+    refused_frame: bool,
 }
 
 /// What the session loop does next.
@@ -139,7 +140,7 @@ impl Session {
                 }
             }
         }
-        let (code, reason) = if self.linger {
+        let (code, reason) = if self.refused_frame {
             (close_code::SIZE, "frame too large")
         } else {
             (close_code::NORMAL, "bye")
@@ -151,7 +152,7 @@ impl Session {
                 reason: reason.into(),
             })))
             .await;
-        if self.linger {
+        if self.refused_frame {
             tokio::time::sleep(LINGER).await;
         }
     }
@@ -170,7 +171,7 @@ impl Session {
                     format!("a frame holds at most {MAX_FRAME_BYTES} bytes; closing"),
                 )))
                 .await;
-            self.linger = true;
+            self.refused_frame = true;
         } else {
             debug!("websocket read failed: {inner}");
         }

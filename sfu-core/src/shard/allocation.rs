@@ -269,14 +269,14 @@ impl Shard {
         // Thinning starts only on losses of the layer itself, once it has flowed a
         // while: on its way down from a higher one, the losses and the fallen estimate
         // are the higher layer's (an estimate that fell with them climbs back slowly).
-        let settled = floor.is_some_and(|(f, _)| {
+        // (Asked also without a floor video, which ends the time counted.)
+        let at_lowest = floor.is_some_and(|(f, _)| {
             let (_, _, lowest) = temporal[f];
-            let at_lowest = p
-                .subscriptions
+            p.subscriptions
                 .get(slots[f])
-                .is_some_and(|s| s.current == Some(lowest));
-            p.downlink.adaptation.settled_at_lowest(now, at_lowest)
+                .is_some_and(|s| s.current == Some(lowest))
         });
+        let settled = p.downlink.adaptation.settled_at_lowest(now, at_lowest);
         if let Some((f, rate)) = floor
             && plan.floor
             && let (bytes, from, lowest) = temporal[f]
