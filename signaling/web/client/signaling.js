@@ -134,6 +134,12 @@ export function onServerError(call, msg) {
     return;
   }
   if (msg.request === 'offer' && onOfferError(call, err)) return;
+  // A key message to a participant who left meanwhile (the only e2ee message the server
+  // refuses so): its `participant_left` is on the way, nothing for the application to do.
+  if (msg.request === 'e2ee' && msg.code === 'bad_request') {
+    console.debug(`call: e2ee message refused: ${err.message}`);
+    return;
+  }
   call._reportError(err.code, err);
 }
 
