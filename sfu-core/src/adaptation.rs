@@ -96,9 +96,11 @@ pub const THIN_LOSS: f32 = 0.03;
 /// ... once the layer has flowed this long (see [`Adaptation::settled_at_lowest`]).
 pub const SETTLE: Duration = Duration::from_millis(2500);
 
-/// Going up for bandwidth takes a token from a bucket of this many, one back every
-/// [`UP_REFILL`]: a subscriber's layers go up at most about 6 times a minute, whatever
-/// its estimate does.
+/// Going up a layer for bandwidth takes a token from a bucket of this many, one back
+/// every [`UP_REFILL`]: a subscriber's layers go up at most about 6 times a minute,
+/// whatever its estimate does. Resuming paused videos takes none: a frozen picture
+/// costs more than its keyframe, and videos pause only on losses (or a loss-based
+/// estimate, which climbs back slowly on its own).
 pub const UP_BURST: f64 = 3.0;
 
 pub const UP_REFILL: Duration = Duration::from_secs(10);
@@ -396,7 +398,7 @@ impl Adaptation {
         } else {
             UP_HOLD
         };
-        let may = self.may_go_up(now, room, hold);
+        let may = self.may_go_up(now, room, hold, layer);
         if may && layer {
             self.layer_up = Some(now);
         }
@@ -423,9 +425,10 @@ impl Adaptation {
     }
 
     /// Whether layers may go up for bandwidth at `now`, when the allocation would
-    /// (`room`): only once it has had room for `hold` (since the last step up), and
-    /// with a token left (it takes one); `false` also when it went up too often lately.
-    fn may_go_up(&mut self, now: Instant, room: bool, hold: Duration) -> bool {
+    /// (`room`): only once it has had room for `hold` (since the last step up), and,
+    /// for a `layer` up, with a token left (it takes one); `false` also when layers went
+    /// up too often lately.
+    fn may_go_up(&mut self, now: Instant, room: bool, hold: Duration, layer: bool) -> bool {
         if !room {
             self.room_since = None;
             return false;
@@ -433,6 +436,10 @@ impl Adaptation {
         let since = *self.room_since.get_or_insert(now);
         if now.saturating_duration_since(since) < hold {
             return false;
+        }
+        if !layer {
+            self.room_since = Some(now);
+            return true;
         }
         let (tokens, at) = self.tokens.get_or_insert((UP_BURST, now));
         let refill = now.saturating_duration_since(*at).as_secs_f64() / UP_REFILL.as_secs_f64();
@@ -685,19 +692,25 @@ mod tests {
         let mut a = Adaptation::default();
         let t0 = Instant::now();
         // Room for a moment (a probe's result), then none: nothing goes up.
-        assert!(!a.may_go_up(t0, true, UP_HOLD));
-        assert!(!a.may_go_up(t0 + 1000 * MS, true, UP_HOLD));
-        assert!(!a.may_go_up(t0 + 1200 * MS, false, UP_HOLD));
-        assert!(!a.may_go_up(t0 + 3000 * MS, true, UP_HOLD));
-        assert!(a.may_go_up(t0 + 3000 * MS + UP_HOLD, true, UP_HOLD));
+        assert!(!a.may_go_up(t0, true, UP_HOLD, true));
+        assert!(!a.may_go_up(t0 + 1000 * MS, true, UP_HOLD, true));
+        assert!(!a.may_go_up(t0 + 1200 * MS, false, UP_HOLD, true));
+        assert!(!a.may_go_up(t0 + 3000 * MS, true, UP_HOLD, true));
+        assert!(a.may_go_up(t0 + 3000 * MS + UP_HOLD, true, UP_HOLD, true));
         // The next step waits as long again.
-        assert!(!a.may_go_up(t0 + 4000 * MS + UP_HOLD, true, UP_HOLD));
+        assert!(!a.may_go_up(t0 + 4000 * MS + UP_HOLD, true, UP_HOLD, true));
         // Room all along: a burst, then one per refill, about 2 + 60 in 10 minutes.
         let t1 = t0 + Duration::from_secs(10);
         let ups = (0..600)
-            .filter(|s| a.may_go_up(t1 + Duration::from_secs(*s), true, UP_HOLD))
+            .filter(|s| a.may_go_up(t1 + Duration::from_secs(*s), true, UP_HOLD, true))
             .count();
         assert!((60..=63).contains(&ups), "{ups} ups in 10 minutes");
+        // Resuming paused videos takes no token: once a hold, whatever went before.
+        let t2 = t1 + Duration::from_secs(600);
+        let resumes = (0..60)
+            .filter(|s| a.may_go_up(t2 + Duration::from_secs(*s), true, UP_HOLD, false))
+            .count();
+        assert_eq!(resumes, 30, "every {UP_HOLD:?} for a minute");
     }
 
     #[test]
