@@ -20,7 +20,10 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
   cargo +nightly install cargo-fuzz --locked
 fi
 
-build=(--sanitizer "$sanitizer")
+# --dev (unoptimised, the profile's debug line tables only): the build costs less than
+# half of a release one, and a smoke run replays the seeds and a few mutations (README.md,
+# "CI cost"); the long runs use release builds.
+build=(--dev --sanitizer "$sanitizer")
 nice -n 19 cargo +nightly fuzz build "${build[@]}"
 
 # What the runs grow stays out of the committed seed corpus, and out of the next run.
