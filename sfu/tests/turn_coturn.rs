@@ -97,6 +97,10 @@ fn uclient_clients(
     let peer_port = peer_port.to_string();
     let bin = tool("turnutils_uclient");
     let mut all = vec!["--kill-after=5", "30", bin.as_str()];
+    let local = local_address(peer);
+    if let Some(local) = &local {
+        all.extend_from_slice(&["-L", local]);
+    }
     all.extend_from_slice(args);
     all.extend_from_slice(&[
         "-p",
@@ -113,6 +117,21 @@ fn uclient_clients(
         "127.0.0.1",
     ]);
     Command::new("timeout").args(&all).output().unwrap()
+}
+
+/// A loopback address of its own for each IPv4 run of uclient. A run whose allocation
+/// was refused a peer (403) leaves it behind, as a client that vanishes does, for its
+/// whole lifetime; a later run from the same address and port would be answered 437 or,
+/// under another username, 441. Ports alone are left to the kernel, which may hand the
+/// same one on.
+fn local_address(peer: &str) -> Option<String> {
+    static NEXT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(2);
+    if peer.contains(':') {
+        return None;
+    }
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    assert!(n < 255, "more uclient runs than loopback addresses");
+    Some(format!("127.0.0.{n}"))
 }
 
 /// The messages sent and received, and the lost packets, read from uclient's report.

@@ -45,6 +45,10 @@ pub enum Refusal {
     TupleConflict,
     /// A request or datagram that names no allocation of this client.
     NoAllocation,
+    /// An Allocate from a client that already holds one (437).
+    AllocationMismatch,
+    /// A request under another username than its client's allocation's (441).
+    WrongCredentials,
     /// Data for a peer without a permission.
     NoPermission,
     /// Not STUN, not ChannelData, or a malformed request.
@@ -64,6 +68,8 @@ impl Refusal {
             Refusal::Bandwidth => "bandwidth",
             Refusal::TupleConflict => "tuple_conflict",
             Refusal::NoAllocation => "no_allocation",
+            Refusal::AllocationMismatch => "allocation_mismatch",
+            Refusal::WrongCredentials => "wrong_credentials",
             Refusal::NoPermission => "no_permission",
             Refusal::Malformed => "malformed",
         }

@@ -429,6 +429,7 @@ impl Server {
         if let Some(slot) = slot {
             let owner = self.allocations[slot].as_ref().map(|a| a.username.as_str());
             if owner != Some(username.as_str()) {
+                self.counters.refuse(Refusal::WrongCredentials);
                 return Some(self.error(msg, ErrorCode::WRONG_CREDENTIALS, Some(&key)));
             }
         }
@@ -480,6 +481,7 @@ impl Server {
         key: &Key,
     ) -> Option<Vec<u8>> {
         if self.by_client.contains_key(&client) {
+            self.counters.refuse(Refusal::AllocationMismatch);
             return Some(self.error(msg, ErrorCode::ALLOCATION_MISMATCH, Some(key)));
         }
         match msg.attribute::<RequestedTransport>() {

@@ -241,6 +241,12 @@ fn allocate_needs_credentials_and_answers_with_a_relay_address() {
     assert_eq!(server.counters.allocations_total, 1);
     // A second Allocate on the same 5-tuple is a mismatch.
     assert_eq!(c.allocate(&mut server, now), Err(437));
+    assert_eq!(refusals(&server, Refusal::AllocationMismatch), 1);
+    // Another user on the same 5-tuple (a NAT's port handed on): 441, whatever it asks.
+    let mut other = TestClient::new("203.0.113.7:4000", "bob", "bob-pw");
+    assert_eq!(other.allocate(&mut server, now), Err(441));
+    assert_eq!(refusals(&server, Refusal::WrongCredentials), 1);
+    assert_eq!(server.allocations(), 1);
 }
 
 #[test]
