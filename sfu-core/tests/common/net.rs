@@ -45,6 +45,8 @@ pub struct Net {
     step: u64,
     /// The shard's next deadline, as it last said.
     deadline: Instant,
+    /// How often `run` woke the shard for its own deadlines (a driver's wakes).
+    pub wakes: u64,
     /// The next join asks to hear of the rest of the audience (`join.audience`).
     pub join_audience: bool,
     /// The next join says it sends frames in the clear (`join.e2ee` false); others
@@ -81,6 +83,7 @@ impl Net {
             rng: 0x9e37_79b9_7f4a_7c15,
             step: 0,
             deadline: now,
+            wakes: 0,
             join_audience: false,
             join_in_clear: false,
             join_without_extensions: false,
@@ -498,6 +501,7 @@ impl Net {
             while self.deadline < step_end {
                 // Time always moves on, if only by a microsecond, as it does in a driver.
                 self.now = self.deadline.max(self.now + Duration::from_micros(1));
+                self.wakes += 1;
                 self.shard.handle_timeout(self.now);
                 self.pump();
             }
