@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use protocol::ParticipantId;
-use tracing::debug;
+use tracing::{debug, trace};
 
 use super::Shard;
 use super::participant::estimates;
@@ -147,6 +147,7 @@ impl Shard {
         let Some(p) = self.participants.get_mut(&id) else {
             return;
         };
+        trace!(participant = %id, loss, "receiver reports");
         // str0m reports every m-line at one instant: the round's most.
         p.downlink.lost = Some(match p.downlink.lost {
             Some((at, most)) if at == now => (at, most.max(loss)),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use protocol::{LeaveReason, ParticipantId};
 use str0m::bwe::BweKind;
 use str0m::{Event, IceConnectionState, Output, Reason};
-use tracing::{debug, info, warn};
+use tracing::{debug, info, trace, warn};
 
 use super::Shard;
 use super::output::emit;
@@ -102,6 +102,7 @@ impl Shard {
                 if let Some(p) = self.participants.get_mut(&id)
                     && (can_probe || p.downlink.estimate_is_twcc)
                 {
+                    trace!(participant = %id, estimate = estimate.as_u64(), "TWCC estimate");
                     p.downlink.estimate = Some(estimate.as_u64());
                     p.downlink.estimate_is_twcc = true;
                 }
