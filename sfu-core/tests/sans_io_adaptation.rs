@@ -137,6 +137,9 @@ struct UnderTheFloor {
     audio_gap: Duration,
     layers: Vec<u8>,
     thinned: u64,
+    /// How far from the first picture left out the publisher was asked for a keyframe
+    /// (the nearest request in the first 10 s of the cap).
+    keyframe_near_thinning: Option<Duration>,
 }
 
 fn under_the_floor(video: VideoShape, share: f64) -> UnderTheFloor {
@@ -150,7 +153,27 @@ fn under_the_floor(video: VideoShape, share: f64) -> UnderTheFloor {
     let lowest = lowest_on_the_wire(&mut net, bob, camera);
     net.clients[bob].downlink.cap_bps = Some((lowest as f64 * share) as u64);
     let capped = net.now;
-    net.run(Duration::from_secs(10));
+    let (mut thinned_at, mut asked_at) = (None, Vec::new());
+    let mut asked = net.client(0).keyframe_requests;
+    for _ in 0..100 {
+        net.run(Duration::from_millis(100));
+        if thinned_at.is_none() && net.shard.counters.thinned > 0 {
+            thinned_at = Some(net.now);
+        }
+        if net.client(0).keyframe_requests > asked {
+            asked = net.client(0).keyframe_requests;
+            asked_at.push(net.now);
+        }
+    }
+    let keyframe_near_thinning = thinned_at.and_then(|t| {
+        asked_at
+            .iter()
+            .map(|a| {
+                a.saturating_duration_since(t)
+                    .max(t.saturating_duration_since(*a))
+            })
+            .min()
+    });
     let settled = net.now;
     let (dropped, delivered) = {
         let l = &net.client(bob).downlink;
@@ -167,6 +190,7 @@ fn under_the_floor(video: VideoShape, share: f64) -> UnderTheFloor {
         audio_gap: longest_gap(&received[&mic], settled, net.now),
         layers: layer_runs(&between(&received[&camera], capped, net.now)),
         thinned: net.shard.counters.thinned,
+        keyframe_near_thinning,
     }
 }
 
@@ -204,6 +228,15 @@ fn under_its_lowest_layer_the_floor_video_leaves_out_temporal_layers_not_packets
     assert_eq!(thinned.layers.last(), Some(&0), "{:?}", thinned.layers);
     assert!(thinned.layers.len() <= 2, "{:?}", thinned.layers);
     assert!(thinned.thinned > 0, "pictures of the upper layers left out");
+    // What the link dropped before the thinning may be a picture the next ones need: the
+    // publisher is asked for a keyframe at once (a browser would wait 3 s to ask).
+    assert!(
+        thinned
+            .keyframe_near_thinning
+            .is_some_and(|d| d <= Duration::from_millis(300)),
+        "keyframe asked {:?} from the first picture left out",
+        thinned.keyframe_near_thinning
+    );
     assert!(
         tl2 * 5 < thinned.video.len(),
         "TL2 mostly left out: {tl2} of {}",

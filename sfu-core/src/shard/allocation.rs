@@ -277,6 +277,8 @@ impl Shard {
                 .is_some_and(|s| s.current == Some(lowest))
         });
         let settled = p.downlink.adaptation.settled_at_lowest(now, at_lowest);
+        // The floor video's keyframe, asked for when its losses thinned it.
+        let mut keyframe_for_loss = None;
         if let Some((f, rate)) = floor
             && plan.floor
             && let (bytes, from, lowest) = temporal[f]
@@ -299,11 +301,21 @@ impl Shard {
                 && p.downlink.adaptation.thin_for_loss(at, loss)
             {
                 wanted = wanted.min(from.min(top).saturating_sub(1));
+                // What the link dropped likely held a picture the next ones reference,
+                // and Chromium asks for a keyframe only after 3 s without one to decode:
+                // the publisher is asked now, the thinned stream carries it.
+                keyframe_for_loss = p
+                    .subscriptions
+                    .get(slots[f])
+                    .map(|s| (s.track_id(), lowest));
             }
             caps[f] = p
                 .downlink
                 .adaptation
                 .bound_temporal(now, from, wanted, !padding_off);
+            if caps[f] >= from.min(top) {
+                keyframe_for_loss = None; // Nothing left out this time: nothing to mend.
+            }
             let total: u64 = bytes.iter().sum();
             if caps[f] < ALL_TEMPORAL && total > 0 {
                 let kept: u64 = bytes.iter().take(usize::from(caps[f]) + 1).sum();
@@ -399,6 +411,7 @@ impl Shard {
                 loss: reading.loss,
             },
         );
+        awaited.extend(keyframe_for_loss);
         for (track_id, layer) in awaited {
             if let Some(t) = self.tracks.get_mut(&track_id) {
                 let layer = usize::from(t.keyframe_layer(layer));
