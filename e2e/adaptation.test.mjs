@@ -19,12 +19,12 @@
 // 837 ms; 2923 and 2897 ms, both times the same way: the lowest layer, a tenth over
 // the cap, flows whole for 4 to 9 s until the policer's bucket runs dry; the next
 // receiver report says 35 % lost and the server thins to two temporal layers, to one at
-// the report after, a second on; the picture comes back a second after that (a keyframe
-// through the policer). Not the cause: str0m's probes (without them, 2684 ms); nor the
+// the report after, a second on; the picture comes back with the keyframe the browser
+// asks for. Not the cause: str0m's probes (without them, 2684 ms); nor the
 // step at a time (thinning as far as the share lost says, 2701 ms). The browser asked
 // for that keyframe only after 3 s without a picture to decode; the server now asks as
-// it thins: 232, 623 and 818 ms (three runs), while just under the top layer still
-// spread from 414 to 2745 ms (eight runs; a switch down whose losses go on is mended by
+// it thins: 232, 623, 818 and 1029 ms (four runs), while just under the top layer still
+// spread from 414 to 2745 ms (nine runs; a switch down whose losses go on is mended by
 // the browser's own request, 3 s later). The server's log says more with SFU_LOG as
 // README says (adaptation). Run it with E2E_TESTS=e2e/adaptation.test.mjs bash e2e/run.sh.
 //
