@@ -294,27 +294,28 @@ impl Shard {
                 .unwrap_or(ALL_TEMPORAL);
             // Losses of what flows now: a layer less, at each report that says so.
             let top = bytes.iter().rposition(|b| *b > 0).unwrap_or(0) as u8;
-            if let Some((at, loss)) = lost
-                && reading.unpadded
-                && settled
-                && top > 0
-                && p.downlink.adaptation.thin_for_loss(at, loss)
-            {
+            let for_loss = lost.is_some_and(|(at, loss)| {
+                reading.unpadded
+                    && settled
+                    && top > 0
+                    && p.downlink.adaptation.thin_for_loss(at, loss)
+            });
+            if for_loss {
                 wanted = wanted.min(from.min(top).saturating_sub(1));
-                // What the link dropped likely held a picture the next ones reference,
-                // and Chromium asks for a keyframe only after 3 s without one to decode:
-                // the publisher is asked now, the thinned stream carries it.
-                keyframe_for_loss = p
-                    .subscriptions
-                    .get(slots[f])
-                    .map(|s| (s.track_id(), lowest));
             }
             caps[f] = p
                 .downlink
                 .adaptation
                 .bound_temporal(now, from, wanted, !padding_off);
-            if caps[f] >= from.min(top) {
-                keyframe_for_loss = None; // Nothing left out this time: nothing to mend.
+            // What the link dropped likely held a picture the next ones reference, and
+            // Chromium asks for a keyframe only after 3 s without one to decode: when
+            // losses left layers out, the publisher is asked now (the thinned stream
+            // carries it).
+            if for_loss && caps[f] < from.min(top) {
+                keyframe_for_loss = p
+                    .subscriptions
+                    .get(slots[f])
+                    .map(|s| (s.track_id(), lowest));
             }
             let total: u64 = bytes.iter().sum();
             if caps[f] < ALL_TEMPORAL && total > 0 {

@@ -18,7 +18,9 @@ use crate::forwarder::DropReason;
 /// (`Reason::BweDelayControl`), whose own period is 25 ms. Between two TWCC reports it
 /// asks for a wake one smoothed RTT later, microseconds on a LAN; in the room of 70 in
 /// virtual time it asked for one at once, again and again, in every session: a million
-/// wakes a second, each walking every send stream of the session.
+/// wakes a second, each walking every send stream of the session. (Whatever else of the
+/// session falls due within that millisecond waits for it, as it does for the driver's
+/// tokio timer, which rounds a deadline up to the millisecond.)
 const BWE_WAKE_MIN: Duration = Duration::from_millis(1);
 
 impl Shard {
