@@ -11,7 +11,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Net, Received, THUMBNAILS, VideoShape, between, everyone, large_room, layer_runs};
+use common::{
+    Net, Received, THUMBNAILS, VideoShape, between, everyone, large_room, layer_runs, undecodable,
+};
 use protocol::{Quality, Source, TrackId, TrackQuality};
 use sfu_core::adaptation::Frozen;
 use sfu_core::shard::ShardConfig;
@@ -124,6 +126,56 @@ fn on_a_link_just_under_its_lowest_layer_the_only_video_keeps_that_layer() {
         layer_runs(&all),
         net.client(bob).downlink.dropped
     );
+}
+
+#[test]
+fn just_under_its_top_layer_the_picture_breaks_only_until_the_switch_down() {
+    for share in [85, 90, 95] {
+        let mut net = two_party(false);
+        let (bob, camera) = (1, net.track_of(0, Source::Camera));
+        net.run(Duration::from_secs(8));
+        let top = delivered_bps(&mut net, bob, 4);
+        // The link falls to `share` % of what the top layer and the audio take.
+        net.clients[bob].downlink.cap_bps = Some(top * share / 100);
+        let capped = net.now;
+        net.run(Duration::from_secs(30));
+        let video = between(&net.client(bob).received[&camera], capped, net.now);
+        let down = video
+            .iter()
+            .find(|r| r.layer < 2 && r.keyframe)
+            .expect("bob goes down a layer")
+            .at;
+        // The top layer breaks until the switch. Below it, what the link loses (as the
+        // estimate climbs back, and padding and probes take its tokens) is all resent,
+        // however much of the top layer was resent just before: until bob tries the
+        // top layer again (those lost in the last second may still be on their way).
+        let again = video.iter().find(|r| r.at > down && r.layer == 2);
+        let until = again.map_or(net.now, |r| r.at).min(net.now - Duration::from_secs(1));
+        let stretches: Vec<_> = undecodable(&video, net.now)
+            .iter()
+            .map(|(at, long)| (*at - capped, *long))
+            .collect();
+        let below: Vec<_> = stretches
+            .iter()
+            .filter(|(at, _)| *at >= down - capped && *at < until - capped)
+            .collect();
+        assert!(
+            below.is_empty(),
+            "at {share} %: the picture broke below the top layer (down {:?} after the cap, \
+             up again {:?}), (when, how long): {below:?}",
+            down - capped,
+            until - capped
+        );
+        println!(
+            "link at {share} % of {} kbit/s: layers {:?}, down {:?} and up {:?} after the \
+             cap, undecodable (when, how long) {stretches:?}, {} datagrams dropped",
+            top / 1000,
+            layer_runs(&video),
+            down - capped,
+            again.map(|r| r.at - capped),
+            net.client(bob).downlink.dropped
+        );
+    }
 }
 
 /// What bob's link does for 60 s at `share` of what alice's lowest layer and audio take,

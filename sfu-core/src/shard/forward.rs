@@ -27,6 +27,15 @@ pub(super) const RTX_MAX_AGE: Duration = Duration::from_secs(1);
 
 pub(super) const RTX_MAX_PACKETS: usize = 512;
 
+/// The most of what a subscriber is sent that may be retransmissions (bytes over the last
+/// second); past it, str0m drops the resends asked for. At str0m's default, 0.15, a
+/// policer losing a quarter of the top layer stopped the resends for the second after:
+/// the lower layer's first packets with them, and the picture stayed broken until the
+/// browser asked for a keyframe, 3 s later. At 0.5, the resends of a floor video thinned
+/// under a policer overran it more than the video sent whole. It also bounds what a
+/// receiver's NACKs can make the server send.
+pub(super) const RTX_MAX_RATIO: f32 = 0.3;
+
 /// The largest RTP payload forwarded (bytes): what a UDP datagram of an Ethernet MTU
 /// (1500 bytes) carries after the smallest RTP header. Senders stay well below it
 /// (browsers packetize to about 1200 bytes). A larger one is dropped (`Oversized`): str0m
@@ -288,7 +297,7 @@ impl Shard {
             };
             if !s.rtx_sized {
                 s.rtx_sized = true;
-                tx.set_rtx_cache(RTX_MAX_PACKETS, RTX_MAX_AGE, Some(0.15));
+                tx.set_rtx_cache(RTX_MAX_PACKETS, RTX_MAX_AGE, Some(RTX_MAX_RATIO));
             }
 
             // Above the layers it receives, the frame ends with the highest one it gets.

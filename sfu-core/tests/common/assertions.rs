@@ -1,6 +1,6 @@
 //! What the tests check of what clients received.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use protocol::TrackId;
 
@@ -60,10 +60,14 @@ pub fn assert_receives_exactly(net: &Net, i: usize, others: &[usize]) -> usize {
     expected.len()
 }
 
-/// The layers a subscriber received in the window, in order, each once per run.
+/// The layers a subscriber received in the window, each once per run, in the order the
+/// server sent them: by sequence number (the packets of a layer left behind that arrive
+/// late, resent, are no switch back to it).
 pub fn layer_runs(received: &[Received]) -> Vec<u8> {
+    let mut in_order = received.to_vec();
+    in_order.sort_by_key(|r| r.seq_no);
     let mut runs: Vec<u8> = Vec::new();
-    for r in received {
+    for r in &in_order {
         if runs.last() != Some(&r.layer) {
             runs.push(r.layer);
         }
@@ -120,4 +124,29 @@ pub fn assert_on_top_layer(net: &Net, clients: &[usize], track: TrackId, from: I
             net.client(i).name
         );
     }
+}
+
+/// Where one stream, as its subscriber received it, could not be decoded: from the packet
+/// before one missing for good (a gap in the subscriber's numbering that no retransmission
+/// filled) to the next keyframe, or to `end`. Each as when it began and how long it
+/// lasted. (Left out on purpose, a packet leaves no gap: the server numbers over it.)
+pub fn undecodable(received: &[Received], end: Instant) -> Vec<(Instant, Duration)> {
+    let mut in_order = received.to_vec();
+    in_order.sort_by_key(|r| r.seq_no);
+    in_order.dedup_by_key(|r| r.seq_no);
+    let mut broken: Option<Instant> = None;
+    let mut stretches = Vec::new();
+    for w in in_order.windows(2) {
+        if w[1].keyframe {
+            if let Some(at) = broken.take() {
+                stretches.push((at, w[1].at.saturating_duration_since(at)));
+            }
+        } else if broken.is_none() && w[1].seq_no != w[0].seq_no + 1 {
+            broken = Some(w[0].at);
+        }
+    }
+    if let Some(at) = broken {
+        stretches.push((at, end - at));
+    }
+    stretches
 }
