@@ -210,11 +210,13 @@ impl Shard {
             let Some(s) = sub.subscriptions.get_mut(*slot) else {
                 continue;
             };
+            let paused = s.current.is_none();
             let choice = if svc {
                 select_svc(&mut s.current, s.target, &svc_info)
             } else {
                 select(&mut s.current, s.target, layer, keyframe)
             };
+            s.resumed |= paused && s.current.is_some();
             match choice {
                 Select::Skip => {
                     if svc {

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use protocol::ParticipantId;
+use str0m::media::Mid;
 use tracing::{debug, trace};
 
 use super::Shard;
@@ -137,9 +138,12 @@ impl LossEstimate {
 }
 
 impl Shard {
-    /// A receive-only participant's receiver reports say one of its m-lines lost `loss` of
-    /// what it was sent: its estimate may change when a round ends, and its layers follow.
-    pub(super) fn on_egress_loss(&mut self, id: ParticipantId, loss: Option<f32>) {
+    /// A participant's receiver reports say its m-line `mid` lost `loss` of what it was
+    /// sent: what the adaptation reads as the link's losses, and for a receive-only
+    /// participant its estimate, which may change when a round ends (its layers follow).
+    /// The first reports on a video that flows again after a pause are skipped: they may
+    /// count what was lost before the pause, on a link that has recovered since.
+    pub(super) fn on_egress_loss(&mut self, id: ParticipantId, mid: Mid, loss: Option<f32>) {
         let now = self.now;
         let Some(loss) = loss else {
             return;
@@ -147,6 +151,12 @@ impl Shard {
         let Some(p) = self.participants.get_mut(&id) else {
             return;
         };
+        if let Some(s) = p.subscriptions.iter_mut().find(|(_, s)| s.mid() == mid)
+            && std::mem::take(&mut s.1.resumed)
+        {
+            trace!(participant = %id, %mid, loss, "receiver reports after a pause: skipped");
+            return;
+        }
         trace!(participant = %id, loss, "receiver reports");
         // str0m reports every m-line at one instant: the round's most.
         p.downlink.lost = Some(match p.downlink.lost {

@@ -94,7 +94,7 @@ impl Shard {
                     self.want_keyframe(track_id, layer);
                 }
             }
-            Event::MediaEgressStats(stats) => self.on_egress_loss(id, stats.loss),
+            Event::MediaEgressStats(stats) => self.on_egress_loss(id, stats.mid, stats.loss),
             Event::EgressBitrateEstimate(BweKind::Twcc {
                 estimate,
                 can_probe,

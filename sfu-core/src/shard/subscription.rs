@@ -44,6 +44,10 @@ pub(super) struct Subscription {
     pub(super) temporal: TemporalCap,
     /// Dependency descriptor frame numbers, likewise.
     pub(super) frames: FrameNumbers,
+    /// It flows again after a pause, and no receiver report came since: the next one may
+    /// count what was lost before the pause (a receiver reports on a stream only while
+    /// it receives it).
+    pub(super) resumed: bool,
 }
 
 impl Subscription {
@@ -122,6 +126,7 @@ impl Subscriptions {
             forwarder: idle.forwarder,
             pts: Vec::new(),
             rtx_sized: false,
+            resumed: false,
             current: None,
             target: None,
             wanted: None,
