@@ -255,6 +255,11 @@ pub struct Adaptation {
     /// [`LAYER_UP_HOLD`]).
     layer_up: Option<Instant>,
     layer_up_hold: Option<Duration>,
+    /// When a paused video last resumed, and the budget then.
+    resumed: Option<(Instant, u64)>,
+    /// The budget a paused video waits for since one paused again soon after it
+    /// resumed, and since when.
+    resume_bar: Option<(u64, Instant)>,
     /// Upgrade tokens, and when they were last refilled.
     tokens: Option<(f64, Instant)>,
     /// Until when paused time was last counted.
@@ -356,7 +361,12 @@ impl Adaptation {
     /// while, and a token left; then one layer at a time, each step checked by the
     /// estimate before the next. A loss-based estimate (`dips` false) already climbs
     /// slowly and waits longer after each fall (`LossEstimate`): its layers wait only
-    /// [`UP_HOLD`].
+    /// [`UP_HOLD`]. A paused video comes back after [`UP_HOLD`] of room, even while a
+    /// layer going up with it waits longer; if it pauses again within
+    /// [`UP_FAILED_WITHIN`], only once the budget is a quarter over what it had then
+    /// ([`Adaptation::resume_bar`]), where that budget is `probed`: from an estimate
+    /// that padding and probes can lift (TWCC; a REMB receiver's climbs only with what
+    /// it receives).
     pub fn bound_ups(
         &mut self,
         now: Instant,
@@ -364,9 +374,9 @@ impl Adaptation {
         priors: &[Prior],
         items: &[VideoItem],
         dips: bool,
+        probed: Option<u64>,
     ) {
         let cause = |t: &Option<u8>, p: &Prior| p.cause(*t);
-        let up = |t: &Option<u8>, p: &Prior| cause(t, p) == Some(Cause::BandwidthUp);
         // A layer that went up lately and down again: the link did not carry it.
         let down = targets
             .iter()
@@ -387,6 +397,10 @@ impl Adaptation {
         {
             self.layer_up_hold = None;
         }
+        let barred = probed.is_some() && self.resume_bar(now, targets, priors, probed);
+        let up = |t: &Option<u8>, p: &Prior| {
+            cause(t, p) == Some(Cause::BandwidthUp) && !(barred && p.target.is_none())
+        };
         let room = targets.iter().zip(priors).any(|(t, p)| up(t, p));
         // Only resuming paused videos, or a layer going up too.
         let layer = targets
@@ -402,6 +416,22 @@ impl Adaptation {
         if may && layer {
             self.layer_up = Some(now);
         }
+        // A paused video comes back once there has been room for UP_HOLD, even while a
+        // layer going up with it waits longer: a frozen picture costs more than a lower
+        // one. (The layer then waits for room with that video flowing.)
+        let resumes = targets
+            .iter()
+            .zip(priors)
+            .any(|(t, p)| up(t, p) && p.target.is_none());
+        let resume = resumes
+            && (may
+                || self
+                    .room_since
+                    .is_some_and(|since| now.saturating_duration_since(since) >= UP_HOLD));
+        if resume {
+            self.room_since = Some(now);
+            self.resumed = probed.map(|b| (now, b));
+        }
         for ((t, p), it) in targets.iter_mut().zip(priors).zip(items) {
             // Down, to a layer the publisher paused: to the best one below it that
             // arrives now instead, if any (the picture would freeze until a paused
@@ -412,8 +442,9 @@ impl Adaptation {
             {
                 *t = Some(l);
             }
-            if up(t, p) {
-                *t = if may {
+            if cause(t, p) == Some(Cause::BandwidthUp) {
+                let goes = up(t, p) && (may || (resume && p.target.is_none()));
+                *t = if goes {
                     let from = p.target.map_or(0, |l| l + 1);
                     let next = (from..it.layers).find(|&l| it.usable[usize::from(l)]);
                     next.min(*t)
@@ -422,6 +453,49 @@ impl Adaptation {
                 };
             }
         }
+    }
+
+    /// The budget a paused video waits for to resume at `now`, if one paused again soon
+    /// after it resumed ([`Adaptation::resume_bar`]): what padding and probes look for.
+    pub fn resume_needs(&self, now: Instant) -> Option<u64> {
+        self.resume_bar
+            .filter(|(_, at)| now.saturating_duration_since(*at) < LAYER_UP_HOLD_MAX)
+            .map(|(bar, _)| bar)
+    }
+
+    /// Whether paused videos must wait for more budget than `budget` to resume: one that
+    /// resumed lately and paused again within [`UP_FAILED_WITHIN`] (`targets` say so)
+    /// showed that the link did not carry it at the budget it resumed with; the next
+    /// waits for a quarter more than that, which a policed link, whose estimate
+    /// overshoots only for moments, does not give again soon, and a recovered one does.
+    /// Forgotten after [`LAYER_UP_HOLD_MAX`].
+    fn resume_bar(
+        &mut self,
+        now: Instant,
+        targets: &[Option<u8>],
+        priors: &[Prior],
+        budget: Option<u64>,
+    ) -> bool {
+        let paused_again = targets
+            .iter()
+            .zip(priors)
+            .any(|(t, p)| t.is_none() && p.cause(*t) == Some(Cause::BandwidthDown));
+        if paused_again
+            && let Some((at, resumed_with)) = self.resumed
+            && now.saturating_duration_since(at) < UP_FAILED_WITHIN
+        {
+            let bar = self.resume_bar.map_or(0, |(b, _)| b).max(resumed_with);
+            self.resume_bar = Some((bar.saturating_add(bar / 4), now));
+            self.resumed = None;
+        }
+        if self
+            .resume_bar
+            .is_some_and(|(_, at)| now.saturating_duration_since(at) >= LAYER_UP_HOLD_MAX)
+        {
+            self.resume_bar = None;
+        }
+        self.resume_bar
+            .is_some_and(|(bar, _)| budget.is_none_or(|b| b < bar))
     }
 
     /// Whether layers may go up for bandwidth at `now`, when the allocation would
@@ -743,6 +817,7 @@ mod tests {
                 &[prior(from)],
                 &[item],
                 true,
+                None,
             );
             targets[0]
         };
@@ -760,14 +835,116 @@ mod tests {
         let mut b = Adaptation::default();
         assert_eq!(step(&mut b, 0, None, Some(0)), None);
         assert_eq!(step(&mut b, 2, None, Some(0)), Some(0));
+        // After a failed try, a layer waits twice as long; a paused video going up with
+        // it comes back after UP_HOLD all the same, and the layer waits on.
+        let mut d = Adaptation::default();
+        assert_eq!(step(&mut d, 0, Some(0), Some(1)), Some(0));
+        assert_eq!(step(&mut d, 5, Some(0), Some(1)), Some(1));
+        assert_eq!(step(&mut d, 6, Some(1), Some(0)), Some(0));
+        let both = |a: &mut Adaptation, at: u64| {
+            let mut targets = [Some(1), Some(0)];
+            let priors = [prior(Some(0)), prior(None)];
+            a.bound_ups(
+                t0 + Duration::from_secs(at),
+                &mut targets,
+                &priors,
+                &[item; 2],
+                true,
+                None,
+            );
+            targets
+        };
+        assert_eq!(both(&mut d, 7), [Some(0), None]);
+        assert_eq!(both(&mut d, 9), [Some(0), Some(0)]);
+        let layer_up = |a: &mut Adaptation, at: u64| {
+            let mut targets = [Some(1), Some(0)];
+            let priors = [prior(Some(0)), prior(Some(0))];
+            a.bound_ups(
+                t0 + Duration::from_secs(at),
+                &mut targets,
+                &priors,
+                &[item; 2],
+                true,
+                None,
+            );
+            targets
+        };
+        assert_eq!(
+            layer_up(&mut d, 18),
+            [Some(0), Some(0)],
+            "not 10 s since the resume"
+        );
+        assert_eq!(layer_up(&mut d, 19), [Some(1), Some(0)]);
         // Down from the top to the middle layer, which the publisher paused: to the
         // lowest, which arrives, at once.
         let mut c = Adaptation::default();
         let mut paused_middle = item;
         paused_middle.flowing = [true, false, true];
         let mut targets = [Some(1)];
-        c.bound_ups(t0, &mut targets, &[prior(Some(2))], &[paused_middle], true);
+        c.bound_ups(
+            t0,
+            &mut targets,
+            &[prior(Some(2))],
+            &[paused_middle],
+            true,
+            None,
+        );
         assert_eq!(targets, [Some(0)]);
+    }
+
+    #[test]
+    fn a_video_that_pauses_again_soon_after_resuming_waits_for_more_budget() {
+        use crate::selection::VideoItem;
+        let item = VideoItem {
+            priority: 0,
+            wanted: Some(0),
+            rates: [200_000, 500_000, 1_500_000],
+            usable: [true; 3],
+            flowing: [true; 3],
+            layers: 3,
+            current: None,
+        };
+        let prior = |target| Prior {
+            target,
+            asked: Some(0),
+            asked_before: Some(0),
+            usable: true,
+        };
+        let t0 = Instant::now();
+        // `at` seconds in, with `budget` (kbit/s) from a TWCC estimate (`probed`) or
+        // REMB: from `from` to `to`, what is let through.
+        let step = |a: &mut Adaptation, at: u64, from, to, budget: u64, probed: bool| {
+            let mut targets = [to];
+            let at = t0 + Duration::from_secs(at);
+            let probed = probed.then_some(budget * 1000);
+            a.bound_ups(at, &mut targets, &[prior(from)], &[item], true, probed);
+            targets[0]
+        };
+        let mut a = Adaptation::default();
+        assert_eq!(step(&mut a, 0, None, Some(0), 450, true), None);
+        assert_eq!(step(&mut a, 2, None, Some(0), 450, true), Some(0));
+        // It pauses again: the budget it resumed with did not carry it. However long
+        // the room for it lasts, it waits for a quarter more.
+        assert_eq!(step(&mut a, 4, Some(0), None, 300, true), None);
+        for at in [5, 8, 20] {
+            assert_eq!(step(&mut a, at, None, Some(0), 550, true), None, "{at} s");
+        }
+        assert_eq!(step(&mut a, 21, None, Some(0), 600, true), None);
+        assert_eq!(step(&mut a, 23, None, Some(0), 600, true), Some(0));
+        // Again: a quarter over the higher of the two.
+        assert_eq!(step(&mut a, 24, Some(0), None, 300, true), None);
+        assert_eq!(step(&mut a, 25, None, Some(0), 700, true), None);
+        assert_eq!(step(&mut a, 30, None, Some(0), 700, true), None);
+        // Forgotten a minute later.
+        assert_eq!(step(&mut a, 84, None, Some(0), 450, true), None);
+        assert_eq!(step(&mut a, 86, None, Some(0), 450, true), Some(0));
+        // A REMB receiver's estimate climbs only with what it receives: no bar.
+        let mut b = Adaptation::default();
+        assert_eq!(step(&mut b, 0, None, Some(0), 450, false), None);
+        assert_eq!(step(&mut b, 2, None, Some(0), 450, false), Some(0));
+        assert_eq!(step(&mut b, 3, Some(0), None, 300, false), None);
+        assert_eq!(step(&mut b, 4, None, Some(0), 450, false), None);
+        assert_eq!(step(&mut b, 6, None, Some(0), 450, false), Some(0));
     }
 
     #[test]

@@ -216,9 +216,10 @@ impl Shard {
             usize::from(plan.floor)
         };
         let mut targets = selection::allocate(plan.budget, &items, keep);
+        let probed = budget.filter(|_| p.downlink.estimate_is_twcc);
         p.downlink
             .adaptation
-            .bound_ups(now, &mut targets, &priors, &items, reading.dips);
+            .bound_ups(now, &mut targets, &priors, &items, reading.dips, probed);
         if plan.keep_all {
             // (What the budget does not carry is not going up: it is kept.)
             for (t, it) in targets.iter_mut().zip(&items) {
@@ -259,7 +260,16 @@ impl Shard {
             p.downlink.upgrade_hold = Some(now + UPGRADE_HOLD);
             debug!(participant = %id, "layer down for bandwidth: upgrades held");
         }
-        let (mut allocated, step_up) = selection::next_step(&items, &targets);
+        let (mut allocated, mut step_up) = selection::next_step(&items, &targets);
+        // A paused video that waits for a higher budget to resume: padding and probes
+        // look for that much.
+        let barred = items
+            .iter()
+            .zip(&targets)
+            .any(|(it, t)| t.is_none() && it.wanted.is_some());
+        if let Some(bar) = p.downlink.adaptation.resume_needs(now).filter(|_| barred) {
+            step_up = step_up.map(|s| s.max(bar.saturating_sub(allocated)));
+        }
         // The floor video carried below what its lowest layer takes: thinned to the
         // temporal layers the budget carries (whole again only with headroom), and past
         // the pacer if even that does not fit (its queue would grow until cut).

@@ -20,7 +20,11 @@ use crate::selection::UP_HEADROOM;
 /// third while the link as a whole loses a few percent, too few for the estimate.)
 pub(super) const PAD_OFF: Duration = Duration::from_secs(10);
 
-pub(super) const PAD_OFF_MAX: Duration = Duration::from_secs(80);
+/// While padding is off, nothing finds out that the link recovered (str0m's probes do
+/// not lift an estimate its loss-based controller holds): a video paused meanwhile waits
+/// this long at worst. (At 80 s, one paused on a policed link stayed paused half a
+/// minute after the policer went.)
+pub(super) const PAD_OFF_MAX: Duration = Duration::from_secs(20);
 
 /// What one choice of layers left a subscriber with (bit/s).
 #[derive(Debug, Clone, Copy)]
