@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use super::allocation::INITIAL_ESTIMATE_BPS;
 use super::ice::LocalCandidates;
-use super::loss::LOSS_INTERVAL;
+use super::loss::{LOSS_INTERVAL, REPORTS_READ};
 use super::participant::{Downlink, Participant, View, estimates};
 use super::subscription::Subscriptions;
 use super::{Shard, ShardOutput};
@@ -96,7 +96,11 @@ impl Shard {
             .enable_bwe(estimates(&join.grants).then(|| Bitrate::bps(INITIAL_ESTIMATE_BPS)))
             // Everyone's losses: a receive-only participant's estimate, and for the
             // others whether the link carries the floor video (`Adaptation`).
-            .set_stats_interval(Some(LOSS_INTERVAL))
+            .set_stats_interval(Some(if estimates(&join.grants) {
+                REPORTS_READ
+            } else {
+                LOSS_INTERVAL
+            }))
             .set_extension(
                 DD_EXTENSION_ID,
                 Extension::with_serializer(DD_URI, DdExtension),

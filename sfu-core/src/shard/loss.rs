@@ -14,6 +14,12 @@ use super::participant::estimates;
 /// the estimate of those without TWCC, which costs nothing per packet.
 pub(super) const LOSS_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often the receiver reports of a participant with TWCC are read: the losses that
+/// say its link does not carry a layer (a policer's show nowhere else), acted on within
+/// this of their coming. (A browser reports about once a second; read once a second
+/// too, a policed top layer froze the picture for up to 1.5 s before the switch down.)
+pub(super) const REPORTS_READ: Duration = Duration::from_millis(250);
+
 /// Above this fraction lost, a loss-based estimate falls to what was sent times
 /// (1 - loss / 2); below the next, it climbs by an eighth a second (GCC's loss-based
 /// controller, draft-ietf-rmcat-gcc section 6). Between, it holds.
@@ -141,8 +147,8 @@ impl Shard {
     /// A participant's receiver reports say its m-line `mid` lost `loss` of what it was
     /// sent: what the adaptation reads as the link's losses, and for a receive-only
     /// participant its estimate, which may change when a round ends (its layers follow).
-    /// The first reports on a video that flows again after a pause are skipped: they may
-    /// count what was lost before the pause, on a link that has recovered since.
+    /// The first report on a video that flows again after a long pause is skipped: it
+    /// may count what was lost before the pause, on a link that has recovered since.
     pub(super) fn on_egress_loss(&mut self, id: ParticipantId, mid: Mid, loss: Option<f32>) {
         let now = self.now;
         let Some(loss) = loss else {
