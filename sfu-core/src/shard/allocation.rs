@@ -11,7 +11,7 @@ use super::participant::estimates;
 use super::shown::shown;
 use super::steer::Steering;
 use super::track::{NOMINAL_AUDIO_BPS, NOMINAL_LAYER_BPS, NOMINAL_VIDEO_BPS};
-use crate::adaptation::{Frozen, Prior, Reading};
+use crate::adaptation::{DOWN_LOSS, Frozen, Prior, Reading};
 use crate::selection::{self, UP_HEADROOM, VideoItem};
 use crate::temporal::{ALL_TEMPORAL, cap_for};
 
@@ -383,6 +383,7 @@ impl Shard {
         }
         let connected = p.rtc.is_connected();
         let mut awaited: Vec<(TrackId, u8)> = Vec::new();
+        let lossy = reading.loss.is_some_and(|l| l > DOWN_LOSS);
         for ((slot, target), cap) in slots.into_iter().zip(targets).zip(caps) {
             if let Some(s) = p.subscriptions.get_mut(slot) {
                 s.target = target;
@@ -392,6 +393,12 @@ impl Shard {
                 }
                 // (An SVC stream goes down at any picture; only up needs a keyframe.)
                 let svc = self.tracks.get(&s.track_id()).is_some_and(|t| t.svc);
+                // Down for losses: the layer the link drops stops at once (its picture is
+                // broken already), and the link drains before the lower layer's keyframe
+                // comes through it whole.
+                if lossy && !svc && target.is_some_and(|t| s.current.is_some_and(|c| t < c)) {
+                    s.current = None;
+                }
                 if let Some(l) = target
                     && connected
                     && s.current != target

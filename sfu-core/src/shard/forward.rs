@@ -10,6 +10,7 @@ use tracing::debug;
 
 use super::Shard;
 use super::output::{ShardOutput, TapRecord};
+use super::subscription::STALE_PAUSE;
 use crate::forwarder::{Decision, DropReason, Select, keyframe_start, select, select_svc};
 use crate::svc::{DdBytes, LayerInfo, dd_frame_number, frame_deps, parse_dd, vp9_layers};
 use crate::temporal::Picture;
@@ -216,7 +217,16 @@ impl Shard {
             } else {
                 select(&mut s.current, s.target, layer, keyframe)
             };
-            s.resumed |= paused && s.current.is_some();
+            match (paused, s.current) {
+                (true, None) => {
+                    s.paused_at.get_or_insert(self.now);
+                }
+                (true, Some(_)) => {
+                    let since = s.paused_at.take().unwrap_or(self.now);
+                    s.resumed |= self.now.saturating_duration_since(since) > STALE_PAUSE;
+                }
+                (false, _) => {}
+            }
             match choice {
                 Select::Skip => {
                     if svc {

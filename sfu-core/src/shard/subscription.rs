@@ -1,6 +1,8 @@
 //! Subscriptions: which track each of a participant's m-lines carries, and the
 //! forwarder state that keeps an m-line's stream continuous across tracks.
 
+use std::time::{Duration, Instant};
+
 use protocol::{Kind, ParticipantId, Subscribe, TrackId};
 use str0m::media::{MediaKind, Mid, Pt};
 
@@ -44,11 +46,18 @@ pub(super) struct Subscription {
     pub(super) temporal: TemporalCap,
     /// Dependency descriptor frame numbers, likewise.
     pub(super) frames: FrameNumbers,
-    /// It flows again after a pause, and no receiver report came since: the next one may
-    /// count what was lost before the pause (a receiver reports on a stream only while
-    /// it receives it).
+    /// Since when nothing of its track flows (`current` is `None`), as its packets
+    /// passing by first found.
+    pub(super) paused_at: Option<Instant>,
+    /// It flows again after a pause longer than [`STALE_PAUSE`], and no receiver report
+    /// came since: the next one may count what was lost before the pause (a receiver
+    /// reports on a stream only while it receives it).
     pub(super) resumed: bool,
 }
+
+/// A pause after which the first receiver report is not read (see
+/// [`Subscription::resumed`]). Over a shorter one, the receiver goes on reporting.
+pub(super) const STALE_PAUSE: Duration = Duration::from_secs(2);
 
 impl Subscription {
     pub(super) fn mid(&self) -> Mid {
@@ -126,6 +135,7 @@ impl Subscriptions {
             forwarder: idle.forwarder,
             pts: Vec::new(),
             rtx_sized: false,
+            paused_at: None,
             resumed: false,
             current: None,
             target: None,
