@@ -152,24 +152,34 @@ fn going_up_waits_for_lasting_room_and_is_bounded() {
     assert_eq!(resumes, 30, "every {UP_HOLD:?} for a minute");
 }
 
-#[test]
-fn a_layer_that_went_up_and_failed_waits_longer_for_the_next_try() {
-    use crate::selection::VideoItem;
-    let item = VideoItem {
+/// A camera of three layers (200 kbit/s, 500 kbit/s, 1.5 Mbit/s), all flowing, wanted
+/// at layer `wanted`.
+fn camera(wanted: u8) -> crate::selection::VideoItem {
+    crate::selection::VideoItem {
         priority: 0,
-        wanted: Some(2),
+        wanted: Some(wanted),
         rates: [200_000, 500_000, 1_500_000],
         usable: [true; 3],
         flowing: [true; 3],
         layers: 3,
         current: None,
-    };
-    let prior = |target| Prior {
+    }
+}
+
+/// Its last choice, `target`, its view asking for layer `asked` then and before.
+fn prior_asking(target: Option<u8>, asked: u8) -> Prior {
+    Prior {
         target,
-        asked: Some(2),
-        asked_before: Some(2),
+        asked: Some(asked),
+        asked_before: Some(asked),
         usable: true,
-    };
+    }
+}
+
+#[test]
+fn a_layer_that_went_up_and_failed_waits_longer_for_the_next_try() {
+    let item = camera(2);
+    let prior = |target| prior_asking(target, 2);
     let mut a = Adaptation::default();
     let t0 = Instant::now();
     // The allocation would go from the lowest to the top; `at` seconds in, what is
@@ -259,22 +269,8 @@ fn a_layer_that_went_up_and_failed_waits_longer_for_the_next_try() {
 
 #[test]
 fn a_video_that_pauses_again_soon_after_resuming_waits_for_more_budget() {
-    use crate::selection::VideoItem;
-    let item = VideoItem {
-        priority: 0,
-        wanted: Some(0),
-        rates: [200_000, 500_000, 1_500_000],
-        usable: [true; 3],
-        flowing: [true; 3],
-        layers: 3,
-        current: None,
-    };
-    let prior = |target| Prior {
-        target,
-        asked: Some(0),
-        asked_before: Some(0),
-        usable: true,
-    };
+    let item = camera(0);
+    let prior = |target| prior_asking(target, 0);
     let t0 = Instant::now();
     // `at` seconds in, with `budget` (kbit/s) from a TWCC estimate (`probed`) or
     // REMB: from `from` to `to`, what is let through.
