@@ -10,9 +10,10 @@
 // which): fewer pictures a second, never none for long. Finally the cap is lifted
 // and he climbs back to the top layer.
 //
-// The issue asks for a longest freeze under 1 s; the test allows 2.5 s by default (see
-// E2E_ADAPT_MAX_FREEZE_MS), which every freeze of the kinds fixed so far exceeded: the
-// browser's own keyframe request after 3 s without a picture to decode. Measured on
+// Not in run.sh's default list yet: it fails now and then (below). The issue asks for a
+// longest freeze under 1 s; the test allows 2.5 s by default (E2E_ADAPT_MAX_FREEZE_MS),
+// which every freeze of the kinds fixed so far exceeded: the browser's own keyframe
+// request after 3 s without a picture to decode. Measured on
 // this 2-core machine, 2026-12-03 (the server's log says more with SFU_LOG as README
 // says, adaptation):
 // - Before: just under the top layer 412 to 1440 ms, now and then 2.7 to 2.9 s (the
@@ -22,7 +23,11 @@
 // - With the resends capped at 30 %, receiver reports read every 250 ms and the layer
 //   the link drops stopped at once (five runs): just under the top layer 0, 0, 619, 625
 //   and 831 ms; just under the lowest layer 0, 208, 212, 624 and 1656 ms. The 1656 is a
-//   loss the next receiver report (about one a second) told late: 1.4 s.
+//   loss the next receiver report (about one a second) told late: 1.4 s. Then, in a
+//   seventh run, just under the lowest layer at 16 kB/s (17 to 22 before): 2875 ms,
+//   twice in the 30 s. The layer was left with its base temporal layer alone, which its
+//   losses break with nothing left to leave out, and no keyframe asked for until the
+//   browser's own.
 // Run it with E2E_TESTS=e2e/adaptation.test.mjs bash e2e/run.sh.
 //
 // Environment (besides those of call.test.mjs):

@@ -103,7 +103,7 @@ fi
 
 status=0
 (cd "$REPO" && ip netns exec sfu-cli timeout "$TEST_TIMEOUT" \
-    node --test --test-concurrency=1 --test-reporter=spec ${E2E_TESTS:-e2e/call.test.mjs e2e/e2ee.test.mjs e2e/e2ee-codecs.test.mjs e2e/network.test.mjs e2e/simulcast.test.mjs e2e/svc.test.mjs e2e/broadcast.test.mjs e2e/whip.test.mjs e2e/slots.test.mjs e2e/aiortc.test.mjs e2e/adaptation.test.mjs}) || status=$?
+    node --test --test-concurrency=1 --test-reporter=spec ${E2E_TESTS:-e2e/call.test.mjs e2e/e2ee.test.mjs e2e/e2ee-codecs.test.mjs e2e/network.test.mjs e2e/simulcast.test.mjs e2e/svc.test.mjs e2e/broadcast.test.mjs e2e/whip.test.mjs e2e/slots.test.mjs e2e/aiortc.test.mjs}) || status=$?
 
 if [ "$status" != 0 ]; then
     echo "e2e/run.sh: tests failed ($status); server log tail ($E2E_LOG):" >&2
