@@ -250,8 +250,18 @@ export class Participant {
     const { ctx, page, logs, dir } = await newBrowser(this.name.toLowerCase(), { netns, args });
     Object.assign(this, { ctx, page, logs, dir });
     if (recordSent) await page.addInitScript(recordSentMessages);
-    // The invite link: the room secret in the fragment (end-to-end encryption).
-    await page.goto(`${SFU_URL}/${query}#${secret}`);
+    // The invite link: the room secret in the fragment (end-to-end encryption). (Loaded
+    // again on ERR_NETWORK_CHANGED, which Chromium reports now and then while the test's
+    // namespaces are made.)
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await page.goto(`${SFU_URL}/${query}#${secret}`);
+        break;
+      } catch (e) {
+        if (attempt >= 3 || !/ERR_NETWORK_CHANGED/.test(String(e))) throw e;
+        await sleep(500);
+      }
+    }
     await page.fill('#room', room);
     await page.fill('#name', this.name);
     // With a secret configured /dev/token is 404: the page asks for a token. (Clicked
