@@ -192,7 +192,9 @@ impl Shard {
         }
         if keyframe {
             let k = usize::from(track.keyframe_layer(layer));
-            track.layers[k].waiting = false;
+            if std::mem::take(&mut track.layers[k].waiting) {
+                debug!(track = %track_id, layer = k, "awaited keyframe arrived");
+            }
         }
         let mut ext_vals = packet.header.ext_vals.clone();
         ext_vals.mid = None;
@@ -238,6 +240,7 @@ impl Shard {
                 Select::Forward => {}
                 Select::Switch if svc => self.counters.layer_switches += 1,
                 Select::Switch => {
+                    debug!(participant = %sub_id, track = %track_id, layer, "switched");
                     s.forwarder.switch_source();
                     if let Some(d) = &vp8 {
                         s.vp8.switch_source(d);
