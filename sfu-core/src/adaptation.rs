@@ -93,7 +93,15 @@ pub const TEMPORAL_UP_HOLD: Duration = Duration::from_secs(30);
 /// falls; a layer less costs no keyframe).
 pub const THIN_LOSS: f32 = 0.03;
 
-/// ... once the layer has flowed this long (see [`Adaptation::settled_at_lowest`]).
+/// Losses over [`THIN_LOSS`] that leave nothing out of the floor video (at any layer,
+/// down to its base temporal layer, padding on) ask its publisher for a keyframe at
+/// most this often:
+/// what the link dropped may be a picture every next one references, and Chromium asks
+/// only after 3 s without a picture to decode.
+pub const LOSS_KEYFRAME_EVERY: Duration = Duration::from_secs(2);
+
+/// ... once the layer has flowed this long, or sooner once a second receiver report
+/// since it came says so (see [`Adaptation::settled_at_lowest`]).
 pub const SETTLE: Duration = Duration::from_millis(2500);
 
 /// Going up a layer for bandwidth takes a token from a bucket of this many, one back
@@ -276,10 +284,15 @@ pub struct Adaptation {
     /// Since when padding may not look for room: the floor video thinned, or carried
     /// past the budget, or padding off for costing the media.
     unpadded_since: Option<Instant>,
-    /// The receiver report whose losses thinned it last.
+    /// The receiver report whose losses it acted on last.
     thinned_for: Option<Instant>,
+    /// When losses last asked for the floor video's keyframe, and whether later ones
+    /// wait to ask again.
+    loss_keyframe: Option<(Instant, bool)>,
     /// Since when the floor video has flowed at its lowest layer.
     at_lowest: Option<Instant>,
+    /// The first receiver report since then (which still counts the layer before).
+    first_report: Option<Instant>,
 }
 
 impl Adaptation {
@@ -557,25 +570,61 @@ impl Adaptation {
         due
     }
 
-    /// Whether the floor video has flowed at its lowest layer (`now`: `at_lowest`) for
-    /// [`SETTLE`]: a receiver report covers a second, and the one after a switch still
-    /// counts the higher layer's losses.
-    pub fn settled_at_lowest(&mut self, now: Instant, at_lowest: bool) -> bool {
+    /// Whether the floor video has flowed at its lowest layer (`now`: `at_lowest`) long
+    /// enough for a receiver report to speak of it alone: the report received at
+    /// `report` is the second since the switch (the first covers a span before it), or
+    /// [`SETTLE`] has passed.
+    pub fn settled_at_lowest(
+        &mut self,
+        now: Instant,
+        at_lowest: bool,
+        report: Option<Instant>,
+    ) -> bool {
         if !at_lowest {
             self.at_lowest = None;
+            self.first_report = None;
             return false;
         }
-        now.saturating_duration_since(*self.at_lowest.get_or_insert(now)) >= SETTLE
+        let since = *self.at_lowest.get_or_insert(now);
+        let report = report.filter(|r| *r > since);
+        let first = match self.first_report {
+            Some(f) => f,
+            None => {
+                self.first_report = report;
+                report.unwrap_or(now)
+            }
+        };
+        report.is_some_and(|r| r > first) || now.saturating_duration_since(since) >= SETTLE
     }
 
-    /// Whether the losses its receiver reported at `at` should take a temporal layer
-    /// more out of the floor video: over [`THIN_LOSS`], and not acted on yet.
-    pub fn thin_for_loss(&mut self, at: Instant, loss: f32) -> bool {
+    /// Whether the losses its receiver reported at `at` are news: over [`THIN_LOSS`],
+    /// and not acted on yet.
+    pub fn new_loss(&mut self, at: Instant, loss: f32) -> bool {
         if loss <= THIN_LOSS || self.thinned_for.is_some_and(|t| t >= at) {
             return false;
         }
         self.thinned_for = Some(at);
         true
+    }
+
+    /// Whether to ask for the floor video's keyframe at `now`, given news of losses
+    /// (`new_loss`) and whether they thinned it (`thinned`): at once if they did, else at
+    /// most every [`LOSS_KEYFRAME_EVERY`] (news that comes sooner asks when it is over).
+    pub fn keyframe_for_loss(&mut self, now: Instant, new_loss: bool, thinned: bool) -> bool {
+        let (due, waiting) = match self.loss_keyframe {
+            None => (true, false),
+            Some((at, waiting)) => (
+                now.saturating_duration_since(at) >= LOSS_KEYFRAME_EVERY,
+                waiting,
+            ),
+        };
+        let ask = thinned || (due && (new_loss || waiting));
+        if ask {
+            self.loss_keyframe = Some((now, false));
+        } else if new_loss && let Some((_, w)) = &mut self.loss_keyframe {
+            *w = true;
+        }
+        ask
     }
 
     /// Whether to probe at `now` for room padding may not look for (`unpadded`: none may

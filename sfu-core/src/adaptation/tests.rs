@@ -216,9 +216,10 @@ fn a_layer_that_went_up_and_failed_waits_longer_for_the_next_try() {
     assert_eq!(step(&mut d, 0, Some(0), Some(1)), Some(0));
     assert_eq!(step(&mut d, 5, Some(0), Some(1)), Some(1));
     assert_eq!(step(&mut d, 6, Some(1), Some(0)), Some(0));
-    let both = |a: &mut Adaptation, at: u64| {
+    // Two videos, the first asking a layer up, the second (`second`: what it had) back.
+    let two = |a: &mut Adaptation, at: u64, second| {
         let mut targets = [Some(1), Some(0)];
-        let priors = [prior(Some(0)), prior(None)];
+        let priors = [prior(Some(0)), prior(second)];
         a.bound_ups(
             t0 + Duration::from_secs(at),
             &mut targets,
@@ -229,27 +230,14 @@ fn a_layer_that_went_up_and_failed_waits_longer_for_the_next_try() {
         );
         targets
     };
-    assert_eq!(both(&mut d, 7), [Some(0), None]);
-    assert_eq!(both(&mut d, 9), [Some(0), Some(0)]);
-    let layer_up = |a: &mut Adaptation, at: u64| {
-        let mut targets = [Some(1), Some(0)];
-        let priors = [prior(Some(0)), prior(Some(0))];
-        a.bound_ups(
-            t0 + Duration::from_secs(at),
-            &mut targets,
-            &priors,
-            &[item; 2],
-            true,
-            None,
-        );
-        targets
-    };
+    assert_eq!(two(&mut d, 7, None), [Some(0), None]);
+    assert_eq!(two(&mut d, 9, None), [Some(0), Some(0)]);
     assert_eq!(
-        layer_up(&mut d, 18),
+        two(&mut d, 18, Some(0)),
         [Some(0), Some(0)],
         "not 10 s since the resume"
     );
-    assert_eq!(layer_up(&mut d, 19), [Some(1), Some(0)]);
+    assert_eq!(two(&mut d, 19, Some(0)), [Some(1), Some(0)]);
     // Down from the top to the middle layer, which the publisher paused: to the
     // lowest, which arrives, at once.
     let mut c = Adaptation::default();
@@ -306,6 +294,50 @@ fn a_video_that_pauses_again_soon_after_resuming_waits_for_more_budget() {
     assert_eq!(step(&mut b, 3, Some(0), None, 300, false), None);
     assert_eq!(step(&mut b, 4, None, Some(0), 450, false), None);
     assert_eq!(step(&mut b, 6, None, Some(0), 450, false), Some(0));
+}
+
+#[test]
+fn the_lowest_layer_settles_at_the_second_report_since_it_came_or_after_settle() {
+    let mut a = Adaptation::default();
+    let t0 = Instant::now();
+    let at = |ms: u32| t0 + MS * ms;
+    // A report from before the switch, then the first since: the higher layer's.
+    assert!(!a.settled_at_lowest(at(0), true, Some(t0 - MS * 500)));
+    assert!(!a.settled_at_lowest(at(400), true, Some(at(300))));
+    assert!(!a.settled_at_lowest(at(800), true, Some(at(300))));
+    // The second since the switch speaks of the lowest layer alone.
+    assert!(a.settled_at_lowest(at(1300), true, Some(at(1300))));
+    // Off the lowest layer and back: counted anew.
+    assert!(!a.settled_at_lowest(at(1500), false, Some(at(1300))));
+    assert!(!a.settled_at_lowest(at(1600), true, Some(at(1300))));
+    assert!(!a.settled_at_lowest(at(2600), true, Some(at(2500))));
+    assert!(a.settled_at_lowest(at(3500), true, Some(at(3500))));
+    // With no reports at all, after SETTLE.
+    let mut b = Adaptation::default();
+    assert!(!b.settled_at_lowest(t0, true, None));
+    assert!(!b.settled_at_lowest(t0 + SETTLE - MS, true, None));
+    assert!(b.settled_at_lowest(t0 + SETTLE, true, None));
+}
+
+#[test]
+fn losses_ask_for_a_keyframe_at_once_when_they_thin_else_every_two_seconds() {
+    let mut a = Adaptation::default();
+    let t0 = Instant::now();
+    // News of losses each time, and only once each.
+    assert!(a.new_loss(t0, 0.05));
+    assert!(!a.new_loss(t0, 0.05), "the same report again");
+    assert!(!a.new_loss(t0 + MS, 0.02), "under THIN_LOSS");
+    // Losses nothing more can leave out: a keyframe, then not before 2 s...
+    assert!(a.keyframe_for_loss(t0, true, false));
+    assert!(!a.keyframe_for_loss(t0 + 500 * MS, true, false));
+    assert!(!a.keyframe_for_loss(t0 + 1000 * MS, false, false));
+    // ... when the news that came meanwhile asks, without news of its own.
+    assert!(a.keyframe_for_loss(t0 + LOSS_KEYFRAME_EVERY, false, false));
+    assert!(!a.keyframe_for_loss(t0 + 2 * LOSS_KEYFRAME_EVERY, false, false));
+    // Losses that thinned it ask at once, whenever.
+    let t1 = t0 + 2 * LOSS_KEYFRAME_EVERY;
+    assert!(a.keyframe_for_loss(t1, true, false));
+    assert!(a.keyframe_for_loss(t1 + MS, true, true));
 }
 
 #[test]

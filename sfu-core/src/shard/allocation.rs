@@ -276,9 +276,10 @@ impl Shard {
         let mut caps: Vec<u8> = vec![ALL_TEMPORAL; items.len()];
         let mut floor_takes = None;
         let padding_off = p.downlink.pad_off.is_some_and(|(until, _)| now < until);
-        // Thinning starts only on losses of the layer itself, once it has flowed a
-        // while: on its way down from a higher one, the losses and the fallen estimate
-        // are the higher layer's (an estimate that fell with them climbs back slowly).
+        // Thinning starts only on losses of the layer itself, once a receiver report
+        // speaks of it alone: on its way down from a higher one, the losses and the
+        // fallen estimate are the higher layer's (an estimate that fell with them
+        // climbs back slowly).
         // (Asked also without a floor video, which ends the time counted.)
         let at_lowest = floor.is_some_and(|(f, _)| {
             let (_, _, lowest) = temporal[f];
@@ -286,9 +287,21 @@ impl Shard {
                 .get(slots[f])
                 .is_some_and(|s| s.current == Some(lowest))
         });
-        let settled = p.downlink.adaptation.settled_at_lowest(now, at_lowest);
-        // The floor video's keyframe, asked for when its losses thinned it.
-        let mut keyframe_for_loss = None;
+        let settled =
+            p.downlink
+                .adaptation
+                .settled_at_lowest(now, at_lowest, lost.map(|(at, _)| at));
+        // The floor video as it flows and stays (its track and layer), and news of
+        // losses on its link.
+        let flowing = floor.and_then(|(f, _)| {
+            let s = p.subscriptions.get(slots[f])?;
+            s.current
+                .filter(|c| targets[f] == Some(*c))
+                .map(|c| (s.track_id(), c))
+        });
+        let news = flowing.is_some()
+            && lost.is_some_and(|(at, loss)| p.downlink.adaptation.new_loss(at, loss));
+        let mut thinned = false;
         if let Some((f, rate)) = floor
             && plan.floor
             && let (bytes, from, lowest) = temporal[f]
@@ -302,14 +315,10 @@ impl Shard {
                 .filter(|b| from < ALL_TEMPORAL && (*b as f64) < rate as f64 * UP_HEADROOM)
                 .and_then(|b| cap_for(&bytes, rate, b, from, UP_HEADROOM))
                 .unwrap_or(ALL_TEMPORAL);
-            // Losses of what flows now: a layer less, at each report that says so.
+            // Losses of what flows now: a layer less, at each report that says so
+            // (unless padding may have caused them).
             let top = bytes.iter().rposition(|b| *b > 0).unwrap_or(0) as u8;
-            let for_loss = lost.is_some_and(|(at, loss)| {
-                reading.unpadded
-                    && settled
-                    && top > 0
-                    && p.downlink.adaptation.thin_for_loss(at, loss)
-            });
+            let for_loss = news && settled && reading.unpadded && top > 0;
             if for_loss {
                 wanted = wanted.min(from.min(top).saturating_sub(1));
             }
@@ -317,16 +326,7 @@ impl Shard {
                 .downlink
                 .adaptation
                 .bound_temporal(now, from, wanted, !padding_off);
-            // What the link dropped likely held a picture the next ones reference, and
-            // Chromium asks for a keyframe only after 3 s without one to decode: when
-            // losses left layers out, the publisher is asked now (the thinned stream
-            // carries it).
-            if for_loss && caps[f] < from.min(top) {
-                keyframe_for_loss = p
-                    .subscriptions
-                    .get(slots[f])
-                    .map(|s| (s.track_id(), lowest));
-            }
+            thinned = for_loss && caps[f] < from.min(top);
             let total: u64 = bytes.iter().sum();
             if caps[f] < ALL_TEMPORAL && total > 0 {
                 let kept: u64 = bytes.iter().take(usize::from(caps[f]) + 1).sum();
@@ -337,6 +337,12 @@ impl Shard {
                 floor_takes = Some((f, rate));
             }
         }
+        // What the link dropped likely held a picture the next ones reference (resends
+        // may be refused, or lost too), and Chromium asks for a keyframe only after 3 s
+        // without one to decode: the floor video's publisher is asked now when losses
+        // left layers out (the thinned stream carries it), else at most every 2 s.
+        let keyframe_for_loss =
+            flowing.filter(|_| p.downlink.adaptation.keyframe_for_loss(now, news, thinned));
         let unpaced_floor = floor_takes
             .filter(|(_, takes)| budget.is_some_and(|b| b < *takes))
             .map(|(f, _)| f);
