@@ -100,8 +100,10 @@ pub const THIN_LOSS: f32 = 0.03;
 /// only after 3 s without a picture to decode.
 pub const LOSS_KEYFRAME_EVERY: Duration = Duration::from_secs(2);
 
-/// ... once the layer has flowed this long, or sooner once a second receiver report
-/// since it came says so (see [`Adaptation::settled_at_lowest`]).
+/// ... once the layer has flowed this long (see [`Adaptation::settled_at_lowest`]).
+/// (Not from the second receiver report since it came, which may still follow the
+/// higher layer's resends: CI's simulcast suite then saw a link that carries the lowest
+/// layer whole thin it to its base temporal layer.)
 pub const SETTLE: Duration = Duration::from_millis(2500);
 
 /// Going up a layer for bandwidth takes a token from a bucket of this many, one back
@@ -291,8 +293,6 @@ pub struct Adaptation {
     loss_keyframe: Option<(Instant, bool)>,
     /// Since when the floor video has flowed at its lowest layer.
     at_lowest: Option<Instant>,
-    /// The first receiver report since then (which still counts the layer before).
-    first_report: Option<Instant>,
 }
 
 impl Adaptation {
@@ -570,31 +570,15 @@ impl Adaptation {
         due
     }
 
-    /// Whether the floor video has flowed at its lowest layer (`now`: `at_lowest`) long
-    /// enough for a receiver report to speak of it alone: the report received at
-    /// `report` is the second since the switch (the first covers a span before it), or
-    /// [`SETTLE`] has passed.
-    pub fn settled_at_lowest(
-        &mut self,
-        now: Instant,
-        at_lowest: bool,
-        report: Option<Instant>,
-    ) -> bool {
+    /// Whether the floor video has flowed at its lowest layer (`now`: `at_lowest`) for
+    /// [`SETTLE`]: a receiver report covers up to a second, and those after a switch
+    /// still count the higher layer's losses.
+    pub fn settled_at_lowest(&mut self, now: Instant, at_lowest: bool) -> bool {
         if !at_lowest {
             self.at_lowest = None;
-            self.first_report = None;
             return false;
         }
-        let since = *self.at_lowest.get_or_insert(now);
-        let report = report.filter(|r| *r > since);
-        let first = match self.first_report {
-            Some(f) => f,
-            None => {
-                self.first_report = report;
-                report.unwrap_or(now)
-            }
-        };
-        report.is_some_and(|r| r > first) || now.saturating_duration_since(since) >= SETTLE
+        now.saturating_duration_since(*self.at_lowest.get_or_insert(now)) >= SETTLE
     }
 
     /// Whether the losses its receiver reported at `at` are news: over [`THIN_LOSS`],

@@ -297,29 +297,6 @@ fn a_video_that_pauses_again_soon_after_resuming_waits_for_more_budget() {
 }
 
 #[test]
-fn the_lowest_layer_settles_at_the_second_report_since_it_came_or_after_settle() {
-    let mut a = Adaptation::default();
-    let t0 = Instant::now();
-    let at = |ms: u32| t0 + MS * ms;
-    // A report from before the switch, then the first since: the higher layer's.
-    assert!(!a.settled_at_lowest(at(0), true, Some(t0 - MS * 500)));
-    assert!(!a.settled_at_lowest(at(400), true, Some(at(300))));
-    assert!(!a.settled_at_lowest(at(800), true, Some(at(300))));
-    // The second since the switch speaks of the lowest layer alone.
-    assert!(a.settled_at_lowest(at(1300), true, Some(at(1300))));
-    // Off the lowest layer and back: counted anew.
-    assert!(!a.settled_at_lowest(at(1500), false, Some(at(1300))));
-    assert!(!a.settled_at_lowest(at(1600), true, Some(at(1300))));
-    assert!(!a.settled_at_lowest(at(2600), true, Some(at(2500))));
-    assert!(a.settled_at_lowest(at(3500), true, Some(at(3500))));
-    // With no reports at all, after SETTLE.
-    let mut b = Adaptation::default();
-    assert!(!b.settled_at_lowest(t0, true, None));
-    assert!(!b.settled_at_lowest(t0 + SETTLE - MS, true, None));
-    assert!(b.settled_at_lowest(t0 + SETTLE, true, None));
-}
-
-#[test]
 fn losses_ask_for_a_keyframe_at_once_when_they_thin_else_every_two_seconds() {
     let mut a = Adaptation::default();
     let t0 = Instant::now();

@@ -276,10 +276,9 @@ impl Shard {
         let mut caps: Vec<u8> = vec![ALL_TEMPORAL; items.len()];
         let mut floor_takes = None;
         let padding_off = p.downlink.pad_off.is_some_and(|(until, _)| now < until);
-        // Thinning starts only on losses of the layer itself, once a receiver report
-        // speaks of it alone: on its way down from a higher one, the losses and the
-        // fallen estimate are the higher layer's (an estimate that fell with them
-        // climbs back slowly).
+        // Thinning starts only on losses of the layer itself, once it has flowed a
+        // while: on its way down from a higher one, the losses and the fallen estimate
+        // are the higher layer's (an estimate that fell with them climbs back slowly).
         // (Asked also without a floor video, which ends the time counted.)
         let at_lowest = floor.is_some_and(|(f, _)| {
             let (_, _, lowest) = temporal[f];
@@ -287,10 +286,7 @@ impl Shard {
                 .get(slots[f])
                 .is_some_and(|s| s.current == Some(lowest))
         });
-        let settled =
-            p.downlink
-                .adaptation
-                .settled_at_lowest(now, at_lowest, lost.map(|(at, _)| at));
+        let settled = p.downlink.adaptation.settled_at_lowest(now, at_lowest);
         // The floor video as it flows and stays (its track and layer), and news of
         // losses on its link.
         let flowing = floor.and_then(|(f, _)| {
