@@ -741,7 +741,7 @@ fn losses_that_nothing_more_can_leave_out_ask_for_a_keyframe() {
             .collect();
         // A keyframe ends the breaks after the reports of their losses (a str0m receiver
         // never asks; Chromium does after 3 s without a picture to decode). Measured in
-        // 20 runs: 2.8 to 5.1 s of the 20 broken; 18 to 19 s without the keyframes.
+        // 32 runs: 2.8 to 5.3 s of the 20 broken; 18 to 19 s without the keyframes.
         let broken: Duration = stretches.iter().map(|(_, long)| *long).sum();
         println!(
             "after {share} x the lowest layer, 0.9 x: layers {:?}, undecodable (when, how \

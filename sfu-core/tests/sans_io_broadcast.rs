@@ -314,7 +314,7 @@ fn a_viewers_burst_of_retransmissions_is_paced_and_holds_up_no_one() {
     // Its downlink loses everything for 120 ms (three frames, 60 datagrams of video);
     // when it comes back, one NACK asks for them all. (A receiver asks for at most the
     // last 100, str0m's window as libwebrtc's; and the server's retransmissions stop at
-    // half of what it sends a stream, which a longer cut would pass.)
+    // 30 % of what it sends a stream, which a longer cut would pass.)
     net.longest_run.clear();
     let cut = net.now;
     net.clients[burst].downlink.loss = 1.0;

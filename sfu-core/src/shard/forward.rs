@@ -28,17 +28,14 @@ pub(super) const RTX_MAX_AGE: Duration = Duration::from_secs(1);
 
 pub(super) const RTX_MAX_PACKETS: usize = 512;
 
-/// The most of what a subscriber is sent on a stream that may be retransmissions (bytes
-/// over the last second); past it, str0m drops the resends asked for. At str0m's
-/// default, 0.15, a policer losing a quarter of the top layer stopped the resends for the
-/// second after: the lower layer's first packets with them, and the picture stayed
-/// broken until the browser asked for a keyframe, 3 s later. At 0.3, a floor video thinned
-/// to its base temporal layer (a few kB/s) got there with a few lost packets, and its
-/// picture stayed broken until a keyframe (sans-IO: 2.8 to 5.1 s of 20, against 0 to
-/// 1.7 s at 0.5). With no cap, the resends flood a link far under the lowest layer and
-/// the audio loses. It also bounds what a receiver's NACKs can make the server send: at
-/// most as much again as the stream.
-pub(super) const RTX_MAX_RATIO: f32 = 0.5;
+/// The most of what a subscriber is sent that may be retransmissions (bytes over the last
+/// second); past it, str0m drops the resends asked for. At str0m's default, 0.15, a
+/// policer losing a quarter of the top layer stopped the resends for the second after:
+/// the lower layer's first packets with them, and the picture stayed broken until the
+/// browser asked for a keyframe, 3 s later. At 0.5, the resends of a floor video thinned
+/// under a policer overran it more than the video sent whole. It also bounds what a
+/// receiver's NACKs can make the server send.
+pub(super) const RTX_MAX_RATIO: f32 = 0.3;
 
 /// The largest RTP payload forwarded (bytes): what a UDP datagram of an Ethernet MTU
 /// (1500 bytes) carries after the smallest RTP header. Senders stay well below it
