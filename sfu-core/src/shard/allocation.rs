@@ -411,12 +411,6 @@ impl Shard {
             }
         }
         let estimate = p.downlink.estimate;
-        // (Padding that overruns the link shows in the feedback at once, in the
-        // receiver's reports of the media up to a second later.)
-        let link_loss = [reading.loss, p.downlink.fed_back_loss]
-            .into_iter()
-            .flatten()
-            .reduce(f32::max);
         // (Asked every time, so that its state is dropped once the floor is back.)
         let probe_floor = p.downlink.adaptation.probe_floor(now, estimate) && !plan.floor;
         let probe = p
@@ -434,7 +428,7 @@ impl Shard {
                 probe_floor,
                 short,
                 probe,
-                loss: link_loss,
+                loss: reading.loss,
             },
         );
         awaited.extend(keyframe_for_loss);

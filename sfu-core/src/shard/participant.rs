@@ -117,10 +117,6 @@ pub(super) struct Downlink {
     /// The most any of its m-lines lost in its receiver's last round of reports (a
     /// fraction), and when they came.
     pub(super) lost: Option<(Instant, f32)>,
-    /// What its transport-wide feedback says was lost of all sent it over the last
-    /// second, padding and resends too: sooner than the receiver reports (about one a
-    /// second), and updated at every stats event.
-    pub(super) fed_back_loss: Option<f32>,
     /// Its padding is off until then (it cost the media), and for how long next time.
     pub(super) pad_off: Option<(Instant, Duration)>,
 }

@@ -95,11 +95,6 @@ impl Shard {
                 }
             }
             Event::MediaEgressStats(stats) => self.on_egress_loss(id, stats.mid, stats.loss),
-            Event::PeerStats(stats) => {
-                if let Some(p) = self.participants.get_mut(&id) {
-                    p.downlink.fed_back_loss = stats.egress_loss_fraction;
-                }
-            }
             Event::EgressBitrateEstimate(BweKind::Twcc {
                 estimate,
                 can_probe,

@@ -45,8 +45,7 @@ pub(super) struct Steering {
     /// Time to probe for room that padding may not look for: what the floor video lacks,
     /// or the next step up while padding is off.
     pub(super) probe: bool,
-    /// The most its receiver reported its media lost lately, or its transport-wide
-    /// feedback said was lost over the last second if more (see `fed_back_loss`).
+    /// The most its receiver reported its media lost lately.
     pub(super) loss: Option<f32>,
 }
 
