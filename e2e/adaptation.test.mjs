@@ -39,7 +39,9 @@
 //   second report was taken back: with resends allowed up to half a stream's bytes it
 //   thinned a lowest layer the link carried whole in the simulcast suite. Resends at
 //   half gave 212 and 1660 ms at most in six runs, but once a loop of pacer cuts and
-//   keyframes, 9.5 s, down from 720 lines to 16 kB/s: taken back too.)
+//   keyframes, 9.5 s, down from 720 lines to 16 kB/s: taken back too. Padding off on
+//   the transport-wide feedback's losses was taken back as well: the H.264 test of
+//   e2ee-codecs failed with it, why not found yet.)
 // Run it with E2E_TESTS=e2e/adaptation.test.mjs bash e2e/run.sh.
 //
 // Environment (besides those of call.test.mjs):
