@@ -97,7 +97,7 @@ enum Scenario {
         /// server sends today.
         #[arg(long, default_value_t = 64)]
         send_batch: usize,
-        #[arg(long, default_value_t = 38020)]
+        #[arg(long, default_value_t = 28020)]
         base_port: u16,
     },
     /// Half an hour of rooms of mixed sizes whose people come and go, mute, change what

@@ -39,8 +39,10 @@ pub struct Placement {
     pub server_cpus: String,
     #[arg(long, default_value = "1")]
     pub generator_cpus: String,
-    /// The first port of the server's ranges (HTTP, then UDP media).
-    #[arg(long, default_value_t = 38000)]
+    /// The first port of the server's ranges (HTTP, then UDP media). Below the kernel's
+    /// ephemeral range (32768-60999), where any outgoing connection of the machine may
+    /// already hold a port.
+    #[arg(long, default_value_t = 28000)]
     pub base_port: u16,
 }
 

@@ -11,11 +11,13 @@ use std::time::{Duration, Instant};
 
 use coturn::{Running, tool};
 
-const LISTEN_PORT: u16 = 34_780;
-const PEER_PORT: u16 = 34_800;
-const TLS_PORT: u16 = 34_791;
-const PEER6_PORT: u16 = 34_801;
-const METRICS_PORT: u16 = 34_790;
+// Fixed loopback ports, below the kernel's ephemeral range (32768-60999) where any
+// outgoing connection of the machine may hold one.
+const LISTEN_PORT: u16 = 24_780;
+const PEER_PORT: u16 = 24_800;
+const TLS_PORT: u16 = 24_791;
+const PEER6_PORT: u16 = 24_801;
+const METRICS_PORT: u16 = 24_790;
 
 fn relay(extra: &[&str]) -> Running {
     relay_with(
@@ -26,12 +28,12 @@ fn relay(extra: &[&str]) -> Running {
 
 /// The peers' ports: on the relay's own address (loopback here), so they must be opened
 /// (uclient also binds a channel to the port after the peer's).
-const OWN_PEER_PORTS: [&str; 2] = ["--own-peer-ports", "34800-34802"];
+const OWN_PEER_PORTS: [&str; 2] = ["--own-peer-ports", "24800-24802"];
 
 fn relay_with(extra: &[&str], relay_addrs: &[&str]) -> Running {
     let port = LISTEN_PORT.to_string();
     let listen = format!("127.0.0.1:{port}");
-    let mut args = vec!["turn", "--listen", &listen, "--relay-ports", "45000-45009"];
+    let mut args = vec!["turn", "--listen", &listen, "--relay-ports", "25000-25009"];
     args.extend_from_slice(relay_addrs);
     args.extend_from_slice(extra);
     let log = std::env::temp_dir().join(format!("sfu-turn-test-{}.log", std::process::id()));
@@ -190,13 +192,13 @@ fn coturn_client_relays_through_sfu_turn() {
             "--allow-peer",
             "127.0.0.1/32",
             "--metrics-listen",
-            "127.0.0.1:34790",
+            "127.0.0.1:24790",
             OWN_PEER_PORTS[0],
             OWN_PEER_PORTS[1],
         ]);
         let creds = ["-u", "alice", "-w", "secret"];
         // Its own listener and relay ports are not peers, whatever --allow-peer says.
-        for (port, what) in [(LISTEN_PORT, "its own listener"), (45_000, "a relay port")] {
+        for (port, what) in [(LISTEN_PORT, "its own listener"), (25_000, "a relay port")] {
             assert_fails(
                 &uclient_to(LISTEN_PORT, "127.0.0.1", port, &creds, 5),
                 "403",
@@ -350,13 +352,13 @@ fn coturn_client_relays_through_sfu_turn() {
 /// REST credentials a join would hand out).
 #[test]
 fn embedded_relay_reaches_only_the_media_ports() {
-    const HTTP: u16 = 34_820;
-    const TURN: u16 = 34_821;
+    const HTTP: u16 = 24_820;
+    const TURN: u16 = 24_821;
     let log = std::env::temp_dir().join(format!("sfu-embedded-turn-{}.log", std::process::id()));
     let turn_listen = format!("127.0.0.1:{TURN}");
     let http_listen = format!("127.0.0.1:{HTTP}");
     let child = Command::new(env!("CARGO_BIN_EXE_sfu"))
-        .args(["--http-listen", &http_listen, "--udp-ports", "34826-34827"])
+        .args(["--http-listen", &http_listen, "--udp-ports", "24826-24827"])
         .args([
             "--udp-bind",
             "127.0.0.1",
@@ -368,7 +370,7 @@ fn embedded_relay_reaches_only_the_media_ports() {
             "--turn-listen",
             &turn_listen,
             "--turn-relay-ports",
-            "45020-45029",
+            "25020-25029",
         ])
         .args([
             "--turn-auth-secret",
@@ -392,9 +394,9 @@ fn embedded_relay_reaches_only_the_media_ports() {
     let creds = ["-W", "embedded-secret", "-u", "someone"];
     for (port, what) in [
         (TURN, "its TURN listener"),
-        (45_020, "its relay ports"),
+        (25_020, "its relay ports"),
         (HTTP, "signaling"),
-        (34_828, "a port next to the media ports"),
+        (24_828, "a port next to the media ports"),
     ] {
         assert_fails(&uclient_to(TURN, "127.0.0.1", port, &creds, 3), "403", what);
     }
@@ -403,7 +405,7 @@ fn embedded_relay_reaches_only_the_media_ports() {
     // two would bind the same peer from the shared relay port. (uclient also binds the
     // port after each peer's: the ports above are chosen so that none of those is a media
     // port, which an earlier allocation would then hold.)
-    let out = uclient_clients(TURN, "127.0.0.1", 34_826, &creds, 3, 1);
+    let out = uclient_clients(TURN, "127.0.0.1", 24_826, &creds, 3, 1);
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(!text.contains("403"), "a media port refused:\n{text}");

@@ -64,13 +64,13 @@ fn a_listener_on_every_address_answers_from_the_one_reached() {
             "--relay-bind",
             "127.0.0.1",
             "--relay-ports",
-            "45000-45009",
+            "25000-25009",
             "--user",
             "alice:secret",
             "--allow-peer",
             "127.0.0.1/32",
             "--own-peer-ports",
-            "34800-34802",
+            "24800-24802",
         ])
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(Stdio::null())
@@ -91,7 +91,7 @@ fn a_listener_on_every_address_answers_from_the_one_reached() {
     }
     let _peer = Running(
         ns.command(&tool("turnutils_peer"))
-            .args(["-L", "127.0.0.1", "-p", "34800"])
+            .args(["-L", "127.0.0.1", "-p", "24800"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -112,7 +112,7 @@ fn a_listener_on_every_address_answers_from_the_one_reached() {
             "-e",
             "127.0.0.1",
         ])
-        .args(["-r", "34800", "-c", "-m", "2", "-n", "5", "127.0.0.2"])
+        .args(["-r", "24800", "-c", "-m", "2", "-n", "5", "127.0.0.2"])
         .output()
         .unwrap();
     let text =
