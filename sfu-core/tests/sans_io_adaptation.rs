@@ -740,8 +740,12 @@ fn losses_that_nothing_more_can_leave_out_ask_for_a_keyframe() {
             .map(|(at, long)| (*at - capped, *long))
             .collect();
         // A keyframe ends the breaks after the reports of their losses (a str0m receiver
-        // never asks; Chromium does after 3 s without a picture to decode). Measured in
-        // 32 runs: 2.8 to 5.3 s of the 20 broken; 18 to 19 s without the keyframes.
+        // never asks; Chromium does after 3 s without a picture to decode), and it
+        // leaves at the pace of an estimate restarted from what flows (a policer shows
+        // the delay-based estimate no queue: at its pace, a keyframe's burst lost what
+        // the policer's burst did not hold). Measured 2026-12-04 in 16 runs: 5.2 s of
+        // the 20 broken after 1.3 x, 3.8 to 3.9 s after 1.6 x; 6.9 s and 5.0 to 5.4 s
+        // without the restart; 18 to 19 s without the keyframes.
         let broken: Duration = stretches.iter().map(|(_, long)| *long).sum();
         println!(
             "after {share} x the lowest layer, 0.9 x: layers {:?}, undecodable (when, how \
@@ -750,7 +754,7 @@ fn losses_that_nothing_more_can_leave_out_ask_for_a_keyframe() {
             net.client(bob).downlink.dropped
         );
         assert!(
-            broken < Duration::from_secs(10),
+            broken < Duration::from_secs(6),
             "after {share} x: the picture was broken {broken:?} of 20 s: {stretches:?}"
         );
     }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use protocol::{Kind, MAX_LAYERS, ParticipantId, Quality, TrackId};
+use str0m::bwe::Bitrate;
 use tracing::debug;
 
 use super::Shard;
@@ -24,6 +25,10 @@ pub(super) const INITIAL_ESTIMATE_BPS: u64 = 3_000_000;
 /// long. (Doubling it while falls recur kept receivers off the top layer for minutes
 /// after the estimate's start-up swings, in Chromium.)
 pub(super) const UPGRADE_HOLD: Duration = Duration::from_secs(8);
+
+/// Where a transport-wide estimate restarts once losses thinned the floor video: this
+/// share of what flows then (room for the audio's and the keyframes' swings).
+const ESTIMATE_RESTART: f64 = 1.25;
 
 /// A receiver's loss report counts for the floor this long (they come every second).
 const LOSS_FRESH: Duration = Duration::from_secs(3);
@@ -353,6 +358,21 @@ impl Shard {
         });
         p.downlink.chosen_bps = audio_bps + allocated;
         p.downlink.ideal_bps = audio_bps + ideal_bps;
+        // Losses left pictures out of the floor video: its link carries less than a
+        // transport-wide estimate far above what flows says (a policer builds no queue
+        // for a delay-based estimate to see). Its pacer goes at that estimate, where a
+        // keyframe leaves in a burst that the policer cuts, and the picture stays broken
+        // until the next: the estimate starts again from what flows now.
+        let restart = (p.downlink.chosen_bps as f64 * ESTIMATE_RESTART) as u64;
+        if thinned
+            && p.downlink.estimate_is_twcc
+            && p.downlink.estimate.is_some_and(|e| e > restart * 3 / 2)
+        {
+            debug!(participant = %id, estimate = ?p.downlink.estimate, restart,
+                "losses thinned the floor video: estimate restarted");
+            p.rtc.bwe().reset(Bitrate::bps(restart));
+            p.downlink.estimate = Some(restart);
+        }
         p.downlink.lowest_bps = audio_bps
             + items
                 .iter()

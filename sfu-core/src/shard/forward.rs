@@ -293,7 +293,9 @@ impl Shard {
             // numbers the packet: a cut leaves no gap.)
             let backlog = tx.queue_info().and_then(|q| q.first_unsent());
             if backlog.is_some_and(|at| self.now.saturating_duration_since(at) > MAX_PACER_DELAY) {
-                s.current = None;
+                if s.current.take().is_some() {
+                    debug!(participant = %sub_id, track = %track_id, "pacer backlog: cut");
+                }
                 self.counters.drop(DropReason::PacerBacklog);
                 continue;
             }
