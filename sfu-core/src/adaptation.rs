@@ -95,9 +95,8 @@ pub const THIN_LOSS: f32 = 0.03;
 
 /// Losses over [`THIN_LOSS`] that leave nothing out of the floor video (at any layer,
 /// down to its base temporal layer, padding on) ask its publisher for a keyframe at
-/// most this often:
-/// what the link dropped may be a picture every next one references, and Chromium asks
-/// only after 3 s without a picture to decode.
+/// most this often: what the link dropped may be a picture every next one references,
+/// and Chromium asks only after 3 s without a picture to decode.
 pub const LOSS_KEYFRAME_EVERY: Duration = Duration::from_secs(2);
 
 /// ... once the layer has flowed this long (see [`Adaptation::settled_at_lowest`]).
@@ -287,7 +286,7 @@ pub struct Adaptation {
     /// past the budget, or padding off for costing the media.
     unpadded_since: Option<Instant>,
     /// The receiver report whose losses it acted on last.
-    thinned_for: Option<Instant>,
+    loss_report_seen: Option<Instant>,
     /// When losses last asked for the floor video's keyframe, and whether later ones
     /// wait to ask again.
     loss_keyframe: Option<(Instant, bool)>,
@@ -584,10 +583,10 @@ impl Adaptation {
     /// Whether the losses its receiver reported at `at` are news: over [`THIN_LOSS`],
     /// and not acted on yet.
     pub fn new_loss(&mut self, at: Instant, loss: f32) -> bool {
-        if loss <= THIN_LOSS || self.thinned_for.is_some_and(|t| t >= at) {
+        if loss <= THIN_LOSS || self.loss_report_seen.is_some_and(|t| t >= at) {
             return false;
         }
-        self.thinned_for = Some(at);
+        self.loss_report_seen = Some(at);
         true
     }
 
