@@ -27,7 +27,8 @@ pub(super) const INITIAL_ESTIMATE_BPS: u64 = 3_000_000;
 pub(super) const UPGRADE_HOLD: Duration = Duration::from_secs(8);
 
 /// Where a transport-wide estimate restarts once losses thinned the floor video: this
-/// share of what flows then (room for the audio's and the keyframes' swings).
+/// share of what flows then (room for the audio's and the keyframes' swings); only an
+/// estimate over 1.5 times that restarts.
 const ESTIMATE_RESTART: f64 = 1.25;
 
 /// A receiver's loss report counts for the floor this long (they come every second).
