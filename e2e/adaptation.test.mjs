@@ -47,12 +47,12 @@
 //   far above a policer (1.1 Mbit/s on 128 kbit/s: no queue to see), and each keyframe
 //   asked on losses left at its pace in a burst the policer cut. With the estimate
 //   restarted from what flows when losses thin the video, eight runs: 615, 621, 1031,
-//   1032, 1231, 1233, 1434 and 1652 ms. (At the measured cap, 18 to 22 kB/s, five
-//   runs with and without the restart: 0 to 614 ms.) What is left: the restart sets
-//   off str0m's first probes, whose padding takes the policer's tokens, and an
-//   estimate that losses bring under the thinned video sends it past the pacer in
-//   bursts (holding it at the pacer until its queue waited 0.5 s was worse in sans-IO,
-//   and so was bypassing the pacer for 10 s after a backlog cut).
+//   1032, 1231, 1233, 1434 and 1652 ms. (At the measured cap, 17 to 22 kB/s, four
+//   runs with the restart: 406 to 639 ms; four without: 0 to 614.) What is left: the
+//   restart sets off str0m's first probes, whose padding takes the policer's tokens,
+//   and an estimate that losses bring under the thinned video sends it past the pacer
+//   in bursts (holding it at the pacer until its queue waited 0.5 s was worse in
+//   sans-IO, and so was bypassing the pacer for 10 s after a backlog cut).
 // Run it with E2E_TESTS=e2e/adaptation.test.mjs bash e2e/run.sh.
 //
 // Environment (besides those of call.test.mjs):
