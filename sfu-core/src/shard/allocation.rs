@@ -364,7 +364,10 @@ impl Shard {
         // for a delay-based estimate to see). Its pacer goes at that estimate, where a
         // keyframe leaves in a burst that the policer cuts, and the picture stays broken
         // until the next: the estimate starts again from what flows now.
-        let restart = (p.downlink.chosen_bps as f64 * ESTIMATE_RESTART) as u64;
+        // (Never under what steering asks at least: an estimator started near zero
+        // would climb back from nothing.)
+        let restart =
+            ((p.downlink.chosen_bps as f64 * ESTIMATE_RESTART) as u64).max(NOMINAL_AUDIO_BPS);
         if thinned
             && p.downlink.estimate_is_twcc
             && p.downlink.estimate.is_some_and(|e| e > restart * 3 / 2)
