@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use protocol::{
@@ -71,6 +72,14 @@ pub struct Net {
 
 impl Net {
     pub fn new(config: ShardConfig) -> Net {
+        // The shard's log, filtered as SANS_IO_LOG says (tracing's EnvFilter syntax).
+        if let Ok(filter) = std::env::var("SANS_IO_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_timer(VirtualTime)
+                .with_test_writer()
+                .try_init();
+        }
         let now = Instant::now();
         Net {
             now,
@@ -507,6 +516,7 @@ impl Net {
             }
             self.now = step_end;
             self.step += 1;
+            VIRTUAL_MS.store(self.step * STEP.as_millis() as u64, Ordering::Relaxed);
             let (now, step, video) = (self.now, self.step, self.video);
             for c in self
                 .clients
@@ -557,4 +567,17 @@ pub fn large_room(n: usize, video: VideoShape) -> Net {
 
 pub fn everyone() -> Grants {
     Grants::default()
+}
+
+/// The virtual time of the newest net's steps, ms: what its log lines show.
+static VIRTUAL_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Log lines stamped with virtual time, seconds since the net started.
+struct VirtualTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for VirtualTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        let ms = VIRTUAL_MS.load(Ordering::Relaxed);
+        write!(w, "{:4}.{:03}", ms / 1000, ms % 1000)
+    }
 }
