@@ -473,12 +473,17 @@ fn a_subscriber_too_slow_for_a_single_stream_skips_frames_and_harms_no_one() {
     // Bob's downlink carries a third of the stream.
     net.clients[1].downlink.cap_bps = Some(350_000);
     let capped = net.now;
+    let asked = net.client(alice).keyframe_requests;
     net.run(Duration::from_secs(15));
+    let asked = net.client(alice).keyframe_requests - asked;
     let backlog = net.shard.counters.drops[sfu_core::forwarder::DropReason::PacerBacklog.index()];
     assert!(backlog > 0, "bob's pacer backlog was cut");
     // Bob still gets video, resumed at keyframes once his queue drained.
     let bob = between(&net.client(1).received[&camera], capped, net.now);
     assert!(bob.iter().any(|r| r.keyframe), "bob resumes at keyframes");
+    // Asked for once his queue drained, not at each cut while it drains (45 in 15 s,
+    // each cut at once, all sent to carol too).
+    assert!(asked <= 15, "{asked} keyframes asked of alice in 15 s");
     assert!(
         bob.last()
             .is_some_and(|r| net.now - r.at < Duration::from_secs(2)),

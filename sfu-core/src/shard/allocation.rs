@@ -31,6 +31,10 @@ pub(super) const UPGRADE_HOLD: Duration = Duration::from_secs(8);
 /// estimate over 1.5 times that restarts.
 const ESTIMATE_RESTART: f64 = 1.25;
 
+/// A subscription whose stream has a packet unsent for this long in its pacer drains a
+/// backlog: no keyframe is asked for it until it drained.
+const DRAINING: Duration = super::forward::MAX_PACER_DELAY;
+
 /// A receiver's loss report counts for the floor this long (they come every second).
 const LOSS_FRESH: Duration = Duration::from_secs(3);
 
@@ -210,6 +214,8 @@ impl Shard {
             paused,
         };
         let plan = p.downlink.adaptation.plan(now, &reading);
+        tracing::trace!(participant = %id, estimate = ?p.downlink.estimate, ?budget, takes,
+            loss = ?reading.loss, floor = plan.floor, "reading");
         if plan.hold {
             // A dip too short to act on: everything stays where it is.
             for (it, prior) in items.iter_mut().zip(&priors) {
@@ -425,10 +431,22 @@ impl Shard {
                 if lossy && !svc && target.is_some_and(|t| s.current.is_some_and(|c| t < c)) {
                     s.current = None;
                 }
+                // (Not for the layer its pacer's backlog was cut at while it drains: the
+                // keyframe would be cut too, and asked again and again, at a cost to every
+                // subscriber of the track. A lower layer is asked at once.)
+                let mut draining = || {
+                    s.cut == target
+                        && p.rtc
+                            .direct_api()
+                            .stream_tx_by_mid(s.mid(), None)
+                            .and_then(|tx| tx.queue_info().and_then(|q| q.first_unsent()))
+                            .is_some_and(|at| now.saturating_duration_since(at) > DRAINING)
+                };
                 if let Some(l) = target
                     && connected
                     && s.current != target
                     && (!svc || s.current.is_none_or(|c| l > c))
+                    && !draining()
                 {
                     awaited.push((s.track_id(), l));
                 }

@@ -293,8 +293,9 @@ impl Shard {
             // numbers the packet: a cut leaves no gap.)
             let backlog = tx.queue_info().and_then(|q| q.first_unsent());
             if backlog.is_some_and(|at| self.now.saturating_duration_since(at) > MAX_PACER_DELAY) {
-                if s.current.take().is_some() {
+                if let Some(cut) = s.current.take() {
                     debug!(participant = %sub_id, track = %track_id, "pacer backlog: cut");
+                    s.cut = Some(cut);
                 }
                 self.counters.drop(DropReason::PacerBacklog);
                 continue;

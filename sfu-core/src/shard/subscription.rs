@@ -53,6 +53,9 @@ pub(super) struct Subscription {
     /// came since: the next one may count what was lost before the pause (a receiver
     /// reports on a stream only while it receives it).
     pub(super) resumed: bool,
+    /// The layer its pacer's backlog was last cut at: that layer's keyframe is asked for
+    /// again only once the backlog drained.
+    pub(super) cut: Option<u8>,
 }
 
 /// A pause after which the first receiver report is not read (see
@@ -137,6 +140,7 @@ impl Subscriptions {
             rtx_sized: false,
             paused_at: None,
             resumed: false,
+            cut: None,
             current: None,
             target: None,
             wanted: None,
