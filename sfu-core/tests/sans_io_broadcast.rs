@@ -297,6 +297,7 @@ fn a_viewers_burst_of_retransmissions_is_paced_and_holds_up_no_one() {
         bytes: [1000; 3],
         frame_every: 8,
         temporal: false,
+        keyframe_scale: 1,
     };
     let presenter = net.join("presenter", role(Role::Presenter));
     net.negotiate(presenter, &[Source::Microphone, Source::Screen]);

@@ -461,6 +461,7 @@ fn a_subscriber_too_slow_for_a_single_stream_skips_frames_and_harms_no_one() {
         bytes: [1000, 0, 0],
         frame_every: 8,
         temporal: false,
+        keyframe_scale: 1,
     };
     let alice = net.join("alice", everyone());
     net.negotiate(alice, &[Source::Microphone, Source::Camera]);

@@ -21,6 +21,9 @@ pub struct VideoShape {
     /// TL1, TL2, ...; the first TL1 and TL2 after a TL0 sync), a picture id and a
     /// TL0PICIDX each; the frames of TL0 and TL1 twice as large as those of TL2.
     pub temporal: bool,
+    /// A keyframe takes this many times a frame's packets (a browser's are several
+    /// times larger than the frames that follow).
+    pub keyframe_scale: usize,
 }
 
 impl Default for VideoShape {
@@ -31,6 +34,7 @@ impl Default for VideoShape {
             bytes: [1000, 1000, 1000],
             frame_every: 8,
             temporal: false,
+            keyframe_scale: 1,
         }
     }
 }
@@ -41,6 +45,7 @@ pub const THUMBNAILS: VideoShape = VideoShape {
     bytes: [200, 300, 400],
     frame_every: 8,
     temporal: false,
+    keyframe_scale: 1,
 };
 
 /// How an SVC publisher marks its layers.
@@ -142,6 +147,9 @@ pub(crate) fn send_media(c: &mut Client, now: Instant, step: u64, video: &VideoS
             let mut count = if audio { 1 } else { video.packets[layer] };
             if !audio && video.temporal && tid < 2 {
                 count *= 2;
+            }
+            if !audio && keyframe {
+                count *= video.keyframe_scale;
             }
             for k in 0..count {
                 let seq = c.next_seq.entry(key).or_insert(1);

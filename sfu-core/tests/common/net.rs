@@ -384,7 +384,13 @@ impl Net {
                         };
                         assert_eq!(t.proto, c.proto, "{} is reached over {:?}", c.name, c.proto);
                         match c.downlink.admit(self.now, t.contents.len(), &mut self.rng) {
-                            Fate::Dropped => continue,
+                            Fate::Dropped => {
+                                let b = &t.contents;
+                                tracing::debug!(target: "sans_io::link", to = %c.name,
+                                    len = b.len(), first = ?b.first(), second = ?b.get(1),
+                                    "datagram dropped");
+                                continue;
+                            }
                             Fate::At(at) => {
                                 let d = (t.proto, t.source, t.destination, t.contents.to_vec());
                                 c.in_flight.push_back((at, d));
