@@ -53,6 +53,12 @@
 //   and an estimate that losses bring under the thinned video sends it past the pacer
 //   in bursts (holding it at the pacer until its queue waited 0.5 s was worse in
 //   sans-IO, and so was bypassing the pacer for 10 s after a backlog cut).
+// - Later still, with the link shaped to what its losses proved (ShardConfig's
+//   shape_links, on in that build; off by default), four runs at the 1 s bound: just
+//   under the top layer 0, 207, 420 ms and 0; just under the lowest layer 205, 208 and
+//   212 ms, and once 16 s: the floor video sent past the pacer (its budget under what
+//   its lowest layer takes) overran the policer, whose losses made the shaping fall to
+//   half the link, and the video paused until the estimate found room again.
 // Run it with E2E_TESTS=e2e/adaptation.test.mjs bash e2e/run.sh.
 //
 // Environment (besides those of call.test.mjs):

@@ -227,6 +227,9 @@ pub struct Reading {
     /// is paused now.
     pub lowest: u64,
     pub paused: bool,
+    /// Its budget is a rate its losses proved (its link shaped to it): under the floor,
+    /// no losses more need say so (the shaping avoids them).
+    pub proven: bool,
 }
 
 /// What one allocation may do.
@@ -306,6 +309,7 @@ impl Adaptation {
             unpadded,
             lowest,
             paused,
+            proven,
         } = *link;
         let Some(b) = budget else {
             *self = Adaptation {
@@ -329,7 +333,8 @@ impl Adaptation {
         if loss.is_some_and(|l| l > FLOOR_LOSS) {
             self.lossy_at = Some(now);
         }
-        let lossy_lately = loss.is_none()
+        let lossy_lately = proven
+            || loss.is_none()
             || self
                 .lossy_at
                 .is_some_and(|at| now.saturating_duration_since(at) <= FLOOR_LOSS_GAP);

@@ -16,6 +16,10 @@
 //! through while the bucket holds a little burst and queues the rest, in order, until it
 //! refills. Sans-IO: the shard offers each datagram ([`Pacer::offer`]), which also lets
 //! go what waited, and calls [`Pacer::release`] at the instant it was told.
+//!
+//! A conference member gets one too once its losses proved its link's rate
+//! (`shard/shaping.rs`, [`Pacer::shaping`]): it then paces all its video and resends at
+//! that rate, a datagram at a time, and drops what waited too long.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -33,9 +37,21 @@ const ROUND: Duration = Duration::from_millis(5);
 /// viewer still gets a small frame in one go.
 const MIN_BURST_BYTES: f64 = 8.0 * 1200.0;
 
+/// The burst of a pacer that shapes a link to a rate its losses proved
+/// ([`Pacer::shaping`]): one full datagram. (Eight let a keyframe through at once, which
+/// a policer's burst did not hold.)
+const SHAPING_BURST_BYTES: f64 = 1200.0;
+
+/// What waited this long in a shaping pacer is dropped (counted): a picture that late is
+/// of no use, and a video paused meanwhile would go on arriving for seconds. (Above
+/// the shard's cut of a stream, `SHAPED_MAX_DELAY`: what is dropped is what waited on
+/// after the cut, not the keyframe it waits for.)
+pub const SHAPING_MAX_WAIT: Duration = Duration::from_secs(3);
+
 /// Most datagrams a participant's queue holds; the next is dropped (counted): about a
-/// second at the lowest rate the shard paces at, later than which a retransmission is
-/// of no use.
+/// second at the lowest rate the shard paces a viewer at, later than which a
+/// retransmission is of no use. (A shaping pacer's queue is bounded in time first,
+/// [`SHAPING_MAX_WAIT`].)
 pub const MAX_QUEUED: usize = 256;
 
 #[derive(Debug)]
@@ -45,10 +61,32 @@ pub struct Pacer {
     budget: f64,
     /// When `budget` was last brought up to date.
     last: Instant,
-    /// Datagrams waiting their turn, oldest first.
-    queue: VecDeque<Transmit>,
-    /// The payload types it paces (a bit each): the participant's RTX ones.
+    /// Datagrams waiting their turn, oldest first, with when they came.
+    queue: VecDeque<(Instant, Transmit)>,
+    /// The payload types it paces (a bit each): the participant's RTX ones (a shaping
+    /// pacer's: its video ones too).
     paced_pts: u128,
+    /// The least burst it allows (bytes), and the burst at the last rate.
+    min_burst: f64,
+    burst: f64,
+    /// It shapes a link ([`Pacer::shaping`]): its video waits, but for the SSRCs
+    /// exempted and blank padding (the P bit), which go at once and draw nothing.
+    /// (str0m pads mostly with resends of old packets, which wait like any resend.)
+    shaping: bool,
+    exempt: Vec<u32>,
+    /// Datagrams a shaping pacer dropped for waiting too long, not yet counted.
+    expired: u64,
+}
+
+/// What a pacer does with a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// Waits its turn.
+    Paced,
+    /// Goes at once, and draws on the budget.
+    Drawn,
+    /// Goes at once, as if it were not sent.
+    Free,
 }
 
 impl Pacer {
@@ -58,7 +96,32 @@ impl Pacer {
             last: now,
             queue: VecDeque::new(),
             paced_pts: 0,
+            min_burst: MIN_BURST_BYTES,
+            burst: MIN_BURST_BYTES,
+            shaping: false,
+            exempt: Vec::new(),
+            expired: 0,
         }
+    }
+
+    /// A pacer that shapes a link to a rate proven by its losses: its bursts are a
+    /// datagram, not eight, and a datagram waits until the budget holds all of it;
+    /// blank padding (RTP with the padding bit set) goes at once and draws nothing, its
+    /// estimator's business.
+    pub fn shaping(now: Instant) -> Self {
+        Pacer {
+            budget: SHAPING_BURST_BYTES,
+            min_burst: SHAPING_BURST_BYTES,
+            shaping: true,
+            ..Pacer::new(now)
+        }
+    }
+
+    /// RTP of these SSRCs goes at once and draws nothing (a shaping pacer's): a stream
+    /// the shard sends past the rate on purpose.
+    pub fn exempt(&mut self, ssrcs: &[u32]) {
+        self.exempt.clear();
+        self.exempt.extend_from_slice(ssrcs);
     }
 
     /// RTP of payload type `pt` (a retransmission's) is paced.
@@ -70,23 +133,72 @@ impl Pacer {
         self.queue.len()
     }
 
-    /// Whether a datagram waits its turn: RTP of a paced payload type. Media, RTCP,
-    /// STUN and DTLS go at once (RFC 7983 tells them apart by their first byte, RFC 5761
-    /// RTP from RTCP by the second; SRTP does not encrypt the RTP header).
-    fn paced(&self, contents: &[u8]) -> bool {
+    /// The datagrams it dropped for waiting longer than [`SHAPING_MAX_WAIT`] since last
+    /// asked.
+    pub fn take_expired(&mut self) -> u64 {
+        std::mem::take(&mut self.expired)
+    }
+
+    /// (A shaping pacer's.)
+    fn expire(&mut self, now: Instant) {
+        while self.shaping
+            && self
+                .queue
+                .front()
+                .is_some_and(|(at, _)| now.saturating_duration_since(*at) > SHAPING_MAX_WAIT)
+        {
+            self.queue.pop_front();
+            self.expired += 1;
+        }
+    }
+
+    /// When the oldest datagram that waits came.
+    pub fn oldest(&self) -> Option<Instant> {
+        self.queue.front().map(|(at, _)| *at)
+    }
+
+    /// What becomes of a datagram: RTP of a paced payload type waits its turn; media,
+    /// RTCP, STUN and DTLS go at once (RFC 7983 tells them apart by their first byte,
+    /// RFC 5761 RTP from RTCP by the second; SRTP does not encrypt the RTP header); a
+    /// shaping pacer's padding and exempted streams go at once as if not sent.
+    fn class(&self, contents: &[u8]) -> Class {
         if contents.len() < 12 || contents[0] >> 6 != 2 {
-            return false;
+            return Class::Drawn;
         }
         let pt = contents[1] & 0x7f;
-        !(64..96).contains(&pt) && self.paced_pts & (1u128 << pt) != 0
+        if (64..96).contains(&pt) {
+            return Class::Drawn;
+        }
+        if self.shaping {
+            let ssrc = u32::from_be_bytes([contents[8], contents[9], contents[10], contents[11]]);
+            if contents[0] & 0x20 != 0 || self.exempt.contains(&ssrc) {
+                return Class::Free;
+            }
+        }
+        if self.paced_pts & (1u128 << pt) != 0 {
+            Class::Paced
+        } else {
+            Class::Drawn
+        }
     }
 
     fn refill(&mut self, now: Instant, rate_bps: u64) {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = self.last.max(now);
         let bytes_per_s = rate_bps as f64 / 8.0;
-        let burst = (bytes_per_s * BURST.as_secs_f64()).max(MIN_BURST_BYTES);
-        self.budget = (self.budget + elapsed * bytes_per_s).min(burst);
+        self.burst = (bytes_per_s * BURST.as_secs_f64()).max(self.min_burst);
+        self.budget = (self.budget + elapsed * bytes_per_s).min(self.burst);
+    }
+
+    /// What the budget must hold for a datagram of `len` bytes to leave: a shaping
+    /// pacer's, all of it (or its whole burst, for one larger: the budget never holds
+    /// more); another's, anything above zero.
+    fn needs(&self, len: usize) -> f64 {
+        if self.shaping {
+            (len as f64).min(self.burst)
+        } else {
+            f64::MIN_POSITIVE
+        }
     }
 
     /// A datagram the participant's `Rtc` made at `now`, to be sent at `rate_bps`: hands
@@ -101,14 +213,21 @@ impl Pacer {
         mut send: impl FnMut(Transmit),
     ) -> bool {
         self.refill(now, rate_bps);
-        if !self.paced(&t.contents) || (self.queue.is_empty() && self.budget > 0.0) {
-            self.budget -= t.contents.len() as f64;
+        self.expire(now);
+        let len = t.contents.len();
+        let class = self.class(&t.contents);
+        if class == Class::Free {
+            send(t);
+            return true;
+        }
+        if class == Class::Drawn || (self.queue.is_empty() && self.budget >= self.needs(len)) {
+            self.budget -= len as f64;
             send(t);
             return true;
         }
         let kept = self.queue.len() < MAX_QUEUED;
         if kept {
-            self.queue.push_back(t);
+            self.queue.push_back((now, t));
         }
         self.drain(send);
         kept
@@ -123,13 +242,18 @@ impl Pacer {
         send: impl FnMut(Transmit),
     ) -> Option<Instant> {
         self.refill(now, rate_bps);
+        self.expire(now);
         self.drain(send);
         self.next_release(now, rate_bps)
     }
 
     fn drain(&mut self, mut send: impl FnMut(Transmit)) {
-        while self.budget > 0.0 {
-            let Some(t) = self.queue.pop_front() else {
+        // (Shaping, a datagram waits for its whole size: two at once overran a
+        // policer's burst.)
+        while let Some((_, t)) = self.queue.front()
+            && self.budget >= self.needs(t.contents.len())
+        {
+            let Some((_, t)) = self.queue.pop_front() else {
                 return;
             };
             self.budget -= t.contents.len() as f64;
@@ -137,14 +261,18 @@ impl Pacer {
         }
     }
 
-    /// When the budget is a round's worth above zero, if anything waits for it.
+    /// When the budget holds a round's worth (and, shaping, what the first datagram that
+    /// waits needs, at most the burst), if anything waits; never at once.
     pub fn next_release(&self, now: Instant, rate_bps: u64) -> Option<Instant> {
         if self.queue.is_empty() {
             return None;
         }
         let bytes_per_s = rate_bps.max(1) as f64 / 8.0;
         let round = (bytes_per_s * ROUND.as_secs_f64()).max(1200.0);
-        let wait = (round - self.budget).max(0.0) / bytes_per_s;
+        let head = self.queue.front().map_or(0, |(_, t)| t.contents.len());
+        let needs = round.max(self.needs(head)).min(self.burst.max(round));
+        // (Never at once: the release would find what this one did, again and again.)
+        let wait = ((needs - self.budget) / bytes_per_s).max(0.001);
         Some(now + Duration::from_secs_f64(wait))
     }
 }
@@ -261,5 +389,91 @@ mod tests {
         }
         assert_eq!(pacer.queued(), MAX_QUEUED);
         assert!(dropped > 0 && dropped < 50, "{dropped} dropped");
+    }
+
+    fn datagram_of(pt: u8, ssrc: u32, first: u8, len: usize) -> Transmit {
+        let mut t = datagram(pt, len);
+        let mut contents = t.contents.to_vec();
+        contents[0] = first;
+        contents[8..12].copy_from_slice(&ssrc.to_be_bytes());
+        t.contents = contents.into();
+        t
+    }
+
+    /// Runs a pacer's releases until its queue is empty (bounded), returning when each
+    /// datagram left.
+    fn release_all(pacer: &mut Pacer, mut now: Instant, rate: u64, sent: &mut Vec<Instant>) {
+        for _ in 0..100_000 {
+            let Some(at) = pacer.next_release(now, rate) else {
+                return;
+            };
+            assert!(at > now, "the next release is later, never at once");
+            now = at;
+            pacer.release(now, rate, |_| sent.push(now));
+        }
+        panic!("the queue never drained");
+    }
+
+    /// A shaping pacer lets one datagram go at a time, at the rate, even datagrams
+    /// larger than its burst, and drops what waited too long.
+    #[test]
+    fn a_shaping_pacer_sends_one_datagram_at_a_time_and_never_stalls() {
+        let start = Instant::now();
+        let rate = 200_000; // 25 bytes a millisecond: a burst of one datagram
+        let mut pacer = Pacer::shaping(start);
+        pacer.pace_payload_type(96);
+        let mut sent: Vec<Instant> = Vec::new();
+        // A keyframe of 20 datagrams of 1400 bytes (larger than the burst) at once.
+        for _ in 0..20 {
+            pacer.offer(start, rate, datagram(96, 1400), |_| sent.push(start));
+        }
+        assert!(sent.len() <= 1, "{} sent at once", sent.len());
+        release_all(&mut pacer, start, rate, &mut sent);
+        assert_eq!(sent.len(), 20);
+        for w in sent.windows(2) {
+            assert!(w[1] > w[0], "one at a time: {:?}", w[1] - w[0]);
+        }
+        let took = *sent.last().unwrap() - start;
+        // 19 x 1400 bytes after the first, at 25 bytes a millisecond: about 1.06 s.
+        assert!(
+            took >= Duration::from_millis(1000) && took <= Duration::from_millis(1200),
+            "{took:?}"
+        );
+        // Past SHAPING_MAX_WAIT, what still waits is dropped, counted.
+        let mut pacer = Pacer::shaping(start);
+        pacer.pace_payload_type(96);
+        let mut left = 0;
+        for _ in 0..40 {
+            pacer.offer(start, rate, datagram(96, 1400), |_| left += 1);
+        }
+        let late = start + SHAPING_MAX_WAIT + Duration::from_millis(1);
+        pacer.release(late, rate, |_| left += 1);
+        assert_eq!(pacer.queued(), 0);
+        assert_eq!(pacer.take_expired() + left, 40);
+        assert_eq!(pacer.take_expired(), 0, "counted once");
+    }
+
+    #[test]
+    fn shaping_leaves_padding_and_exempted_streams_alone() {
+        let now = Instant::now();
+        let rate = 200_000;
+        let mut pacer = Pacer::shaping(now);
+        pacer.pace_payload_type(96);
+        pacer.pace_payload_type(97);
+        pacer.exempt(&[0x1234]);
+        while pacer.queued() == 0 {
+            pacer.offer(now, rate, datagram_of(96, 1, 0x80, 1200), |_| {});
+        }
+        // Padding (the P bit) on the RTX payload type, and the exempted stream's video,
+        // go at once ...
+        let mut sent = 0;
+        pacer.offer(now, rate, datagram_of(97, 2, 0xa0, 300), |_| sent += 1);
+        pacer.offer(now, rate, datagram_of(96, 0x1234, 0x80, 1200), |_| {
+            sent += 1
+        });
+        assert_eq!((sent, pacer.queued()), (2, 1));
+        // ... a retransmission of another stream waits.
+        pacer.offer(now, rate, datagram_of(97, 2, 0x80, 300), |_| sent += 1);
+        assert_eq!((sent, pacer.queued()), (2, 2));
     }
 }

@@ -20,6 +20,7 @@ fn r(
         unpadded: true,
         lowest: 0,
         paused: false,
+        proven: false,
     }
 }
 
@@ -120,6 +121,17 @@ fn the_floor_lifts_only_after_seconds_well_under_it_with_losses() {
     // losing a third, the floor holds.
     assert!(floor(&mut a, 147, 200_000, Some(0.0)));
     assert!((148..160).all(|s| floor(&mut a, s, 60_000, Some(0.35))));
+    // A budget its losses proved (a shaped link) far under it needs no losses more.
+    let proven = |a: &mut Adaptation, s| {
+        let reading = Reading {
+            proven: true,
+            ..r(Some(60_000), 200_000, lowest, true, Some(0.0))
+        };
+        a.plan(at(s), &reading).floor
+    };
+    assert!(floor(&mut a, 170, 200_000, Some(0.0)));
+    assert!((171..175).all(|s| proven(&mut a, s)));
+    assert!(!proven(&mut a, 175));
     // A receiver that reports no loss: the estimate alone decides.
     let mut b = Adaptation::default();
     assert!((0..4).all(|s| floor(&mut b, s, 60_000, None)));

@@ -8,6 +8,7 @@ use str0m::bwe::Bitrate;
 use tracing::debug;
 
 use super::Shard;
+use super::forward::{backlogged, shaped_since};
 use super::participant::estimates;
 use super::shown::shown;
 use super::steer::Steering;
@@ -30,10 +31,6 @@ pub(super) const UPGRADE_HOLD: Duration = Duration::from_secs(8);
 /// share of what flows then (room for the audio's and the keyframes' swings); only an
 /// estimate over 1.5 times that restarts.
 const ESTIMATE_RESTART: f64 = 1.25;
-
-/// A subscription whose stream has a packet unsent for this long in its pacer drains a
-/// backlog: no keyframe is asked for it until it drained.
-const DRAINING: Duration = super::forward::MAX_PACER_DELAY;
 
 /// A receiver's loss report counts for the floor this long (they come every second).
 const LOSS_FRESH: Duration = Duration::from_secs(3);
@@ -163,7 +160,10 @@ impl Shard {
             && estimates(&p.grants)
             && p.downlink.remb.reported()
             && !p.downlink.remb.covers_audio();
-        let budget = p.downlink.estimate.map(|e| {
+        // (What its losses proved its link carries, if they did: an estimate that fell
+        // with those losses would long stay below it.)
+        let estimate = p.downlink.shape.rate.or(p.downlink.estimate);
+        let budget = estimate.map(|e| {
             if video_only {
                 e
             } else {
@@ -212,6 +212,7 @@ impl Shard {
                 <= p.downlink.chosen_bps + p.downlink.chosen_bps / 20,
             lowest: shown_lowest,
             paused,
+            proven: p.downlink.shape.rate.is_some(),
         };
         let plan = p.downlink.adaptation.plan(now, &reading);
         tracing::trace!(participant = %id, estimate = ?p.downlink.estimate, ?budget, takes,
@@ -228,7 +229,9 @@ impl Shard {
             usize::from(plan.floor)
         };
         let mut targets = selection::allocate(plan.budget, &items, keep);
-        let probed = budget.filter(|_| p.downlink.estimate_is_twcc);
+        // (Not a rate its losses proved: no bar for what its overshoot let resume.)
+        let probed =
+            budget.filter(|_| p.downlink.estimate_is_twcc && p.downlink.shape.rate.is_none());
         p.downlink
             .adaptation
             .bound_ups(now, &mut targets, &priors, &items, reading.dips, probed);
@@ -410,6 +413,20 @@ impl Shard {
                 }
                 _ => None,
             };
+            // (And the shard's pacer, where it shapes the link.)
+            let ssrcs: Vec<u32> = set
+                .and_then(|m| api.stream_tx_by_mid(m, None))
+                .map(|tx| {
+                    [Some(tx.ssrc()), tx.rtx()]
+                        .into_iter()
+                        .flatten()
+                        .map(|s| *s)
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(pacer) = p.pacer.as_mut() {
+                pacer.exempt(&ssrcs);
+            }
             debug!(participant = %id, unpaced = ?set, "floor video bypasses the pacer");
             p.downlink.unpaced = set;
         }
@@ -434,13 +451,14 @@ impl Shard {
                 // (Not for the layer its pacer's backlog was cut at while it drains: the
                 // keyframe would be cut too, and asked again and again, at a cost to every
                 // subscriber of the track. A lower layer is asked at once.)
+                let shaped = shaped_since(&p.pacer, &p.downlink)
+                    .filter(|_| p.downlink.unpaced != Some(s.mid()));
                 let mut draining = || {
                     s.cut == target
                         && p.rtc
                             .direct_api()
                             .stream_tx_by_mid(s.mid(), None)
-                            .and_then(|tx| tx.queue_info().and_then(|q| q.first_unsent()))
-                            .is_some_and(|at| now.saturating_duration_since(at) > DRAINING)
+                            .is_some_and(|tx| backlogged(tx, shaped, now))
                 };
                 if let Some(l) = target
                     && connected

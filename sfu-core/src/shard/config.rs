@@ -29,6 +29,12 @@ pub struct ShardConfig {
     /// prefix (`sfu --tap-rooms`; empty: every room). Off by default; when off it costs a
     /// branch.
     pub tap: Option<String>,
+    /// Shape a conference member's link to the rate its losses proved once a policer
+    /// drops what it is sent (`shaping.rs`). Off by default: it carries a browser's
+    /// keyframes through a policer whole, but how it goes with the floor video sent past
+    /// the pacer, and its rate's climb back, still cost other cases (a second video on a
+    /// policed link cut every few seconds in one run of two); see the README.
+    pub shape_links: bool,
 }
 
 impl Default for ShardConfig {
@@ -44,6 +50,7 @@ impl Default for ShardConfig {
             index: 0,
             count: 1,
             tap: None,
+            shape_links: false,
         }
     }
 }

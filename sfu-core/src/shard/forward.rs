@@ -1,17 +1,20 @@
 //! The forwarding hot path: one received RTP packet to every subscriber of its track
 //! that receives its layer now, or switches to it at this packet.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use protocol::{Kind, ParticipantId};
 use str0m::format::{Codec, PayloadParams};
+use str0m::rtp::StreamTx;
 use str0m::rtp::{RtpPacket, RtpWrite, Vp8Descriptor};
 use tracing::debug;
 
 use super::Shard;
 use super::output::{ShardOutput, TapRecord};
+use super::participant::Downlink;
 use super::subscription::STALE_PAUSE;
 use crate::forwarder::{Decision, DropReason, Select, keyframe_start, select, select_svc};
+use crate::pacer::Pacer;
 use crate::svc::{DdBytes, LayerInfo, dd_frame_number, frame_deps, parse_dd, vp9_layers};
 use crate::temporal::Picture;
 use crate::vp8::temporal;
@@ -20,6 +23,11 @@ use crate::vp8::temporal;
 /// burst at a low estimate takes a good part of it) gets nothing
 /// more until a keyframe after its queue drained.
 pub(super) const MAX_PACER_DELAY: Duration = Duration::from_secs(1);
+
+/// The same for a stream whose oldest packet waits in the shard's pacer of a shaped link
+/// (`shaping.rs`): at a rate a policer allows, a browser's keyframe alone takes over a
+/// second (20 kB at 144 kbit/s), and cut at 1 s it was asked again and again.
+pub(super) const SHAPED_MAX_DELAY: Duration = Duration::from_secs(2);
 
 /// How long forwarded packets are kept for retransmission on NACK: later than this a
 /// resent packet arrives too late to be played. str0m keeps 3 s (1024 packets) by default,
@@ -46,6 +54,25 @@ pub(super) const RTX_MAX_RATIO: f32 = 0.3;
 /// a retransmission's original sequence number: a dependency descriptor (at most 255
 /// bytes), a mid (at most 16) and the other extensions fit.
 pub(super) const MAX_FORWARDED_PAYLOAD: usize = 1500 - 12;
+
+/// When the oldest datagram waiting in the shard's pacer of a shaped link came (it holds
+/// the video of all its streams).
+pub(super) fn shaped_since(pacer: &Option<Pacer>, downlink: &Downlink) -> Option<Instant> {
+    pacer
+        .as_ref()
+        .filter(|_| downlink.shape.rate.is_some())
+        .and_then(Pacer::oldest)
+}
+
+/// Whether a subscriber's stream holds a packet unsent too long: longer than
+/// [`MAX_PACER_DELAY`] in str0m's pacer, or than [`SHAPED_MAX_DELAY`] in the shard's
+/// since `shaped` (its link shaped).
+pub(super) fn backlogged(tx: &mut StreamTx, shaped: Option<Instant>, now: Instant) -> bool {
+    let waited = |at: Instant| now.saturating_duration_since(at);
+    let unsent = tx.queue_info().and_then(|q| q.first_unsent());
+    unsent.is_some_and(|at| waited(at) > MAX_PACER_DELAY)
+        || shaped.is_some_and(|at| waited(at) > SHAPED_MAX_DELAY)
+}
 
 impl Shard {
     /// Sends one incoming RTP packet to every subscriber of its track that receives its
@@ -282,6 +309,9 @@ impl Shard {
                 self.counters.drop(DropReason::NoCodec);
                 continue;
             };
+            // (Not the floor video sent past the pacers: it does not wait in the queue.)
+            let shaped = shaped_since(&sub.pacer, &sub.downlink)
+                .filter(|_| video && sub.downlink.unpaced != Some(s.mid()));
             let mut api = sub.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(s.mid(), None) else {
                 self.counters.drop(DropReason::NoStream);
@@ -291,8 +321,7 @@ impl Shard {
             // that has no lower layer, or it stopped reading): stop feeding it; it
             // resumes at a keyframe once its queue has drained. (Before the forwarder
             // numbers the packet: a cut leaves no gap.)
-            let backlog = tx.queue_info().and_then(|q| q.first_unsent());
-            if backlog.is_some_and(|at| self.now.saturating_duration_since(at) > MAX_PACER_DELAY) {
+            if backlogged(tx, shaped, self.now) {
                 if let Some(cut) = s.current.take() {
                     debug!(participant = %sub_id, track = %track_id, "pacer backlog: cut");
                     s.cut = Some(cut);

@@ -170,6 +170,7 @@ impl Shard {
             _ => (now, loss),
         });
         if estimates(&p.grants) {
+            self.shape_on_loss(id, loss);
             return;
         }
         let sending = Sending {

@@ -34,6 +34,7 @@
 //! | `rtc.rs` | draining a participant's `Rtc`: transmits, deadlines, events |
 //! | `forward.rs` | the hot path: one RTP packet to every subscriber that receives it |
 //! | `pacing.rs` | the rate viewers' pacers release at |
+//! | `shaping.rs` | a link's rate as its losses prove it; its video paced to that |
 //! | `timers.rs` | deadlines in one heap, the periodic tick, silent participants removed |
 //!
 //! A packet's way through: the driver calls [`Shard::handle_datagram`], which finds the
@@ -65,6 +66,7 @@ mod remb;
 mod resync;
 mod room;
 mod rtc;
+mod shaping;
 mod shown;
 mod slots;
 mod speakers;

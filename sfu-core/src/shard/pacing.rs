@@ -7,6 +7,7 @@ use protocol::ParticipantId;
 use super::Shard;
 use super::output::emit;
 use super::participant::Downlink;
+use crate::forwarder::DropReason;
 
 /// How fast a participant without a str0m pacer is sent to: this many times what it
 /// should receive (its loss-based estimate, else everything it is shown at the best
@@ -21,6 +22,10 @@ pub(super) const PACE_MIN_BPS: u64 = 1_000_000;
 /// The rate its pacer lets a participant's video through (bit/s), from its estimate and
 /// what it should get.
 pub(super) fn pace_rate(downlink: &Downlink) -> u64 {
+    // (A link whose losses proved its rate: at that rate, `shaping.rs`.)
+    if let Some(rate) = downlink.shape.rate {
+        return rate;
+    }
     let should_get = downlink
         .estimate
         .unwrap_or(downlink.ideal_bps)
@@ -39,7 +44,12 @@ impl Shard {
             return;
         };
         let (counters, outputs) = (&mut self.counters, &mut self.outputs);
-        p.pace_at = pacer.release(self.now, rate, |t| emit(counters, outputs, t));
+        let sent = &mut p.downlink.sent;
+        p.pace_at = pacer.release(self.now, rate, |t| {
+            sent.add(t.contents.len());
+            emit(counters, outputs, t);
+        });
+        counters.drops[DropReason::PacerBacklog.index()] += pacer.take_expired();
         if let Some(at) = p.pace_at {
             self.timers.push(Reverse((at, id)));
         }

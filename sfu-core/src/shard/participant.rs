@@ -10,6 +10,7 @@ use str0m::rtp::Ssrc;
 use super::ice::Remote;
 use super::loss::LossEstimate;
 use super::remb::RembEstimate;
+use super::shaping::{LinkShape, SentMeter};
 use super::subscription::Subscriptions;
 use crate::adaptation::Adaptation;
 use crate::pacer::Pacer;
@@ -119,4 +120,10 @@ pub(super) struct Downlink {
     pub(super) lost: Option<(Instant, f32)>,
     /// Its padding is off until then (it cost the media), and for how long next time.
     pub(super) pad_off: Option<(Instant, Duration)>,
+    /// The rate its losses proved its link carries, which its video is paced at.
+    pub(super) shape: LinkShape,
+    /// What it was sent lately (every datagram, as it left).
+    pub(super) sent: SentMeter,
+    /// The least round trip its receiver reports gave, and the last.
+    pub(super) rtt: Option<(Duration, Duration)>,
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use protocol::{LeaveReason, ParticipantId};
 use str0m::bwe::BweKind;
+use str0m::net::Transmit;
 use str0m::{Event, IceConnectionState, Output, Reason};
 use tracing::{debug, info, trace, warn};
 
@@ -39,14 +40,21 @@ impl Shard {
             match p.rtc.poll_output() {
                 Ok(Output::Transmit(t)) => {
                     let Some(pacer) = p.pacer.as_mut() else {
+                        p.downlink.sent.add(t.contents.len());
                         emit(&mut self.counters, &mut self.outputs, t);
                         continue;
                     };
                     let rate = pace_rate(&p.downlink);
                     let (counters, outputs) = (&mut self.counters, &mut self.outputs);
-                    if !pacer.offer(self.now, rate, t, |t| emit(counters, outputs, t)) {
+                    let sent = &mut p.downlink.sent;
+                    let send = |t: Transmit| {
+                        sent.add(t.contents.len());
+                        emit(counters, outputs, t);
+                    };
+                    if !pacer.offer(self.now, rate, t, send) {
                         self.counters.drop(DropReason::PacerBacklog);
                     }
+                    self.counters.drops[DropReason::PacerBacklog.index()] += pacer.take_expired();
                     if p.pace_at.is_none() {
                         p.pace_at = pacer.next_release(self.now, rate);
                         if let Some(at) = p.pace_at {
@@ -94,7 +102,10 @@ impl Shard {
                     self.want_keyframe(track_id, layer);
                 }
             }
-            Event::MediaEgressStats(stats) => self.on_egress_loss(id, stats.mid, stats.loss),
+            Event::MediaEgressStats(stats) => {
+                self.on_egress_rtt(id, stats.rtt);
+                self.on_egress_loss(id, stats.mid, stats.loss);
+            }
             Event::EgressBitrateEstimate(BweKind::Twcc {
                 estimate,
                 can_probe,

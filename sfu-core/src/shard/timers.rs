@@ -69,6 +69,7 @@ impl Shard {
                     l.tick(now, secs);
                 }
             }
+            self.tick_shaping(secs);
             let ids: Vec<ParticipantId> = self.participants.keys().copied().collect();
             for id in ids {
                 self.age_remb(id);
