@@ -295,11 +295,14 @@ impl Shard {
         // while: on its way down from a higher one, the losses and the fallen estimate
         // are the higher layer's (an estimate that fell with them climbs back slowly).
         // (Asked also without a floor video, which ends the time counted.)
+        // (Cut at its pacer's backlog at that layer, it is still there: were it not, a
+        // pacer at an estimate fallen under the floor video would cut it again and again,
+        // never sending it past the pacer, which is for just that.)
         let at_lowest = floor.is_some_and(|(f, _)| {
             let (_, _, lowest) = temporal[f];
             p.subscriptions
                 .get(slots[f])
-                .is_some_and(|s| s.current == Some(lowest))
+                .is_some_and(|s| s.current.or(s.cut) == Some(lowest))
         });
         let settled = p.downlink.adaptation.settled_at_lowest(now, at_lowest);
         // The floor video as it flows and stays (its track and layer), and news of
