@@ -454,8 +454,7 @@ impl Shard {
                 // (Not for the layer its pacer's backlog was cut at while it drains: the
                 // keyframe would be cut too, and asked again and again, at a cost to every
                 // subscriber of the track. A lower layer is asked at once.)
-                let shaped = shaped_since(&p.pacer, &p.downlink)
-                    .filter(|_| p.downlink.unpaced != Some(s.mid()));
+                let shaped = shaped_since(&p.pacer, &p.downlink, s.mid());
                 let mut draining = || {
                     s.cut == target
                         && p.rtc

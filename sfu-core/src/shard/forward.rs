@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use protocol::{Kind, ParticipantId};
 use str0m::format::{Codec, PayloadParams};
+use str0m::media::Mid;
 use str0m::rtp::StreamTx;
 use str0m::rtp::{RtpPacket, RtpWrite, Vp8Descriptor};
 use tracing::debug;
@@ -56,11 +57,16 @@ pub(super) const RTX_MAX_RATIO: f32 = 0.3;
 pub(super) const MAX_FORWARDED_PAYLOAD: usize = 1500 - 12;
 
 /// When the oldest datagram waiting in the shard's pacer of a shaped link came (it holds
-/// the video of all its streams).
-pub(super) fn shaped_since(pacer: &Option<Pacer>, downlink: &Downlink) -> Option<Instant> {
+/// the video of all its streams), for its stream on m-line `mid`; not the floor video's
+/// sent past the pacers, which never waits there.
+pub(super) fn shaped_since(
+    pacer: &Option<Pacer>,
+    downlink: &Downlink,
+    mid: Mid,
+) -> Option<Instant> {
     pacer
         .as_ref()
-        .filter(|_| downlink.shape.rate.is_some())
+        .filter(|_| downlink.shape.rate.is_some() && downlink.unpaced != Some(mid))
         .and_then(Pacer::oldest)
 }
 
@@ -309,9 +315,7 @@ impl Shard {
                 self.counters.drop(DropReason::NoCodec);
                 continue;
             };
-            // (Not the floor video sent past the pacers: it does not wait in the queue.)
-            let shaped = shaped_since(&sub.pacer, &sub.downlink)
-                .filter(|_| video && sub.downlink.unpaced != Some(s.mid()));
+            let shaped = shaped_since(&sub.pacer, &sub.downlink, s.mid()).filter(|_| video);
             let mut api = sub.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(s.mid(), None) else {
                 self.counters.drop(DropReason::NoStream);

@@ -92,7 +92,11 @@ pub struct Counters {
 
 impl Counters {
     pub fn drop(&mut self, reason: DropReason) {
-        self.drops[reason.index()] += 1;
+        self.drop_many(reason, 1);
+    }
+
+    pub fn drop_many(&mut self, reason: DropReason, n: u64) {
+        self.drops[reason.index()] += n;
     }
 
     pub fn drop_relay(&mut self, reason: RelayDrop) {

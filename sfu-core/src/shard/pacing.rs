@@ -49,7 +49,7 @@ impl Shard {
             sent.add(t.contents.len());
             emit(counters, outputs, t);
         });
-        counters.drops[DropReason::PacerBacklog.index()] += pacer.take_expired();
+        counters.drop_many(DropReason::PacerBacklog, pacer.take_expired());
         if let Some(at) = p.pace_at {
             self.timers.push(Reverse((at, id)));
         }

@@ -54,7 +54,8 @@ impl Shard {
                     if !pacer.offer(self.now, rate, t, send) {
                         self.counters.drop(DropReason::PacerBacklog);
                     }
-                    self.counters.drops[DropReason::PacerBacklog.index()] += pacer.take_expired();
+                    self.counters
+                        .drop_many(DropReason::PacerBacklog, pacer.take_expired());
                     if p.pace_at.is_none() {
                         p.pace_at = pacer.next_release(self.now, rate);
                         if let Some(at) = p.pace_at {
