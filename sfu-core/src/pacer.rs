@@ -69,13 +69,16 @@ pub struct Pacer {
     /// The least burst it allows (bytes), and the burst at the last rate.
     min_burst: f64,
     burst: f64,
-    /// It shapes a link ([`Pacer::shaping`]): its video waits, but for the SSRCs
-    /// exempted and blank padding (the P bit), which go at once and draw nothing.
-    /// (str0m pads mostly with resends of old packets, which wait like any resend.)
+    /// It shapes a link ([`Pacer::shaping`]): its video, resends and padding wait, but
+    /// for the SSRCs exempted, which go at once and draw nothing.
     shaping: bool,
     exempt: Vec<u32>,
     /// Datagrams a shaping pacer dropped for waiting too long, not yet counted.
     expired: u64,
+    /// Datagrams that waited their turn (paced) and left, and that it dropped (too long
+    /// waited, or its queue full), since it was made.
+    paced_total: u64,
+    dropped_total: u64,
 }
 
 /// What a pacer does with a datagram.
@@ -101,13 +104,16 @@ impl Pacer {
             shaping: false,
             exempt: Vec::new(),
             expired: 0,
+            paced_total: 0,
+            dropped_total: 0,
         }
     }
 
     /// A pacer that shapes a link to a rate proven by its losses: its bursts are a
     /// datagram, not eight, and a datagram waits until the budget holds all of it;
-    /// blank padding (RTP with the padding bit set) goes at once and draws nothing, its
-    /// estimator's business.
+    /// padding and probes (RTP with the padding bit set) wait too: above the rate they
+    /// would take a policer's tokens from the video (steering asks str0m for no more
+    /// than the rate, `shard/steer.rs`).
     pub fn shaping(now: Instant) -> Self {
         Pacer {
             budget: SHAPING_BURST_BYTES,
@@ -139,6 +145,12 @@ impl Pacer {
         std::mem::take(&mut self.expired)
     }
 
+    /// Datagrams of the paced kind it let go and that it dropped since it was made: what
+    /// it dropped, str0m had numbered, and the receiver counts lost.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.paced_total, self.dropped_total)
+    }
+
     /// (A shaping pacer's.)
     fn expire(&mut self, now: Instant) {
         while self.shaping
@@ -149,6 +161,7 @@ impl Pacer {
         {
             self.queue.pop_front();
             self.expired += 1;
+            self.dropped_total += 1;
         }
     }
 
@@ -160,7 +173,8 @@ impl Pacer {
     /// What becomes of a datagram: RTP of a paced payload type waits its turn; media,
     /// RTCP, STUN and DTLS go at once (RFC 7983 tells them apart by their first byte,
     /// RFC 5761 RTP from RTCP by the second; SRTP does not encrypt the RTP header); a
-    /// shaping pacer's padding and exempted streams go at once as if not sent.
+    /// shaping pacer's padding waits, and its exempted streams go at once as if not
+    /// sent.
     fn class(&self, contents: &[u8]) -> Class {
         if contents.len() < 12 || contents[0] >> 6 != 2 {
             return Class::Drawn;
@@ -171,8 +185,11 @@ impl Pacer {
         }
         if self.shaping {
             let ssrc = u32::from_be_bytes([contents[8], contents[9], contents[10], contents[11]]);
-            if contents[0] & 0x20 != 0 || self.exempt.contains(&ssrc) {
+            if self.exempt.contains(&ssrc) {
                 return Class::Free;
+            }
+            if contents[0] & 0x20 != 0 {
+                return Class::Paced;
             }
         }
         if self.paced_pts & (1u128 << pt) != 0 {
@@ -222,12 +239,15 @@ impl Pacer {
         }
         if class == Class::Drawn || (self.queue.is_empty() && self.budget >= self.needs(len)) {
             self.budget -= len as f64;
+            self.paced_total += u64::from(class == Class::Paced);
             send(t);
             return true;
         }
         let kept = self.queue.len() < MAX_QUEUED;
         if kept {
             self.queue.push_back((now, t));
+        } else {
+            self.dropped_total += 1;
         }
         self.drain(send);
         kept
@@ -257,6 +277,7 @@ impl Pacer {
                 return;
             };
             self.budget -= t.contents.len() as f64;
+            self.paced_total += 1;
             send(t);
         }
     }
@@ -454,7 +475,7 @@ mod tests {
     }
 
     #[test]
-    fn shaping_leaves_padding_and_exempted_streams_alone() {
+    fn shaping_paces_padding_too_and_leaves_exempted_streams_alone() {
         let now = Instant::now();
         let rate = 200_000;
         let mut pacer = Pacer::shaping(now);
@@ -464,16 +485,21 @@ mod tests {
         while pacer.queued() == 0 {
             pacer.offer(now, rate, datagram_of(96, 1, 0x80, 1200), |_| {});
         }
-        // Padding (the P bit) on the RTX payload type, and the exempted stream's video,
-        // go at once ...
+        // The exempted stream's video goes at once ...
         let mut sent = 0;
-        pacer.offer(now, rate, datagram_of(97, 2, 0xa0, 300), |_| sent += 1);
         pacer.offer(now, rate, datagram_of(96, 0x1234, 0x80, 1200), |_| {
             sent += 1
         });
-        assert_eq!((sent, pacer.queued()), (2, 1));
-        // ... a retransmission of another stream waits.
+        assert_eq!((sent, pacer.queued()), (1, 1));
+        // ... padding (the P bit) waits like a retransmission: above the shaped rate it
+        // would take the policer's tokens from the video.
+        pacer.offer(now, rate, datagram_of(97, 2, 0xa0, 300), |_| sent += 1);
         pacer.offer(now, rate, datagram_of(97, 2, 0x80, 300), |_| sent += 1);
-        assert_eq!((sent, pacer.queued()), (2, 2));
+        assert_eq!((sent, pacer.queued()), (1, 3));
+        // What waited its turn and left, and what it dropped, are counted.
+        let (paced, dropped) = pacer.totals();
+        assert!(paced >= 1 && dropped == 0, "{paced} {dropped}");
+        pacer.release(now + SHAPING_MAX_WAIT * 2, rate, |_| {});
+        assert_eq!(pacer.totals(), (paced, 3));
     }
 }

@@ -381,6 +381,7 @@ impl Shard {
         let restart =
             ((p.downlink.chosen_bps as f64 * ESTIMATE_RESTART) as u64).max(NOMINAL_AUDIO_BPS);
         if thinned
+            && p.downlink.shape.rate.is_none()
             && p.downlink.estimate_is_twcc
             && p.downlink.estimate.is_some_and(|e| e > restart * 3 / 2)
         {
@@ -401,13 +402,15 @@ impl Shard {
         if unpaced != p.downlink.unpaced {
             // By m-line: a subscription that ends leaves its stream to the next track.
             // (A stream not made yet is tried again at the next choice.)
+            // (While its link is shaped, str0m paces none of its video: `shaping.rs`.)
+            let shaped = p.downlink.shape.rate.is_some();
             let mut api = p.rtc.direct_api();
             if let Some(tx) = p
                 .downlink
                 .unpaced
                 .and_then(|m| api.stream_tx_by_mid(m, None))
             {
-                tx.set_unpaced(false);
+                tx.set_unpaced(shaped);
             }
             let set = match unpaced.map(|m| api.stream_tx_by_mid(m, None)) {
                 Some(Some(tx)) => {

@@ -163,7 +163,7 @@ impl Shard {
             trace!(participant = %id, %mid, loss, "receiver reports after a pause: skipped");
             return;
         }
-        trace!(participant = %id, loss, "receiver reports");
+        trace!(participant = %id, %mid, loss, "receiver reports");
         // str0m reports every m-line at one instant: the round's most.
         p.downlink.lost = Some(match p.downlink.lost {
             Some((at, most)) if at == now => (at, most.max(loss)),

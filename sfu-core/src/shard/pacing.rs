@@ -49,7 +49,11 @@ impl Shard {
             sent.add(t.contents.len());
             emit(counters, outputs, t);
         });
-        counters.drop_many(DropReason::PacerBacklog, pacer.take_expired());
+        let expired = pacer.take_expired();
+        if expired > 0 {
+            tracing::trace!(participant = %id, expired, "shaping pacer: dropped what waited");
+        }
+        counters.drop_many(DropReason::PacerBacklog, expired);
         if let Some(at) = p.pace_at {
             self.timers.push(Reverse((at, id)));
         }

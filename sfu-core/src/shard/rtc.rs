@@ -54,8 +54,11 @@ impl Shard {
                     if !pacer.offer(self.now, rate, t, send) {
                         self.counters.drop(DropReason::PacerBacklog);
                     }
-                    self.counters
-                        .drop_many(DropReason::PacerBacklog, pacer.take_expired());
+                    let expired = pacer.take_expired();
+                    if expired > 0 {
+                        trace!(participant = %id, expired, "shaping pacer: dropped what waited");
+                    }
+                    self.counters.drop_many(DropReason::PacerBacklog, expired);
                     if p.pace_at.is_none() {
                         p.pace_at = pacer.next_release(self.now, rate);
                         if let Some(at) = p.pace_at {

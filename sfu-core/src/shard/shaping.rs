@@ -11,22 +11,26 @@
 //! cases the README names are settled), from the first report of heavy losses (a TWCC
 //! subscriber's, on a link whose round trip did not grow: one that queues, its estimate
 //! sees), the shard paces the
-//! subscriber's video and resends under that rate (its pacer, `pacer.rs`, in datagrams
-//! of one at a time), so that a keyframe arrives whole, later, and chooses its layers
-//! within it. Shaped, lighter losses too say the rate is above the link (a burst at it
+//! subscriber's video, resends and padding under that rate (its pacer, `pacer.rs`, in
+//! datagrams of one at a time; str0m's pacer then paces none of its video, and is asked
+//! to pad and probe no higher), so that a keyframe arrives whole, later, and chooses its
+//! layers within it. What the shard's pacer dropped for waiting too long, numbered
+//! already, the receiver reports lost: that share is taken out of the losses read. Shaped, lighter losses too say the rate is above the link (a burst at it
 //! overran the policer): it falls from itself. It climbs back while what it is sent takes
 //! most of it, slowly until a wait after the last fall has passed (doubled while falls
 //! recur), then faster and faster; the shaping ends where it would hold nothing back,
 //! or when every video is paused (the estimate finds when one fits again).
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use protocol::{Kind, ParticipantId};
+use protocol::{Kind, ParticipantId, TrackId};
 use tracing::debug;
 
 use super::Shard;
 use super::loss::{LOSS_HIGH, LOSS_LOW};
-use super::participant::estimates;
+use super::participant::{Participant, estimates};
+use super::track::Track;
 use crate::pacer::Pacer;
 
 /// The shaping starts (or falls) at this share of what the link delivered, and climbs to
@@ -71,6 +75,10 @@ pub(super) struct SentMeter {
     /// Bit/s sent between the last two rounds.
     bps: u64,
     tick: u64,
+    /// Its pacer's totals at the last round (`Pacer::totals`), and the share of what it
+    /// was to send that it dropped between the last two.
+    pacer: (u64, u64),
+    dropped: f64,
 }
 
 impl SentMeter {
@@ -84,19 +92,24 @@ impl SentMeter {
         (sent as f64 * 8.0 / secs.max(0.001)) as u64
     }
 
-    /// A round of reports at `now`: bit/s sent since the round before (0 for the first,
-    /// and the same for every report of one round).
-    pub(super) fn round(&mut self, now: Instant) -> u64 {
+    /// A round of reports at `now`, its pacer's totals being `pacer` (`Pacer::totals`):
+    /// bit/s sent since the round before (0 for the first, and the same for every report
+    /// of one round), and the share of its paced datagrams that the pacer dropped since.
+    pub(super) fn round(&mut self, now: Instant, pacer: (u64, u64)) -> (u64, f64) {
         match self.round {
-            Some((at, _)) if at == now => return self.bps,
+            Some((at, _)) if at == now => return (self.bps, self.dropped),
             Some((at, bytes)) => {
                 let secs = now.saturating_duration_since(at).as_secs_f64();
                 self.bps = ((self.bytes - bytes) as f64 * 8.0 / secs.max(0.001)) as u64;
             }
             None => self.bps = 0,
         }
+        let sent = pacer.0.saturating_sub(self.pacer.0);
+        let dropped = pacer.1.saturating_sub(self.pacer.1);
+        self.dropped = dropped as f64 / (sent + dropped).max(1) as f64;
+        self.pacer = pacer;
         self.round = Some((now, self.bytes));
-        self.bps
+        (self.bps, self.dropped)
     }
 }
 
@@ -185,8 +198,9 @@ impl LinkShape {
     /// Climbs as time passes while `busy` (what it is sent, all of it counted, takes most
     /// of the rate: a rate climbing with nothing to send would let the next keyframe's
     /// burst overrun the link it protects): to the ceiling while the wait lasts, then faster and
-    /// faster. The shaping ends past `unneeded` (bit/s).
-    pub(super) fn climb(&mut self, now: Instant, unneeded: u64, busy: bool) {
+    /// faster. The shaping ends past `unneeded` (bit/s), unless its pacer is `holding` a
+    /// backlog (which would then leave at once, in a burst).
+    pub(super) fn climb(&mut self, now: Instant, unneeded: u64, busy: bool, holding: bool) {
         let Some(rate) = self.rate else {
             return;
         };
@@ -214,7 +228,7 @@ impl LinkShape {
             None => climbed,
         };
         self.rate = Some(next);
-        if next > unneeded {
+        if next > unneeded && !holding {
             self.end();
         }
     }
@@ -251,7 +265,15 @@ impl Shard {
         if p.downlink.shape.rate.is_none() && queues {
             return;
         }
-        let sent = p.downlink.sent.round(now);
+        let totals = p.pacer.as_ref().map_or((0, 0), Pacer::totals);
+        let (sent, dropped) = p.downlink.sent.round(now, totals);
+        // What its pacer dropped, str0m had numbered: the receiver counts it lost, and
+        // the report says it with the link's losses (about, the share of the video).
+        let loss = if dropped > 0.0 {
+            ((f64::from(loss) - dropped) / (1.0 - dropped).max(0.01)).max(0.0) as f32
+        } else {
+            loss
+        };
         if !p.downlink.shape.report(now, loss, sent) {
             return;
         }
@@ -266,6 +288,7 @@ impl Shard {
                 }
             }
         }
+        str0m_paces_video(p, &self.tracks);
         self.choose_for(id);
     }
 
@@ -296,7 +319,8 @@ impl Shard {
             let busy = was.is_some_and(|r| sent as f64 >= r as f64 * SHAPE_BUSY);
             // Past what it would take with room to spare, the shaping holds nothing back.
             let unneeded = p.downlink.ideal_bps * 3 / 2;
-            p.downlink.shape.climb(now, unneeded, busy);
+            let holding = p.pacer.as_ref().is_some_and(|x| x.queued() > 0);
+            p.downlink.shape.climb(now, unneeded, busy, holding);
             if was.is_some() {
                 tracing::trace!(participant = %id, sent, busy, rate = ?p.downlink.shape.rate,
                     "shaped");
@@ -315,10 +339,33 @@ impl Shard {
             if was.is_some() && p.downlink.shape.rate.is_none() {
                 debug!(participant = %id, estimate = ?p.downlink.estimate, "link shaping ends");
             }
+            // (Its video streams as they are now: one may have been made meanwhile.)
+            if was.is_some() {
+                str0m_paces_video(p, tracks);
+            }
             if p.downlink.shape.rate.is_none() && p.pacer.as_ref().is_some_and(|x| x.queued() == 0)
             {
                 p.pacer = None;
             }
+        }
+    }
+}
+
+/// Whether str0m's pacer paces each video stream participant `p` is sent: not while its
+/// link is shaped (the shard's pacer paces them at the shaped rate; str0m's, at 1.1 x an
+/// estimate that the same losses may have brought far under it, would hold them back
+/// until the forwarder cut them), else every one but the floor video sent past it on
+/// purpose (`Downlink::unpaced`, `allocation.rs`).
+fn str0m_paces_video(p: &mut Participant, tracks: &HashMap<TrackId, Track>) {
+    let shaped = p.downlink.shape.rate.is_some();
+    let floor = p.downlink.unpaced;
+    let mut api = p.rtc.direct_api();
+    for (_, s) in p.subscriptions.iter() {
+        let video = tracks
+            .get(&s.track_id())
+            .is_some_and(|t| t.info.kind == Kind::Video);
+        if let (true, Some(tx)) = (video, api.stream_tx_by_mid(s.mid(), None)) {
+            tx.set_unpaced(shaped || floor == Some(s.mid()));
         }
     }
 }
@@ -348,17 +395,17 @@ mod tests {
         // It climbs to 0.95 of what was delivered while the wait lasts, and not while
         // it idles ...
         for i in 2..5 {
-            s.climb(at(i * 1000), 10_000_000, true);
+            s.climb(at(i * 1000), 10_000_000, true, false);
         }
         assert_eq!(s.rate, Some(475_000));
-        s.climb(at(4500), 10_000_000, false);
+        s.climb(at(4500), 10_000_000, false, false);
         assert_eq!(s.rate, Some(475_000));
         // ... then faster and faster past the wait while what it is sent takes most of
         // it, and stops shaping past what is no longer needed.
         let after = SHAPE_WAIT_MIN.as_millis() as u64;
         let mut rates = Vec::new();
         for i in 1..6 {
-            s.climb(at(after + i * 1000), 10_000_000, true);
+            s.climb(at(after + i * 1000), 10_000_000, true, false);
             rates.push(s.rate.unwrap());
         }
         let gains: Vec<f64> = rates
@@ -367,7 +414,10 @@ mod tests {
             .collect();
         assert!(gains.windows(2).all(|g| g[1] > g[0]), "{rates:?}");
         assert!(rates[4] > 700_000, "{rates:?}");
-        s.climb(at(after + 6000), rates[4], true);
+        // (Not while its pacer holds a backlog, which would leave in a burst.)
+        s.climb(at(after + 6000), rates[4], true, true);
+        assert!(s.rate.is_some());
+        s.climb(at(after + 6500), rates[4], true, false);
         assert_eq!(s.rate, None);
     }
 
@@ -378,7 +428,7 @@ mod tests {
         s.report(t0, 0.2, 1_000_000);
         assert_eq!(s.wait, SHAPE_WAIT_MIN);
         let t1 = t0 + SHAPE_WAIT_MIN + Duration::from_secs(2);
-        s.climb(t1, u64::MAX, true);
+        s.climb(t1, u64::MAX, true, false);
         assert!(s.report(t1, 0.3, 1_000_000));
         assert_eq!(s.wait, SHAPE_WAIT_MIN * 2);
         // Shaped, lighter losses count too, and the rate falls from itself, whatever was
@@ -398,13 +448,16 @@ mod tests {
         let mut m = SentMeter::default();
         let t0 = Instant::now();
         m.add(1_000);
-        assert_eq!(m.round(t0), 0);
+        assert_eq!(m.round(t0, (0, 0)), (0, 0.0));
         m.add(25_000);
         let t1 = t0 + Duration::from_millis(200);
-        assert_eq!(m.round(t1), 1_000_000);
+        assert_eq!(m.round(t1, (30, 10)), (1_000_000, 0.25));
         m.add(5_000);
-        assert_eq!(m.round(t1), 1_000_000, "the same round");
-        assert_eq!(m.round(t1 + Duration::from_millis(400)), 100_000);
+        assert_eq!(m.round(t1, (40, 10)), (1_000_000, 0.25), "the same round");
+        assert_eq!(
+            m.round(t1 + Duration::from_millis(400), (50, 10)),
+            (100_000, 0.0)
+        );
         assert_eq!(m.tick(0.2), 1_240_000);
         m.add(2_500);
         assert_eq!(m.tick(0.2), 100_000);

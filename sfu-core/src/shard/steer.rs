@@ -100,6 +100,12 @@ impl Shard {
             let desired = probe.unwrap_or(s.audio).max(NOMINAL_AUDIO_BPS);
             (probe.map_or(0, |_| desired), desired)
         };
+        // A shaped link (`shaping.rs`) is padded and probed up to its rate alone: above
+        // it, what a policer drops is the media's room, and the shaping climbs on its own.
+        let (minimum, desired) = match p.downlink.shape.rate {
+            Some(rate) => (minimum.min(rate), desired.min(rate).max(NOMINAL_AUDIO_BPS)),
+            None => (minimum, desired),
+        };
         let differs = |a: u64, b: u64| a.abs_diff(b) > b / 10;
         if differs(desired, p.downlink.bwe_bitrates.1)
             || differs(minimum, p.downlink.bwe_bitrates.0)

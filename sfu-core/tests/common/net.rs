@@ -383,7 +383,14 @@ impl Net {
                             continue;
                         };
                         assert_eq!(t.proto, c.proto, "{} is reached over {:?}", c.name, c.proto);
-                        match c.downlink.admit(self.now, t.contents.len(), &mut self.rng) {
+                        let fate = c.downlink.admit(self.now, t.contents.len(), &mut self.rng);
+                        if fate != Fate::Dropped {
+                            let b = &t.contents;
+                            tracing::trace!(target: "sans_io::link", to = %c.name,
+                                len = b.len(), first = ?b.first(), second = ?b.get(1),
+                                "datagram passed");
+                        }
+                        match fate {
                             Fate::Dropped => {
                                 let b = &t.contents;
                                 tracing::debug!(target: "sans_io::link", to = %c.name,
