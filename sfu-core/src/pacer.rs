@@ -18,8 +18,8 @@
 //! go what waited, and calls [`Pacer::release`] at the instant it was told.
 //!
 //! A conference member gets one too once its losses proved its link's rate
-//! (`shard/shaping.rs`, [`Pacer::shaping`]): it then paces all its video and resends at
-//! that rate, a datagram at a time, and drops what waited too long.
+//! (`shard/shaping.rs`, [`Pacer::shaping`]): it then paces all its video, resends and
+//! padding at that rate, a datagram at a time, and drops what waited too long.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -184,12 +184,13 @@ impl Pacer {
             return Class::Drawn;
         }
         if self.shaping {
+            // (Padding first: on the exempted stream's resend SSRC too, it waits.)
+            if contents[0] & 0x20 != 0 {
+                return Class::Paced;
+            }
             let ssrc = u32::from_be_bytes([contents[8], contents[9], contents[10], contents[11]]);
             if self.exempt.contains(&ssrc) {
                 return Class::Free;
-            }
-            if contents[0] & 0x20 != 0 {
-                return Class::Paced;
             }
         }
         if self.paced_pts & (1u128 << pt) != 0 {

@@ -405,12 +405,15 @@ impl Shard {
             // (While its link is shaped, str0m paces none of its video: `shaping.rs`.)
             let shaped = p.downlink.shape.rate.is_some();
             let mut api = p.rtc.direct_api();
-            if let Some(tx) = p
+            if let Some((m, tx)) = p
                 .downlink
                 .unpaced
-                .and_then(|m| api.stream_tx_by_mid(m, None))
+                .and_then(|m| Some((m, api.stream_tx_by_mid(m, None)?)))
             {
                 tx.set_unpaced(shaped);
+                if shaped && !p.downlink.str0m_unpaced.contains(&m) {
+                    p.downlink.str0m_unpaced.push(m);
+                }
             }
             let set = match unpaced.map(|m| api.stream_tx_by_mid(m, None)) {
                 Some(Some(tx)) => {

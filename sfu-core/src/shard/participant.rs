@@ -126,4 +126,7 @@ pub(super) struct Downlink {
     pub(super) sent: SentMeter,
     /// The least round trip its receiver reports gave, and the last.
     pub(super) rtt: Option<(Duration, Duration)>,
+    /// The m-lines whose streams str0m's pacer paces not, while its link is shaped
+    /// (`shaping.rs`).
+    pub(super) str0m_unpaced: Vec<Mid>,
 }

@@ -15,11 +15,14 @@
 //! datagrams of one at a time; str0m's pacer then paces none of its video, and is asked
 //! to pad and probe no higher), so that a keyframe arrives whole, later, and chooses its
 //! layers within it. What the shard's pacer dropped for waiting too long, numbered
-//! already, the receiver reports lost: that share is taken out of the losses read. Shaped, lighter losses too say the rate is above the link (a burst at it
-//! overran the policer): it falls from itself. It climbs back while what it is sent takes
-//! most of it, slowly until a wait after the last fall has passed (doubled while falls
-//! recur), then faster and faster; the shaping ends where it would hold nothing back,
-//! or when every video is paused (the estimate finds when one fits again).
+//! already, the receiver reports lost: that share is taken out of the video's losses
+//! the shaping reads (the layer choice still reads them: they say its layers are too
+//! large). Shaped, lighter losses too say the rate is above the link (a burst at it
+//! overran the policer): it falls from itself. It climbs back while what it is sent
+//! takes most of it, slowly until a wait after the last fall has passed (doubled while
+//! falls recur), then faster and faster; the shaping ends where it would hold nothing
+//! back and its pacer holds no backlog, or when every video is paused (the estimate
+//! finds when one fits again).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -241,10 +244,11 @@ impl LinkShape {
 }
 
 impl Shard {
-    /// A round of receiver reports of participant `id` said its link lost `loss`: where
-    /// that is heavy, its video is shaped to what the link delivered (its pacer made, or
-    /// set to pace all video), and its layers chosen again within it.
-    pub(super) fn shape_on_loss(&mut self, id: ParticipantId, loss: f32) {
+    /// A receiver report of participant `id` said its m-line (of a `video` track, or
+    /// not) lost `loss`: where that is heavy, its video is shaped to what the link
+    /// delivered (its pacer made, or set to pace all video; str0m's pacer then paces
+    /// none), and its layers chosen again within it.
+    pub(super) fn shape_on_loss(&mut self, id: ParticipantId, loss: f32, video: bool) {
         if !self.config.shape_links {
             return;
         }
@@ -269,7 +273,7 @@ impl Shard {
         let (sent, dropped) = p.downlink.sent.round(now, totals);
         // What its pacer dropped, str0m had numbered: the receiver counts it lost, and
         // the report says it with the link's losses (about, the share of the video).
-        let loss = if dropped > 0.0 {
+        let loss = if video && dropped > 0.0 {
             ((f64::from(loss) - dropped) / (1.0 - dropped).max(0.01)).max(0.0) as f32
         } else {
             loss
@@ -302,8 +306,9 @@ impl Shard {
     }
 
     /// Every rate interval (`secs` long): the shaped rates climb, the shaping of a
-    /// participant with no video flowing ends, and a pacer that shapes nothing more and
-    /// holds nothing goes.
+    /// participant with no video flowing ends, str0m's pacer paces its video again once
+    /// it does (or not, a stream made meanwhile, while it goes on), and a pacer that
+    /// shapes nothing more and holds nothing goes.
     pub(super) fn tick_shaping(&mut self, secs: f64) {
         if !self.config.shape_links {
             return;
@@ -355,17 +360,30 @@ impl Shard {
 /// link is shaped (the shard's pacer paces them at the shaped rate; str0m's, at 1.1 x an
 /// estimate that the same losses may have brought far under it, would hold them back
 /// until the forwarder cut them), else every one but the floor video sent past it on
-/// purpose (`Downlink::unpaced`, `allocation.rs`).
+/// purpose (`Downlink::unpaced`, `allocation.rs`). Every m-line it took out is put back,
+/// whether a subscription still holds it or not (an idle one waits for its next track).
 fn str0m_paces_video(p: &mut Participant, tracks: &HashMap<TrackId, Track>) {
     let shaped = p.downlink.shape.rate.is_some();
     let floor = p.downlink.unpaced;
+    let taken = &mut p.downlink.str0m_unpaced;
     let mut api = p.rtc.direct_api();
+    if !shaped {
+        for mid in taken.drain(..) {
+            if let Some(tx) = api.stream_tx_by_mid(mid, None) {
+                tx.set_unpaced(floor == Some(mid));
+            }
+        }
+        return;
+    }
     for (_, s) in p.subscriptions.iter() {
         let video = tracks
             .get(&s.track_id())
             .is_some_and(|t| t.info.kind == Kind::Video);
         if let (true, Some(tx)) = (video, api.stream_tx_by_mid(s.mid(), None)) {
-            tx.set_unpaced(shaped || floor == Some(s.mid()));
+            tx.set_unpaced(true);
+            if !taken.contains(&s.mid()) {
+                taken.push(s.mid());
+            }
         }
     }
 }
