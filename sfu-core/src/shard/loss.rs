@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use protocol::{Kind, ParticipantId};
+use protocol::ParticipantId;
 use str0m::media::Mid;
 use tracing::{debug, trace};
 
@@ -170,13 +170,7 @@ impl Shard {
             _ => (now, loss),
         });
         if estimates(&p.grants) {
-            let video = p
-                .subscriptions
-                .iter()
-                .find(|(_, s)| s.mid() == mid)
-                .and_then(|(_, s)| self.tracks.get(&s.track_id()))
-                .is_some_and(|t| t.info.kind == Kind::Video);
-            self.shape_on_loss(id, loss, video);
+            self.shape_on_loss(id, mid, loss);
             return;
         }
         let sending = Sending {

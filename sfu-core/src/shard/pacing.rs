@@ -5,9 +5,10 @@ use std::cmp::Reverse;
 use protocol::ParticipantId;
 
 use super::Shard;
-use super::output::emit;
+use super::output::{Counters, emit};
 use super::participant::Downlink;
 use crate::forwarder::DropReason;
+use crate::pacer::Pacer;
 
 /// How fast a participant without a str0m pacer is sent to: this many times what it
 /// should receive (its loss-based estimate, else everything it is shown at the best
@@ -33,6 +34,15 @@ pub(super) fn pace_rate(downlink: &Downlink) -> u64 {
     (should_get.max(PACE_MIN_BPS) as f64 * PACE_FACTOR) as u64
 }
 
+/// Counts what `pacer` (participant `id`'s) dropped for waiting too long since asked.
+pub(super) fn count_expired(counters: &mut Counters, pacer: &mut Pacer, id: ParticipantId) {
+    let expired = pacer.take_expired();
+    if expired > 0 {
+        tracing::trace!(participant = %id, expired, "shaping pacer: dropped what waited");
+        counters.drop_many(DropReason::PacerBacklog, expired);
+    }
+}
+
 impl Shard {
     /// Its pacer's time came: what may leave now goes, and the next release is queued.
     pub(super) fn release_paced(&mut self, id: ParticipantId) {
@@ -49,11 +59,7 @@ impl Shard {
             sent.add(t.contents.len());
             emit(counters, outputs, t);
         });
-        let expired = pacer.take_expired();
-        if expired > 0 {
-            tracing::trace!(participant = %id, expired, "shaping pacer: dropped what waited");
-        }
-        counters.drop_many(DropReason::PacerBacklog, expired);
+        count_expired(counters, pacer, id);
         if let Some(at) = p.pace_at {
             self.timers.push(Reverse((at, id)));
         }

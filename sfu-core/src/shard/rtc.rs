@@ -12,7 +12,7 @@ use tracing::{debug, info, trace, warn};
 
 use super::Shard;
 use super::output::emit;
-use super::pacing::pace_rate;
+use super::pacing::{count_expired, pace_rate};
 use crate::forwarder::DropReason;
 
 /// The soonest a participant's `Rtc` is woken again for its delay-based estimator
@@ -54,11 +54,7 @@ impl Shard {
                     if !pacer.offer(self.now, rate, t, send) {
                         self.counters.drop(DropReason::PacerBacklog);
                     }
-                    let expired = pacer.take_expired();
-                    if expired > 0 {
-                        trace!(participant = %id, expired, "shaping pacer: dropped what waited");
-                    }
-                    self.counters.drop_many(DropReason::PacerBacklog, expired);
+                    count_expired(&mut self.counters, pacer, id);
                     if p.pace_at.is_none() {
                         p.pace_at = pacer.next_release(self.now, rate);
                         if let Some(at) = p.pace_at {

@@ -28,6 +28,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use protocol::{Kind, ParticipantId, TrackId};
+use str0m::media::Mid;
 use tracing::debug;
 
 use super::Shard;
@@ -244,11 +245,11 @@ impl LinkShape {
 }
 
 impl Shard {
-    /// A receiver report of participant `id` said its m-line (of a `video` track, or
-    /// not) lost `loss`: where that is heavy, its video is shaped to what the link
-    /// delivered (its pacer made, or set to pace all video; str0m's pacer then paces
-    /// none), and its layers chosen again within it.
-    pub(super) fn shape_on_loss(&mut self, id: ParticipantId, loss: f32, video: bool) {
+    /// A receiver report of participant `id` said its m-line `mid` lost `loss`: where
+    /// that is heavy, its video is shaped to what the link delivered (its pacer made, or
+    /// set to pace all video; str0m's pacer then paces none), and its layers chosen
+    /// again within it.
+    pub(super) fn shape_on_loss(&mut self, id: ParticipantId, mid: Mid, loss: f32) {
         if !self.config.shape_links {
             return;
         }
@@ -273,7 +274,14 @@ impl Shard {
         let (sent, dropped) = p.downlink.sent.round(now, totals);
         // What its pacer dropped, str0m had numbered: the receiver counts it lost, and
         // the report says it with the link's losses (about, the share of the video).
-        let loss = if video && dropped > 0.0 {
+        let video = || {
+            p.subscriptions
+                .iter()
+                .find(|(_, s)| s.mid() == mid)
+                .and_then(|(_, s)| self.tracks.get(&s.track_id()))
+                .is_some_and(|t| t.info.kind == Kind::Video)
+        };
+        let loss = if dropped > 0.0 && video() {
             ((f64::from(loss) - dropped) / (1.0 - dropped).max(0.01)).max(0.0) as f32
         } else {
             loss
