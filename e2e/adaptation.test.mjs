@@ -74,6 +74,23 @@
 //   window the server sends in, but str0m gives only its share of packets, which the
 //   microphone's many small ones dilute (taking the larger of the two failed three
 //   sans-IO tests).
+// - 2026-12-04, stop 42 (shaping off, the default): at the measured cap (17 to 22
+//   kB/s) the build before this stop kept both phases under 1 s in 4 runs of 5 (just
+//   under the lowest layer 215 to 628 ms; the fifth measured 16 kB/s: 1081 ms), and at
+//   16 kB/s (E2E_ADAPT_LOW_KBYTES=16) in none of 3 (1053, 1081, 3979 ms): each keyframe
+//   asked on the way down (one per temporal layer left out, 0.3 s apart) cost a link
+//   that short more losses, and a layer that came down from the middle one for losses
+//   lost as much again for 2.5 s before its own losses could thin it. With heavy losses
+//   (over 10 %) thinning straight to the base temporal layer, no second keyframe within
+//   1 s, and a layer that comes down for losses that say the link delivered less than
+//   it takes starting thinned: at the measured cap 221 and 851 ms; at 16 kB/s 618, 619,
+//   620, 628, 833, 836, 839, 1450, 1657 and 2081 ms. The 1657: on the base temporal
+//   layer alone, losses (a third to a half of its few packets, a report said) broke a
+//   picture, and the keyframe asked for them every 2 s mended it only at the next. The
+//   2081: the lowest layer's keyframe, asked at the
+//   switch, lost on a policer still full of the middle layer's last packets, and the
+//   next asked only 2 s later (the middle layer's keyframe asked 0.4 s before held it
+//   back; letting a new layer's ask go at once looped keyframes and losses in sans-IO).
 // Run it with E2E_TESTS=e2e/adaptation.test.mjs bash e2e/run.sh.
 //
 // Environment (besides those of call.test.mjs):

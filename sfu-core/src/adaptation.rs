@@ -99,6 +99,12 @@ pub const THIN_LOSS: f32 = 0.03;
 /// and Chromium asks only after 3 s without a picture to decode.
 pub const LOSS_KEYFRAME_EVERY: Duration = Duration::from_secs(2);
 
+/// ... and losses that thin it ask at once, unless they asked less than this long ago:
+/// that keyframe is still on its way (a base-layer picture, which no thinning leaves
+/// out), and on a link this short every keyframe more is losses more. (Thinned twice
+/// in 0.3 s, each with its keyframe, a Chromium receiver's picture stopped over 1 s.)
+pub const THIN_KEYFRAME_GAP: Duration = Duration::from_secs(1);
+
 /// ... once the layer has flowed this long (see [`Adaptation::settled_at_lowest`]).
 /// (Not from the second receiver report since it came, which may still follow the
 /// higher layer's resends: CI's simulcast suite then saw a link that carries the lowest
@@ -596,8 +602,9 @@ impl Adaptation {
     }
 
     /// Whether to ask for the floor video's keyframe at `now`, given news of losses
-    /// (`new_loss`) and whether they thinned it (`thinned`): at once if they did, else at
-    /// most every [`LOSS_KEYFRAME_EVERY`] (news that comes sooner asks when it is over).
+    /// (`new_loss`) and whether they thinned it (`thinned`): at once if they did (and did
+    /// not ask within [`THIN_KEYFRAME_GAP`]), else at most every [`LOSS_KEYFRAME_EVERY`]
+    /// (news that comes sooner asks when it is over).
     pub fn keyframe_for_loss(&mut self, now: Instant, new_loss: bool, thinned: bool) -> bool {
         let (due, waiting) = match self.loss_keyframe {
             None => (true, false),
@@ -606,7 +613,10 @@ impl Adaptation {
                 waiting,
             ),
         };
-        let ask = thinned || (due && (new_loss || waiting));
+        let recent = self
+            .loss_keyframe
+            .is_some_and(|(at, _)| now.saturating_duration_since(at) < THIN_KEYFRAME_GAP);
+        let ask = (thinned && !recent) || (due && (new_loss || waiting));
         if ask {
             self.loss_keyframe = Some((now, false));
         } else if new_loss && let Some((_, w)) = &mut self.loss_keyframe {

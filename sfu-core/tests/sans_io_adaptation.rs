@@ -347,6 +347,63 @@ fn under_its_lowest_layer_the_floor_video_leaves_out_temporal_layers_not_packets
 }
 
 #[test]
+fn down_from_the_top_layer_for_losses_under_the_lowest_the_floor_video_comes_thinned() {
+    let temporal = VideoShape {
+        temporal: true,
+        ..VideoShape::default()
+    };
+    let mut net = two_party_with(false, temporal);
+    let (bob, camera) = (1, net.track_of(0, Source::Camera));
+    net.run(Duration::from_secs(8));
+    let top = delivered_bps(&mut net, bob, 4);
+    let layers = layer_runs(&net.client(bob).received[&camera]);
+    assert_eq!(layers.last(), Some(&2), "bob at the top layer: {layers:?}");
+    // The link falls to an eighth of what the top layer and the audio take (0.7 of what
+    // the lowest and the audio take): the losses of the layer above say it delivers
+    // less than the lowest layer takes whole.
+    net.clients[bob].downlink.cap_bps = Some(top / 8);
+    let capped = net.now;
+    net.run(Duration::from_secs(10));
+    let video = between(&net.client(bob).received[&camera], capped, net.now);
+    let down = video
+        .iter()
+        .find(|r| r.layer == 0 && r.keyframe)
+        .expect("bob comes down to the lowest layer")
+        .at;
+    // From its keyframe on, the lowest layer leaves its top temporal layer out at once,
+    // not after 2.5 s of losing as much (and a keyframe more, asked for those).
+    let first = between(&video, down, down + Duration::from_millis(2500));
+    let tl2 = first
+        .iter()
+        .filter(|r| r.layer == 0 && r.temporal.is_some_and(|(tid, _)| tid == 2))
+        .count();
+    let stretches: Vec<_> = undecodable(&video, net.now)
+        .iter()
+        .map(|(at, long)| (*at - capped, *long))
+        .collect();
+    println!(
+        "{} kbit/s to an eighth: layers {:?}, down {:?} after the cap, {tl2} of {} packets \
+         in the 2.5 s after of TL2, undecodable (when, how long) {stretches:?}",
+        top / 1000,
+        layer_runs(&video),
+        down - capped,
+        first.len()
+    );
+    assert_eq!(tl2, 0, "TL2 of the lowest layer in its first 2.5 s");
+    // Below the top layer the picture hardly breaks (started whole, it broke 5.2 s of
+    // the rest, measured 2026-12-04).
+    let after: Duration = stretches
+        .iter()
+        .filter(|(at, _)| *at >= down - capped)
+        .map(|(_, long)| *long)
+        .sum();
+    assert!(
+        after < Duration::from_secs(1),
+        "broken {after:?} after the switch down"
+    );
+}
+
+#[test]
 fn on_a_link_far_under_any_layer_the_video_pauses_the_audio_goes_on_and_both_come_back() {
     let mut net = two_party(false);
     let (bob, camera, mic) = (

@@ -323,10 +323,12 @@ fn losses_ask_for_a_keyframe_at_once_when_they_thin_else_every_two_seconds() {
     // ... when the news that came meanwhile asks, without news of its own.
     assert!(a.keyframe_for_loss(t0 + LOSS_KEYFRAME_EVERY, false, false));
     assert!(!a.keyframe_for_loss(t0 + 2 * LOSS_KEYFRAME_EVERY, false, false));
-    // Losses that thinned it ask at once, whenever.
-    let t1 = t0 + 2 * LOSS_KEYFRAME_EVERY;
-    assert!(a.keyframe_for_loss(t1, true, false));
-    assert!(a.keyframe_for_loss(t1 + MS, true, true));
+    // Losses that thinned it ask at once, unless they asked just before: that keyframe
+    // is still on its way.
+    let t1 = t0 + 3 * LOSS_KEYFRAME_EVERY;
+    assert!(a.keyframe_for_loss(t1, true, true));
+    assert!(!a.keyframe_for_loss(t1 + 300 * MS, true, true));
+    assert!(a.keyframe_for_loss(t1 + THIN_KEYFRAME_GAP, true, true));
 }
 
 #[test]

@@ -316,11 +316,26 @@ impl Shard {
         let news = flowing.is_some()
             && lost.is_some_and(|(at, loss)| p.downlink.adaptation.new_loss(at, loss));
         let mut thinned = false;
+        // The floor video going down to its lowest layer for losses that say its link
+        // delivered less than that layer takes (what was sent, less what was lost): the
+        // layer starts thinned to what was delivered, rather than lose as much for the
+        // seconds until its own losses are known (and every keyframe asked meanwhile).
+        let delivered = reading
+            .loss
+            .filter(|l| *l > DOWN_LOSS)
+            .map(|l| (takes as f64 * (1.0 - f64::from(l))) as u64);
+        let falling = |f: usize, lowest: u8, rate: u64| {
+            delivered.filter(|d| {
+                *d < rate
+                    && priors[f].target.is_some_and(|t| t > lowest)
+                    && items[f].current.is_some()
+            })
+        };
         if let Some((f, rate)) = floor
             && plan.floor
             && let (bytes, from, lowest) = temporal[f]
             && targets[f] == Some(lowest)
-            && (from < ALL_TEMPORAL || settled)
+            && (from < ALL_TEMPORAL || settled || falling(f, lowest, rate).is_some())
         {
             // Once thinned, the budget as it is says how far (a hold keeps layers, not
             // pictures); more as `adaptation` lets.
@@ -329,18 +344,35 @@ impl Shard {
                 .filter(|b| from < ALL_TEMPORAL && (*b as f64) < rate as f64 * UP_HEADROOM)
                 .and_then(|b| cap_for(&bytes, rate, b, from, UP_HEADROOM))
                 .unwrap_or(ALL_TEMPORAL);
-            // Losses of what flows now: a layer less, at each report that says so
-            // (unless padding may have caused them).
             let top = bytes.iter().rposition(|b| *b > 0).unwrap_or(0) as u8;
+            if let Some(d) = falling(f, lowest, rate)
+                && top > 0
+            {
+                wanted = wanted.min(cap_for(&bytes, rate, d, ALL_TEMPORAL, 1.0).unwrap_or(0));
+                thinned = true;
+                debug!(participant = %id, delivered = d, lowest = rate, cap = wanted,
+                    "down for losses to the lowest layer: starts thinned");
+            }
+            // Losses of what flows now: a layer less, at each report that says so
+            // (unless padding may have caused them); heavy ones, straight to the base
+            // layer: each step asks for a keyframe, which a link that short loses too.
+            // (Not where links are shaped: the shaping pacer holds back what overruns
+            // the link. Straight to the base layer there, keyframes five frames large
+            // broke the picture 4.9 s of 30 in sans-IO at 1.0 x the lowest layer.)
             let for_loss = news && settled && reading.unpadded && top > 0;
             if for_loss {
-                wanted = wanted.min(from.min(top).saturating_sub(1));
+                let heavy = !config.shape_links && reading.loss.is_some_and(|l| l > DOWN_LOSS);
+                wanted = wanted.min(if heavy {
+                    0
+                } else {
+                    from.min(top).saturating_sub(1)
+                });
             }
             caps[f] = p
                 .downlink
                 .adaptation
                 .bound_temporal(now, from, wanted, !padding_off);
-            thinned = for_loss && caps[f] < from.min(top);
+            thinned = thinned || (for_loss && caps[f] < from.min(top));
             let total: u64 = bytes.iter().sum();
             if caps[f] < ALL_TEMPORAL && total > 0 {
                 let kept: u64 = bytes.iter().take(usize::from(caps[f]) + 1).sum();
