@@ -390,6 +390,11 @@ fn down_from_the_top_layer_for_losses_under_the_lowest_the_floor_video_comes_thi
         first.len()
     );
     assert_eq!(tl2, 0, "TL2 of the lowest layer in its first 2.5 s");
+    let tl0 = first
+        .iter()
+        .filter(|r| r.layer == 0 && r.temporal.is_some_and(|(tid, _)| tid == 0))
+        .count();
+    assert!(tl0 > 10, "{tl0} packets of its base temporal layer then");
     // Below the top layer the picture hardly breaks (started whole, it broke 5.2 s of
     // the rest, measured 2026-12-04).
     let after: Duration = stretches

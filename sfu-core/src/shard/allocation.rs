@@ -316,20 +316,21 @@ impl Shard {
         let news = flowing.is_some()
             && lost.is_some_and(|(at, loss)| p.downlink.adaptation.new_loss(at, loss));
         let mut thinned = false;
-        // The floor video going down to its lowest layer for losses that say its link
-        // delivered less than that layer takes (what was sent, less what was lost): the
-        // layer starts thinned to what was delivered, rather than lose as much for the
-        // seconds until its own losses are known (and every keyframe asked meanwhile).
-        let delivered = reading
-            .loss
-            .filter(|l| *l > DOWN_LOSS)
-            .map(|l| (takes as f64 * (1.0 - f64::from(l))) as u64);
+        // The floor video going down to its lowest layer from a higher one that flows,
+        // with losses (the worst m-line's, over 10 %) that say its link delivered less
+        // than that layer takes (what flows, less what was lost): the layer starts
+        // thinned to that, rather than lose as much for the seconds until its own losses
+        // are known (and every keyframe asked meanwhile). (Not where links are shaped:
+        // below.)
         let falling = |f: usize, lowest: u8, rate: u64| {
-            delivered.filter(|d| {
-                *d < rate
-                    && priors[f].target.is_some_and(|t| t > lowest)
-                    && items[f].current.is_some()
-            })
+            let it = &items[f];
+            let flows = it.current.filter(|c| *c > lowest)?;
+            let loss = reading
+                .loss
+                .filter(|l| *l > DOWN_LOSS && !config.shape_links)?;
+            let sent_bps = it.rates[usize::from(flows)] as f64;
+            let delivered_bps = (sent_bps * (1.0 - f64::from(loss))) as u64;
+            (delivered_bps < rate).then_some(delivered_bps)
         };
         if let Some((f, rate)) = floor
             && plan.floor
@@ -350,8 +351,8 @@ impl Shard {
             {
                 wanted = wanted.min(cap_for(&bytes, rate, d, ALL_TEMPORAL, 1.0).unwrap_or(0));
                 thinned = true;
-                debug!(participant = %id, delivered = d, lowest = rate, cap = wanted,
-                    "down for losses to the lowest layer: starts thinned");
+                debug!(participant = %id, delivered_bps = d, lowest_layer_bps = rate,
+                    cap = wanted, "down for losses to the lowest layer: starts thinned");
             }
             // Losses of what flows now: a layer less, at each report that says so
             // (unless padding may have caused them); heavy ones, straight to the base

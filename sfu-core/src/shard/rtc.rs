@@ -99,7 +99,8 @@ impl Shard {
                     .and_then(|p| p.subscriptions.on(req.mid))
                     .and_then(|(_, s)| s.current.map(|l| (s.track_id(), l)));
                 if let Some((track_id, layer)) = wanted {
-                    debug!(participant = %id, track = %track_id, layer, "keyframe asked by its receiver");
+                    debug!(participant = %id, track = %track_id, layer,
+                        "keyframe asked by its receiver");
                     self.want_keyframe(track_id, layer);
                 }
             }
