@@ -316,27 +316,27 @@ impl Shard {
         let news = flowing.is_some()
             && lost.is_some_and(|(at, loss)| p.downlink.adaptation.new_loss(at, loss));
         let mut thinned = false;
+        // Losses over 10 % (the worst m-line's), where links are not shaped: the floor
+        // video thins at once, below.
+        let heavy_loss = reading
+            .loss
+            .filter(|l| *l > DOWN_LOSS && !config.shape_links);
         // The floor video going down to its lowest layer from a higher one that flows,
-        // with losses (the worst m-line's, over 10 %) that say its link delivered less
-        // than that layer takes (what flows, less what was lost): the layer starts
-        // thinned to that, rather than lose as much for the seconds until its own losses
-        // are known (and every keyframe asked meanwhile). (Not where links are shaped:
-        // below.)
-        let falling = |f: usize, lowest: u8, rate: u64| {
-            let it = &items[f];
-            let flows = it.current.filter(|c| *c > lowest)?;
-            let loss = reading
-                .loss
-                .filter(|l| *l > DOWN_LOSS && !config.shape_links)?;
-            let sent_bps = it.rates[usize::from(flows)] as f64;
-            let delivered_bps = (sent_bps * (1.0 - f64::from(loss))) as u64;
+        // with heavy losses that say its link delivered less than that layer takes (what
+        // flows, less what was lost): the layer starts thinned to that (bit/s), rather
+        // than lose as much for the seconds until its own losses are known (and every
+        // keyframe asked meanwhile).
+        let falling = floor.and_then(|(f, rate)| {
+            let flows = items[f].current.filter(|c| *c > temporal[f].2)?;
+            let sent_bps = items[f].rates[usize::from(flows)] as f64;
+            let delivered_bps = (sent_bps * (1.0 - f64::from(heavy_loss?))) as u64;
             (delivered_bps < rate).then_some(delivered_bps)
-        };
+        });
         if let Some((f, rate)) = floor
             && plan.floor
             && let (bytes, from, lowest) = temporal[f]
             && targets[f] == Some(lowest)
-            && (from < ALL_TEMPORAL || settled || falling(f, lowest, rate).is_some())
+            && (from < ALL_TEMPORAL || settled || falling.is_some())
         {
             // Once thinned, the budget as it is says how far (a hold keeps layers, not
             // pictures); more as `adaptation` lets.
@@ -346,7 +346,7 @@ impl Shard {
                 .and_then(|b| cap_for(&bytes, rate, b, from, UP_HEADROOM))
                 .unwrap_or(ALL_TEMPORAL);
             let top = bytes.iter().rposition(|b| *b > 0).unwrap_or(0) as u8;
-            if let Some(d) = falling(f, lowest, rate)
+            if let Some(d) = falling
                 && top > 0
             {
                 wanted = wanted.min(cap_for(&bytes, rate, d, ALL_TEMPORAL, 1.0).unwrap_or(0));
@@ -362,8 +362,7 @@ impl Shard {
             // broke the picture 4.9 s of 30 in sans-IO at 1.0 x the lowest layer.)
             let for_loss = news && settled && reading.unpadded && top > 0;
             if for_loss {
-                let heavy = !config.shape_links && reading.loss.is_some_and(|l| l > DOWN_LOSS);
-                wanted = wanted.min(if heavy {
+                wanted = wanted.min(if heavy_loss.is_some() {
                     0
                 } else {
                     from.min(top).saturating_sub(1)
