@@ -48,9 +48,15 @@ export async function keepResolution(p) {
     const sender = call.pc.getSenders().find((s) => s.track === call.localTracks.get('camera').track);
     for (let attempt = 0; attempt < 5; attempt++) {
       await call._layersApplying;
-      const params = sender.getParameters();
-      params.degradationPreference = 'maintain-resolution';
-      await sender.setParameters(params).catch(() => {});
+      // Through 'balanced': a switch to or from it clears what the CPU adaptation took
+      // already (libwebrtc's VideoStreamAdapter), one from the default straight to
+      // 'maintain-resolution' keeps it. (Kept, it once left a 1280x720 camera encoded
+      // at 480 lines, in two layers, for good.)
+      for (const preference of ['balanced', 'maintain-resolution']) {
+        const params = sender.getParameters();
+        params.degradationPreference = preference;
+        await sender.setParameters(params).catch(() => {});
+      }
       if (sender.getParameters().degradationPreference === 'maintain-resolution') break;
       await new Promise((r) => setTimeout(r, 200));
     }
