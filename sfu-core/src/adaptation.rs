@@ -294,8 +294,10 @@ pub struct Adaptation {
     /// Since when padding may not look for room: the floor video thinned, or carried
     /// past the budget, or padding off for costing the media.
     unpadded_since: Option<Instant>,
-    /// The receiver report whose losses it acted on last.
+    /// The receiver report whose losses it acted on last, and the last one that said
+    /// the link lost next to nothing.
     loss_report_seen: Option<Instant>,
+    clean_report_seen: Option<Instant>,
     /// When losses last asked for the floor video's keyframe, and whether later ones
     /// wait to ask again.
     loss_keyframe: Option<(Instant, bool)>,
@@ -601,11 +603,29 @@ impl Adaptation {
         true
     }
 
+    /// Whether the receiver report at `at` is news that the link lost next to nothing
+    /// (at most [`THIN_LOSS`]).
+    pub fn new_clean(&mut self, at: Instant, loss: f32) -> bool {
+        if loss > THIN_LOSS || self.clean_report_seen.is_some_and(|t| t >= at) {
+            return false;
+        }
+        self.clean_report_seen = Some(at);
+        true
+    }
+
     /// Whether to ask for the floor video's keyframe at `now`, given news of losses
     /// (`new_loss`) and whether they thinned it (`thinned`): at once if they did (and did
     /// not ask within [`THIN_KEYFRAME_GAP`]), else at most every [`LOSS_KEYFRAME_EVERY`]
-    /// (news that comes sooner asks when it is over).
-    pub fn keyframe_for_loss(&mut self, now: Instant, new_loss: bool, thinned: bool) -> bool {
+    /// (news that comes sooner asks when it is over). News that the link is clean again
+    /// (`clean`) after losses reported since the last ask asks at once too (past the
+    /// gap): that keyframe went out while the link was dropping, and may be lost.
+    pub fn keyframe_for_loss(
+        &mut self,
+        now: Instant,
+        new_loss: bool,
+        thinned: bool,
+        clean: bool,
+    ) -> bool {
         let (due, waiting) = match self.loss_keyframe {
             None => (true, false),
             Some((at, waiting)) => (
@@ -616,7 +636,7 @@ impl Adaptation {
         let recent = self
             .loss_keyframe
             .is_some_and(|(at, _)| now.saturating_duration_since(at) < THIN_KEYFRAME_GAP);
-        let ask = (thinned && !recent) || (due && (new_loss || waiting));
+        let ask = ((thinned || (clean && waiting)) && !recent) || (due && (new_loss || waiting));
         if ask {
             self.loss_keyframe = Some((now, false));
         } else if new_loss && let Some((_, w)) = &mut self.loss_keyframe {

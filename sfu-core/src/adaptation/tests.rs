@@ -309,7 +309,7 @@ fn a_video_that_pauses_again_soon_after_resuming_waits_for_more_budget() {
 }
 
 #[test]
-fn losses_ask_for_a_keyframe_at_once_when_they_thin_else_every_two_seconds() {
+fn losses_ask_for_a_keyframe_as_they_thin_every_two_seconds_and_once_the_link_clears() {
     let mut a = Adaptation::default();
     let t0 = Instant::now();
     // News of losses each time, and only once each.
@@ -317,18 +317,35 @@ fn losses_ask_for_a_keyframe_at_once_when_they_thin_else_every_two_seconds() {
     assert!(!a.new_loss(t0, 0.05), "the same report again");
     assert!(!a.new_loss(t0 + MS, 0.02), "under THIN_LOSS");
     // Losses nothing more can leave out: a keyframe, then not before 2 s...
-    assert!(a.keyframe_for_loss(t0, true, false));
-    assert!(!a.keyframe_for_loss(t0 + 500 * MS, true, false));
-    assert!(!a.keyframe_for_loss(t0 + 1000 * MS, false, false));
+    assert!(a.keyframe_for_loss(t0, true, false, false));
+    assert!(!a.keyframe_for_loss(t0 + 500 * MS, true, false, false));
+    assert!(!a.keyframe_for_loss(t0 + 1000 * MS, false, false, false));
     // ... when the news that came meanwhile asks, without news of its own.
-    assert!(a.keyframe_for_loss(t0 + LOSS_KEYFRAME_EVERY, false, false));
-    assert!(!a.keyframe_for_loss(t0 + 2 * LOSS_KEYFRAME_EVERY, false, false));
+    assert!(a.keyframe_for_loss(t0 + LOSS_KEYFRAME_EVERY, false, false, false));
+    assert!(!a.keyframe_for_loss(t0 + 2 * LOSS_KEYFRAME_EVERY, false, false, false));
     // Losses that thinned it ask at once, unless they asked just before: that keyframe
     // is still on its way.
     let t1 = t0 + 3 * LOSS_KEYFRAME_EVERY;
-    assert!(a.keyframe_for_loss(t1, true, true));
-    assert!(!a.keyframe_for_loss(t1 + 300 * MS, true, true));
-    assert!(a.keyframe_for_loss(t1 + THIN_KEYFRAME_GAP, true, true));
+    assert!(a.keyframe_for_loss(t1, true, true, false));
+    assert!(!a.keyframe_for_loss(t1 + 300 * MS, true, true, false));
+    assert!(a.keyframe_for_loss(t1 + THIN_KEYFRAME_GAP, true, true, false));
+    // Losses after that ask, then a clean report: the keyframe may have been lost with
+    // them, and the link carries the next now; not within the gap, and once.
+    let t2 = t1 + 2 * LOSS_KEYFRAME_EVERY;
+    assert!(a.keyframe_for_loss(t2, true, true, false));
+    assert!(!a.keyframe_for_loss(t2 + 300 * MS, true, false, false));
+    assert!(a.new_clean(t2 + 500 * MS, 0.0));
+    assert!(!a.new_clean(t2 + 500 * MS, 0.0), "the same report again");
+    assert!(!a.new_clean(t2 + 600 * MS, 0.2), "lossy");
+    assert!(
+        !a.keyframe_for_loss(t2 + 500 * MS, false, false, true),
+        "within the gap"
+    );
+    assert!(a.keyframe_for_loss(t2 + THIN_KEYFRAME_GAP, false, false, true));
+    assert!(
+        !a.keyframe_for_loss(t2 + 2 * THIN_KEYFRAME_GAP + 10 * MS, false, false, true),
+        "asked once"
+    );
 }
 
 #[test]

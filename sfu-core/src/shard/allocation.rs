@@ -387,8 +387,13 @@ impl Shard {
         // may be refused, or lost too), and Chromium asks for a keyframe only after 3 s
         // without one to decode: the floor video's publisher is asked now when losses
         // left layers out (the thinned stream carries it), else at most every 2 s.
-        let keyframe_for_loss =
-            flowing.filter(|_| p.downlink.adaptation.keyframe_for_loss(now, news, thinned));
+        let clean = flowing.is_some()
+            && lost.is_some_and(|(at, loss)| p.downlink.adaptation.new_clean(at, loss));
+        let keyframe_for_loss = flowing.filter(|_| {
+            p.downlink
+                .adaptation
+                .keyframe_for_loss(now, news, thinned, clean)
+        });
         let unpaced_floor = floor_takes
             .filter(|(_, takes)| budget.is_some_and(|b| b < *takes))
             .map(|(f, _)| f);
