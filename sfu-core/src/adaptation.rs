@@ -294,15 +294,27 @@ pub struct Adaptation {
     /// Since when padding may not look for room: the floor video thinned, or carried
     /// past the budget, or padding off for costing the media.
     unpadded_since: Option<Instant>,
-    /// The receiver report whose losses it acted on last, and the last one that said
-    /// the link lost next to nothing.
+    /// The receiver report whose losses it acted on last.
     loss_report_seen: Option<Instant>,
+    /// The floor video's last receiver report that said its link lost next to nothing.
     clean_report_seen: Option<Instant>,
-    /// When losses last asked for the floor video's keyframe, and whether later ones
-    /// wait to ask again.
-    loss_keyframe: Option<(Instant, bool)>,
+    /// When losses last asked for the floor video's keyframe, and what came since.
+    loss_keyframe: Option<LossKeyframe>,
     /// Since when the floor video has flowed at its lowest layer.
     at_lowest: Option<Instant>,
+}
+
+/// The floor video's last keyframe asked for losses, and the reports since.
+#[derive(Debug, Clone, Copy)]
+struct LossKeyframe {
+    /// When it was asked.
+    at: Instant,
+    /// Losses were reported since: that keyframe may be lost with them, and the next
+    /// is asked at [`LOSS_KEYFRAME_EVERY`].
+    waiting: bool,
+    /// ... and then a report said the link is clean again: asked once past
+    /// [`THIN_KEYFRAME_GAP`], not waiting for the 2 s.
+    cleared: bool,
 }
 
 impl Adaptation {
@@ -603,8 +615,8 @@ impl Adaptation {
         true
     }
 
-    /// Whether the receiver report at `at` is news that the link lost next to nothing
-    /// (at most [`THIN_LOSS`]).
+    /// Whether the floor video's receiver report at `at` is news that its link lost next
+    /// to nothing (at most [`THIN_LOSS`]).
     pub fn new_clean(&mut self, at: Instant, loss: f32) -> bool {
         if loss > THIN_LOSS || self.clean_report_seen.is_some_and(|t| t >= at) {
             return false;
@@ -614,11 +626,12 @@ impl Adaptation {
     }
 
     /// Whether to ask for the floor video's keyframe at `now`, given news of losses
-    /// (`new_loss`) and whether they thinned it (`thinned`): at once if they did (and did
-    /// not ask within [`THIN_KEYFRAME_GAP`]), else at most every [`LOSS_KEYFRAME_EVERY`]
-    /// (news that comes sooner asks when it is over). News that the link is clean again
-    /// (`clean`) after losses reported since the last ask asks at once too (past the
-    /// gap): that keyframe went out while the link was dropping, and may be lost.
+    /// (`new_loss`), whether they thinned it (`thinned`), and news that its link is
+    /// clean (`clean`): at once if they thinned it (and did not ask within
+    /// [`THIN_KEYFRAME_GAP`]), else at most every [`LOSS_KEYFRAME_EVERY`] (news that
+    /// comes sooner asks when it is over); and when the link is clean again after losses
+    /// reported since the last ask, once past the gap: that keyframe went out while the
+    /// link dropped packets, and may be lost with them.
     pub fn keyframe_for_loss(
         &mut self,
         now: Instant,
@@ -626,21 +639,29 @@ impl Adaptation {
         thinned: bool,
         clean: bool,
     ) -> bool {
-        let (due, waiting) = match self.loss_keyframe {
-            None => (true, false),
-            Some((at, waiting)) => (
-                now.saturating_duration_since(at) >= LOSS_KEYFRAME_EVERY,
-                waiting,
-            ),
-        };
-        let recent = self
+        let since = self
             .loss_keyframe
-            .is_some_and(|(at, _)| now.saturating_duration_since(at) < THIN_KEYFRAME_GAP);
-        let ask = ((thinned || (clean && waiting)) && !recent) || (due && (new_loss || waiting));
+            .map(|k| now.saturating_duration_since(k.at));
+        let due = since.is_none_or(|d| d >= LOSS_KEYFRAME_EVERY);
+        let recent = since.is_some_and(|d| d < THIN_KEYFRAME_GAP);
+        if let Some(k) = &mut self.loss_keyframe {
+            if new_loss {
+                k.waiting = true;
+                k.cleared = false;
+            } else if clean && k.waiting {
+                k.cleared = true;
+            }
+        }
+        let (waiting, cleared) = self
+            .loss_keyframe
+            .map_or((false, false), |k| (k.waiting, k.cleared));
+        let ask = ((thinned || cleared) && !recent) || (due && (new_loss || waiting));
         if ask {
-            self.loss_keyframe = Some((now, false));
-        } else if new_loss && let Some((_, w)) = &mut self.loss_keyframe {
-            *w = true;
+            self.loss_keyframe = Some(LossKeyframe {
+                at: now,
+                waiting: false,
+                cleared: false,
+            });
         }
         ask
     }

@@ -330,7 +330,8 @@ fn losses_ask_for_a_keyframe_as_they_thin_every_two_seconds_and_once_the_link_cl
     assert!(!a.keyframe_for_loss(t1 + 300 * MS, true, true, false));
     assert!(a.keyframe_for_loss(t1 + THIN_KEYFRAME_GAP, true, true, false));
     // Losses after that ask, then a clean report: the keyframe may have been lost with
-    // them, and the link carries the next now; not within the gap, and once.
+    // them, and the link carries the next now; not within the gap (but then, without
+    // waiting for another clean report), and once.
     let t2 = t1 + 2 * LOSS_KEYFRAME_EVERY;
     assert!(a.keyframe_for_loss(t2, true, true, false));
     assert!(!a.keyframe_for_loss(t2 + 300 * MS, true, false, false));
@@ -341,11 +342,19 @@ fn losses_ask_for_a_keyframe_as_they_thin_every_two_seconds_and_once_the_link_cl
         !a.keyframe_for_loss(t2 + 500 * MS, false, false, true),
         "within the gap"
     );
-    assert!(a.keyframe_for_loss(t2 + THIN_KEYFRAME_GAP, false, false, true));
+    assert!(a.keyframe_for_loss(t2 + THIN_KEYFRAME_GAP, false, false, false));
     assert!(
-        !a.keyframe_for_loss(t2 + 2 * THIN_KEYFRAME_GAP + 10 * MS, false, false, true),
+        !a.keyframe_for_loss(t2 + THIN_KEYFRAME_GAP + 500 * MS, false, false, true),
         "asked once"
     );
+    // Clean, then losses again: the link is not clean after all; the 2 s cadence asks.
+    let t3 = t2 + 2 * LOSS_KEYFRAME_EVERY;
+    assert!(a.keyframe_for_loss(t3, true, true, false));
+    assert!(!a.keyframe_for_loss(t3 + 300 * MS, true, false, false));
+    assert!(!a.keyframe_for_loss(t3 + 500 * MS, false, false, true));
+    assert!(!a.keyframe_for_loss(t3 + 700 * MS, true, false, false));
+    assert!(!a.keyframe_for_loss(t3 + THIN_KEYFRAME_GAP + 100 * MS, false, false, false));
+    assert!(a.keyframe_for_loss(t3 + LOSS_KEYFRAME_EVERY, false, false, false));
 }
 
 #[test]

@@ -386,9 +386,12 @@ impl Shard {
         // What the link dropped likely held a picture the next ones reference (resends
         // may be refused, or lost too), and Chromium asks for a keyframe only after 3 s
         // without one to decode: the floor video's publisher is asked now when losses
-        // left layers out (the thinned stream carries it), else at most every 2 s.
-        let clean = flowing.is_some()
-            && lost.is_some_and(|(at, loss)| p.downlink.adaptation.new_clean(at, loss));
+        // left layers out (the thinned stream carries it), else at most every 2 s, and
+        // again once its own receiver reports say its link is clean after losses.
+        let clean = floor
+            .and_then(|(f, _)| p.subscriptions.get(slots[f])?.reported)
+            .filter(|(at, _)| flowing.is_some() && now.saturating_duration_since(*at) < LOSS_FRESH)
+            .is_some_and(|(at, loss)| p.downlink.adaptation.new_clean(at, loss));
         let keyframe_for_loss = flowing.filter(|_| {
             p.downlink
                 .adaptation

@@ -157,11 +157,12 @@ impl Shard {
         let Some(p) = self.participants.get_mut(&id) else {
             return;
         };
-        if let Some(s) = p.subscriptions.iter_mut().find(|(_, s)| s.mid() == mid)
-            && std::mem::take(&mut s.1.resumed)
-        {
-            trace!(participant = %id, %mid, loss, "receiver reports after a pause: skipped");
-            return;
+        if let Some((_, s)) = p.subscriptions.iter_mut().find(|(_, s)| s.mid() == mid) {
+            if std::mem::take(&mut s.resumed) {
+                trace!(participant = %id, %mid, loss, "receiver reports after a pause: skipped");
+                return;
+            }
+            s.reported = Some((now, loss));
         }
         trace!(participant = %id, %mid, loss, "receiver reports");
         // str0m reports every m-line at one instant: the round's most.

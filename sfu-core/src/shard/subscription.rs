@@ -56,6 +56,9 @@ pub(super) struct Subscription {
     /// The layer its pacer's backlog was last cut at: that layer's keyframe is asked for
     /// again only once the backlog drained.
     pub(super) cut: Option<u8>,
+    /// Its receiver's latest report (when read, share lost): whether this stream's link
+    /// is clean again (a round of reports may hold the audio's alone, over 5 s).
+    pub(super) reported: Option<(Instant, f32)>,
 }
 
 /// A pause after which the first receiver report is not read (see
@@ -141,6 +144,7 @@ impl Subscriptions {
             paused_at: None,
             resumed: false,
             cut: None,
+            reported: None,
             current: None,
             target: None,
             wanted: None,
