@@ -19,10 +19,12 @@
 // - Just under the top layer (67 to 72 kB/s): longest freeze 0 to 430 ms.
 // - Just under the lowest layer as Lou's link carries it (19 to 24 kB/s, of which audio
 //   and RTCP take 9.3 to 9.5): 413, 1035 and 1702 ms before the keyframe was asked again
-//   on the first clean receiver report; after, 0, 414, 415, 620, 826, 1037 and 1457 ms.
-//   What is left over 1 s: the first losses are told by a receiver report 0.4 s or more
-//   late (about one a second at this rate), and the keyframe asked then goes into a
-//   policer still dropping, so the picture waits for the next.
+//   on the first clean receiver report; after, 0, 414, 415, 620, 826, 1037 and 1457 ms,
+//   and 205, 1032, 1032, 1259 ms: the keyframe asked as losses thinned the layer went
+//   into a policer with no tokens left (captured: one packet, cut 8 ms after it reached
+//   the server), and the picture waited for the next. With that keyframe asked a round
+//   later (150 ms, while the thinned stream's spare refills the tokens): 0, 219, 230 and
+//   414 ms in four runs.
 // - Further under (E2E_ADAPT_LOW_KBYTES=16, two thirds of the lowest layer): 1 to 2.5 s;
 //   the thinned layer and its keyframes barely fit there, and Chromium's NACKs, sent
 //   again every few milliseconds on a link this short of delay, are each resent by str0m

@@ -99,11 +99,18 @@ pub const THIN_LOSS: f32 = 0.03;
 /// and Chromium asks only after 3 s without a picture to decode.
 pub const LOSS_KEYFRAME_EVERY: Duration = Duration::from_secs(2);
 
-/// ... and losses that thin it ask at once, unless they asked less than this long ago:
+/// ... and losses that thin it ask soon (below), unless they asked less than this long ago:
 /// that keyframe is still on its way (a base-layer picture, which no thinning leaves
 /// out), and on a link this short every keyframe more is losses more. (Thinned twice
 /// in 0.3 s, each with its keyframe, a Chromium receiver's picture stopped over 1 s.)
 pub const THIN_KEYFRAME_GAP: Duration = Duration::from_secs(1);
+
+/// ... but not before the thinned stream has flowed this long (the next allocation
+/// round): the losses that thinned it say a policer has no tokens left, and a keyframe
+/// sent at once was cut in Chromium runs (picture back only at the next, 1 to 1.5 s
+/// frozen); the thinned stream's spare refills them first (0 to 414 ms frozen). Not
+/// where links are shaped: the shaping pacer holds back what would overrun the link.
+pub const THIN_KEYFRAME_DELAY: Duration = Duration::from_millis(150);
 
 /// ... once the layer has flowed this long (see [`Adaptation::settled_at_lowest`]).
 /// (Not from the second receiver report since it came, which may still follow the
@@ -302,6 +309,9 @@ pub struct Adaptation {
     loss_keyframe: Option<LossKeyframe>,
     /// Since when the floor video has flowed at its lowest layer.
     at_lowest: Option<Instant>,
+    /// Until when losses that thinned the floor video hold its keyframe back
+    /// ([`THIN_KEYFRAME_DELAY`]).
+    thin_held: Option<Instant>,
 }
 
 /// The floor video's last keyframe asked for losses, and the reports since.
@@ -626,8 +636,9 @@ impl Adaptation {
     }
 
     /// Whether to ask for the floor video's keyframe at `now`, given news of losses
-    /// (`new_loss`), whether they thinned it (`thinned`), and news that its link is
-    /// clean (`clean`): at once if they thinned it (and did not ask within
+    /// (`new_loss`), whether they thinned it (`thinned`: and how long its keyframe waits,
+    /// [`THIN_KEYFRAME_DELAY`] or none where the link is shaped), and news that its link
+    /// is clean (`clean`): that long after they thinned it (unless asked within
     /// [`THIN_KEYFRAME_GAP`]), else at most every [`LOSS_KEYFRAME_EVERY`] (news that
     /// comes sooner asks when it is over); and when the link is clean again after losses
     /// reported since the last ask, once past the gap: that keyframe went out while the
@@ -636,7 +647,7 @@ impl Adaptation {
         &mut self,
         now: Instant,
         new_loss: bool,
-        thinned: bool,
+        thinned: Option<Duration>,
         clean: bool,
     ) -> bool {
         let since = self
@@ -655,7 +666,19 @@ impl Adaptation {
         let (waiting, cleared) = self
             .loss_keyframe
             .map_or((false, false), |k| (k.waiting, k.cleared));
-        let ask = ((thinned || cleared) && !recent) || (due && (new_loss || waiting));
+        if let Some(wait) = thinned
+            && !recent
+            && self.thin_held.is_none()
+        {
+            self.thin_held = Some(now + wait);
+        }
+        let held = self.thin_held;
+        let held_over = held.is_some_and(|t| now >= t);
+        let ask =
+            held_over || (cleared && !recent) || (held.is_none() && due && (new_loss || waiting));
+        if ask {
+            self.thin_held = None;
+        }
         if ask {
             self.loss_keyframe = Some(LossKeyframe {
                 at: now,

@@ -317,44 +317,66 @@ fn losses_ask_for_a_keyframe_as_they_thin_every_two_seconds_and_once_the_link_cl
     assert!(!a.new_loss(t0, 0.05), "the same report again");
     assert!(!a.new_loss(t0 + MS, 0.02), "under THIN_LOSS");
     // Losses nothing more can leave out: a keyframe, then not before 2 s...
-    assert!(a.keyframe_for_loss(t0, true, false, false));
-    assert!(!a.keyframe_for_loss(t0 + 500 * MS, true, false, false));
-    assert!(!a.keyframe_for_loss(t0 + 1000 * MS, false, false, false));
+    assert!(a.keyframe_for_loss(t0, true, None, false));
+    assert!(!a.keyframe_for_loss(t0 + 500 * MS, true, None, false));
+    assert!(!a.keyframe_for_loss(t0 + 1000 * MS, false, None, false));
     // ... when the news that came meanwhile asks, without news of its own.
-    assert!(a.keyframe_for_loss(t0 + LOSS_KEYFRAME_EVERY, false, false, false));
-    assert!(!a.keyframe_for_loss(t0 + 2 * LOSS_KEYFRAME_EVERY, false, false, false));
-    // Losses that thinned it ask at once, unless they asked just before: that keyframe
-    // is still on its way.
+    assert!(a.keyframe_for_loss(t0 + LOSS_KEYFRAME_EVERY, false, None, false));
+    assert!(!a.keyframe_for_loss(t0 + 2 * LOSS_KEYFRAME_EVERY, false, None, false));
+    // Losses that thinned it ask a round later (the policer's tokens refill first),
+    // unless they asked just before: that keyframe is still on its way.
     let t1 = t0 + 3 * LOSS_KEYFRAME_EVERY;
-    assert!(a.keyframe_for_loss(t1, true, true, false));
-    assert!(!a.keyframe_for_loss(t1 + 300 * MS, true, true, false));
-    assert!(a.keyframe_for_loss(t1 + THIN_KEYFRAME_GAP, true, true, false));
+    assert!(
+        !a.keyframe_for_loss(t1, true, Some(THIN_KEYFRAME_DELAY), false),
+        "held a round"
+    );
+    assert!(a.keyframe_for_loss(t1 + THIN_KEYFRAME_DELAY, false, None, false));
+    assert!(!a.keyframe_for_loss(t1 + 300 * MS, true, Some(THIN_KEYFRAME_DELAY), false));
+    assert!(
+        !a.keyframe_for_loss(t1 + 900 * MS, true, Some(THIN_KEYFRAME_DELAY), false),
+        "within the gap"
+    );
+    let t1 = t1 + THIN_KEYFRAME_DELAY + THIN_KEYFRAME_GAP;
+    assert!(!a.keyframe_for_loss(t1, true, Some(THIN_KEYFRAME_DELAY), false));
+    assert!(a.keyframe_for_loss(t1 + THIN_KEYFRAME_DELAY, false, None, false));
     // Losses after that ask, then a clean report: the keyframe may have been lost with
     // them, and the link carries the next now; not within the gap (but then, without
     // waiting for another clean report), and once.
     let t2 = t1 + 2 * LOSS_KEYFRAME_EVERY;
-    assert!(a.keyframe_for_loss(t2, true, true, false));
-    assert!(!a.keyframe_for_loss(t2 + 300 * MS, true, false, false));
+    assert!(!a.keyframe_for_loss(
+        t2 - THIN_KEYFRAME_DELAY,
+        true,
+        Some(THIN_KEYFRAME_DELAY),
+        false
+    ));
+    assert!(a.keyframe_for_loss(t2, false, None, false));
+    assert!(!a.keyframe_for_loss(t2 + 300 * MS, true, None, false));
     assert!(a.new_clean(t2 + 500 * MS, 0.0));
     assert!(!a.new_clean(t2 + 500 * MS, 0.0), "the same report again");
     assert!(!a.new_clean(t2 + 600 * MS, 0.2), "lossy");
     assert!(
-        !a.keyframe_for_loss(t2 + 500 * MS, false, false, true),
+        !a.keyframe_for_loss(t2 + 500 * MS, false, None, true),
         "within the gap"
     );
-    assert!(a.keyframe_for_loss(t2 + THIN_KEYFRAME_GAP, false, false, false));
+    assert!(a.keyframe_for_loss(t2 + THIN_KEYFRAME_GAP, false, None, false));
     assert!(
-        !a.keyframe_for_loss(t2 + THIN_KEYFRAME_GAP + 500 * MS, false, false, true),
+        !a.keyframe_for_loss(t2 + THIN_KEYFRAME_GAP + 500 * MS, false, None, true),
         "asked once"
     );
     // Clean, then losses again: the link is not clean after all; the 2 s cadence asks.
     let t3 = t2 + 2 * LOSS_KEYFRAME_EVERY;
-    assert!(a.keyframe_for_loss(t3, true, true, false));
-    assert!(!a.keyframe_for_loss(t3 + 300 * MS, true, false, false));
-    assert!(!a.keyframe_for_loss(t3 + 500 * MS, false, false, true));
-    assert!(!a.keyframe_for_loss(t3 + 700 * MS, true, false, false));
-    assert!(!a.keyframe_for_loss(t3 + THIN_KEYFRAME_GAP + 100 * MS, false, false, false));
-    assert!(a.keyframe_for_loss(t3 + LOSS_KEYFRAME_EVERY, false, false, false));
+    assert!(!a.keyframe_for_loss(
+        t3 - THIN_KEYFRAME_DELAY,
+        true,
+        Some(THIN_KEYFRAME_DELAY),
+        false
+    ));
+    assert!(a.keyframe_for_loss(t3, false, None, false));
+    assert!(!a.keyframe_for_loss(t3 + 300 * MS, true, None, false));
+    assert!(!a.keyframe_for_loss(t3 + 500 * MS, false, None, true));
+    assert!(!a.keyframe_for_loss(t3 + 700 * MS, true, None, false));
+    assert!(!a.keyframe_for_loss(t3 + THIN_KEYFRAME_GAP + 100 * MS, false, None, false));
+    assert!(a.keyframe_for_loss(t3 + LOSS_KEYFRAME_EVERY, false, None, false));
 }
 
 #[test]

@@ -13,7 +13,7 @@ use super::participant::estimates;
 use super::shown::shown;
 use super::steer::Steering;
 use super::track::{NOMINAL_AUDIO_BPS, NOMINAL_LAYER_BPS, NOMINAL_VIDEO_BPS};
-use crate::adaptation::{DOWN_LOSS, Frozen, Prior, Reading};
+use crate::adaptation::{DOWN_LOSS, Frozen, Prior, Reading, THIN_KEYFRAME_DELAY};
 use crate::selection::{self, UP_HEADROOM, VideoItem};
 use crate::temporal::{ALL_TEMPORAL, cap_for};
 
@@ -388,14 +388,22 @@ impl Shard {
         // without one to decode: the floor video's publisher is asked now when losses
         // left layers out (the thinned stream carries it), else at most every 2 s, and
         // again once its own receiver reports say its link is clean after losses.
+        let keyframe_wait = if config.shape_links {
+            Duration::ZERO
+        } else {
+            THIN_KEYFRAME_DELAY
+        };
         let clean = floor
             .and_then(|(f, _)| p.subscriptions.get(slots[f])?.reported)
             .filter(|(at, _)| flowing.is_some() && now.saturating_duration_since(*at) < LOSS_FRESH)
             .is_some_and(|(at, loss)| p.downlink.adaptation.new_clean(at, loss));
         let keyframe_for_loss = flowing.filter(|_| {
-            p.downlink
-                .adaptation
-                .keyframe_for_loss(now, news, thinned, clean)
+            p.downlink.adaptation.keyframe_for_loss(
+                now,
+                news,
+                thinned.then_some(keyframe_wait),
+                clean,
+            )
         });
         let unpaced_floor = floor_takes
             .filter(|(_, takes)| budget.is_some_and(|b| b < *takes))
