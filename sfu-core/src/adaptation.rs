@@ -99,10 +99,11 @@ pub const THIN_LOSS: f32 = 0.03;
 /// and Chromium asks only after 3 s without a picture to decode.
 pub const LOSS_KEYFRAME_EVERY: Duration = Duration::from_secs(2);
 
-/// ... and losses that thin it ask soon (below), unless they asked less than this long ago:
-/// that keyframe is still on its way (a base-layer picture, which no thinning leaves
-/// out), and on a link this short every keyframe more is losses more. (Thinned twice
-/// in 0.3 s, each with its keyframe, a Chromium receiver's picture stopped over 1 s.)
+/// ... and losses that thin it ask soon (below), unless they asked less than this long
+/// ago: that keyframe is still on its way (a base-layer picture, which no thinning
+/// leaves out), and on a link this short every keyframe more is losses more. (Thinned
+/// twice in 0.3 s, each with its keyframe, a Chromium receiver's picture stopped over
+/// 1 s.)
 pub const THIN_KEYFRAME_GAP: Duration = Duration::from_secs(1);
 
 /// ... but not before the thinned stream has flowed this long (the next allocation
@@ -678,8 +679,6 @@ impl Adaptation {
             held_over || (cleared && !recent) || (held.is_none() && due && (new_loss || waiting));
         if ask {
             self.thin_held = None;
-        }
-        if ask {
             self.loss_keyframe = Some(LossKeyframe {
                 at: now,
                 waiting: false,

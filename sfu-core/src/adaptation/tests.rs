@@ -326,30 +326,19 @@ fn losses_ask_for_a_keyframe_as_they_thin_every_two_seconds_and_once_the_link_cl
     // Losses that thinned it ask a round later (the policer's tokens refill first),
     // unless they asked just before: that keyframe is still on its way.
     let t1 = t0 + 3 * LOSS_KEYFRAME_EVERY;
-    assert!(
-        !a.keyframe_for_loss(t1, true, Some(THIN_KEYFRAME_DELAY), false),
-        "held a round"
-    );
-    assert!(a.keyframe_for_loss(t1 + THIN_KEYFRAME_DELAY, false, None, false));
+    thinned_asks_a_round_later(&mut a, t1 + THIN_KEYFRAME_DELAY);
     assert!(!a.keyframe_for_loss(t1 + 300 * MS, true, Some(THIN_KEYFRAME_DELAY), false));
     assert!(
         !a.keyframe_for_loss(t1 + 900 * MS, true, Some(THIN_KEYFRAME_DELAY), false),
         "within the gap"
     );
     let t1 = t1 + THIN_KEYFRAME_DELAY + THIN_KEYFRAME_GAP;
-    assert!(!a.keyframe_for_loss(t1, true, Some(THIN_KEYFRAME_DELAY), false));
-    assert!(a.keyframe_for_loss(t1 + THIN_KEYFRAME_DELAY, false, None, false));
+    thinned_asks_a_round_later(&mut a, t1 + THIN_KEYFRAME_DELAY);
     // Losses after that ask, then a clean report: the keyframe may have been lost with
     // them, and the link carries the next now; not within the gap (but then, without
     // waiting for another clean report), and once.
     let t2 = t1 + 2 * LOSS_KEYFRAME_EVERY;
-    assert!(!a.keyframe_for_loss(
-        t2 - THIN_KEYFRAME_DELAY,
-        true,
-        Some(THIN_KEYFRAME_DELAY),
-        false
-    ));
-    assert!(a.keyframe_for_loss(t2, false, None, false));
+    thinned_asks_a_round_later(&mut a, t2);
     assert!(!a.keyframe_for_loss(t2 + 300 * MS, true, None, false));
     assert!(a.new_clean(t2 + 500 * MS, 0.0));
     assert!(!a.new_clean(t2 + 500 * MS, 0.0), "the same report again");
@@ -365,18 +354,22 @@ fn losses_ask_for_a_keyframe_as_they_thin_every_two_seconds_and_once_the_link_cl
     );
     // Clean, then losses again: the link is not clean after all; the 2 s cadence asks.
     let t3 = t2 + 2 * LOSS_KEYFRAME_EVERY;
-    assert!(!a.keyframe_for_loss(
-        t3 - THIN_KEYFRAME_DELAY,
-        true,
-        Some(THIN_KEYFRAME_DELAY),
-        false
-    ));
-    assert!(a.keyframe_for_loss(t3, false, None, false));
+    thinned_asks_a_round_later(&mut a, t3);
     assert!(!a.keyframe_for_loss(t3 + 300 * MS, true, None, false));
     assert!(!a.keyframe_for_loss(t3 + 500 * MS, false, None, true));
     assert!(!a.keyframe_for_loss(t3 + 700 * MS, true, None, false));
     assert!(!a.keyframe_for_loss(t3 + THIN_KEYFRAME_GAP + 100 * MS, false, None, false));
     assert!(a.keyframe_for_loss(t3 + LOSS_KEYFRAME_EVERY, false, None, false));
+}
+
+/// Losses that thin the floor video a round before `asked`: held, then asked.
+fn thinned_asks_a_round_later(a: &mut Adaptation, asked: Instant) {
+    let thinned = asked - THIN_KEYFRAME_DELAY;
+    assert!(
+        !a.keyframe_for_loss(thinned, true, Some(THIN_KEYFRAME_DELAY), false),
+        "held a round"
+    );
+    assert!(a.keyframe_for_loss(asked, false, None, false));
 }
 
 #[test]

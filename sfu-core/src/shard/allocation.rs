@@ -385,9 +385,10 @@ impl Shard {
         }
         // What the link dropped likely held a picture the next ones reference (resends
         // may be refused, or lost too), and Chromium asks for a keyframe only after 3 s
-        // without one to decode: the floor video's publisher is asked now when losses
-        // left layers out (the thinned stream carries it), else at most every 2 s, and
-        // again once its own receiver reports say its link is clean after losses.
+        // without one to decode: the floor video's publisher is asked when losses left
+        // layers out (the thinned stream carries it; a round later, once its spare has
+        // refilled a policer's tokens, unless links are shaped), else at most every 2 s,
+        // and again once its own receiver reports say its link is clean after losses.
         let keyframe_wait = if config.shape_links {
             Duration::ZERO
         } else {
