@@ -99,12 +99,14 @@ pub const THIN_LOSS: f32 = 0.03;
 /// and Chromium asks only after 3 s without a picture to decode.
 pub const LOSS_KEYFRAME_EVERY: Duration = Duration::from_secs(2);
 
-/// ... and losses that thin it ask soon (below), unless they asked less than this long
-/// ago: that keyframe is still on its way (a base-layer picture, which no thinning
-/// leaves out), and on a link this short every keyframe more is losses more. (Thinned
-/// twice in 0.3 s, each with its keyframe, a Chromium receiver's picture stopped over
-/// 1 s.)
-pub const THIN_KEYFRAME_GAP: Duration = Duration::from_secs(1);
+/// ... and losses that thin it ask soon (below), or if they asked less than this long
+/// ago, once it is over: that keyframe is still on its way (a base-layer picture, which
+/// no thinning leaves out), and on a link this short every keyframe more is losses more.
+/// (Thinned twice in 0.3 s, each with its keyframe, a Chromium receiver's picture
+/// stopped over 1 s.) But it may have been lost with them: in Chromium runs it was, and
+/// the picture came back with the next. A little under 1 s, so that the allocation
+/// round 1 s after the last ask is past it, whatever its timer's jitter.
+pub const THIN_KEYFRAME_GAP: Duration = Duration::from_millis(950);
 
 /// ... but not before the thinned stream has flowed this long (the next allocation
 /// round): the losses that thinned it say a policer has no tokens left, and a keyframe
@@ -639,8 +641,8 @@ impl Adaptation {
     /// Whether to ask for the floor video's keyframe at `now`, given news of losses
     /// (`new_loss`), whether they thinned it (`thinned`: and how long its keyframe waits,
     /// [`THIN_KEYFRAME_DELAY`] or none where the link is shaped), and news that its link
-    /// is clean (`clean`): that long after they thinned it (unless asked within
-    /// [`THIN_KEYFRAME_GAP`]), else at most every [`LOSS_KEYFRAME_EVERY`] (news that
+    /// is clean (`clean`): that long after they thinned it (or once [`THIN_KEYFRAME_GAP`]
+    /// since the last ask is over), else at most every [`LOSS_KEYFRAME_EVERY`] (news that
     /// comes sooner asks when it is over); and when the link is clean again after losses
     /// reported since the last ask, once past the gap: that keyframe went out while the
     /// link dropped packets, and may be lost with them.
@@ -668,10 +670,11 @@ impl Adaptation {
             .loss_keyframe
             .map_or((false, false), |k| (k.waiting, k.cleared));
         if let Some(wait) = thinned
-            && !recent
             && self.thin_held.is_none()
         {
-            self.thin_held = Some(now + wait);
+            // Within the gap, at its end: the keyframe asked last may be lost with them.
+            let gap_end = self.loss_keyframe.map(|k| k.at + THIN_KEYFRAME_GAP);
+            self.thin_held = Some(gap_end.map_or(now + wait, |t| t.max(now + wait)));
         }
         let held = self.thin_held;
         let held_over = held.is_some_and(|t| now >= t);

@@ -324,7 +324,8 @@ fn losses_ask_for_a_keyframe_as_they_thin_every_two_seconds_and_once_the_link_cl
     assert!(a.keyframe_for_loss(t0 + LOSS_KEYFRAME_EVERY, false, None, false));
     assert!(!a.keyframe_for_loss(t0 + 2 * LOSS_KEYFRAME_EVERY, false, None, false));
     // Losses that thinned it ask a round later (the policer's tokens refill first),
-    // unless they asked just before: that keyframe is still on its way.
+    // or if they asked just before, once the gap is over: that keyframe is still on its
+    // way, and may be lost with them.
     let t1 = t0 + 3 * LOSS_KEYFRAME_EVERY;
     thinned_asks_a_round_later(&mut a, t1 + THIN_KEYFRAME_DELAY);
     assert!(!a.keyframe_for_loss(t1 + 300 * MS, true, Some(THIN_KEYFRAME_DELAY), false));
@@ -332,8 +333,13 @@ fn losses_ask_for_a_keyframe_as_they_thin_every_two_seconds_and_once_the_link_cl
         !a.keyframe_for_loss(t1 + 900 * MS, true, Some(THIN_KEYFRAME_DELAY), false),
         "within the gap"
     );
-    let t1 = t1 + THIN_KEYFRAME_DELAY + THIN_KEYFRAME_GAP;
-    thinned_asks_a_round_later(&mut a, t1 + THIN_KEYFRAME_DELAY);
+    let gap_over = t1 + THIN_KEYFRAME_DELAY + THIN_KEYFRAME_GAP;
+    assert!(!a.keyframe_for_loss(gap_over - MS, false, None, false));
+    assert!(a.keyframe_for_loss(gap_over, false, None, false), "once it is over");
+    assert!(!a.keyframe_for_loss(gap_over + 200 * MS, false, None, false), "once");
+    // Thinned just before the gap is over: a round later all the same.
+    let t1 = gap_over + THIN_KEYFRAME_GAP;
+    thinned_asks_a_round_later(&mut a, t1 + THIN_KEYFRAME_DELAY - 10 * MS);
     // Losses after that ask, then a clean report: the keyframe may have been lost with
     // them, and the link carries the next now; not within the gap (but then, without
     // waiting for another clean report), and once.
