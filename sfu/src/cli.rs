@@ -52,7 +52,7 @@ pub struct TurnListen {
     )]
     pub listen: Vec<SocketAddr>,
     /// Address for TURN over TLS (443 where only TLS gets through); needs --cert and --key.
-    #[arg(long, env = "SFU_TURN_TLS_LISTEN", requires_all = ["cert", "key"])]
+    #[arg(long, env = "SFU_TURN_TLS_LISTEN")]
     pub tls_listen: Option<SocketAddr>,
     /// PEM certificate chain for TLS.
     #[arg(long, env = "SFU_TURN_CERT")]
@@ -93,7 +93,6 @@ fn embedded_turn(arg: Arg) -> Arg {
         "tls_listen" => arg
             .long("turn-tls-listen")
             .value_name("TURN_TLS_LISTEN")
-            .requires("turn_tls_host")
             .help(
                 "Address for TURN over TLS (443 where only TLS gets through); needs \
                  --turn-cert, --turn-key and --turn-tls-host",
@@ -117,6 +116,10 @@ fn embedded_turn(arg: Arg) -> Arg {
 #[derive(Args, Debug)]
 #[command(mut_arg("log", |a| a.help("Log filter, in tracing's EnvFilter syntax")))]
 pub struct TurnArgs {
+    /// TOML config file: its keys are these flags' long names with `_` for `-`
+    /// (`relay_ports = "49152-49251"`); the environment and flags override it.
+    #[arg(long, env = "SFU_TURN_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub listen: TurnListen,
     /// Realm of the long-term credentials.
@@ -138,6 +141,15 @@ pub struct TurnArgs {
         hide_env_values = true
     )]
     pub auth_secrets: Vec<String>,
+    /// A file holding a shared secret, its first line (repeatable): kept off the command
+    /// line, which every user of the machine can read.
+    #[arg(
+        long = "auth-secret-file",
+        env = "SFU_TURN_AUTH_SECRET_FILES",
+        value_delimiter = ',',
+        value_name = "FILE"
+    )]
+    pub auth_secret_files: Vec<PathBuf>,
     /// Peers the relay may send to although the default policy denies them (repeatable
     /// CIDR): the SFU's own media addresses, or loopback in tests.
     #[arg(
@@ -184,6 +196,12 @@ pub struct TurnArgs {
 #[derive(Args, Debug)]
 #[command(mut_args(embedded_turn))]
 pub struct ServeArgs {
+    /// TOML config file: its keys are these flags' long names with `_` for `-`
+    /// (`http_listen = "0.0.0.0:8080"`); the environment and flags override it. A sample
+    /// with every key: deploy/sfu.example.toml.
+    #[arg(long, env = "SFU_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Address for HTTP: signaling WebSocket (/ws), demo page (/), /metrics, /healthz
     /// [default: 0.0.0.0:8080; 127.0.0.1:8080 in dev mode].
     #[arg(long, env = "SFU_HTTP_LISTEN")]
@@ -228,6 +246,11 @@ pub struct ServeArgs {
     /// on loopback only.
     #[arg(long, env = "SFU_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
+
+    /// File holding the secret (its first line) instead of --secret: kept off the command
+    /// line, which every user of the machine can read.
+    #[arg(long, env = "SFU_SECRET_FILE", value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
 
     /// Media threads (shards); each owns some of the ports and the rooms placed on it.
     #[arg(long, env = "SFU_SHARDS", default_value_t = default_shards())]
@@ -285,6 +308,9 @@ pub struct ServeArgs {
     /// at each start; set it when a standalone `sfu turn` shares it.
     #[arg(long, env = "SFU_TURN_AUTH_SECRET", hide_env_values = true)]
     pub turn_auth_secret: Option<String>,
+    /// File holding --turn-auth-secret (its first line).
+    #[arg(long, env = "SFU_TURN_AUTH_SECRET_FILE", value_name = "FILE")]
+    pub turn_auth_secret_file: Option<PathBuf>,
     /// Seconds the TURN credentials handed to a client stay valid (a call must end first).
     #[arg(long, env = "SFU_TURN_CREDENTIAL_TTL", default_value_t = 86_400)]
     pub turn_credential_ttl: u64,
@@ -292,6 +318,31 @@ pub struct ServeArgs {
     /// (repeatable): for a relay elsewhere, or a public name.
     #[arg(long, env = "SFU_TURN_URL", value_delimiter = ',')]
     pub turn_url: Vec<String>,
+}
+
+impl TurnListen {
+    /// TLS needs a certificate and its key. Checked here, not with clap's `requires`,
+    /// which takes what a config file gives for absent (clap sees its values as
+    /// defaults). `names` are the flags' names in the command (listen, cert, key).
+    pub fn check_tls(&self, names: [&str; 3]) -> Result<(), String> {
+        let [listen, cert, key] = names;
+        if self.tls_listen.is_some() && (self.cert.is_none() || self.key.is_none()) {
+            return Err(format!("--{listen} needs --{cert} and --{key}"));
+        }
+        Ok(())
+    }
+}
+
+impl ServeArgs {
+    /// The settings that need others ([`TurnListen::check_tls`]), whatever their source.
+    pub fn check(&self) -> Result<(), String> {
+        let names = ["turn-tls-listen", "turn-cert", "turn-key"];
+        self.turn_listen.check_tls(names)?;
+        if self.turn_listen.tls_listen.is_some() && self.turn_tls_host.is_none() {
+            return Err("--turn-tls-listen needs --turn-tls-host".into());
+        }
+        Ok(())
+    }
 }
 
 #[derive(Args, Debug)]
@@ -321,7 +372,10 @@ pub struct TokenArgs {
     pub role: Role,
     /// The server's secret.
     #[arg(long, env = "SFU_SECRET", hide_env_values = true)]
-    pub secret: String,
+    pub secret: Option<String>,
+    /// File holding the server's secret (its first line).
+    #[arg(long, env = "SFU_SECRET_FILE", value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
 }
 
 fn default_shards() -> usize {
@@ -435,9 +489,11 @@ mod tests {
             "k",
         ];
         let serve = |extra: &[&str]| {
-            Cli::try_parse_from(["sfu"].iter().chain(&tls).chain(extra)).map(|_| ())
+            let cli = Cli::try_parse_from(["sfu"].iter().chain(&tls).chain(extra)).unwrap();
+            cli.serve.check()
         };
-        assert!(serve(&[]).is_err());
+        let err = serve(&[]).unwrap_err();
+        assert!(err.contains("--turn-tls-host"), "{err}");
         assert!(serve(&["--turn-tls-host", "turn.example"]).is_ok());
         let turn = [
             "sfu",
@@ -449,8 +505,15 @@ mod tests {
             "--key",
             "k",
         ];
-        assert!(Cli::try_parse_from(turn).is_ok());
-        assert!(Cli::try_parse_from(&turn[..6]).is_err());
+        let check = |args: &[&str]| {
+            let Some(Command::Turn(t)) = Cli::try_parse_from(args).unwrap().command else {
+                panic!("not the turn command");
+            };
+            t.listen.check_tls(["tls-listen", "cert", "key"])
+        };
+        assert!(check(&turn).is_ok());
+        let err = check(&turn[..6]).unwrap_err();
+        assert_eq!(err, "--tls-listen needs --cert and --key");
     }
 
     #[test]

@@ -1,23 +1,30 @@
 //! The `sfu` binary: signaling and media in one process, with embedded defaults.
 //!
 //! This file parses the command line, starts logging and dispatches; each command lives in
-//! a module of the binary ([`serve`], [`relay`], [`token`]), beside the CLI ([`cli`]) and
-//! what they ask of the host ([`host`]). They compose the libraries (`sfu`'s media plane,
-//! `signaling`, `turn`) and are no part of any library's interface.
+//! a module of the binary ([`serve`], [`relay`], [`token`]), beside the CLI ([`cli`]), the
+//! config file and secret files ([`config`]) and what they ask of the host ([`host`]).
+//! They compose the libraries (`sfu`'s media plane, `signaling`, `turn`) and are no part
+//! of any library's interface.
 
 mod cli;
+mod config;
 mod host;
 mod relay;
 mod serve;
 mod token;
 
 use anyhow::Context;
-use clap::Parser;
 
-use crate::cli::{Cli, Command};
+use crate::cli::Command;
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = match config::parse(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(e) => match e.downcast_ref::<clap::Error>() {
+            Some(usage) => usage.exit(),
+            None => return Err(e),
+        },
+    };
     match cli.command {
         Some(Command::Token(args)) => token::run(args),
         Some(Command::Turn(args)) => {

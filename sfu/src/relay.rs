@@ -120,7 +120,13 @@ fn urls(listen: &[SocketAddr], relay_ip: IpAddr, tls: Option<(SocketAddr, &str)>
 }
 
 /// The standalone relay (`sfu turn`): runs until SIGINT or SIGTERM.
-pub fn standalone(args: TurnArgs) -> anyhow::Result<()> {
+pub fn standalone(mut args: TurnArgs) -> anyhow::Result<()> {
+    args.listen
+        .check_tls(["tls-listen", "cert", "key"])
+        .map_err(anyhow::Error::msg)?;
+    for file in &args.auth_secret_files {
+        args.auth_secrets.push(crate::config::read_secret(file)?);
+    }
     let mut credentials = turn::auth::Credentials::new(args.realm.clone());
     for user in &args.users {
         let Some((name, password)) = user.split_once(':') else {
@@ -132,7 +138,7 @@ pub fn standalone(args: TurnArgs) -> anyhow::Result<()> {
         credentials.add_secret(secret.as_bytes());
     }
     if args.users.is_empty() && args.auth_secrets.is_empty() {
-        bail!("no --user and no --auth-secret: nobody could allocate");
+        bail!("no --user and no --auth-secret(-file): nobody could allocate");
     }
     let relay_ips: Vec<IpAddr> = if args.relay_ip.is_empty() {
         default_advertise().into_iter().take(1).collect()

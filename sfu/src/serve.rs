@@ -14,10 +14,18 @@ use signaling::TokenKey;
 use tracing::{info, warn};
 
 use crate::cli::ServeArgs;
+use crate::config;
 use crate::host::{default_advertise, shutdown_signal};
 use crate::relay;
 
-pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
+    args.check().map_err(anyhow::Error::msg)?;
+    args.secret = config::secret(args.secret, args.secret_file.as_deref(), "secret")?;
+    args.turn_auth_secret = config::secret(
+        args.turn_auth_secret,
+        args.turn_auth_secret_file.as_deref(),
+        "turn-auth-secret",
+    )?;
     let (tokens, dev_mode) = match &args.secret {
         Some(secret) if !secret.is_empty() => (TokenKey::new(secret.as_bytes()), false),
         _ => (TokenKey::random(), true),

@@ -1,12 +1,15 @@
 //! `sfu token`: prints a join token signed with the server's secret.
 
-use anyhow::bail;
+use anyhow::{anyhow, bail};
 use protocol::{Grants, Role};
 use signaling::TokenKey;
 
 use crate::cli::TokenArgs;
+use crate::config;
 
 pub fn run(args: TokenArgs) -> anyhow::Result<()> {
+    let secret = config::secret(args.secret, args.secret_file.as_deref(), "secret")?
+        .ok_or_else(|| anyhow!("no --secret and no --secret-file: the server's is needed"))?;
     let mut claims = TokenKey::claims(&args.room, &args.identity, args.name.as_deref(), args.ttl);
     if let Some(list) = args.grants {
         let mut grants = Grants {
@@ -32,7 +35,7 @@ pub fn run(args: TokenArgs) -> anyhow::Result<()> {
     }
     claims.grants.force_tcp = args.force_tcp;
     claims.grants.role = args.role;
-    let token = TokenKey::new(args.secret.as_bytes()).issue(&claims)?;
+    let token = TokenKey::new(secret.as_bytes()).issue(&claims)?;
     println!("{token}");
     Ok(())
 }

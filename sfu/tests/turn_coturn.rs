@@ -4,12 +4,14 @@
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
+mod common;
 mod coturn;
 
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use coturn::{Running, tool};
+use common::Running;
+use coturn::tool;
 
 // Fixed loopback ports, below the kernel's ephemeral range (32768-60999) where any
 // outgoing connection of the machine may hold one.

@@ -6,52 +6,18 @@
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
+mod common;
 mod coturn;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use coturn::{Running, tool};
-
-/// A network namespace, removed when dropped.
-struct Namespace(String);
-
-impl Namespace {
-    fn new() -> Namespace {
-        let name = format!("sfu-turn-homes-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap();
-        assert!(ok.success(), "ip netns add (this test needs root)");
-        let ns = Namespace(name);
-        let up = ns
-            .command("ip")
-            .args(["link", "set", "lo", "up"])
-            .status()
-            .unwrap();
-        assert!(up.success());
-        ns
-    }
-
-    /// `program` run inside the namespace.
-    fn command(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0, program]);
-        c
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
+use common::{Namespace, Running};
+use coturn::tool;
 
 #[test]
 fn a_listener_on_every_address_answers_from_the_one_reached() {
-    let ns = Namespace::new();
+    let ns = Namespace::new("turn-homes");
     let log = std::env::temp_dir().join(format!("sfu-turn-homes-{}.log", std::process::id()));
     let relay = ns
         .command(env!("CARGO_BIN_EXE_sfu"))

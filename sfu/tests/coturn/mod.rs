@@ -1,17 +1,4 @@
-//! What the tests with coturn's client share: its tools found on the machine, and child
-//! processes killed when the test ends.
-
-use std::process::Child;
-
-/// A child process killed when dropped.
-pub struct Running(pub Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+//! What the tests with coturn's client share: its tools found on the machine.
 
 /// The path of one of coturn's tools (`turnutils_uclient`, `turnutils_peer`).
 pub fn tool(name: &str) -> String {

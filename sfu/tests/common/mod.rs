@@ -1,0 +1,58 @@
+//! What the tests that start the `sfu` binary share: child processes killed when the
+//! test ends, and network namespaces of their own.
+
+// Each test binary compiles this module and uses part of it.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+
+/// A child process killed when dropped.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A network namespace with its loopback up, removed when dropped: what runs in it
+/// listens nowhere else (the tests run as root, as the end-to-end tests do).
+pub struct Namespace(String);
+
+impl Namespace {
+    /// A namespace named after `tag` and this process.
+    pub fn new(tag: &str) -> Namespace {
+        let name = format!("sfu-{tag}-{}", std::process::id());
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "ip netns add (this test needs root)");
+        let ns = Namespace(name);
+        let up = ns
+            .command("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .unwrap();
+        assert!(up.success());
+        ns
+    }
+
+    /// `program` run inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0, program]);
+        c
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}

@@ -1,0 +1,146 @@
+//! The server started with a config file: the sample (`deploy/sfu.example.toml`), and
+//! files with a mistake that each stop the start with an error naming it. Runs in a
+//! network namespace of its own (root, as the end-to-end tests): the sample's addresses
+//! (0.0.0.0:8080, the media and TURN ports) are taken nowhere else.
+
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Namespace, Running};
+
+const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/sfu.example.toml");
+
+/// A file of this test's, removed when dropped.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, text: &str) -> TempFile {
+        let path = std::env::temp_dir().join(format!("sfu-config-{}-{name}", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        TempFile(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `curl` of `url` inside `ns`: its status code and body.
+fn get(ns: &Namespace, url: &str) -> (u16, String) {
+    let out = ns
+        .command("curl")
+        .args(["-s", "--max-time", "5", "-w", "\n%{http_code}", url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn the_sample_config_starts_the_server() {
+    let ns = Namespace::new("config");
+    let secret = TempFile::new("secret", "a-secret-of-this-test\n");
+    let log = TempFile::new("sample.log", "");
+    // The sample as shipped; only its secret file is this test's (a flag beats the file).
+    let server = ns
+        .command(env!("CARGO_BIN_EXE_sfu"))
+        .args(["--config", SAMPLE, "--secret-file", secret.path()])
+        .env_remove("SFU_LOG")
+        .stdout(std::fs::File::create(&log.0).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = Running(server);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(&ns, "http://127.0.0.1:8080/healthz").0 != 200 {
+        if let Ok(Some(status)) = server.0.try_wait() {
+            let why = std::fs::read_to_string(&log.0).unwrap_or_default();
+            panic!("the server exited ({status}):\n{why}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not become healthy"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = std::fs::read_to_string(&log.0).unwrap();
+    assert!(
+        text.contains("media candidates advertise [203.0.113.10]"),
+        "the sample's advertise_ip is used:\n{text}"
+    );
+    assert!(
+        !text.contains("DEV MODE"),
+        "the secret file is read:\n{text}"
+    );
+    // Not in dev mode: no token for anyone.
+    let (code, _) = get(&ns, "http://127.0.0.1:8080/dev/token?room=r&identity=i");
+    assert_ne!(code, 200, "dev tokens are off with a secret");
+}
+
+/// The server started in `ns` with a config file of `text` (and `args`): it must exit at
+/// once, unsuccessfully; what it wrote to stderr.
+fn refused(ns: &Namespace, text: &str, args: &[&str]) -> String {
+    let file = TempFile::new("refused.toml", text);
+    let out = ns
+        .command("timeout")
+        .args(["20", env!("CARGO_BIN_EXE_sfu"), "--config", file.path()])
+        .args(args)
+        .env_remove("SFU_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "refused at start:\n{err}");
+    err
+}
+
+#[test]
+fn mistakes_in_the_config_stop_the_start_naming_them() {
+    let ns = Namespace::new("config-bad");
+    let err = refused(
+        &ns,
+        "http_listen = \"127.0.0.1:8081\"\nroom_capasity = 9\n",
+        &[],
+    );
+    assert!(err.contains("unknown key `room_capasity`"), "{err}");
+    let err = refused(&ns, "udp_ports = \"16584-16384\"\n", &[]);
+    assert!(
+        err.contains("`udp_ports = \"16584-16384\"`") && err.contains("not a port range"),
+        "{err}"
+    );
+    let err = refused(
+        &ns,
+        "turn_tls_listen = \"127.0.0.1:5349\"\nturn_cert = \"/nonexistent/cert.pem\"\n\
+         turn_key = \"/nonexistent/key.pem\"\nturn_tls_host = \"turn.example\"\n",
+        &["--http-listen", "127.0.0.1:8082"],
+    );
+    assert!(err.contains("certificate /nonexistent/cert.pem"), "{err}");
+    // TLS without what it needs, wherever each part comes from.
+    let err = refused(&ns, "turn_tls_listen = \"127.0.0.1:5349\"\n", &[]);
+    assert!(err.contains("--turn-tls-listen needs"), "{err}");
+    let err = refused(
+        &ns,
+        "secret = \"x\"\n",
+        &["--secret-file", "/nonexistent/s"],
+    );
+    assert!(err.contains("both --secret and --secret-file"), "{err}");
+    // The command line is still checked as strictly as without a file.
+    let out = Command::new(env!("CARGO_BIN_EXE_sfu"))
+        .args(["--config", SAMPLE, "--udp-ports", "7-1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a port range"));
+}
