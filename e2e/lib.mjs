@@ -241,11 +241,11 @@ export class Participant {
    * Opens the demo page and joins through its form (pasting a token: the server has a
    * secret). `query` is the page's (e.g. `?video=1280x720`), `args` extra browser
    * switches; with `recordSent`, the page records what it sends on WebSockets in
-   * window.__sent (see sent()).
+   * window.__sent (see sent()). `base`: another server's URL.
    */
   async join(room, {
     expectVideoFrom = false, grants, query = '', netns = null, args = [], recordSent = false,
-    secret = ROOM_SECRET,
+    secret = ROOM_SECRET, base = SFU_URL,
   } = {}) {
     const { ctx, page, logs, dir } = await newBrowser(this.name.toLowerCase(), { netns, args });
     Object.assign(this, { ctx, page, logs, dir });
@@ -255,7 +255,7 @@ export class Participant {
     // namespaces are made.)
     for (let attempt = 1; ; attempt++) {
       try {
-        await page.goto(`${SFU_URL}/${query}#${secret}`);
+        await page.goto(`${base}/${query}#${secret}`);
         break;
       } catch (e) {
         if (attempt >= 3 || !/ERR_NETWORK_CHANGED/.test(String(e))) throw e;
@@ -530,9 +530,10 @@ export function jsonLinesProcess(command, args) {
  * runs `steps`: each sends `send` (a string, sent as is; or `offer`, a real SDP offer made
  * here) and collects the next message (or the close). With `settleMs`, a step then also
  * collects, as `later`, whatever else arrives in that time (an answer that must not come).
- * With `awaitCloseMs`, waits that long at most for the server to close the socket.
+ * With `awaitCloseMs`, waits that long at most for the server to close the socket. `url`:
+ * another server's WebSocket.
  */
-export async function wsScript(page, steps, { awaitCloseMs = 0 } = {}) {
+export async function wsScript(page, steps, { awaitCloseMs = 0, url = WS_URL } = {}) {
   return page.evaluate(async ({ url, steps, awaitCloseMs }) => {
     const ws = new WebSocket(url);
     const inbox = [];
@@ -608,7 +609,7 @@ export async function wsScript(page, steps, { awaitCloseMs = 0 } = {}) {
     for (const pc of pcs) pc.close();
     ws.close();
     return { results, extra, closed };
-  }, { url: WS_URL, steps, awaitCloseMs });
+  }, { url, steps, awaitCloseMs });
 }
 
 /** A page at the server's origin for raw WebSocket checks, independent of the call. */

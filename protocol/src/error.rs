@@ -18,6 +18,9 @@ pub enum ErrorCode {
     AlreadyJoined,
     RoomFull,
     ServerBusy,
+    /// The server is draining (stopping, for an upgrade): it takes no new room. Join
+    /// again: behind a load balancer, another server takes it.
+    ServerDraining,
     /// A join that may publish said it sends frames in the clear (`e2ee: false`), and
     /// its token has no `plaintext` grant.
     E2eeRequired,
@@ -33,6 +36,7 @@ impl ErrorCode {
             self,
             ErrorCode::Unauthorized
                 | ErrorCode::RoomFull
+                | ErrorCode::ServerDraining
                 | ErrorCode::E2eeRequired
                 | ErrorCode::Internal
         )
@@ -51,6 +55,7 @@ impl ErrorCode {
             ErrorCode::AlreadyJoined => "already_joined",
             ErrorCode::RoomFull => "room_full",
             ErrorCode::ServerBusy => "server_busy",
+            ErrorCode::ServerDraining => "server_draining",
             ErrorCode::E2eeRequired => "e2ee_required",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",

@@ -104,6 +104,9 @@ pub enum LeaveReason {
     Timeout,
     /// The server removed it after an error.
     Error,
+    /// The server stopped with the call still going (its drain ran out of time): join
+    /// again, and another server takes the call.
+    ServerShutdown,
 }
 
 /// A message to a client.

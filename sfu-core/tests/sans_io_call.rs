@@ -339,6 +339,49 @@ fn the_room_refuses_a_participant_over_capacity() {
 }
 
 #[test]
+fn a_draining_shard_keeps_its_calls_takes_no_new_room_then_shuts_down() {
+    let mut net = three_party_call();
+    net.shard.drain();
+    // A newcomer to the call in progress gets in; one opening another room does not.
+    let dave = net.join("dave", everyone());
+    assert!(net.client(dave).error_codes().is_empty());
+    net.join_room = Some("other".into());
+    let erin = net.join("erin", everyone());
+    assert_eq!(
+        net.client(erin).error_codes(),
+        vec![ErrorCode::ServerDraining]
+    );
+    assert!(net.closed.contains(&net.client(erin).id));
+    assert_eq!(net.shard.sizes().0, 1, "no second room");
+    // The call goes on while draining.
+    let before = net.client(0).received.values().map(Vec::len).sum::<usize>();
+    net.run(Duration::from_secs(1));
+    let after = net.client(0).received.values().map(Vec::len).sum::<usize>();
+    assert!(
+        after > before + 50,
+        "media still flows: {before} -> {after}"
+    );
+    // Shut down: everyone is told to join again, and the shard is empty.
+    net.shard.shut_down(net.now);
+    net.pump();
+    for i in [0, 1, 2, dave] {
+        let told = net.client(i).messages().any(|m| {
+            matches!(m, ServerMessage::Left { reason } if *reason == LeaveReason::ServerShutdown)
+        });
+        assert!(told, "client {i} told of the shutdown");
+        assert!(net.closed.contains(&net.client(i).id));
+        let others_left = net.client(i).messages().any(|m| {
+            matches!(m, ServerMessage::ParticipantLeft { reason, .. } if *reason == LeaveReason::ServerShutdown)
+        });
+        assert!(
+            !others_left,
+            "client {i} is not told of each other's leaving"
+        );
+    }
+    assert_eq!(net.shard.sizes(), (0, 0, 0));
+}
+
+#[test]
 fn garbage_datagrams_are_counted_and_harm_no_call() {
     let mut net = three_party_call();
     let before = net.client(0).received.values().map(Vec::len).sum::<usize>();

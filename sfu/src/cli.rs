@@ -260,6 +260,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SFU_PARTICIPANT_TIMEOUT", default_value_t = 20)]
     pub participant_timeout: u64,
 
+    /// Seconds a drain (SIGTERM) lets the calls in progress go on before it ends them,
+    /// telling their participants to join again. Give systemd's TimeoutStopSec or
+    /// Kubernetes' terminationGracePeriodSeconds a little more.
+    #[arg(long, env = "SFU_DRAIN_TIMEOUT", default_value_t = 3600)]
+    pub drain_timeout: u64,
+
     /// Most participants in one room (presenters count among them, viewers apart).
     #[arg(long, env = "SFU_ROOM_CAPACITY", default_value_t = 70)]
     pub room_capacity: usize,

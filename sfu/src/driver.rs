@@ -36,6 +36,7 @@ use tokio_util::codec::FramedRead;
 use tracing::{debug, error, info, warn};
 
 use crate::ice_tcp::{first_frame_len, first_frame_shard, ice_tcp_codec};
+use crate::lifecycle::Lifecycle;
 use crate::metrics::{Metrics, TcpRefusal};
 use crate::offers::OfferReader;
 use crate::queues::{Delivery, Queues};
@@ -96,6 +97,8 @@ pub struct MediaConfig {
     /// Test only: where the shards record what publishers send (`--tap`); `None` (the
     /// default) records nothing. Set `shard.tap` with it.
     pub tap: Option<Arc<Tap>>,
+    /// Draining and shutting down, which every shard follows.
+    pub lifecycle: Arc<Lifecycle>,
 }
 
 /// What a shard's control task receives from signaling.
@@ -135,6 +138,7 @@ pub struct Plane {
     /// Counts the relays a full relay queue refused.
     metrics: Metrics,
     offers: OfferReader,
+    lifecycle: Arc<Lifecycle>,
 }
 
 struct ShardHandle {
@@ -181,6 +185,7 @@ impl Plane {
             let tcp_port = config.tcp_port;
             let metrics = metrics.clone();
             let tap = config.tap.clone();
+            let lifecycle = config.lifecycle.clone();
             spawn_thread(format!("shard-{index}"), move || {
                 let setup = ShardSetup {
                     index,
@@ -189,6 +194,7 @@ impl Plane {
                     advertise,
                     tcp_port,
                     tap,
+                    lifecycle,
                 };
                 run_shard(setup, metrics, commands_rx, relays_rx, departures_rx)
             })?;
@@ -220,7 +226,18 @@ impl Plane {
             next_participant: AtomicU64::new(1),
             metrics,
             offers: OfferReader::start().context("cannot start the offer reader")?,
+            lifecycle: config.lifecycle,
         })
+    }
+
+    /// Calls in progress, as the shards last counted them (once a second).
+    pub fn rooms(&self) -> usize {
+        self.metrics.rooms()
+    }
+
+    /// How it stops: drain, or shut down.
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.lifecycle
     }
 
     fn shard_of(&self, id: ParticipantId) -> &ShardHandle {
@@ -606,6 +623,7 @@ struct ShardSetup {
     advertise: Vec<IpAddr>,
     tcp_port: Option<u16>,
     tap: Option<Arc<Tap>>,
+    lifecycle: Arc<Lifecycle>,
 }
 
 async fn run_shard(
@@ -622,6 +640,7 @@ async fn run_shard(
         advertise,
         tcp_port,
         tap,
+        lifecycle,
     } = setup;
     let mut by_port = HashMap::new();
     let mut load = HashMap::new();
@@ -656,11 +675,17 @@ async fn run_shard(
         driver.clone(),
         metrics.clone(),
         index.to_string(),
+        (lifecycle.clone(), wake.clone()),
     ));
     let run = |command: Command| {
         let mut d = driver.borrow_mut();
         match command {
-            Command::Join { id, join, events } => d.join(id, join, events),
+            Command::Join { id, join, events } => {
+                if lifecycle.is_draining() {
+                    d.core.drain();
+                }
+                d.join(id, join, events);
+            }
             Command::Request { id, request } => d.core.request(Instant::now(), id, request),
             Command::Offer { id, read } => d.core.offer(Instant::now(), id, *read),
             Command::Tcp(arrival) => d.adopt_tcp(&driver, &wake, arrival, &metrics),
@@ -854,12 +879,24 @@ async fn timer(driver: Rc<RefCell<Driver>>, wake: Rc<Notify>) {
     }
 }
 
-/// Moves the core's counters into Prometheus once a second.
-async fn flush_metrics(driver: Rc<RefCell<Driver>>, metrics: Metrics, shard: String) {
+/// Moves the core's counters into Prometheus once a second, and shuts the core down
+/// once the lifecycle says so (then every second, for joins that were under way).
+async fn flush_metrics(
+    driver: Rc<RefCell<Driver>>,
+    metrics: Metrics,
+    shard: String,
+    (lifecycle, wake): (Arc<Lifecycle>, Rc<Notify>),
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
         let mut d = driver.borrow_mut();
+        if lifecycle.is_shut_down() && d.core.sizes().1 > 0 {
+            d.core.shut_down(Instant::now());
+            if d.drain() {
+                wake.notify_one();
+            }
+        }
         let counters = std::mem::take(&mut d.core.counters);
         metrics.flush(&shard, &counters, d.core.sizes());
         metrics.tcp_connections(&shard, d.tcp.len());

@@ -1,6 +1,7 @@
 //! The server's drivers around the sans-IO media core (`sfu-core`): the tokio driver that
 //! gives the shards their sockets, timers and signaling ([`driver`]), and the metrics it
-//! exports ([`metrics`]); what an ICE-TCP connection's bytes mean ([`ice_tcp`]); offers
+//! exports ([`metrics`]); how it stops ([`lifecycle`]); what an ICE-TCP connection's
+//! bytes mean ([`ice_tcp`]); offers
 //! read off the media threads ([`offers`]); the participants' event queues, where one
 //! that falls behind is caught up ([`queues`]); and the test-only tap that records what
 //! publishers send ([`tap`]).
@@ -9,6 +10,7 @@
 
 pub mod driver;
 pub mod ice_tcp;
+pub mod lifecycle;
 pub mod metrics;
 pub mod offers;
 pub mod queues;

@@ -251,6 +251,19 @@ impl Metrics {
             .set(n as i64);
     }
 
+    /// Rooms in progress, summed over the shards' gauges.
+    pub fn rooms(&self) -> usize {
+        use prometheus::core::Collector;
+        let rooms: f64 = self
+            .rooms
+            .collect()
+            .iter()
+            .flat_map(|f| f.get_metric().iter())
+            .map(|m| m.get_gauge().get_value())
+            .sum();
+        rooms.max(0.0) as usize
+    }
+
     /// Adds a shard's counters since the last flush, and sets its gauges.
     pub fn flush(&self, shard: &str, counters: &Counters, sizes: (usize, usize, usize)) {
         let (rooms, participants, tracks) = sizes;

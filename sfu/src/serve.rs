@@ -1,5 +1,6 @@
 //! The server (`sfu`, `sfu serve`): the media plane, signaling over HTTP and the embedded
-//! TURN relay, composed in one process; runs until SIGINT or SIGTERM.
+//! TURN relay, composed in one process; runs until SIGINT, or SIGTERM and a drain
+//! ([`crate::stop`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sfu::driver::{MediaConfig, Plane};
+use sfu::lifecycle::Lifecycle;
 use sfu::metrics::{Metrics, TurnMetrics};
 use sfu::tap::{TAP_LINES, Tap};
 use sfu_core::shard::ShardConfig;
@@ -15,8 +17,8 @@ use tracing::{info, warn};
 
 use crate::cli::ServeArgs;
 use crate::config;
-use crate::host::{default_advertise, shutdown_signal};
-use crate::relay;
+use crate::host::default_advertise;
+use crate::{relay, stop};
 
 pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     args.check().map_err(anyhow::Error::msg)?;
@@ -68,6 +70,7 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let lifecycle = Arc::new(Lifecycle::default());
     let plane = Plane::start(
         MediaConfig {
             bind_ip: places.udp_bind,
@@ -86,11 +89,13 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
                 ..ShardConfig::default()
             },
             tap,
+            lifecycle: lifecycle.clone(),
         },
         metrics,
     )?;
+    let plane = Arc::new(plane);
     let router = signaling::router(
-        Arc::new(plane),
+        plane.clone(),
         signaling::Config {
             tokens,
             dev_mode,
@@ -99,6 +104,7 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
                 sockets: args.sockets_per_address,
                 joins_per_second: args.joins_per_address,
             },
+            readiness: Arc::new(move || lifecycle.is_draining().then_some("draining")),
         },
         registry,
     )?;
@@ -115,7 +121,20 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", places.http))?;
         info!("signaling on http://{}", listener.local_addr()?);
-        signaling::serve(listener, router, shutdown_signal()).await?;
+        let (stop_serving, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = signaling::serve(listener, router, async move {
+            let _ = stopped.await;
+        });
+        tokio::pin!(serving);
+        let drain_timeout = Duration::from_secs(args.drain_timeout);
+        tokio::select! {
+            served = &mut serving => served?,
+            () = stop::until_stopped(plane, drain_timeout) => {
+                let _ = stop_serving.send(());
+                // Requests under way finish; open WebSockets end with the process.
+                let _ = tokio::time::timeout(HTTP_GRACE, serving).await;
+            }
+        }
         anyhow::Ok(())
     })
 }
@@ -203,6 +222,9 @@ impl Places {
 
 const DEFAULT_HTTP_PORT: u16 = 8080;
 const DEFAULT_TURN_PORT: u16 = 3478;
+
+/// How long HTTP requests under way may take to finish once the server stops.
+const HTTP_GRACE: Duration = Duration::from_secs(2);
 
 #[cfg(test)]
 mod tests {

@@ -82,6 +82,7 @@ fn start_plane(
             shards: 2,
             shard: ShardConfig::default(),
             tap: None,
+            lifecycle: Default::default(),
         },
         Metrics::new(registry).unwrap(),
     )

@@ -34,7 +34,7 @@ mod whip;
 pub use addresses::AddressLimits;
 pub use plane::{EVENT_QUEUE, IceServerSource, MediaPlane, Pending};
 pub use router::{metrics_router, router, serve};
-pub use state::Config;
+pub use state::{Config, Readiness};
 pub use token::{Claims, TokenKey};
 #[doc(hidden)]
 pub use whip::fuzzing;

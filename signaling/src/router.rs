@@ -18,8 +18,9 @@ use crate::session::websocket;
 use crate::state::{AppState, Config, Metrics};
 use crate::token::{MAX_NAME_BYTES, TokenKey};
 
-/// Builds the HTTP router: demo page, client library, WebSocket, health, metrics, and in
-/// dev mode `/dev/token`. Registers the control plane's own metrics in `registry`.
+/// Builds the HTTP router: demo page, client library, WebSocket, health (`/healthz`: the
+/// process answers), readiness (`/readyz`: it takes new calls), metrics, and in dev mode
+/// `/dev/token`. Registers the control plane's own metrics in `registry`.
 pub fn router(
     plane: Arc<dyn MediaPlane>,
     config: Config,
@@ -38,6 +39,7 @@ pub fn router(
     let mut router = Router::new()
         .route("/", get(|| async { Html(crate::web::INDEX_HTML) }))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/ws", get(websocket))
         .merge(crate::whip::routes(state.clone()));
@@ -64,6 +66,13 @@ pub fn metrics_router(registry: Registry) -> Router {
                 async move { encode_metrics(&registry) }
             }),
         )
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    match (state.config.readiness)() {
+        None => "ready\n".into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
+    }
 }
 
 async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {

@@ -20,7 +20,13 @@ pub struct Config {
     pub ice_servers: Option<IceServerSource>,
     /// Open sockets and joins per client address.
     pub address_limits: AddressLimits,
+    /// What `/readyz` answers, asked at each request: `None` when this server takes new
+    /// calls (200), else why not (503 with it: starting, draining, overloaded).
+    pub readiness: Readiness,
 }
+
+/// See [`Config::readiness`].
+pub type Readiness = Arc<dyn Fn() -> Option<&'static str> + Send + Sync>;
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

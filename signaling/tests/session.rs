@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -39,6 +40,8 @@ struct Recorder {
     last_join: Mutex<Option<(Transport, Vec<String>)>>,
     /// Each join's `e2ee`, in order.
     e2ee: Mutex<Vec<bool>>,
+    /// What `/readyz` reads: the server says it is draining.
+    draining: AtomicBool,
 }
 
 impl MediaPlane for Recorder {
@@ -115,6 +118,10 @@ async fn start_with(
                 }]
             })),
             address_limits,
+            readiness: {
+                let plane = plane.clone();
+                Arc::new(move || plane.draining.load(Ordering::Relaxed).then_some("draining"))
+            },
         },
         Registry::new(),
     )
@@ -438,11 +445,27 @@ async fn dev_token_exists_only_in_dev_mode() {
     let long = format!("/dev/token?room={}&identity=i", "r".repeat(200));
     assert!(http_get(&addr, &long).await.starts_with("HTTP/1.1 400"));
 
-    let (addr, _) = start(false).await;
+    let (addr, plane) = start(false).await;
     let body = http_get(&addr, "/dev/token?room=r&identity=i").await;
     assert!(body.starts_with("HTTP/1.1 404"), "{body}");
     let health = http_get(&addr, "/healthz").await;
     assert!(health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"));
+    let ready = http_get(&addr, "/readyz").await;
+    assert!(
+        ready.starts_with("HTTP/1.1 200") && ready.ends_with("ready\n"),
+        "{ready}"
+    );
+    plane.draining.store(true, Ordering::Relaxed);
+    let ready = http_get(&addr, "/readyz").await;
+    assert!(
+        ready.starts_with("HTTP/1.1 503") && ready.ends_with("draining\n"),
+        "{ready}"
+    );
+    let health = http_get(&addr, "/healthz").await;
+    assert!(
+        health.starts_with("HTTP/1.1 200"),
+        "still alive while draining"
+    );
     let metrics = http_get(&addr, "/metrics").await;
     assert!(metrics.contains("sfu_signaling_sockets"), "{metrics}");
     let page = http_get(&addr, "/").await;

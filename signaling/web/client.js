@@ -58,20 +58,23 @@
 // Events (CustomEvent, fields in `detail`): joined, participant_joined, participant_left,
 // track_published, track, track_removed, track_muted, local_track, local_track_removed,
 // activespeakers {speakers}, layers {track_id, active} (what the server asked of one of
-// this client's simulcast tracks), connection_state, transport_fallback, error, left,
-// closed.
+// this client's simulcast tracks), connection_state, transport_fallback, rejoining
+// {reason} (the server shut down with the call going on: the call joins again by itself,
+// and `joined` follows), error, left, closed.
 //
 // Layout: this module holds the Call class, its state and public API; the work is done by
 // the functions of ./client/, each taking the call: signaling.js (the WebSocket),
 // negotiation.js (offers and answers), mlines.js (transceivers), publishing.js (local
 // tracks, simulcast and SVC), layers.js (the server's `layers`), room.js (participants and
-// remote tracks), slots.js, view.js, fallback.js (the peer connection, TURN/TCP fallback),
+// remote tracks), slots.js, view.js, fallback.js (the peer connection, the rejoins of the
+// TURN/TCP fallback and after a server shutdown),
 // stats.js, error.js; e2ee.js (end-to-end encryption, with e2ee-keys.js, e2ee-layout.js,
 // sframe.js and the worker e2ee-worker.js) and audio-watch.js. They report back through
 // _emit, _reportError and _teardown.
 
 import { E2ee } from './client/e2ee.js';
 import { CallError } from './client/error.js';
+import { rejoinAfterShutdown } from './client/fallback.js';
 import { onLayers } from './client/layers.js';
 import { negotiate, onAnswer, rejectOffer } from './client/negotiation.js';
 import {
@@ -100,6 +103,9 @@ export class Call extends EventTarget {
    *   (joins with `transport: "relay"`)
    * @param {boolean} [opts.fallback] rejoin through TURN over TCP/TLS when the media
    *   connection fails or does not come up in time (default true)
+   * @param {boolean} [opts.rejoinOnShutdown] join again when the server shuts down with
+   *   the call going on (default true; `false`: the call ends, `left` with reason
+   *   `server_shutdown`)
    * @param {boolean} [opts.simulcast] send the camera as three layers (default true)
    * @param {string} [opts.svc] send the camera as one stream of layers instead (SVC), in
    *   this scalability mode (e.g. `L3T3_KEY`: three spatial and three temporal layers),
@@ -120,7 +126,8 @@ export class Call extends EventTarget {
    *   application; `transform`, force `script` or `streams`; `test`, record frame hashes
    */
   constructor({
-    url, token, iceServers = [], iceTransportPolicy = 'all', fallback = true, simulcast = true,
+    url, token, iceServers = [], iceTransportPolicy = 'all', fallback = true,
+    rejoinOnShutdown = true, simulcast = true,
     svc = null, codec = null, dependencyDescriptor = false, audience = false, slots = null,
     e2ee = true,
   } = {}) {
@@ -132,6 +139,7 @@ export class Call extends EventTarget {
     this.iceServers = iceServers;
     this.iceTransportPolicy = iceTransportPolicy;
     this.fallback = fallback;
+    this.rejoinOnShutdown = rejoinOnShutdown;
     /** Whether the camera is sent as simulcast layers (set before join). */
     this.simulcast = !!simulcast;
     /** The camera's SVC scalability mode, or null; its codec, or null for the browser's
@@ -401,6 +409,10 @@ export class Call extends EventTarget {
       case 'e2ee':
         return this.e2ee.onMessage(msg);
       case 'left':
+        if (msg.reason === 'server_shutdown' && this.rejoinOnShutdown && this._state === 'joined') {
+          rejoinAfterShutdown(this);
+          return;
+        }
         this._leftReason = msg.reason || 'left';
         this._teardown(this._leftReason);
         return;

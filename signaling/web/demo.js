@@ -524,6 +524,7 @@ function wire(call) {
   call.addEventListener('track_muted', (e) => onTrackMuted(call, e.detail));
   call.addEventListener('error', (e) => setStatus(`Error (${e.detail.code}): ${e.detail.message}`, true));
   call.addEventListener('transport_fallback', (e) => setStatus(`${e.detail.reason}: trying the TURN relay over TCP/TLS…`));
+  call.addEventListener('rejoining', () => setStatus('The server restarted: joining the call again…'));
   call.addEventListener('left', (e) => setStatus(`Removed from the call (${e.detail.reason})`, e.detail.reason !== 'left'));
   call.addEventListener('closed', (e) => {
     if (window.demo.call !== call) return;

@@ -1,5 +1,5 @@
 //! Admitting a participant (room capacity, its candidates, its `Rtc`, telling the
-//! room) and removing one.
+//! room) and removing one; draining (no new rooms) and shutting down (everyone out).
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -58,13 +58,18 @@ impl Shard {
         };
         if count >= capacity {
             info!(participant = %id, room = %join.room, what, "room full");
-            let error = ErrorMessage::new(
-                ErrorCode::RoomFull,
-                format!("room has its {capacity} {what}"),
-            );
-            self.signal(id, ServerMessage::Error(error.answering(RequestType::Join)));
-            self.outputs.push_back(ShardOutput::Closed(id));
-            return;
+            let message = format!("room has its {capacity} {what}");
+            return self.refuse_join(id, ErrorCode::RoomFull, message);
+        }
+        if self.draining
+            && self
+                .rooms
+                .get(&join.room)
+                .is_none_or(|r| r.members.is_empty())
+        {
+            info!(participant = %id, room = %join.room, "join refused: draining, no new room");
+            let message = "this server is draining: it takes no new call; join again";
+            return self.refuse_join(id, ErrorCode::ServerDraining, message.into());
         }
         let udp_port = candidates.udp.first().map(SocketAddr::port);
         let tcp_port = candidates.tcp.first().map(SocketAddr::port);
@@ -195,6 +200,41 @@ impl Shard {
         self.mark_dirty(id);
     }
 
+    fn refuse_join(&mut self, id: ParticipantId, code: ErrorCode, message: String) {
+        let error = ErrorMessage::new(code, message);
+        self.signal(id, ServerMessage::Error(error.answering(RequestType::Join)));
+        self.outputs.push_back(ShardOutput::Closed(id));
+    }
+
+    /// From now on, takes no new room: a join to a room this shard has not got is
+    /// refused with `server_draining` (and its socket closed), while the calls it has go
+    /// on and take newcomers (someone rejoining, a late invitee).
+    pub fn drain(&mut self) {
+        if !self.draining {
+            info!(rooms = self.rooms.len(), "draining: no new rooms");
+        }
+        self.draining = true;
+    }
+
+    /// Ends every call: each participant is removed and told (`left`, reason
+    /// `server_shutdown`), so that it can join again where a load balancer sends it.
+    pub fn shut_down(&mut self, now: Instant) {
+        self.advance(now);
+        self.draining = true;
+        let mut ids: Vec<ParticipantId> = self.participants.keys().copied().collect();
+        ids.sort_unstable();
+        if !ids.is_empty() {
+            warn!(
+                participants = ids.len(),
+                rooms = self.rooms.len(),
+                "shutting down: calls cut"
+            );
+        }
+        for id in ids {
+            self.remove_participant(id, LeaveReason::ServerShutdown);
+        }
+    }
+
     pub(super) fn remove_participant(&mut self, id: ParticipantId, reason: LeaveReason) {
         let Some(mut p) = self.participants.remove(&id) else {
             return;
@@ -220,16 +260,19 @@ impl Shard {
         if reason != LeaveReason::Left {
             self.signal(id, ServerMessage::Left { reason });
         }
-        // Viewers hear only of presenters and participants.
-        self.broadcast_to(
-            &p.room,
-            id,
-            &ServerMessage::ParticipantLeft {
-                participant_id: id,
-                reason,
-            },
-            !p.grants.is_viewer(),
-        );
+        // Viewers hear only of presenters and participants; in a shutdown everyone goes
+        // and is told so itself (the others' leaving would only set their clients to work).
+        if reason != LeaveReason::ServerShutdown {
+            self.broadcast_to(
+                &p.room,
+                id,
+                &ServerMessage::ParticipantLeft {
+                    participant_id: id,
+                    reason,
+                },
+                !p.grants.is_viewer(),
+            );
+        }
         if self
             .rooms
             .get(&p.room)

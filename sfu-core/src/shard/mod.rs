@@ -128,6 +128,8 @@ pub struct Shard {
     /// by whoever makes the shard, so that a test can replay a run.
     rng: StdRng,
     pub counters: Counters,
+    /// Takes no new room ([`Shard::drain`]).
+    draining: bool,
 }
 
 impl Shard {
@@ -150,6 +152,7 @@ impl Shard {
             next_track: 1,
             rng,
             counters: Counters::default(),
+            draining: false,
         }
     }
 

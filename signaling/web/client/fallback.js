@@ -1,5 +1,9 @@
-// The peer connection and the transport fallback: a call whose media does not connect
-// rejoins once with `transport: "relay"`, through TURN over TCP or TLS only.
+// The peer connection and the rejoins that replace it: the transport fallback (a call
+// whose media does not connect rejoins once with `transport: "relay"`, through TURN over
+// TCP or TLS only), and the rejoin after the server shut down with the call going on
+// (`left`, reason `server_shutdown`: it drained for a restart or an upgrade), with the
+// same token, where the URL leads now (the restarted server, or another behind a load
+// balancer), retried with backoff while there is no server to take it.
 
 import { CallError } from './error.js';
 import { negotiate, rejectOffer } from './negotiation.js';
@@ -9,6 +13,13 @@ import { openSocket, sendJoin } from './signaling.js';
 import { slotsFromStart } from './slots.js';
 
 const CONNECT_TIMEOUT_MS = 5000;
+
+/** Rejoins after a shutdown: tries, and the wait before the first (doubled each time). */
+const SHUTDOWN_REJOIN_TRIES = 6;
+const SHUTDOWN_REJOIN_FIRST_WAIT_MS = 500;
+
+/** How long a rejoin waits for the old session's negotiation to end. */
+const OLD_NEGOTIATION_WAIT_MS = 1000;
 
 /** Whether a STUN/TURN URL is reached over TCP or TLS (RFC 7064, RFC 7065). */
 function isTcpUrl(url) {
@@ -84,6 +95,56 @@ async function fallBack(call, why) {
   call.iceTransportPolicy = 'relay';
   console.warn(`call: ${why}: rejoining through TURN over TCP/TLS`);
   call._emit('transport_fallback', { reason: why });
+  try {
+    await rejoin(call);
+  } catch (err) {
+    call._reportError(err.code || 'fallback', err);
+    call._teardown('error');
+  }
+}
+
+/**
+ * The server shut down with this call going on (`left`, reason `server_shutdown`): joins
+ * again with the same token, keeping the local tracks, after a short wait (everyone was
+ * told at once: the waits are spread) and again with twice the wait while it fails (no
+ * server yet, or one still draining). Emits `rejoining`, then `joined` as a first join
+ * does; after the last try, the call ends (`closed`, reason `server_shutdown`).
+ */
+export async function rejoinAfterShutdown(call) {
+  console.warn('call: the server shut down: joining again');
+  // The server closes the socket next, and the media is gone: the old session's now.
+  const [oldWs, oldPc] = [call.ws, call.pc];
+  [call.ws, call.pc] = [null, null];
+  if (oldWs) oldWs.close(1000, 'server shut down');
+  if (oldPc) oldPc.close();
+  call._state = 'joining';
+  call._emit('rejoining', { reason: 'server_shutdown' });
+  let wait = SHUTDOWN_REJOIN_FIRST_WAIT_MS;
+  for (let attempt = 1; ; attempt++) {
+    await new Promise((r) => setTimeout(r, wait * (0.5 + Math.random())));
+    if (call._state === 'closed') return; // left meanwhile
+    try {
+      await rejoin(call);
+      return;
+    } catch (err) {
+      if (call._state === 'closed') return;
+      console.warn(`call: rejoin ${attempt} of ${SHUTDOWN_REJOIN_TRIES} failed: ${err.message}`);
+      if (attempt >= SHUTDOWN_REJOIN_TRIES) {
+        call._leftReason = 'server_shutdown';
+        call._reportError(err.code || 'rejoin', err);
+        call._teardown('server_shutdown');
+        return;
+      }
+      wait *= 2;
+    }
+  }
+}
+
+/**
+ * Leaves the session (if its socket is still open) and joins a new one on `call.url`,
+ * keeping the local tracks; throws if the new one cannot be joined.
+ */
+async function rejoin(call) {
   const oldWs = call.ws;
   const oldPc = call.pc;
   call.ws = null;
@@ -126,14 +187,25 @@ async function fallBack(call, why) {
   call._connectTimer = null;
   call._state = 'joining';
   try {
-    // The old session's negotiation ends on the rejected answer: let it finish first.
-    if (call._negotiating) await call._negotiating.catch(() => {});
+    // The old session's negotiation ends on the rejected answer: let it finish first. One
+    // waiting on the closed peer connection never ends (a closed connection settles no
+    // promise): it is left behind (it stops at its next step, see negotiation.js).
+    if (call._negotiating) {
+      const late = new Promise((r) => setTimeout(r, OLD_NEGOTIATION_WAIT_MS));
+      await Promise.race([call._negotiating.catch(() => {}), late]);
+      call._negotiating = null;
+    }
     await openSocket(call);
     onJoined(call, await sendJoin(call));
-    for (const [source, local] of locals) addLocalTrack(call, source, local.track);
-    await negotiate(call);
   } catch (err) {
-    call._reportError(err.code || 'fallback', err);
-    call._teardown('error');
+    // The server closes this try's socket next (a refused join): not the call's any more.
+    const ws = call.ws;
+    call.ws = null;
+    if (ws) ws.close(1000, 'join refused');
+    // Kept for the next try, or stopped with the call.
+    call.localTracks = new Map(locals);
+    throw err;
   }
+  for (const [source, local] of locals) addLocalTrack(call, source, local.track);
+  await negotiate(call);
 }

@@ -17,11 +17,13 @@ const BUSY_RETRY_MS = 1000;
 export function negotiate(call) {
   call._wantNegotiation = true;
   if (!call._negotiating) {
-    call._negotiating = negotiationLoop(call).finally(() => {
-      call._negotiating = null;
+    const running = negotiationLoop(call).finally(() => {
+      // (A rejoin may have left this one behind and started another.)
+      if (call._negotiating === running) call._negotiating = null;
       // A `layers` that came during the last answer's processing waited for this.
       if (call._state === 'joined') applyLayers(call);
     });
+    call._negotiating = running;
   }
   return call._negotiating;
 }
@@ -37,7 +39,10 @@ export function negotiateInBackground(call) {
 
 async function negotiationLoop(call) {
   let lastError = null;
-  while (call._wantNegotiation && call._state === 'joined') {
+  // A rejoin replaces the peer connection: this loop is the old one's, and stops.
+  const pc = call.pc;
+  const current = () => call._state === 'joined' && call.pc === pc;
+  while (call._wantNegotiation && current()) {
     call._wantNegotiation = false;
     lastError = null;
     for (let attempt = 0; ; attempt++) {
@@ -48,7 +53,7 @@ async function negotiationLoop(call) {
         // Busy, or over the socket's offer rate (docs/protocol.md): the offer was dropped,
         // so it is made again a moment later.
         const retry = err.code === 'server_busy' || err.code === 'rate_limited';
-        if (retry && attempt < BUSY_RETRIES && call._state === 'joined') {
+        if (retry && attempt < BUSY_RETRIES && current()) {
           await new Promise((r) => setTimeout(r, BUSY_RETRY_MS * (attempt + 1)));
           continue;
         }
@@ -58,7 +63,7 @@ async function negotiationLoop(call) {
     }
   }
   if (lastError) throw lastError;
-  if (call._state !== 'joined') throw new CallError('closed', 'the call ended during negotiation');
+  if (!current()) throw new CallError('closed', 'the call ended during negotiation');
 }
 
 /** Applies the queued changes, sends one offer and applies its answer. */
@@ -75,7 +80,7 @@ async function offerOnce(call) {
       call._reportError('client', err);
     }
   }
-  if (call._state !== 'joined') return;
+  if (call._state !== 'joined' || call.pc !== pc) return;
   addSlotTransceivers(call, pc);
   if (pc.getTransceivers().length === 0) return; // nothing to negotiate yet (a viewer in an empty room)
 

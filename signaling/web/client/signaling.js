@@ -54,7 +54,10 @@ export function openSocket(call) {
     });
     ws.addEventListener('close', (e) => {
       if (!opened) {
+        // Nothing was joined on it: whoever opened it decides (a join fails, a rejoin
+        // after a shutdown tries again).
         reject(new CallError('network', `WebSocket to ${call.url} failed (code ${e.code})`));
+        return;
       }
       if (call.ws === ws) onSocketClose(call, e);
     });

@@ -1,0 +1,178 @@
+// End-to-end test of the graceful drain (SIGTERM) with Chromium peers, against servers of
+// its own (run.sh's stays up for the other suites): each in namespace sfu-srv on HTTP
+// port 8090 and UDP 17000-17009, without ICE-TCP or TURN, started by this file with the
+// binary run.sh uses (SFU_BIN) and its secret.
+//
+// 1. A call goes on after SIGTERM, `/readyz` answers 503 and `/healthz` 200, a join that
+//    would open a new room gets `server_draining`, and the process exits once the call
+//    ends: the drain's length is printed (`E2E drain ... ms`).
+// 2. With a drain timeout of 3 s the server ends the call itself: both pages are told
+//    (`left`, `server_shutdown`), the process exits, and when a new server takes the port
+//    (a restart), both pages join again by themselves and decode each other.
+// Run through e2e/run.sh.
+
+import { after, before, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { openSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  steps, RUN, SFU_URL, waitFor, sleep, contexts, profileDirs, Participant, LEAN_ARGS, wsScript, errorCode,
+  tokenFor,
+} from './lib.mjs';
+
+const HOST = '10.77.0.1';
+const BASE = `http://${HOST}:8090`;
+const SFU_BIN = process.env.SFU_BIN;
+
+/** A server of this file's in sfu-srv; its log in a file of its own. */
+class Server {
+  constructor(label, drainTimeoutS) {
+    this.log = join(tmpdir(), `sfu-e2e-drain-${RUN}-${label}.log`);
+    this.child = spawn('ip', [
+      'netns', 'exec', 'sfu-srv', SFU_BIN,
+      '--http-listen', `${HOST}:8090`, '--udp-ports', '17000-17009', '--udp-bind', HOST,
+      '--no-ice-tcp', '--turn', 'false', '--drain-timeout', String(drainTimeoutS),
+    ], { stdio: ['ignore', openSync(this.log, 'w'), 'inherit'] });
+    this.exited = new Promise((resolve) => this.child.on('exit', (code, signal) => resolve({ code, signal })));
+    this.exitedAt = null;
+    this.exited.then(() => { this.exitedAt = Date.now(); });
+  }
+
+  async ready() {
+    await waitFor(`the drain test's server on ${BASE}`, async () => {
+      if (this.exitedAt) return { fatal: `it exited:\n${this.text()}` };
+      const res = await fetch(`${BASE}/readyz`).catch(() => null);
+      return { ok: !!res && res.status === 200 };
+    });
+  }
+
+  text() {
+    try { return readFileSync(this.log, 'utf8'); } catch { return ''; }
+  }
+
+  /** Exited with status 0 within `ms`. */
+  async exits(ms, what) {
+    const exit = await Promise.race([this.exited, sleep(ms).then(() => null)]);
+    assert.ok(exit, `the server did not exit ${what} (${ms} ms):\n${this.text().slice(-3000)}`);
+    assert.equal(exit.code, 0, `exit status:\n${this.text().slice(-3000)}`);
+  }
+
+  kill() {
+    if (!this.exitedAt) this.child.kill('SIGKILL');
+  }
+}
+
+const status = async (path) => {
+  const res = await fetch(`${BASE}${path}`).catch(() => null);
+  return res ? `${res.status} ${(await res.text()).trim()}` : 'no answer';
+};
+
+/** Two participants in `room` on the drain test's server, each decoding the other. */
+async function call(room, a, b) {
+  // Its origin is plain http on another port: a secure context only when named (the
+  // last of a repeated switch wins, so with the main server's).
+  const secure = `--unsafely-treat-insecure-origin-as-secure=${SFU_URL},${BASE}`;
+  for (const p of [a, b]) await p.join(room, { base: BASE, args: [...LEAN_ARGS, secure] });
+  const cam = (p) => [{ participant: p, source: 'microphone' }, { participant: p, source: 'camera' }];
+  await a.expectMedia(cam(b), 'the call');
+  await b.expectMedia(cam(a), 'the call');
+  return cam;
+}
+
+describe('graceful drain with Chromium peers', { timeout: 300000 }, () => {
+  const { step, failed } = steps({ timeout: 120000 });
+  const ann = new Participant('Ann');
+  const ben = new Participant('Ben');
+  const cat = new Participant('Cat');
+  const dan = new Participant('Dan');
+  const servers = [];
+
+  before(() => {
+    assert.ok(SFU_BIN, 'SFU_BIN: the server binary (e2e/run.sh sets it)');
+  });
+
+  after(async () => {
+    if (failed()) {
+      for (const p of [ann, ben, cat, dan]) {
+        if (p.logs && p.logs.length) console.log(`--- browser console of ${p.name}:\n${p.logs.slice(-30).join('\n')}`);
+      }
+      for (const s of servers) console.log(`--- drain test server log ${s.log}:\n${s.text().slice(-4000)}`);
+    }
+    for (const s of servers) s.kill();
+    await Promise.all(contexts.map((c) => c.close().catch(() => {})));
+    if (!process.env.E2E_KEEP_PROFILES) for (const d of profileDirs) rmSync(d, { recursive: true, force: true });
+    if (!failed()) for (const s of servers) rmSync(s.log, { force: true });
+  });
+
+  step('after SIGTERM the call goes on, no new room is taken, and the server exits when the call ends', async () => {
+    const server = new Server('first', 120);
+    servers.push(server);
+    await server.ready();
+    const room = `e2e-drain-${RUN}`;
+    const cam = await call(room, ann, ben);
+    const sigterm = Date.now();
+    server.child.kill('SIGTERM');
+    await waitFor('/readyz to say draining', async () => {
+      const s = await status('/readyz');
+      return { ok: s === '503 draining', s };
+    });
+    assert.equal(await status('/healthz'), '200 ok', 'alive while draining');
+    // The call goes on, in both directions.
+    await sleep(1500);
+    await ann.expectMedia(cam(ben), 'the call while draining');
+    await ben.expectMedia(cam(ann), 'the call while draining');
+    // A join that would open a room is refused; the socket is closed.
+    const token = tokenFor(`e2e-drain-new-${RUN}`, 'Newcomer');
+    const { results } = await wsScript(ann.page, [{ send: JSON.stringify({ type: 'join', token, e2ee: true }) }],
+      { url: `ws://${HOST}:8090/ws`, awaitCloseMs: 3000 });
+    assert.equal(errorCode(results[0]), 'server_draining');
+    assert.ok(!server.exitedAt, 'still serving the call');
+    // The call ends: the server exits.
+    const ended = Date.now();
+    await Promise.all([ann.close(), ben.close()]);
+    await server.exits(10000, 'once the call ended');
+    console.log(`E2E drain of a 2-party call: ${server.exitedAt - sigterm} ms from SIGTERM to exit, `
+      + `${server.exitedAt - ended} ms after the call ended`);
+    assert.match(server.text(), /drained in [0-9.]+ s: no call left/);
+  });
+
+  step('a drain that times out tells the clients, which join the restarted server again', async () => {
+    const first = new Server('timeout', 3);
+    servers.push(first);
+    await first.ready();
+    const room = `e2e-drain-restart-${RUN}`;
+    const cam = await call(room, cat, dan);
+    for (const p of [cat, dan]) {
+      await p.page.evaluate(() => {
+        window.__rejoins = [];
+        for (const type of ['rejoining', 'joined']) {
+          window.demo.call.addEventListener(type, () => window.__rejoins.push(type));
+        }
+      });
+    }
+    first.child.kill('SIGTERM');
+    await first.exits(15000, 'when its drain timed out');
+    assert.match(first.text(), /drain timeout: ending the calls left/);
+    for (const p of [cat, dan]) {
+      const told = await p.page.evaluate(() => window.__rejoins.slice());
+      assert.deepEqual(told.slice(0, 1), ['rejoining'], `${p.name} was told: ${JSON.stringify(told)}`);
+    }
+    // The restart: another server on the same address. Both pages join it by themselves.
+    const second = new Server('restarted', 120);
+    servers.push(second);
+    await second.ready();
+    for (const p of [cat, dan]) {
+      // (Its participant id may be the old one: the new server counts from 1 again.)
+      await waitFor(`${p.name} to join the restarted server`, async () => {
+        const st = await p.page.evaluate(() => ({ state: window.demo.call.state, seen: window.__rejoins.slice() }));
+        const ok = st.state === 'joined' && st.seen.join() === 'rejoining,joined';
+        return { ok, st, fatal: st.state === 'closed' ? 'the call ended' : null };
+      }, { timeout: 40000 });
+      p.id = await p.page.evaluate(() => window.demo.call.participantId);
+    }
+    await cat.expectMedia(cam(dan), 'the call after the restart');
+    await dan.expectMedia(cam(cat), 'the call after the restart');
+  });
+});

@@ -1,0 +1,63 @@
+//! How the server stops. SIGTERM (systemd, Kubernetes, `docker stop`) drains: `/readyz`
+//! answers 503, no new room is taken (a join that would open one gets
+//! `server_draining`), the calls in progress go on, and the server exits when the last
+//! one ends, or when the drain timeout runs out: then every participant left is told
+//! (`left`, reason `server_shutdown`) so that its client joins again elsewhere. A second
+//! SIGTERM, or SIGINT (Ctrl-C) at any time, stops at once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sfu::driver::Plane;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+
+/// How long the participants of a shut-down call have to read that they must leave.
+const TOLD_GRACE: Duration = Duration::from_secs(2);
+
+/// Resolves when the server should stop serving, having drained `plane` if asked to.
+pub async fn until_stopped(plane: Arc<Plane>, drain_timeout: Duration) {
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            warn!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => return info!("SIGINT: stopping now"),
+        _ = term.recv() => {}
+    }
+    plane.lifecycle().drain();
+    info!(
+        rooms = plane.rooms(),
+        "SIGTERM: draining: no new rooms; stopping when the last call ends, or in {} s \
+         (another SIGTERM or SIGINT: now)",
+        drain_timeout.as_secs()
+    );
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return info!("SIGINT: stopping now"),
+            _ = term.recv() => return info!("second SIGTERM: stopping now"),
+            _ = tick.tick() => {}
+        }
+        let rooms = plane.rooms();
+        if rooms == 0 {
+            let secs = started.elapsed().as_secs_f32();
+            return info!("drained in {secs:.1} s: no call left; stopping");
+        }
+        if started.elapsed() >= drain_timeout {
+            warn!(
+                rooms,
+                "drain timeout: ending the calls left; their participants are told"
+            );
+            plane.lifecycle().shut_down();
+            // The shards act on it within a second; then the messages go out.
+            tokio::time::sleep(Duration::from_secs(1) + TOLD_GRACE).await;
+            return;
+        }
+    }
+}
