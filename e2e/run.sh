@@ -13,7 +13,8 @@
 # 3. node --test e2e/*.test.mjs (one file at a time) in sfu-cli, where node, its child
 #    processes (the GStreamer and aiortc clients) and most browsers run; the network
 #    tests start some browsers in sfu-tcp and sfu-tls, the simulcast and SVC tests one in
-#    sfu-tls (after the network tests are done with it).
+#    sfu-tls (after the network tests are done with it); the drain tests start servers of
+#    their own in sfu-srv (HTTP 8090) and stop them with SIGTERM.
 # 4. Server stopped, namespaces removed (also on failure or Ctrl-C).
 set -euo pipefail
 
@@ -22,6 +23,8 @@ REPO=$(cd "$E2E_DIR/.." && pwd)
 
 SFU_BIN=${SFU_BIN:-$REPO/target/debug/sfu}
 case "$SFU_BIN" in /*) ;; *) SFU_BIN=$REPO/$SFU_BIN ;; esac
+# The drain suite starts servers of its own with it.
+export SFU_BIN
 SRV_ADDR=10.77.0.1
 HTTP_PORT=${E2E_HTTP_PORT:-8080}
 export SFU_URL="http://$SRV_ADDR:$HTTP_PORT"
@@ -51,7 +54,8 @@ cleanup() {
     rm -rf "$CERT_DIR"
     rm -f "$E2E_TAP" # test media, not kept
     if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        # SIGINT stops at once (SIGTERM would drain).
+        kill -INT "$SERVER_PID" 2>/dev/null || true
         for _ in $(seq 1 50); do
             kill -0 "$SERVER_PID" 2>/dev/null || break
             sleep 0.1
@@ -103,7 +107,7 @@ fi
 
 status=0
 (cd "$REPO" && ip netns exec sfu-cli timeout "$TEST_TIMEOUT" \
-    node --test --test-concurrency=1 --test-reporter=spec ${E2E_TESTS:-e2e/call.test.mjs e2e/e2ee.test.mjs e2e/e2ee-codecs.test.mjs e2e/network.test.mjs e2e/simulcast.test.mjs e2e/svc.test.mjs e2e/broadcast.test.mjs e2e/whip.test.mjs e2e/slots.test.mjs e2e/aiortc.test.mjs}) || status=$?
+    node --test --test-concurrency=1 --test-reporter=spec ${E2E_TESTS:-e2e/call.test.mjs e2e/e2ee.test.mjs e2e/e2ee-codecs.test.mjs e2e/network.test.mjs e2e/simulcast.test.mjs e2e/svc.test.mjs e2e/broadcast.test.mjs e2e/whip.test.mjs e2e/slots.test.mjs e2e/aiortc.test.mjs e2e/adaptation.test.mjs e2e/drain.test.mjs}) || status=$?
 
 if [ "$status" != 0 ]; then
     echo "e2e/run.sh: tests failed ($status); server log tail ($E2E_LOG):" >&2

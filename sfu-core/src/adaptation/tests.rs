@@ -335,8 +335,14 @@ fn losses_ask_for_a_keyframe_as_they_thin_every_two_seconds_and_once_the_link_cl
     );
     let gap_over = t1 + THIN_KEYFRAME_DELAY + THIN_KEYFRAME_GAP;
     assert!(!a.keyframe_for_loss(gap_over - MS, false, None, false));
-    assert!(a.keyframe_for_loss(gap_over, false, None, false), "once it is over");
-    assert!(!a.keyframe_for_loss(gap_over + 200 * MS, false, None, false), "once");
+    assert!(
+        a.keyframe_for_loss(gap_over, false, None, false),
+        "once it is over"
+    );
+    assert!(
+        !a.keyframe_for_loss(gap_over + 200 * MS, false, None, false),
+        "once"
+    );
     // Thinned just before the gap is over: a round later all the same.
     let t1 = gap_over + THIN_KEYFRAME_GAP;
     thinned_asks_a_round_later(&mut a, t1 + THIN_KEYFRAME_DELAY - 10 * MS);
