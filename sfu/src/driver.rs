@@ -4,7 +4,8 @@
 //!
 //! ICE-TCP (RFC 6544, passive candidates, RFC 4571 framing): one thread accepts on the TCP
 //! media port, reads each connection's first frame (a STUN binding request), finds the
-//! shard from the ufrag in its USERNAME and hands the connection over; from then on the
+//! shard from the ufrag in its USERNAME and hands the connection over (`tcp_accept`),
+//! started here with the shards; from then on the
 //! connection belongs to that shard like a UDP remote address. Each connection has a
 //! bounded send queue: a client that reads too slowly loses packets (counted as
 //! `tcp_queue_full`) and never stalls its shard or delays anyone else.
@@ -28,19 +29,19 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use signaling::{MediaPlane, Pending};
 use str0m::net::{Protocol, Transmit};
-use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::codec::FramedRead;
 use tracing::{debug, error, info, warn};
 
-use crate::ice_tcp::{first_frame_len, first_frame_shard, ice_tcp_codec};
+use crate::ice_tcp::ice_tcp_codec;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{Metrics, TcpRefusal};
 use crate::offers::OfferReader;
 use crate::queues::{Delivery, Queues};
 use crate::tap::Tap;
+use crate::tcp_accept::{TcpArrival, accept_tcp};
 use sfu_core::forwarder::DropReason;
 use sfu_core::shard::{LocalCandidates, ReadOffer, RelayDrop, Shard, ShardConfig, ShardOutput};
 
@@ -62,12 +63,6 @@ const RELAY_BATCH: usize = 256;
 /// The largest media datagram read (an Ethernet MTU); GRO may coalesce several into one
 /// read.
 const MEDIA_DATAGRAM: usize = 1500;
-
-/// ICE-TCP connections waiting for their first frame; more are closed at once.
-const TCP_PENDING: usize = 1024;
-
-/// An ICE-TCP connection that sends no complete first frame by then is closed.
-const TCP_FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Bytes waiting to be written per ICE-TCP connection; packets beyond are dropped. About
 /// a second of a 2 Mbit/s video stream, so a keyframe fits but a stalled reader costs
@@ -101,8 +96,8 @@ pub struct MediaConfig {
     pub lifecycle: Arc<Lifecycle>,
 }
 
-/// What a shard's control task receives from signaling.
-enum Command {
+/// What a shard's control task receives from signaling (and the ICE-TCP acceptor).
+pub(crate) enum Command {
     Join {
         id: ParticipantId,
         join: Join,
@@ -119,15 +114,6 @@ enum Command {
     },
     /// An ICE-TCP connection whose first frame names a participant of this shard.
     Tcp(TcpArrival),
-}
-
-/// An accepted ICE-TCP connection on its way to a shard.
-struct TcpArrival {
-    stream: std::net::TcpStream,
-    /// Its first frame (a STUN binding request), already read.
-    first: Vec<u8>,
-    local: SocketAddr,
-    remote: SocketAddr,
 }
 
 /// The handle signaling uses: routes each call to the shard that owns it.
@@ -749,69 +735,6 @@ async fn receive(driver: Rc<RefCell<Driver>>, socket: Rc<Socket>, wake: Rc<Notif
         })
         .await;
     error!(port, "socket failed: {e}");
-}
-
-/// Accepts ICE-TCP connections, reads each one's first frame and hands it to the shard its
-/// ufrag names.
-async fn accept_tcp(
-    listener: std::net::TcpListener,
-    shards: Vec<mpsc::Sender<Command>>,
-    metrics: Metrics,
-) -> anyhow::Result<()> {
-    let listener = TcpListener::from_std(listener)?;
-    let shards = Rc::new(shards);
-    let pending = Rc::new(std::cell::Cell::new(0usize));
-    netio::tcp::accept_each(&listener, "ICE-TCP", |stream, remote| {
-        if pending.get() >= TCP_PENDING {
-            metrics.tcp_refused(TcpRefusal::Busy);
-            return;
-        }
-        pending.set(pending.get() + 1);
-        let (shards, pending, metrics) = (shards.clone(), pending.clone(), metrics.clone());
-        tokio::task::spawn_local(async move {
-            let first = tokio::time::timeout(TCP_FIRST_FRAME_TIMEOUT, first_frame(stream)).await;
-            pending.set(pending.get() - 1);
-            let (stream, frame, shard) = match first {
-                Err(_) => return metrics.tcp_refused(TcpRefusal::Timeout),
-                Ok(Err(reason)) => return metrics.tcp_refused(reason),
-                Ok(Ok(x)) => x,
-            };
-            let Some(queue) = usize::try_from(shard).ok().and_then(|i| shards.get(i)) else {
-                return metrics.tcp_refused(TcpRefusal::Unclaimed);
-            };
-            let (Ok(local), Ok(stream)) = (stream.local_addr(), stream.into_std()) else {
-                return;
-            };
-            let command = Command::Tcp(TcpArrival {
-                stream,
-                first: frame,
-                local,
-                remote,
-            });
-            if queue.try_send(command).is_err() {
-                metrics.tcp_refused(TcpRefusal::ShardBusy);
-            }
-        });
-    })
-    .await;
-    Ok(())
-}
-
-/// Reads an ICE-TCP connection's first frame: a STUN binding request whose USERNAME
-/// starts with one of our ufrags. Returns the frame and the shard the ufrag names.
-async fn first_frame(mut stream: TcpStream) -> Result<(TcpStream, Vec<u8>, u64), TcpRefusal> {
-    let mut len = [0u8; 2];
-    stream
-        .read_exact(&mut len)
-        .await
-        .map_err(|_| TcpRefusal::NotStun)?;
-    let mut frame = vec![0u8; first_frame_len(len)?];
-    stream
-        .read_exact(&mut frame)
-        .await
-        .map_err(|_| TcpRefusal::NotStun)?;
-    let shard = first_frame_shard(&frame)?;
-    Ok((stream, frame, shard))
 }
 
 /// Runs one ICE-TCP connection a shard took: frames in to the core, its queue out to the

@@ -1,7 +1,7 @@
 //! The server's drivers around the sans-IO media core (`sfu-core`): the tokio driver that
 //! gives the shards their sockets, timers and signaling ([`driver`]), and the metrics it
 //! exports ([`metrics`]); how it stops ([`lifecycle`]); what an ICE-TCP connection's
-//! bytes mean ([`ice_tcp`]); offers
+//! bytes mean ([`ice_tcp`]) and where the acceptor hands it (`tcp_accept`); offers
 //! read off the media threads ([`offers`]); the participants' event queues, where one
 //! that falls behind is caught up ([`queues`]); and the test-only tap that records what
 //! publishers send ([`tap`]).
@@ -15,3 +15,4 @@ pub mod metrics;
 pub mod offers;
 pub mod queues;
 pub mod tap;
+mod tcp_accept;
