@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::{info, warn};
 
 /// Every up, non-loopback IPv4 address, or 127.0.0.1 when there is none.
@@ -20,16 +21,19 @@ pub fn default_advertise() -> Vec<IpAddr> {
     ips
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM (systemd, Kubernetes).
+/// SIGTERM's stream (systemd, Kubernetes, `docker stop`); none, said in the log, where
+/// the process cannot listen for it.
+pub fn sigterm() -> Option<Signal> {
+    signal(SignalKind::terminate())
+        .inspect_err(|e| warn!("cannot listen for SIGTERM: {e}"))
+        .ok()
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(e) => {
-            warn!("cannot listen for SIGTERM: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
+    let Some(mut term) = sigterm() else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
     };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sfu::driver::Plane;
-use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
 /// How long the participants of a shut-down call have to read that they must leave.
@@ -17,13 +16,9 @@ const TOLD_GRACE: Duration = Duration::from_secs(2);
 
 /// Resolves when the server should stop serving, having drained `plane` if asked to.
 pub async fn until_stopped(plane: Arc<Plane>, drain_timeout: Duration) {
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(e) => {
-            warn!("cannot listen for SIGTERM: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
+    let Some(mut term) = crate::host::sigterm() else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
     };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => return info!("SIGINT: stopping now"),

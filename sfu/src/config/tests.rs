@@ -104,30 +104,37 @@ fn the_relay_command_takes_its_own_names() {
 
 #[test]
 fn what_is_wrong_in_the_file_is_named() {
-    let err = refused("udp_portz = \"1-2\"\n");
-    assert!(err.contains("unknown key `udp_portz`"), "{err}");
-    let err = refused("udp-ports = \"1-2\"\n");
-    assert!(err.contains("written with `_`: `udp_ports`"), "{err}");
-    let err = refused("udp_ports = \"9000-8000\"\n");
-    assert!(
-        err.contains("`udp_ports = \"9000-8000\"`") && err.contains("not a port range"),
-        "{err}"
-    );
-    let err = refused("room_capacity = \"many\"\n");
-    assert!(err.contains("`room_capacity"), "{err}");
-    let err = refused("room_capacity = [1, 2]\n");
-    assert!(err.contains("`room_capacity` takes one value"), "{err}");
-    let err = refused("[turn]\nlisten = 1\n");
-    assert!(err.contains("`turn` takes a string"), "{err}");
-    let err = refused("tap = \"/tmp/x\"\n");
-    assert!(
-        err.contains("unknown key `tap`"),
-        "test-only flags stay off: {err}"
-    );
-    let err = refused("config = \"other.toml\"\n");
-    assert!(err.contains("unknown key `config`"), "{err}");
-    let err = refused("http_listen = \n");
-    assert!(err.contains("not valid TOML"), "{err}");
+    // Each file, and what its error must say.
+    let cases = [
+        ("udp_portz = \"1-2\"\n", vec!["unknown key `udp_portz`"]),
+        (
+            "udp-ports = \"1-2\"\n",
+            vec!["written with `_`: `udp_ports`"],
+        ),
+        (
+            "udp_ports = \"9000-8000\"\n",
+            vec!["`udp_ports = \"9000-8000\"`", "not a port range"],
+        ),
+        (
+            "room_capacity = \"many\"\n",
+            vec!["`room_capacity = \"many\"`"],
+        ),
+        (
+            "room_capacity = [1, 2]\n",
+            vec!["`room_capacity` takes one value"],
+        ),
+        ("[turn]\nlisten = 1\n", vec!["`turn` takes a string"]),
+        // Test-only flags stay off, and a file names no other file.
+        ("tap = \"/tmp/x\"\n", vec!["unknown key `tap`"]),
+        ("config = \"other.toml\"\n", vec!["unknown key `config`"]),
+        ("http_listen = \n", vec!["not valid TOML"]),
+    ];
+    for (text, says) in cases {
+        let err = refused(text);
+        for s in says {
+            assert!(err.contains(s), "{text:?}: {err}");
+        }
+    }
     let err = run(&["--config", "/nonexistent/sfu.toml"]).unwrap_err();
     assert!(format!("{err:#}").contains("cannot read the config file /nonexistent"));
 }
