@@ -16,9 +16,10 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
-use clap::{Arg, ArgAction, ArgMatches, Command, CommandFactory, FromArgMatches};
+use clap::parser::ValueSource;
+use clap::{Arg, ArgAction, ArgMatches, CommandFactory, FromArgMatches};
 
-use crate::cli::Cli;
+use crate::cli::{Cli, Command};
 
 /// The id (and long flag) of the config file's option, in each command that has one.
 pub const CONFIG: &str = "config";
@@ -51,7 +52,56 @@ pub fn parse(args: Vec<OsString>) -> anyhow::Result<Cli> {
         }
     };
     let matches = cmd.try_get_matches_from(args)?;
-    Ok(Cli::from_arg_matches(&matches)?)
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    let sub = matches.subcommand().map_or(&matches, |(_, m)| m);
+    match &mut cli.command {
+        None => keep_higher(
+            sub,
+            &mut cli.serve.secret,
+            &mut cli.serve.secret_file,
+            "secret",
+        ),
+        Some(Command::Serve(s)) => keep_higher(sub, &mut s.secret, &mut s.secret_file, "secret"),
+        Some(Command::Token(t)) => keep_higher(sub, &mut t.secret, &mut t.secret_file, "secret"),
+        Some(Command::Turn(_)) => {}
+    }
+    if let Some(Command::Serve(s)) = &mut cli.command {
+        keep_higher(
+            sub,
+            &mut s.turn_auth_secret,
+            &mut s.turn_auth_secret_file,
+            "turn_auth_secret",
+        );
+    } else if cli.command.is_none() {
+        let s = &mut cli.serve;
+        keep_higher(
+            sub,
+            &mut s.turn_auth_secret,
+            &mut s.turn_auth_secret_file,
+            "turn_auth_secret",
+        );
+    }
+    Ok(cli)
+}
+
+/// A secret given both as itself (`id`) and as a file (`id`_file) from sources of
+/// different rank keeps the higher's: the command line over the environment over the
+/// config file. From the same one, both stay, and the start refuses them ([`secret`]).
+fn keep_higher<T>(m: &ArgMatches, value: &mut Option<String>, file: &mut Option<T>, id: &str) {
+    let rank = |id: &str| match m.value_source(id) {
+        Some(ValueSource::CommandLine) => 3,
+        Some(ValueSource::EnvVariable) => 2,
+        Some(ValueSource::DefaultValue) => 1,
+        _ => 0,
+    };
+    let (of_value, of_file) = (rank(id), rank(&format!("{id}_file")));
+    if value.is_some() && file.is_some() && of_value != of_file {
+        if of_value > of_file {
+            *file = None;
+        } else {
+            *value = None;
+        }
+    }
 }
 
 /// The config file given, and the subcommand it was given to (none: the top level).
@@ -74,7 +124,7 @@ fn load(path: &Path) -> anyhow::Result<toml::Table> {
 /// Each key of `table` as the id of the flag of `cmd` it sets, and its values, checked
 /// by that flag's parser.
 fn defaults(
-    cmd: &Command,
+    cmd: &clap::Command,
     table: &toml::Table,
     path: &Path,
 ) -> anyhow::Result<Vec<(String, Vec<String>)>> {
@@ -109,7 +159,7 @@ fn defaults(
 
 /// The flag `key` names: a long flag the file may set (not the file itself, nor a
 /// hidden, test-only one).
-fn flag_of<'c>(cmd: &'c Command, key: &str) -> Option<&'c Arg> {
+fn flag_of<'c>(cmd: &'c clap::Command, key: &str) -> Option<&'c Arg> {
     if key.contains('-') || key == CONFIG {
         return None;
     }
@@ -140,7 +190,7 @@ fn check_value(arg: &Arg, value: &str) -> Result<(), clap::Error> {
     }
     let mut flag = OsString::from(format!("--{long}="));
     flag.push(value);
-    Command::new("sfu")
+    clap::Command::new("sfu")
         .no_binary_name(true)
         .arg(probe)
         .try_get_matches_from([flag])
@@ -169,9 +219,14 @@ fn reason(e: &clap::Error) -> String {
     first.strip_prefix("error: ").unwrap_or(first).to_string()
 }
 
-fn with_defaults(cmd: Command, defaults: Vec<(String, Vec<String>)>) -> Command {
+/// The file's values as defaults, which `--help` does not show: they may be secrets.
+fn with_defaults(cmd: clap::Command, defaults: Vec<(String, Vec<String>)>) -> clap::Command {
     defaults.into_iter().fold(cmd, |cmd, (id, values)| {
-        cmd.mut_arg(id, |a| a.default_values(values))
+        cmd.mut_arg(id, |a| {
+            // (A switch takes no value, and shows no default.)
+            let hide = matches!(a.get_action(), ArgAction::Set | ArgAction::Append);
+            a.default_values(values).hide_default_value(hide)
+        })
     })
 }
 

@@ -53,11 +53,13 @@ fn the_sample_config_starts_the_server() {
     let ns = Namespace::new("config");
     let secret = TempFile::new("secret", "a-secret-of-this-test\n");
     let log = TempFile::new("sample.log", "");
-    // The sample as shipped; only its secret file is this test's (a flag beats the file).
+    // The sample as shipped; only its secret file is this test's (a flag beats the file)
+    // and its media ports (the environment beats it too).
     let server = ns
         .command(env!("CARGO_BIN_EXE_sfu"))
         .args(["--config", SAMPLE, "--secret-file", secret.path()])
         .env_remove("SFU_LOG")
+        .env("SFU_UDP_PORTS", "17100-17103")
         .stdout(std::fs::File::create(&log.0).unwrap())
         .stderr(Stdio::null())
         .spawn()
@@ -83,6 +85,10 @@ fn the_sample_config_starts_the_server() {
     assert!(
         !text.contains("DEV MODE"),
         "the secret file is read:\n{text}"
+    );
+    assert!(
+        text.contains("UDP ports 17100, 17102") && !text.contains("UDP ports 16384"),
+        "the environment's ports, not the file's:\n{text}"
     );
     // Not in dev mode: no token for anyone.
     let (code, _) = get(&ns, "http://127.0.0.1:8080/dev/token?room=r&identity=i");
@@ -130,12 +136,19 @@ fn mistakes_in_the_config_stop_the_start_naming_them() {
     // TLS without what it needs, wherever each part comes from.
     let err = refused(&ns, "turn_tls_listen = \"127.0.0.1:5349\"\n", &[]);
     assert!(err.contains("--turn-tls-listen needs"), "{err}");
+    // A secret given twice at one level is refused; at two, the higher wins (here the
+    // flag's file, which does not exist).
+    let err = refused(&ns, "secret = \"x\"\nsecret_file = \"/etc/s\"\n", &[]);
+    assert!(err.contains("both --secret and --secret-file"), "{err}");
     let err = refused(
         &ns,
         "secret = \"x\"\n",
         &["--secret-file", "/nonexistent/s"],
     );
-    assert!(err.contains("both --secret and --secret-file"), "{err}");
+    assert!(
+        err.contains("cannot read the secret file /nonexistent/s"),
+        "{err}"
+    );
     // The command line is still checked as strictly as without a file.
     let out = Command::new(env!("CARGO_BIN_EXE_sfu"))
         .args(["--config", SAMPLE, "--udp-ports", "7-1"])

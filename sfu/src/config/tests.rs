@@ -183,6 +183,32 @@ fn the_sample_has_every_key_and_its_values_parse() {
 }
 
 #[test]
+fn a_secret_from_a_higher_source_wins_and_defaults_are_not_shown() {
+    let file = File::new("secret_file = \"/etc/sfu/secret\"\nturn_auth_secret = \"t0p\"\n");
+    let path = file.0.to_str().unwrap();
+    // The flag's secret beats the file's secret file; the file's own pair stays.
+    let cli = run(&["--config", path, "--secret", "flag"]).unwrap();
+    assert_eq!(cli.serve.secret.as_deref(), Some("flag"));
+    assert_eq!(cli.serve.secret_file, None);
+    assert_eq!(cli.serve.turn_auth_secret.as_deref(), Some("t0p"));
+    let cli = run(&["--config", path, "--turn-auth-secret-file", "/f"]).unwrap();
+    assert_eq!(cli.serve.turn_auth_secret, None);
+    assert_eq!(
+        cli.serve.turn_auth_secret_file.as_deref(),
+        Some(Path::new("/f"))
+    );
+    // `--help` with the file shows none of its values.
+    let help = run(&["--config", path, "--help"]).unwrap_err();
+    let help = help
+        .downcast_ref::<clap::Error>()
+        .unwrap()
+        .render()
+        .to_string();
+    assert!(help.contains("--turn-auth-secret"), "{help}");
+    assert!(!help.contains("t0p"), "{help}");
+}
+
+#[test]
 fn a_secret_comes_from_one_place() {
     let file = File::new("s3cret\nignored\n");
     let path = Some(file.0.as_path());
