@@ -125,9 +125,10 @@ describe('graceful drain with Chromium peers', { timeout: 300000 }, () => {
     await ben.expectMedia(cam(ann), 'the call while draining');
     // A join that would open a room is refused; the socket is closed.
     const token = tokenFor(`e2e-drain-new-${RUN}`, 'Newcomer');
-    const { results } = await wsScript(ann.page, [{ send: JSON.stringify({ type: 'join', token, e2ee: true }) }],
+    const { results, closed } = await wsScript(ann.page, [{ send: JSON.stringify({ type: 'join', token, e2ee: true }) }],
       { url: `ws://${HOST}:8090/ws`, awaitCloseMs: 3000 });
     assert.equal(errorCode(results[0]), 'server_draining');
+    assert.ok(closed, 'the server closed the socket after server_draining');
     assert.ok(!server.exitedAt, 'still serving the call');
     // The call ends: the server exits.
     const ended = Date.now();

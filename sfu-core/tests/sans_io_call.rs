@@ -341,7 +341,7 @@ fn the_room_refuses_a_participant_over_capacity() {
 #[test]
 fn a_draining_shard_keeps_its_calls_takes_no_new_room_then_shuts_down() {
     let mut net = three_party_call();
-    net.shard.drain();
+    net.shard.refuse_new_rooms();
     // A newcomer to the call in progress gets in; one opening another room does not.
     let dave = net.join("dave", everyone());
     assert!(net.client(dave).error_codes().is_empty());

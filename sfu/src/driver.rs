@@ -4,11 +4,11 @@
 //!
 //! ICE-TCP (RFC 6544, passive candidates, RFC 4571 framing): one thread accepts on the TCP
 //! media port, reads each connection's first frame (a STUN binding request), finds the
-//! shard from the ufrag in its USERNAME and hands the connection over (`tcp_accept`),
-//! started here with the shards; from then on the
-//! connection belongs to that shard like a UDP remote address. Each connection has a
-//! bounded send queue: a client that reads too slowly loses packets (counted as
-//! `tcp_queue_full`) and never stalls its shard or delays anyone else.
+//! shard from the ufrag in its USERNAME and hands the connection over (`tcp_accept`,
+//! started here with the shards); from then on the connection belongs to that shard like
+//! a UDP remote address. Each connection has a bounded send queue: a client that reads
+//! too slowly loses packets (counted as `tcp_queue_full`) and never stalls its shard or
+//! delays anyone else.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -668,7 +668,7 @@ async fn run_shard(
         match command {
             Command::Join { id, join, events } => {
                 if lifecycle.is_draining() {
-                    d.core.drain();
+                    d.core.refuse_new_rooms();
                 }
                 d.join(id, join, events);
             }

@@ -14,6 +14,9 @@ use tracing::{info, warn};
 /// How long the participants of a shut-down call have to read that they must leave.
 const TOLD_GRACE: Duration = Duration::from_secs(2);
 
+/// Past this, the shards' room counts were all taken after the drain began.
+const COUNTED_AFTER: Duration = Duration::from_millis(1100);
+
 /// Resolves when the server should stop serving, having drained `plane` if asked to.
 pub async fn until_stopped(plane: Arc<Plane>, drain_timeout: Duration) {
     let Some(mut term) = crate::host::sigterm() else {
@@ -33,6 +36,10 @@ pub async fn until_stopped(plane: Arc<Plane>, drain_timeout: Duration) {
     );
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // The shards count their rooms once a second: no room is believed until two counts
+    // in a row, the first taken after the drain began, say so (a room opened or a join
+    // queued just before would otherwise be cut without a word).
+    let mut empty_counts = 0;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return info!("SIGINT: stopping now"),
@@ -40,7 +47,8 @@ pub async fn until_stopped(plane: Arc<Plane>, drain_timeout: Duration) {
             _ = tick.tick() => {}
         }
         let rooms = plane.rooms();
-        if rooms == 0 {
+        empty_counts = if rooms == 0 { empty_counts + 1 } else { 0 };
+        if empty_counts >= 2 && started.elapsed() >= COUNTED_AFTER {
             let secs = started.elapsed().as_secs_f32();
             return info!("drained in {secs:.1} s: no call left; stopping");
         }

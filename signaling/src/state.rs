@@ -21,7 +21,7 @@ pub struct Config {
     /// Open sockets and joins per client address.
     pub address_limits: AddressLimits,
     /// What `/readyz` answers, asked at each request: `None` when this server takes new
-    /// calls (200), else why not (503 with it: starting, draining, overloaded).
+    /// calls (200), else why not (503 with it, say `draining`).
     pub readiness: Readiness,
 }
 

@@ -409,7 +409,8 @@ export class Call extends EventTarget {
       case 'e2ee':
         return this.e2ee.onMessage(msg);
       case 'left':
-        if (msg.reason === 'server_shutdown' && this.rejoinOnShutdown && this._state === 'joined') {
+        if (msg.reason === 'server_shutdown' && this.rejoinOnShutdown && this._state === 'joined'
+          && !this._rejoining) {
           rejoinAfterShutdown(this);
           return;
         }

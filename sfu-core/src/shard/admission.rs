@@ -209,15 +209,16 @@ impl Shard {
     /// From now on, takes no new room: a join to a room this shard has not got is
     /// refused with `server_draining` (and its socket closed), while the calls it has go
     /// on and take newcomers (someone rejoining, a late invitee).
-    pub fn drain(&mut self) {
+    pub fn refuse_new_rooms(&mut self) {
         if !self.draining {
             info!(rooms = self.rooms.len(), "draining: no new rooms");
         }
         self.draining = true;
     }
 
-    /// Ends every call: each participant is removed and told (`left`, reason
-    /// `server_shutdown`), so that it can join again where a load balancer sends it.
+    /// Ends every call (and takes no new room): each participant is removed and told
+    /// (`left`, reason `server_shutdown`), so that it can join again where a load
+    /// balancer sends it; no one is told of the others' leaving.
     pub fn shut_down(&mut self, now: Instant) {
         self.advance(now);
         self.draining = true;

@@ -128,7 +128,7 @@ pub struct Shard {
     /// by whoever makes the shard, so that a test can replay a run.
     rng: StdRng,
     pub counters: Counters,
-    /// Takes no new room ([`Shard::drain`]).
+    /// Takes no new room ([`Shard::refuse_new_rooms`]).
     draining: bool,
 }
 

@@ -18,6 +18,9 @@ const CONNECT_TIMEOUT_MS = 5000;
 const SHUTDOWN_REJOIN_TRIES = 6;
 const SHUTDOWN_REJOIN_FIRST_WAIT_MS = 500;
 
+/** Refusals another try would get again: the call ends at the first. */
+const FINAL_REFUSALS = ['unauthorized', 'forbidden', 'e2ee_required'];
+
 /** How long a rejoin waits for the old session's negotiation to end. */
 const OLD_NEGOTIATION_WAIT_MS = 1000;
 
@@ -81,7 +84,8 @@ export function watchConnect(call) {
 }
 
 function canFallBack(call) {
-  return call.fallback && !call.fellBack && call.transport === 'auto' && call._state === 'joined';
+  return call.fallback && !call.fellBack && call.transport === 'auto' && call._state === 'joined'
+    && !call._rejoining;
 }
 
 /**
@@ -108,9 +112,21 @@ async function fallBack(call, why) {
  * again with the same token, keeping the local tracks, after a short wait (everyone was
  * told at once: the waits are spread) and again with twice the wait while it fails (no
  * server yet, or one still draining). Emits `rejoining`, then `joined` as a first join
- * does; after the last try, the call ends (`closed`, reason `server_shutdown`).
+ * does; after the last try, or a refusal no try would change (an expired token), the call
+ * ends (`closed`, reason `server_shutdown`). One at a time: another shutdown meanwhile
+ * (or a fallback) waits for this one.
  */
 export async function rejoinAfterShutdown(call) {
+  if (call._rejoining) return;
+  call._rejoining = true;
+  try {
+    await rejoinWithBackoff(call);
+  } finally {
+    call._rejoining = false;
+  }
+}
+
+async function rejoinWithBackoff(call) {
   console.warn('call: the server shut down: joining again');
   // The server closes the socket next, and the media is gone: the old session's now.
   const [oldWs, oldPc] = [call.ws, call.pc];
@@ -129,7 +145,7 @@ export async function rejoinAfterShutdown(call) {
     } catch (err) {
       if (call._state === 'closed') return;
       console.warn(`call: rejoin ${attempt} of ${SHUTDOWN_REJOIN_TRIES} failed: ${err.message}`);
-      if (attempt >= SHUTDOWN_REJOIN_TRIES) {
+      if (attempt >= SHUTDOWN_REJOIN_TRIES || FINAL_REFUSALS.includes(err.code)) {
         call._leftReason = 'server_shutdown';
         call._reportError(err.code || 'rejoin', err);
         call._teardown('server_shutdown');
@@ -202,8 +218,12 @@ async function rejoin(call) {
     const ws = call.ws;
     call.ws = null;
     if (ws) ws.close(1000, 'join refused');
-    // Kept for the next try, or stopped with the call.
-    call.localTracks = new Map(locals);
+    // Kept for the next try, or stopped if the call ended meanwhile (a leave()).
+    if (call._state === 'closed') {
+      for (const [, local] of locals) local.track.stop();
+    } else {
+      call.localTracks = new Map(locals);
+    }
     throw err;
   }
   for (const [source, local] of locals) addLocalTrack(call, source, local.track);
