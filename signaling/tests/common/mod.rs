@@ -1,0 +1,209 @@
+//! The harness of the session tests: a real server on 127.0.0.1:0 with a media plane
+//! that records what reaches it, and a WebSocket client's few moves.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use parking_lot::Mutex;
+use prometheus::Registry;
+use protocol::{ErrorCode, ErrorMessage, ParticipantId, ServerMessage, Transport};
+use protocol::{Join, Request};
+use signaling::{Config, MediaPlane, TokenKey};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+pub const SECRET: &[u8] = b"test-secret";
+
+/// What the session asked of the media plane.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Call {
+    Join(String, String),
+    Request(ParticipantId, Request),
+    Leave(ParticipantId),
+}
+
+/// A media plane that records calls, answers every join with a `left` event (so tests see
+/// the event path work), and keeps each event queue for tests to push into.
+#[derive(Default)]
+pub struct Recorder {
+    pub calls: Mutex<Vec<Call>>,
+    pub events: Mutex<Vec<mpsc::Sender<ServerMessage>>>,
+    pub busy: Mutex<bool>,
+    /// The transport and ICE server URLs of the last join.
+    pub last_join: Mutex<Option<(Transport, Vec<String>)>>,
+    /// Each join's `e2ee`, in order.
+    pub e2ee: Mutex<Vec<bool>>,
+    /// What `/readyz` reads: the server says it is draining.
+    pub draining: AtomicBool,
+}
+
+impl MediaPlane for Recorder {
+    fn join(
+        &self,
+        join: Join,
+        events: mpsc::Sender<ServerMessage>,
+    ) -> Result<ParticipantId, ErrorMessage> {
+        if *self.busy.lock() {
+            return Err(ErrorMessage::new(ErrorCode::ServerBusy, "busy"));
+        }
+        let urls: Vec<String> = join
+            .ice_servers
+            .iter()
+            .flat_map(|s| s.urls.iter().cloned())
+            .collect();
+        assert!(
+            !urls.is_empty()
+                && urls
+                    .iter()
+                    .all(|u| u.ends_with(&format!("?for={}", join.identity))),
+            "ICE servers are minted per identity: {urls:?}"
+        );
+        *self.last_join.lock() = Some((join.transport, urls));
+        self.e2ee.lock().push(join.e2ee);
+        self.calls.lock().push(Call::Join(join.room, join.identity));
+        let _ = events.try_send(ServerMessage::TrackUnpublished {
+            track_id: protocol::TrackId(0),
+        });
+        let mut all = self.events.lock();
+        all.push(events);
+        Ok(ParticipantId(all.len() as u64))
+    }
+
+    fn offer(&self, participant: ParticipantId, offer: Request) -> signaling::Pending {
+        Box::pin(std::future::ready(self.request(participant, offer)))
+    }
+
+    fn request(&self, participant: ParticipantId, request: Request) -> Result<(), ErrorMessage> {
+        if *self.busy.lock() {
+            return Err(ErrorMessage::new(ErrorCode::ServerBusy, "busy"));
+        }
+        self.calls.lock().push(Call::Request(participant, request));
+        Ok(())
+    }
+
+    fn leave(&self, participant: ParticipantId) {
+        self.calls.lock().push(Call::Leave(participant));
+    }
+}
+
+pub async fn start(dev_mode: bool) -> (String, Arc<Recorder>) {
+    start_with(dev_mode, signaling::AddressLimits::default()).await
+}
+
+pub async fn start_with(
+    dev_mode: bool,
+    address_limits: signaling::AddressLimits,
+) -> (String, Arc<Recorder>) {
+    let plane = Arc::new(Recorder::default());
+    let router = signaling::router(
+        plane.clone(),
+        Config {
+            tokens: TokenKey::new(SECRET),
+            dev_mode,
+            ice_servers: Some(std::sync::Arc::new(|identity: &str| {
+                vec![protocol::IceServer {
+                    urls: vec![
+                        format!("turn:relay.example:3478?for={identity}"),
+                        format!("turns:relay.example:443?for={identity}"),
+                    ],
+                    username: Some(identity.to_owned()),
+                    credential: Some("pw".into()),
+                }]
+            })),
+            address_limits,
+            readiness: {
+                let plane = plane.clone();
+                Arc::new(move || plane.draining.load(Ordering::Relaxed).then_some("draining"))
+            },
+        },
+        Registry::new(),
+    )
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(signaling::serve(listener, router, std::future::pending()));
+    (format!("127.0.0.1:{}", addr.port()), plane)
+}
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub async fn connect(addr: &str) -> Ws {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    ws
+}
+
+pub async fn send(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text)).await.unwrap();
+}
+
+/// The next server message, or `None` when the socket closed.
+pub async fn next(ws: &mut Ws) -> Option<serde_json::Value> {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("server answers within 5 s");
+        match frame {
+            Some(Ok(Message::Text(t))) => return Some(serde_json::from_str(&t).unwrap()),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+pub async fn expect_error(ws: &mut Ws, code: &str) {
+    let msg = next(ws).await.expect("an error message");
+    assert_eq!(msg["type"], "error", "{msg}");
+    assert_eq!(msg["code"], code, "{msg}");
+    assert!(msg["message"].as_str().is_some_and(|m| !m.is_empty()));
+}
+
+pub fn token(room: &str, identity: &str) -> String {
+    TokenKey::new(SECRET)
+        .issue(&TokenKey::claims(
+            room,
+            identity,
+            None,
+            Duration::from_secs(60),
+        ))
+        .unwrap()
+}
+
+/// A join that says it encrypts, as the client library's does.
+pub fn join_message(identity: &str) -> String {
+    format!(
+        r#"{{"type":"join","token":"{}","e2ee":true}}"#,
+        token("r", identity)
+    )
+}
+
+/// A token for room `r` with these grants (JSON).
+pub fn token_with(identity: &str, grants: serde_json::Value) -> String {
+    let mut claims = TokenKey::claims("r", identity, None, Duration::from_secs(60));
+    claims.grants = serde_json::from_value(grants).unwrap();
+    TokenKey::new(SECRET).issue(&claims).unwrap()
+}
+
+/// Joins and reads the recorder's first event; returns the participant id.
+pub async fn joined(addr: &str, plane: &Recorder) -> (Ws, ParticipantId) {
+    let mut ws = connect(addr).await;
+    send(&mut ws, &join_message("alice")).await;
+    assert_eq!(next(&mut ws).await.unwrap()["type"], "track_unpublished");
+    let id = ParticipantId(plane.events.lock().len() as u64);
+    (ws, id)
+}
+
+pub async fn http_get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
