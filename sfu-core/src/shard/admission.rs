@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use super::allocation::INITIAL_ESTIMATE_BPS;
 use super::ice::LocalCandidates;
 use super::loss::{LOSS_INTERVAL, REPORTS_READ};
+use super::milestones::Milestones;
 use super::participant::{Downlink, Participant, View, estimates};
 use super::subscription::Subscriptions;
 use super::{Shard, ShardOutput};
@@ -195,6 +196,7 @@ impl Shard {
                 slots_sent: Vec::new(),
                 view: View::default(),
                 downlink: Downlink::default(),
+                milestones: Milestones::new(now),
             },
         );
         self.mark_dirty(id);

@@ -11,6 +11,7 @@ use str0m::rtp::{RtpPacket, RtpWrite, Vp8Descriptor};
 use tracing::debug;
 
 use super::Shard;
+use super::milestones::Milestone;
 use super::output::{ShardOutput, TapRecord};
 use super::participant::Downlink;
 use super::subscription::STALE_PAUSE;
@@ -91,6 +92,9 @@ impl Shard {
         let Some(p) = self.participants.get_mut(&from) else {
             return;
         };
+        let delays = &mut self.counters.milestones;
+        p.milestones
+            .reach(Milestone::FirstReceived, self.now, delays);
         let ssrc = packet.header.ssrc;
         let found = match p.ssrc_tracks.iter().find(|(s, _, _)| *s == ssrc) {
             Some((_, t, l)) => Some((*t, *l)),
@@ -367,6 +371,9 @@ impl Shard {
             }
             tx.write_rtp(write);
             self.counters.rtp_forwarded += 1;
+            let delays = &mut self.counters.milestones;
+            sub.milestones
+                .reach(Milestone::FirstForwarded, self.now, delays);
             if !sub.dirty {
                 sub.dirty = true;
                 self.dirty.push_back(*sub_id);

@@ -15,6 +15,7 @@
 //! | `output.rs` | [`ShardOutput`] and the [`Counters`] the driver reads |
 //! | `admission.rs` | `join` (capacity, candidates, the participant's `Rtc`) and removal |
 //! | `participant.rs` | a participant's state; who gets a TWCC estimate |
+//! | `milestones.rs` | delays from a join to its media path up and its first media |
 //! | `ice.rs` | candidates offered, remote addresses mapped by ICE ufrag, then by address |
 //! | `offer.rs` | [`ReadOffer`]: an offer's SDP parsed and checked (mids, kinds, slots) |
 //! | `negotiation.rs` | a read offer checked against grants, answered, applied |
@@ -55,6 +56,7 @@ mod forward;
 mod ice;
 mod keyframes;
 mod loss;
+mod milestones;
 mod negotiation;
 mod offer;
 mod output;
@@ -91,6 +93,7 @@ use tracing::{debug, info};
 
 pub use config::ShardConfig;
 pub use ice::{LocalCandidates, shard_of_ufrag};
+pub use milestones::{Delays, MAX_DELAYS, Milestone};
 pub use negotiation::follow_offer_codec_order;
 pub use offer::{MAX_SLOTS, ReadOffer};
 pub use output::{Counters, ShardOutput, TapRecord};

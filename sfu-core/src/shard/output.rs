@@ -11,6 +11,7 @@ use str0m::media::Rid;
 use str0m::net::{Protocol, Transmit};
 use str0m::rtp::Ssrc;
 
+use super::milestones::Delays;
 use super::relay::RelayDrop;
 use crate::adaptation::{Cause, Frozen};
 use crate::forwarder::DropReason;
@@ -88,6 +89,8 @@ pub struct Counters {
     /// (the driver counts both: it delivers them).
     pub e2ee_relays: u64,
     pub e2ee_relays_dropped: [u64; RelayDrop::ALL.len()],
+    /// Delays from joins to their milestones (media path up, first media each way).
+    pub milestones: Delays,
 }
 
 impl Counters {

@@ -9,6 +9,7 @@ use str0m::rtp::Ssrc;
 
 use super::ice::Remote;
 use super::loss::LossEstimate;
+use super::milestones::Milestones;
 use super::remb::RembEstimate;
 use super::shaping::{LinkShape, SentMeter};
 use super::subscription::Subscriptions;
@@ -59,6 +60,8 @@ pub(super) struct Participant {
     pub(super) view: View,
     /// What it can receive and what it is sent.
     pub(super) downlink: Downlink,
+    /// How long its media path and first media took, once each.
+    pub(super) milestones: Milestones,
 }
 
 /// A track this participant publishes, on one of its m-lines.

@@ -11,6 +11,7 @@ use str0m::{Event, IceConnectionState, Output, Reason};
 use tracing::{debug, info, trace, warn};
 
 use super::Shard;
+use super::milestones::Milestone;
 use super::output::emit;
 use super::pacing::{count_expired, pace_rate};
 use crate::forwarder::DropReason;
@@ -137,6 +138,7 @@ impl Shard {
             }
             Event::Connected => {
                 info!(participant = %id, "media connected");
+                self.reach(id, Milestone::Connected);
                 self.choose_for(id);
                 self.request_awaited_keyframes();
             }
