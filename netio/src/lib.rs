@@ -10,6 +10,8 @@
 //! - [`tcp`]: listeners and the accept loop.
 //! - [`stream`]: the bounded write queue of one stream connection (TCP or TLS), so that
 //!   a client that does not read loses packets instead of stalling its thread.
+//! - [`tls`]: a TLS server certificate from PEM files, replaced while the server runs
+//!   (SIGHUP, or the files changed) without touching connections already open.
 //! - [`runtime`]: a thread running one current-thread tokio runtime, as each driver thread
 //!   does.
 
@@ -18,4 +20,5 @@
 pub mod runtime;
 pub mod stream;
 pub mod tcp;
+pub mod tls;
 pub mod udp;

@@ -211,7 +211,7 @@ fn tls_listener(listen: &TurnListen) -> anyhow::Result<Option<turn::driver::TlsL
     };
     Ok(Some(turn::driver::TlsListener {
         listen: addr,
-        config: turn::driver::tls_config(cert, key)?,
+        certificate: netio::tls::Certificate::load(cert, key)?,
     }))
 }
 

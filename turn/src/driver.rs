@@ -10,18 +10,16 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use netio::stream::{Framing, StreamQueue};
+use netio::tls::Certificate;
 use netio::udp::{RecvBuffer, SendBatch, Socket};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
-use tokio_rustls::{TlsAcceptor, rustls};
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::server::{Action, Client, Config, Counters, Server, Transport};
@@ -54,32 +52,11 @@ pub struct Listeners {
     pub tls: Option<TlsListener>,
 }
 
-/// A TLS listener and its server configuration.
+/// A TLS listener and its certificate (reloaded on SIGHUP and when its files change).
 #[derive(Debug, Clone)]
 pub struct TlsListener {
     pub listen: SocketAddr,
-    pub config: Arc<rustls::ServerConfig>,
-}
-
-/// A TLS server configuration from a PEM certificate chain and a PEM private key.
-pub fn tls_config(cert: &Path, key: &Path) -> io::Result<Arc<rustls::ServerConfig>> {
-    let invalid = |what: &str, e: &dyn std::fmt::Display| {
-        io::Error::new(io::ErrorKind::InvalidInput, format!("{what}: {e}"))
-    };
-    let certs = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| invalid(&format!("certificate {}", cert.display()), &e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| invalid(&format!("certificate {}", cert.display()), &e))?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| invalid(&format!("private key {}", key.display()), &e))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| invalid("TLS versions", &e))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| invalid("certificate and key", &e))?;
-    Ok(Arc::new(config))
+    pub certificate: Arc<Certificate>,
 }
 
 /// A running relay: its counters, for metrics.
@@ -132,7 +109,12 @@ pub fn start(listeners: Listeners, mut config: Config) -> io::Result<Handle> {
         Some(t) => {
             let l = netio::tcp::bind(t.listen)
                 .map_err(|e| io::Error::new(e.kind(), format!("TURN TLS {}: {e}", t.listen)))?;
-            Some((l, TlsAcceptor::from(t.config.clone())))
+            let config = t.certificate.server_config(&[])?;
+            Some((
+                l,
+                t.certificate.clone(),
+                TlsAcceptor::from(Arc::new(config)),
+            ))
         }
         None => None,
     };
@@ -217,7 +199,7 @@ async fn run(
     config: Config,
     udp: Vec<std::net::UdpSocket>,
     tcp: Vec<std::net::TcpListener>,
-    tls: Option<(std::net::TcpListener, TlsAcceptor)>,
+    tls: Option<(std::net::TcpListener, Arc<Certificate>, TlsAcceptor)>,
     relays: Vec<(SocketAddr, std::net::UdpSocket)>,
     handle: Handle,
 ) -> io::Result<()> {
@@ -253,8 +235,9 @@ async fn run(
         let listener = TcpListener::from_std(listener)?;
         tokio::task::spawn_local(accept(relay.clone(), listener, None));
     }
-    if let Some((listener, acceptor)) = tls {
+    if let Some((listener, certificate, acceptor)) = tls {
         let listener = TcpListener::from_std(listener)?;
+        tokio::task::spawn_local(certificate.watch("TURN over TLS"));
         tokio::task::spawn_local(accept(relay.clone(), listener, Some(acceptor)));
     }
     loop {
