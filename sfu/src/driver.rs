@@ -30,7 +30,7 @@ use rand::rngs::StdRng;
 use signaling::{MediaPlane, Pending};
 use str0m::net::{Protocol, Transmit};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::codec::FramedRead;
 use tracing::{debug, error, info, warn};
@@ -114,6 +114,8 @@ pub(crate) enum Command {
     },
     /// An ICE-TCP connection whose first frame names a participant of this shard.
     Tcp(TcpArrival),
+    /// Answered by the shard's loop when it takes it: proof that the shard still runs.
+    Probe(oneshot::Sender<()>),
 }
 
 /// The handle signaling uses: routes each call to the shard that owns it.
@@ -224,6 +226,26 @@ impl Plane {
     /// How it stops: drain, or shut down.
     pub fn lifecycle(&self) -> &Lifecycle {
         &self.lifecycle
+    }
+
+    /// Whether every shard's loop takes a command from its queue within `within`: a
+    /// probe queued behind the others, so a shard that hangs or died fails it.
+    pub async fn answers(&self, within: Duration) -> bool {
+        let every_shard = async {
+            for shard in &self.shards {
+                let (reply, answered) = oneshot::channel();
+                if shard.commands.send(Command::Probe(reply)).await.is_err() {
+                    return false;
+                }
+                if answered.await.is_err() {
+                    return false;
+                }
+            }
+            true
+        };
+        tokio::time::timeout(within, every_shard)
+            .await
+            .unwrap_or(false)
     }
 
     fn shard_of(&self, id: ParticipantId) -> &ShardHandle {
@@ -675,6 +697,9 @@ async fn run_shard(
             Command::Request { id, request } => d.core.request(Instant::now(), id, request),
             Command::Offer { id, read } => d.core.offer(Instant::now(), id, *read),
             Command::Tcp(arrival) => d.adopt_tcp(&driver, &wake, arrival, &metrics),
+            Command::Probe(reply) => {
+                let _ = reply.send(());
+            }
         }
         if d.drain() {
             wake.notify_one();
