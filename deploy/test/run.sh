@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Tests of deploy/ (run by scripts/test; as root, for the network namespace):
+#  - the systemd unit passes `systemd-analyze verify` (a copy whose ExecStart is the built
+#    binary, as verify needs the program to exist) and `systemd-analyze security` scores
+#    its exposure under 3.0 (printed); the server runs under it when systemd is PID 1,
+#    else the test says why it could not;
+#  - the sysctl drop-in raises the socket buffer caps to what netio's sockets ask for;
+#  - the sample config starts the real server (in a network namespace made here, with the
+#    secret and address given as systemd and compose give them) under a fake
+#    NOTIFY_SOCKET: READY=1, WATCHDOG=1 at the watchdog's half, STOPPING=1 on SIGTERM,
+#    then a clean exit; the Dockerfile's HEALTHCHECK script passes against it and fails
+#    against a port nothing listens on;
+#  - every metric the Grafana dashboard queries is in that server's /metrics, and
+#    `promtool check metrics` finds nothing but the known finding below;
+#  - `promtool check config` passes the Prometheus config;
+#  - the Kubernetes manifests, compose file (`docker-compose config`, client side: there
+#    is no Docker daemon here, so no image is built) and Dockerfile have what issue 18
+#    names (deploy/test/check.py), and each of those checks fails on a broken copy.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+SFU_BIN=$(realpath "${SFU_BIN:-target/debug/sfu}")
+PY=/usr/bin/python3 # Debian's, with python3-yaml
+CHECK="$PY deploy/test/check.py"
+tmp=$(mktemp -d)
+ns=sfu-deploy-$$
+server=
+listener=
+cleanup() {
+  [ -n "$server" ] && kill -9 "$server" 2>/dev/null || true
+  [ -n "$listener" ] && kill "$listener" 2>/dev/null || true
+  ip netns del "$ns" 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+say() { echo "deploy/test: $*" >&2; }
+fail() {
+  say "FAILED: $*"
+  [ -f "$tmp/sfu.log" ] && tail -n 20 "$tmp/sfu.log" >&2
+  exit 1
+}
+# Waits up to $1 seconds for the fixed string $2 in file $3.
+wait_for() {
+  for _ in $(seq $(($1 * 10))); do
+    grep -qF "$2" "$3" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# --- systemd ---------------------------------------------------------------------------
+unit=deploy/systemd/sfu.service
+sed "s#^ExecStart=/usr/local/bin/sfu #ExecStart=$SFU_BIN #" "$unit" >"$tmp/sfu.service"
+grep -q "^ExecStart=$SFU_BIN " "$tmp/sfu.service" || fail "no ExecStart=/usr/local/bin/sfu in $unit"
+verify=$(systemd-analyze verify "$tmp/sfu.service" 2>&1) || fail "systemd-analyze verify: $verify"
+[ -z "$verify" ] || fail "systemd-analyze verify warns: $verify"
+say "systemd-analyze verify: $unit passes (ExecStart pointed at $SFU_BIN)"
+score=$(systemd-analyze security --offline=true "$tmp/sfu.service" 2>&1 |
+  sed -n 's/.*Overall exposure level for sfu.service: \([0-9.]*\).*/\1/p')
+[ -n "$score" ] || fail "systemd-analyze security printed no exposure level"
+awk -v s="$score" 'BEGIN { exit !(s < 3.0) }' || fail "exposure $score is not under 3.0"
+say "systemd-analyze security: exposure $score (under 3.0)"
+for key in TimeoutStopSec=3660 Type=notify WatchdogSec= CapabilityBoundingSet=CAP_NET_BIND_SERVICE; do
+  grep -q "^$key" "$unit" || fail "$unit lacks $key"
+done
+if [ -d /run/systemd/system ]; then
+  # systemd runs this machine: the server under the unit for real, on loopback ports.
+  name=sfu-deploy-test-$$
+  mkdir -p "/run/systemd/system/$name.service.d"
+  sed "s#^LoadCredential=secret:.*#LoadCredential=secret:$tmp/secret#" "$tmp/sfu.service" \
+    >"/run/systemd/system/$name.service"
+  printf '[Service]\nEnvironment=SFU_CONFIG=%s SFU_HTTP_LISTEN=127.0.0.1:18480 SFU_UDP_BIND=127.0.0.1 SFU_UDP_PORTS=18500-18503 SFU_TCP_PORT=18500 SFU_TURN=false\nExecStart=\nExecStart=%s\n' \
+    "$PWD/deploy/sfu.example.toml" "$SFU_BIN" >"/run/systemd/system/$name.service.d/test.conf"
+  head -c 32 /dev/urandom | base64 >"$tmp/secret"
+  systemctl daemon-reload
+  started=0
+  systemctl start "$name" && curl -sf http://127.0.0.1:18480/healthz >/dev/null && started=1
+  systemctl stop "$name" || true
+  rm -rf "/run/systemd/system/$name.service" "/run/systemd/system/$name.service.d"
+  systemctl daemon-reload
+  [ "$started" = 1 ] || fail "the server did not start under the unit (journalctl -u $name)"
+  say "systemd: the server ran under the unit (Type=notify: started means READY=1)"
+else
+  say "systemd: NOT RUN under the unit: systemd is not this machine's init (PID 1 is" \
+    "'$(ps -p 1 -o comm= 2>/dev/null || echo unknown)', no /run/systemd/system), so no manager" \
+    "can start it; sd_notify is tested below against a socket of our own instead"
+fi
+
+# --- sysctl ----------------------------------------------------------------------------
+want=$(sed -n 's/^pub const SOCKET_BUFFER: usize = \(.*\);/\1/p' netio/src/udp.rs)
+want=$((want))
+[ "$want" -gt 0 ] || fail "no SOCKET_BUFFER in netio/src/udp.rs"
+for key in net.core.rmem_max net.core.wmem_max; do
+  value=$(sed -n "s/^$key *= *\([0-9]*\)$/\1/p" deploy/systemd/99-sfu.conf)
+  [ -e "/proc/sys/${key//.//}" ] || fail "no such sysctl $key"
+  [ "${value:-0}" -ge "$want" ] || fail "99-sfu.conf: $key=${value:-unset}, sockets ask $want"
+done
+say "sysctl: 99-sfu.conf raises rmem_max and wmem_max to $want"
+
+# --- The server: sd_notify, health check, metrics -------------------------------------
+ip netns add "$ns"
+ip netns exec "$ns" ip link set lo up
+head -c 32 /dev/urandom | base64 >"$tmp/secret"
+chmod 600 "$tmp/secret"
+# systemd's side of sd_notify: a datagram socket, each message logged on one line.
+$PY -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+with open(sys.argv[2], "w") as log:
+    while True:
+        log.write(s.recv(4096).decode().replace("\n", " ") + "\n")
+        log.flush()
+' "$tmp/notify.sock" "$tmp/notify.log" &
+listener=$!
+for _ in $(seq 50); do [ -S "$tmp/notify.sock" ] && break; sleep 0.1; done
+ip netns exec "$ns" env NOTIFY_SOCKET="$tmp/notify.sock" WATCHDOG_USEC=1000000 \
+  SFU_SECRET_FILE="$tmp/secret" SFU_ADVERTISE_IP=127.0.0.1 \
+  "$SFU_BIN" --config deploy/sfu.example.toml >"$tmp/sfu.log" 2>&1 &
+server=$!
+in_ns() { ip netns exec "$ns" "$@"; }
+wait_for 30 "READY=1" "$tmp/notify.log" || fail "no READY=1 from the server"
+code=$(in_ns curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/healthz)
+[ "$code" = 200 ] || fail "READY=1 before /healthz answers ($code)"
+wait_for 3 "WATCHDOG=1" "$tmp/notify.log" || fail "no WATCHDOG=1 within 3 s (WatchdogSec=1)"
+say "sd_notify: READY=1 once serving, WATCHDOG=1 pings: $(sort -u "$tmp/notify.log" | tr '\n' '|')"
+
+health=$($CHECK healthcheck-script deploy/Dockerfile)
+in_ns bash -c "$health" || fail "the Dockerfile's HEALTHCHECK fails against a healthy server"
+if in_ns env SFU_HEALTH_PORT=1 bash -c "$health" 2>/dev/null; then
+  fail "the Dockerfile's HEALTHCHECK passes with nothing listening"
+fi
+say "Dockerfile HEALTHCHECK: passes against the server, fails on a port with none"
+
+in_ns $CHECK ws-error ws://127.0.0.1:8080/ws >&2 || fail "no signaling error could be made"
+in_ns curl -sf http://127.0.0.1:8080/metrics >"$tmp/metrics" || fail "no /metrics"
+$CHECK dashboard deploy/grafana/dashboards/sfu.json "$tmp/metrics" >&2 || fail "dashboard"
+# Known: promtool's lint wants seconds, not milliseconds, in sfu_video_frozen_ms_total's
+# name (a rename across the shard core, e2e and bench; not done here). Anything else fails.
+lint=$(promtool check metrics <"$tmp/metrics" 2>&1 | grep -v '^sfu_video_frozen_ms_total metric names should not contain abbreviated units$' || true)
+[ -z "$lint" ] || fail "promtool check metrics: $lint"
+say "promtool check metrics: clean but for the known sfu_video_frozen_ms_total unit lint"
+
+kill -TERM "$server"
+wait_for 5 "STOPPING=1" "$tmp/notify.log" || fail "no STOPPING=1 when the drain began"
+for _ in $(seq 100); do kill -0 "$server" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$server" 2>/dev/null && fail "the server did not exit after draining no call"
+status=0
+wait "$server" || status=$?
+server=
+[ "$status" = 0 ] || fail "the server exited $status after the drain"
+say "sd_notify: STOPPING=1 on SIGTERM, then the drained server exited 0"
+
+# --- Prometheus, Kubernetes, compose, Dockerfile --------------------------------------
+promtool check config deploy/prometheus/prometheus.yml >&2
+$CHECK kubernetes deploy/kubernetes >&2
+if (cd deploy && env -u SFU_ADVERTISE_IP docker-compose -f compose.yaml config >/dev/null 2>&1); then
+  fail "compose starts without SFU_ADVERTISE_IP"
+fi
+(cd deploy && SFU_ADVERTISE_IP=192.0.2.1 docker-compose -f compose.yaml config) >"$tmp/compose.yaml" ||
+  fail "docker-compose config"
+$CHECK compose "$tmp/compose.yaml" >&2
+$CHECK dockerfile deploy/Dockerfile >&2
+say "not run: docker build and docker compose up (no Docker daemon on this machine)"
+$CHECK selftest >&2
+say "every deploy/ check passed"
