@@ -210,11 +210,15 @@ export const fakeCameraFps = (fps) => `--use-fake-device-for-media-stream=fps=${
 export async function newBrowser(label, { netns = null, args = [] } = {}) {
   const dir = mkdtempSync(join(tmpdir(), `sfu-e2e-${label}-`));
   profileDirs.push(dir);
+  // A browser told which keys to trust (--ignore-certificate-errors-spki-list) trusts
+  // those and no other certificate: it goes without the blanket switch.
+  const pinned = args.some((a) => a.startsWith('--ignore-certificate-errors-spki-list='));
+  const common = pinned ? CHROMIUM_ARGS.filter((a) => a !== '--ignore-certificate-errors') : CHROMIUM_ARGS;
   const ctx = await chromium.launchPersistentContext(dir, {
     executablePath: netns ? NETNS_WRAPPER : CHROMIUM,
     env: netns ? { ...process.env, E2E_NETNS: netns, CHROMIUM } : process.env,
     headless: true,
-    args: [...CHROMIUM_ARGS, ...args],
+    args: [...common, ...args],
     viewport: { width: 1280, height: 800 },
   });
   contexts.push(ctx);

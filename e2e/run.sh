@@ -14,7 +14,8 @@
 #    processes (the GStreamer and aiortc clients) and most browsers run; the network
 #    tests start some browsers in sfu-tcp and sfu-tls, the simulcast and SVC tests one in
 #    sfu-tls (after the network tests are done with it); the drain tests start servers of
-#    their own in sfu-srv (HTTP 8090) and stop them with SIGTERM.
+#    their own in sfu-srv (HTTP 8090) and stop them with SIGTERM, the HTTPS test one
+#    (HTTPS 8443, with a CA and certificates of its own).
 # 4. Server stopped, namespaces removed (also on failure or Ctrl-C).
 set -euo pipefail
 
@@ -107,7 +108,7 @@ fi
 
 status=0
 (cd "$REPO" && ip netns exec sfu-cli timeout "$TEST_TIMEOUT" \
-    node --test --test-concurrency=1 --test-reporter=spec ${E2E_TESTS:-e2e/call.test.mjs e2e/e2ee.test.mjs e2e/e2ee-codecs.test.mjs e2e/network.test.mjs e2e/simulcast.test.mjs e2e/svc.test.mjs e2e/broadcast.test.mjs e2e/whip.test.mjs e2e/slots.test.mjs e2e/aiortc.test.mjs e2e/adaptation.test.mjs e2e/drain.test.mjs}) || status=$?
+    node --test --test-concurrency=1 --test-reporter=spec ${E2E_TESTS:-e2e/call.test.mjs e2e/e2ee.test.mjs e2e/e2ee-codecs.test.mjs e2e/network.test.mjs e2e/simulcast.test.mjs e2e/svc.test.mjs e2e/broadcast.test.mjs e2e/whip.test.mjs e2e/slots.test.mjs e2e/aiortc.test.mjs e2e/adaptation.test.mjs e2e/drain.test.mjs e2e/tls.test.mjs}) || status=$?
 
 if [ "$status" != 0 ]; then
     echo "e2e/run.sh: tests failed ($status); server log tail ($E2E_LOG):" >&2

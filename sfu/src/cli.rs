@@ -207,6 +207,16 @@ pub struct ServeArgs {
     #[arg(long, env = "SFU_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
 
+    /// PEM certificate chain for HTTPS: with --http-key, everything on --http-listen
+    /// (signaling, WHIP and WHEP, the demo page, /metrics) is served over TLS, and only so.
+    /// Reloaded on SIGHUP and when the files change; calls go on.
+    #[arg(long, env = "SFU_HTTP_CERT", value_name = "FILE")]
+    pub http_cert: Option<PathBuf>,
+
+    /// PEM private key of --http-cert.
+    #[arg(long, env = "SFU_HTTP_KEY", value_name = "FILE")]
+    pub http_key: Option<PathBuf>,
+
     /// UDP port range for media, as FIRST-LAST. One socket per port, many participants each.
     #[arg(long, env = "SFU_UDP_PORTS", default_value = "16384-16584", value_parser = parse_ports)]
     pub udp_ports: RangeInclusive<u16>,
@@ -340,8 +350,14 @@ impl TurnListen {
 }
 
 impl ServeArgs {
-    /// The settings that need others ([`TurnListen::check_tls`]), whatever their source.
+    /// The settings that need others (HTTPS's pair, [`TurnListen::check_tls`]), whatever
+    /// their source.
     pub fn check(&self) -> Result<(), String> {
+        match (&self.http_cert, &self.http_key) {
+            (Some(_), None) => return Err("--http-cert needs --http-key".into()),
+            (None, Some(_)) => return Err("--http-key needs --http-cert".into()),
+            _ => {}
+        }
         let names = ["turn-tls-listen", "turn-cert", "turn-key"];
         self.turn_listen.check_tls(names)?;
         if self.turn_listen.tls_listen.is_some() && self.turn_tls_host.is_none() {

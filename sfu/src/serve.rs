@@ -3,6 +3,7 @@
 //! ([`crate::stop`]).
 
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use sfu::metrics::{Metrics, TurnMetrics};
 use sfu::tap::{TAP_LINES, Tap};
 use sfu_core::shard::ShardConfig;
 use signaling::TokenKey;
+use signaling::tls::TlsListener;
 use tracing::{info, warn};
 
 use crate::cli::ServeArgs;
@@ -22,6 +24,10 @@ use crate::{relay, stop};
 
 pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     args.check().map_err(anyhow::Error::msg)?;
+    let https = match (&args.http_cert, &args.http_key) {
+        (Some(cert), Some(key)) => Some(netio::tls::Certificate::load(cert, key)?),
+        _ => None,
+    };
     args.secret = config::secret(args.secret, args.secret_file.as_deref(), "secret")?;
     args.turn_auth_secret = config::secret(
         args.turn_auth_secret,
@@ -57,6 +63,10 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         prometheus::process_collector::ProcessCollector::for_self(),
     ))?;
     let metrics = Metrics::new(&registry)?;
+    let https = match https {
+        Some(certificate) => Some((certificate, https_failures(&registry)?)),
+        None => None,
+    };
     let tap = match &args.tap {
         Some(path) => {
             warn!(
@@ -120,12 +130,24 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(places.http)
             .await
             .with_context(|| format!("cannot listen on {}", places.http))?;
-        info!("signaling on http://{}", listener.local_addr()?);
+        info!(
+            "signaling on {}",
+            places.signaling_url(listener.local_addr()?)
+        );
+        tokio::spawn(crate::notify::watch(plane.clone()));
         let (stop_serving, stopped) = tokio::sync::oneshot::channel::<()>();
-        let serving = signaling::serve(listener, router, async move {
+        let stopped = async move {
             let _ = stopped.await;
-        });
-        tokio::pin!(serving);
+        };
+        let mut serving: Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match https {
+            Some((certificate, failures)) => {
+                let config = certificate.server_config(&[b"http/1.1"])?;
+                tokio::spawn(certificate.watch("HTTPS"));
+                let listener = TlsListener::new(listener, Arc::new(config), failures)?;
+                Box::pin(signaling::serve(listener, router, stopped))
+            }
+            None => Box::pin(signaling::serve(listener, router, stopped)),
+        };
         let drain_timeout = Duration::from_secs(args.drain_timeout);
         tokio::select! {
             served = &mut serving => served?,
@@ -139,11 +161,23 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
+/// Counts the HTTPS handshakes that failed or timed out, in `registry`.
+fn https_failures(registry: &prometheus::Registry) -> prometheus::Result<prometheus::IntCounter> {
+    let failures = prometheus::IntCounter::new(
+        "sfu_https_handshake_failures_total",
+        "HTTPS connections whose TLS handshake failed or timed out",
+    )?;
+    registry.register(Box::new(failures.clone()))?;
+    Ok(failures)
+}
+
 /// Where the server listens and what it advertises: as given, else the defaults, which in
 /// dev mode (no secret, tokens for anyone) keep to this machine.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Places {
     pub http: SocketAddr,
+    /// Signaling is served over TLS (--http-cert).
+    pub https: bool,
     pub udp_bind: IpAddr,
     pub turn_listen: Vec<SocketAddr>,
     pub advertise: Vec<IpAddr>,
@@ -172,6 +206,7 @@ impl Places {
             http: args
                 .http_listen
                 .unwrap_or(SocketAddr::new(default_ip, DEFAULT_HTTP_PORT)),
+            https: args.http_cert.is_some(),
             udp_bind,
             turn_listen: if args.turn_listen.listen.is_empty() {
                 vec![SocketAddr::new(default_ip, DEFAULT_TURN_PORT)]
@@ -190,6 +225,12 @@ impl Places {
         }
     }
 
+    /// Where signaling is, as a URL (of the address it listens on, not yet bound).
+    pub fn signaling_url(&self, http: SocketAddr) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{http}")
+    }
+
     /// The lines dev mode starts with: what it means, where it listens, how to open it.
     pub fn dev_banner(&self) -> Vec<String> {
         let mut lines = vec![
@@ -197,8 +238,11 @@ impl Places {
              /dev/token gives one to anyone, for any room and role"
                 .to_string(),
             format!(
-                "DEV MODE: signaling on http://{}, media on {} (advertised {:?}), TURN on {:?}",
-                self.http, self.udp_bind, self.advertise, self.turn_listen
+                "DEV MODE: signaling on {}, media on {} (advertised {:?}), TURN on {:?}",
+                self.signaling_url(self.http),
+                self.udp_bind,
+                self.advertise,
+                self.turn_listen
             ),
         ];
         if self.defaulted_to_loopback.is_empty() {

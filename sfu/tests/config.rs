@@ -133,6 +133,14 @@ fn mistakes_in_the_config_stop_the_start_naming_them() {
         &["--http-listen", "127.0.0.1:8082"],
     );
     assert!(err.contains("certificate /nonexistent/cert.pem"), "{err}");
+    let err = refused(
+        &ns,
+        "http_cert = \"/nonexistent/https.pem\"\nhttp_key = \"/nonexistent/key.pem\"\n",
+        &["--http-listen", "127.0.0.1:8083"],
+    );
+    assert!(err.contains("certificate /nonexistent/https.pem"), "{err}");
+    let err = refused(&ns, "http_cert = \"/etc/c.pem\"\n", &[]);
+    assert!(err.contains("--http-cert needs --http-key"), "{err}");
     // TLS without what it needs, wherever each part comes from.
     let err = refused(&ns, "turn_tls_listen = \"127.0.0.1:5349\"\n", &[]);
     assert!(err.contains("--turn-tls-listen needs"), "{err}");

@@ -17,7 +17,8 @@
 //! 6. `router.rs`: the HTTP router, the top of the chain: [`router`], [`metrics_router`],
 //!    [`serve`], `/dev/token`, health, metrics, and the static assets of `web.rs`.
 //!
-//! `web.rs`, the browser client embedded from `web/`, imports nothing of the crate.
+//! `web.rs`, the browser client embedded from `web/`, and `tls.rs`, the HTTPS listener
+//! [`serve`] takes, import nothing of the crate.
 
 #![forbid(unsafe_code)]
 
@@ -27,6 +28,7 @@ mod plane;
 mod router;
 mod session;
 mod state;
+pub mod tls;
 pub mod token;
 pub mod web;
 mod whip;

@@ -128,15 +128,23 @@ async fn dev_token(State(state): State<Arc<AppState>>, Query(q): Query<DevTokenQ
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then lets open requests finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+/// Serves `router` on `listener` (a `tokio::net::TcpListener`, or a
+/// [`crate::tls::TlsListener`] for HTTPS) until `shutdown` resolves, then lets open
+/// requests finish.
+pub async fn serve<L>(
+    listener: L,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    // The peer's address goes with each request: the per-address limits need it.
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+{
+    // The peer's address goes with each request: the per-address limits need it. axum
+    // hands it to handlers (ConnectInfo) for a tapped listener of any kind: hence the
+    // tap that does nothing.
+    use axum::serve::ListenerExt;
     axum::serve(
-        listener,
+        listener.tap_io(|_| ()),
         router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
