@@ -42,6 +42,7 @@ use crate::offers::OfferReader;
 use crate::queues::{Delivery, Queues};
 use crate::tap::Tap;
 use crate::tcp_accept::{TcpArrival, accept_tcp};
+use crate::timings::ShardTimings;
 use sfu_core::forwarder::DropReason;
 use sfu_core::shard::{LocalCandidates, ReadOffer, RelayDrop, Shard, ShardConfig, ShardOutput};
 
@@ -102,6 +103,8 @@ pub(crate) enum Command {
         id: ParticipantId,
         join: Join,
         events: mpsc::Sender<ServerMessage>,
+        /// When signaling handed it over: its delays count from then.
+        at: Instant,
     },
     Request {
         id: ParticipantId,
@@ -265,7 +268,12 @@ impl MediaPlane for Plane {
         let id = ParticipantId(self.next_participant.fetch_add(1, Ordering::Relaxed) * n + shard);
         self.shards[shard as usize]
             .commands
-            .try_send(Command::Join { id, join, events })
+            .try_send(Command::Join {
+                id,
+                join,
+                events,
+                at: Instant::now(),
+            })
             .map_err(busy)?;
         Ok(id)
     }
@@ -377,6 +385,8 @@ struct Driver {
     sending: SendBatch,
     /// Test only: records what publishers send (`--tap`).
     tap: Option<Arc<Tap>>,
+    /// How long its turns take (each ends with `timings.turn(started)`), its CPU time.
+    timings: ShardTimings,
 }
 
 impl Driver {
@@ -673,6 +683,7 @@ async fn run_shard(
         udp_out: Vec::with_capacity(SEND_BATCH),
         sending: SendBatch::new(),
         tap,
+        timings: metrics.shard_timings(&index.to_string()),
     }));
     let wake = Rc::new(Notify::new());
     for socket in by_port.into_values() {
@@ -686,13 +697,20 @@ async fn run_shard(
         (lifecycle.clone(), wake.clone()),
     ));
     let run = |command: Command| {
+        let started = Instant::now();
         let mut d = driver.borrow_mut();
         match command {
-            Command::Join { id, join, events } => {
+            Command::Join {
+                id,
+                join,
+                events,
+                at,
+            } => {
                 if lifecycle.is_draining() {
                     d.core.refuse_new_rooms();
                 }
                 d.join(id, join, events);
+                d.core.count_join_from(id, at);
             }
             Command::Request { id, request } => d.core.request(Instant::now(), id, request),
             Command::Offer { id, read } => d.core.offer(Instant::now(), id, *read),
@@ -704,6 +722,7 @@ async fn run_shard(
         if d.drain() {
             wake.notify_one();
         }
+        d.timings.turn(started);
     };
     loop {
         tokio::select! {
@@ -727,11 +746,13 @@ async fn run_shard(
                 tokio::task::yield_now().await;
             }
             Some(id) = departures.recv() => {
+                let started = Instant::now();
                 let mut d = driver.borrow_mut();
-                d.core.leave(Instant::now(), id);
+                d.core.leave(started, id);
                 if d.drain() {
                     wake.notify_one();
                 }
+                d.timings.turn(started);
             }
         }
     }
@@ -757,6 +778,7 @@ async fn receive(driver: Rc<RefCell<Driver>>, socket: Rc<Socket>, wake: Rc<Notif
             if d.drain() {
                 wake.notify_one();
             }
+            d.timings.turn(now);
         })
         .await;
     error!(port, "socket failed: {e}");
@@ -783,12 +805,14 @@ async fn tcp_connection(
             let Ok(frame) = frame else {
                 return;
             };
+            let now = Instant::now();
             let mut d = driver.borrow_mut();
             d.core
-                .handle_datagram(Instant::now(), Protocol::Tcp, local, remote, &frame);
+                .handle_datagram(now, Protocol::Tcp, local, remote, &frame);
             if d.drain() {
                 wake_timer.notify_one();
             }
+            d.timings.turn(now);
         }
     };
     let write = queue.write_to(&mut writer);
@@ -811,6 +835,7 @@ async fn timer(driver: Rc<RefCell<Driver>>, wake: Rc<Notify>) {
         let deadline = driver.borrow().deadline;
         tokio::select! {
             _ = tokio::time::sleep_until(deadline.into()) => {
+                let started = Instant::now();
                 let mut d = driver.borrow_mut();
                 // A pacer asks for its next packet a microsecond later; the timer wheel
                 // would round that up to a millisecond, so serve what is already due here.
@@ -821,6 +846,7 @@ async fn timer(driver: Rc<RefCell<Driver>>, wake: Rc<Notify>) {
                         break;
                     }
                 }
+                d.timings.turn(started);
             }
             _ = wake.notified() => {}
         }
@@ -849,6 +875,7 @@ async fn flush_metrics(
         metrics.flush(&shard, &counters, d.core.sizes());
         metrics.tcp_connections(&shard, d.tcp.len());
         metrics.entries(&shard, &d.entries());
+        d.timings.flush();
     }
 }
 

@@ -1,10 +1,14 @@
-//! The media plane's Prometheus metrics, fed by each shard from its plain counters.
+//! The media plane's Prometheus metrics, fed by each shard from its plain counters; its
+//! histograms and CPU time are in [`timings`](crate::timings) and [`cpu`](crate::cpu).
 
 use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use sfu_core::adaptation::{Cause, Frozen};
 use sfu_core::forwarder::DropReason;
 use sfu_core::shard::{Counters, RelayDrop};
+
+use crate::cpu::ProcessCpu;
+use crate::timings::{ShardTimings, Timings};
 
 /// Every media-plane metric, shared by the shards (each updates only its own labels).
 #[derive(Clone)]
@@ -35,6 +39,8 @@ pub struct Metrics {
     tcp_refused: IntCounterVec,
     e2ee_relays: IntCounter,
     e2ee_relays_dropped: IntCounterVec,
+    /// Join delays, shard turns, shard CPU time.
+    timings: Timings,
 }
 
 /// Why an ICE-TCP connection was closed before a shard took it.
@@ -171,7 +177,9 @@ impl Metrics {
                 ),
                 &["reason"],
             )?,
+            timings: Timings::new(registry)?,
         };
+        ProcessCpu::register(registry)?;
         for c in [
             &m.rooms,
             &m.participants,
@@ -222,6 +230,12 @@ impl Metrics {
             m.e2ee_relays_dropped.with_label_values(&[reason.as_str()]);
         }
         Ok(m)
+    }
+
+    /// What shard `shard`'s thread times itself (its turns, its CPU time); make it on
+    /// that thread.
+    pub fn shard_timings(&self, shard: &str) -> ShardTimings {
+        self.timings.shard(shard)
     }
 
     /// Counts a relayed message dropped before it reached a shard.
@@ -276,6 +290,7 @@ impl Metrics {
         self.rx_bytes.inc_by(counters.rx_bytes);
         self.tx_packets.inc_by(counters.tx_packets);
         self.tx_bytes.inc_by(counters.tx_bytes);
+        self.timings.observe(&counters.milestones);
         self.forwarded.inc_by(counters.rtp_forwarded);
         self.tcp_rx_packets.inc_by(counters.tcp_rx_packets);
         self.tcp_rx_bytes.inc_by(counters.tcp_rx_bytes);

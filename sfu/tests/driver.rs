@@ -1,8 +1,9 @@
 //! The tokio driver on real loopback sockets: garbage on the media ports is dropped and
 //! counted, a join through the media plane gets its `joined` message, a flood of
 //! relayed `e2ee` messages stops at the reserve of its recipient's event queue, a queue
-//! the others fill falls behind and is caught up (`resync`) rather than removed, and
-//! offers are read (and bad ones refused) before a shard sees them.
+//! the others fill falls behind and is caught up (`resync`) rather than removed,
+//! offers are read (and bad ones refused) before a shard sees them, and the shards' turns
+//! and CPU time reach the metrics.
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
@@ -161,6 +162,55 @@ async fn garbage_is_counted_and_a_join_is_answered() {
         .await
         .unwrap();
     assert!(rest.is_none());
+}
+
+/// The observations of a histogram (summed over its labels).
+fn histogram_count(registry: &Registry, name: &str) -> u64 {
+    registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric().iter())
+        .map(|m| m.get_histogram().get_sample_count())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_turns_and_cpu_time_reach_the_metrics() {
+    let registry = Registry::new();
+    let ports = free_ports();
+    let plane = start_plane(&registry, ports.clone(), None);
+    let (id, _rx) = join_one(&plane).await;
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for port in ports {
+        sender.send_to(b"garbage", ("127.0.0.1", port)).unwrap();
+    }
+    // The shards flush once a second.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while histogram_count(&registry, "sfu_shard_turn_seconds") < 5 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // At least the join, and the datagrams read on each port.
+    assert!(histogram_count(&registry, "sfu_shard_turn_seconds") >= 5);
+    let cpu_series = |name: &str| {
+        registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == name)
+            .map(|f| f.get_metric().len())
+            .sum::<usize>()
+    };
+    assert_eq!(
+        cpu_series("sfu_shard_cpu_seconds_total"),
+        4,
+        "2 shards, 2 modes"
+    );
+    assert_eq!(cpu_series("sfu_cpu_seconds_total"), 2, "user and system");
+    assert!(metric(&registry, "sfu_cpu_seconds_total", None) > 0.0);
+    // Joined, never connected: no delay yet (the sans-IO tests check the delays).
+    assert_eq!(histogram_count(&registry, "sfu_join_connected_seconds"), 0);
+    assert_eq!(histogram_count(&registry, "sfu_first_media_seconds"), 0);
+    plane.leave(id);
 }
 
 /// A STUN binding request with USERNAME, PRIORITY and a MESSAGE-INTEGRITY that is

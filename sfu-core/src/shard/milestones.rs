@@ -62,7 +62,8 @@ impl Delays {
         &self.by_milestone[milestone.index()]
     }
 
-    fn record(&mut self, milestone: Milestone, delay: Duration) {
+    /// Keeps a delay to `milestone`, if fewer than [`MAX_DELAYS`] are kept.
+    pub fn record(&mut self, milestone: Milestone, delay: Duration) {
         let delays = &mut self.by_milestone[milestone.index()];
         if delays.len() < MAX_DELAYS {
             delays.push(delay);
