@@ -39,6 +39,21 @@ import {
   errorCode,
 } from './lib.mjs';
 
+/**
+ * The sum of the samples of `name` on /metrics whose labels include `labels` (e.g.
+ * 'direction="received"'); 0 when there are none.
+ */
+async function metricSum(name, labels = '') {
+  const res = await fetch(`${SFU_URL}/metrics`);
+  assert.equal(res.status, 200, 'GET /metrics');
+  let sum = 0;
+  for (const line of (await res.text()).split('\n')) {
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? ([^ ]+)/.exec(line);
+    if (m && m[1] === name && (m[2] || '').includes(labels)) sum += Number(m[3]);
+  }
+  return sum;
+}
+
 // ------------------------------------------------------------------ the call
 
 describe('a call through the SFU with Chromium peers', { timeout: 420000 }, () => {
@@ -125,6 +140,41 @@ describe('a call through the SFU with Chromium peers', { timeout: 420000 }, () =
       + `cpu_seconds=${cpu0}->${cpu1} proc_cpu_percent=${procPercent}`);
     // Still three in the call while measuring.
     for (const p of [alice, bob, carol]) assert.ok(await p.alive(), `${p.name} still in the call`);
+  }, 30000, () => callUp);
+
+  step('join and first-media histograms count the call; CPU time to the microsecond', async () => {
+    // Alice, Bob and Carol: each media path up, each sent media and was sent some.
+    const connected = await metricSum('sfu_join_connected_seconds_count');
+    const received = await metricSum('sfu_first_media_seconds_count', 'direction="received"');
+    const forwarded = await metricSum('sfu_first_media_seconds_count', 'direction="forwarded"');
+    const sum = await metricSum('sfu_join_connected_seconds_sum');
+    const within30s = await metricSum('sfu_join_connected_seconds_bucket', 'le="30"');
+    const medianBound = await metricSum('sfu_join_connected_seconds_bucket', 'le="2"');
+    console.log(`E2E join-histograms connected=${connected} mean_s=${(sum / connected).toFixed(3)} `
+      + `within_2s=${medianBound} first_media_received=${received} first_media_forwarded=${forwarded}`);
+    assert.ok(connected >= 3, `media paths up: ${connected}`);
+    assert.ok(received >= 3, `first media received: ${received}`);
+    assert.ok(forwarded >= 3, `first media forwarded: ${forwarded}`);
+    assert.ok(sum > 0, 'joins take time');
+    assert.equal(within30s, connected, 'every join up within 30 s');
+    // The shards' loops turn and are timed; the process's CPU time matches /proc's.
+    const turns0 = await metricSum('sfu_shard_turn_seconds_count');
+    const [cpu0, proc0] = [await metricSum('sfu_cpu_seconds_total'), serverProcCpuSeconds()];
+    await sleep(3000);
+    const [cpu1, proc1] = [await metricSum('sfu_cpu_seconds_total'), serverProcCpuSeconds()];
+    const turns1 = await metricSum('sfu_shard_turn_seconds_count');
+    const shardCpu = await metricSum('sfu_shard_cpu_seconds_total');
+    console.log(`E2E shard-turns per_s=${((turns1 - turns0) / 3).toFixed(0)} cpu_s=${(cpu1 - cpu0).toFixed(4)} `
+      + `proc_cpu_s=${proc0 != null ? (proc1 - proc0).toFixed(2) : 'n/a'} shard_cpu_total_s=${shardCpu.toFixed(3)}`);
+    assert.ok(turns1 > turns0, `shard turns observed: ${turns0} -> ${turns1}`);
+    assert.ok(cpu1 > cpu0 && shardCpu > 0, `CPU time counted: ${cpu0} -> ${cpu1}, shards ${shardCpu}`);
+    // Not whole seconds: a 3-party call takes a fraction of a core.
+    assert.notEqual(cpu1 - cpu0, Math.round(cpu1 - cpu0), `sub-second CPU time: ${cpu0} -> ${cpu1}`);
+    if (proc0 != null && proc1 != null) {
+      // /proc counts 1/100 s; the two readings are a scrape apart.
+      assert.ok(Math.abs((cpu1 - cpu0) - (proc1 - proc0)) < 0.1 + 0.1 * (proc1 - proc0),
+        `sfu_cpu_seconds_total ${(cpu1 - cpu0).toFixed(3)} s against /proc ${(proc1 - proc0).toFixed(3)} s`);
+    }
   }, 30000, () => callUp);
 
   step('a receive-only viewer receives all three and publishes nothing', async () => {
