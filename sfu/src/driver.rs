@@ -1,59 +1,45 @@
-//! The tokio driver of the media plane: one thread per shard, each with a current-thread
-//! runtime that owns its shard core, its UDP sockets and its timer, so the media path takes
-//! no lock. Signaling reaches a shard through a bounded command queue.
+//! A shard thread of the media plane: a current-thread tokio runtime that owns its shard
+//! core, its UDP sockets and its timer, so the media path takes no lock. Signaling
+//! reaches it through the bounded queues of [`crate::plane`].
 //!
 //! ICE-TCP (RFC 6544, passive candidates, RFC 4571 framing): one thread accepts on the TCP
 //! media port, reads each connection's first frame (a STUN binding request), finds the
 //! shard from the ufrag in its USERNAME and hands the connection over (`tcp_accept`,
-//! started here with the shards); from then on the connection belongs to that shard like
-//! a UDP remote address. Each connection has a bounded send queue: a client that reads
-//! too slowly loses packets (counted as `tcp_queue_full`) and never stalls its shard or
-//! delays anyone else.
+//! started by the plane with the shards); from then on the connection belongs to that
+//! shard like a UDP remote address. Each connection has a bounded send queue: a client
+//! that reads too slowly loses packets (counted as `tcp_queue_full`) and never stalls its
+//! shard or delays anyone else.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::ops::RangeInclusive;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use futures_util::StreamExt;
-use netio::runtime::spawn_thread;
 use netio::stream::{Framing, StreamQueue};
 use netio::udp::{RecvBuffer, SEND_BATCH, SendBatch, Socket};
-use protocol::{ErrorCode, ErrorMessage, Join, LeaveReason, ParticipantId, Request, ServerMessage};
+use protocol::{Join, LeaveReason, ParticipantId, ServerMessage};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use signaling::{MediaPlane, Pending};
 use str0m::net::{Protocol, Transmit};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::codec::FramedRead;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, warn};
 
 use crate::ice_tcp::ice_tcp_codec;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{Metrics, TcpRefusal};
-use crate::offers::OfferReader;
+use crate::plane::Command;
 use crate::queues::{Delivery, Queues};
 use crate::tap::Tap;
-use crate::tcp_accept::{TcpArrival, accept_tcp};
+use crate::tcp_accept::TcpArrival;
 use crate::timings::ShardTimings;
 use sfu_core::forwarder::DropReason;
-use sfu_core::shard::{LocalCandidates, ReadOffer, RelayDrop, Shard, ShardConfig, ShardOutput};
-
-/// Commands queued per shard before `join` and requests answer `server_busy`.
-const COMMAND_QUEUE: usize = 1024;
-
-/// Relayed `e2ee` messages queued per shard, apart from the commands: a flood of them
-/// never takes the places of joins and offers. A call of 70 that starts at once relays
-/// 2 x 70 x 69 messages (a hello and a key each way) within a few seconds, while its
-/// shard is busy with 70 handshakes; with [`RELAY_BATCH`] the queue holds that burst.
-const RELAY_QUEUE: usize = 4096;
+use sfu_core::shard::{LocalCandidates, RelayDrop, Shard, ShardConfig, ShardOutput};
 
 /// How long the last messages of a participant removed while behind wait for room.
 const PARTING: Duration = Duration::from_secs(5);
@@ -74,281 +60,6 @@ const TCP_QUEUE_BYTES: usize = 256 * 1024;
 /// a slow reader fills our queue, where drops are counted and chosen per packet, rather
 /// than megabytes of stale media in the kernel.
 const TCP_SOCKET_SEND_BUFFER: usize = 128 * 1024;
-
-/// How the media plane is set up.
-#[derive(Debug, Clone)]
-pub struct MediaConfig {
-    /// The IP the UDP sockets bind to.
-    pub bind_ip: IpAddr,
-    /// One socket per port; each carries many participants.
-    pub ports: RangeInclusive<u16>,
-    /// The addresses put in ICE candidates (with the participant's port).
-    pub advertise: Vec<IpAddr>,
-    /// The ICE-TCP port (passive candidates on every advertised address); `None` turns
-    /// ICE-TCP off.
-    pub tcp_port: Option<u16>,
-    /// How many shard threads.
-    pub shards: usize,
-    pub shard: ShardConfig,
-    /// Test only: where the shards record what publishers send (`--tap`); `None` (the
-    /// default) records nothing. Set `shard.tap` with it.
-    pub tap: Option<Arc<Tap>>,
-    /// Draining and shutting down, which every shard follows.
-    pub lifecycle: Arc<Lifecycle>,
-}
-
-/// What a shard's control task receives from signaling (and the ICE-TCP acceptor).
-pub(crate) enum Command {
-    Join {
-        id: ParticipantId,
-        join: Join,
-        events: mpsc::Sender<ServerMessage>,
-        /// When signaling handed it over: its delays count from then.
-        at: Instant,
-    },
-    Request {
-        id: ParticipantId,
-        request: Request,
-    },
-    /// An offer, read off the shard's thread.
-    Offer {
-        id: ParticipantId,
-        read: Box<ReadOffer>,
-    },
-    /// An ICE-TCP connection whose first frame names a participant of this shard.
-    Tcp(TcpArrival),
-    /// Answered by the shard's loop when it takes it: proof that the shard still runs.
-    Probe(oneshot::Sender<()>),
-}
-
-/// The handle signaling uses: routes each call to the shard that owns it.
-pub struct Plane {
-    shards: Vec<ShardHandle>,
-    /// Participant ids are `counter * shards + shard`, so the id names its shard.
-    next_participant: AtomicU64,
-    /// Counts the relays a full relay queue refused.
-    metrics: Metrics,
-    offers: OfferReader,
-    lifecycle: Arc<Lifecycle>,
-}
-
-struct ShardHandle {
-    commands: mpsc::Sender<Command>,
-    /// `e2ee` relays (as `Command::Request`), queued apart from the other commands.
-    relays: mpsc::Sender<Command>,
-    /// Leaves never wait and are never refused; at most one per participant.
-    departures: mpsc::UnboundedSender<ParticipantId>,
-}
-
-impl Plane {
-    /// Binds every port and starts the shard threads. Fails if a port cannot be bound.
-    pub fn start(config: MediaConfig, metrics: Metrics) -> anyhow::Result<Plane> {
-        anyhow::ensure!(!config.advertise.is_empty(), "no address to advertise");
-        let ports: Vec<u16> = config.ports.clone().collect();
-        anyhow::ensure!(!ports.is_empty(), "the UDP port range is empty");
-        let count = config.shards.clamp(1, ports.len());
-        let tcp_listener = match config.tcp_port {
-            Some(port) => {
-                let addr = SocketAddr::new(config.bind_ip, port);
-                let listener = netio::tcp::bind(addr)
-                    .with_context(|| format!("cannot bind ICE-TCP {addr}"))?;
-                Some(listener)
-            }
-            None => None,
-        };
-        let mut shards = Vec::with_capacity(count);
-        for index in 0..count {
-            let mine: Vec<u16> = ports.iter().copied().skip(index).step_by(count).collect();
-            let mut sockets = Vec::with_capacity(mine.len());
-            for port in &mine {
-                let addr = SocketAddr::new(config.bind_ip, *port);
-                let socket =
-                    netio::udp::bind(addr).with_context(|| format!("cannot bind UDP {addr}"))?;
-                sockets.push(socket);
-            }
-            let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
-            let (relays, relays_rx) = mpsc::channel(RELAY_QUEUE);
-            let (departures, departures_rx) = mpsc::unbounded_channel();
-            let mut shard_config = config.shard.clone();
-            shard_config.index = index as u64;
-            shard_config.count = count as u64;
-            let advertise = config.advertise.clone();
-            let tcp_port = config.tcp_port;
-            let metrics = metrics.clone();
-            let tap = config.tap.clone();
-            let lifecycle = config.lifecycle.clone();
-            spawn_thread(format!("shard-{index}"), move || {
-                let setup = ShardSetup {
-                    index,
-                    config: shard_config,
-                    sockets,
-                    advertise,
-                    tcp_port,
-                    tap,
-                    lifecycle,
-                };
-                run_shard(setup, metrics, commands_rx, relays_rx, departures_rx)
-            })?;
-            info!(
-                "shard {index}: UDP ports {} ({} sockets)",
-                describe_ports(&mine),
-                mine.len()
-            );
-            shards.push(ShardHandle {
-                commands,
-                relays,
-                departures,
-            });
-        }
-        if let Some(listener) = tcp_listener {
-            let queues: Vec<mpsc::Sender<Command>> =
-                shards.iter().map(|s| s.commands.clone()).collect();
-            let addr = listener.local_addr()?;
-            let metrics = metrics.clone();
-            spawn_thread("ice-tcp".into(), move || {
-                accept_tcp(listener, queues, metrics)
-            })?;
-            info!("ICE-TCP on {addr}");
-        } else {
-            info!("ICE-TCP off: clients that cannot use UDP need TURN over TCP or TLS");
-        }
-        Ok(Plane {
-            shards,
-            next_participant: AtomicU64::new(1),
-            metrics,
-            offers: OfferReader::start().context("cannot start the offer reader")?,
-            lifecycle: config.lifecycle,
-        })
-    }
-
-    /// Calls in progress, as the shards last counted them (once a second).
-    pub fn rooms(&self) -> usize {
-        self.metrics.rooms()
-    }
-
-    /// How it stops: drain, or shut down.
-    pub fn lifecycle(&self) -> &Lifecycle {
-        &self.lifecycle
-    }
-
-    /// Whether every shard's loop takes a command from its queue within `within`: a
-    /// probe queued behind the others, so a shard that hangs or died fails it.
-    pub async fn answers(&self, within: Duration) -> bool {
-        let every_shard = async {
-            for shard in &self.shards {
-                let (reply, answered) = oneshot::channel();
-                if shard.commands.send(Command::Probe(reply)).await.is_err() {
-                    return false;
-                }
-                if answered.await.is_err() {
-                    return false;
-                }
-            }
-            true
-        };
-        tokio::time::timeout(within, every_shard)
-            .await
-            .unwrap_or(false)
-    }
-
-    fn shard_of(&self, id: ParticipantId) -> &ShardHandle {
-        &self.shards[(id.0 % self.shards.len() as u64) as usize]
-    }
-}
-
-impl MediaPlane for Plane {
-    fn join(
-        &self,
-        join: Join,
-        events: mpsc::Sender<ServerMessage>,
-    ) -> Result<ParticipantId, ErrorMessage> {
-        let n = self.shards.len() as u64;
-        // A room lives on one shard: pick it from the room name.
-        let shard = fnv1a(join.room.as_bytes()) % n;
-        let id = ParticipantId(self.next_participant.fetch_add(1, Ordering::Relaxed) * n + shard);
-        self.shards[shard as usize]
-            .commands
-            .try_send(Command::Join {
-                id,
-                join,
-                events,
-                at: Instant::now(),
-            })
-            .map_err(busy)?;
-        Ok(id)
-    }
-
-    fn request(&self, participant: ParticipantId, request: Request) -> Result<(), ErrorMessage> {
-        let shard = self.shard_of(participant);
-        let relay = matches!(request, Request::E2ee { .. });
-        let command = Command::Request {
-            id: participant,
-            request,
-        };
-        if relay {
-            return shard.relays.try_send(command).map_err(|e| {
-                self.metrics.relay_dropped(RelayDrop::ShardBusy);
-                busy(e)
-            });
-        }
-        shard.commands.try_send(command).map_err(busy)
-    }
-
-    fn offer(&self, participant: ParticipantId, offer: Request) -> Pending {
-        let Request::Offer {
-            sdp,
-            publish,
-            subscribe,
-            slots,
-        } = offer
-        else {
-            return Box::pin(std::future::ready(self.request(participant, offer)));
-        };
-        let commands = self.shard_of(participant).commands.clone();
-        let offers = self.offers.clone();
-        Box::pin(async move {
-            let read = offers.read(sdp, publish, subscribe, slots).await?;
-            let command = Command::Offer {
-                id: participant,
-                read: Box::new(read),
-            };
-            commands.try_send(command).map_err(busy)
-        })
-    }
-
-    fn leave(&self, participant: ParticipantId) {
-        let _ = self.shard_of(participant).departures.send(participant);
-    }
-}
-
-fn busy<T>(e: mpsc::error::TrySendError<T>) -> ErrorMessage {
-    match e {
-        mpsc::error::TrySendError::Full(_) => {
-            ErrorMessage::new(ErrorCode::ServerBusy, "media server is busy, retry")
-        }
-        mpsc::error::TrySendError::Closed(_) => {
-            ErrorMessage::new(ErrorCode::Internal, "media shard is not running")
-        }
-    }
-}
-
-/// FNV-1a: a stable, dependency-free hash to place rooms on shards.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
-fn describe_ports(ports: &[u16]) -> String {
-    match ports {
-        [] => "none".into(),
-        [one] => one.to_string(),
-        [first, second, ..] => format!(
-            "{first}, {second}, .. {}",
-            ports.last().copied().unwrap_or(*second)
-        ),
-    }
-}
 
 /// The send side of one ICE-TCP connection: framed packets waiting for its writer.
 struct TcpConnection {
@@ -634,17 +345,17 @@ impl Driver {
 }
 
 /// What one shard thread starts with.
-struct ShardSetup {
-    index: usize,
-    config: ShardConfig,
-    sockets: Vec<std::net::UdpSocket>,
-    advertise: Vec<IpAddr>,
-    tcp_port: Option<u16>,
-    tap: Option<Arc<Tap>>,
-    lifecycle: Arc<Lifecycle>,
+pub(crate) struct ShardSetup {
+    pub(crate) index: usize,
+    pub(crate) config: ShardConfig,
+    pub(crate) sockets: Vec<std::net::UdpSocket>,
+    pub(crate) advertise: Vec<IpAddr>,
+    pub(crate) tcp_port: Option<u16>,
+    pub(crate) tap: Option<Arc<Tap>>,
+    pub(crate) lifecycle: Arc<Lifecycle>,
 }
 
-async fn run_shard(
+pub(crate) async fn run_shard(
     setup: ShardSetup,
     metrics: Metrics,
     mut commands: mpsc::Receiver<Command>,
@@ -876,17 +587,5 @@ async fn flush_metrics(
         metrics.tcp_connections(&shard, d.tcp.len());
         metrics.entries(&shard, &d.entries());
         d.timings.flush();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fnv1a_matches_reference_values() {
-        // Reference values of 64-bit FNV-1a.
-        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
     }
 }

@@ -1,5 +1,6 @@
-//! The server's drivers around the sans-IO media core (`sfu-core`): the tokio driver that
-//! gives the shards their sockets, timers and signaling ([`driver`]), and the metrics it
+//! The server's drivers around the sans-IO media core (`sfu-core`): the media plane
+//! signaling talks to ([`plane`]), the tokio driver that gives each shard its sockets,
+//! timers and commands ([`driver`]), and the metrics it
 //! exports ([`metrics`], with histograms in [`timings`] and CPU time in [`cpu`]); how it
 //! stops ([`lifecycle`]); what an ICE-TCP connection's bytes mean ([`ice_tcp`]) and
 //! where the acceptor hands it (`tcp_accept`); offers
@@ -15,6 +16,7 @@ pub mod ice_tcp;
 pub mod lifecycle;
 pub mod metrics;
 pub mod offers;
+pub mod plane;
 pub mod queues;
 pub mod tap;
 mod tcp_accept;

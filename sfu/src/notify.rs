@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sd_notify::NotifyState;
-use sfu::driver::Plane;
+use sfu::plane::Plane;
 use tracing::{debug, info, warn};
 
 /// How often a drain is looked for, to say `STOPPING=1` within this of its start.

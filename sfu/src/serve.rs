@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use sfu::driver::{MediaConfig, Plane};
 use sfu::lifecycle::Lifecycle;
 use sfu::metrics::{Metrics, TurnMetrics};
+use sfu::plane::{MediaConfig, Plane};
 use sfu::tap::{TAP_LINES, Tap};
 use sfu_core::shard::ShardConfig;
 use signaling::TokenKey;

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sfu::driver::Plane;
+use sfu::plane::Plane;
 use tracing::{info, warn};
 
 /// How long the participants of a shut-down call have to read that they must leave.

@@ -11,9 +11,9 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::driver::Command;
 use crate::ice_tcp::{first_frame_len, first_frame_shard};
 use crate::metrics::{Metrics, TcpRefusal};
+use crate::plane::Command;
 
 /// ICE-TCP connections waiting for their first frame; more are closed at once.
 const TCP_PENDING: usize = 1024;
