@@ -122,6 +122,8 @@ impl Server {
         // variable, which servers built before those limits ignore).
         .env("SFU_SOCKETS_PER_ADDRESS", "0")
         .env("SFU_JOINS_PER_ADDRESS", "0")
+        // The bench measures how much the server carries: no join turned away for load.
+        .env("SFU_MAX_LOAD", "0")
         .envs(shards.map(|n| ("SFU_SHARDS", n.to_string())))
         .envs(participant_timeout.map(|s| ("SFU_PARTICIPANT_TIMEOUT", s.to_string())))
         .stdin(Stdio::null())

@@ -276,6 +276,27 @@ pub struct ServeArgs {
     #[arg(long, env = "SFU_DRAIN_TIMEOUT", default_value_t = 3600)]
     pub drain_timeout: u64,
 
+    /// Most participants on this server, in all its rooms (viewers and WHIP/WHEP
+    /// sessions count); the next join gets `server_busy` (0: no limit).
+    #[arg(long, env = "SFU_MAX_PARTICIPANTS", default_value_t = 0)]
+    pub max_participants: usize,
+
+    /// Most tracks published on this server; past it joins get `server_busy` (0: no
+    /// limit). Calls in progress may still publish.
+    #[arg(long, env = "SFU_MAX_TRACKS", default_value_t = 0)]
+    pub max_tracks: usize,
+
+    /// Most packets this server sends a second; past it joins get `server_busy` (0: no
+    /// limit).
+    #[arg(long, env = "SFU_MAX_EGRESS_PPS", default_value_t = 0)]
+    pub max_egress_pps: u64,
+
+    /// Most share of a media thread's time spent working, from 0 to 1 (0: no limit): a
+    /// join to a room on a shard busier than that over the last second gets
+    /// `server_busy`, and `/readyz` answers 503 once the shards are on average.
+    #[arg(long, env = "SFU_MAX_LOAD", default_value_t = 0.9, value_parser = parse_share)]
+    pub max_load: f64,
+
     /// Most participants in one room (presenters count among them, viewers apart).
     #[arg(long, env = "SFU_ROOM_CAPACITY", default_value_t = 70)]
     pub room_capacity: usize,
@@ -420,6 +441,14 @@ fn parse_ports(s: &str) -> Result<RangeInclusive<u16>, String> {
     Ok(a..=b)
 }
 
+/// A share from 0 to 1 (`--max-load`).
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err(format!("{s:?} is not a share from 0 to 1")),
+    }
+}
+
 fn parse_role(s: &str) -> Result<Role, String> {
     match s {
         "participant" => Ok(Role::Participant),
@@ -459,6 +488,16 @@ mod tests {
         assert!(parse_ports("9-1").is_err());
         assert!(parse_ports("0-10").is_err());
         assert!(parse_ports("a-b").is_err());
+    }
+
+    #[test]
+    fn parses_shares() {
+        assert_eq!(parse_share("0.9"), Ok(0.9));
+        assert_eq!(parse_share("0"), Ok(0.0));
+        assert_eq!(parse_share("1"), Ok(1.0));
+        assert!(parse_share("1.5").is_err());
+        assert!(parse_share("-0.1").is_err());
+        assert!(parse_share("NaN").is_err());
     }
 
     #[test]

@@ -32,6 +32,7 @@ use tracing::{debug, error, warn};
 
 use crate::ice_tcp::ice_tcp_codec;
 use crate::lifecycle::Lifecycle;
+use crate::load::{Figures, Load, Place};
 use crate::metrics::{Metrics, TcpRefusal};
 use crate::plane::Command;
 use crate::queues::{Delivery, Queues};
@@ -87,6 +88,8 @@ struct Driver {
     queues: Queues,
     /// Each participant's port, and how many participants each port carries.
     ports_of: HashMap<ParticipantId, u16>,
+    /// Each participant's place on the server, given back when it goes.
+    places: HashMap<ParticipantId, Place>,
     load: HashMap<u16, usize>,
     /// The deadline the timer task sleeps until.
     deadline: Instant,
@@ -184,6 +187,7 @@ impl Driver {
                         }
                         c.owner != id
                     });
+                    self.places.remove(&id);
                     if let Some(port) = self.ports_of.remove(&id)
                         && let Some(n) = self.load.get_mut(&port)
                     {
@@ -248,7 +252,13 @@ impl Driver {
         }
     }
 
-    fn join(&mut self, id: ParticipantId, join: Join, events: mpsc::Sender<ServerMessage>) {
+    fn join(
+        &mut self,
+        id: ParticipantId,
+        join: Join,
+        events: mpsc::Sender<ServerMessage>,
+        place: Place,
+    ) {
         // The least loaded port; ties go to the lowest port.
         let port = self
             .load
@@ -260,6 +270,7 @@ impl Driver {
         };
         *self.load.entry(port).or_default() += 1;
         self.ports_of.insert(id, port);
+        self.places.insert(id, place);
         self.queues.insert(id, events);
         // The core picks those the join's transport and grants call for.
         let at = |port: u16| -> Vec<SocketAddr> {
@@ -353,6 +364,7 @@ pub(crate) struct ShardSetup {
     pub(crate) tcp_port: Option<u16>,
     pub(crate) tap: Option<Arc<Tap>>,
     pub(crate) lifecycle: Arc<Lifecycle>,
+    pub(crate) load: Arc<Load>,
 }
 
 pub(crate) async fn run_shard(
@@ -370,6 +382,7 @@ pub(crate) async fn run_shard(
         tcp_port,
         tap,
         lifecycle,
+        load: server_load,
     } = setup;
     let mut by_port = HashMap::new();
     let mut load = HashMap::new();
@@ -389,6 +402,7 @@ pub(crate) async fn run_shard(
         tcp: HashMap::new(),
         queues: Queues::default(),
         ports_of: HashMap::new(),
+        places: HashMap::new(),
         load,
         deadline: now + Duration::from_secs(1),
         udp_out: Vec::with_capacity(SEND_BATCH),
@@ -404,7 +418,7 @@ pub(crate) async fn run_shard(
     tokio::task::spawn_local(flush_metrics(
         driver.clone(),
         metrics.clone(),
-        index.to_string(),
+        (index, server_load),
         (lifecycle.clone(), wake.clone()),
     ));
     let run = |command: Command| {
@@ -416,11 +430,12 @@ pub(crate) async fn run_shard(
                 join,
                 events,
                 at,
+                place,
             } => {
                 if lifecycle.is_draining() {
                     d.core.refuse_new_rooms();
                 }
-                d.join(id, join, events);
+                d.join(id, join, events, place);
                 d.core.count_join_from(id, at);
             }
             Command::Request { id, request } => d.core.request(Instant::now(), id, request),
@@ -569,12 +584,17 @@ async fn timer(driver: Rc<RefCell<Driver>>, wake: Rc<Notify>) {
 async fn flush_metrics(
     driver: Rc<RefCell<Driver>>,
     metrics: Metrics,
-    shard: String,
+    (index, load): (usize, Arc<Load>),
     (lifecycle, wake): (Arc<Lifecycle>, Rc<Notify>),
 ) {
+    let shard = index.to_string();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last = Instant::now();
     loop {
         tick.tick().await;
+        let now = Instant::now();
+        let second = now.duration_since(last).as_secs_f64().max(1e-3);
+        last = now;
         let mut d = driver.borrow_mut();
         if lifecycle.is_shut_down() && d.core.sizes().1 > 0 {
             d.core.shut_down(Instant::now());
@@ -583,9 +603,19 @@ async fn flush_metrics(
             }
         }
         let counters = std::mem::take(&mut d.core.counters);
-        metrics.flush(&shard, &counters, d.core.sizes());
+        let sizes = d.core.sizes();
+        metrics.flush(&shard, &counters, sizes);
         metrics.tcp_connections(&shard, d.tcp.len());
         metrics.entries(&shard, &d.entries());
-        d.timings.flush();
+        let busy = d.timings.flush();
+        load.publish(
+            index,
+            Figures {
+                tracks: sizes.2,
+                egress_pps: ((counters.tx_packets + counters.tcp_tx_packets) as f64 / second)
+                    as u64,
+                busy: busy.as_secs_f64() / second,
+            },
+        );
     }
 }

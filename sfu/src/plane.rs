@@ -16,10 +16,11 @@ use netio::runtime::spawn_thread;
 use protocol::{ErrorCode, ErrorMessage, Join, ParticipantId, Request, ServerMessage};
 use signaling::{MediaPlane, Pending};
 use tokio::sync::{mpsc, oneshot};
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::driver::{ShardSetup, run_shard};
 use crate::lifecycle::Lifecycle;
+use crate::load::{Limits, Load, Place};
 use crate::metrics::Metrics;
 use crate::offers::OfferReader;
 use crate::tap::Tap;
@@ -56,6 +57,8 @@ pub struct MediaConfig {
     pub tap: Option<Arc<Tap>>,
     /// Draining and shutting down, which every shard follows.
     pub lifecycle: Arc<Lifecycle>,
+    /// The server's limits, which each join must fit.
+    pub limits: Limits,
 }
 
 /// What a shard's control task receives from signaling (and the ICE-TCP acceptor).
@@ -66,6 +69,8 @@ pub(crate) enum Command {
         events: mpsc::Sender<ServerMessage>,
         /// When signaling handed it over: its delays count from then.
         at: Instant,
+        /// Its place on the server, given back with its entry in the shard.
+        place: Place,
     },
     Request {
         id: ParticipantId,
@@ -91,6 +96,7 @@ pub struct Plane {
     metrics: Metrics,
     offers: OfferReader,
     lifecycle: Arc<Lifecycle>,
+    load: Arc<Load>,
 }
 
 struct ShardHandle {
@@ -117,6 +123,7 @@ impl Plane {
             }
             None => None,
         };
+        let load = Load::new(config.limits, count);
         let mut shards = Vec::with_capacity(count);
         for index in 0..count {
             let mine: Vec<u16> = ports.iter().copied().skip(index).step_by(count).collect();
@@ -138,6 +145,7 @@ impl Plane {
             let metrics = metrics.clone();
             let tap = config.tap.clone();
             let lifecycle = config.lifecycle.clone();
+            let load = load.clone();
             spawn_thread(format!("shard-{index}"), move || {
                 let setup = ShardSetup {
                     index,
@@ -147,6 +155,7 @@ impl Plane {
                     tcp_port,
                     tap,
                     lifecycle,
+                    load,
                 };
                 run_shard(setup, metrics, commands_rx, relays_rx, departures_rx)
             })?;
@@ -179,12 +188,18 @@ impl Plane {
             metrics,
             offers: OfferReader::start().context("cannot start the offer reader")?,
             lifecycle: config.lifecycle,
+            load,
         })
     }
 
     /// Calls in progress, as the shards last counted them (once a second).
     pub fn rooms(&self) -> usize {
         self.metrics.rooms()
+    }
+
+    /// The server's limits and what it carries against them.
+    pub fn load(&self) -> &Arc<Load> {
+        &self.load
     }
 
     /// How it stops: drain, or shut down.
@@ -226,6 +241,14 @@ impl MediaPlane for Plane {
         let n = self.shards.len() as u64;
         // A room lives on one shard: pick it from the room name.
         let shard = fnv1a(join.room.as_bytes()) % n;
+        let place = self.load.admit(shard as usize).map_err(|limit| {
+            debug!(room = %join.room, limit = limit.as_str(), "join refused: server at its limit");
+            let message = format!(
+                "this server is at its limit of {}: try again later, or another server",
+                limit.as_str()
+            );
+            ErrorMessage::new(ErrorCode::ServerBusy, message)
+        })?;
         let id = ParticipantId(self.next_participant.fetch_add(1, Ordering::Relaxed) * n + shard);
         self.shards[shard as usize]
             .commands
@@ -234,6 +257,7 @@ impl MediaPlane for Plane {
                 join,
                 events,
                 at: Instant::now(),
+                place,
             })
             .map_err(busy)?;
         Ok(id)

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sfu::lifecycle::Lifecycle;
+use sfu::load::Limits;
 use sfu::metrics::{Metrics, TurnMetrics};
 use sfu::plane::{MediaConfig, Plane};
 use sfu::tap::{TAP_LINES, Tap};
@@ -100,10 +101,18 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             },
             tap,
             lifecycle: lifecycle.clone(),
+            limits: Limits {
+                participants: args.max_participants,
+                tracks: args.max_tracks,
+                egress_pps: args.max_egress_pps,
+                load: args.max_load,
+            },
         },
         metrics,
     )?;
     let plane = Arc::new(plane);
+    let load = plane.load().clone();
+    load.register(&registry)?;
     let router = signaling::router(
         plane.clone(),
         signaling::Config {
@@ -114,7 +123,14 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
                 sockets: args.sockets_per_address,
                 joins_per_second: args.joins_per_address,
             },
-            readiness: Arc::new(move || lifecycle.is_draining().then_some("draining")),
+            // Draining first: a draining server takes no new room, whatever its load.
+            readiness: Arc::new(move || {
+                if lifecycle.is_draining() {
+                    Some("draining")
+                } else {
+                    load.saturated().map(|_| "overloaded")
+                }
+            }),
         },
         registry,
     )?;

@@ -10,7 +10,7 @@
 //! datagrams sent. A packet that arrives meanwhile waits up to that long: the turn's
 //! length is the delay the shard adds, and its sum over a second the shard's busy time.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prometheus::local::LocalHistogram;
 use prometheus::{CounterVec, Histogram, HistogramOpts, HistogramVec, Registry};
@@ -132,10 +132,13 @@ impl ShardTimings {
     }
 
     /// Moves the turns observed into the shared histogram, and reads the thread's CPU
-    /// time; call it on the shard's thread (once a second).
-    pub fn flush(&self) {
+    /// time; call it on the shard's thread (once a second). Returns how long the turns
+    /// since the last flush took in all: the time the shard spent working.
+    pub fn flush(&self) -> Duration {
+        let busy = Duration::from_secs_f64(self.turns.get_sample_sum().max(0.0));
         self.turns.flush();
         self.cpu.flush();
+        busy
     }
 }
 

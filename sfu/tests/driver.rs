@@ -84,6 +84,7 @@ fn start_plane(
             shard: ShardConfig::default(),
             tap: None,
             lifecycle: Default::default(),
+            limits: Default::default(),
         },
         Metrics::new(registry).unwrap(),
     )
