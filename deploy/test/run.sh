@@ -2,8 +2,9 @@
 # Tests of deploy/ (run by scripts/test; as root, for the network namespace):
 #  - the systemd unit passes `systemd-analyze verify` (a copy whose ExecStart is the built
 #    binary, as verify needs the program to exist) and `systemd-analyze security` scores
-#    its exposure under 3.0 (printed); the server runs under it when systemd is PID 1,
-#    else the test says why it could not;
+#    its exposure under 3.0 (printed); the server runs under it, started by a systemd
+#    of its own in private namespaces (deploy/test/systemd-ns.sh), or the test says why
+#    it could not;
 #  - the sysctl drop-in raises the socket buffer caps to what netio's sockets ask for;
 #  - the sample config starts the real server (in a network namespace made here, with the
 #    secret and address given as systemd and compose give them) under a fake
@@ -63,28 +64,15 @@ say "systemd-analyze security: exposure $score (under 3.0)"
 for key in TimeoutStopSec=3660 Type=notify WatchdogSec= CapabilityBoundingSet=CAP_NET_BIND_SERVICE; do
   grep -q "^$key" "$unit" || fail "$unit lacks $key"
 done
-if [ -d /run/systemd/system ]; then
-  # systemd runs this machine: the server under the unit for real, on loopback ports.
-  name=sfu-deploy-test-$$
-  mkdir -p "/run/systemd/system/$name.service.d"
-  sed "s#^LoadCredential=secret:.*#LoadCredential=secret:$tmp/secret#" "$tmp/sfu.service" \
-    >"/run/systemd/system/$name.service"
-  printf '[Service]\nEnvironment=SFU_CONFIG=%s SFU_HTTP_LISTEN=127.0.0.1:18480 SFU_UDP_BIND=127.0.0.1 SFU_UDP_PORTS=18500-18503 SFU_TCP_PORT=18500 SFU_TURN=false\nExecStart=\nExecStart=%s\n' \
-    "$PWD/deploy/sfu.example.toml" "$SFU_BIN" >"/run/systemd/system/$name.service.d/test.conf"
-  head -c 32 /dev/urandom | base64 >"$tmp/secret"
-  systemctl daemon-reload
-  started=0
-  systemctl start "$name" && curl -sf http://127.0.0.1:18480/healthz >/dev/null && started=1
-  systemctl stop "$name" || true
-  rm -rf "/run/systemd/system/$name.service" "/run/systemd/system/$name.service.d"
-  systemctl daemon-reload
-  [ "$started" = 1 ] || fail "the server did not start under the unit (journalctl -u $name)"
-  say "systemd: the server ran under the unit (Type=notify: started means READY=1)"
-else
-  say "systemd: NOT RUN under the unit: systemd is not this machine's init (PID 1 is" \
-    "'$(ps -p 1 -o comm= 2>/dev/null || echo unknown)', no /run/systemd/system), so no manager" \
-    "can start it; sd_notify is tested below against a socket of our own instead"
-fi
+# The server under the unit, started by systemd: PID 1 here is not systemd, so a systemd
+# of its own runs in private namespaces over a throwaway root (systemd-ns.sh says how).
+ns_status=0
+bash deploy/test/systemd-ns.sh "$SFU_BIN" || ns_status=$?
+case $ns_status in
+  0) ;;
+  77) say "systemd: NOT RUN under the unit (systemd-ns.sh said why above)" ;;
+  *) fail "the server under the unit (deploy/test/systemd-ns.sh)" ;;
+esac
 
 # --- sysctl ----------------------------------------------------------------------------
 want=$(sed -n 's/^pub const SOCKET_BUFFER: usize = \(.*\);/\1/p' netio/src/udp.rs)
