@@ -30,6 +30,8 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
+// Made once, at start: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the server (the default).
@@ -38,6 +40,32 @@ pub enum Command {
     Token(TokenArgs),
     /// Run only the TURN relay (RFC 8656), for hosts that relay and carry no calls.
     Turn(TurnArgs),
+    /// The admin API's side of the command line.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Print an admin token (for `Authorization: Bearer` on `/admin/...`), signed with
+    /// the server's admin secret.
+    Token(AdminTokenArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AdminTokenArgs {
+    /// Who acts: named in the server's log of each action.
+    #[arg(long)]
+    pub identity: String,
+    /// Lifetime: seconds, or a number with s, m, h or d.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// The server's admin secret.
+    #[arg(long, env = "SFU_ADMIN_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// File holding the server's admin secret (its first line).
+    #[arg(long, env = "SFU_ADMIN_SECRET_FILE", value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
 }
 
 // Where a TURN relay listens: shared by `sfu turn` and the embedded relay.
@@ -261,6 +289,16 @@ pub struct ServeArgs {
     /// line, which every user of the machine can read.
     #[arg(long, env = "SFU_SECRET_FILE", value_name = "FILE")]
     pub secret_file: Option<PathBuf>,
+
+    /// Secret that signs admin tokens (HS256), apart from --secret: with it the admin
+    /// API (`POST /admin/drain`) is on, for tokens of `sfu admin token`. Without it the
+    /// API answers 403.
+    #[arg(long, env = "SFU_ADMIN_SECRET", hide_env_values = true)]
+    pub admin_secret: Option<String>,
+
+    /// File holding --admin-secret (its first line).
+    #[arg(long, env = "SFU_ADMIN_SECRET_FILE", value_name = "FILE")]
+    pub admin_secret_file: Option<PathBuf>,
 
     /// Media threads (shards); each owns some of the ports and the rooms placed on it.
     #[arg(long, env = "SFU_SHARDS", default_value_t = default_shards())]

@@ -54,31 +54,24 @@ pub fn parse(args: Vec<OsString>) -> anyhow::Result<Cli> {
     let matches = cmd.try_get_matches_from(args)?;
     let mut cli = Cli::from_arg_matches(&matches)?;
     let sub = matches.subcommand().map_or(&matches, |(_, m)| m);
-    match &mut cli.command {
-        None => keep_higher(
-            sub,
-            &mut cli.serve.secret,
-            &mut cli.serve.secret_file,
-            "secret",
-        ),
-        Some(Command::Serve(s)) => keep_higher(sub, &mut s.secret, &mut s.secret_file, "secret"),
-        Some(Command::Token(t)) => keep_higher(sub, &mut t.secret, &mut t.secret_file, "secret"),
-        Some(Command::Turn(_)) => {}
-    }
-    if let Some(Command::Serve(s)) = &mut cli.command {
+    let serve = match &mut cli.command {
+        None => Some(&mut cli.serve),
+        Some(Command::Serve(s)) => Some(s),
+        Some(Command::Token(t)) => {
+            keep_higher(sub, &mut t.secret, &mut t.secret_file, "secret");
+            None
+        }
+        Some(Command::Turn(_) | Command::Admin(_)) => None,
+    };
+    if let Some(s) = serve {
+        keep_higher(sub, &mut s.secret, &mut s.secret_file, "secret");
+        let turn = (&mut s.turn_auth_secret, &mut s.turn_auth_secret_file);
+        keep_higher(sub, turn.0, turn.1, "turn_auth_secret");
         keep_higher(
             sub,
-            &mut s.turn_auth_secret,
-            &mut s.turn_auth_secret_file,
-            "turn_auth_secret",
-        );
-    } else if cli.command.is_none() {
-        let s = &mut cli.serve;
-        keep_higher(
-            sub,
-            &mut s.turn_auth_secret,
-            &mut s.turn_auth_secret_file,
-            "turn_auth_secret",
+            &mut s.admin_secret,
+            &mut s.admin_secret_file,
+            "admin_secret",
         );
     }
     Ok(cli)

@@ -18,7 +18,7 @@ mod token;
 
 use anyhow::Context;
 
-use crate::cli::Command;
+use crate::cli::{AdminCommand, Command};
 
 fn main() -> anyhow::Result<()> {
     let cli = match config::parse(std::env::args_os().collect()) {
@@ -30,6 +30,7 @@ fn main() -> anyhow::Result<()> {
     };
     match cli.command {
         Some(Command::Token(args)) => token::run(args),
+        Some(Command::Admin(AdminCommand::Token(args))) => token::admin(args),
         Some(Command::Turn(args)) => {
             init_log(&args.log.log)?;
             relay::standalone(args)

@@ -35,6 +35,23 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         args.turn_auth_secret_file.as_deref(),
         "turn-auth-secret",
     )?;
+    args.admin_secret = config::secret(
+        args.admin_secret,
+        args.admin_secret_file.as_deref(),
+        "admin-secret",
+    )?;
+    let admin_key = match args.admin_secret.as_deref().filter(|s| !s.is_empty()) {
+        Some(admin) => {
+            if args.secret.as_deref() == Some(admin) {
+                warn!(
+                    "the admin secret is the join tokens' secret: whoever mints join tokens \
+                     can administer this server; give it a secret of its own"
+                );
+            }
+            Some(signaling::admin::AdminKey::new(admin.as_bytes()))
+        }
+        None => None,
+    };
     let (tokens, dev_mode) = match &args.secret {
         Some(secret) if !secret.is_empty() => (TokenKey::new(secret.as_bytes()), false),
         _ => (TokenKey::random(), true),
@@ -123,6 +140,13 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
                 sockets: args.sockets_per_address,
                 joins_per_second: args.joins_per_address,
             },
+            admin: admin_key.map(|key| signaling::admin::Admin {
+                key,
+                drain: {
+                    let lifecycle = lifecycle.clone();
+                    Arc::new(move || lifecycle.drain())
+                },
+            }),
             // Draining first: a draining server takes no new room, whatever its load.
             readiness: Arc::new(move || {
                 if lifecycle.is_draining() {

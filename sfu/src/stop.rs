@@ -3,7 +3,8 @@
 //! `server_draining`), the calls in progress go on, and the server exits when the last
 //! one ends, or when the drain timeout runs out: then every participant left is told
 //! (`left`, reason `server_shutdown`) so that its client joins again elsewhere. A second
-//! SIGTERM, or SIGINT (Ctrl-C) at any time, stops at once.
+//! SIGTERM, or SIGINT (Ctrl-C) at any time, stops at once. `POST /admin/drain` begins
+//! the same drain as SIGTERM.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,15 +24,16 @@ pub async fn until_stopped(plane: Arc<Plane>, drain_timeout: Duration) {
         let _ = tokio::signal::ctrl_c().await;
         return;
     };
-    tokio::select! {
+    let why = tokio::select! {
         _ = tokio::signal::ctrl_c() => return info!("SIGINT: stopping now"),
-        _ = term.recv() => {}
-    }
+        _ = term.recv() => "SIGTERM",
+        () = plane.lifecycle().drain_asked() => "asked by the admin API",
+    };
     plane.lifecycle().drain();
     info!(
         rooms = plane.rooms(),
-        "SIGTERM: draining: no new rooms; stopping when the last call ends, or in {} s \
-         (another SIGTERM or SIGINT: now)",
+        "{why}: draining: no new rooms; stopping when the last call ends, or in {} s \
+         (a SIGTERM or SIGINT: now)",
         drain_timeout.as_secs()
     );
     let started = Instant::now();
@@ -43,7 +45,7 @@ pub async fn until_stopped(plane: Arc<Plane>, drain_timeout: Duration) {
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return info!("SIGINT: stopping now"),
-            _ = term.recv() => return info!("second SIGTERM: stopping now"),
+            _ = term.recv() => return info!("SIGTERM while draining: stopping now"),
             _ = tick.tick() => {}
         }
         let rooms = plane.rooms();

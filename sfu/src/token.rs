@@ -1,10 +1,12 @@
-//! `sfu token`: prints a join token signed with the server's secret.
+//! `sfu token`: prints a join token signed with the server's secret; `sfu admin token`,
+//! an admin token signed with its admin secret.
 
 use anyhow::{anyhow, bail};
 use protocol::{Grants, Role};
 use signaling::TokenKey;
+use signaling::admin::AdminKey;
 
-use crate::cli::TokenArgs;
+use crate::cli::{AdminTokenArgs, TokenArgs};
 use crate::config;
 
 pub fn run(args: TokenArgs) -> anyhow::Result<()> {
@@ -37,5 +39,15 @@ pub fn run(args: TokenArgs) -> anyhow::Result<()> {
     claims.grants.role = args.role;
     let token = TokenKey::new(secret.as_bytes()).issue(&claims)?;
     println!("{token}");
+    Ok(())
+}
+
+pub fn admin(args: AdminTokenArgs) -> anyhow::Result<()> {
+    let secret =
+        config::secret(args.secret, args.secret_file.as_deref(), "secret")?.ok_or_else(|| {
+            anyhow!("no --secret and no --secret-file: the server's admin secret is needed")
+        })?;
+    let claims = AdminKey::claims(&args.identity, args.ttl);
+    println!("{}", AdminKey::new(secret.as_bytes()).issue(&claims)?);
     Ok(())
 }

@@ -11,9 +11,9 @@
 //!    request); `addresses.rs`: open sockets and joins per client address.
 //! 4. `state.rs`: the shared server state: [`Config`], `AppState` (what every handler
 //!    holds) and the control plane's metrics.
-//! 5. `session.rs`: the WebSocket session (join, the request loop, batched writes); and
-//!    `whip/`: WHIP and WHEP, its files listed in `whip/mod.rs`. Neither imports the
-//!    other.
+//! 5. `session.rs`: the WebSocket session (join, the request loop, batched writes);
+//!    `whip/`: WHIP and WHEP, its files listed in `whip/mod.rs`; and `admin.rs`: admin
+//!    tokens and `POST /admin/drain` ([`admin::AdminKey`]). None imports another.
 //! 6. `router.rs`: the HTTP router, the top of the chain: [`router`], [`metrics_router`],
 //!    [`serve`], `/dev/token`, health, metrics, and the static assets of `web.rs`.
 //!
@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 mod addresses;
+pub mod admin;
 mod budget;
 mod plane;
 mod router;

@@ -7,12 +7,13 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use prometheus::Registry;
 use protocol::Role;
 use serde::Deserialize;
 
 use crate::addresses::Addresses;
+use crate::admin;
 use crate::plane::MediaPlane;
 use crate::session::websocket;
 use crate::state::{AppState, Config, Metrics};
@@ -40,6 +41,7 @@ pub fn router(
         .route("/", get(|| async { Html(crate::web::INDEX_HTML) }))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/admin/drain", post(admin::drain))
         .route("/metrics", get(metrics_text))
         .route("/ws", get(websocket))
         .merge(crate::whip::routes(state.clone()));

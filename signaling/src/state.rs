@@ -7,6 +7,7 @@ use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use protocol::IceServer;
 
 use crate::addresses::{AddressLimits, Addresses};
+use crate::admin::Admin;
 use crate::plane::{IceServerSource, MediaPlane};
 use crate::token::{Claims, TokenKey};
 
@@ -23,6 +24,8 @@ pub struct Config {
     /// What `/readyz` answers, asked at each request: `None` when this server takes new
     /// calls (200), else why not (503 with it, say `draining`).
     pub readiness: Readiness,
+    /// The admin API (`/admin/...`); `None` turns it off.
+    pub admin: Option<Admin>,
 }
 
 /// See [`Config::readiness`].
@@ -34,6 +37,7 @@ impl std::fmt::Debug for Config {
             .field("dev_mode", &self.dev_mode)
             .field("ice_servers", &self.ice_servers.is_some())
             .field("address_limits", &self.address_limits)
+            .field("admin", &self.admin.is_some())
             .finish_non_exhaustive()
     }
 }

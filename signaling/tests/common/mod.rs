@@ -1,5 +1,8 @@
-//! The harness of the session tests: a real server on 127.0.0.1:0 with a media plane
+//! The harness of the session and admin tests: a real server on 127.0.0.1:0 with a media plane
 //! that records what reaches it, and a WebSocket client's few moves.
+
+// Each test binary compiles this module and uses part of it.
+#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,12 +13,15 @@ use parking_lot::Mutex;
 use prometheus::Registry;
 use protocol::{ErrorCode, ErrorMessage, ParticipantId, ServerMessage, Transport};
 use protocol::{Join, Request};
+use signaling::admin::AdminKey;
 use signaling::{Config, MediaPlane, TokenKey};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 pub const SECRET: &[u8] = b"test-secret";
+/// The admin API's key: another secret.
+pub const ADMIN_SECRET: &[u8] = b"test-admin-secret";
 
 /// What the session asked of the media plane.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,6 +124,13 @@ pub async fn start_with(
                 let plane = plane.clone();
                 Arc::new(move || plane.draining.load(Ordering::Relaxed).then_some("draining"))
             },
+            admin: Some(signaling::admin::Admin {
+                key: AdminKey::new(ADMIN_SECRET),
+                drain: {
+                    let plane = plane.clone();
+                    Arc::new(move || !plane.draining.swap(true, Ordering::Relaxed))
+                },
+            }),
         },
         Registry::new(),
     )
@@ -199,9 +212,17 @@ pub async fn joined(addr: &str, plane: &Recorder) -> (Ws, ParticipantId) {
 }
 
 pub async fn http_get(addr: &str, path: &str) -> String {
+    http(addr, "GET", path, None).await
+}
+
+/// The whole response to `method path`, with `bearer` as its Authorization if given.
+pub async fn http(addr: &str, method: &str, path: &str, bearer: Option<&str>) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
     s.write_all(request.as_bytes()).await.unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
