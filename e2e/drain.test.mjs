@@ -3,7 +3,7 @@
 // port 8090 and UDP 17000-17009, without ICE-TCP or TURN, started by this file with the
 // binary run.sh uses (SFU_BIN) and its secret.
 //
-// 1. A call goes on after SIGTERM, `/readyz` answers 503 and `/healthz` 200, a join that
+// 1. A three-party call goes on after SIGTERM, `/readyz` answers 503 and `/healthz` 200, a join that
 //    would open a new room gets `server_draining`, and the process exits once the call
 //    ends: the drain's length is printed (`E2E drain ... ms`).
 // 2. With a drain timeout of 3 s the server ends the call itself: both pages are told
@@ -69,16 +69,20 @@ const status = async (path) => {
   return res ? `${res.status} ${(await res.text()).trim()}` : 'no answer';
 };
 
-/** Two participants in `room` on the drain test's server, each decoding the other. */
-async function call(room, a, b) {
+const cam = (p) => [{ participant: p, source: 'microphone' }, { participant: p, source: 'camera' }];
+
+/** Each participant decodes every other one's microphone and camera. */
+async function everyoneDecodes(people, what) {
+  for (const p of people) await p.expectMedia(people.filter((o) => o !== p).flatMap(cam), what);
+}
+
+/** `people` in `room` on the drain test's server, each decoding the others. */
+async function call(room, ...people) {
   // Its origin is plain http on another port: a secure context only when named (the
   // last of a repeated switch wins, so with the main server's).
   const secure = `--unsafely-treat-insecure-origin-as-secure=${SFU_URL},${BASE}`;
-  for (const p of [a, b]) await p.join(room, { base: BASE, args: [...LEAN_ARGS, secure] });
-  const cam = (p) => [{ participant: p, source: 'microphone' }, { participant: p, source: 'camera' }];
-  await a.expectMedia(cam(b), 'the call');
-  await b.expectMedia(cam(a), 'the call');
-  return cam;
+  for (const p of people) await p.join(room, { base: BASE, args: [...LEAN_ARGS, secure] });
+  await everyoneDecodes(people, 'the call');
 }
 
 describe('graceful drain with Chromium peers', { timeout: 300000 }, () => {
@@ -87,6 +91,7 @@ describe('graceful drain with Chromium peers', { timeout: 300000 }, () => {
   const ben = new Participant('Ben');
   const cat = new Participant('Cat');
   const dan = new Participant('Dan');
+  const eve = new Participant('Eve');
   const servers = [];
 
   before(() => {
@@ -95,7 +100,7 @@ describe('graceful drain with Chromium peers', { timeout: 300000 }, () => {
 
   after(async () => {
     if (failed()) {
-      for (const p of [ann, ben, cat, dan]) {
+      for (const p of [ann, ben, cat, dan, eve]) {
         if (p.logs && p.logs.length) console.log(`--- browser console of ${p.name}:\n${p.logs.slice(-30).join('\n')}`);
       }
       for (const s of servers) console.log(`--- drain test server log ${s.log}:\n${s.text().slice(-4000)}`);
@@ -111,7 +116,7 @@ describe('graceful drain with Chromium peers', { timeout: 300000 }, () => {
     servers.push(server);
     await server.ready();
     const room = `e2e-drain-${RUN}`;
-    const cam = await call(room, ann, ben);
+    await call(room, ann, ben, eve);
     const sigterm = Date.now();
     server.child.kill('SIGTERM');
     await waitFor('/readyz to say draining', async () => {
@@ -121,8 +126,7 @@ describe('graceful drain with Chromium peers', { timeout: 300000 }, () => {
     assert.equal(await status('/healthz'), '200 ok', 'alive while draining');
     // The call goes on, in both directions.
     await sleep(1500);
-    await ann.expectMedia(cam(ben), 'the call while draining');
-    await ben.expectMedia(cam(ann), 'the call while draining');
+    await everyoneDecodes([ann, ben, eve], 'the call while draining');
     // A join that would open a room is refused; the socket is closed.
     const token = tokenFor(`e2e-drain-new-${RUN}`, 'Newcomer');
     const { results, closed } = await wsScript(ann.page, [{ send: JSON.stringify({ type: 'join', token, e2ee: true }) }],
@@ -132,9 +136,9 @@ describe('graceful drain with Chromium peers', { timeout: 300000 }, () => {
     assert.ok(!server.exitedAt, 'still serving the call');
     // The call ends: the server exits.
     const ended = Date.now();
-    await Promise.all([ann.close(), ben.close()]);
+    await Promise.all([ann.close(), ben.close(), eve.close()]);
     await server.exits(10000, 'once the call ended');
-    console.log(`E2E drain of a 2-party call: ${server.exitedAt - sigterm} ms from SIGTERM to exit, `
+    console.log(`E2E drain of a 3-party call: ${server.exitedAt - sigterm} ms from SIGTERM to exit, `
       + `${server.exitedAt - ended} ms after the call ended`);
     assert.match(server.text(), /drained in [0-9.]+ s: no call left/);
   });
@@ -144,7 +148,7 @@ describe('graceful drain with Chromium peers', { timeout: 300000 }, () => {
     servers.push(first);
     await first.ready();
     const room = `e2e-drain-restart-${RUN}`;
-    const cam = await call(room, cat, dan);
+    await call(room, cat, dan);
     for (const p of [cat, dan]) {
       await p.page.evaluate(() => {
         window.__rejoins = [];
@@ -173,7 +177,6 @@ describe('graceful drain with Chromium peers', { timeout: 300000 }, () => {
       }, { timeout: 40000 });
       p.id = await p.page.evaluate(() => window.demo.call.participantId);
     }
-    await cat.expectMedia(cam(dan), 'the call after the restart');
-    await dan.expectMedia(cam(cat), 'the call after the restart');
+    await everyoneDecodes([cat, dan], 'the call after the restart');
   });
 });
