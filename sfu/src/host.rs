@@ -29,6 +29,18 @@ pub fn sigterm() -> Option<Signal> {
         .ok()
 }
 
+/// Takes SIGHUP for ever, saying in the log that there is nothing to reload: a server
+/// without a certificate to reload is not ended by it (its default action), whatever
+/// sends it (`systemctl reload`, a log rotation).
+pub async fn hangups_ignored() {
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        info!("SIGHUP: no HTTPS certificate to reload (--http-cert)");
+    }
+}
+
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 pub async fn shutdown_signal() {
     let Some(mut term) = sigterm() else {

@@ -186,7 +186,10 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
                 let listener = TlsListener::new(listener, Arc::new(config), failures)?;
                 Box::pin(signaling::serve(listener, router, stopped))
             }
-            None => Box::pin(signaling::serve(listener, router, stopped)),
+            None => {
+                tokio::spawn(crate::host::hangups_ignored());
+                Box::pin(signaling::serve(listener, router, stopped))
+            }
         };
         let drain_timeout = Duration::from_secs(args.drain_timeout);
         tokio::select! {

@@ -1,5 +1,5 @@
 //! `POST /admin/drain` on the server, in a network namespace of its own: off (403)
-//! without an admin secret; with one, a join token is refused (401) and an admin token
+//! without an admin secret (and SIGHUP harmless there); with one, a join token is refused (401) and an admin token
 //! from `sfu admin token` starts the drain, after which the server, carrying no call,
 //! exits by itself.
 
@@ -101,6 +101,12 @@ fn an_admin_token_drains_the_server_and_nothing_else_does() {
     let (code, body) = request(&ns, "POST", "/admin/drain", Some("x"));
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("--admin-secret-file"), "{body}");
+    // SIGHUP (a `systemctl reload`, a log rotation) does not end a server without a
+    // certificate to reload, as its default action would.
+    let pid = server.0.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(request(&ns, "GET", "/healthz", None), (200, "ok".into()));
     drop(server);
 
     let mut server = start(
