@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::state::AppState;
-use crate::token::{TokenError, unix_now};
+use crate::token::{TokenError, bearer, unix_now};
 
 /// The `aud` claim of every admin token.
 pub const ADMIN_AUDIENCE: &str = "sfu-admin";
@@ -145,13 +145,7 @@ fn authorize<'a>(
     headers: &HeaderMap,
 ) -> Result<(&'a Admin, AdminClaims), Refusal> {
     let admin = state.config.admin.as_ref().ok_or(Refusal::Off)?;
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        })
+    let token = bearer(headers)
         .ok_or_else(|| Refusal::Unauthorized("send an admin token as a Bearer token".into()))?;
     match admin.key.verify(token) {
         Ok(claims) => Ok((admin, claims)),

@@ -134,6 +134,16 @@ fn check_name(value: &str, what: &'static str) -> Result<(), TokenError> {
 }
 
 /// Seconds since the Unix epoch.
+/// The token of a request's `Authorization: Bearer <token>` header, if it has one.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -7,7 +7,7 @@ use protocol::{ErrorCode, ErrorMessage};
 use tracing::info;
 
 use crate::state::AppState;
-use crate::token::Claims;
+use crate::token::{Claims, bearer};
 
 /// A refused request: its status and a plain-text reason. A `401` says how to
 /// authenticate, a `503` when to try again.
@@ -59,19 +59,12 @@ pub(super) fn plane_error(e: &ErrorMessage) -> Refused {
 
 /// The claims of the request's bearer token.
 pub(super) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Claims, Refused> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        })
-        .ok_or_else(|| {
-            refused(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized: send the join token as a Bearer token",
-            )
-        })?;
+    let token = bearer(headers).ok_or_else(|| {
+        refused(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized: send the join token as a Bearer token",
+        )
+    })?;
     state.config.tokens.verify(token).map_err(|e| {
         info!("whip/whep refused: {e}");
         refused(StatusCode::UNAUTHORIZED, format_args!("unauthorized: {e}"))
