@@ -104,7 +104,13 @@ fn an_admin_token_drains_the_server_and_nothing_else_does() {
     // SIGHUP (a `systemctl reload`, a log rotation) does not end a server without a
     // certificate to reload, as its default action would.
     let pid = server.0.id().to_string();
-    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(request(&ns, "GET", "/healthz", None), (200, "ok".into()));
     drop(server);
