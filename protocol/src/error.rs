@@ -30,6 +30,24 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code (the metrics register their labels up front); a new code goes here too.
+    pub const ALL: [ErrorCode; 14] = [
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::BadRequest,
+        ErrorCode::UnknownType,
+        ErrorCode::BadSdp,
+        ErrorCode::MessageTooLarge,
+        ErrorCode::NotJoined,
+        ErrorCode::AlreadyJoined,
+        ErrorCode::RoomFull,
+        ErrorCode::ServerBusy,
+        ErrorCode::ServerDraining,
+        ErrorCode::E2eeRequired,
+        ErrorCode::RateLimited,
+        ErrorCode::Internal,
+    ];
+
     /// Whether the server closes the socket after this error.
     pub fn closes_socket(self) -> bool {
         matches!(
@@ -87,5 +105,18 @@ impl ErrorMessage {
     pub fn answering(mut self, request: RequestType) -> Self {
         self.request = Some(request);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_each_code_once() {
+        let mut names: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
     }
 }

@@ -379,6 +379,9 @@ impl TurnMetrics {
         registry.register(Box::new(m.packets.clone()))?;
         registry.register(Box::new(m.bytes.clone()))?;
         registry.register(Box::new(m.refusals.clone()))?;
+        for refusal in turn::report::Refusal::all() {
+            m.refusals.with_label_values(&[refusal.as_str()]);
+        }
         Ok(m)
     }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
-use protocol::IceServer;
+use protocol::{ErrorCode, IceServer};
 
 use crate::addresses::{AddressLimits, Addresses};
 use crate::admin::Admin;
@@ -77,6 +77,9 @@ impl Metrics {
         )?;
         for reason in [REFUSED_SOCKETS, REFUSED_JOINS] {
             refused.with_label_values(&[reason]);
+        }
+        for code in ErrorCode::ALL {
+            errors.with_label_values(&[code.as_str()]);
         }
         registry.register(Box::new(sockets.clone()))?;
         registry.register(Box::new(errors.clone()))?;

@@ -56,6 +56,25 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Every refusal, each peer and auth reason apart: the labels to register up front.
+    pub fn all() -> impl Iterator<Item = Refusal> {
+        let peer = PeerRefusal::ALL.into_iter().map(Refusal::Peer);
+        let auth = AuthFailure::ALL.into_iter().map(Refusal::Auth);
+        peer.chain(auth).chain([
+            Refusal::BadIntegrity,
+            Refusal::BadNonce,
+            Refusal::RateLimited,
+            Refusal::Quota,
+            Refusal::Bandwidth,
+            Refusal::TupleConflict,
+            Refusal::NoAllocation,
+            Refusal::AllocationMismatch,
+            Refusal::WrongCredentials,
+            Refusal::NoPermission,
+            Refusal::Malformed,
+        ])
+    }
+
     /// The metrics label.
     pub fn as_str(self) -> &'static str {
         match self {
