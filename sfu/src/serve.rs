@@ -208,7 +208,8 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
 fn https_failures(registry: &prometheus::Registry) -> prometheus::Result<prometheus::IntCounter> {
     let failures = prometheus::IntCounter::new(
         "sfu_https_handshake_failures_total",
-        "HTTPS connections whose TLS handshake failed or timed out",
+        "HTTPS connections whose TLS handshake failed, timed out, or was refused (too many \
+         under way from one address)",
     )?;
     registry.register(Box::new(failures.clone()))?;
     Ok(failures)

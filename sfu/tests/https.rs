@@ -1,7 +1,8 @@
 //! Signaling over HTTPS (`--http-cert`, `--http-key`): the server in a network namespace of
 //! its own, reached with curl, which trusts exactly one certificate at a time. A client
-//! that connects and stays silent holds up no one's handshake; the certificate replaced
-//! on disk is served after SIGHUP, and a broken replacement keeps the last good one.
+//! that connects and stays silent holds up no one's handshake, and one address's silent
+//! connections past eight no other address's; the certificate replaced on disk is served
+//! after SIGHUP, and a broken replacement keeps the last good one.
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
@@ -47,9 +48,23 @@ fn pair() -> (String, String) {
 /// `curl` of `URL` + `path` in `ns`, trusting only `ca`: the status code (0 when no
 /// connection was made, as when the certificate is not the trusted one) and the body.
 fn get(ns: &Namespace, ca: &Path, path: &str) -> (u16, String) {
+    get_from(ns, ca, path, "127.0.0.1")
+}
+
+/// `get`, from the source address `from`.
+fn get_from(ns: &Namespace, ca: &Path, path: &str, from: &str) -> (u16, String) {
     let out = ns
         .command("curl")
-        .args(["-s", "--max-time", "5", "-w", "\n%{http_code}", "--cacert"])
+        .args([
+            "-s",
+            "--max-time",
+            "5",
+            "-w",
+            "\n%{http_code}",
+            "--interface",
+            from,
+        ])
+        .arg("--cacert")
         .arg(ca)
         .arg(format!("{URL}{path}"))
         .output()
@@ -133,6 +148,8 @@ fn https_serves_the_certificate_on_disk_as_it_is_replaced() {
         line.and_then(|l| l.split(' ').nth(1)?.parse::<u64>().ok())
             .unwrap()
     };
+    // (B's failure is counted when the server reads curl's alert: let it arrive.)
+    std::thread::sleep(Duration::from_millis(200));
     let before = failures();
     let plain = ns
         .command("curl")
@@ -157,9 +174,38 @@ fn https_serves_the_certificate_on_disk_as_it_is_replaced() {
         .args(["-c", "exec 3<>/dev/tcp/127.0.0.1/8443; sleep 8"])
         .spawn()
         .unwrap();
-    let _silent = Running(silent);
+    let quiet = Running(silent);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(get(&ns, &trust_a, "/healthz").0, 200, "not held up");
+    drop(quiet);
+
+    // Eight silent connections from one address: its next one is closed at once, while
+    // another address's goes through; once they are gone, the first's does again.
+    let silent = ns
+        .command("bash")
+        .args([
+            "-c",
+            "for fd in 3 4 5 6 7 8 9 10; do eval \"exec $fd<>/dev/tcp/127.0.0.1/8443\"; done; \
+             sleep 4",
+        ])
+        .spawn()
+        .unwrap();
+    let silent = Running(silent);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        get(&ns, &trust_a, "/healthz").0,
+        0,
+        "a ninth from 127.0.0.1"
+    );
+    assert_eq!(
+        get_from(&ns, &trust_a, "/healthz", "127.0.0.2").0,
+        200,
+        "another address"
+    );
+    drop(silent);
+    wait_for("the address's handshakes to end", &log, || {
+        get(&ns, &trust_a, "/healthz").0 == 200
+    });
 
     // The files replaced, then SIGHUP: B from the next connection on.
     dir.write("cert.pem", &cert_b);

@@ -1,14 +1,17 @@
 //! HTTPS: a listener for [`crate::serve`] that hands it connections once their TLS
 //! handshake is done.
 //!
-//! Handshakes run in tasks of their own, at most [`MAX_HANDSHAKES`] at once and each for
-//! at most [`HANDSHAKE_TIMEOUT`], so that a client that opens a connection and sends
-//! nothing holds up neither the accept loop nor anyone else's handshake. The certificate
-//! is the acceptor's: with `netio::tls::Certificate` it can change while the server runs.
+//! Handshakes run in tasks of their own, at most [`MAX_HANDSHAKES`] at once, at most
+//! [`MAX_HANDSHAKES_PER_ADDRESS`] of them from one client address (past that its next
+//! connection is closed at once), and each for at most [`HANDSHAKE_TIMEOUT`]: a client
+//! that opens connections and sends nothing holds up neither the accept loop nor the
+//! others' handshakes. The certificate is the acceptor's: with `netio::tls::Certificate`
+//! it can change while the server runs.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus::IntCounter;
@@ -20,8 +23,41 @@ use tracing::debug;
 
 /// Most TLS handshakes under way at once; the accept loop waits for one to end past it.
 pub const MAX_HANDSHAKES: usize = 256;
+/// Most TLS handshakes under way from one client address (a browser opens a few).
+pub const MAX_HANDSHAKES_PER_ADDRESS: usize = 8;
 /// How long a client has to complete its handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The handshakes under way, by client address.
+type InFlight = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// One handshake of an address counted in [`InFlight`]; uncounted when dropped.
+struct Counted(InFlight, IpAddr);
+
+impl Counted {
+    /// Counts a handshake of `ip`, unless it has [`MAX_HANDSHAKES_PER_ADDRESS`] already.
+    fn of(in_flight: &InFlight, ip: IpAddr) -> Option<Counted> {
+        let mut map = in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_default();
+        if *n >= MAX_HANDSHAKES_PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(Counted(in_flight.clone(), ip))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.1);
+            }
+        }
+    }
+}
 
 /// Connections accepted over TLS, for `axum::serve` (through [`crate::serve`]).
 pub struct TlsListener {
@@ -31,7 +67,8 @@ pub struct TlsListener {
 
 impl TlsListener {
     /// Starts accepting on `listener` with `config` (a task on the current runtime, which
-    /// ends with the listener); `failures` counts handshakes that failed or timed out.
+    /// ends with the listener); `failures` counts handshakes that failed, timed out or were
+    /// refused (too many under way from one address).
     pub fn new(
         listener: TcpListener,
         config: Arc<rustls::ServerConfig>,
@@ -71,6 +108,7 @@ async fn accept(
     failures: IntCounter,
 ) {
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let in_flight = InFlight::default();
     loop {
         let next = async {
             // The semaphore is never closed: the permit always comes.
@@ -90,9 +128,14 @@ async fn accept(
                 continue;
             }
         };
+        let Some(counted) = Counted::of(&in_flight, peer.ip()) else {
+            failures.inc();
+            debug!(%peer, "TLS handshake refused: too many under way from this address");
+            continue;
+        };
         let (acceptor, done, failures) = (acceptor.clone(), done.clone(), failures.clone());
         tokio::spawn(async move {
-            let _permit = permit;
+            let _held = (permit, counted);
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => {
                     let _ = done.send((tls, peer)).await;
