@@ -240,13 +240,7 @@ impl LoadMetrics {
                 ),
                 &["limit"],
             )?,
-            refused: IntCounterVec::new(
-                Opts::new(
-                    "sfu_load_refused_total",
-                    "Joins turned away with server_busy, by the limit reached",
-                ),
-                &["limit"],
-            )?,
+            refused: refused_counter()?,
             load,
         };
         let l = m.load.limits;
@@ -280,19 +274,34 @@ impl Collector for LoadMetrics {
             self.shard_load.with_label_values(&[&label]).set(busy);
         }
         self.participants.set(self.load.participants() as i64);
-        for limit in Limit::ALL {
-            let counter = self.refused.with_label_values(&[limit.as_str()]);
-            let total = self.load.refused[limit as usize].load(Ordering::Relaxed);
-            counter.inc_by(total.saturating_sub(counter.get()));
-        }
+        // A counter of its own at each scrape, set to the totals: two scrapes at once
+        // cannot both add the same refusals.
+        let refused = refused_counter().map(|counter| {
+            for limit in Limit::ALL {
+                let total = self.load.refused[limit as usize].load(Ordering::Relaxed);
+                counter.with_label_values(&[limit.as_str()]).inc_by(total);
+            }
+            counter.collect()
+        });
         [
             self.shard_load.collect(),
             self.participants.collect(),
             self.limits.collect(),
-            self.refused.collect(),
+            refused.unwrap_or_default(),
         ]
         .concat()
     }
+}
+
+/// `sfu_load_refused_total`, at zero.
+fn refused_counter() -> prometheus::Result<IntCounterVec> {
+    IntCounterVec::new(
+        Opts::new(
+            "sfu_load_refused_total",
+            "Joins turned away with server_busy, by the limit reached",
+        ),
+        &["limit"],
+    )
 }
 
 #[cfg(test)]
