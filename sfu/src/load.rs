@@ -102,6 +102,8 @@ struct Published {
     egress_pps: AtomicU64,
     /// `busy` in millionths.
     busy_ppm: AtomicU32,
+    /// Reports so far: a heartbeat of the shard's thread.
+    beats: AtomicU64,
 }
 
 /// A participant's place on the server: given back when dropped.
@@ -195,6 +197,15 @@ impl Load {
         p.egress_pps.store(figures.egress_pps, Ordering::Relaxed);
         let ppm = (figures.busy.clamp(0.0, 1.0) * 1e6).round() as u32;
         p.busy_ppm.store(ppm, Ordering::Relaxed);
+        p.beats.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many reports shard `shard` has published: it moves once a second while the
+    /// shard's thread runs.
+    pub fn beats(&self, shard: usize) -> u64 {
+        self.shards
+            .get(shard)
+            .map_or(0, |p| p.beats.load(Ordering::Relaxed))
     }
 
     /// Participants with a place now.

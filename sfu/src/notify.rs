@@ -1,8 +1,8 @@
 //! Tells systemd how the server is doing (sd_notify, for `Type=notify` units): `READY=1`
 //! once signaling listens and the media plane runs, `STOPPING=1` when a drain begins, and
-//! `WATCHDOG=1` at half the unit's `WatchdogSec=`, sent only while every shard still takes
-//! a probe from its command queue ([`Plane::answers`]), so a hung or dead shard thread
-//! gets the process restarted. Without `NOTIFY_SOCKET` (not under systemd) it does nothing.
+//! `WATCHDOG=1` at half the unit's `WatchdogSec=`, sent only while every shard still runs
+//! (it takes a probe from its command queue, or reports its load meanwhile:
+//! [`Plane::answers`]), so a hung or dead shard thread gets the process restarted. Without `NOTIFY_SOCKET` (not under systemd) it does nothing.
 //!
 //! The `sd-notify` crate writes the datagrams; this module only decides what to say when.
 

@@ -207,16 +207,34 @@ impl Plane {
         &self.lifecycle
     }
 
-    /// Whether every shard's loop takes a command from its queue within `within`: a
-    /// probe queued behind the others, so a shard that hangs or died fails it.
+    /// Whether every shard still runs, judged within `within`: it takes a probe from its
+    /// command queue, or (when a burst of joins and offers is queued ahead of the probe)
+    /// its once-a-second report of its load comes meanwhile. A shard that hangs or died
+    /// does neither.
     pub async fn answers(&self, within: Duration) -> bool {
-        let every_shard = async {
-            for shard in &self.shards {
-                let (reply, answered) = oneshot::channel();
-                if shard.commands.send(Command::Probe(reply)).await.is_err() {
-                    return false;
+        let alive = |index: usize, shard: &ShardHandle| {
+            let beat = self.load.beats(index);
+            let commands = shard.commands.clone();
+            async move {
+                let probe = async {
+                    let (reply, answered) = oneshot::channel();
+                    commands.send(Command::Probe(reply)).await.is_ok() && answered.await.is_ok()
+                };
+                let reported = async {
+                    while self.load.beats(index) == beat {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    true
+                };
+                tokio::select! {
+                    ok = probe => ok,
+                    ok = reported => ok,
                 }
-                if answered.await.is_err() {
+            }
+        };
+        let every_shard = async {
+            for (index, shard) in self.shards.iter().enumerate() {
+                if !alive(index, shard).await {
                     return false;
                 }
             }

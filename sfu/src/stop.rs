@@ -3,8 +3,9 @@
 //! `server_draining`), the calls in progress go on, and the server exits when the last
 //! one ends, or when the drain timeout runs out: then every participant left is told
 //! (`left`, reason `server_shutdown`) so that its client joins again elsewhere. A second
-//! SIGTERM, or SIGINT (Ctrl-C) at any time, stops at once. `POST /admin/drain` begins
-//! the same drain as SIGTERM.
+//! SIGTERM ends the calls at once, telling them so, and stops within seconds; SIGINT
+//! (Ctrl-C) at any time stops at once. `POST /admin/drain` begins the same drain as
+//! SIGTERM, and the SIGTERM that follows (an orchestrator's) counts as the first.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,16 +25,16 @@ pub async fn until_stopped(plane: Arc<Plane>, drain_timeout: Duration) {
         let _ = tokio::signal::ctrl_c().await;
         return;
     };
-    let why = tokio::select! {
+    let (why, mut sigterms) = tokio::select! {
         _ = tokio::signal::ctrl_c() => return info!("SIGINT: stopping now"),
-        _ = term.recv() => "SIGTERM",
-        () = plane.lifecycle().drain_asked() => "asked by the admin API",
+        _ = term.recv() => ("SIGTERM", 1),
+        () = plane.lifecycle().drain_asked() => ("asked by the admin API", 0),
     };
     plane.lifecycle().drain();
     info!(
         rooms = plane.rooms(),
         "{why}: draining: no new rooms; stopping when the last call ends, or in {} s \
-         (a SIGTERM or SIGINT: now)",
+         (a second SIGTERM: in a few seconds; SIGINT: now)",
         drain_timeout.as_secs()
     );
     let started = Instant::now();
@@ -45,7 +46,17 @@ pub async fn until_stopped(plane: Arc<Plane>, drain_timeout: Duration) {
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return info!("SIGINT: stopping now"),
-            _ = term.recv() => return info!("SIGTERM while draining: stopping now"),
+            _ = term.recv() => {
+                sigterms += 1;
+                // A drain the admin API began takes the orchestrator's SIGTERM as its
+                // first: the calls go on.
+                if sigterms == 1 {
+                    info!("SIGTERM: the drain goes on (a second SIGTERM: stop)");
+                    continue;
+                }
+                warn!(rooms = plane.rooms(), "second SIGTERM: ending the calls left now");
+                return end_calls(&plane).await;
+            }
             _ = tick.tick() => {}
         }
         let rooms = plane.rooms();
@@ -55,14 +66,17 @@ pub async fn until_stopped(plane: Arc<Plane>, drain_timeout: Duration) {
             return info!("drained in {secs:.1} s: no call left; stopping");
         }
         if started.elapsed() >= drain_timeout {
-            warn!(
-                rooms,
-                "drain timeout: ending the calls left; their participants are told"
-            );
-            plane.lifecycle().shut_down();
-            // The shards act on it within a second; then the messages go out.
-            tokio::time::sleep(Duration::from_secs(1) + TOLD_GRACE).await;
-            return;
+            warn!(rooms, "drain timeout: ending the calls left");
+            return end_calls(&plane).await;
         }
     }
+}
+
+/// Ends every call, telling its participants to join again (`left`, `server_shutdown`),
+/// and gives the messages the time to go out.
+async fn end_calls(plane: &Plane) {
+    plane.lifecycle().shut_down();
+    info!("the participants left are told to join again elsewhere");
+    // The shards act on it within a second; then the messages go out.
+    tokio::time::sleep(Duration::from_secs(1) + TOLD_GRACE).await;
 }
