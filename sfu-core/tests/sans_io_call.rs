@@ -106,6 +106,21 @@ fn a_vanished_participant_times_out_and_everyone_is_told() {
     assert_eq!(net.shard.sizes().1, 2);
 }
 
+/// A participant that joins and never offers keeps no place (a server's participant
+/// limit counts it): it is removed once the timeout has passed since its join.
+#[test]
+fn a_participant_that_never_offers_is_removed_after_the_timeout() {
+    let timeout = ShardConfig::default().participant_timeout;
+    let mut net = three_party_call();
+    let dave = net.join("dave", everyone());
+    let id = net.client(dave).id;
+    net.run(timeout - Duration::from_secs(1));
+    assert!(!net.closed.contains(&id), "dave is given the whole timeout");
+    net.run(Duration::from_secs(2));
+    assert!(net.closed.contains(&id), "dave removed once it passed");
+    assert_eq!(net.shard.sizes().1, 3);
+}
+
 #[test]
 fn a_late_joiner_gets_existing_tracks_and_its_keyframe_request_reaches_publishers() {
     let mut net = three_party_call();

@@ -183,7 +183,9 @@ impl Shard {
                 udp_port,
                 tcp_port,
                 remotes: Vec::new(),
-                media_deadline: None,
+                // Its offer and media path within the timeout, or it is removed: a
+                // socket that joins and never offers keeps no place.
+                media_deadline: Some(now + self.config.participant_timeout),
                 rtc_timeout: None,
                 dirty: false,
                 pacer: (!estimates(&join.grants)).then(|| Pacer::new(now)),

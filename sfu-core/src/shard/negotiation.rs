@@ -112,9 +112,9 @@ impl Shard {
                 return;
             }
         };
-        if p.media_deadline.is_none() {
-            p.media_deadline = Some(now + self.config.participant_timeout);
-        }
+        // An offer gives its media path the whole timeout to come up.
+        let by = now + self.config.participant_timeout;
+        p.media_deadline = Some(p.media_deadline.map_or(by, |d| d.max(by)));
         let on_slots = !slots.is_empty();
         let published = self.apply_publish(id, &publish);
         if let Some(p) = self.participants.get_mut(&id) {

@@ -30,7 +30,8 @@ pub(super) struct Participant {
     pub(super) tcp_port: Option<u16>,
     /// Remote addresses mapped to it, to unmap on removal.
     pub(super) remotes: Vec<Remote>,
-    /// Removed when this passes without a datagram; `None` until its first offer.
+    /// Removed when this passes without a datagram: set at the join (its offer and media
+    /// path come within the timeout), moved on by each offer and datagram.
     pub(super) media_deadline: Option<Instant>,
     /// When its `Rtc` wants `Input::Timeout` next, as queued in the shard\'s timers
     /// (`None`: not queued; the next drain queues it).

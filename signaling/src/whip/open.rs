@@ -17,7 +17,7 @@ use super::offer::{VideoSource, scan_offer, whip_publish};
 use super::refusal::{Refused, authorize, content_type_is, plane_error, refused};
 use super::sessions::{Endpoint, Protocol, Session};
 use super::watch::Watch;
-use crate::plane::EVENT_QUEUE;
+use crate::plane::{EVENT_QUEUE, MediaPlane};
 use crate::state::REFUSED_JOINS;
 
 /// How long a POST waits for the media plane's `joined` and then its answer.
@@ -41,6 +41,17 @@ async fn next_event(events: &mut mpsc::Receiver<ServerMessage>) -> Result<Server
             StatusCode::SERVICE_UNAVAILABLE,
             "server_busy: the media server did not answer in time",
         )),
+    }
+}
+
+/// Leaves the room for a participant when dropped, unless emptied first.
+struct LeaveOnDrop(Option<(Arc<dyn MediaPlane>, ParticipantId)>);
+
+impl Drop for LeaveOnDrop {
+    fn drop(&mut self) {
+        if let Some((plane, participant)) = self.0.take() {
+            plane.leave(participant);
+        }
     }
 }
 
@@ -162,7 +173,9 @@ async fn open(
         Ok(participant) => participant,
         Err(e) => return Err(plane_error(&e)),
     };
-    // From here on, a failure leaves the room again.
+    // From here on, a failure leaves the room again, as does a client that hangs up
+    // meanwhile (hyper then drops this handler): until its session follows it.
+    let mut leave = LeaveOnDrop(Some((state.app.plane.clone(), participant)));
     let answer = async {
         loop {
             let event = next_event(&mut events).await?;
@@ -203,13 +216,7 @@ async fn open(
             }
         }
     };
-    let answer = match answer.await {
-        Ok(sdp) => sdp,
-        Err(refusal) => {
-            state.app.plane.leave(participant);
-            return Err(refusal);
-        }
-    };
+    let answer = answer.await?;
 
     let id = random_hex();
     let etag = format!("\"{}\"", &random_hex()[..16]);
@@ -237,6 +244,8 @@ async fn open(
         },
     );
     drop(sessions);
+    // Its session's task leaves for it now.
+    leave.0 = None;
 
     let mut response = (StatusCode::CREATED, answer).into_response();
     let h = response.headers_mut();
