@@ -42,12 +42,11 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     )?;
     let admin_key = match args.admin_secret.as_deref().filter(|s| !s.is_empty()) {
         Some(admin) => {
-            if args.secret.as_deref() == Some(admin) {
-                warn!(
-                    "the admin secret is the join tokens' secret: whoever mints join tokens \
-                     can administer this server; give it a secret of its own"
-                );
-            }
+            anyhow::ensure!(
+                args.secret.as_deref() != Some(admin),
+                "the admin secret is the join tokens' secret: whoever mints join tokens could \
+                 administer this server; give --admin-secret(-file) a secret of its own"
+            );
             Some(signaling::admin::AdminKey::new(admin.as_bytes()))
         }
         None => None,

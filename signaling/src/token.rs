@@ -133,7 +133,6 @@ fn check_name(value: &str, what: &'static str) -> Result<(), TokenError> {
     Ok(())
 }
 
-/// Seconds since the Unix epoch.
 /// The token of a request's `Authorization: Bearer <token>` header, if it has one.
 pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
     let value = headers
@@ -144,6 +143,7 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
