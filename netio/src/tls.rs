@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
@@ -73,14 +73,19 @@ impl Certificate {
 
     /// Reloads on SIGHUP, and when either file's modification time changes (looked at
     /// every 10 s), for ever; `name` says in the log which server's certificate it is.
-    pub async fn watch(self: Arc<Self>, name: &'static str) {
-        let mut hangup = match signal(SignalKind::hangup()) {
+    /// The SIGHUP handler is installed before this returns (call it in the runtime).
+    pub fn watch(self: Arc<Self>, name: &'static str) -> impl Future<Output = ()> + Send {
+        let hangup = match signal(SignalKind::hangup()) {
             Ok(s) => Some(s),
             Err(e) => {
                 warn!("{name}: no SIGHUP handler ({e}); the certificate reloads on change only");
                 None
             }
         };
+        self.watching(name, hangup)
+    }
+
+    async fn watching(self: Arc<Self>, name: &'static str, mut hangup: Option<Signal>) {
         let mut poll = tokio::time::interval(POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut seen = self.stamp();

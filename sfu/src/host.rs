@@ -29,15 +29,19 @@ pub fn sigterm() -> Option<Signal> {
         .ok()
 }
 
-/// Takes SIGHUP for ever, saying in the log that there is nothing to reload: a server
-/// without a certificate to reload is not ended by it (its default action), whatever
-/// sends it (`systemctl reload`, a log rotation).
-pub async fn hangups_ignored() {
-    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-        return;
-    };
-    while hangup.recv().await.is_some() {
-        info!("SIGHUP: no HTTPS certificate to reload (--http-cert)");
+/// Takes SIGHUP for ever, saying in the log that there is nothing to reload (`what`):
+/// a process without a certificate to reload is not ended by it (its default action),
+/// whatever sends it (`systemctl reload`, a log rotation). The handler is installed
+/// before this returns (call it in the runtime): from then on SIGHUP is safe.
+pub fn hangups_ignored(what: &'static str) -> impl Future<Output = ()> + Send {
+    let hangup = signal(SignalKind::hangup())
+        .inspect_err(|e| warn!("cannot listen for SIGHUP: {e}"))
+        .ok();
+    async move {
+        let Some(mut hangup) = hangup else { return };
+        while hangup.recv().await.is_some() {
+            info!("SIGHUP: {what}");
+        }
     }
 }
 

@@ -165,6 +165,14 @@ pub fn standalone(mut args: TurnArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // SIGHUP ends no relay: its TLS certificate's watcher (in the relay's thread) or
+    // this takes it.
+    let what = "nothing to reload here but a TURN over TLS certificate";
+    let hangups = {
+        let _in_runtime = runtime.enter();
+        crate::host::hangups_ignored(what)
+    };
+    runtime.spawn(hangups);
     let Some(addr) = args.metrics_listen else {
         runtime.block_on(shutdown_signal());
         let c = handle.take_counters();

@@ -173,7 +173,6 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             "signaling on {}",
             places.signaling_url(listener.local_addr()?)
         );
-        tokio::spawn(crate::notify::watch(plane.clone()));
         let (stop_serving, stopped) = tokio::sync::oneshot::channel::<()>();
         let stopped = async move {
             let _ = stopped.await;
@@ -186,10 +185,14 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
                 Box::pin(signaling::serve(listener, router, stopped))
             }
             None => {
-                tokio::spawn(crate::host::hangups_ignored());
+                let what = "no HTTPS certificate to reload (--http-cert)";
+                tokio::spawn(crate::host::hangups_ignored(what));
                 Box::pin(signaling::serve(listener, router, stopped))
             }
         };
+        // Ready once signaling listens and SIGHUP is taken (a `systemctl reload` at once
+        // must not end the process).
+        tokio::spawn(crate::notify::watch(plane.clone()));
         let drain_timeout = Duration::from_secs(args.drain_timeout);
         tokio::select! {
             served = &mut serving => served?,
