@@ -34,6 +34,8 @@ class Server {
       'netns', 'exec', 'sfu-srv', SFU_BIN,
       '--http-listen', `${HOST}:8090`, '--udp-ports', '17000-17009', '--udp-bind', HOST,
       '--no-ice-tcp', '--turn', 'false', '--drain-timeout', String(drainTimeoutS),
+      // No load limit: a debug build on a busy machine must not turn the joins away.
+      '--max-load', '0',
     ], { stdio: ['ignore', openSync(this.log, 'w'), 'inherit'] });
     this.exited = new Promise((resolve) => this.child.on('exit', (code, signal) => resolve({ code, signal })));
     this.exitedAt = null;
