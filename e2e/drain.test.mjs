@@ -1,70 +1,37 @@
 // End-to-end test of the graceful drain (SIGTERM) with Chromium peers, against servers of
-// its own (run.sh's stays up for the other suites): each in namespace sfu-srv on HTTP
-// port 8090 and UDP 17000-17009, without ICE-TCP or TURN, started by this file with the
-// binary run.sh uses (SFU_BIN) and its secret.
+// its own (run.sh's stays up for the other suites; lib.mjs, OwnServer): each in namespace
+// sfu-srv on HTTP port 8090 and UDP 17000-17009.
 //
-// 1. A three-party call goes on after SIGTERM, `/readyz` answers 503 and `/healthz` 200, a join that
-//    would open a new room gets `server_draining`, and the process exits once the call
-//    ends: the drain's length is printed (`E2E drain ... ms`).
+// 1. A three-party call goes on after SIGTERM, `/readyz` answers 503 and `/healthz` 200,
+//    a join that would open a new room gets `server_draining`, and the process exits once
+//    the call ends: the drain's length is printed (`E2E drain ... ms`).
 // 2. With a drain timeout of 3 s the server ends the call itself: both pages are told
 //    (`left`, `server_shutdown`), the process exits, and when a new server takes the port
 //    (a restart), both pages join again by themselves and decode each other.
 // Run through e2e/run.sh.
 
-import { after, before, describe } from 'node:test';
+import { after, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { openSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import {
   steps, RUN, SFU_URL, waitFor, sleep, contexts, profileDirs, Participant, LEAN_ARGS, wsScript, errorCode,
-  tokenFor,
+  tokenFor, OwnServer,
 } from './lib.mjs';
 
 const HOST = '10.77.0.1';
 const BASE = `http://${HOST}:8090`;
-const SFU_BIN = process.env.SFU_BIN;
 
-/** A server of this file's in sfu-srv; its log in a file of its own. */
-class Server {
-  constructor(label, drainTimeoutS) {
-    this.log = join(tmpdir(), `sfu-e2e-drain-${RUN}-${label}.log`);
-    this.child = spawn('ip', [
-      'netns', 'exec', 'sfu-srv', SFU_BIN,
-      '--http-listen', `${HOST}:8090`, '--udp-ports', '17000-17009', '--udp-bind', HOST,
-      '--no-ice-tcp', '--turn', 'false', '--drain-timeout', String(drainTimeoutS),
-      // No load limit: a debug build on a busy machine must not turn the joins away.
-      '--max-load', '0',
-    ], { stdio: ['ignore', openSync(this.log, 'w'), 'inherit'] });
-    this.exited = new Promise((resolve) => this.child.on('exit', (code, signal) => resolve({ code, signal })));
-    this.exitedAt = null;
-    this.exited.then(() => { this.exitedAt = Date.now(); });
-  }
+/** A server of this file's: `drainTimeoutS` of drain. */
+const drainServer = (label, drainTimeoutS) => new OwnServer(`drain-${label}`, [
+  '--http-listen', `${HOST}:8090`, '--udp-ports', '17000-17009', '--udp-bind', HOST,
+  '--drain-timeout', String(drainTimeoutS),
+]);
 
-  async ready() {
-    await waitFor(`the drain test's server on ${BASE}`, async () => {
-      if (this.exitedAt) return { fatal: `it exited:\n${this.text()}` };
-      const res = await fetch(`${BASE}/readyz`).catch(() => null);
-      return { ok: !!res && res.status === 200 };
-    });
-  }
-
-  text() {
-    try { return readFileSync(this.log, 'utf8'); } catch { return ''; }
-  }
-
-  /** Exited with status 0 within `ms`. */
-  async exits(ms, what) {
-    const exit = await Promise.race([this.exited, sleep(ms).then(() => null)]);
-    assert.ok(exit, `the server did not exit ${what} (${ms} ms):\n${this.text().slice(-3000)}`);
-    assert.equal(exit.code, 0, `exit status:\n${this.text().slice(-3000)}`);
-  }
-
-  kill() {
-    if (!this.exitedAt) this.child.kill('SIGKILL');
-  }
-}
+/** Whether `/readyz` says ready. */
+const ready = async () => {
+  const res = await fetch(`${BASE}/readyz`).catch(() => null);
+  return !!res && res.status === 200;
+};
 
 const status = async (path) => {
   const res = await fetch(`${BASE}${path}`).catch(() => null);
@@ -96,10 +63,6 @@ describe('graceful drain with Chromium peers', { timeout: 300000 }, () => {
   const eve = new Participant('Eve');
   const servers = [];
 
-  before(() => {
-    assert.ok(SFU_BIN, 'SFU_BIN: the server binary (e2e/run.sh sets it)');
-  });
-
   after(async () => {
     if (failed()) {
       for (const p of [ann, ben, cat, dan, eve]) {
@@ -107,16 +70,15 @@ describe('graceful drain with Chromium peers', { timeout: 300000 }, () => {
       }
       for (const s of servers) console.log(`--- drain test server log ${s.log}:\n${s.text().slice(-4000)}`);
     }
-    for (const s of servers) s.kill();
+    for (const s of servers) s.stop({ keepLog: failed() });
     await Promise.all(contexts.map((c) => c.close().catch(() => {})));
     if (!process.env.E2E_KEEP_PROFILES) for (const d of profileDirs) rmSync(d, { recursive: true, force: true });
-    if (!failed()) for (const s of servers) rmSync(s.log, { force: true });
   });
 
   step('after SIGTERM the call goes on, no new room is taken, and the server exits when the call ends', async () => {
-    const server = new Server('first', 120);
+    const server = drainServer('first', 120);
     servers.push(server);
-    await server.ready();
+    await server.ready(ready);
     const room = `e2e-drain-${RUN}`;
     await call(room, ann, ben, eve);
     const sigterm = Date.now();
@@ -146,9 +108,9 @@ describe('graceful drain with Chromium peers', { timeout: 300000 }, () => {
   });
 
   step('a drain that times out tells the clients, which join the restarted server again', async () => {
-    const first = new Server('timeout', 3);
+    const first = drainServer('timeout', 3);
     servers.push(first);
-    await first.ready();
+    await first.ready(ready);
     const room = `e2e-drain-restart-${RUN}`;
     await call(room, cat, dan);
     for (const p of [cat, dan]) {
@@ -167,9 +129,9 @@ describe('graceful drain with Chromium peers', { timeout: 300000 }, () => {
       assert.deepEqual(told.slice(0, 1), ['rejoining'], `${p.name} was told: ${JSON.stringify(told)}`);
     }
     // The restart: another server on the same address. Both pages join it by themselves.
-    const second = new Server('restarted', 120);
+    const second = drainServer('restarted', 120);
     servers.push(second);
-    await second.ready();
+    await second.ready(ready);
     for (const p of [cat, dan]) {
       // (Its participant id may be the old one: the new server counts from 1 again.)
       await waitFor(`${p.name} to join the restarted server`, async () => {

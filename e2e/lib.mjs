@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -685,4 +685,54 @@ export function nftCounterOf(ns, table, name) {
   const out = execFileSync('ip', ['netns', 'exec', ns, 'nft', 'list', 'counter', 'inet', table, name]).toString();
   const m = /packets (\d+) bytes (\d+)/.exec(out);
   return m ? { packets: Number(m[1]), bytes: Number(m[2]) } : { packets: NaN, bytes: NaN };
+}
+
+// ------------------------------------------------------------------ servers of a suite's own
+
+/**
+ * A server a suite starts for itself in namespace sfu-srv (beside run.sh's), with the
+ * binary run.sh uses (SFU_BIN) and its secret (SFU_SECRET, inherited), without ICE-TCP,
+ * TURN or a load limit (a debug build on a busy machine must not turn joins away for
+ * load), plus `args`. Its log goes to a file of its own, named after `label`; `ip netns
+ * exec` becomes the server, so signals sent to `child` reach it.
+ */
+export class OwnServer {
+  constructor(label, args) {
+    assert.ok(process.env.SFU_BIN, 'SFU_BIN: the server binary (e2e/run.sh sets it)');
+    this.label = label;
+    this.log = join(tmpdir(), `sfu-e2e-${label}-${RUN}.log`);
+    this.child = spawn('ip', [
+      'netns', 'exec', 'sfu-srv', process.env.SFU_BIN,
+      '--no-ice-tcp', '--turn', 'false', '--max-load', '0', ...args,
+    ], { stdio: ['ignore', openSync(this.log, 'w'), 'inherit'] });
+    this.exited = new Promise((resolve) => this.child.on('exit', (code, signal) => resolve({ code, signal })));
+    this.exitedAt = null;
+    this.exited.then(() => { this.exitedAt = Date.now(); });
+  }
+
+  /** Waits until `probe()` says the server is up (it failing if the server exits). */
+  async ready(probe) {
+    await waitFor(`the ${this.label} server`, async () => {
+      if (this.exitedAt) return { fatal: `it exited:\n${this.text()}` };
+      const seen = await probe();
+      return { ok: seen === true, seen };
+    });
+  }
+
+  text() {
+    try { return readFileSync(this.log, 'utf8'); } catch { return ''; }
+  }
+
+  /** Exited with status 0 within `ms`. */
+  async exits(ms, what) {
+    const exit = await Promise.race([this.exited, sleep(ms).then(() => null)]);
+    assert.ok(exit, `the server did not exit ${what} (${ms} ms):\n${this.text().slice(-3000)}`);
+    assert.equal(exit.code, 0, `exit status:\n${this.text().slice(-3000)}`);
+  }
+
+  /** Stops it (if it runs); its log goes too unless `keepLog` (a failed suite's). */
+  stop({ keepLog = false } = {}) {
+    if (!this.exitedAt) this.child.kill('SIGKILL');
+    if (!keepLog) rmSync(this.log, { force: true });
+  }
 }

@@ -1,7 +1,6 @@
-// End-to-end test of overload refusal with Chromium peers, against a server of its own in
-// namespace sfu-srv (HTTP 8092, UDP 17020-17029, without ICE-TCP or TURN) that takes at
-// most two participants (`--max-participants 2`), started with the binary run.sh uses
-// (SFU_BIN) and its secret.
+// End-to-end test of overload refusal with Chromium peers, against a server of its own
+// (lib.mjs, OwnServer) in namespace sfu-srv (HTTP 8092, UDP 17020-17029) that takes at
+// most two participants (`--max-participants 2`).
 //
 // Two pages call; a third join over the WebSocket gets `server_busy`, a WHEP session 503
 // with Retry-After, and `/readyz` answers 503 `overloaded`; meanwhile the call in progress
@@ -10,20 +9,16 @@
 // place is free again: the third page joins and the two left decode each other.
 // Run through e2e/run.sh.
 
-import { after, before, describe } from 'node:test';
+import { after, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { openSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import {
   steps, RUN, SFU_URL, waitFor, sleep, contexts, profileDirs, Participant, LEAN_ARGS, wsScript, errorCode,
-  tokenFor,
+  tokenFor, OwnServer,
 } from './lib.mjs';
 
 const HOST = '10.77.0.1';
 const BASE = `http://${HOST}:8092`;
-const SFU_BIN = process.env.SFU_BIN;
 
 const get = async (path) => {
   const res = await fetch(`${BASE}${path}`).catch(() => null);
@@ -52,38 +47,28 @@ describe('overload refusal with Chromium peers', { timeout: 240000 }, () => {
   const ben = new Participant('Ben');
   const cid = new Participant('Cid');
   let server = null;
-  const log = join(tmpdir(), `sfu-e2e-overload-${RUN}.log`);
-  const serverLog = () => { try { return readFileSync(log, 'utf8'); } catch { return ''; } };
-
-  before(() => {
-    assert.ok(SFU_BIN, 'SFU_BIN: the server binary (e2e/run.sh sets it)');
-  });
 
   after(async () => {
     if (failed()) {
       for (const p of [ann, ben, cid]) {
         if (p.logs && p.logs.length) console.log(`--- browser console of ${p.name}:\n${p.logs.slice(-30).join('\n')}`);
       }
-      console.log(`--- overload test server log ${log}:\n${serverLog().slice(-4000)}`);
+      if (server) console.log(`--- overload test server log ${server.log}:\n${server.text().slice(-4000)}`);
     }
-    if (server && server.exitCode === null) server.kill('SIGKILL');
+    if (server) server.stop({ keepLog: failed() });
     await Promise.all(contexts.map((c) => c.close().catch(() => {})));
     if (!process.env.E2E_KEEP_PROFILES) for (const d of profileDirs) rmSync(d, { recursive: true, force: true });
-    if (!failed()) rmSync(log, { force: true });
   });
 
   step('past the limit joins get server_busy and the call in progress loses nothing', async () => {
-    server = spawn('ip', [
-      'netns', 'exec', 'sfu-srv', SFU_BIN,
+    // The participants' limit alone (OwnServer sets no load limit).
+    server = new OwnServer('overload', [
       '--http-listen', `${HOST}:8092`, '--udp-ports', '17020-17029', '--udp-bind', HOST,
-      '--no-ice-tcp', '--turn', 'false', '--max-participants', '2',
-      // The participants' limit alone: a debug build on a busy machine may pass 0.9.
-      '--max-load', '0',
-    ], { stdio: ['ignore', openSync(log, 'w'), 'inherit'] });
-    await waitFor(`the overload test's server on ${BASE}`, async () => {
-      if (server.exitCode !== null) return { fatal: `it exited:\n${serverLog()}` };
+      '--max-participants', '2',
+    ]);
+    await server.ready(async () => {
       const s = await get('/readyz');
-      return { ok: s === '200 ready', s };
+      return s === '200 ready' || s;
     });
     assert.equal(await metric('sfu_load_limit{limit="participants"}'), 2);
 

@@ -1,7 +1,6 @@
 // End-to-end test of signaling over HTTPS (`--http-cert`, `--http-key`) with Chromium
-// peers, against a server of its own in namespace sfu-srv on port 8443 (standing in for
-// 443) and UDP 17010-17019, without ICE-TCP or TURN, started with the binary run.sh uses
-// (SFU_BIN) and its secret.
+// peers, against a server of its own (lib.mjs, OwnServer) in namespace sfu-srv on port
+// 8443 (standing in for 443) and UDP 17010-17019.
 //
 // The test makes a CA (openssl) and two certificates it signs for 10.77.0.1, A and B; the
 // server serves A's chain (A, then the CA), and the browsers trust the CA through
@@ -17,23 +16,22 @@
 //    decode one another.
 // Run through e2e/run.sh.
 
-import { after, before, describe } from 'node:test';
+import { after, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { createHash, X509Certificate } from 'node:crypto';
-import { copyFileSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { connect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  steps, RUN, waitFor, sleep, contexts, profileDirs, Participant, LEAN_ARGS,
+  steps, RUN, waitFor, sleep, contexts, profileDirs, Participant, LEAN_ARGS, OwnServer,
 } from './lib.mjs';
 
 const HOST = '10.77.0.1';
 const PORT = 8443;
 const BASE = `https://${HOST}:${PORT}`;
-const SFU_BIN = process.env.SFU_BIN;
 const DIR = mkdtempSync(join(tmpdir(), 'sfu-e2e-tls-'));
 const file = (name) => join(DIR, name);
 
@@ -96,21 +94,15 @@ describe('signaling over HTTPS with Chromium peers', { timeout: 300000 }, () => 
   const ben = new Participant('Ben');
   const cid = new Participant('Cid');
   let server = null;
-  let log = null;
-  const serverLog = () => { try { return readFileSync(log, 'utf8'); } catch { return ''; } };
-
-  before(() => {
-    assert.ok(SFU_BIN, 'SFU_BIN: the server binary (e2e/run.sh sets it)');
-  });
 
   after(async () => {
     if (failed()) {
       for (const p of [ann, ben, cid]) {
         if (p.logs && p.logs.length) console.log(`--- browser console of ${p.name}:\n${p.logs.slice(-30).join('\n')}`);
       }
-      console.log(`--- HTTPS test server log:\n${serverLog().slice(-4000)}`);
+      if (server) console.log(`--- HTTPS test server log:\n${server.text().slice(-4000)}`);
     }
-    if (server && server.exitCode === null) server.kill('SIGKILL');
+    if (server) server.stop({ keepLog: failed() });
     await Promise.all(contexts.map((c) => c.close().catch(() => {})));
     if (!process.env.E2E_KEEP_PROFILES) for (const d of profileDirs) rmSync(d, { recursive: true, force: true });
     rmSync(DIR, { recursive: true, force: true });
@@ -122,19 +114,13 @@ describe('signaling over HTTPS with Chromium peers', { timeout: 300000 }, () => 
     const fingerprintB = makeLeaf('b');
     copyFileSync(file('a.chain'), file('cert.pem'));
     copyFileSync(file('a.key'), file('key.pem'));
-    log = file('server.log');
-    // `ip netns exec` becomes the server: SIGHUP goes to it.
-    server = spawn('ip', [
-      'netns', 'exec', 'sfu-srv', SFU_BIN,
+    server = new OwnServer('tls', [
       '--http-listen', `${HOST}:${PORT}`, '--udp-ports', '17010-17019', '--udp-bind', HOST,
-      '--no-ice-tcp', '--turn', 'false', '--http-cert', file('cert.pem'), '--http-key', file('key.pem'),
-      // No load limit: a debug build on a busy machine must not turn the joins away.
-      '--max-load', '0',
-    ], { stdio: ['ignore', openSync(log, 'w'), 'inherit'] });
-    await waitFor(`the HTTPS test's server on ${BASE}`, async () => {
-      if (server.exitCode !== null) return { fatal: `it exited:\n${serverLog()}` };
+      '--http-cert', file('cert.pem'), '--http-key', file('key.pem'),
+    ]);
+    await server.ready(async () => {
       const s = await get('/readyz');
-      return { ok: s === '200 ready', s };
+      return s === '200 ready' || s;
     });
     assert.equal(await servedFingerprint(), fingerprintA);
 
@@ -150,12 +136,12 @@ describe('signaling over HTTPS with Chromium peers', { timeout: 300000 }, () => 
 
     copyFileSync(file('b.chain'), file('cert.pem'));
     copyFileSync(file('b.key'), file('key.pem'));
-    server.kill('SIGHUP');
+    server.child.kill('SIGHUP');
     await waitFor('new connections to be served B', async () => {
       const served = await servedFingerprint();
       return { ok: served === fingerprintB, served };
     });
-    assert.match(serverLog(), /HTTPS: certificate reloaded from/);
+    assert.match(server.text(), /HTTPS: certificate reloaded from/);
 
     // The call went on: same participants, sockets never closed, media both ways.
     await sleep(1500);
