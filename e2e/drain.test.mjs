@@ -10,12 +10,11 @@
 //    (a restart), both pages join again by themselves and decode each other.
 // Run through e2e/run.sh.
 
-import { after, describe } from 'node:test';
+import { describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { rmSync } from 'node:fs';
 import {
-  steps, RUN, SFU_URL, waitFor, sleep, contexts, profileDirs, Participant, LEAN_ARGS, wsScript, errorCode,
-  tokenFor, OwnServer,
+  steps, RUN, SFU_URL, waitFor, sleep, Participant, LEAN_ARGS, wsScript, errorCode, tokenFor, OwnServer,
+  browserHooks,
 } from './lib.mjs';
 
 const HOST = '10.77.0.1';
@@ -63,17 +62,7 @@ describe('graceful drain with Chromium peers', { timeout: 300000 }, () => {
   const eve = new Participant('Eve');
   const servers = [];
 
-  after(async () => {
-    if (failed()) {
-      for (const p of [ann, ben, cat, dan, eve]) {
-        if (p.logs && p.logs.length) console.log(`--- browser console of ${p.name}:\n${p.logs.slice(-30).join('\n')}`);
-      }
-      for (const s of servers) console.log(`--- drain test server log ${s.log}:\n${s.text().slice(-4000)}`);
-    }
-    for (const s of servers) s.stop({ keepLog: failed() });
-    await Promise.all(contexts.map((c) => c.close().catch(() => {})));
-    if (!process.env.E2E_KEEP_PROFILES) for (const d of profileDirs) rmSync(d, { recursive: true, force: true });
-  });
+  browserHooks([ann, ben, cat, dan, eve], failed, { servers: () => servers });
 
   step('after SIGTERM the call goes on, no new room is taken, and the server exits when the call ends', async () => {
     const server = drainServer('first', 120);

@@ -420,10 +420,11 @@ export class Participant {
 
 /**
  * The hooks of a suite of browser steps (call inside `describe`): the server must be up
- * first; at the end, the last browser console lines of `participants` when a step failed,
- * then every browser and profile goes.
+ * first; at the end, the last browser console lines of `participants` and the logs of
+ * the suite's own `servers()` (OwnServer) when a step failed, then those servers stop
+ * and every browser and profile goes.
  */
-export function browserHooks(participants, failed) {
+export function browserHooks(participants, failed, { servers = () => [] } = {}) {
   before(async () => {
     const res = await fetch(`${SFU_URL}/healthz`);
     assert.equal(res.status, 200, `server not healthy at ${SFU_URL}`);
@@ -433,7 +434,9 @@ export function browserHooks(participants, failed) {
       for (const p of participants) {
         if (p.logs && p.logs.length) console.log(`--- browser console of ${p.name}:\n${p.logs.slice(-40).join('\n')}`);
       }
+      for (const s of servers()) console.log(`--- log of the ${s.label} server ${s.log}:\n${s.text().slice(-4000)}`);
     }
+    for (const s of servers()) s.stop({ keepLog: failed() });
     await Promise.all(contexts.map((c) => c.close().catch(() => {})));
     if (!process.env.E2E_KEEP_PROFILES) for (const d of profileDirs) rmSync(d, { recursive: true, force: true });
   });

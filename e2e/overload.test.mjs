@@ -9,12 +9,11 @@
 // place is free again: the third page joins and the two left decode each other.
 // Run through e2e/run.sh.
 
-import { after, describe } from 'node:test';
+import { describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { rmSync } from 'node:fs';
 import {
-  steps, RUN, SFU_URL, waitFor, sleep, contexts, profileDirs, Participant, LEAN_ARGS, wsScript, errorCode,
-  tokenFor, OwnServer,
+  steps, RUN, SFU_URL, waitFor, sleep, Participant, LEAN_ARGS, wsScript, errorCode, tokenFor, OwnServer,
+  browserHooks,
 } from './lib.mjs';
 
 const HOST = '10.77.0.1';
@@ -48,17 +47,7 @@ describe('overload refusal with Chromium peers', { timeout: 240000 }, () => {
   const cid = new Participant('Cid');
   let server = null;
 
-  after(async () => {
-    if (failed()) {
-      for (const p of [ann, ben, cid]) {
-        if (p.logs && p.logs.length) console.log(`--- browser console of ${p.name}:\n${p.logs.slice(-30).join('\n')}`);
-      }
-      if (server) console.log(`--- overload test server log ${server.log}:\n${server.text().slice(-4000)}`);
-    }
-    if (server) server.stop({ keepLog: failed() });
-    await Promise.all(contexts.map((c) => c.close().catch(() => {})));
-    if (!process.env.E2E_KEEP_PROFILES) for (const d of profileDirs) rmSync(d, { recursive: true, force: true });
-  });
+  browserHooks([ann, ben, cid], failed, { servers: () => (server ? [server] : []) });
 
   step('past the limit joins get server_busy and the call in progress loses nothing', async () => {
     // The participants' limit alone (OwnServer sets no load limit).

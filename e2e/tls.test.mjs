@@ -26,7 +26,7 @@ import { connect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  steps, RUN, waitFor, sleep, contexts, profileDirs, Participant, LEAN_ARGS, OwnServer,
+  steps, RUN, waitFor, sleep, Participant, LEAN_ARGS, OwnServer, browserHooks,
 } from './lib.mjs';
 
 const HOST = '10.77.0.1';
@@ -95,18 +95,8 @@ describe('signaling over HTTPS with Chromium peers', { timeout: 300000 }, () => 
   const cid = new Participant('Cid');
   let server = null;
 
-  after(async () => {
-    if (failed()) {
-      for (const p of [ann, ben, cid]) {
-        if (p.logs && p.logs.length) console.log(`--- browser console of ${p.name}:\n${p.logs.slice(-30).join('\n')}`);
-      }
-      if (server) console.log(`--- HTTPS test server log:\n${server.text().slice(-4000)}`);
-    }
-    if (server) server.stop({ keepLog: failed() });
-    await Promise.all(contexts.map((c) => c.close().catch(() => {})));
-    if (!process.env.E2E_KEEP_PROFILES) for (const d of profileDirs) rmSync(d, { recursive: true, force: true });
-    rmSync(DIR, { recursive: true, force: true });
-  });
+  browserHooks([ann, ben, cid], failed, { servers: () => (server ? [server] : []) });
+  after(() => rmSync(DIR, { recursive: true, force: true }));
 
   step('a call over wss:// goes on while the certificate is replaced', async () => {
     makeCa();

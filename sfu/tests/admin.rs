@@ -103,14 +103,7 @@ fn an_admin_token_drains_the_server_and_nothing_else_does() {
     assert!(body.contains("--admin-secret-file"), "{body}");
     // SIGHUP (a `systemctl reload`, a log rotation) does not end a server without a
     // certificate to reload, as its default action would.
-    let pid = server.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    server.signal("HUP");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(request(&ns, "GET", "/healthz", None), (200, "ok".into()));
     drop(server);

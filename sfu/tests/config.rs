@@ -142,7 +142,10 @@ fn mistakes_in_the_config_stop_the_start_naming_them() {
     let err = refused(&ns, "http_cert = \"/etc/c.pem\"\n", &[]);
     assert!(err.contains("--http-cert needs --http-key"), "{err}");
     let err = refused(&ns, "secret = \"same\"\nadmin_secret = \"same\"\n", &[]);
-    assert!(err.contains("the admin secret is the join tokens' secret"), "{err}");
+    assert!(
+        err.contains("the admin secret is the join tokens' secret"),
+        "{err}"
+    );
     // TLS without what it needs, wherever each part comes from.
     let err = refused(&ns, "turn_tls_listen = \"127.0.0.1:5349\"\n", &[]);
     assert!(err.contains("--turn-tls-listen needs"), "{err}");

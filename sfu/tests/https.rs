@@ -9,7 +9,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{Namespace, Running};
@@ -85,17 +85,6 @@ fn wait_for(what: &str, log: &Path, mut ok: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn hangup(server: &Running) {
-    let pid = server.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
 }
 
 #[test]
@@ -210,7 +199,7 @@ fn https_serves_the_certificate_on_disk_as_it_is_replaced() {
     // The files replaced, then SIGHUP: B from the next connection on.
     dir.write("cert.pem", &cert_b);
     dir.write("key.pem", &key_b);
-    hangup(&server);
+    server.signal("HUP");
     wait_for("HTTPS with the second certificate", &log, || {
         get(&ns, &trust_b, "/healthz").0 == 200
     });
@@ -220,7 +209,7 @@ fn https_serves_the_certificate_on_disk_as_it_is_replaced() {
 
     // A renewal that went wrong (the key of another certificate) keeps B.
     dir.write("key.pem", &key_a);
-    hangup(&server);
+    server.signal("HUP");
     wait_for("the failed reload logged", &log, || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         text.contains("HTTPS: certificate not reloaded, the previous one stays")

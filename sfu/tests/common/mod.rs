@@ -9,6 +9,17 @@ use std::process::{Child, Command, Stdio};
 /// A child process killed when dropped.
 pub struct Running(pub Child);
 
+impl Running {
+    /// Sends it signal `name` (`HUP`, `TERM`, ...).
+    pub fn signal(&self, name: &str) {
+        let pid = self.0.id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -{name} {pid}");
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
