@@ -57,7 +57,7 @@ pub struct AdminTokenArgs {
     /// Who acts: named in the server's log of each action.
     #[arg(long)]
     pub identity: String,
-    /// Lifetime: seconds, or a number with s, m, h or d.
+    /// Lifetime: seconds, or a number with s, m, h or d; 30 days at most.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub ttl: Duration,
     /// The server's admin secret.

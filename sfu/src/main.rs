@@ -29,8 +29,14 @@ fn main() -> anyhow::Result<()> {
         },
     };
     match cli.command {
-        Some(Command::Token(args)) => token::run(args),
-        Some(Command::Admin(AdminCommand::Token(args))) => token::admin(args),
+        Some(Command::Token(args)) => {
+            init_stderr_log()?;
+            token::run(args)
+        }
+        Some(Command::Admin(AdminCommand::Token(args))) => {
+            init_stderr_log()?;
+            token::admin(args)
+        }
         Some(Command::Turn(args)) => {
             init_log(&args.log.log)?;
             relay::standalone(args)
@@ -53,6 +59,19 @@ fn init_log(filter: &str) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stdout().is_terminal())
+        .init();
+    Ok(())
+}
+
+/// Warnings only, to stderr: a command whose stdout is its result (a token) still says
+/// what is wrong (a secret file others may read).
+fn init_stderr_log() -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new("warn")?)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .without_time()
         .init();
     Ok(())
 }

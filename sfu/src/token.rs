@@ -4,7 +4,7 @@
 use anyhow::{anyhow, bail};
 use protocol::{Grants, Role};
 use signaling::TokenKey;
-use signaling::admin::AdminKey;
+use signaling::admin::{AdminKey, MAX_ADMIN_TTL};
 
 use crate::cli::{AdminTokenArgs, TokenArgs};
 use crate::config;
@@ -47,6 +47,9 @@ pub fn admin(args: AdminTokenArgs) -> anyhow::Result<()> {
         config::secret(args.secret, args.secret_file.as_deref(), "secret")?.ok_or_else(|| {
             anyhow!("no --secret and no --secret-file: the server's admin secret is needed")
         })?;
+    if args.ttl > MAX_ADMIN_TTL {
+        bail!("--ttl: an admin token lives 30 days at most (the server refuses longer ones)");
+    }
     let claims = AdminKey::claims(&args.identity, args.ttl);
     println!("{}", AdminKey::new(secret.as_bytes()).issue(&claims)?);
     Ok(())

@@ -1,7 +1,8 @@
 //! `POST /admin/drain` on the server, in a network namespace of its own: off (403)
-//! without an admin secret (and SIGHUP harmless there); with one, a join token is refused (401) and an admin token
-//! from `sfu admin token` starts the drain, after which the server, carrying no call,
-//! exits by itself.
+//! without an admin secret (and SIGHUP harmless there); with one, a join token is
+//! refused (401) and an admin token from `sfu admin token` (which makes none that lives
+//! past 30 days) starts the drain, after which the server, carrying no call, exits by
+//! itself.
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
@@ -130,6 +131,14 @@ fn an_admin_token_drains_the_server_and_nothing_else_does() {
         "--secret-file",
         admin_secret,
     ]);
+    // None may outlive 30 days: the server would refuse it.
+    let long = Command::new(env!("CARGO_BIN_EXE_sfu"))
+        .args(["admin", "token", "--identity", "ops", "--ttl", "31d"])
+        .args(["--secret-file", admin_secret])
+        .output()
+        .unwrap();
+    assert!(!long.status.success() && long.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&long.stderr).contains("30 days at most"));
     let (code, body) = request(&ns, "POST", "/admin/drain", Some(&join));
     assert_eq!(code, 401, "a join token: {body}");
     let (code, _) = request(&ns, "POST", "/admin/drain", None);

@@ -24,6 +24,10 @@ use crate::token::{TokenError, bearer, unix_now};
 /// The `aud` claim of every admin token.
 pub const ADMIN_AUDIENCE: &str = "sfu-admin";
 
+/// The longest an admin token may live: one that expires later is refused (a token
+/// cannot be revoked but by changing the secret, so none may outlive this).
+pub const MAX_ADMIN_TTL: Duration = Duration::from_secs(30 * 86_400);
+
 /// The claims of an admin token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdminClaims {
@@ -80,6 +84,9 @@ impl AdminKey {
         let claims = jsonwebtoken::decode::<AdminClaims>(token, &self.decoding, &self.validation)?;
         if claims.claims.sub.is_empty() {
             return Err(TokenError::Claims("sub is empty"));
+        }
+        if claims.claims.exp > unix_now().saturating_add(MAX_ADMIN_TTL.as_secs()) {
+            return Err(TokenError::Claims("expires more than 30 days from now"));
         }
         Ok(claims.claims)
     }
@@ -179,6 +186,11 @@ mod tests {
         let mut claims = AdminKey::claims("ops", Duration::from_secs(60));
         claims.exp = unix_now() - 1;
         assert!(key.verify(&key.issue(&claims).unwrap()).is_err());
+        // Living longer than the longest an admin token may.
+        let long = AdminKey::claims("ops", MAX_ADMIN_TTL + Duration::from_secs(3600));
+        assert!(key.verify(&key.issue(&long).unwrap()).is_err());
+        let month = AdminKey::claims("ops", MAX_ADMIN_TTL - Duration::from_secs(60));
+        assert!(key.verify(&key.issue(&month).unwrap()).is_ok());
         // Another audience.
         claims = AdminKey::claims("ops", Duration::from_secs(60));
         claims.aud = "sfu".into();
