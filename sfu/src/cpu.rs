@@ -53,20 +53,14 @@ fn advance(counter: &Counter, total: f64) {
 /// The process's CPU time, read at each scrape, by mode (`user`, `system`).
 #[derive(Clone)]
 pub struct ProcessCpu {
+    /// The metric's description; each scrape makes the values afresh.
     seconds: CounterVec,
 }
 
 impl ProcessCpu {
     /// Creates the metric and registers it in `registry`.
     pub fn register(registry: &Registry) -> prometheus::Result<()> {
-        let seconds = CounterVec::new(
-            Opts::new(
-                "sfu_cpu_seconds_total",
-                "CPU time of the server process, user and system, to the microsecond \
-                 (getrusage), read at each scrape",
-            ),
-            &["mode"],
-        )?;
+        let seconds = process_cpu()?;
         registry.register(Box::new(ProcessCpu { seconds }))
     }
 }
@@ -76,12 +70,31 @@ impl Collector for ProcessCpu {
         self.seconds.desc()
     }
 
+    /// A counter of its own at each scrape, set to the totals: two scrapes at once
+    /// cannot both add the same time.
     fn collect(&self) -> Vec<MetricFamily> {
         let now = CpuTime::process();
-        advance(&self.seconds.with_label_values(&["user"]), now.user);
-        advance(&self.seconds.with_label_values(&["system"]), now.system);
-        self.seconds.collect()
+        process_cpu().map_or_else(
+            |_| Vec::new(),
+            |seconds| {
+                seconds.with_label_values(&["user"]).inc_by(now.user);
+                seconds.with_label_values(&["system"]).inc_by(now.system);
+                seconds.collect()
+            },
+        )
     }
+}
+
+/// `sfu_cpu_seconds_total`, at zero.
+fn process_cpu() -> prometheus::Result<CounterVec> {
+    CounterVec::new(
+        Opts::new(
+            "sfu_cpu_seconds_total",
+            "CPU time of the server process, user and system, to the microsecond \
+             (getrusage), read at each scrape",
+        ),
+        &["mode"],
+    )
 }
 
 /// One thread's CPU time, moved into `sfu_shard_cpu_seconds_total` by that thread.
