@@ -8,11 +8,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Namespace, Running};
+use common::{Dir, Namespace, Running};
 
 const BASE: &str = "http://127.0.0.1:8085";
 
@@ -85,16 +85,10 @@ fn sfu(args: &[&str]) -> String {
 #[test]
 fn an_admin_token_drains_the_server_and_nothing_else_does() {
     let ns = Namespace::new("admin");
-    let dir = std::env::temp_dir().join(format!("sfu-admin-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = |name: &str, text: &str| -> PathBuf {
-        let path = dir.join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    };
-    let secret = file("secret", "join-secret-of-this-test\n");
-    let admin_secret = file("admin-secret", "admin-secret-of-this-test\n");
-    let log = dir.join("server.log");
+    let dir = Dir::new("admin");
+    let secret = dir.write("secret", "join-secret-of-this-test\n");
+    let admin_secret = dir.write("admin-secret", "admin-secret-of-this-test\n");
+    let log = dir.0.join("server.log");
     let (secret, admin_secret) = (secret.to_str().unwrap(), admin_secret.to_str().unwrap());
 
     // Without an admin secret, the API is off.
@@ -165,5 +159,4 @@ fn an_admin_token_drains_the_server_and_nothing_else_does() {
     );
     assert!(text.contains("asked by the admin API: draining"), "{text}");
     assert!(text.contains("no call left; stopping"), "{text}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,36 +8,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Namespace, Running};
+use common::{Dir, Namespace, Running};
 
 const URL: &str = "https://127.0.0.1:8443";
-
-/// This test's files, removed at its end.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new() -> Dir {
-        let dir = std::env::temp_dir().join(format!("sfu-https-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Dir(dir)
-    }
-
-    fn write(&self, file: &str, text: &str) -> PathBuf {
-        let path = self.0.join(file);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A self-signed certificate for 127.0.0.1 and its key, in PEM.
 fn pair() -> (String, String) {
@@ -90,7 +67,7 @@ fn wait_for(what: &str, log: &Path, mut ok: impl FnMut() -> bool) {
 #[test]
 fn https_serves_the_certificate_on_disk_as_it_is_replaced() {
     let ns = Namespace::new("https");
-    let dir = Dir::new();
+    let dir = Dir::new("https");
     let (cert_a, key_a) = pair();
     let (cert_b, key_b) = pair();
     let trust_a = dir.write("a.pem", &cert_a);

@@ -1,9 +1,10 @@
 //! What the tests that start the `sfu` binary share: child processes killed when the
-//! test ends, and network namespaces of their own.
+//! test ends, network namespaces of their own, and a directory for their files.
 
 // Each test binary compiles this module and uses part of it.
 #![allow(dead_code)]
 
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 /// A child process killed when dropped.
@@ -65,5 +66,30 @@ impl Namespace {
 impl Drop for Namespace {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// A directory of a test's own files, removed when dropped.
+pub struct Dir(pub PathBuf);
+
+impl Dir {
+    /// A fresh directory named after `tag` and this process.
+    pub fn new(tag: &str) -> Dir {
+        let dir = std::env::temp_dir().join(format!("sfu-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Dir(dir)
+    }
+
+    /// Writes `text` to `file` in it; its path.
+    pub fn write(&self, file: &str, text: &str) -> PathBuf {
+        let path = self.0.join(file);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
