@@ -13,7 +13,16 @@ pub struct Join {
     pub room: String,
     pub identity: String,
     pub name: String,
+    /// What it may do: its token's grants narrowed by its group's policy.
     pub grants: Grants,
+    /// Its token's grants as they were (for its role), before any policy: a change of
+    /// its group's policy narrows these anew.
+    pub token_grants: Grants,
+    /// Its group (its token's `group` claim, else [`DEFAULT_GROUP`](crate::DEFAULT_GROUP)).
+    pub group: String,
+    /// Most participants (viewers apart) in the room, if it opens it (its group's
+    /// `max_participants`).
+    pub max_participants: Option<u32>,
     /// How the client will reach the media server.
     pub transport: Transport,
     /// Handed to the client in `joined` (TURN URLs with credentials minted for it; only

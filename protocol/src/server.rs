@@ -100,10 +100,17 @@ fn is_tcp_url(url: &str) -> bool {
 pub enum LeaveReason {
     /// It sent `leave` or closed its socket.
     Left,
-    /// Its media stopped, ICE consent was lost, or it never connected.
+    /// It never connected: no offer, or no media path, within the server's
+    /// participant timeout.
     Timeout,
+    /// Its media path was lost: its media stopped, or ICE consent expired.
+    Network,
     /// The server removed it after an error.
     Error,
+    /// An administrator removed it (the admin API), or its group may no longer call.
+    Removed,
+    /// An administrator ended the call.
+    RoomEnded,
     /// The server stopped with the call still going (its drain ran out of time): join
     /// again, and another server takes the call.
     ServerShutdown,
@@ -157,6 +164,12 @@ pub enum ServerMessage {
     /// (`null`: none), every slot listed. Sent when that changes.
     Slots {
         slots: Vec<SlotTrack>,
+    },
+    /// Its grants changed: its group's policy changed during the call. Tracks it may no
+    /// longer publish were unpublished (`track_unpublished`); publishing them again is
+    /// refused (`forbidden`).
+    Grants {
+        grants: Grants,
     },
     /// The room as it is now, to a client that fell behind: its event queue overflowed,
     /// and messages about the others (who joined and left, their tracks, mutes, who
