@@ -223,6 +223,9 @@ impl Call {
             identity: name.into(),
             name: name.into(),
             grants,
+            token_grants: grants,
+            group: protocol::DEFAULT_GROUP.into(),
+            max_participants: None,
             transport: Transport::Auto,
             ice_servers: Vec::new(),
             audience: false,
@@ -347,7 +350,9 @@ impl Call {
                         moved = true;
                         self.signal(id, message);
                     }
-                    ShardOutput::Relay(..) | ShardOutput::Tap(_) => moved = true,
+                    ShardOutput::Relay(..) | ShardOutput::Tap(_) | ShardOutput::Event(_) => {
+                        moved = true
+                    }
                     ShardOutput::Closed(id) => {
                         moved = true;
                         self.closed.push(id);

@@ -43,11 +43,13 @@ pub enum DropReason {
     /// An RTP payload larger than any subscriber's packet can carry (see
     /// `MAX_FORWARDED_PAYLOAD` in `shard/forward.rs`).
     Oversized,
+    /// A packet of a track an administrator muted (the admin API).
+    Muted,
 }
 
 impl DropReason {
     /// Every reason, in the order of [`DropReason::index`].
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::UnknownSource,
         DropReason::Malformed,
         DropReason::Refused,
@@ -62,6 +64,7 @@ impl DropReason {
         DropReason::TcpClosed,
         DropReason::PacerBacklog,
         DropReason::Oversized,
+        DropReason::Muted,
     ];
 
     /// A dense index for counter arrays.
@@ -86,6 +89,7 @@ impl DropReason {
             DropReason::TcpClosed => "tcp_closed",
             DropReason::PacerBacklog => "pacer_backlog",
             DropReason::Oversized => "oversized",
+            DropReason::Muted => "muted",
         }
     }
 }

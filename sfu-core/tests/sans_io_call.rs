@@ -100,7 +100,7 @@ fn a_vanished_participant_times_out_and_everyone_is_told() {
     assert!(net.closed.contains(&bob), "bob removed within the timeout");
     for i in [0, 2] {
         assert!(net.client(i).messages().any(|m| matches!(m,
-            ServerMessage::ParticipantLeft { participant_id, reason: LeaveReason::Timeout }
+            ServerMessage::ParticipantLeft { participant_id, reason: LeaveReason::Network }
                 if *participant_id == bob)));
     }
     assert_eq!(net.shard.sizes().1, 2);
@@ -119,6 +119,12 @@ fn a_participant_that_never_offers_is_removed_after_the_timeout() {
     net.run(Duration::from_secs(2));
     assert!(net.closed.contains(&id), "dave removed once it passed");
     assert_eq!(net.shard.sizes().1, 3);
+    assert!(
+        net.client(0).messages().any(|m| matches!(m,
+        ServerMessage::ParticipantLeft { participant_id, reason: LeaveReason::Timeout }
+            if *participant_id == id)),
+        "it never connected: timeout, not network"
+    );
 }
 
 #[test]

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use protocol::admin::CallEvent;
 use protocol::{
     ErrorCode, ErrorMessage, Join, LeaveReason, ParticipantId, ParticipantInfo, RequestType,
     ServerMessage,
@@ -19,6 +20,7 @@ use super::ice::LocalCandidates;
 use super::loss::{LOSS_INTERVAL, REPORTS_READ};
 use super::milestones::Milestones;
 use super::participant::{Downlink, Participant, View, estimates};
+use super::room::Room;
 use super::subscription::Subscriptions;
 use super::{Shard, ShardOutput};
 use crate::pacer::Pacer;
@@ -52,10 +54,19 @@ impl Shard {
                 .count();
             (viewers, r.members.len() - viewers)
         });
+        // A room's own cap (its opener's group's) within the server's; the room a join
+        // would open has the joiner's.
+        let cap = match self.rooms.get(&join.room) {
+            Some(room) if !room.members.is_empty() => room.max_participants,
+            _ => join.max_participants,
+        };
+        let room_capacity = cap.map_or(self.config.room_capacity, |cap| {
+            self.config.room_capacity.min(cap as usize)
+        });
         let (count, capacity, what) = if viewer {
             (viewers, self.config.viewer_capacity, "viewers")
         } else {
-            (others, self.config.room_capacity, "participants")
+            (others, room_capacity, "participants")
         };
         if count >= capacity {
             info!(participant = %id, room = %join.room, what, "room full");
@@ -120,11 +131,20 @@ impl Shard {
             role: join.grants.role,
             e2ee: join.e2ee,
         };
-        let room = self.rooms.entry(join.room.clone()).or_default();
+        let room = self
+            .rooms
+            .entry(join.room.clone())
+            .or_insert_with(|| Room::new(now, join.group.clone(), join.max_participants));
         if room.members.is_empty() {
             self.counters.calls_started += 1;
-            info!(room = %join.room, "call started");
+            info!(room = %join.room, group = %join.group, "call started");
+            self.outputs
+                .push_back(ShardOutput::Event(CallEvent::RoomStarted {
+                    room: join.room.clone(),
+                    group: join.group.clone(),
+                }));
         }
+        room.peak = room.peak.max(room.members.len() + 1);
         let others: Vec<ParticipantId> = room.members.clone();
         room.members.push(id);
         room.recent.push(id);
@@ -143,6 +163,14 @@ impl Shard {
             .map(|p| p.info.clone())
             .collect();
         info!(participant = %id, identity = %info.identity, room = %join.room, "joined");
+        self.outputs
+            .push_back(ShardOutput::Event(CallEvent::ParticipantJoined {
+                room: join.room.clone(),
+                participant_id: id,
+                identity: info.identity.clone(),
+                group: join.group.clone(),
+                role: info.role,
+            }));
         self.signal(
             id,
             ServerMessage::Joined {
@@ -177,6 +205,12 @@ impl Shard {
                 info,
                 room: join.room,
                 grants: join.grants,
+                token_grants: join.token_grants,
+                group: join.group,
+                estimated: estimates(&join.grants),
+                joined: now,
+                transports: Vec::new(),
+                bytes_received: 0,
                 hears_audience,
                 rtc,
                 ufrag,
@@ -241,6 +275,13 @@ impl Shard {
     }
 
     pub(super) fn remove_participant(&mut self, id: ParticipantId, reason: LeaveReason) {
+        // Its tracks go first, while it is there to name them in their events.
+        let Some(publications) = self.participants.get(&id).map(|p| p.publications.clone()) else {
+            return;
+        };
+        for pb in publications {
+            self.unpublish(pb.track_id);
+        }
         let Some(mut p) = self.participants.remove(&id) else {
             return;
         };
@@ -251,10 +292,6 @@ impl Shard {
             self.by_remote.remove(key);
         }
         self.forget_subscriber(id, &p.subscriptions);
-        let publications = p.publications.clone();
-        for pb in publications {
-            self.unpublish(pb.track_id);
-        }
         if let Some(room) = self.rooms.get_mut(&p.room) {
             room.members.retain(|m| *m != id);
             room.recent.retain(|m| *m != id);
@@ -278,6 +315,16 @@ impl Shard {
                 !p.grants.is_viewer(),
             );
         }
+        self.outputs
+            .push_back(ShardOutput::Event(CallEvent::ParticipantLeft {
+                room: p.room.clone(),
+                participant_id: id,
+                identity: p.info.identity.clone(),
+                reason,
+                transports: p.transports.clone(),
+                bytes_received: p.bytes_received,
+                bytes_sent: p.downlink.sent.total(),
+            }));
         if self
             .rooms
             .get(&p.room)
@@ -285,6 +332,8 @@ impl Shard {
         {
             info!(room = %p.room, "call ended");
             self.rooms.remove(&p.room);
+            self.outputs
+                .push_back(ShardOutput::Event(CallEvent::RoomFinished { room: p.room }));
         }
         self.outputs.push_back(ShardOutput::Closed(id));
     }

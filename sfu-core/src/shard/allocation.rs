@@ -9,7 +9,6 @@ use tracing::debug;
 
 use super::Shard;
 use super::forward::{backlogged, shaped_since};
-use super::participant::estimates;
 use super::shown::shown;
 use super::steer::Steering;
 use super::track::{NOMINAL_AUDIO_BPS, NOMINAL_LAYER_BPS, NOMINAL_VIDEO_BPS};
@@ -157,7 +156,7 @@ impl Shard {
         }
         // (A REMB receiver with an estimator per video m-line estimates the video only.)
         let video_only = !p.downlink.estimate_is_twcc
-            && estimates(&p.grants)
+            && p.estimated
             && p.downlink.remb.reported()
             && !p.downlink.remb.covers_audio();
         // (What its losses proved its link carries, if they did: an estimate that fell
@@ -206,7 +205,7 @@ impl Shard {
             budget,
             takes,
             floor: floor.map(|(_, rate)| rate),
-            dips: estimates(&p.grants),
+            dips: p.estimated,
             loss: lost.map(|(_, l)| l),
             unpadded: p.downlink.bwe_bitrates.0
                 <= p.downlink.chosen_bps + p.downlink.chosen_bps / 20,

@@ -1,5 +1,7 @@
 //! How a shard behaves: its limits and the sizes of what a subscriber is shown.
 
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 /// How a shard behaves; the same for every shard of a server.
@@ -38,6 +40,10 @@ pub struct ShardConfig {
     /// run of five, against 3.9 off; Chromium's picture stopped 1.9 and 6.6 s in two
     /// runs of six); see the README.
     pub shape_links: bool,
+    /// The relay addresses of this server's own TURN relay (an address and its relay
+    /// ports): a participant whose media comes from one goes through it (the admin
+    /// API's `turn` transport).
+    pub turn_relays: Vec<(IpAddr, RangeInclusive<u16>)>,
 }
 
 impl Default for ShardConfig {
@@ -54,6 +60,7 @@ impl Default for ShardConfig {
             count: 1,
             tap: None,
             shape_links: false,
+            turn_relays: Vec::new(),
         }
     }
 }

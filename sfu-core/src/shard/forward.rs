@@ -132,6 +132,10 @@ impl Shard {
             self.counters.drop(DropReason::Undeclared);
             return;
         };
+        if track.held {
+            self.counters.drop(DropReason::Muted);
+            return;
+        }
         let pt_in = packet.header.payload_type;
         let params: Option<PayloadParams> = p
             .rtc

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 
+use protocol::admin::TransportKind;
 use protocol::{ParticipantId, Transport};
 use str0m::ice::StunMessage;
 use str0m::net::{Protocol, Receive, TcpType};
@@ -108,6 +109,21 @@ impl Shard {
         }
         debug!(participant = %id, %remote, ?proto, "remote address mapped");
         p.remotes.push((proto, local, remote));
+        let kind =
+            match proto {
+                Protocol::Udp
+                    if self.config.turn_relays.iter().any(|(ip, ports)| {
+                        *ip == remote.ip() && ports.contains(&remote.port())
+                    }) =>
+                {
+                    TransportKind::Turn
+                }
+                Protocol::Udp => TransportKind::Udp,
+                _ => TransportKind::Tcp,
+            };
+        // The newest last: the way it uses now.
+        p.transports.retain(|k| *k != kind);
+        p.transports.push(kind);
         self.by_remote.insert((proto, local, remote), id);
         Some(id)
     }

@@ -8,7 +8,6 @@ use str0m::media::Mid;
 use tracing::{debug, trace};
 
 use super::Shard;
-use super::participant::estimates;
 
 /// How often a receive-only participant's losses are read, from its receiver reports:
 /// the estimate of those without TWCC, which costs nothing per packet.
@@ -170,7 +169,7 @@ impl Shard {
             Some((at, most)) if at == now => (at, most.max(loss)),
             _ => (now, loss),
         });
-        if estimates(&p.grants) {
+        if p.estimated {
             self.shape_on_loss(id, mid, loss);
             return;
         }

@@ -13,6 +13,7 @@
 //! | `mod.rs` | [`Shard`]: its state, the inputs and `poll_output`, signalling helpers |
 //! | `config.rs` | [`ShardConfig`]: capacities, loudest-N and last-N, timeouts |
 //! | `output.rs` | [`ShardOutput`] and the [`Counters`] the driver reads |
+//! | `admin.rs` | calls listed, and acted on, for the admin API; group policies applied |
 //! | `admission.rs` | `join` (capacity, candidates, the participant's `Rtc`) and removal |
 //! | `participant.rs` | a participant's state; who gets a TWCC estimate |
 //! | `milestones.rs` | delays from a join to its media path up and its first media |
@@ -48,6 +49,7 @@
 //! the encrypted datagrams leave as [`ShardOutput::Transmit`] (through the pacer for
 //! viewers, `pacing.rs`).
 
+mod admin;
 mod admission;
 mod allocation;
 mod announce;
@@ -248,6 +250,7 @@ impl Shard {
         let Some(p) = self.participants.get_mut(&id) else {
             return;
         };
+        p.bytes_received += data.len() as u64;
         if let Err(e) = p.rtc.handle_input(Input::Receive(now, receive)) {
             // Matched, not formatted: a flood of refused datagrams allocates nothing.
             if matches!(e, RtcError::Dtls(_)) && !p.dtls_failure_logged {

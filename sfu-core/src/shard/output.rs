@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
+use protocol::admin::CallEvent;
 use protocol::{Kind, ParticipantId, ServerMessage, TrackId};
 use str0m::format::Codec;
 use str0m::media::Rid;
@@ -29,6 +30,9 @@ pub enum ShardOutput {
     Relay(ParticipantId, ServerMessage),
     /// The participant is gone: drop its signaling queue so its socket closes.
     Closed(ParticipantId),
+    /// Something happened in a call that the control plane records and tells webhooks
+    /// of (never a reason to slow down: drop it if its queue is full, and count it).
+    Event(CallEvent),
     /// Test only ([`ShardConfig::tap`](super::ShardConfig::tap)): an RTP packet as a
     /// publisher sent it, to record.
     Tap(TapRecord),

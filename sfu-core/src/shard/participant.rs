@@ -2,7 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use protocol::{Grants, Kind, ParticipantInfo, TrackId, TrackQuality};
+use protocol::admin::TransportKind;
+use protocol::{Grants, Kind, LeaveReason, ParticipantInfo, TrackId, TrackQuality};
 use str0m::Rtc;
 use str0m::media::Mid;
 use str0m::rtp::Ssrc;
@@ -20,7 +21,22 @@ use crate::pacer::Pacer;
 pub(super) struct Participant {
     pub(super) info: ParticipantInfo,
     pub(super) room: String,
+    /// What it may do now: its token's grants narrowed by its group's policy.
     pub(super) grants: Grants,
+    /// Its token's grants, which a change of its group's policy narrows anew.
+    pub(super) token_grants: Grants,
+    pub(super) group: String,
+    /// Its downlink is estimated by TWCC with str0m's pacer ([`estimates`]), as decided
+    /// when it joined: a policy that takes its publishing away later keeps it so.
+    pub(super) estimated: bool,
+    /// When it joined.
+    pub(super) joined: Instant,
+    /// The ways its media took (by ICE address mapped), in the order first used; the
+    /// last is the one it uses now.
+    pub(super) transports: Vec<TransportKind>,
+    /// Bytes of the datagrams it sent the server (those it was sent:
+    /// `downlink.sent`).
+    pub(super) bytes_received: u64,
     pub(super) rtc: Rtc,
     /// Our ICE username fragment for this participant, the key of the first STUN request.
     pub(super) ufrag: String,
@@ -63,6 +79,18 @@ pub(super) struct Participant {
     pub(super) downlink: Downlink,
     /// How long its media path and first media took, once each.
     pub(super) milestones: Milestones,
+}
+
+impl Participant {
+    /// Why it is removed when its media stops: `network` if its media path was up,
+    /// `timeout` if it never was.
+    pub(super) fn lost_reason(&self) -> LeaveReason {
+        if self.transports.is_empty() {
+            LeaveReason::Timeout
+        } else {
+            LeaveReason::Network
+        }
+    }
 }
 
 /// A track this participant publishes, on one of its m-lines.

@@ -1,5 +1,6 @@
 //! Publishing: tracks added, changed and removed as offers say, and muting.
 
+use protocol::admin::CallEvent;
 use protocol::{
     ErrorCode, Kind, ParticipantId, Publish, Published, RequestType, ServerMessage, Source,
     TrackId, TrackInfo,
@@ -7,9 +8,9 @@ use protocol::{
 use str0m::media::{MediaKind, Mid};
 use tracing::{info, warn};
 
-use super::Shard;
 use super::participant::Publication;
 use super::track::Track;
+use super::{Shard, ShardOutput};
 
 impl Shard {
     /// Brings the participant's publications in line with `publish`, announcing changes.
@@ -99,6 +100,7 @@ impl Shard {
             layers,
         };
         let room = p.room.clone();
+        let identity = p.info.identity.clone();
         info!(participant = %id, track = %track_id, ?source, layers = ?info.layers, "track published");
         let rank = self
             .rooms
@@ -110,6 +112,14 @@ impl Shard {
         if let Some(r) = self.rooms.get_mut(&room) {
             r.tracks.push(track_id);
         }
+        let event = CallEvent::TrackPublished {
+            room: room.clone(),
+            participant_id: id,
+            identity,
+            track_id,
+            source,
+        };
+        self.outputs.push_back(ShardOutput::Event(event));
         self.broadcast(&room, id, &ServerMessage::TrackPublished(info));
     }
 
@@ -123,6 +133,14 @@ impl Shard {
         if let Some(owner) = self.participants.get_mut(&track.info.participant_id) {
             owner.publications.retain(|pb| pb.track_id != track_id);
             owner.ssrc_tracks.clear();
+            let event = CallEvent::TrackUnpublished {
+                room: track.room.clone(),
+                participant_id: track.info.participant_id,
+                identity: owner.info.identity.clone(),
+                track_id,
+                source: track.info.source,
+            };
+            self.outputs.push_back(ShardOutput::Event(event));
         }
         if let Some(r) = self.rooms.get_mut(&track.room) {
             r.tracks.retain(|t| *t != track_id);
@@ -136,6 +154,10 @@ impl Shard {
 
     pub(super) fn mute(&mut self, id: ParticipantId, track_id: TrackId, muted: bool) {
         match self.tracks.get_mut(&track_id) {
+            // Its publisher may lift an administrator's mute.
+            Some(t) if t.info.participant_id == id && t.held && !muted => {
+                self.hold(track_id, false);
+            }
             Some(t) if t.info.participant_id == id => {
                 if t.info.muted != muted {
                     t.info.muted = muted;

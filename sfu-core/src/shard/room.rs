@@ -5,8 +5,14 @@ use std::time::Instant;
 use protocol::{ParticipantId, TrackId};
 
 /// A call: who is in it and what they publish.
-#[derive(Default)]
 pub(super) struct Room {
+    /// When it started, and the group of who opened it.
+    pub(super) started: Instant,
+    pub(super) group: String,
+    /// Most participants (viewers apart): the opener's group's `max_participants`.
+    pub(super) max_participants: Option<u32>,
+    /// The most members at once.
+    pub(super) peak: usize,
     pub(super) members: Vec<ParticipantId>,
     pub(super) tracks: Vec<TrackId>,
     /// Members, who spoke most recently first; those who never spoke in joining order.
@@ -18,6 +24,21 @@ pub(super) struct Room {
 }
 
 impl Room {
+    pub(super) fn new(started: Instant, group: String, max_participants: Option<u32>) -> Room {
+        Room {
+            started,
+            group,
+            max_participants,
+            peak: 0,
+            members: Vec::new(),
+            tracks: Vec::new(),
+            recent: Vec::new(),
+            dominant: None,
+            speakers: Vec::new(),
+            speakers_sent: None,
+        }
+    }
+
     /// Whether the room is large (above `loudest_threshold`: only the loudest microphones
     /// are forwarded, other cameras as thumbnails), and `id`'s place in the speaking order.
     pub(super) fn standing(&self, id: ParticipantId, loudest_threshold: usize) -> (bool, usize) {

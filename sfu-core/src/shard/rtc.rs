@@ -35,7 +35,8 @@ impl Shard {
             };
             if !p.rtc.is_alive() {
                 info!(participant = %id, "WebRTC session ended");
-                self.remove_participant(id, LeaveReason::Timeout);
+                let reason = p.lost_reason();
+                self.remove_participant(id, reason);
                 return;
             }
             match p.rtc.poll_output() {

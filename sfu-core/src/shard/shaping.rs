@@ -33,7 +33,7 @@ use tracing::debug;
 
 use super::Shard;
 use super::loss::{LOSS_HIGH, LOSS_LOW};
-use super::participant::{Participant, estimates};
+use super::participant::Participant;
 use super::track::Track;
 use crate::pacer::Pacer;
 
@@ -88,6 +88,11 @@ pub(super) struct SentMeter {
 impl SentMeter {
     pub(super) fn add(&mut self, bytes: usize) {
         self.bytes += bytes as u64;
+    }
+
+    /// Every byte sent so far.
+    pub(super) fn total(&self) -> u64 {
+        self.bytes
     }
 
     /// Ends a rate interval of `secs` seconds: bit/s sent in it.
@@ -258,7 +263,7 @@ impl Shard {
             return;
         };
         // (Not while the floor video goes past the rate on purpose: its losses are known.)
-        if !estimates(&p.grants) || !p.downlink.estimate_is_twcc || p.downlink.unpaced.is_some() {
+        if !p.estimated || !p.downlink.estimate_is_twcc || p.downlink.unpaced.is_some() {
             return;
         }
         // A link that queues (its round trip grew) is one the delay-based estimate sees:
@@ -324,7 +329,7 @@ impl Shard {
         let now = self.now;
         let tracks = &self.tracks;
         for (id, p) in self.participants.iter_mut() {
-            if !estimates(&p.grants) {
+            if !p.estimated {
                 continue;
             }
             let was = p.downlink.shape.rate;

@@ -115,11 +115,11 @@ mod tests {
 
     #[test]
     fn speakers_move_to_the_front_unless_settled_and_are_announced_at_most_every_interval() {
+        let now = Instant::now();
         let mut room = Room {
             recent: ids(&[1, 2, 3, 4, 5, 6]),
-            ..Room::default()
+            ..Room::new(now, "default".into(), None)
         };
-        let now = Instant::now();
         let loud = |p: u64, score: f32| (ParticipantId(p), score);
         // 2 and 6 speak, 2 louder. 2 is among the first loudest_n + 1 and keeps its
         // place; 6 moves to the front.

@@ -44,15 +44,15 @@ impl Shard {
 
     /// Removes the participants whose media sent nothing for `participant_timeout`.
     pub(super) fn expire_silent(&mut self, now: Instant) {
-        let expired: Vec<ParticipantId> = self
+        let expired: Vec<(ParticipantId, LeaveReason)> = self
             .participants
             .iter()
             .filter(|(_, p)| p.media_deadline.is_some_and(|d| d <= now))
-            .map(|(id, _)| *id)
+            .map(|(id, p)| (*id, p.lost_reason()))
             .collect();
-        for id in expired {
+        for (id, reason) in expired {
             info!(participant = %id, "no media for {:?}", self.config.participant_timeout);
-            self.remove_participant(id, LeaveReason::Timeout);
+            self.remove_participant(id, reason);
         }
     }
 

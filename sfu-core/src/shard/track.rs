@@ -32,6 +32,8 @@ pub(super) struct Track {
     pub(super) dominant: bool,
     /// The layers last announced to the publisher as received (`layers`), a bit each.
     pub(super) announced: Option<u8>,
+    /// An administrator muted it: nothing of it is forwarded until it is unmuted.
+    pub(super) held: bool,
 }
 
 /// One simulcast layer (or the single stream) of a track.
@@ -105,6 +107,7 @@ impl Track {
             rank,
             dominant: false,
             announced: None,
+            held: false,
         }
     }
 

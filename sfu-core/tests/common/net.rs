@@ -61,8 +61,12 @@ pub struct Net {
     pub join_without_twcc: bool,
     /// The room of the next join; `room` when `None`.
     pub join_room: Option<String>,
+    /// The group the next [`Net::join`] names (then the default group again).
+    pub join_group: Option<String>,
     /// What the shard's tap recorded (with `ShardConfig::tap`).
     pub tapped: Vec<TapRecord>,
+    /// The call events the shard reported, in order.
+    pub events: Vec<protocol::admin::CallEvent>,
     /// The longest run of datagrams the shard sent one address at one instant, one after
     /// the other: how long everyone else's waited behind it (its driver sends them in
     /// this order).
@@ -98,7 +102,9 @@ impl Net {
             join_without_extensions: false,
             join_without_twcc: false,
             join_room: None,
+            join_group: None,
             tapped: Vec::new(),
+            events: Vec::new(),
             longest_run: HashMap::new(),
             run: None,
         }
@@ -208,6 +214,12 @@ impl Net {
             identity: name.into(),
             name: name.to_uppercase(),
             grants,
+            token_grants: grants,
+            group: self
+                .join_group
+                .take()
+                .unwrap_or_else(|| protocol::DEFAULT_GROUP.into()),
+            max_participants: None,
             transport,
             ice_servers: vec![protocol::IceServer {
                 urls: vec!["turn:192.0.2.1:3478?transport=udp".into()],
@@ -486,6 +498,7 @@ impl Net {
                     }
                     ShardOutput::Closed(id) => self.closed.push(id),
                     ShardOutput::Tap(record) => self.tapped.push(record),
+                    ShardOutput::Event(event) => self.events.push(event),
                     ShardOutput::Timeout(at) => {
                         self.deadline = at;
                         break;
