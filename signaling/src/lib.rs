@@ -4,16 +4,20 @@
 //!
 //! The modules form a one-way chain: each imports only those above it.
 //!
-//! 1. `token.rs`: join tokens, issued and verified ([`TokenKey`], [`Claims`]).
+//! 1. `token.rs`: join tokens, issued and verified ([`TokenKey`], [`Claims`]);
+//!    `policy.rs`: the groups' calling policies as they stand ([`Policies`]);
+//!    `records.rs`: call records and notices, from the media plane's call events
+//!    ([`Ledger`]).
 //! 2. `plane.rs`: the media-plane seam: [`MediaPlane`], [`IceServerSource`], and
 //!    [`EVENT_QUEUE`], the bound of a participant's event queue.
 //! 3. `budget.rs`: what one socket may send, and how fast (token buckets per kind of
 //!    request); `addresses.rs`: open sockets and joins per client address.
 //! 4. `state.rs`: the shared server state: [`Config`], `AppState` (what every handler
-//!    holds) and the control plane's metrics.
+//!    holds: a join's grants under its group's policy too) and the control plane's
+//!    metrics.
 //! 5. `session.rs`: the WebSocket session (join, the request loop, batched writes);
-//!    `whip/`: WHIP and WHEP, its files listed in `whip/mod.rs`; and `admin.rs`: admin
-//!    tokens and `POST /admin/drain` ([`admin::AdminKey`]). None imports another.
+//!    `whip/`: WHIP and WHEP, its files listed in `whip/mod.rs`; and `admin/`: the
+//!    admin API, its files listed in `admin/mod.rs`. None imports another.
 //! 6. `router.rs`: the HTTP router, the top of the chain: [`router`], [`metrics_router`],
 //!    [`serve`], `/dev/token`, health, metrics, and the static assets of `web.rs`.
 //!
@@ -26,6 +30,8 @@ mod addresses;
 pub mod admin;
 mod budget;
 mod plane;
+pub mod policy;
+pub mod records;
 mod router;
 mod session;
 mod state;
@@ -35,7 +41,9 @@ pub mod web;
 mod whip;
 
 pub use addresses::AddressLimits;
-pub use plane::{EVENT_QUEUE, IceServerSource, MediaPlane, Pending};
+pub use plane::{Answer, EVENT_QUEUE, IceServerSource, MediaPlane, Pending};
+pub use policy::{Policies, PolicyError};
+pub use records::Ledger;
 pub use router::{metrics_router, router, serve};
 pub use state::{Config, Readiness};
 pub use token::{Claims, TokenKey};

@@ -1,10 +1,13 @@
-//! The media-plane seam: what signaling asks of the media server, and how answers return.
+//! The media-plane seam: what signaling asks of the media server (joins and requests
+//! for participants; for the admin API, what calls are going on and actions on them),
+//! and how answers return.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use protocol::{ErrorMessage, IceServer, Join, ParticipantId, Request, ServerMessage};
+use protocol::admin::{Action, RoomDetail, RoomSummary};
+use protocol::{ErrorMessage, IceServer, Join, ParticipantId, Policy, Request, ServerMessage};
 use tokio::sync::mpsc;
 
 /// How many messages may wait for one slow client. Past that it has fallen behind: the
@@ -20,7 +23,11 @@ pub type IceServerSource = Arc<dyn Fn(&str) -> Vec<IceServer> + Send + Sync>;
 
 /// What [`MediaPlane::offer`] returns: settles once the offer is read and queued, or
 /// refused.
-pub type Pending = Pin<Box<dyn Future<Output = Result<(), ErrorMessage>> + Send + 'static>>;
+pub type Pending = Answer<()>;
+
+/// What the media plane answers the admin API, once it has: `server_busy` when it
+/// cannot take the question now, `internal` when a shard stopped.
+pub type Answer<T> = Pin<Box<dyn Future<Output = Result<T, ErrorMessage>> + Send + 'static>>;
 
 /// The media plane as signaling sees it. Every method but `offer` returns at once: the
 /// answers and notifications come back through the participant's event queue.
@@ -46,4 +53,19 @@ pub trait MediaPlane: Send + Sync + 'static {
 
     /// The participant left or its socket closed. Never refused, never lost.
     fn leave(&self, participant: ParticipantId);
+
+    /// Every call in progress.
+    fn rooms(&self) -> Answer<Vec<RoomSummary>>;
+
+    /// One call and its members; `None` when no call has that name.
+    fn room(&self, room: &str) -> Answer<Option<RoomDetail>>;
+
+    /// Acts on a call (the admin API); `false` when the room, or the participant or
+    /// track the action names in it, is not there.
+    fn act(&self, room: &str, action: Action) -> Answer<bool>;
+
+    /// A group's policy changed: its members in calls have their grants narrowed anew
+    /// (tracks no longer allowed unpublished; with `calling` off, they are removed).
+    /// Settles once every shard has it queued.
+    fn apply_policy(&self, group: &str, policy: Policy) -> Answer<()>;
 }

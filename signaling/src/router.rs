@@ -7,7 +7,7 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use prometheus::Registry;
 use protocol::Role;
 use serde::Deserialize;
@@ -41,10 +41,10 @@ pub fn router(
         .route("/", get(|| async { Html(crate::web::INDEX_HTML) }))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/admin/drain", post(admin::drain))
         .route("/metrics", get(metrics_text))
         .route("/ws", get(websocket))
-        .merge(crate::whip::routes(state.clone()));
+        .merge(crate::whip::routes(state.clone()))
+        .merge(admin::routes());
     for asset in crate::web::ASSETS {
         let response =
             move || async move { ([(header::CONTENT_TYPE, asset.content_type)], asset.body) };

@@ -290,7 +290,15 @@ impl Session {
                 return self.error(error.answering(RequestType::Join)).await;
             }
         };
-        let grants = claims.grants.effective();
+        let admitted = match self.state.admit(&claims) {
+            Ok(admitted) => admitted,
+            Err(error) => {
+                info!(identity = %claims.sub, room = %claims.room, group = ?claims.group,
+                      "join refused: {}", error.message);
+                return self.error(error.answering(RequestType::Join)).await;
+            }
+        };
+        let grants = admitted.grants;
         if !e2ee && !grants.may_join_in_clear() {
             info!(identity = %claims.sub, room = %claims.room, "join refused: e2ee required");
             let error = ErrorMessage::new(
@@ -301,12 +309,15 @@ impl Session {
             return self.error(error.answering(RequestType::Join)).await;
         }
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
-        let ice_servers = self.state.ice_servers_for(&claims);
+        let ice_servers = self.state.ice_servers_for(&claims.sub, &grants);
         let join = Join {
             name: claims.display_name().to_owned(),
             room: claims.room,
             identity: claims.sub,
             grants,
+            token_grants: admitted.token_grants,
+            group: admitted.group,
+            max_participants: admitted.max_participants,
             transport,
             ice_servers,
             audience,

@@ -4,11 +4,13 @@
 use std::sync::Arc;
 
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
-use protocol::{ErrorCode, IceServer};
+use protocol::{ErrorCode, ErrorMessage, Grants, IceServer};
 
 use crate::addresses::{AddressLimits, Addresses};
 use crate::admin::Admin;
 use crate::plane::{IceServerSource, MediaPlane};
+use crate::policy::Policies;
+use crate::records::Ledger;
 use crate::token::{Claims, TokenKey};
 
 /// How the signaling server is set up.
@@ -26,6 +28,10 @@ pub struct Config {
     pub readiness: Readiness,
     /// The admin API (`/admin/...`); `None` turns it off.
     pub admin: Option<Admin>,
+    /// The groups' calling policies, which narrow the grants of every join.
+    pub policies: Policies,
+    /// The records of finished calls (`GET /admin/records`).
+    pub ledger: Arc<Ledger>,
 }
 
 /// See [`Config::readiness`].
@@ -38,6 +44,7 @@ impl std::fmt::Debug for Config {
             .field("ice_servers", &self.ice_servers.is_some())
             .field("address_limits", &self.address_limits)
             .field("admin", &self.admin.is_some())
+            .field("policies", &self.policies)
             .finish_non_exhaustive()
     }
 }
@@ -103,15 +110,48 @@ pub(crate) struct AppState {
     pub(crate) addresses: Arc<Addresses>,
 }
 
+/// A join's token as its group's policy lets it apply.
+pub(crate) struct Admitted {
+    /// The token's group, or the default group.
+    pub(crate) group: String,
+    /// The token's grants (for its role), and as the policy narrows them.
+    pub(crate) token_grants: Grants,
+    pub(crate) grants: Grants,
+    /// The policy's `max_participants`, for a room this join opens.
+    pub(crate) max_participants: Option<u32>,
+}
+
 impl AppState {
+    /// What a join with `claims` may do under its group's policy, or why it may not
+    /// join: its group is unknown here, or may not call (or present).
+    pub(crate) fn admit(&self, claims: &Claims) -> Result<Admitted, ErrorMessage> {
+        let Some((group, policy)) = self.config.policies.of(claims.group.as_deref()) else {
+            let message = format!(
+                "the token names group {:?}, which this server does not have",
+                claims.group.as_deref().unwrap_or_default()
+            );
+            return Err(ErrorMessage::new(ErrorCode::Forbidden, message));
+        };
+        let token_grants = claims.grants.effective();
+        if let Some(why) = policy.refuses(&token_grants) {
+            return Err(ErrorMessage::new(ErrorCode::Forbidden, why));
+        }
+        Ok(Admitted {
+            group,
+            token_grants,
+            grants: policy.narrow(token_grants),
+            max_participants: policy.max_participants,
+        })
+    }
+
     /// The ICE servers (TURN credentials) for a joining client: only those over TCP and
-    /// TLS when its token forces TCP.
-    pub(crate) fn ice_servers_for(&self, claims: &Claims) -> Vec<IceServer> {
+    /// TLS when its grants force TCP.
+    pub(crate) fn ice_servers_for(&self, identity: &str, grants: &Grants) -> Vec<IceServer> {
         let servers = match &self.config.ice_servers {
-            Some(source) => source(&claims.sub),
+            Some(source) => source(identity),
             None => Vec::new(),
         };
-        if claims.grants.force_tcp {
+        if grants.force_tcp {
             servers.iter().filter_map(IceServer::tcp_only).collect()
         } else {
             servers

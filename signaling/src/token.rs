@@ -23,6 +23,10 @@ pub struct Claims {
     pub exp: u64,
     #[serde(default)]
     pub grants: Grants,
+    /// The user's security group, whose calling policy narrows the grants; the default
+    /// group when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 impl Claims {
@@ -97,6 +101,7 @@ impl TokenKey {
             room: room.to_owned(),
             exp: unix_now().saturating_add(ttl.as_secs().max(1)),
             grants: Grants::default(),
+            group: None,
         }
     }
 
@@ -112,6 +117,15 @@ impl TokenKey {
             .is_some_and(|n| n.len() > MAX_NAME_BYTES)
         {
             return Err(TokenError::Claims("name is longer than 128 bytes"));
+        }
+        if claims
+            .group
+            .as_deref()
+            .is_some_and(|g| !protocol::policy::valid_group_name(g))
+        {
+            return Err(TokenError::Claims(
+                "group is not 1 to 64 letters, digits, '-', '_' or '.'",
+            ));
         }
         Ok(claims)
     }

@@ -1,25 +1,14 @@
-//! The admin API: its tokens, and `POST /admin/drain`.
-//!
-//! Admin tokens are HS256 JWTs signed with a key of their own (`--admin-secret`), apart
+//! Admin tokens: HS256 JWTs signed with a key of their own (`--admin-secret`), apart
 //! from the join tokens' key, so that an application server that mints join tokens
-//! cannot administer the server; they name their audience, `sfu-admin` (a join token
-//! is refused even if both keys were set alike), and expire. With no admin key the API
-//! is off: every admin request gets 403. Otherwise anything but a valid admin token
-//! gets 401: none, a bad signature, another audience, expired (logged at debug level
-//! only: anyone may knock).
+//! cannot administer the server. They name their audience, `sfu-admin` (a join token is
+//! refused even if both keys were set alike), and expire within [`MAX_ADMIN_TTL`].
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use tracing::{debug, info};
 
-use crate::state::AppState;
-use crate::token::{TokenError, bearer, unix_now};
+use crate::token::{TokenError, unix_now};
 
 /// The `aud` claim of every admin token.
 pub const ADMIN_AUDIENCE: &str = "sfu-admin";
@@ -89,80 +78,6 @@ impl AdminKey {
             return Err(TokenError::Claims("expires more than 30 days from now"));
         }
         Ok(claims.claims)
-    }
-}
-
-/// What the admin API may do, given by the server.
-pub struct Admin {
-    pub key: AdminKey,
-    /// Starts a drain, as SIGTERM does; says whether this call started it (false: one
-    /// was under way).
-    pub drain: Arc<dyn Fn() -> bool + Send + Sync>,
-}
-
-impl std::fmt::Debug for Admin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Admin").finish_non_exhaustive()
-    }
-}
-
-/// `POST /admin/drain`: 202 with `{"draining": true, "started": <this request began
-/// it>}`.
-pub(crate) async fn drain(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let (admin, claims) = match authorize(&state, &headers) {
-        Ok(ok) => ok,
-        Err(refusal) => return refusal.into_response(),
-    };
-    let started = (admin.drain)();
-    info!(admin = %claims.sub, started, "admin API: drain");
-    let body = serde_json::json!({ "draining": true, "started": started });
-    (StatusCode::ACCEPTED, axum::Json(body)).into_response()
-}
-
-/// Why an admin request is refused.
-enum Refusal {
-    /// No admin key: the API is off.
-    Off,
-    /// No valid admin token, and why.
-    Unauthorized(String),
-}
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        match self {
-            Refusal::Off => {
-                let message = "the admin API is off: start the server with --admin-secret-file\n";
-                (StatusCode::FORBIDDEN, message).into_response()
-            }
-            Refusal::Unauthorized(why) => {
-                let body = format!("unauthorized: {why}\n");
-                let mut response = (StatusCode::UNAUTHORIZED, body).into_response();
-                let bearer = HeaderValue::from_static("Bearer");
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, bearer);
-                response
-            }
-        }
-    }
-}
-
-/// The admin API and the caller's claims, or why not.
-fn authorize<'a>(
-    state: &'a AppState,
-    headers: &HeaderMap,
-) -> Result<(&'a Admin, AdminClaims), Refusal> {
-    let admin = state.config.admin.as_ref().ok_or(Refusal::Off)?;
-    let token = bearer(headers)
-        .ok_or_else(|| Refusal::Unauthorized("send an admin token as a Bearer token".into()))?;
-    match admin.key.verify(token) {
-        Ok(claims) => Ok((admin, claims)),
-        Err(e) => {
-            // Anyone may knock: a flood of them must not flood the log (the caller
-            // reads why in the answer).
-            debug!("admin API refused: {e}");
-            Err(Refusal::Unauthorized(e.to_string()))
-        }
     }
 }
 

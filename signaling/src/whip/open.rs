@@ -116,7 +116,11 @@ async fn open(
         return Err(refused(StatusCode::BAD_REQUEST, e.message));
     }
     let claims = authorize(&state.app, &headers)?;
-    let grants = claims.grants.effective();
+    let admitted = state.app.admit(&claims).map_err(|e| {
+        info!(identity = %claims.sub, room = %claims.room, "WHIP/WHEP refused: {}", e.message);
+        refused(StatusCode::FORBIDDEN, format!("forbidden: {}", e.message))
+    })?;
+    let grants = admitted.grants;
     let (lines, ice_ufrag) = scan_offer(&offer);
     let (publish, mut watch) = match protocol {
         Protocol::Whip => {
@@ -156,13 +160,16 @@ async fn open(
         }
     };
 
-    let ice_servers = state.app.ice_servers_for(&claims);
+    let ice_servers = state.app.ice_servers_for(&claims.sub, &grants);
     let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
     let join = Join {
         room: claims.room.clone(),
         identity: claims.sub.clone(),
         name: claims.display_name().to_owned(),
         grants,
+        token_grants: admitted.token_grants,
+        group: admitted.group,
+        max_participants: admitted.max_participants,
         transport: Transport::Auto,
         ice_servers: ice_servers.clone(),
         audience: false,

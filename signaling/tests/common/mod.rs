@@ -11,8 +11,9 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use prometheus::Registry;
+use protocol::admin::{Action, RoomDetail, RoomSummary};
 use protocol::{ErrorCode, ErrorMessage, ParticipantId, ServerMessage, Transport};
-use protocol::{Join, Request};
+use protocol::{Join, Policy, Request};
 use signaling::admin::AdminKey;
 use signaling::{Config, MediaPlane, TokenKey};
 use tokio::net::TcpListener;
@@ -29,6 +30,10 @@ pub enum Call {
     Join(String, String),
     Request(ParticipantId, Request),
     Leave(ParticipantId),
+    /// An admin action on a room.
+    Act(String, Action),
+    /// A group's policy, passed on to calls in progress.
+    Policy(String, Policy),
 }
 
 /// A media plane that records calls, answers every join with a `left` event (so tests see
@@ -44,6 +49,8 @@ pub struct Recorder {
     pub e2ee: Mutex<Vec<bool>>,
     /// What `/readyz` reads: the server says it is draining.
     pub draining: AtomicBool,
+    /// The calls the admin API sees.
+    pub rooms: Mutex<Vec<RoomSummary>>,
 }
 
 impl MediaPlane for Recorder {
@@ -93,6 +100,38 @@ impl MediaPlane for Recorder {
     fn leave(&self, participant: ParticipantId) {
         self.calls.lock().push(Call::Leave(participant));
     }
+
+    fn rooms(&self) -> signaling::Answer<Vec<RoomSummary>> {
+        let rooms = self.rooms.lock().clone();
+        Box::pin(std::future::ready(Ok(rooms)))
+    }
+
+    fn room(&self, room: &str) -> signaling::Answer<Option<RoomDetail>> {
+        let detail = self
+            .rooms
+            .lock()
+            .iter()
+            .find(|r| r.room == room)
+            .map(|r| RoomDetail {
+                summary: r.clone(),
+                members: Vec::new(),
+            });
+        Box::pin(std::future::ready(Ok(detail)))
+    }
+
+    /// Acts on the rooms `rooms` holds.
+    fn act(&self, room: &str, action: Action) -> signaling::Answer<bool> {
+        let found = self.rooms.lock().iter().any(|r| r.room == room);
+        self.calls.lock().push(Call::Act(room.to_owned(), action));
+        Box::pin(std::future::ready(Ok(found)))
+    }
+
+    fn apply_policy(&self, group: &str, policy: Policy) -> signaling::Answer<()> {
+        self.calls
+            .lock()
+            .push(Call::Policy(group.to_owned(), policy));
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 pub async fn start(dev_mode: bool) -> (String, Arc<Recorder>) {
@@ -131,6 +170,10 @@ pub async fn start_with(
                     Arc::new(move || !plane.draining.swap(true, Ordering::Relaxed))
                 },
             }),
+            policies: policies(plane.clone()),
+            ledger: Arc::new(
+                signaling::Ledger::new("test", 100, &Registry::new(), [].iter(), None).unwrap(),
+            ),
         },
         Registry::new(),
     )
@@ -139,6 +182,34 @@ pub async fn start_with(
     let addr = listener.local_addr().unwrap();
     tokio::spawn(signaling::serve(listener, router, std::future::pending()));
     (format!("127.0.0.1:{}", addr.port()), plane)
+}
+
+/// The groups of the tests: `audio` may not publish video, `off` may not call; their
+/// changes reach `plane` as the server passes them on.
+fn policies(plane: Arc<Recorder>) -> signaling::Policies {
+    let groups = [
+        (
+            "audio".to_owned(),
+            Policy {
+                video: false,
+                ..Policy::default()
+            },
+        ),
+        (
+            "off".to_owned(),
+            Policy {
+                calling: false,
+                ..Policy::default()
+            },
+        ),
+    ];
+    signaling::Policies::new(groups.into_iter().collect())
+        .unwrap()
+        .with_listener(Arc::new(move |group: &str, policy: Option<&Policy>| {
+            if let Some(policy) = policy {
+                drop(plane.apply_policy(group, *policy));
+            }
+        }))
 }
 
 pub type Ws =
