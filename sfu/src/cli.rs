@@ -300,6 +300,16 @@ pub struct ServeArgs {
     #[arg(long, env = "SFU_ADMIN_SECRET_FILE", value_name = "FILE")]
     pub admin_secret_file: Option<PathBuf>,
 
+    /// This server's name in the admin API, call records and webhooks [default: the
+    /// host name].
+    #[arg(long, env = "SFU_NODE", value_name = "NAME")]
+    pub node: Option<String>,
+
+    /// Finished calls whose records the admin API keeps (`GET /admin/records`), the
+    /// newest; older ones are forgotten.
+    #[arg(long, env = "SFU_CALL_RECORDS", default_value_t = 1000)]
+    pub call_records: usize,
+
     /// Media threads (shards); each owns some of the ports and the rooms placed on it.
     #[arg(long, env = "SFU_SHARDS", default_value_t = default_shards())]
     pub shards: usize,
@@ -451,6 +461,10 @@ pub struct TokenArgs {
     /// The participant's role: participant, presenter, or viewer (receive-only).
     #[arg(long, default_value = "participant", value_parser = parse_role)]
     pub role: Role,
+    /// The user's group, whose calling policy (the server's `[groups.NAME]`) narrows
+    /// the grants (default: the default group).
+    #[arg(long)]
+    pub group: Option<String>,
     /// The server's secret.
     #[arg(long, env = "SFU_SECRET", hide_env_values = true)]
     pub secret: Option<String>,

@@ -8,16 +8,22 @@
 //! the wrong kind, or one the flag refuses stops the start with an error naming the file
 //! and the key. `deploy/sfu.example.toml` has every key, with its default.
 //!
+//! The server's file may also hold the groups' calling policies, one table each
+//! (`[groups.NAME]`, read by [`groups`] at the start and on SIGHUP): they are not flags.
+//!
 //! TOML rather than YAML: comments, one way to write each value (YAML reads `no`, `off`
 //! or `0755` as something else than the string they look like), and a parser kept in the
 //! Rust ecosystem's own tooling (`toml`, Cargo's), where serde_yaml is unmaintained.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, CommandFactory, FromArgMatches};
+
+use protocol::Policy;
 
 use crate::cli::{Cli, Command};
 
@@ -40,14 +46,15 @@ pub fn parse(args: Vec<OsString>) -> anyhow::Result<Cli> {
     let cmd = match found {
         None => cmd,
         Some((None, path)) => {
-            let defaults = defaults(&cmd, &load(&path)?, &path)?;
+            let defaults = defaults(&cmd, &flags_of(load(&path)?, true), &path)?;
             with_defaults(cmd, defaults)
         }
         Some((Some(name), path)) => {
             let sub = cmd
                 .find_subcommand(&name)
                 .ok_or_else(|| anyhow!("no command {name}"))?;
-            let defaults = defaults(sub, &load(&path)?, &path)?;
+            let table = flags_of(load(&path)?, name == "serve");
+            let defaults = defaults(sub, &table, &path)?;
             cmd.mut_subcommand(name, |sub| with_defaults(sub, defaults))
         }
     };
@@ -105,6 +112,39 @@ fn config_of(m: &ArgMatches) -> Option<(Option<String>, PathBuf)> {
     };
     let path = m.try_get_one::<PathBuf>(CONFIG).ok().flatten()?;
     Some((name, path.clone()))
+}
+
+/// The table the file gives a command: its flags, and for the server its `[groups]` too
+/// ([`groups`] reads them), which are not flags.
+const GROUPS: &str = "groups";
+
+/// The keys of `table` that set flags: all of them, but the server's `[groups]`.
+fn flags_of(mut table: toml::Table, serve: bool) -> toml::Table {
+    if serve {
+        table.remove(GROUPS);
+    }
+    table
+}
+
+/// The calling policies of the config file's `[groups.NAME]` tables (none: no groups
+/// but the default, which allows what tokens grant). A key no policy has, or a value of
+/// the wrong kind, is an error that names the file and the group.
+pub fn groups(path: &Path) -> anyhow::Result<BTreeMap<String, Policy>> {
+    let file = path.display();
+    let Some(value) = load(path)?.remove(GROUPS) else {
+        return Ok(BTreeMap::new());
+    };
+    let toml::Value::Table(table) = value else {
+        bail!("config file {file}: `{GROUPS}` must be a table of groups ([groups.NAME])");
+    };
+    let mut groups = BTreeMap::new();
+    for (name, policy) in table {
+        let policy: Policy = policy
+            .try_into()
+            .map_err(|e| anyhow!("config file {file}: [groups.{name}]: {}", e.message()))?;
+        groups.insert(name, policy);
+    }
+    Ok(groups)
 }
 
 fn load(path: &Path) -> anyhow::Result<toml::Table> {

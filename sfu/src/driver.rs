@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use netio::stream::{Framing, StreamQueue};
 use netio::udp::{RecvBuffer, SEND_BATCH, SendBatch, Socket};
+use protocol::admin::CallEvent;
 use protocol::{Join, LeaveReason, ParticipantId, ServerMessage};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -41,6 +42,14 @@ use crate::tcp_accept::TcpArrival;
 use crate::timings::ShardTimings;
 use sfu_core::forwarder::DropReason;
 use sfu_core::shard::{LocalCandidates, RelayDrop, Shard, ShardConfig, ShardOutput};
+
+/// The wall clock, in milliseconds since the Unix epoch: what call events and the admin
+/// API's times are told in.
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// How long the last messages of a participant removed while behind wait for room.
 const PARTING: Duration = Duration::from_secs(5);
@@ -101,6 +110,9 @@ struct Driver {
     tap: Option<Arc<Tap>>,
     /// How long its turns take (each ends with `timings.turn(started)`), its CPU time.
     timings: ShardTimings,
+    /// Where call events go, stamped with the wall clock (`MediaConfig::events`).
+    events: Option<mpsc::Sender<(u64, CallEvent)>>,
+    metrics: Metrics,
 }
 
 impl Driver {
@@ -163,6 +175,13 @@ impl Driver {
                     }
                     Err(reason) => self.core.counters.drop_relay(reason),
                 },
+                ShardOutput::Event(event) => {
+                    if let Some(events) = &self.events
+                        && events.try_send((wall_ms(), event)).is_err()
+                    {
+                        self.metrics.call_event_dropped();
+                    }
+                }
                 ShardOutput::Tap(record) => {
                     if let Some(tap) = &self.tap {
                         tap.record(&record);
@@ -365,6 +384,9 @@ pub(crate) struct ShardSetup {
     pub(crate) tap: Option<Arc<Tap>>,
     pub(crate) lifecycle: Arc<Lifecycle>,
     pub(crate) load: Arc<Load>,
+    /// The server's name, and where call events go (`MediaConfig`).
+    pub(crate) node: String,
+    pub(crate) events: Option<mpsc::Sender<(u64, CallEvent)>>,
 }
 
 pub(crate) async fn run_shard(
@@ -383,6 +405,8 @@ pub(crate) async fn run_shard(
         tap,
         lifecycle,
         load: server_load,
+        node,
+        events,
     } = setup;
     let mut by_port = HashMap::new();
     let mut load = HashMap::new();
@@ -409,6 +433,8 @@ pub(crate) async fn run_shard(
         sending: SendBatch::new(),
         tap,
         timings: metrics.shard_timings(&index.to_string()),
+        events,
+        metrics: metrics.clone(),
     }));
     let wake = Rc::new(Notify::new());
     for socket in by_port.into_values() {
@@ -443,6 +469,23 @@ pub(crate) async fn run_shard(
             Command::Tcp(arrival) => d.adopt_tcp(&driver, &wake, arrival, &metrics),
             Command::Probe(reply) => {
                 let _ = reply.send(());
+            }
+            Command::Rooms(reply) => {
+                let _ = reply.send(d.core.room_summaries(Instant::now(), wall_ms(), &node));
+            }
+            Command::Room { room, reply } => {
+                let detail = d.core.room_detail(Instant::now(), wall_ms(), &node, &room);
+                let _ = reply.send(detail);
+            }
+            Command::Act {
+                room,
+                action,
+                reply,
+            } => {
+                let _ = reply.send(d.core.act(Instant::now(), &room, action));
+            }
+            Command::Policy { group, policy } => {
+                d.core.apply_policy(Instant::now(), &group, &policy);
             }
         }
         if d.drain() {

@@ -45,6 +45,15 @@ pub fn hangups_ignored(what: &'static str) -> impl Future<Output = ()> + Send {
     }
 }
 
+/// This machine's host name, or `sfu` when it cannot be read.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "sfu".to_owned())
+}
+
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 pub async fn shutdown_signal() {
     let Some(mut term) = sigterm() else {

@@ -2,13 +2,14 @@
 //!
 //! This file parses the command line, starts logging and dispatches; each command lives in
 //! a module of the binary ([`serve`], [`relay`], [`token`]), beside the CLI ([`cli`]), the
-//! config file and secret files ([`config`]), how the server stops ([`stop`]), what it
+//! config file and secret files ([`config`]), the groups' policies ([`groups`]), how the server stops ([`stop`]), what it
 //! tells systemd ([`notify`]) and what they ask of the host ([`host`]). They compose the
 //! libraries (`sfu`'s media plane, `signaling`, `turn`) and are no part of any library's
 //! interface.
 
 mod cli;
 mod config;
+mod groups;
 mod host;
 mod notify;
 mod relay;

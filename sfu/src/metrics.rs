@@ -39,6 +39,8 @@ pub struct Metrics {
     tcp_refused: IntCounterVec,
     e2ee_relays: IntCounter,
     e2ee_relays_dropped: IntCounterVec,
+    /// Call events (for records and webhooks) a shard could not queue.
+    call_events_dropped: IntCounter,
     /// Join delays, shard turns, shard CPU time.
     timings: Timings,
 }
@@ -177,6 +179,10 @@ impl Metrics {
                 ),
                 &["reason"],
             )?,
+            call_events_dropped: IntCounter::new(
+                "sfu_call_events_dropped_total",
+                "Call events (for call records and webhooks) dropped: their queue was full",
+            )?,
             timings: Timings::new(registry)?,
         };
         ProcessCpu::register(registry)?;
@@ -206,6 +212,7 @@ impl Metrics {
             &m.tcp_tx_packets,
             &m.tcp_tx_bytes,
             &m.e2ee_relays,
+            &m.call_events_dropped,
         ] {
             registry.register(Box::new(c.clone()))?;
         }
@@ -236,6 +243,11 @@ impl Metrics {
     /// that thread.
     pub fn shard_timings(&self, shard: &str) -> ShardTimings {
         self.timings.shard(shard)
+    }
+
+    /// Counts a call event a shard could not queue.
+    pub fn call_event_dropped(&self) {
+        self.call_events_dropped.inc();
     }
 
     /// Counts a relayed message dropped before it reached a shard.

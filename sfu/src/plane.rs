@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use netio::runtime::spawn_thread;
-use protocol::{ErrorCode, ErrorMessage, Join, ParticipantId, Request, ServerMessage};
-use signaling::{MediaPlane, Pending};
+use protocol::admin::{Action, CallEvent, RoomDetail, RoomSummary};
+use protocol::{ErrorCode, ErrorMessage, Join, ParticipantId, Policy, Request, ServerMessage};
+use signaling::{Answer, MediaPlane, Pending};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info};
 
@@ -59,6 +60,12 @@ pub struct MediaConfig {
     pub lifecycle: Arc<Lifecycle>,
     /// The server's limits, which each join must fit.
     pub limits: Limits,
+    /// This server's name in the admin API and call records (its host name by default).
+    pub node: String,
+    /// Where the shards report what happens in calls ([`CallEvent`]s with the wall
+    /// clock's milliseconds), for records and webhooks; `None` reports nothing. Bounded:
+    /// a shard never waits on it, and counts what it could not queue.
+    pub events: Option<mpsc::Sender<(u64, CallEvent)>>,
 }
 
 /// What a shard's control task receives from signaling (and the ICE-TCP acceptor).
@@ -85,6 +92,22 @@ pub(crate) enum Command {
     Tcp(TcpArrival),
     /// Answered by the shard's loop when it takes it: proof that the shard still runs.
     Probe(oneshot::Sender<()>),
+    /// The admin API: the shard's calls; one call and its members; an action on a call.
+    Rooms(oneshot::Sender<Vec<RoomSummary>>),
+    Room {
+        room: String,
+        reply: oneshot::Sender<Option<RoomDetail>>,
+    },
+    Act {
+        room: String,
+        action: Action,
+        reply: oneshot::Sender<bool>,
+    },
+    /// A group's new policy, for its members in calls.
+    Policy {
+        group: String,
+        policy: Policy,
+    },
 }
 
 /// The handle signaling uses: routes each call to the shard that owns it.
@@ -146,6 +169,8 @@ impl Plane {
             let tap = config.tap.clone();
             let lifecycle = config.lifecycle.clone();
             let load = load.clone();
+            let node = config.node.clone();
+            let events = config.events.clone();
             spawn_thread(format!("shard-{index}"), move || {
                 let setup = ShardSetup {
                     index,
@@ -156,6 +181,8 @@ impl Plane {
                     tap,
                     lifecycle,
                     load,
+                    node,
+                    events,
                 };
                 run_shard(setup, metrics, commands_rx, relays_rx, departures_rx)
             })?;
@@ -245,6 +272,11 @@ impl Plane {
             .unwrap_or(false)
     }
 
+    /// The shard a room lives on (from its name).
+    fn shard_of_room(&self, room: &str) -> &ShardHandle {
+        &self.shards[(fnv1a(room.as_bytes()) % self.shards.len() as u64) as usize]
+    }
+
     fn shard_of(&self, id: ParticipantId) -> &ShardHandle {
         &self.shards[(id.0 % self.shards.len() as u64) as usize]
     }
@@ -322,6 +354,85 @@ impl MediaPlane for Plane {
     fn leave(&self, participant: ParticipantId) {
         let _ = self.shard_of(participant).departures.send(participant);
     }
+
+    fn rooms(&self) -> Answer<Vec<RoomSummary>> {
+        let queues: Vec<mpsc::Sender<Command>> =
+            self.shards.iter().map(|s| s.commands.clone()).collect();
+        Box::pin(async move {
+            let mut rooms = Vec::new();
+            for commands in queues {
+                rooms.extend(ask(&commands, Command::Rooms).await?);
+            }
+            Ok(rooms)
+        })
+    }
+
+    fn room(&self, room: &str) -> Answer<Option<RoomDetail>> {
+        let commands = self.shard_of_room(room).commands.clone();
+        let room = room.to_owned();
+        Box::pin(async move { ask(&commands, |reply| Command::Room { room, reply }).await })
+    }
+
+    fn act(&self, room: &str, action: Action) -> Answer<bool> {
+        let commands = self.shard_of_room(room).commands.clone();
+        let room = room.to_owned();
+        Box::pin(async move {
+            ask(&commands, |reply| Command::Act {
+                room,
+                action,
+                reply,
+            })
+            .await
+        })
+    }
+
+    fn apply_policy(&self, group: &str, policy: Policy) -> Answer<()> {
+        let queues: Vec<mpsc::Sender<Command>> =
+            self.shards.iter().map(|s| s.commands.clone()).collect();
+        let group = group.to_owned();
+        Box::pin(async move {
+            for commands in queues {
+                let command = Command::Policy {
+                    group: group.clone(),
+                    policy,
+                };
+                // Waits for room rather than refuse: a policy change must not be lost.
+                commands.send(command).await.map_err(|_| not_running())?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// How long an admin question waits for a shard's answer: its command queue may hold a
+/// burst of joins and offers ahead of it.
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Asks a shard something through its command queue and waits for the answer.
+async fn ask<T>(
+    commands: &mpsc::Sender<Command>,
+    command: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<T, ErrorMessage> {
+    let (reply, answer) = oneshot::channel();
+    let asked = async {
+        commands
+            .send(command(reply))
+            .await
+            .map_err(|_| not_running())?;
+        answer.await.map_err(|_| not_running())
+    };
+    tokio::time::timeout(ASK_TIMEOUT, asked)
+        .await
+        .map_err(|_| {
+            ErrorMessage::new(
+                ErrorCode::ServerBusy,
+                "the media shard did not answer in time",
+            )
+        })?
+}
+
+fn not_running() -> ErrorMessage {
+    ErrorMessage::new(ErrorCode::Internal, "media shard is not running")
 }
 
 fn busy<T>(e: mpsc::error::TrySendError<T>) -> ErrorMessage {

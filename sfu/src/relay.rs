@@ -15,6 +15,15 @@ use crate::serve::Places;
 
 /// Starts the embedded TURN relay; returns what mints each client's TURN URLs and
 /// credentials (TURN REST API, expiring).
+/// The address the embedded relay relays from: the first advertised one.
+pub fn relay_ip(places: &Places) -> IpAddr {
+    places
+        .advertise
+        .first()
+        .copied()
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
 pub fn embedded(
     args: &ServeArgs,
     places: &Places,
@@ -30,10 +39,7 @@ pub fn embedded(
     };
     let mut credentials = turn::auth::Credentials::new("sfu");
     credentials.add_secret(&secret);
-    let relay_ip = advertise
-        .first()
-        .copied()
-        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let relay_ip = relay_ip(places);
     let listen = &args.turn_listen;
     // The relay exists to reach this server's media ports: on its own addresses, those
     // and nothing else (not its own listeners or relay ports, nor signaling).

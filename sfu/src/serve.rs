@@ -21,7 +21,7 @@ use tracing::{info, warn};
 use crate::cli::ServeArgs;
 use crate::config;
 use crate::host::default_advertise;
-use crate::{relay, stop};
+use crate::{groups, relay, stop};
 
 pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     args.check().map_err(anyhow::Error::msg)?;
@@ -98,6 +98,15 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let lifecycle = Arc::new(Lifecycle::default());
+    let node = args.node.clone().unwrap_or_else(crate::host::host_name);
+    let (events, call_events) = tokio::sync::mpsc::channel(signaling::records::EVENT_QUEUE);
+    let turn_relays = match &relay {
+        Some(_) => vec![(
+            relay::relay_ip(&places),
+            args.turn_relay_ports.relay_ports.clone(),
+        )],
+        None => Vec::new(),
+    };
     let plane = Plane::start(
         MediaConfig {
             bind_ip: places.udp_bind,
@@ -113,6 +122,7 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
                 loudest_n: args.loudest_n,
                 last_n: args.last_n,
                 tap: tap.is_some().then(|| args.tap_rooms.clone()),
+                turn_relays,
                 ..ShardConfig::default()
             },
             tap,
@@ -123,10 +133,30 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
                 egress_pps: args.max_egress_pps,
                 load: args.max_load,
             },
+            node: node.clone(),
+            events: Some(events),
         },
         metrics,
     )?;
     let plane = Arc::new(plane);
+    let groups = match &args.config {
+        Some(path) => config::groups(path)?,
+        None => Default::default(),
+    };
+    let ledger = Arc::new(signaling::Ledger::new(
+        &node,
+        args.call_records,
+        &registry,
+        groups.keys(),
+        None,
+    )?);
+    let policies = {
+        let ledger = ledger.clone();
+        let told = Arc::new(move |group: &str, policy: Option<&protocol::Policy>| {
+            ledger.policy_changed(sfu::driver::wall_ms(), group, policy);
+        });
+        groups::policies(groups, plane.clone(), told)?
+    };
     let load = plane.load().clone();
     load.register(&registry)?;
     let router = signaling::router(
@@ -147,6 +177,8 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
                 },
             }),
             // Draining first: a draining server takes no new room, whatever its load.
+            policies: policies.clone(),
+            ledger: ledger.clone(),
             readiness: Arc::new(move || {
                 if lifecycle.is_draining() {
                     Some("draining")
@@ -166,6 +198,7 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         if let (Some(metrics), Some(relay)) = (turn_metrics, relay) {
             tokio::spawn(relay::flush_metrics(metrics, relay));
         }
+        tokio::spawn(ledger.run(call_events));
         let listener = tokio::net::TcpListener::bind(places.http)
             .await
             .with_context(|| format!("cannot listen on {}", places.http))?;
@@ -181,12 +214,14 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             Some((certificate, failures)) => {
                 let config = certificate.server_config(&[b"http/1.1"])?;
                 tokio::spawn(certificate.watch("HTTPS"));
+                let path = args.config.clone();
+                tokio::spawn(groups::reload_on_hangup(path, policies, Some("HTTPS")));
                 let listener = TlsListener::new(listener, Arc::new(config), failures)?;
                 Box::pin(signaling::serve(listener, router, stopped))
             }
             None => {
-                let what = "no HTTPS certificate to reload (--http-cert)";
-                tokio::spawn(crate::host::hangups_ignored(what));
+                let path = args.config.clone();
+                tokio::spawn(groups::reload_on_hangup(path, policies, None));
                 Box::pin(signaling::serve(listener, router, stopped))
             }
         };

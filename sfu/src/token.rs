@@ -37,6 +37,12 @@ pub fn run(args: TokenArgs) -> anyhow::Result<()> {
     }
     claims.grants.force_tcp = args.force_tcp;
     claims.grants.role = args.role;
+    if let Some(group) = &args.group
+        && !protocol::policy::valid_group_name(group)
+    {
+        bail!("--group: {group:?} is not 1 to 64 letters, digits, '-', '_' or '.'");
+    }
+    claims.group = args.group;
     let token = TokenKey::new(secret.as_bytes()).issue(&claims)?;
     println!("{token}");
     Ok(())

@@ -85,6 +85,8 @@ fn start_plane(
             tap: None,
             lifecycle: Default::default(),
             limits: Default::default(),
+            node: "test".into(),
+            events: None,
         },
         Metrics::new(registry).unwrap(),
     )
@@ -109,6 +111,9 @@ async fn join_with_queue(
         identity: identity.into(),
         name: "A".into(),
         grants: Grants::default(),
+        token_grants: Grants::default(),
+        group: protocol::DEFAULT_GROUP.into(),
+        max_participants: None,
         transport: Transport::Auto,
         ice_servers: Vec::new(),
         audience: false,
