@@ -22,7 +22,9 @@
 //!    [`serve`], `/dev/token`, health, metrics, and the static assets of `web.rs`.
 //!
 //! `web.rs`, the browser client embedded from `web/`, and `tls.rs`, the HTTPS listener
-//! [`serve`] takes, import nothing of the crate.
+//! [`serve`] takes, import nothing of the crate; `webhooks.rs`, signed notices POSTed to
+//! the operator's receivers from bounded queues ([`webhooks::Webhooks`]), only the clock of
+//! `token.rs`.
 
 #![forbid(unsafe_code)]
 
@@ -38,6 +40,7 @@ mod state;
 pub mod tls;
 pub mod token;
 pub mod web;
+pub mod webhooks;
 mod whip;
 
 pub use addresses::AddressLimits;
