@@ -50,6 +50,8 @@ pub enum AdminCommand {
     /// Print an admin token (for `Authorization: Bearer` on `/admin/...`), signed with
     /// the server's admin secret.
     Token(AdminTokenArgs),
+    /// Print a new webhook secret (for --webhook-secret-file, and the receivers).
+    WebhookSecret,
 }
 
 #[derive(Args, Debug)]
@@ -305,6 +307,26 @@ pub struct ServeArgs {
     #[arg(long, env = "SFU_NODE", value_name = "NAME")]
     pub node: Option<String>,
 
+    /// Where webhooks POST notices of calls (room started and finished, participants
+    /// joined and left, tracks published and unpublished, policies changed): http or
+    /// https URLs, repeatable (each gets every notice). Needs --webhook-secret(-file).
+    #[arg(
+        long,
+        env = "SFU_WEBHOOK_URL",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    pub webhook_url: Vec<String>,
+
+    /// The key webhooks are signed with (Standard Webhooks: `whsec_` then base64 of 24
+    /// to 64 bytes; `sfu admin webhook-secret` makes one).
+    #[arg(long, env = "SFU_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
+    /// File holding --webhook-secret (its first line).
+    #[arg(long, env = "SFU_WEBHOOK_SECRET_FILE", value_name = "FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+
     /// Finished calls whose records the admin API keeps (`GET /admin/records`), the
     /// newest; older ones are forgotten.
     #[arg(long, env = "SFU_CALL_RECORDS", default_value_t = 1000)]
@@ -431,6 +453,12 @@ impl ServeArgs {
         self.turn_listen.check_tls(names)?;
         if self.turn_listen.tls_listen.is_some() && self.turn_tls_host.is_none() {
             return Err("--turn-tls-listen needs --turn-tls-host".into());
+        }
+        if !self.webhook_url.is_empty()
+            && self.webhook_secret.is_none()
+            && self.webhook_secret_file.is_none()
+        {
+            return Err("--webhook-url needs --webhook-secret-file (or --webhook-secret)".into());
         }
         Ok(())
     }

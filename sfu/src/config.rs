@@ -80,6 +80,12 @@ pub fn parse(args: Vec<OsString>) -> anyhow::Result<Cli> {
             &mut s.admin_secret_file,
             "admin_secret",
         );
+        keep_higher(
+            sub,
+            &mut s.webhook_secret,
+            &mut s.webhook_secret_file,
+            "webhook_secret",
+        );
     }
     Ok(cli)
 }

@@ -38,6 +38,10 @@ fn main() -> anyhow::Result<()> {
             init_stderr_log()?;
             token::admin(args)
         }
+        Some(Command::Admin(AdminCommand::WebhookSecret)) => {
+            println!("{}", signaling::webhooks::WebhookSecret::generate());
+            Ok(())
+        }
         Some(Command::Turn(args)) => {
             init_log(&args.log.log)?;
             relay::standalone(args)

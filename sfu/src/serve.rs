@@ -40,6 +40,11 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         args.admin_secret_file.as_deref(),
         "admin-secret",
     )?;
+    args.webhook_secret = config::secret(
+        args.webhook_secret,
+        args.webhook_secret_file.as_deref(),
+        "webhook-secret",
+    )?;
     let admin_key = match args.admin_secret.as_deref().filter(|s| !s.is_empty()) {
         Some(admin) => {
             anyhow::ensure!(
@@ -139,6 +144,10 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         metrics,
     )?;
     let plane = Arc::new(plane);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let groups = match &args.config {
         Some(path) => config::groups(path)?,
         None => Default::default(),
@@ -148,7 +157,7 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         args.call_records,
         &registry,
         groups.keys(),
-        None,
+        webhooks_of(&args, &registry, runtime.handle())?,
     )?);
     let policies = {
         let ledger = ledger.clone();
@@ -190,10 +199,6 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         registry,
     )?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
     runtime.block_on(async move {
         if let (Some(metrics), Some(relay)) = (turn_metrics, relay) {
             tokio::spawn(relay::flush_metrics(metrics, relay));
@@ -239,6 +244,32 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })
+}
+
+/// What sends the webhooks, if receivers are given: a sink for the ledger's notices.
+/// Their tasks run on `runtime`.
+fn webhooks_of(
+    args: &ServeArgs,
+    registry: &prometheus::Registry,
+    runtime: &tokio::runtime::Handle,
+) -> anyhow::Result<Option<signaling::records::NoticeSink>> {
+    use signaling::webhooks::{WebhookConfig, WebhookSecret, Webhooks};
+    if args.webhook_url.is_empty() {
+        return Ok(None);
+    }
+    let secret: WebhookSecret = args
+        .webhook_secret
+        .as_deref()
+        .unwrap_or_default()
+        .parse()
+        .context("--webhook-secret")?;
+    let config = WebhookConfig::new(args.webhook_url.clone(), secret)?;
+    info!("webhooks to {} receivers", config.urls.len());
+    let _runtime = runtime.enter();
+    let webhooks = Webhooks::start(config, registry)?;
+    Ok(Some(Arc::new(move |notice: &protocol::admin::Notice| {
+        webhooks.send(notice)
+    })))
 }
 
 /// Counts the HTTPS handshakes that failed or timed out, in `registry`.
