@@ -245,11 +245,12 @@ export class Participant {
    * Opens the demo page and joins through its form (pasting a token: the server has a
    * secret). `query` is the page's (e.g. `?video=1280x720`), `args` extra browser
    * switches; with `recordSent`, the page records what it sends on WebSockets in
-   * window.__sent (see sent()). `base`: another server's URL.
+   * window.__sent (see sent()). `base`: another server's URL; `claims`: more claims of
+   * the join token (a `group`).
    */
   async join(room, {
     expectVideoFrom = false, grants, query = '', netns = null, args = [], recordSent = false,
-    secret = ROOM_SECRET, base = SFU_URL,
+    secret = ROOM_SECRET, base = SFU_URL, claims = {},
   } = {}) {
     const { ctx, page, logs, dir } = await newBrowser(this.name.toLowerCase(), { netns, args });
     Object.assign(this, { ctx, page, logs, dir });
@@ -280,7 +281,7 @@ export class Participant {
         if (attempt === 3) throw e;
       }
     }
-    await page.fill('#token', tokenFor(room, this.name, grants ? { grants } : {}));
+    await page.fill('#token', tokenFor(room, this.name, { ...claims, ...(grants ? { grants } : {}) }));
     // Start watching for the first decoded remote video frame before joining.
     const firstFrame = expectVideoFrom ? page.evaluate(firstFrameProbe, 30000) : null;
     await page.click('#join');
@@ -490,7 +491,8 @@ export function installEventLog() {
     window.__wire.push(rest);
     return dispatch(msg);
   };
-  const types = ['participant_joined', 'participant_left', 'track', 'track_removed', 'track_muted', 'error', 'left', 'closed'];
+  const types = ['participant_joined', 'participant_left', 'track', 'track_removed', 'track_muted', 'error', 'left', 'closed',
+    'grants', 'local_track_removed', 'local_track_muted'];
   for (const type of types) {
     window.demo.call.addEventListener(type, (e) => {
       const { track, error, ...detail } = e.detail || {};
@@ -694,19 +696,19 @@ export function nftCounterOf(ns, table, name) {
 
 /**
  * A server a suite starts for itself in namespace sfu-srv (beside run.sh's), with the
- * binary run.sh uses (SFU_BIN) and its secret (SFU_SECRET, inherited), without ICE-TCP,
- * TURN or a load limit (a debug build on a busy machine must not turn joins away for
+ * binary run.sh uses (SFU_BIN) and its secret (SFU_SECRET, inherited), without ICE-TCP
+ * (unless `iceTcp`: give it a `--tcp-port` of its own), TURN or a load limit (a debug build on a busy machine must not turn joins away for
  * load), plus `args`. Its log goes to a file of its own, named after `label`; `ip netns
  * exec` becomes the server, so signals sent to `child` reach it.
  */
 export class OwnServer {
-  constructor(label, args) {
+  constructor(label, args, { iceTcp = false } = {}) {
     assert.ok(process.env.SFU_BIN, 'SFU_BIN: the server binary (e2e/run.sh sets it)');
     this.label = label;
     this.log = join(tmpdir(), `sfu-e2e-${label}-${RUN}.log`);
     this.child = spawn('ip', [
       'netns', 'exec', 'sfu-srv', process.env.SFU_BIN,
-      '--no-ice-tcp', '--turn', 'false', '--max-load', '0', ...args,
+      ...(iceTcp ? [] : ['--no-ice-tcp']), '--turn', 'false', '--max-load', '0', ...args,
     ], { stdio: ['ignore', openSync(this.log, 'w'), 'inherit'] });
     this.exited = new Promise((resolve) => this.child.on('exit', (code, signal) => resolve({ code, signal })));
     this.exitedAt = null;

@@ -46,7 +46,7 @@ if [ ! -x "$SFU_BIN" ]; then
     echo "e2e/run.sh: no server binary at $SFU_BIN (cargo build -p sfu, or set SFU_BIN)" >&2
     exit 2
 fi
-if [ ! -d "$E2E_DIR/node_modules/playwright-core" ]; then
+if [ ! -d "$E2E_DIR/node_modules/playwright-core" ] || [ ! -d "$E2E_DIR/node_modules/standardwebhooks" ]; then
     (cd "$E2E_DIR" && npm ci --no-audit --no-fund)
 fi
 
@@ -112,7 +112,7 @@ fi
 
 status=0
 (cd "$REPO" && ip netns exec sfu-cli timeout "$TEST_TIMEOUT" \
-    node --test --test-concurrency=1 --test-reporter=spec ${E2E_TESTS:-e2e/call.test.mjs e2e/e2ee.test.mjs e2e/e2ee-codecs.test.mjs e2e/network.test.mjs e2e/simulcast.test.mjs e2e/svc.test.mjs e2e/broadcast.test.mjs e2e/whip.test.mjs e2e/slots.test.mjs e2e/aiortc.test.mjs e2e/adaptation.test.mjs e2e/drain.test.mjs e2e/tls.test.mjs e2e/overload.test.mjs}) || status=$?
+    node --test --test-concurrency=1 --test-reporter=spec ${E2E_TESTS:-e2e/call.test.mjs e2e/e2ee.test.mjs e2e/e2ee-codecs.test.mjs e2e/network.test.mjs e2e/simulcast.test.mjs e2e/svc.test.mjs e2e/broadcast.test.mjs e2e/whip.test.mjs e2e/slots.test.mjs e2e/aiortc.test.mjs e2e/adaptation.test.mjs e2e/drain.test.mjs e2e/tls.test.mjs e2e/overload.test.mjs e2e/admin.test.mjs}) || status=$?
 
 if [ "$status" != 0 ]; then
     echo "e2e/run.sh: tests failed ($status); server log tail ($E2E_LOG):" >&2
