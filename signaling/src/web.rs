@@ -43,6 +43,7 @@ pub const ASSETS: &[Asset] = &[
     asset!("client/fallback.js", JAVASCRIPT),
     asset!("client/layers.js", JAVASCRIPT),
     asset!("client/mlines.js", JAVASCRIPT),
+    asset!("client/moderation.js", JAVASCRIPT),
     asset!("client/negotiation.js", JAVASCRIPT),
     asset!("client/publishing.js", JAVASCRIPT),
     asset!("client/sframe.js", JAVASCRIPT),

@@ -56,7 +56,9 @@
 // keyframe). A track not on a slot is known (`remoteTracks`) but has no `track`.
 //
 // Events (CustomEvent, fields in `detail`): joined, participant_joined, participant_left,
-// track_published, track, track_removed, track_muted, local_track, local_track_removed,
+// track_published, track, track_removed, track_muted, local_track, local_track_removed
+// (`by: 'server'` when the server took it away), local_track_muted (an administrator
+// muted it), grants (what this client may do changed: its group's policy),
 // activespeakers {speakers}, layers {track_id, active} (what the server asked of one of
 // this client's simulcast tracks), connection_state, transport_fallback, rejoining
 // {reason} (the server shut down with the call going on: the call joins again by itself,
@@ -66,7 +68,7 @@
 // the functions of ./client/, each taking the call: signaling.js (the WebSocket),
 // negotiation.js (offers and answers), mlines.js (transceivers), publishing.js (local
 // tracks, simulcast and SVC), layers.js (the server's `layers`), room.js (participants and
-// remote tracks), slots.js, view.js, fallback.js (the peer connection, the rejoins of the
+// remote tracks), moderation.js (what the server imposes on the local tracks), slots.js, view.js, fallback.js (the peer connection, the rejoins of the
 // TURN/TCP fallback and after a server shutdown),
 // stats.js, error.js; e2ee.js (end-to-end encryption, with e2ee-keys.js, e2ee-layout.js,
 // sframe.js and the worker e2ee-worker.js) and audio-watch.js. They report back through
@@ -76,6 +78,7 @@ import { E2ee } from './client/e2ee.js';
 import { CallError } from './client/error.js';
 import { rejoinAfterShutdown } from './client/fallback.js';
 import { onLayers } from './client/layers.js';
+import { onGrants } from './client/moderation.js';
 import { negotiate, onAnswer, rejectOffer } from './client/negotiation.js';
 import {
   captureMedia, setSourceMuted, startMedia, startScreenShare, stopScreenShare,
@@ -398,6 +401,8 @@ export class Call extends EventTarget {
         return onTrackUnpublished(this, msg);
       case 'track_muted':
         return onTrackMuted(this, msg);
+      case 'grants':
+        return onGrants(this, msg);
       case 'active_speakers':
         return onActiveSpeakers(this, msg);
       case 'layers':

@@ -496,8 +496,14 @@ function wire(call) {
   });
   call.addEventListener('local_track_removed', (e) => {
     if (e.detail.source === 'screen') removeTile('local-screen');
+    if (e.detail.by === 'server') setStatus(`Your ${e.detail.source} was turned off by the server`, true);
     updateButtons(call);
   });
+  call.addEventListener('local_track_muted', (e) => {
+    if (e.detail.muted) setStatus(`An administrator muted your ${e.detail.source}`, true);
+    updateButtons(call);
+  });
+  call.addEventListener('grants', () => updateButtons(call));
   call.addEventListener('participant_joined', (e) => {
     // A broadcast's viewers are an audience, counted, not tiles (there may be hundreds).
     if (e.detail.role === 'viewer') {

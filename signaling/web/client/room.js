@@ -4,6 +4,7 @@
 import { watchAudio } from './audio-watch.js';
 import { createPeerConnection, tcpOnly } from './fallback.js';
 import { idleTransceiver, negotiateDependencyDescriptor, receiving } from './mlines.js';
+import { onOwnTrackMuted, onOwnTrackUnpublished } from './moderation.js';
 import { negotiateInBackground } from './negotiation.js';
 import { slotsDue, switchToSlots } from './slots.js';
 import { DEFAULT_VIEW_KEY, sendView } from './view.js';
@@ -80,10 +81,12 @@ export function onTrackPublished(call, msg) {
 }
 
 export function onTrackUnpublished(call, msg) {
+  if (onOwnTrackUnpublished(call, msg.track_id)) return;
   if (removeRemoteTrack(call, msg.track_id) && !call._slotsOn) negotiateInBackground(call);
 }
 
 export function onTrackMuted(call, msg) {
+  if (onOwnTrackMuted(call, msg)) return;
   const t = call.remoteTracks.get(msg.track_id);
   if (!t) return;
   t.muted = !!msg.muted;
