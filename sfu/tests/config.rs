@@ -112,6 +112,100 @@ fn refused(ns: &Namespace, text: &str, args: &[&str]) -> String {
     err
 }
 
+/// `curl` of `url` inside `ns` with an admin token: its status code and body.
+fn admin_get(ns: &Namespace, url: &str, token: &str) -> (u16, String) {
+    let out = ns
+        .command("curl")
+        .args(["-s", "--max-time", "5", "-w", "\n%{http_code}", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn groups_reload_on_sighup_and_a_bad_file_keeps_them() {
+    let ns = Namespace::new("config-groups");
+    let config = TempFile::new(
+        "groups.toml",
+        "http_listen = \"127.0.0.1:8084\"\nudp_ports = \"17110-17111\"\nsecret = \"join\"\n\
+         admin_secret = \"admin\"\n\n[groups.audio]\nvideo = false\n",
+    );
+    let log = TempFile::new("groups.log", "");
+    let server = ns
+        .command(env!("CARGO_BIN_EXE_sfu"))
+        .args(["--config", config.path()])
+        .env_remove("SFU_LOG")
+        .stdout(std::fs::File::create(&log.0).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Running(server);
+    let key = signaling::admin::AdminKey::new(b"admin");
+    let token = key
+        .issue(&signaling::admin::AdminKey::claims(
+            "test",
+            Duration::from_secs(300),
+        ))
+        .unwrap();
+    let groups = || {
+        let (code, body) = admin_get(&ns, "http://127.0.0.1:8084/admin/groups", &token);
+        (code == 200).then(|| serde_json::from_str::<serde_json::Value>(&body).unwrap())
+    };
+    // Polls until `want` holds of the groups, for at most 10 s.
+    let until = |what: &str, want: &dyn Fn(&serde_json::Value) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let seen = groups();
+            if seen.as_ref().is_some_and(want) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {seen:?}\n{}",
+                std::fs::read_to_string(&log.0).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    until("the config's groups", &|g| {
+        g["groups"]["audio"]["video"] == false
+    });
+    // A new file: audio changed, tcp added.
+    std::fs::write(
+        &config.0,
+        "http_listen = \"127.0.0.1:8084\"\nudp_ports = \"17110-17111\"\nsecret = \"join\"\n\
+         admin_secret = \"admin\"\n\n[groups.audio]\nvideo = true\n\n[groups.tcp]\nforce_tcp = true\n",
+    )
+    .unwrap();
+    server.signal("HUP");
+    until("the reloaded groups", &|g| {
+        g["groups"]["audio"]["video"] == true && g["groups"]["tcp"]["force_tcp"] == true
+    });
+    // A file that does not read keeps them, and the server goes on.
+    std::fs::write(&config.0, "[groups.tcp]\nforce_tpc = true\n").unwrap();
+    server.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log.0)
+        .unwrap_or_default()
+        .contains("groups kept")
+    {
+        assert!(Instant::now() < deadline, "the bad reload is logged");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    until("the groups as they were", &|g| {
+        g["groups"]["tcp"]["force_tcp"] == true
+    });
+    let text = std::fs::read_to_string(&log.0).unwrap();
+    assert!(
+        text.contains("force_tpc"),
+        "the log names the bad key:\n{text}"
+    );
+}
+
 #[test]
 fn mistakes_in_the_config_stop_the_start_naming_them() {
     let ns = Namespace::new("config-bad");

@@ -232,3 +232,33 @@ fn a_secret_comes_from_one_place() {
     let err = read_secret(Path::new("/nonexistent/secret")).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/secret"), "{err}");
 }
+
+#[test]
+fn groups_are_read_apart_from_the_flags_and_checked() {
+    let file = File::new(
+        "http_listen = \"127.0.0.1:9\"\n\n[groups.audio]\nvideo = false\n\n[groups.tcp]\nforce_tcp = true\nmax_participants = 8\n",
+    );
+    let path = file.0.to_str().unwrap();
+    // The flags still read; the groups are not flags.
+    let cli = run(&["--config", path]).unwrap();
+    assert_eq!(
+        cli.serve.http_listen,
+        Some("127.0.0.1:9".parse::<SocketAddr>().unwrap())
+    );
+    let read = groups(&file.0).unwrap();
+    assert_eq!(read.len(), 2);
+    assert!(!read["audio"].video && read["audio"].calling);
+    assert!(read["tcp"].force_tcp && read["tcp"].max_participants == Some(8));
+    // A key no policy has names the file and the group.
+    let bad = File::new("[groups.audio]\nvidoe = false\n");
+    let e = groups(&bad.0).unwrap_err().to_string();
+    assert!(e.contains("[groups.audio]") && e.contains("vidoe"), "{e}");
+    let bad = File::new("[groups.audio]\nvideo = \"no\"\n");
+    assert!(groups(&bad.0).is_err());
+    let bad = File::new("groups = 3\n");
+    assert!(groups(&bad.0).unwrap_err().to_string().contains("table"));
+    // Only the server has groups: `sfu turn --config` refuses them as an unknown key.
+    let turn = File::new("[groups.audio]\nvideo = false\n");
+    let e = run(&["turn", "--config", turn.0.to_str().unwrap()]).unwrap_err();
+    assert!(e.to_string().contains("unknown key `groups`"), "{e}");
+}
