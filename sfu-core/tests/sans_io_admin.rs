@@ -230,3 +230,19 @@ fn an_administrator_mutes_removes_and_ends() {
         Some(CallEvent::RoomFinished { .. })
     ));
 }
+
+#[test]
+fn a_room_takes_its_openers_group_cap() {
+    let mut net = Net::new(ShardConfig::default());
+    net.join_group = Some("small".into());
+    net.join_max_participants = Some(2);
+    let alice = net.join("alice", everyone());
+    let bob = net.join("bob", everyone());
+    // Carol's group allows more, but the room is Alice's group's.
+    net.join_max_participants = Some(10);
+    let carol = net.join("carol", everyone());
+    assert!(net.client(alice).error_codes().is_empty());
+    assert!(net.client(bob).error_codes().is_empty());
+    assert_eq!(net.client(carol).error_codes(), vec![ErrorCode::RoomFull]);
+    assert_eq!(net.shard.sizes().1, 2);
+}

@@ -61,8 +61,10 @@ pub struct Net {
     pub join_without_twcc: bool,
     /// The room of the next join; `room` when `None`.
     pub join_room: Option<String>,
-    /// The group the next [`Net::join`] names (then the default group again).
+    /// The group the next [`Net::join`] names (then the default group again), and its
+    /// `max_participants`.
     pub join_group: Option<String>,
+    pub join_max_participants: Option<u32>,
     /// What the shard's tap recorded (with `ShardConfig::tap`).
     pub tapped: Vec<TapRecord>,
     /// The call events the shard reported, in order.
@@ -103,6 +105,7 @@ impl Net {
             join_without_twcc: false,
             join_room: None,
             join_group: None,
+            join_max_participants: None,
             tapped: Vec::new(),
             events: Vec::new(),
             longest_run: HashMap::new(),
@@ -219,7 +222,7 @@ impl Net {
                 .join_group
                 .take()
                 .unwrap_or_else(|| protocol::DEFAULT_GROUP.into()),
-            max_participants: None,
+            max_participants: self.join_max_participants.take(),
             transport,
             ice_servers: vec![protocol::IceServer {
                 urls: vec!["turn:192.0.2.1:3478?transport=udp".into()],
