@@ -63,7 +63,8 @@ impl std::fmt::Debug for Ledger {
 
 impl Ledger {
     /// A ledger for server `node` that keeps the last `keep` records and registers its
-    /// counters in `registry`, by group (those of `groups` shown from the start).
+    /// counters in `registry`, by group (those of `groups` and the default group shown
+    /// from the start).
     pub fn new<'a>(
         node: &str,
         keep: usize,
@@ -85,9 +86,10 @@ impl Ledger {
             ),
             &["group"],
         )?;
-        for group in groups {
-            started.with_label_values(&[group.as_str()]);
-            finished.with_label_values(&[group.as_str()]);
+        let names = groups.into_iter().map(String::as_str);
+        for group in names.chain([protocol::DEFAULT_GROUP]) {
+            started.with_label_values(&[group]);
+            finished.with_label_values(&[group]);
         }
         registry.register(Box::new(started.clone()))?;
         registry.register(Box::new(finished.clone()))?;
