@@ -40,7 +40,9 @@ pub struct Policy {
     /// the server's `--room-capacity`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_participants: Option<u32>,
-    /// No member may send media in the clear, whatever its token's `plaintext` grant.
+    /// No member may send media in the clear, whatever its token's `plaintext` grant:
+    /// such joins are refused (`e2ee_required`), and a member publishing in the clear
+    /// when it is switched on is removed.
     #[serde(default)]
     pub e2ee_required: bool,
 }

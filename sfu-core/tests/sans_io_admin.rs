@@ -246,3 +246,34 @@ fn a_room_takes_its_openers_group_cap() {
     assert_eq!(net.client(carol).error_codes(), vec![ErrorCode::RoomFull]);
     assert_eq!(net.shard.sizes().1, 2);
 }
+
+#[test]
+fn requiring_e2ee_removes_who_publishes_in_the_clear() {
+    let mut net = Net::new(ShardConfig::default());
+    net.join_group = Some("ingest".into());
+    net.join_in_clear = true;
+    let plaintext = protocol::Grants {
+        plaintext: true,
+        ..everyone()
+    };
+    let whip = net.join("whip", plaintext);
+    net.negotiate(whip, &[Source::Microphone]);
+    net.join_group = Some("ingest".into());
+    let viewer = net.join("viewer", everyone());
+    net.negotiate(viewer, &[]);
+    net.run(Duration::from_secs(1));
+    let strict = Policy {
+        e2ee_required: true,
+        ..Policy::default()
+    };
+    let now = net.now;
+    net.shard.apply_policy(now, "ingest", &strict);
+    net.pump();
+    assert!(net.client(whip).messages().any(|m| matches!(
+        m,
+        ServerMessage::Left {
+            reason: LeaveReason::Removed
+        }
+    )));
+    assert_eq!(net.shard.sizes().1, 1, "the encrypting member stays");
+}

@@ -112,8 +112,8 @@ impl Shard {
     /// Applies a group's new policy to its members in calls: their grants narrowed anew
     /// from their tokens' (its `force_tcp` waits for their next join), each told
     /// (`grants`) if they changed, and the tracks they may no longer publish
-    /// unpublished; with `calling` off they are removed. Returns how many members it
-    /// touched.
+    /// unpublished; with `calling` off they are removed, and with `e2ee_required` those
+    /// that publish in the clear (WHIP ingest). Returns how many members it touched.
     pub fn apply_policy(&mut self, now: Instant, group: &str, policy: &Policy) -> usize {
         self.advance(now);
         let mut members: Vec<ParticipantId> = self
@@ -132,6 +132,11 @@ impl Shard {
             let Some(p) = self.participants.get_mut(id) else {
                 continue;
             };
+            if policy.e2ee_required && !p.info.e2ee && p.grants.may_publish() {
+                info!(participant = %id, group, "removed: it sends in the clear, and its group now requires end-to-end encryption");
+                self.remove_participant(*id, LeaveReason::Removed);
+                continue;
+            }
             let mut grants = policy.narrow(p.token_grants);
             grants.force_tcp = p.grants.force_tcp;
             if grants == p.grants {
