@@ -139,13 +139,7 @@ pub enum CallEvent {
     RoomFinished {
         room: String,
     },
-    ParticipantJoined {
-        room: String,
-        participant_id: ParticipantId,
-        identity: String,
-        group: String,
-        role: Role,
-    },
+    ParticipantJoined(Joined),
     ParticipantLeft {
         room: String,
         participant_id: ParticipantId,
@@ -157,20 +151,28 @@ pub enum CallEvent {
         bytes_received: u64,
         bytes_sent: u64,
     },
-    TrackPublished {
-        room: String,
-        participant_id: ParticipantId,
-        identity: String,
-        track_id: TrackId,
-        source: Source,
-    },
-    TrackUnpublished {
-        room: String,
-        participant_id: ParticipantId,
-        identity: String,
-        track_id: TrackId,
-        source: Source,
-    },
+    TrackPublished(TrackEvent),
+    TrackUnpublished(TrackEvent),
+}
+
+/// Someone joined a call (a call event, and a webhook's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Joined {
+    pub room: String,
+    pub participant_id: ParticipantId,
+    pub identity: String,
+    pub group: String,
+    pub role: Role,
+}
+
+/// A track published or unpublished (a call event, and a webhook's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackEvent {
+    pub room: String,
+    pub participant_id: ParticipantId,
+    pub identity: String,
+    pub track_id: TrackId,
+    pub source: Source,
 }
 
 /// What a webhook tells: a call event, or a finished call's record, or a policy change.
@@ -183,33 +185,15 @@ pub enum Event {
     },
     /// The call ended; its record.
     RoomFinished(CallRecord),
-    ParticipantJoined {
-        room: String,
-        participant_id: ParticipantId,
-        identity: String,
-        group: String,
-        role: Role,
-    },
+    ParticipantJoined(Joined),
     ParticipantLeft {
         room: String,
         participant_id: ParticipantId,
         identity: String,
         reason: LeaveReason,
     },
-    TrackPublished {
-        room: String,
-        participant_id: ParticipantId,
-        identity: String,
-        track_id: TrackId,
-        source: Source,
-    },
-    TrackUnpublished {
-        room: String,
-        participant_id: ParticipantId,
-        identity: String,
-        track_id: TrackId,
-        source: Source,
-    },
+    TrackPublished(TrackEvent),
+    TrackUnpublished(TrackEvent),
     /// A group's policy was set (or, `None`, removed), by the config file or the admin
     /// API.
     PolicyChanged {

@@ -88,7 +88,7 @@ fn switching_video_off_for_a_group_unpublishes_its_cameras_while_audio_goes_on()
     );
     let events = &net.events;
     assert!(events.iter().any(|e| matches!(e,
-        CallEvent::TrackUnpublished { track_id, source: Source::Camera, .. } if *track_id == camera)));
+        CallEvent::TrackUnpublished(t) if t.track_id == camera && t.source == Source::Camera)));
 }
 
 #[test]

@@ -38,11 +38,17 @@ impl Drop for TempFile {
 
 /// `curl` of `url` inside `ns`: its status code and body.
 fn get(ns: &Namespace, url: &str) -> (u16, String) {
-    let out = ns
-        .command("curl")
-        .args(["-s", "--max-time", "5", "-w", "\n%{http_code}", url])
-        .output()
-        .unwrap();
+    admin_get(ns, url, None)
+}
+
+/// `curl` of `url` inside `ns`, with an admin token if given: its status code and body.
+fn admin_get(ns: &Namespace, url: &str, token: Option<&str>) -> (u16, String) {
+    let mut curl = ns.command("curl");
+    curl.args(["-s", "--max-time", "5", "-w", "\n%{http_code}"]);
+    if let Some(token) = token {
+        curl.arg("-H").arg(format!("Authorization: Bearer {token}"));
+    }
+    let out = curl.arg(url).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), body.to_string())
@@ -112,20 +118,6 @@ fn refused(ns: &Namespace, text: &str, args: &[&str]) -> String {
     err
 }
 
-/// `curl` of `url` inside `ns` with an admin token: its status code and body.
-fn admin_get(ns: &Namespace, url: &str, token: &str) -> (u16, String) {
-    let out = ns
-        .command("curl")
-        .args(["-s", "--max-time", "5", "-w", "\n%{http_code}", "-H"])
-        .arg(format!("Authorization: Bearer {token}"))
-        .arg(url)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
 #[test]
 fn groups_reload_on_sighup_and_a_bad_file_keeps_them() {
     let ns = Namespace::new("config-groups");
@@ -152,7 +144,7 @@ fn groups_reload_on_sighup_and_a_bad_file_keeps_them() {
         ))
         .unwrap();
     let groups = || {
-        let (code, body) = admin_get(&ns, "http://127.0.0.1:8084/admin/groups", &token);
+        let (code, body) = admin_get(&ns, "http://127.0.0.1:8084/admin/groups", Some(&token));
         (code == 200).then(|| serde_json::from_str::<serde_json::Value>(&body).unwrap())
     };
     // Polls until `want` holds of the groups, for at most 10 s.

@@ -205,21 +205,15 @@ impl Books {
                 Some(open) => Taken::Finished(open.close(&room, at_ms, node)),
                 None => Taken::Nothing,
             },
-            CallEvent::ParticipantJoined {
-                room,
-                participant_id,
-                identity,
-                group,
-                role,
-            } => {
-                if let Some(open) = self.open.get_mut(&room) {
+            CallEvent::ParticipantJoined(joined) => {
+                if let Some(open) = self.open.get_mut(&joined.room) {
                     open.present += 1;
                     open.peak = open.peak.max(open.present);
                     open.participants.push(ParticipantRecord {
-                        participant_id,
-                        identity: identity.clone(),
-                        group: group.clone(),
-                        role,
+                        participant_id: joined.participant_id,
+                        identity: joined.identity.clone(),
+                        group: joined.group.clone(),
+                        role: joined.role,
                         joined_at_ms: at_ms,
                         left_at_ms: 0,
                         // Until it leaves.
@@ -229,13 +223,7 @@ impl Books {
                         bytes_sent: 0,
                     });
                 }
-                Taken::Event(Event::ParticipantJoined {
-                    room,
-                    participant_id,
-                    identity,
-                    group,
-                    role,
-                })
+                Taken::Event(Event::ParticipantJoined(joined))
             }
             CallEvent::ParticipantLeft {
                 room,
@@ -267,32 +255,8 @@ impl Books {
                     reason,
                 })
             }
-            CallEvent::TrackPublished {
-                room,
-                participant_id,
-                identity,
-                track_id,
-                source,
-            } => Taken::Event(Event::TrackPublished {
-                room,
-                participant_id,
-                identity,
-                track_id,
-                source,
-            }),
-            CallEvent::TrackUnpublished {
-                room,
-                participant_id,
-                identity,
-                track_id,
-                source,
-            } => Taken::Event(Event::TrackUnpublished {
-                room,
-                participant_id,
-                identity,
-                track_id,
-                source,
-            }),
+            CallEvent::TrackPublished(track) => Taken::Event(Event::TrackPublished(track)),
+            CallEvent::TrackUnpublished(track) => Taken::Event(Event::TrackUnpublished(track)),
         }
     }
 
@@ -333,17 +297,17 @@ impl Open {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::admin::TransportKind;
+    use protocol::admin::{Joined, TrackEvent, TransportKind};
     use protocol::{ParticipantId, Role, Source, TrackId};
 
     fn joined(room: &str, id: u64, who: &str) -> CallEvent {
-        CallEvent::ParticipantJoined {
+        CallEvent::ParticipantJoined(Joined {
             room: room.into(),
             participant_id: ParticipantId(id),
             identity: who.into(),
             group: "default".into(),
             role: Role::Participant,
-        }
+        })
     }
 
     fn left(room: &str, id: u64, who: &str, reason: LeaveReason, bytes: u64) -> CallEvent {
@@ -383,13 +347,13 @@ mod tests {
         ledger.record(1100, joined("r", 2, "bob"));
         ledger.record(
             1200,
-            CallEvent::TrackPublished {
+            CallEvent::TrackPublished(TrackEvent {
                 room: "r".into(),
                 participant_id: ParticipantId(1),
                 identity: "alice".into(),
                 track_id: TrackId(5),
                 source: Source::Camera,
-            },
+            }),
         );
         ledger.record(1500, left("r", 1, "alice", LeaveReason::Left, 10));
         ledger.record(1600, joined("r", 3, "carol"));

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use protocol::admin::CallEvent;
+use protocol::admin::{CallEvent, Joined};
 use protocol::{
     ErrorCode, ErrorMessage, Join, LeaveReason, ParticipantId, ParticipantInfo, RequestType,
     ServerMessage,
@@ -164,13 +164,13 @@ impl Shard {
             .collect();
         info!(participant = %id, identity = %info.identity, room = %join.room, "joined");
         self.outputs
-            .push_back(ShardOutput::Event(CallEvent::ParticipantJoined {
+            .push_back(ShardOutput::Event(CallEvent::ParticipantJoined(Joined {
                 room: join.room.clone(),
                 participant_id: id,
                 identity: info.identity.clone(),
                 group: join.group.clone(),
                 role: info.role,
-            }));
+            })));
         self.signal(
             id,
             ServerMessage::Joined {

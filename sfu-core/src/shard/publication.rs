@@ -1,6 +1,6 @@
 //! Publishing: tracks added, changed and removed as offers say, and muting.
 
-use protocol::admin::CallEvent;
+use protocol::admin::{CallEvent, TrackEvent};
 use protocol::{
     ErrorCode, Kind, ParticipantId, Publish, Published, RequestType, ServerMessage, Source,
     TrackId, TrackInfo,
@@ -112,13 +112,13 @@ impl Shard {
         if let Some(r) = self.rooms.get_mut(&room) {
             r.tracks.push(track_id);
         }
-        let event = CallEvent::TrackPublished {
+        let event = CallEvent::TrackPublished(TrackEvent {
             room: room.clone(),
             participant_id: id,
             identity,
             track_id,
             source,
-        };
+        });
         self.outputs.push_back(ShardOutput::Event(event));
         self.broadcast(&room, id, &ServerMessage::TrackPublished(info));
     }
@@ -133,13 +133,13 @@ impl Shard {
         if let Some(owner) = self.participants.get_mut(&track.info.participant_id) {
             owner.publications.retain(|pb| pb.track_id != track_id);
             owner.ssrc_tracks.clear();
-            let event = CallEvent::TrackUnpublished {
+            let event = CallEvent::TrackUnpublished(TrackEvent {
                 room: track.room.clone(),
                 participant_id: track.info.participant_id,
                 identity: owner.info.identity.clone(),
                 track_id,
                 source: track.info.source,
-            };
+            });
             self.outputs.push_back(ShardOutput::Event(event));
         }
         if let Some(r) = self.rooms.get_mut(&track.room) {
