@@ -1,12 +1,14 @@
 //! The `sfu` binary: signaling and media in one process, with embedded defaults.
 //!
 //! This file parses the command line, starts logging and dispatches; each command lives in
-//! a module of the binary ([`serve`], [`relay`], [`token`]), beside the CLI ([`cli`]), the
-//! config file and secret files ([`config`]), the groups' policies ([`groups`]), how the server stops ([`stop`]), what it
-//! tells systemd ([`notify`]) and what they ask of the host ([`host`]). They compose the
-//! libraries (`sfu`'s media plane, `signaling`, `turn`) and are no part of any library's
-//! interface.
+//! a module of the binary ([`serve`], [`relay`], [`token`], the admin API's client
+//! [`admin_client`]), beside the CLI ([`cli`]), the config file and secret files
+//! ([`config`]), the groups' policies ([`groups`]), how the server stops ([`stop`]), what
+//! it tells systemd ([`notify`]) and what they ask of the host ([`host`]). They compose
+//! the libraries (`sfu`'s media plane, `signaling`, `turn`) and are no part of any
+//! library's interface.
 
+mod admin_client;
 mod cli;
 mod config;
 mod groups;
@@ -40,6 +42,16 @@ fn main() -> anyhow::Result<()> {
         }
         Some(Command::Admin(AdminCommand::WebhookSecret)) => {
             println!("{}", signaling::webhooks::WebhookSecret::generate());
+            Ok(())
+        }
+        Some(Command::Admin(AdminCommand::Request(request))) => {
+            init_stderr_log()?;
+            // A refusal is the answer, not a failure of this program: its causes on one
+            // line, and no backtrace (whatever RUST_BACKTRACE says).
+            if let Err(e) = admin_client::run(request) {
+                eprintln!("error: {e:#}");
+                std::process::exit(1);
+            }
             Ok(())
         }
         Some(Command::Turn(args)) => {
