@@ -74,7 +74,7 @@ pub(super) async fn remove(
 ) -> Result<Response, ApiError> {
     let Path((room, participant)) = path.map_err(bad_path)?;
     let id = ParticipantId(participant);
-    let missing = || ApiError::not_found(format!("no participant {id} in room {room:?}"));
+    let missing = || ApiError::not_found(format!("no participant {participant} in room {room:?}"));
     act(&state, &admin.sub, &room, Action::Remove(id), missing).await
 }
 
@@ -86,7 +86,7 @@ pub(super) async fn unpublish(
 ) -> Result<Response, ApiError> {
     let Path((room, track)) = path.map_err(bad_path)?;
     let track_id = TrackId(track);
-    let missing = || ApiError::not_found(format!("no track {track_id} in room {room:?}"));
+    let missing = || ApiError::not_found(format!("no track {track} in room {room:?}"));
     act(
         &state,
         &admin.sub,
@@ -114,7 +114,7 @@ pub(super) async fn mute(
     let Path((room, track)) = path.map_err(bad_path)?;
     let Json(Mute { muted }) = body.map_err(bad_body)?;
     let track_id = TrackId(track);
-    let missing = || ApiError::not_found(format!("no track {track_id} in room {room:?}"));
+    let missing = || ApiError::not_found(format!("no track {track} in room {room:?}"));
     let action = Action::Mute { track_id, muted };
     act(&state, &admin.sub, &room, action, missing).await
 }

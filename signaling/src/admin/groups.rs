@@ -30,6 +30,7 @@ pub(super) async fn one(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(group) = path.map_err(bad_path)?;
+    named(&group)?;
     match state.config.policies.of(Some(&group)) {
         Some((_, policy)) => Ok(Json(policy).into_response()),
         None => Err(no_group(&group)),
@@ -65,6 +66,7 @@ pub(super) async fn remove(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(group) = path.map_err(bad_path)?;
+    named(&group)?;
     match state.config.policies.set(&group, None) {
         Ok(true) => {
             info!(admin = %admin.sub, group, "admin API: group removed");
@@ -72,6 +74,15 @@ pub(super) async fn remove(
         }
         Ok(false) => Err(no_group(&group)),
         Err(e) => Err(refused(e)),
+    }
+}
+
+/// A group name the server could have, or 400 (as `PUT` answers).
+fn named(group: &str) -> Result<(), ApiError> {
+    if protocol::policy::valid_group_name(group) {
+        Ok(())
+    } else {
+        Err(refused(PolicyError::BadName(group.to_owned())))
     }
 }
 

@@ -24,7 +24,7 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{any, delete, get, post};
 use tracing::{debug, info};
 
 pub use key::{ADMIN_AUDIENCE, AdminClaims, AdminKey, MAX_ADMIN_TTL};
@@ -68,6 +68,21 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
             "/admin/groups/{group}",
             get(groups::one).put(groups::set).delete(groups::remove),
         )
+        // What is not a route, or not a method of one, is told in the API's own shape.
+        .route("/admin/{*rest}", any(no_route))
+        .method_not_allowed_fallback(no_method)
+}
+
+async fn no_route() -> ApiError {
+    ApiError::not_found("no such admin API route (docs/openapi.yaml lists them)")
+}
+
+async fn no_method() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this admin API route does not take that method (docs/openapi.yaml)",
+    )
 }
 
 /// `POST /admin/drain`: 202 with `{"draining": true, "started": <this request began
