@@ -142,12 +142,48 @@ pub async fn start_with(
     dev_mode: bool,
     address_limits: signaling::AddressLimits,
 ) -> (String, Arc<Recorder>) {
+    let started = start_server(Options {
+        dev_mode,
+        address_limits,
+        ..Options::default()
+    })
+    .await;
+    (started.addr, started.plane)
+}
+
+/// How a test's server differs from the usual one.
+#[derive(Default)]
+pub struct Options {
+    pub dev_mode: bool,
+    pub address_limits: signaling::AddressLimits,
+    /// No admin key: the admin API is off.
+    pub admin_off: bool,
+}
+
+/// A test's server: where it listens, its media plane, and the ledger its admin API
+/// reads the call records from (tests feed it call events).
+pub struct Started {
+    pub addr: String,
+    pub plane: Arc<Recorder>,
+    pub ledger: Arc<signaling::Ledger>,
+}
+
+pub async fn start_server(options: Options) -> Started {
     let plane = Arc::new(Recorder::default());
+    let ledger =
+        Arc::new(signaling::Ledger::new("test", 100, &Registry::new(), [].iter(), None).unwrap());
+    let admin = (!options.admin_off).then(|| signaling::admin::Admin {
+        key: AdminKey::new(ADMIN_SECRET),
+        drain: {
+            let plane = plane.clone();
+            Arc::new(move || !plane.draining.swap(true, Ordering::Relaxed))
+        },
+    });
     let router = signaling::router(
         plane.clone(),
         Config {
             tokens: TokenKey::new(SECRET),
-            dev_mode,
+            dev_mode: options.dev_mode,
             ice_servers: Some(std::sync::Arc::new(|identity: &str| {
                 vec![protocol::IceServer {
                     urls: vec![
@@ -158,22 +194,14 @@ pub async fn start_with(
                     credential: Some("pw".into()),
                 }]
             })),
-            address_limits,
+            address_limits: options.address_limits,
             readiness: {
                 let plane = plane.clone();
                 Arc::new(move || plane.draining.load(Ordering::Relaxed).then_some("draining"))
             },
-            admin: Some(signaling::admin::Admin {
-                key: AdminKey::new(ADMIN_SECRET),
-                drain: {
-                    let plane = plane.clone();
-                    Arc::new(move || !plane.draining.swap(true, Ordering::Relaxed))
-                },
-            }),
+            admin,
             policies: policies(plane.clone()),
-            ledger: Arc::new(
-                signaling::Ledger::new("test", 100, &Registry::new(), [].iter(), None).unwrap(),
-            ),
+            ledger: ledger.clone(),
         },
         Registry::new(),
     )
@@ -181,7 +209,11 @@ pub async fn start_with(
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(signaling::serve(listener, router, std::future::pending()));
-    (format!("127.0.0.1:{}", addr.port()), plane)
+    Started {
+        addr: format!("127.0.0.1:{}", addr.port()),
+        plane,
+        ledger,
+    }
 }
 
 /// The groups of the tests: `audio` may not publish video, `off` may not call; their
@@ -288,14 +320,37 @@ pub async fn http_get(addr: &str, path: &str) -> String {
 
 /// The whole response to `method path`, with `bearer` as its Authorization if given.
 pub async fn http(addr: &str, method: &str, path: &str, bearer: Option<&str>) -> String {
+    http_body(addr, method, path, bearer, None).await
+}
+
+/// The whole response to `method path`, with `bearer` as its Authorization and `json` as
+/// its body (`Content-Type: application/json`) if given.
+pub async fn http_body(
+    addr: &str,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    json: Option<&str>,
+) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let kind = if json.is_some() {
+        "Content-Type: application/json\r\n"
+    } else {
+        ""
+    };
+    let body = json.unwrap_or_default();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}{kind}Content-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
     );
     s.write_all(request.as_bytes()).await.unwrap();
     let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+        .await
+        .expect("the server answers within 5 s")
+        .unwrap();
     out
 }
