@@ -217,6 +217,20 @@ async fn every_route_takes_an_admin_token_and_nothing_else() {
         assert_eq!(answer.status, 404, "{method} {path}: {}", answer.body);
         assert_eq!(answer.error(), "not_found", "{method} {path}");
     }
+    // No such route, or not its method: told in the API's shape, token or not.
+    for bearer in [None, Some(good.as_str())] {
+        let answer = ask(addr, "GET", "/admin/room", bearer, None).await;
+        assert_eq!(answer.status, 404, "{}", answer.body);
+        assert_eq!(answer.error(), "not_found");
+        let answer = ask(addr, "PATCH", "/admin/groups/audio", bearer, None).await;
+        assert_eq!(answer.status, 405, "{}", answer.body);
+        assert_eq!(answer.error(), "method_not_allowed");
+        assert!(
+            answer.head.contains("\r\nallow: get,head,put,delete"),
+            "{}",
+            answer.head
+        );
+    }
 }
 
 #[tokio::test]
@@ -450,6 +464,7 @@ async fn groups_policies_are_read_and_changed() {
         ("PUT", "/admin/groups/tcp", None, 415, "bad_request"),
         ("PUT", "/admin/groups/a%20b", Some("{}"), 400, "bad_request"),
         ("PUT", "/admin/groups/a%2Fb", Some("{}"), 400, "bad_request"),
+        ("GET", "/admin/groups/a%20b", None, 400, "bad_request"),
         ("DELETE", "/admin/groups/a%20b", None, 400, "bad_request"),
         ("DELETE", "/admin/groups/default", None, 409, "conflict"),
     ] {
