@@ -90,9 +90,10 @@ impl Policy {
 }
 
 /// Whether `name` may name a group: 1 to [`MAX_GROUP_BYTES`] bytes of letters, digits,
-/// `-`, `_` and `.` (it appears in URLs of the admin API and in metric labels).
+/// `-`, `_` and `.`, the first a letter or digit (it appears in URLs of the admin API,
+/// where `.` and `..` would be taken for path steps, and in metric labels).
 pub fn valid_group_name(name: &str) -> bool {
-    !name.is_empty()
+    name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
         && name.len() <= MAX_GROUP_BYTES
         && name
             .bytes()
@@ -178,7 +179,7 @@ mod tests {
     fn unknown_keys_and_bad_names_are_refused() {
         assert!(serde_json::from_str::<Policy>(r#"{"vidoe": false}"#).is_err());
         assert!(valid_group_name("sales-emea_2.b"));
-        for bad in ["", "a/b", "a b", "ü", &"x".repeat(65)] {
+        for bad in ["", "a/b", "a b", "ü", ".", "..", "-a", &"x".repeat(65)] {
             assert!(!valid_group_name(bad), "{bad:?}");
         }
     }

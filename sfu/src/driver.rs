@@ -447,6 +447,9 @@ pub(crate) async fn run_shard(
         (index, server_load),
         (lifecycle.clone(), wake.clone()),
     ));
+    // The wall clock at one instant: the admin API's times are told from it, so that
+    // they read the same at every request.
+    let clock = (Instant::now(), wall_ms());
     let run = |command: Command| {
         let started = Instant::now();
         let mut d = driver.borrow_mut();
@@ -471,10 +474,10 @@ pub(crate) async fn run_shard(
                 let _ = reply.send(());
             }
             Command::Rooms(reply) => {
-                let _ = reply.send(d.core.room_summaries(Instant::now(), wall_ms(), &node));
+                let _ = reply.send(d.core.room_summaries(clock.0, clock.1, &node));
             }
             Command::Room { room, reply } => {
-                let detail = d.core.room_detail(Instant::now(), wall_ms(), &node, &room);
+                let detail = d.core.room_detail(clock.0, clock.1, &node, &room);
                 let _ = reply.send(detail);
             }
             Command::Act {

@@ -12,8 +12,10 @@ use super::Shard;
 use super::room::Room;
 
 impl Shard {
-    /// Every call of this shard. `wall_ms` is the wall clock at `now` (milliseconds
-    /// since the Unix epoch), which start times are told in; `node` names the server.
+    /// Every call of this shard. `wall_ms` is the wall clock at instant `now`
+    /// (milliseconds since the Unix epoch), which start times are told in: pass the same
+    /// pair every time (say, the shard's start) and a time reads the same at every
+    /// request. `node` names the server.
     pub fn room_summaries(&self, now: Instant, wall_ms: u64, node: &str) -> Vec<RoomSummary> {
         self.rooms
             .iter()
@@ -232,9 +234,16 @@ impl Shard {
     }
 }
 
-/// The wall clock (ms since the Unix epoch) at `then`, given it is `wall_ms` at `now`.
-fn wall_at(then: Instant, now: Instant, wall_ms: u64) -> u64 {
-    wall_ms.saturating_sub(millis(now.saturating_duration_since(then)).into())
+/// The wall clock (ms since the Unix epoch) at `then`, given it is `wall_ms` at `at`
+/// (before or after `then`: a driver passes one fixed pair, so that a time reads the
+/// same at every request).
+fn wall_at(then: Instant, at: Instant, wall_ms: u64) -> u64 {
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    if then >= at {
+        wall_ms.saturating_add(ms(then - at))
+    } else {
+        wall_ms.saturating_sub(ms(at - then))
+    }
 }
 
 fn millis(d: Duration) -> u32 {

@@ -13,7 +13,7 @@ use protocol::{ParticipantId, TrackId};
 use serde::Deserialize;
 use tracing::info;
 
-use super::{ApiError, Authorized};
+use super::{ApiError, Authorized, object};
 use crate::state::AppState;
 
 /// `GET /admin/rooms`: `{"rooms": [RoomSummary]}`, by name.
@@ -109,10 +109,10 @@ pub(super) async fn mute(
     Authorized(admin): Authorized,
     State(state): State<Arc<AppState>>,
     path: Result<Path<(String, u64)>, PathRejection>,
-    body: Result<Json<Mute>, JsonRejection>,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Path((room, track)) = path.map_err(bad_path)?;
-    let Json(Mute { muted }) = body.map_err(bad_body)?;
+    let Mute { muted } = object(body)?;
     let track_id = TrackId(track);
     let missing = || ApiError::not_found(format!("no track {track} in room {room:?}"));
     let action = Action::Mute { track_id, muted };
@@ -164,8 +164,4 @@ fn no_room(room: &str) -> ApiError {
 
 pub(super) fn bad_path(e: PathRejection) -> ApiError {
     ApiError::bad_request(e.body_text())
-}
-
-pub(super) fn bad_body(e: JsonRejection) -> ApiError {
-    ApiError::new(e.status(), "bad_request", e.body_text())
 }

@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use protocol::Policy;
 use tracing::info;
 
-use super::calls::{bad_body, bad_path};
-use super::{ApiError, Authorized};
+use super::calls::bad_path;
+use super::{ApiError, Authorized, object};
 use crate::policy::PolicyError;
 use crate::state::AppState;
 
@@ -43,10 +43,10 @@ pub(super) async fn set(
     Authorized(admin): Authorized,
     State(state): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
-    body: Result<Json<Policy>, JsonRejection>,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Path(group) = path.map_err(bad_path)?;
-    let Json(policy) = body.map_err(bad_body)?;
+    let policy: Policy = object(body)?;
     let changed = state
         .config
         .policies

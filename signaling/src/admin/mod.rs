@@ -69,6 +69,8 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
             get(groups::one).put(groups::set).delete(groups::remove),
         )
         // What is not a route, or not a method of one, is told in the API's own shape.
+        .route("/admin", any(no_route))
+        .route("/admin/", any(no_route))
         .route("/admin/{*rest}", any(no_route))
         .method_not_allowed_fallback(no_method)
 }
@@ -151,6 +153,29 @@ impl IntoResponse for Refusal {
             }
         }
     }
+}
+
+/// A JSON body that must be an object (serde would read a struct from an array too,
+/// field by field), read as `T`.
+pub(crate) fn object<T: serde::de::DeserializeOwned>(
+    body: Result<axum::Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<T, ApiError> {
+    let axum::Json(value) =
+        body.map_err(|e| ApiError::new(e.status(), "bad_request", e.body_text()))?;
+    if !value.is_object() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_request",
+            "the body must be a JSON object",
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_request",
+            e.to_string(),
+        )
+    })
 }
 
 /// An admin request that failed: its status, and `{"error": code, "message": why}`.
