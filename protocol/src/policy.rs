@@ -93,7 +93,9 @@ impl Policy {
 /// `-`, `_` and `.`, the first a letter or digit (it appears in URLs of the admin API,
 /// where `.` and `..` would be taken for path steps, and in metric labels).
 pub fn valid_group_name(name: &str) -> bool {
-    name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+    name.bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric())
         && name.len() <= MAX_GROUP_BYTES
         && name
             .bytes()

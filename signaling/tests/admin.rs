@@ -462,7 +462,13 @@ async fn groups_policies_are_read_and_changed() {
         ),
         ("PUT", "/admin/groups/tcp", Some("{"), 400, "bad_request"),
         // An array is not a policy (serde would read one field by field).
-        ("PUT", "/admin/groups/tcp", Some("[false, false]"), 422, "bad_request"),
+        (
+            "PUT",
+            "/admin/groups/tcp",
+            Some("[false, false]"),
+            422,
+            "bad_request",
+        ),
         ("PUT", "/admin/groups/tcp", Some("[]"), 422, "bad_request"),
         ("PUT", "/admin/groups/..", Some("{}"), 400, "bad_request"),
         ("PUT", "/admin/groups/tcp", None, 415, "bad_request"),
