@@ -396,7 +396,7 @@ async fn groups_policies_are_read_and_changed() {
 
     let groups = ask("GET", "/admin/groups", None).await.json();
     let names: Vec<&String> = groups["groups"].as_object().unwrap().keys().collect();
-    assert_eq!(names, ["audio", "default", "off"]);
+    assert_eq!(names, ["audio", "branch", "default", "off", "strict"]);
     assert_eq!(groups["groups"]["off"]["calling"], false);
     let audio = ask("GET", "/admin/groups/audio", None).await.json();
     assert_eq!(

@@ -51,6 +51,8 @@ pub struct Recorder {
     pub draining: AtomicBool,
     /// The calls the admin API sees.
     pub rooms: Mutex<Vec<RoomSummary>>,
+    /// Every join, as it reached the media plane.
+    pub joins: Mutex<Vec<Join>>,
 }
 
 impl MediaPlane for Recorder {
@@ -76,6 +78,7 @@ impl MediaPlane for Recorder {
         );
         *self.last_join.lock() = Some((join.transport, urls));
         self.e2ee.lock().push(join.e2ee);
+        self.joins.lock().push(join.clone());
         self.calls.lock().push(Call::Join(join.room, join.identity));
         let _ = events.try_send(ServerMessage::TrackUnpublished {
             track_id: protocol::TrackId(0),
@@ -216,8 +219,9 @@ pub async fn start_server(options: Options) -> Started {
     }
 }
 
-/// The groups of the tests: `audio` may not publish video, `off` may not call; their
-/// changes reach `plane` as the server passes them on.
+/// The groups of the tests: `audio` may not publish video, `off` may not call, `strict`
+/// requires end-to-end encryption and may not present, `branch` is forced to TCP in
+/// rooms of 5; their changes reach `plane` as the server passes them on.
 fn policies(plane: Arc<Recorder>) -> signaling::Policies {
     let groups = [
         (
@@ -231,6 +235,22 @@ fn policies(plane: Arc<Recorder>) -> signaling::Policies {
             "off".to_owned(),
             Policy {
                 calling: false,
+                ..Policy::default()
+            },
+        ),
+        (
+            "strict".to_owned(),
+            Policy {
+                e2ee_required: true,
+                broadcast: false,
+                ..Policy::default()
+            },
+        ),
+        (
+            "branch".to_owned(),
+            Policy {
+                force_tcp: true,
+                max_participants: Some(5),
                 ..Policy::default()
             },
         ),
