@@ -40,7 +40,7 @@ export function onGrants(call, msg) {
 
 /** `track_unpublished` of one of this client's own tracks; whether it was one. */
 export function onOwnTrackUnpublished(call, trackId) {
-  for (const [source, local] of [...call.localTracks]) {
+  for (const [source, local] of [...(call.localTracks || [])]) {
     if (local.track_id !== trackId) continue;
     dropLocal(call, source, local);
     if (call._state === 'joined') negotiateInBackground(call);
@@ -51,7 +51,7 @@ export function onOwnTrackUnpublished(call, trackId) {
 
 /** `track_muted` of one of this client's own tracks; whether it was one. */
 export function onOwnTrackMuted(call, msg) {
-  for (const [source, local] of call.localTracks) {
+  for (const [source, local] of call.localTracks || []) {
     if (local.track_id !== msg.track_id) continue;
     const muted = !!msg.muted;
     call._localMuted.set(source, muted);
