@@ -26,12 +26,15 @@ pub enum ErrorCode {
     E2eeRequired,
     /// Over a rate limit (`e2ee` messages); the message was dropped.
     RateLimited,
+    /// The server cannot reach the cluster's coordination (Redis) to place a new room:
+    /// try again in a moment. Calls it carries go on.
+    ClusterUnavailable,
     Internal,
 }
 
 impl ErrorCode {
     /// Every code (the metrics register their labels up front); a new code goes here too.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::BadRequest,
@@ -45,6 +48,7 @@ impl ErrorCode {
         ErrorCode::ServerDraining,
         ErrorCode::E2eeRequired,
         ErrorCode::RateLimited,
+        ErrorCode::ClusterUnavailable,
         ErrorCode::Internal,
     ];
 
@@ -56,6 +60,7 @@ impl ErrorCode {
                 | ErrorCode::RoomFull
                 | ErrorCode::ServerDraining
                 | ErrorCode::E2eeRequired
+                | ErrorCode::ClusterUnavailable
                 | ErrorCode::Internal
         )
     }
@@ -76,6 +81,7 @@ impl ErrorCode {
             ErrorCode::ServerDraining => "server_draining",
             ErrorCode::E2eeRequired => "e2ee_required",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::ClusterUnavailable => "cluster_unavailable",
             ErrorCode::Internal => "internal",
         }
     }

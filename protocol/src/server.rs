@@ -191,6 +191,15 @@ pub enum ServerMessage {
     Left {
         reason: LeaveReason,
     },
+    /// The answer to `join` when the room lives on another node of the cluster: join
+    /// there instead, with the same token, on a new socket at `url`. The server closes
+    /// this socket next.
+    Redirect {
+        /// The node's id.
+        node: String,
+        /// Its signaling WebSocket (`wss://…/ws`).
+        url: String,
+    },
     Error(ErrorMessage),
 }
 
@@ -198,7 +207,7 @@ impl ServerMessage {
     /// Whether the server closes the socket once this message is sent.
     pub fn closes_socket(&self) -> bool {
         match self {
-            ServerMessage::Left { .. } => true,
+            ServerMessage::Left { .. } | ServerMessage::Redirect { .. } => true,
             ServerMessage::Error(e) => e.code.closes_socket(),
             _ => false,
         }
