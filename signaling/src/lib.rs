@@ -9,7 +9,8 @@
 //!    `records.rs`: call records and notices, from the media plane's call events
 //!    ([`Ledger`]).
 //! 2. `plane.rs`: the media-plane seam: [`MediaPlane`], [`IceServerSource`], and
-//!    [`EVENT_QUEUE`], the bound of a participant's event queue.
+//!    [`EVENT_QUEUE`], the bound of a participant's event queue; `placement.rs`: the
+//!    cluster seam, where a room lives ([`Placement`]).
 //! 3. `budget.rs`: what one socket may send, and how fast (token buckets per kind of
 //!    request); `addresses.rs`: open sockets and joins per client address.
 //! 4. `state.rs`: the shared server state: [`Config`], `AppState` (what every handler
@@ -31,6 +32,7 @@
 mod addresses;
 pub mod admin;
 mod budget;
+mod placement;
 mod plane;
 pub mod policy;
 pub mod records;
@@ -44,6 +46,7 @@ pub mod webhooks;
 mod whip;
 
 pub use addresses::AddressLimits;
+pub use placement::{Placed, Placement, websocket_url};
 pub use plane::{Answer, EVENT_QUEUE, IceServerSource, MediaPlane, Pending};
 pub use policy::{Policies, PolicyError};
 pub use records::Ledger;

@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::addresses::SocketPlace;
 use crate::budget::Budgets;
+use crate::placement::{Placed, websocket_url};
 use crate::plane::EVENT_QUEUE;
 use crate::state::{AppState, REFUSED_JOINS, REFUSED_SOCKETS};
 use protocol::{
@@ -307,6 +308,18 @@ impl Session {
                  with the plaintext grant",
             );
             return self.error(error.answering(RequestType::Join)).await;
+        }
+        match self.state.place(&claims.room).await {
+            Ok(Placed::Here) => {}
+            Ok(Placed::Elsewhere { node, url }) => {
+                debug!(room = %claims.room, %node, "join redirected");
+                let url = websocket_url(&url);
+                return self.on_events(ServerMessage::Redirect { node, url }).await;
+            }
+            Err(error) => {
+                info!(room = %claims.room, "join refused: {}", error.message);
+                return self.error(error.answering(RequestType::Join)).await;
+            }
         }
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let ice_servers = self.state.ice_servers_for(&claims.sub, &grants);

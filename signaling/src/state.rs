@@ -8,6 +8,7 @@ use protocol::{ErrorCode, ErrorMessage, Grants, IceServer};
 
 use crate::addresses::{AddressLimits, Addresses};
 use crate::admin::Admin;
+use crate::placement::{Placed, Placement};
 use crate::plane::{IceServerSource, MediaPlane};
 use crate::policy::Policies;
 use crate::records::Ledger;
@@ -32,6 +33,8 @@ pub struct Config {
     pub policies: Policies,
     /// The records of finished calls (`GET /admin/records`).
     pub ledger: Arc<Ledger>,
+    /// Where rooms live when this node is one of a cluster; `None`: every room lives here.
+    pub placement: Option<Arc<dyn Placement>>,
 }
 
 /// See [`Config::readiness`].
@@ -45,6 +48,7 @@ impl std::fmt::Debug for Config {
             .field("address_limits", &self.address_limits)
             .field("admin", &self.admin.is_some())
             .field("policies", &self.policies)
+            .field("cluster", &self.placement.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -142,6 +146,14 @@ impl AppState {
             grants: policy.narrow(token_grants),
             max_participants: policy.max_participants,
         })
+    }
+
+    /// Where `room` lives: here without a cluster, else wherever the cluster says.
+    pub(crate) async fn place(&self, room: &str) -> Result<Placed, ErrorMessage> {
+        match &self.config.placement {
+            Some(placement) => placement.place(room).await,
+            None => Ok(Placed::Here),
+        }
     }
 
     /// The ICE servers (TURN credentials) for a joining client: only those over TCP and

@@ -17,6 +17,7 @@ use super::offer::{VideoSource, scan_offer, whip_publish};
 use super::refusal::{Refused, authorize, content_type_is, plane_error, refused};
 use super::sessions::{Endpoint, Protocol, Session};
 use super::watch::Watch;
+use crate::placement::Placed;
 use crate::plane::{EVENT_QUEUE, MediaPlane};
 use crate::state::REFUSED_JOINS;
 
@@ -82,6 +83,30 @@ pub(super) async fn post_whep(
         body,
     )
     .await
+}
+
+/// `307 Temporary Redirect` to the same endpoint on the node at `base`: the client POSTs
+/// its offer there again (RFC 9725, section 4.5).
+fn redirect(base: &str, protocol: Protocol, query: &WhipQuery) -> Response {
+    let mut location = format!("{}/{}", base.trim_end_matches('/'), protocol.path());
+    match query.video {
+        Some(VideoSource::Camera) => location.push_str("?video=camera"),
+        Some(VideoSource::Screen) => location.push_str("?video=screen"),
+        None => {}
+    }
+    match HeaderValue::try_from(location) {
+        Ok(location) => (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(header::LOCATION, location)],
+            "the room lives on another node\n",
+        )
+            .into_response(),
+        Err(_) => refused(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal: the room's node has an unusable URL",
+        )
+        .into_response(),
+    }
 }
 
 async fn open(
@@ -160,6 +185,14 @@ async fn open(
         }
     };
 
+    match state.app.place(&claims.room).await {
+        Ok(Placed::Here) => {}
+        Ok(Placed::Elsewhere { node, url }) => {
+            debug!(room = %claims.room, %node, "{} redirected", protocol.path());
+            return Ok(redirect(&url, protocol, &query));
+        }
+        Err(e) => return Err(plane_error(&e)),
+    }
     let ice_servers = state.app.ice_servers_for(&claims.sub, &grants);
     let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
     let join = Join {

@@ -46,9 +46,10 @@ pub(super) fn plane_error(e: &ErrorMessage) -> Refused {
             StatusCode::BAD_REQUEST
         }
         ErrorCode::MessageTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorCode::RoomFull | ErrorCode::ServerBusy | ErrorCode::ServerDraining => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        ErrorCode::RoomFull
+        | ErrorCode::ServerBusy
+        | ErrorCode::ServerDraining
+        | ErrorCode::ClusterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::NotJoined | ErrorCode::AlreadyJoined | ErrorCode::Internal => {
             StatusCode::INTERNAL_SERVER_ERROR

@@ -161,6 +161,8 @@ pub struct Options {
     pub address_limits: signaling::AddressLimits,
     /// No admin key: the admin API is off.
     pub admin_off: bool,
+    /// A cluster's placement of rooms; `None`: every room lives here.
+    pub placement: Option<Arc<dyn signaling::Placement>>,
 }
 
 /// A test's server: where it listens, its media plane, and the ledger its admin API
@@ -205,6 +207,7 @@ pub async fn start_server(options: Options) -> Started {
             admin,
             policies: policies(plane.clone()),
             ledger: ledger.clone(),
+            placement: options.placement.clone(),
         },
         Registry::new(),
     )
