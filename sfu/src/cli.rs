@@ -287,6 +287,25 @@ pub struct ServeArgs {
     #[arg(long, env = "SFU_NODE", value_name = "NAME")]
     pub node: Option<String>,
 
+    /// The Redis of the cluster this server is one node of (docs/cluster.md):
+    /// `redis://[:PASSWORD@]HOST:6379/DB`, or `redis+sentinel://HOST:26379,HOST:26379/NAME`
+    /// for the master Sentinels name. Nodes register there, a room lives on the node that
+    /// claimed it, and a join that reaches another node is redirected. Without it the
+    /// server runs alone.
+    #[arg(long, env = "SFU_REDIS", value_name = "URL", hide_env_values = true)]
+    pub redis: Option<String>,
+
+    /// This node's region, with --redis: new rooms go to a node of the region of the node
+    /// the first join reached, while one there takes them.
+    #[arg(long, env = "SFU_REGION", value_name = "NAME")]
+    pub region: Option<String>,
+
+    /// The base URL clients reach this node's signaling at, with --redis: where joins for
+    /// its rooms are redirected (`https://sfu-2.example.com`) [default: http(s)://, the
+    /// first advertised address and the HTTP port].
+    #[arg(long, env = "SFU_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+
     /// Where webhooks POST notices of calls (room started and finished, participants
     /// joined and left, tracks published and unpublished, policies changed): http or
     /// https URLs, repeatable (each gets every notice). Needs --webhook-secret(-file).
@@ -439,6 +458,14 @@ impl ServeArgs {
             && self.webhook_secret_file.is_none()
         {
             return Err("--webhook-url needs --webhook-secret-file (or --webhook-secret)".into());
+        }
+        if self.redis.is_none() && (self.region.is_some() || self.public_url.is_some()) {
+            return Err("--region and --public-url are a cluster node's: they need --redis".into());
+        }
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(format!("--public-url {url:?}: an http:// or https:// URL"));
         }
         Ok(())
     }

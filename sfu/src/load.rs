@@ -208,6 +208,23 @@ impl Load {
             .map_or(0, |p| p.beats.load(Ordering::Relaxed))
     }
 
+    /// The server's figures: its shards' tracks and packets summed, and the busy share
+    /// of the busiest.
+    pub fn figures(&self) -> Figures {
+        let shards = &self.shards;
+        Figures {
+            tracks: shards
+                .iter()
+                .map(|p| p.tracks.load(Ordering::Relaxed))
+                .sum(),
+            egress_pps: shards
+                .iter()
+                .map(|p| p.egress_pps.load(Ordering::Relaxed))
+                .sum(),
+            busy: (0..shards.len()).map(|s| self.busy(s)).fold(0.0, f64::max),
+        }
+    }
+
     /// Participants with a place now.
     pub fn participants(&self) -> usize {
         self.participants.load(Ordering::Relaxed)

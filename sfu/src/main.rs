@@ -3,13 +3,15 @@
 //! This file parses the command line, starts logging and dispatches; each command lives in
 //! a module of the binary ([`serve`], [`relay`], [`token`], the admin API's client
 //! [`admin_client`]), beside the CLI ([`cli`]), the config file and secret files
-//! ([`config`]), the groups' policies ([`groups`]), how the server stops ([`stop`]), what
+//! ([`config`]), the groups' policies ([`groups`]), the node's part in a cluster
+//! ([`cluster`]), how the server stops ([`stop`]), what
 //! it tells systemd ([`notify`]) and what they ask of the host ([`host`]). They compose
 //! the libraries (`sfu`'s media plane, `signaling`, `turn`) and are no part of any
 //! library's interface.
 
 mod admin_client;
 mod cli;
+mod cluster;
 mod config;
 mod groups;
 mod host;

@@ -19,6 +19,7 @@ use signaling::tls::TlsListener;
 use tracing::{info, warn};
 
 use crate::cli::ServeArgs;
+use crate::cluster::ClusterNode;
 use crate::config;
 use crate::host::default_advertise;
 use crate::{groups, relay, stop};
@@ -168,6 +169,31 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     };
     let load = plane.load().clone();
     load.register(&registry)?;
+    let cluster_node = match &args.redis {
+        Some(redis) => {
+            let url = args.public_url.clone().unwrap_or_else(|| {
+                let ip = places
+                    .advertise
+                    .first()
+                    .copied()
+                    .unwrap_or(places.http.ip());
+                places.signaling_url(SocketAddr::new(ip, places.http.port()))
+            });
+            let region = args.region.clone();
+            let advertise = &places.advertise;
+            let node = ClusterNode::new(
+                redis,
+                &node,
+                region,
+                url,
+                advertise,
+                plane.clone(),
+                &registry,
+            )?;
+            Some(Arc::new(node))
+        }
+        None => None,
+    };
     let router = signaling::router(
         plane.clone(),
         signaling::Config {
@@ -188,13 +214,21 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             // Draining first: a draining server takes no new room, whatever its load.
             policies: policies.clone(),
             ledger: ledger.clone(),
-            readiness: Arc::new(move || {
-                if lifecycle.is_draining() {
-                    Some("draining")
-                } else {
-                    load.saturated().map(|_| "overloaded")
-                }
-            }),
+            placement: cluster_node
+                .clone()
+                .map(|node| node as Arc<dyn signaling::Placement>),
+            readiness: {
+                let cluster_node = cluster_node.clone();
+                Arc::new(move || {
+                    if lifecycle.is_draining() {
+                        Some("draining")
+                    } else if cluster_node.as_ref().is_some_and(|n| !n.reachable()) {
+                        Some("redis_unreachable")
+                    } else {
+                        load.saturated().map(|_| "overloaded")
+                    }
+                })
+            },
         },
         registry,
     )?;
@@ -204,6 +238,9 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             tokio::spawn(relay::flush_metrics(metrics, relay));
         }
         tokio::spawn(ledger.run(call_events));
+        if let Some(node) = &cluster_node {
+            tokio::spawn(node.clone().run());
+        }
         let listener = tokio::net::TcpListener::bind(places.http)
             .await
             .with_context(|| format!("cannot listen on {}", places.http))?;
@@ -241,6 +278,9 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
                 // Requests under way finish; open WebSockets end with the process.
                 let _ = tokio::time::timeout(HTTP_GRACE, serving).await;
             }
+        }
+        if let Some(node) = &cluster_node {
+            node.leave().await;
         }
         anyhow::Ok(())
     })

@@ -4,6 +4,8 @@
 // Each test binary compiles this module and uses part of it.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 

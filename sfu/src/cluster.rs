@@ -1,0 +1,181 @@
+//! This server as one node of a cluster (`--redis`): its heartbeat, which reports its
+//! state and load and keeps its rooms' claims alive, and the placement signaling asks
+//! before each join (the `cluster` crate does the Redis side).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use cluster::{BEAT, Cluster, ClusterConfig, Node, NodeLoad, NodeState, PlaceError, Placed};
+use prometheus::{IntCounter, IntGauge, Registry};
+use protocol::{ErrorCode, ErrorMessage};
+use sfu::driver::wall_ms;
+use sfu::plane::Plane;
+use signaling::{Answer, MediaPlane};
+use tracing::{info, warn};
+
+/// One node's part in the cluster.
+pub struct ClusterNode {
+    cluster: Arc<Cluster>,
+    plane: Arc<Plane>,
+    /// What its reports say of where clients reach it.
+    url: String,
+    media: Vec<String>,
+    region: Option<String>,
+    metrics: ClusterMetrics,
+}
+
+/// The node's view of the cluster on `/metrics`, updated at each beat.
+struct ClusterMetrics {
+    /// Redis commands sent (placements and beats).
+    commands: IntCounter,
+    /// 1 while Redis answers, else 0.
+    reachable: IntGauge,
+    /// Live nodes, this one included, at the last beat.
+    nodes: IntGauge,
+}
+
+impl ClusterMetrics {
+    fn new(registry: &Registry) -> prometheus::Result<ClusterMetrics> {
+        let commands = IntCounter::new(
+            "sfu_cluster_redis_commands_total",
+            "Redis commands this node sent: its placements of joins and its heartbeats",
+        )?;
+        let reachable = IntGauge::new(
+            "sfu_cluster_redis_reachable",
+            "1 while the cluster's Redis answers this node (it takes new rooms), else 0",
+        )?;
+        let nodes = IntGauge::new(
+            "sfu_cluster_nodes",
+            "Live nodes of the cluster, this one included, at its last heartbeat",
+        )?;
+        registry.register(Box::new(commands.clone()))?;
+        registry.register(Box::new(reachable.clone()))?;
+        registry.register(Box::new(nodes.clone()))?;
+        Ok(ClusterMetrics {
+            commands,
+            reachable,
+            nodes,
+        })
+    }
+}
+
+impl ClusterNode {
+    /// The node `id` of the cluster on `redis`, reached at `url`; connects at the first
+    /// beat, so that a server whose Redis is down starts (and refuses new rooms).
+    pub fn new(
+        redis: &str,
+        id: &str,
+        region: Option<String>,
+        url: String,
+        advertise: &[IpAddr],
+        plane: Arc<Plane>,
+        registry: &Registry,
+    ) -> anyhow::Result<ClusterNode> {
+        let cluster = Cluster::new(&ClusterConfig {
+            redis: redis.to_owned(),
+            node: id.to_owned(),
+            region: region.clone(),
+        })
+        .map_err(|e| anyhow::anyhow!("--redis: {e}"))?;
+        let cluster = Arc::new(cluster);
+        info!(node = id, %url, ?region, "cluster node: joins for rooms elsewhere are redirected");
+        Ok(ClusterNode {
+            cluster,
+            plane,
+            url,
+            media: advertise.iter().map(ToString::to_string).collect(),
+            region,
+            metrics: ClusterMetrics::new(registry)?,
+        })
+    }
+
+    /// Whether Redis answered the last beat: `/readyz` says 503 otherwise.
+    pub fn reachable(&self) -> bool {
+        self.cluster.reachable()
+    }
+
+    /// Beats every [`BEAT`] until the process ends.
+    pub async fn run(self: Arc<Self>) {
+        let mut ticks = tokio::time::interval(BEAT);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            self.beat().await;
+        }
+    }
+
+    /// Takes this node out of the registry (the process ends).
+    pub async fn leave(&self) {
+        self.cluster.leave().await;
+    }
+
+    async fn beat(&self) {
+        let rooms = match MediaPlane::rooms(&*self.plane).await {
+            Ok(rooms) => rooms,
+            Err(e) => {
+                warn!(
+                    "cluster: no heartbeat, the media plane did not list its rooms: {}",
+                    e.message
+                );
+                return;
+            }
+        };
+        let load = self.plane.load();
+        let figures = load.figures();
+        let lifecycle = self.plane.lifecycle();
+        let report = Node {
+            id: self.cluster.id().to_owned(),
+            region: self.region.clone(),
+            url: self.url.clone(),
+            media: self.media.clone(),
+            state: if lifecycle.is_draining() {
+                NodeState::Draining
+            } else {
+                NodeState::Serving
+            },
+            load: NodeLoad {
+                rooms: rooms.len() as u32,
+                participants: rooms.iter().map(|r| r.participants + r.viewers).sum(),
+                tracks: figures.tracks as u32,
+                egress_pps: figures.egress_pps,
+                shard_load: figures.busy as f32,
+                overloaded: load.saturated().is_some(),
+            },
+            at_ms: wall_ms(),
+        };
+        let hosted = rooms.into_iter().map(|r| r.room).collect();
+        // Failures are logged by the cluster when Redis goes out of reach.
+        let _ = self.cluster.beat(&report, hosted).await;
+        let m = &self.metrics;
+        m.commands
+            .inc_by(self.cluster.commands().saturating_sub(m.commands.get()));
+        m.reachable.set(i64::from(self.cluster.reachable()));
+        m.nodes.set(self.cluster.nodes().len() as i64);
+    }
+}
+
+impl signaling::Placement for ClusterNode {
+    fn place(&self, room: &str) -> Answer<signaling::Placed> {
+        let draining = self.plane.lifecycle().is_draining();
+        let (cluster, room) = (self.cluster.clone(), room.to_owned());
+        Box::pin(async move {
+            match cluster.place(&room, draining, wall_ms()).await {
+                Ok(Placed::Here) => Ok(signaling::Placed::Here),
+                Ok(Placed::Elsewhere(node)) => Ok(signaling::Placed::Elsewhere {
+                    node: node.id,
+                    url: node.url,
+                }),
+                Err(PlaceError::Unreachable(e)) => Err(ErrorMessage::new(
+                    ErrorCode::ClusterUnavailable,
+                    format!(
+                        "this node cannot reach the cluster to place a new room ({e}); try again"
+                    ),
+                )),
+                Err(PlaceError::NoNode) => Err(ErrorMessage::new(
+                    ErrorCode::ServerBusy,
+                    "no node of the cluster takes new rooms now",
+                )),
+            }
+        })
+    }
+}
