@@ -16,7 +16,8 @@
 #    sfu-tls (after the network tests are done with it); the drain tests start servers of
 #    their own in sfu-srv (HTTP 8090) and stop them with SIGTERM, the HTTPS test one
 #    (HTTPS 8443, with a CA and certificates of its own), the overload test one that
-#    takes two participants (HTTP 8092).
+#    takes two participants (HTTP 8092), the cluster test three nodes (HTTP 8093-8095)
+#    on a redis-server of its own (sfu-srv's 127.0.0.1:6390).
 # 4. Server stopped, namespaces removed (also on failure or Ctrl-C).
 set -euo pipefail
 
@@ -112,7 +113,7 @@ fi
 
 status=0
 (cd "$REPO" && ip netns exec sfu-cli timeout "$TEST_TIMEOUT" \
-    node --test --test-concurrency=1 --test-reporter=spec ${E2E_TESTS:-e2e/call.test.mjs e2e/e2ee.test.mjs e2e/e2ee-codecs.test.mjs e2e/network.test.mjs e2e/simulcast.test.mjs e2e/svc.test.mjs e2e/broadcast.test.mjs e2e/whip.test.mjs e2e/slots.test.mjs e2e/aiortc.test.mjs e2e/adaptation.test.mjs e2e/drain.test.mjs e2e/tls.test.mjs e2e/overload.test.mjs e2e/admin.test.mjs}) || status=$?
+    node --test --test-concurrency=1 --test-reporter=spec ${E2E_TESTS:-e2e/call.test.mjs e2e/e2ee.test.mjs e2e/e2ee-codecs.test.mjs e2e/network.test.mjs e2e/simulcast.test.mjs e2e/svc.test.mjs e2e/broadcast.test.mjs e2e/whip.test.mjs e2e/slots.test.mjs e2e/aiortc.test.mjs e2e/adaptation.test.mjs e2e/drain.test.mjs e2e/tls.test.mjs e2e/overload.test.mjs e2e/admin.test.mjs e2e/cluster.test.mjs}) || status=$?
 
 if [ "$status" != 0 ]; then
     echo "e2e/run.sh: tests failed ($status); server log tail ($E2E_LOG):" >&2

@@ -60,9 +60,15 @@
 // (`by: 'server'` when the server took it away), local_track_muted (an administrator
 // muted it), grants (what this client may do changed: its group's policy),
 // activespeakers {speakers}, layers {track_id, active} (what the server asked of one of
-// this client's simulcast tracks), connection_state, transport_fallback, rejoining
-// {reason} (the server shut down with the call going on: the call joins again by itself,
-// and `joined` follows), error, left, closed.
+// this client's simulcast tracks), connection_state, transport_fallback, redirected
+// {node, url} (a cluster node sent the join to the node that hosts the room), rejoining
+// {reason} (`server_shutdown`: the server shut down with the call going on;
+// `connection_lost`: it was lost; the call joins again by itself, and `joined` follows),
+// error, left, closed.
+//
+// A cluster (docs/cluster.md): `url` may lead to any node; a join for a room another node
+// hosts is redirected there (at most three times), and every rejoin starts again from
+// `url`, so that a room re-placed after its node died is found where it lives now.
 //
 // Layout: this module holds the Call class, its state and public API; the work is done by
 // the functions of ./client/, each taking the call: signaling.js (the WebSocket),
@@ -88,7 +94,7 @@ import {
   onTrackPublished, onTrackUnpublished,
 } from './client/room.js';
 import {
-  defaultUrl, onJoinReply, onServerError, openSocket, send, sendJoin, sendLeave, tokenGrants,
+  connectAndJoin, defaultUrl, onJoinReply, onServerError, send, sendLeave, tokenGrants,
 } from './client/signaling.js';
 import { onSlots, slotsFromStart, slotsOption } from './client/slots.js';
 import { inboundStats, outboundStats, transportInUse } from './client/stats.js';
@@ -107,8 +113,9 @@ export class Call extends EventTarget {
    * @param {boolean} [opts.fallback] rejoin through TURN over TCP/TLS when the media
    *   connection fails or does not come up in time (default true)
    * @param {boolean} [opts.rejoinOnShutdown] join again when the server shuts down with
-   *   the call going on (default true; `false`: the call ends, `left` with reason
-   *   `server_shutdown`)
+   *   the call going on, or is lost (its socket closes without a word, or the media
+   *   connection fails after it had worked) (default true; `false`: the call ends, `left`
+   *   with reason `server_shutdown`, or `closed`)
    * @param {boolean} [opts.simulcast] send the camera as three layers (default true)
    * @param {string} [opts.svc] send the camera as one stream of layers instead (SVC), in
    *   this scalability mode (e.g. `L3T3_KEY`: three spatial and three temporal layers),
@@ -254,9 +261,7 @@ export class Call extends EventTarget {
       video: grants.publish_video ? video || false : false,
     });
     try {
-      await openSocket(this);
-      const joined = await sendJoin(this);
-      onJoined(this, joined);
+      onJoined(this, await connectAndJoin(this));
       await startMedia(this, await capture);
       await negotiate(this);
     } catch (err) {
@@ -386,6 +391,7 @@ export class Call extends EventTarget {
   _dispatch(msg) {
     switch (msg.type) {
       case 'joined':
+      case 'redirect':
         return onJoinReply(this, msg);
       case 'error':
         return onServerError(this, msg);

@@ -1,22 +1,31 @@
 // The peer connection and the rejoins that replace it: the transport fallback (a call
 // whose media does not connect rejoins once with `transport: "relay"`, through TURN over
-// TCP or TLS only), and the rejoin after the server shut down with the call going on
-// (`left`, reason `server_shutdown`: it drained for a restart or an upgrade), with the
-// same token, where the URL leads now (the restarted server, or another behind a load
-// balancer), retried with backoff while there is no server to take it.
+// TCP or TLS only), the rejoin after the server shut down with the call going on
+// (`left`, reason `server_shutdown`: it drained for a restart or an upgrade), and the
+// rejoin after the server was lost (its socket closed without a word, or the media
+// connection failed after it had worked: the process or the machine died). Each joins
+// with the same token where the URL leads now (the restarted server, another behind a
+// load balancer, or the cluster node the room is placed on next), retried while there
+// is no server to take it.
 
 import { CallError } from './error.js';
 import { negotiate, rejectOffer } from './negotiation.js';
 import { addLocalTrack } from './publishing.js';
 import { onJoined, removeRemoteTrack } from './room.js';
-import { openSocket, sendJoin } from './signaling.js';
+import { connectAndJoin } from './signaling.js';
 import { slotsFromStart } from './slots.js';
 
 const CONNECT_TIMEOUT_MS = 5000;
 
 /** Rejoins after a shutdown: tries, and the wait before the first (doubled each time). */
-const SHUTDOWN_REJOIN_TRIES = 6;
-const SHUTDOWN_REJOIN_FIRST_WAIT_MS = 500;
+const SHUTDOWN_REJOIN = { tries: 6, firstWaitMs: 500, factor: 2 };
+
+/**
+ * Rejoins after a loss: once a second. A cluster frees a dead node's rooms within 5 s of
+ * its death, and a join meanwhile is sent to the dead node (refused at once): a doubling
+ * wait would come back seconds later than it needs to.
+ */
+const LOSS_REJOIN = { tries: 20, firstWaitMs: 1000, factor: 1 };
 
 /** Refusals another try would get again: the call ends at the first. */
 const FINAL_REFUSALS = ['unauthorized', 'forbidden', 'e2ee_required'];
@@ -65,6 +74,10 @@ export function createPeerConnection(call) {
     if (pc.connectionState === 'failed') {
       if (!call._everConnected && canFallBack(call)) {
         fallBack(call, 'the media connection failed');
+      } else if (call._everConnected && call.rejoinOnShutdown && call._state === 'joined'
+        && !call._rejoining) {
+        console.warn('call: the media connection failed: joining again');
+        rejoinAfterLoss(call);
       } else {
         call._reportError('ice_failed', new Error('media connection failed'));
       }
@@ -116,26 +129,39 @@ async function fallBack(call, why) {
  * ends (`closed`, reason `server_shutdown`). One at a time: another shutdown meanwhile
  * (or a fallback) waits for this one.
  */
-export async function rejoinAfterShutdown(call) {
+export function rejoinAfterShutdown(call) {
+  return rejoinOnce(call, 'server_shutdown', SHUTDOWN_REJOIN);
+}
+
+/**
+ * The server was lost with this call going on (see the top of this file): joins again as
+ * after a shutdown, once a second. Emits `rejoining` with reason `connection_lost`; when
+ * no try works, the call ends (`closed`, reason `connection_lost`).
+ */
+export function rejoinAfterLoss(call) {
+  return rejoinOnce(call, 'connection_lost', LOSS_REJOIN);
+}
+
+async function rejoinOnce(call, reason, schedule) {
   if (call._rejoining) return;
   call._rejoining = true;
   try {
-    await rejoinWithBackoff(call);
+    await rejoinWithBackoff(call, reason, schedule);
   } finally {
     call._rejoining = false;
   }
 }
 
-async function rejoinWithBackoff(call) {
-  console.warn('call: the server shut down: joining again');
-  // The server closes the socket next, and the media is gone: the old session's now.
+async function rejoinWithBackoff(call, reason, { tries, firstWaitMs, factor }) {
+  console.warn(`call: ${reason}: joining again`);
+  // The server closes the socket next (or has), and the media is gone: the old session's.
   const [oldWs, oldPc] = [call.ws, call.pc];
   [call.ws, call.pc] = [null, null];
-  if (oldWs) oldWs.close(1000, 'server shut down');
+  if (oldWs) oldWs.close(1000, reason);
   if (oldPc) oldPc.close();
   call._state = 'joining';
-  call._emit('rejoining', { reason: 'server_shutdown' });
-  let wait = SHUTDOWN_REJOIN_FIRST_WAIT_MS;
+  call._emit('rejoining', { reason });
+  let wait = firstWaitMs;
   for (let attempt = 1; ; attempt++) {
     await new Promise((r) => setTimeout(r, wait * (0.5 + Math.random())));
     if (call._state === 'closed') return; // left meanwhile
@@ -144,14 +170,14 @@ async function rejoinWithBackoff(call) {
       return;
     } catch (err) {
       if (call._state === 'closed') return;
-      console.warn(`call: rejoin ${attempt} of ${SHUTDOWN_REJOIN_TRIES} failed: ${err.message}`);
-      if (attempt >= SHUTDOWN_REJOIN_TRIES || FINAL_REFUSALS.includes(err.code)) {
-        call._leftReason = 'server_shutdown';
+      console.warn(`call: rejoin ${attempt} of ${tries} failed: ${err.message}`);
+      if (attempt >= tries || FINAL_REFUSALS.includes(err.code)) {
+        call._leftReason = reason;
         call._reportError(err.code || 'rejoin', err);
-        call._teardown('server_shutdown');
+        call._teardown(reason);
         return;
       }
-      wait *= 2;
+      wait *= factor;
     }
   }
 }
@@ -211,8 +237,7 @@ async function rejoin(call) {
       await Promise.race([call._negotiating.catch(() => {}), late]);
       call._negotiating = null;
     }
-    await openSocket(call);
-    onJoined(call, await sendJoin(call));
+    onJoined(call, await connectAndJoin(call));
   } catch (err) {
     // The server closes this try's socket next (a refused join): not the call's any more.
     const ws = call.ws;

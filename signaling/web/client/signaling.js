@@ -2,10 +2,14 @@
 // handshakes, and what a join token grants.
 
 import { CallError } from './error.js';
+import { rejoinAfterLoss } from './fallback.js';
 import { onOfferError, rejectOffer } from './negotiation.js';
 
 const JOIN_TIMEOUT_MS = 15000;
 const LEAVE_TIMEOUT_MS = 3000;
+
+/** Redirects a join follows (a cluster node names the one that hosts the room). */
+const MAX_REDIRECTS = 3;
 
 /** The server's WebSocket on the page's own host. */
 export function defaultUrl() {
@@ -31,14 +35,37 @@ export function tokenGrants(token) {
   }
 }
 
-/** Opens `call.ws` to `call.url`; resolves once it is open. */
-export function openSocket(call) {
+/**
+ * Opens a socket on `call.url` and joins, following the server's redirects: a node of a
+ * cluster answers a join for a room another node hosts with `redirect`, naming that
+ * node's socket, where the same join goes next. Resolves with `joined`; rejects with the
+ * refusal, or `redirect` after more than MAX_REDIRECTS.
+ */
+export async function connectAndJoin(call) {
+  let url = call.url;
+  for (let redirects = 0; ; redirects++) {
+    await openSocket(call, url);
+    const reply = await sendJoin(call);
+    if (reply.type !== 'redirect') return reply;
+    if (redirects >= MAX_REDIRECTS) {
+      throw new CallError('redirect', `more than ${MAX_REDIRECTS} redirects (last to ${reply.url})`);
+    }
+    if (!/^wss?:\/\//.test(String(reply.url))) {
+      throw new CallError('redirect', `redirected to ${reply.url}, not a WebSocket URL`);
+    }
+    url = reply.url;
+    call._emit('redirected', { node: reply.node, url });
+  }
+}
+
+/** Opens `call.ws` to `url`; resolves once it is open. */
+export function openSocket(call, url = call.url) {
   return new Promise((resolve, reject) => {
     let ws;
     try {
-      ws = new WebSocket(call.url);
+      ws = new WebSocket(url);
     } catch (err) {
-      reject(new CallError('network', `cannot open ${call.url}: ${err.message}`));
+      reject(new CallError('network', `cannot open ${url}: ${err.message}`));
       return;
     }
     call.ws = ws;
@@ -56,13 +83,13 @@ export function openSocket(call) {
       if (!opened) {
         // Nothing was joined on it: whoever opened it decides (a join fails, a rejoin
         // after a shutdown tries again).
-        reject(new CallError('network', `WebSocket to ${call.url} failed (code ${e.code})`));
+        reject(new CallError('network', `WebSocket to ${url} failed (code ${e.code})`));
         return;
       }
       if (call.ws === ws) onSocketClose(call, e);
     });
     // 'error' is always followed by 'close', which does the work.
-    ws.addEventListener('error', () => console.warn('call: WebSocket error', call.url));
+    ws.addEventListener('error', () => console.warn('call: WebSocket error', url));
   });
 }
 
@@ -92,8 +119,16 @@ export function sendJoin(call) {
   });
 }
 
-/** The server's `joined`: the reply to the join in flight, if any. */
+/**
+ * The server's `joined` or `redirect`: the reply to the join in flight, if any. The
+ * server closes a redirected socket next: it is the call's no longer from here on.
+ */
 export function onJoinReply(call, msg) {
+  if (msg.type === 'redirect' && call.ws) {
+    const ws = call.ws;
+    call.ws = null;
+    ws.close(1000, 'redirected');
+  }
   if (call._joinWaiter) {
     call._joinWaiter.resolve(msg);
     call._joinWaiter = null;
@@ -158,6 +193,13 @@ function onSocketClose(call, e) {
   }
   rejectOffer(call, err);
   if (call._state === 'joined' && !call._leftReason && !call._leaving) {
+    // The server went away without a word (its process or its machine died): join
+    // again, where the URL leads now.
+    if (call.rejoinOnShutdown && !call._rejoining) {
+      console.warn(`call: ${err.message}: joining again`);
+      rejoinAfterLoss(call);
+      return;
+    }
     call._reportError('closed', err);
   }
   call._teardown(call._leftReason || 'closed', e);
