@@ -5,6 +5,8 @@
 //! - `node.rs`: what a node reports of itself.
 //! - `select.rs`: which node a new room goes to ([`choose`]), a pure function.
 //! - `store.rs`: the keys and Lua scripts in Redis ([`Store`]).
+//! - `relay.rs`: requests from node to node over pub/sub ([`Cluster::ask`],
+//!   [`Cluster::listen`]).
 //! - this file: [`Cluster`], one node's view of the cluster: where a room goes
 //!   ([`Cluster::place`]), and the heartbeat that keeps its report and its rooms' claims
 //!   alive ([`Cluster::beat`]).
@@ -14,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 mod node;
+mod relay;
 mod select;
 mod store;
 
@@ -26,6 +29,7 @@ use tracing::{info, warn};
 
 pub use node::{Node, NodeLoad, NodeState};
 pub use redis::RedisError;
+pub use relay::{Answered, Handler, RelayError, Relayed};
 pub use select::choose;
 pub use store::{LEASE, Store};
 
@@ -72,6 +76,8 @@ pub struct Cluster {
     view: Mutex<View>,
     /// The last exchange with Redis succeeded.
     reachable: AtomicBool,
+    /// The requests to other nodes waiting for their answers.
+    waiting: relay::Waiting,
 }
 
 /// What a node knows of the others and of its own rooms, between beats.
@@ -98,6 +104,7 @@ impl Cluster {
             region: config.region.clone(),
             view: Mutex::new(View::default()),
             reachable: AtomicBool::new(false),
+            waiting: relay::Waiting::default(),
         })
     }
 
@@ -185,6 +192,14 @@ impl Cluster {
     /// This node's id.
     pub fn id(&self) -> &str {
         &self.me
+    }
+
+    /// The node `room` lives on, if any (no claim is made).
+    pub async fn owner(&self, room: &str) -> Result<Option<String>, RedisError> {
+        if self.hosts(room) {
+            return Ok(Some(self.me.clone()));
+        }
+        self.watch(self.store.claim(room, None).await)
     }
 
     async fn exchange(

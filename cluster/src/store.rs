@@ -8,6 +8,8 @@
 //! - `sfu:room:{room}`: the id of the node the room lives on, expiring like a report:
 //!   the owner refreshes it while it hosts the room, so a dead node's rooms are free
 //!   within 5 s.
+//! - `sfu:inbox:{id}`: the pub/sub channel node `id` listens on for requests from the
+//!   others and for their answers ([`crate::relay`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -286,6 +288,35 @@ impl Store {
         self.count(1);
         let done = invocation.arg(me).invoke_async::<u64>(&mut c).await;
         self.settle(done).map(drop)
+    }
+
+    /// Publishes `payload` on `channel`; returns how many subscribers got it.
+    pub async fn publish(&self, channel: &str, payload: &str) -> RedisResult<u64> {
+        let mut c = self.connection().await?;
+        self.count(1);
+        let done = c.publish(channel, payload).await;
+        self.settle(done)
+    }
+
+    /// A connection of its own for subscribing (pub/sub takes a connection over).
+    pub async fn subscriber(&self) -> RedisResult<redis::aio::PubSub> {
+        let client = match &self.source {
+            Source::Direct(client) => client.clone(),
+            Source::Sentinel(sentinel) => {
+                let mut sentinel = sentinel.lock().await;
+                tokio::time::timeout(COMMAND_TIMEOUT, sentinel.async_get_client())
+                    .await
+                    .map_err(|_| timed_out())??
+            }
+        };
+        tokio::time::timeout(COMMAND_TIMEOUT, client.get_async_pubsub())
+            .await
+            .map_err(|_| timed_out())?
+    }
+
+    /// The channel node `id` listens on.
+    pub fn inbox(&self, id: &str) -> String {
+        format!("{}:inbox:{id}", self.prefix)
     }
 
     /// Redis commands sent so far.

@@ -104,6 +104,29 @@ impl ClusterNode {
         }
     }
 
+    /// Runs the admin requests other nodes relay here on `router` (this node's own),
+    /// until the process ends.
+    pub async fn listen(self: Arc<Self>, router: signaling::Router) {
+        let handler: cluster::Handler = Arc::new(move |request: cluster::Relayed| {
+            let request = signaling::admin::Relayed {
+                method: request.method,
+                path: request.path,
+                headers: request.headers,
+                body: request.body,
+            };
+            let answer = signaling::admin::answer(router.clone(), request);
+            Box::pin(async move {
+                let a = answer.await;
+                cluster::Answered {
+                    status: a.status,
+                    content_type: a.content_type,
+                    body: a.body,
+                }
+            })
+        });
+        self.cluster.clone().listen(handler).await;
+    }
+
     /// Takes this node out of the registry (the process ends).
     pub async fn leave(&self) {
         self.cluster.leave().await;
@@ -151,6 +174,61 @@ impl ClusterNode {
             .inc_by(self.cluster.commands().saturating_sub(m.commands.get()));
         m.reachable.set(i64::from(self.cluster.reachable()));
         m.nodes.set(self.cluster.nodes().len() as i64);
+    }
+}
+
+impl signaling::admin::AdminRelay for ClusterNode {
+    fn me(&self) -> String {
+        self.cluster.id().to_owned()
+    }
+
+    fn owner(&self, room: &str) -> Answer<Option<String>> {
+        let (cluster, room) = (self.cluster.clone(), room.to_owned());
+        Box::pin(async move {
+            cluster.owner(&room).await.map_err(|e| {
+                ErrorMessage::new(
+                    ErrorCode::ClusterUnavailable,
+                    format!("the cluster's Redis: {e}"),
+                )
+            })
+        })
+    }
+
+    fn peers(&self) -> Vec<String> {
+        let me = self.cluster.id();
+        self.cluster
+            .nodes()
+            .into_iter()
+            .map(|n| n.id)
+            .filter(|id| id != me)
+            .collect()
+    }
+
+    fn ask(
+        &self,
+        node: &str,
+        request: signaling::admin::Relayed,
+    ) -> Answer<signaling::admin::Answered> {
+        let (cluster, node) = (self.cluster.clone(), node.to_owned());
+        Box::pin(async move {
+            let request = cluster::Relayed {
+                method: request.method,
+                path: request.path,
+                headers: request.headers,
+                body: request.body,
+            };
+            match cluster.ask(&node, request).await {
+                Ok(a) => Ok(signaling::admin::Answered {
+                    status: a.status,
+                    content_type: a.content_type,
+                    body: a.body,
+                }),
+                Err(e) => Err(ErrorMessage::new(
+                    ErrorCode::ClusterUnavailable,
+                    e.to_string(),
+                )),
+            }
+        })
     }
 }
 

@@ -217,6 +217,9 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             placement: cluster_node
                 .clone()
                 .map(|node| node as Arc<dyn signaling::Placement>),
+            admin_relay: cluster_node
+                .clone()
+                .map(|node| node as Arc<dyn signaling::admin::AdminRelay>),
             readiness: {
                 let cluster_node = cluster_node.clone();
                 Arc::new(move || {
@@ -240,6 +243,7 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(ledger.run(call_events));
         if let Some(node) = &cluster_node {
             tokio::spawn(node.clone().run());
+            tokio::spawn(node.clone().listen(router.clone()));
         }
         let listener = tokio::net::TcpListener::bind(places.http)
             .await

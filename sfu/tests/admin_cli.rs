@@ -16,19 +16,6 @@ use protocol::Policy;
 use protocol::admin::{CallRecord, ParticipantDetail, RoomDetail, RoomSummary};
 use serde_json::{Value, json};
 
-/// `sfu admin <args>` of `server`, with its admin secret.
-fn admin(server: &Server, args: &[&str]) -> Run {
-    let secret = server.admin_secret.to_str().unwrap();
-    let common = ["--url", &server.url, "--secret-file", secret];
-    sfu(&[&["admin"], args, &common].concat())
-}
-
-/// `sfu admin <args> --json` of `server`, read as `T`.
-fn admin_json<T: serde::de::DeserializeOwned>(server: &Server, args: &[&str]) -> T {
-    let text = admin(server, &[args, &["--json"]].concat()).ok();
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?}: {e}: {text}"))
-}
-
 /// The rooms `sfu admin rooms --json` lists.
 fn rooms(server: &Server) -> Vec<RoomSummary> {
     let mut answer: Value = admin_json(server, &["rooms"]);

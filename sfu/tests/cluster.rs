@@ -337,3 +337,63 @@ fn without_redis_calls_go_on_and_new_rooms_wait_for_it() {
     assert_eq!(others(&cat.joined), ["ann", "bob"]);
     drop((ann, bob, cat, dan));
 }
+
+/// The calls `sfu admin rooms --json` lists through `server`: (room, node).
+fn listed(server: &Server) -> Vec<(String, String)> {
+    let answer: Value = admin_json(server, &["rooms"]);
+    let rooms = answer["rooms"].as_array().unwrap();
+    rooms
+        .iter()
+        .map(|r| {
+            (
+                r["room"].as_str().unwrap().into(),
+                r["node"].as_str().unwrap().into(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_admin_api_answers_from_any_node() {
+    let redis = Redis::start();
+    let cluster = Cluster::start(&redis, "admin");
+    let mut ann = join(cluster.node(0), "call", "ann").unwrap();
+    let _bob = join(cluster.node(0), "other", "bob").unwrap();
+    let owner = cluster.index_of(ann.port);
+    let owner_id = format!("n{}", owner + 1);
+    let elsewhere = cluster.node((owner + 1) % 3);
+    // Every node lists every call, with the node it lives on.
+    for (server, _) in &cluster.nodes {
+        let rooms = listed(server);
+        let names: Vec<&str> = rooms.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(names, ["call", "other"], "through {}", server.port);
+        assert!(
+            rooms.contains(&("call".into(), owner_id.clone())),
+            "{rooms:?}"
+        );
+    }
+    // A call's members, and an action on it, through a node that does not host it.
+    let detail: Value = admin_json(elsewhere, &["room", "call"]);
+    assert_eq!(detail["node"], owner_id.as_str());
+    assert_eq!(detail["members"][0]["identity"], "ann");
+    let id = format!("p{}", ann.joined["participant_id"]);
+    admin(elsewhere, &["remove", "call", &id]).ok();
+    let left = loop {
+        let message = read(&mut ann.ws).expect("left");
+        if message["type"] == "left" {
+            break message;
+        }
+    };
+    assert_eq!(left["reason"], "removed");
+    // The call's record, through any node.
+    wait_for(elsewhere, "the call's record through another node", || {
+        let answer: Value = admin_json(elsewhere, &["records", "--room", "call"]);
+        answer["records"].as_array().is_some_and(|r| r.len() == 1)
+    });
+    // A group set through one node is set on every node.
+    admin(elsewhere, &["set-group", "sales", "--video", "off"]).ok();
+    for (server, _) in &cluster.nodes {
+        let policy: Value = admin_json(server, &["group", "sales"]);
+        assert_eq!(policy["video"], false, "through {}", server.port);
+    }
+}

@@ -46,6 +46,7 @@ pub mod webhooks;
 mod whip;
 
 pub use addresses::AddressLimits;
+pub use axum::Router;
 pub use placement::{Placed, Placement, websocket_url};
 pub use plane::{Answer, EVENT_QUEUE, IceServerSource, MediaPlane, Pending};
 pub use policy::{Policies, PolicyError};

@@ -44,7 +44,7 @@ pub fn router(
         .route("/metrics", get(metrics_text))
         .route("/ws", get(websocket))
         .merge(crate::whip::routes(state.clone()))
-        .merge(admin::routes());
+        .merge(admin::routes(state.clone()));
     for asset in crate::web::ASSETS {
         let response =
             move || async move { ([(header::CONTENT_TYPE, asset.content_type)], asset.body) };

@@ -7,7 +7,7 @@ use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use protocol::{ErrorCode, ErrorMessage, Grants, IceServer};
 
 use crate::addresses::{AddressLimits, Addresses};
-use crate::admin::Admin;
+use crate::admin::{Admin, AdminRelay};
 use crate::placement::{Placed, Placement};
 use crate::plane::{IceServerSource, MediaPlane};
 use crate::policy::Policies;
@@ -35,6 +35,8 @@ pub struct Config {
     pub ledger: Arc<Ledger>,
     /// Where rooms live when this node is one of a cluster; `None`: every room lives here.
     pub placement: Option<Arc<dyn Placement>>,
+    /// The cluster's other nodes, for the admin API; `None`: this node alone.
+    pub admin_relay: Option<Arc<dyn AdminRelay>>,
 }
 
 /// See [`Config::readiness`].

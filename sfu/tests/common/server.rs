@@ -261,3 +261,16 @@ pub fn get(port: u16, path: &str) -> (u16, String) {
     let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     (status.unwrap_or(0), body.to_string())
 }
+
+/// `sfu admin <args>` of `server`, with its admin secret.
+pub fn admin(server: &Server, args: &[&str]) -> Run {
+    let secret = server.admin_secret.to_str().unwrap();
+    let common = ["--url", &server.url, "--secret-file", secret];
+    sfu(&[&["admin"], args, &common].concat())
+}
+
+/// `sfu admin <args> --json` of `server`, read as `T`.
+pub fn admin_json<T: serde::de::DeserializeOwned>(server: &Server, args: &[&str]) -> T {
+    let text = admin(server, &[args, &["--json"]].concat()).ok();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?}: {e}: {text}"))
+}

@@ -11,11 +11,13 @@
 //! | `key.rs` | (admin tokens: [`AdminKey`], [`AdminClaims`]) |
 //! | `calls.rs` | `/admin/rooms...`: calls in progress, their members; remove, mute, unpublish, end; `/admin/records` |
 //! | `groups.rs` | `/admin/groups...`: the groups' calling policies |
+//! | `relay.rs` | (across a cluster: each request run where it belongs, [`AdminRelay`]) |
 //! | `mod.rs` | `POST /admin/drain` |
 
 mod calls;
 mod groups;
 mod key;
+mod relay;
 
 use std::sync::Arc;
 
@@ -28,6 +30,7 @@ use axum::routing::{any, delete, get, post};
 use tracing::{debug, info};
 
 pub use key::{ADMIN_AUDIENCE, AdminClaims, AdminKey, MAX_ADMIN_TTL};
+pub use relay::{AdminRelay, Answered, RELAYED_HEADER, Relayed, answer};
 
 use crate::state::AppState;
 use crate::token::bearer;
@@ -46,8 +49,8 @@ impl std::fmt::Debug for Admin {
     }
 }
 
-/// Every route of the admin API.
-pub(crate) fn routes() -> Router<Arc<AppState>> {
+/// Every route of the admin API; in a cluster, each request run where it belongs.
+pub(crate) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()
         .route("/admin/drain", post(drain))
         .route("/admin/rooms", get(calls::rooms))
@@ -73,6 +76,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/admin/", any(no_route))
         .route("/admin/{*rest}", any(no_route))
         .method_not_allowed_fallback(no_method)
+        .route_layer(axum::middleware::from_fn_with_state(state, relay::relay))
 }
 
 async fn no_route() -> ApiError {

@@ -208,6 +208,7 @@ pub async fn start_server(options: Options) -> Started {
             policies: policies(plane.clone()),
             ledger: ledger.clone(),
             placement: options.placement.clone(),
+            admin_relay: None,
         },
         Registry::new(),
     )
