@@ -16,7 +16,16 @@
 #  - `promtool check config` passes the Prometheus config;
 #  - the Kubernetes manifests, compose file (`docker-compose config`, client side: there
 #    is no Docker daemon here, so no image is built) and Dockerfile have what issue 18
-#    names (deploy/test/check.py), and each of those checks fails on a broken copy.
+#    names (deploy/test/check.py), and each of those checks fails on a broken copy;
+#  - the cluster: the DaemonSet makes each server a node of its own (name, public URL)
+#    on the Redis of kubernetes/redis.yaml; compose.cluster.yaml's nodes share one Redis
+#    and the secrets, differ in name, public URL and every port, and are each scraped
+#    (prometheus.cluster.yml passes `promtool check config`); every SFU_ variable any
+#    of these sets is one `sfu serve --help` names (check.py says what else);
+#  - compose.cluster.yaml's nodes run as it configures them (its environment, its Redis
+#    command with Debian's redis-server, in the network namespace): /readyz 503
+#    redis_unreachable until Redis answers, then each is ready and counts every node,
+#    and a node stopped with SIGTERM drains, exits 0 and leaves the others' count.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -24,12 +33,15 @@ SFU_BIN=$(realpath "${SFU_BIN:-target/debug/sfu}")
 PY=/usr/bin/python3 # Debian's, with python3-yaml
 CHECK="$PY deploy/test/check.py"
 tmp=$(mktemp -d)
+help="$tmp/help" # the variables a deployment may set are the ones it names
 ns=sfu-deploy-$$
 server=
 listener=
+nodes=() # the cluster's servers and its Redis, by pid
 cleanup() {
   [ -n "$server" ] && kill -9 "$server" 2>/dev/null || true
   [ -n "$listener" ] && kill "$listener" 2>/dev/null || true
+  for pid in "${nodes[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
   ip netns del "$ns" 2>/dev/null || true
   rm -rf "$tmp"
 }
@@ -37,7 +49,9 @@ trap cleanup EXIT
 say() { echo "deploy/test: $*" >&2; }
 fail() {
   say "FAILED: $*"
-  [ -f "$tmp/sfu.log" ] && tail -n 20 "$tmp/sfu.log" >&2
+  for log in "$tmp"/sfu*.log "$tmp/redis.log"; do
+    [ -f "$log" ] && { echo "--- $log" && tail -n 20 "$log"; } >&2
+  done
   exit 1
 }
 # Waits up to $1 seconds for the fixed string $2 in file $3.
@@ -140,15 +154,93 @@ server=
 say "sd_notify: STOPPING=1 on SIGTERM, then the drained server exited 0"
 
 # --- Prometheus, Kubernetes, compose, Dockerfile --------------------------------------
+"$SFU_BIN" serve --help >"$help" || fail "sfu serve --help"
 promtool check config deploy/prometheus/prometheus.yml >&2
-$CHECK kubernetes deploy/kubernetes >&2
+promtool check config deploy/prometheus/prometheus.cluster.yml >&2
+$CHECK kubernetes deploy/kubernetes "$help" >&2
 if (cd deploy && env -u SFU_ADVERTISE_IP docker-compose -f compose.yaml config >/dev/null 2>&1); then
   fail "compose starts without SFU_ADVERTISE_IP"
 fi
 (cd deploy && SFU_ADVERTISE_IP=192.0.2.1 docker-compose -f compose.yaml config) >"$tmp/compose.yaml" ||
   fail "docker-compose config"
-$CHECK compose "$tmp/compose.yaml" >&2
+$CHECK compose "$tmp/compose.yaml" "$help" >&2
+cluster=(docker-compose -f compose.cluster.yaml config)
+for unset in SFU_ADVERTISE_IP REDIS_PASSWORD; do
+  if (cd deploy && env SFU_ADVERTISE_IP=192.0.2.1 REDIS_PASSWORD=ab -u "$unset" \
+    "${cluster[@]}" >/dev/null 2>&1); then
+    fail "compose.cluster.yaml starts without $unset"
+  fi
+done
+(cd deploy && SFU_ADVERTISE_IP=192.0.2.1 REDIS_PASSWORD=ab "${cluster[@]}") >"$tmp/cluster.yaml" ||
+  fail "docker-compose -f compose.cluster.yaml config"
+$CHECK compose-cluster "$tmp/cluster.yaml" "$help" >&2
 $CHECK dockerfile deploy/Dockerfile >&2
 say "not run: docker build and docker compose up (no Docker daemon on this machine)"
-$CHECK selftest >&2
+$CHECK selftest "$help" >&2
+
+# --- The cluster as compose.cluster.yaml configures it, in the network namespace -------
+# Its nodes' environment with the host's address 127.0.0.1, and files of here for the
+# container's: the config, the two secrets.
+password=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+(cd deploy && SFU_ADVERTISE_IP=127.0.0.1 REDIS_PASSWORD=$password "${cluster[@]}") >"$tmp/cluster.yaml" ||
+  fail "docker-compose -f compose.cluster.yaml config"
+head -c 32 /dev/urandom | base64 >"$tmp/admin-secret"
+chmod 600 "$tmp/admin-secret"
+mapfile -t names < <(cd deploy && SFU_ADVERTISE_IP=127.0.0.1 REDIS_PASSWORD=ab \
+  "${cluster[@]}" --services | grep '^sfu-' | sort)
+[ "${#names[@]}" -ge 2 ] || fail "compose.cluster.yaml has ${#names[@]} sfu- services"
+declare -A port node_pid
+for name in "${names[@]}"; do
+  mapfile -t vars < <($CHECK compose-env "$tmp/cluster.yaml" "$name")
+  port[$name]=$(printf '%s\n' "${vars[@]}" | sed -n 's/^SFU_HTTP_LISTEN=.*:\([0-9]*\)$/\1/p')
+  ip netns exec "$ns" env "${vars[@]}" SFU_CONFIG=deploy/sfu.example.toml \
+    SFU_SECRET_FILE="$tmp/secret" SFU_ADMIN_SECRET_FILE="$tmp/admin-secret" \
+    "$SFU_BIN" >"$tmp/$name.log" 2>&1 &
+  node_pid[$name]=$!
+  nodes+=("$!")
+done
+# Waits up to $1 seconds for `curl -s $2` in the namespace to print the line $3.
+wait_answer() {
+  for _ in $(seq $(($1 * 10))); do
+    in_ns curl -s "$2" 2>/dev/null | grep -qx "$3" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+for name in "${names[@]}"; do
+  wait_answer 10 "http://127.0.0.1:${port[$name]}/readyz" redis_unreachable ||
+    fail "$name: /readyz does not say redis_unreachable before Redis runs"
+done
+say "cluster: ${names[*]} run (HTTP ${port[*]}), /readyz 503 redis_unreachable without Redis"
+mapfile -d '' redis < <($CHECK compose-command "$tmp/cluster.yaml" redis)
+(cd "$tmp" && exec ip netns exec "$ns" "${redis[@]}") >"$tmp/redis.log" 2>&1 &
+nodes+=("$!")
+for name in "${names[@]}"; do
+  wait_answer 10 "http://127.0.0.1:${port[$name]}/readyz" ready ||
+    fail "$name: not ready once Redis runs"
+  wait_answer 10 "http://127.0.0.1:${port[$name]}/metrics" "sfu_cluster_nodes ${#names[@]}" ||
+    fail "$name does not count ${#names[@]} nodes"
+done
+say "cluster: with compose's Redis command, each node is ready and counts ${#names[@]}"
+stopped=${names[1]}
+in_ns env SFU_HEALTH_PORT="${port[$stopped]}" bash -c "$health" ||
+  fail "the Dockerfile's HEALTHCHECK fails against $stopped"
+kill -TERM "${node_pid[$stopped]}"
+for _ in $(seq 100); do kill -0 "${node_pid[$stopped]}" 2>/dev/null || break; sleep 0.1; done
+kill -0 "${node_pid[$stopped]}" 2>/dev/null && fail "$stopped did not exit after draining no call"
+status=0
+wait "${node_pid[$stopped]}" || status=$?
+[ "$status" = 0 ] || fail "$stopped exited $status after the drain"
+for name in "${names[@]}"; do
+  [ "$name" = "$stopped" ] && continue
+  wait_answer 10 "http://127.0.0.1:${port[$name]}/metrics" "sfu_cluster_nodes $((${#names[@]} - 1))" ||
+    fail "$name still counts $stopped after it stopped"
+done
+say "cluster: $stopped (HEALTHCHECK on its port passes) drained on SIGTERM, exited 0, left"
+# The others and Redis stop on SIGTERM too; what has not within 10 s, cleanup kills.
+for pid in "${nodes[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+for pid in "${nodes[@]}"; do
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null || wait "$pid" 2>/dev/null || true
+done
 say "every deploy/ check passed"
