@@ -39,7 +39,8 @@ pub const BEAT: Duration = Duration::from_secs(2);
 /// How one node joins the cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
-    /// Where Redis is: `redis://host:6379/0`, or `redis+sentinel://h1:26379,h2:26379/name`.
+    /// Where Redis is: `redis://host:6379/0`, or
+    /// `redis+sentinel://[:password@]h1:26379,h2:26379/name`.
     pub redis: String,
     /// This node's id, unique in the cluster.
     pub node: String,

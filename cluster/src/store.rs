@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::sentinel::{SentinelClient, SentinelServerType};
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{AsyncCommands, RedisResult, Script};
 
 use crate::node::Node;
@@ -82,8 +82,9 @@ return n
 enum Source {
     /// One server (`redis://host:port/db`).
     Direct(redis::Client),
-    /// The master that Sentinels name (`redis+sentinel://h1:26379,h2:26379/name`),
-    /// looked up again after a command fails (a failover moved it).
+    /// The master that Sentinels name (`redis+sentinel://[:PASSWORD@]h1:26379,h2:26379/name`,
+    /// the password the master's), looked up again after a command fails (a failover
+    /// moved it).
     Sentinel(tokio::sync::Mutex<SentinelClient>),
 }
 
@@ -115,20 +116,29 @@ impl Store {
     pub fn new(url: &str) -> RedisResult<Store> {
         let source = match url.strip_prefix("redis+sentinel://") {
             Some(rest) => {
+                // The master's password, if any, before the sentinels: `:PASSWORD@`.
+                let (password, rest) = match rest.rsplit_once('@') {
+                    Some((userinfo, rest)) => (Some(userinfo.trim_start_matches(':')), rest),
+                    None => (None, rest),
+                };
                 let (hosts, name) = rest.split_once('/').unwrap_or((rest, ""));
                 if name.is_empty() || hosts.is_empty() {
                     return Err(redis::RedisError::from((
                         redis::ErrorKind::InvalidClientConfig,
                         "a Sentinel URL names its sentinels and the master: \
-                         redis+sentinel://host:26379,host:26379/name",
+                         redis+sentinel://[:PASSWORD@]host:26379,host:26379/name",
                     )));
                 }
                 let sentinels: Vec<String> =
                     hosts.split(',').map(|h| format!("redis://{h}")).collect();
+                let master = password.map(|password| {
+                    let info = redis::RedisConnectionInfo::default().set_password(password);
+                    SentinelNodeConnectionInfo::default().set_redis_connection_info(info)
+                });
                 let client = SentinelClient::build(
                     sentinels,
                     name.into(),
-                    None,
+                    master,
                     SentinelServerType::Master,
                 )?;
                 Source::Sentinel(tokio::sync::Mutex::new(client))

@@ -26,8 +26,14 @@ impl Redis {
     }
 
     fn on(port: u16) -> Redis {
+        Redis::with(port, &[])
+    }
+
+    /// A server on `port` with more arguments.
+    fn with(port: u16, extra: &[&str]) -> Redis {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(extra)
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .spawn()
@@ -325,4 +331,115 @@ async fn without_redis_no_new_room_but_hosted_rooms_go_on_then_claims_return() {
         "a"
     );
     assert!(a.place("other", false, now_ms()).await.is_ok());
+}
+
+/// A `redis-sentinel` watching `master` as `mymaster`, killed when dropped.
+struct Sentinel {
+    child: Child,
+    port: u16,
+    _dir: std::path::PathBuf,
+}
+
+impl Sentinel {
+    fn start(master: &Redis) -> Sentinel {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // Sentinel rewrites its config file: one of its own.
+        let dir =
+            std::env::temp_dir().join(format!("cluster-sentinel-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("sentinel.conf");
+        let text = format!(
+            "port {port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {} 1\n",
+            master.port
+        );
+        std::fs::write(&config, text).unwrap();
+        let child = Command::new("redis-sentinel")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-sentinel (Debian's redis-sentinel package; the README's test command installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-sentinel did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Sentinel {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self._dir);
+    }
+}
+
+#[tokio::test]
+async fn a_node_finds_redis_through_sentinel() {
+    let redis = Redis::start();
+    let sentinel = Sentinel::start(&redis);
+    let url = format!("redis+sentinel://127.0.0.1:{}/mymaster", sentinel.port);
+    let config = |id: &str| ClusterConfig {
+        redis: url.clone(),
+        node: id.into(),
+        region: None,
+    };
+    let a = Cluster::new(&config("a")).unwrap();
+    let b = node(&redis, "b"); // straight to the master: the same keys
+    beat_all(&[&a, &b]).await;
+    let placed = a.place("call", false, now_ms()).await.unwrap();
+    let owner = placed_on(&placed, "a");
+    assert_eq!(
+        placed_on(&b.place("call", false, now_ms()).await.unwrap(), "b"),
+        owner
+    );
+    // A master with a password: given before the sentinels.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let guarded = Redis::with(port, &["--requirepass", "hunter2"]);
+    let sentinel = Sentinel::start(&guarded);
+    let config = |password: &str| ClusterConfig {
+        redis: format!(
+            "redis+sentinel://:{password}@127.0.0.1:{}/mymaster",
+            sentinel.port
+        ),
+        node: "d".into(),
+        region: None,
+    };
+    let d = Cluster::new(&config("hunter2")).unwrap();
+    d.beat(&report("d", NodeState::Serving, 0), Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        d.place("call", false, now_ms()).await.unwrap(),
+        Placed::Here
+    );
+    let wrong = Cluster::new(&config("wrong")).unwrap();
+    assert!(
+        wrong
+            .beat(&report("w", NodeState::Serving, 0), Vec::new())
+            .await
+            .is_err()
+    );
+    assert!(
+        Cluster::new(&ClusterConfig {
+            redis: "redis+sentinel://127.0.0.1:1".into(),
+            node: "c".into(),
+            region: None,
+        })
+        .is_err(),
+        "a Sentinel URL without the master's name is refused"
+    );
 }

@@ -288,7 +288,7 @@ pub struct ServeArgs {
     pub node: Option<String>,
 
     /// The Redis of the cluster this server is one node of (docs/cluster.md):
-    /// `redis://[:PASSWORD@]HOST:6379/DB`, or `redis+sentinel://HOST:26379,HOST:26379/NAME`
+    /// `redis://[:PASSWORD@]HOST:6379/DB`, or `redis+sentinel://[:PASSWORD@]HOST:26379,HOST:26379/NAME`
     /// for the master Sentinels name. Nodes register there, a room lives on the node that
     /// claimed it, and a join that reaches another node is redirected. Without it the
     /// server runs alone.
