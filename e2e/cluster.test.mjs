@@ -7,21 +7,31 @@
 // 1. Ann, Ben and Cat enter one room through the three nodes, one each: they end in one
 //    call on one node (Redis names it; two of them were redirected there), each decoding
 //    the others.
-// 2. Dan and Eve enter a call through the load balancer; the node hosting it is killed
+// 2. A GStreamer WHIP presenter (e2e/gst_whip.py) posts to the first node and a GStreamer
+//    WHEP viewer to the third, for one new room: the `307` of the node that does not host
+//    it sends its offer to the one that does, and the viewer decodes the presenter.
+// 3. Dan and Eve enter a call through the load balancer; the node hosting it is killed
 //    (SIGKILL). Both pages join again by themselves (the client library rejoins through
 //    the load balancer once its socket closes), land together on a live node, and decode
 //    each other within 10 s of the kill (`E2E cluster kill-to-media ms=`). Rounds:
 //    E2E_CLUSTER_KILLS (default 1), the killed node restarted between rounds; with more
 //    than one, the median is printed.
+// 4. Redis stops for 10 s: Dan and Eve's call goes on, decoding, while a join for a new
+//    room is refused with `cluster_unavailable`; once Redis is back, a new room opens.
 // Run through e2e/run.sh.
 
 import { after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import net from 'node:net';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import {
   steps, RUN, SFU_URL, waitFor, sleep, Participant, LEAN_ARGS, OwnServer, browserHooks,
+  jsonLinesProcess, tokenFor, wsScript, errorCode,
 } from './lib.mjs';
+
+const GST_WHIP = join(dirname(fileURLToPath(import.meta.url)), 'gst_whip.py');
 
 const HOST = '10.77.0.1';
 const REDIS_PORT = 6390;
@@ -42,6 +52,10 @@ const startNode = (node, round = 0) => new OwnServer(`cluster-${node.id}-${round
   '--http-listen', `${HOST}:${node.port}`, '--udp-ports', node.udp, '--udp-bind', HOST,
   '--redis', `redis://127.0.0.1:${REDIS_PORT}/`, '--node', node.id, '--public-url', base(node),
 ]);
+
+/** Redis, in sfu-srv on 127.0.0.1 (no persistence: the cluster's state is leases). */
+const startRedis = () => spawn('ip', ['netns', 'exec', 'sfu-srv', 'redis-server', '--port', String(REDIS_PORT),
+  '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
 
 const ready = (node) => async () => {
   const res = await fetch(`${base(node)}/readyz`).catch(() => null);
@@ -140,8 +154,7 @@ describe('a cluster of three nodes with Chromium peers', { timeout: 120000 + KIL
   });
 
   step('Redis, three nodes and a load balancer start', async () => {
-    redis = spawn('ip', ['netns', 'exec', 'sfu-srv', 'redis-server', '--port', String(REDIS_PORT),
-      '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    redis = startRedis();
     for (const node of NODES) {
       const server = startNode(node);
       servers.push(server);
@@ -167,6 +180,36 @@ describe('a cluster of three nodes with Chromium peers', { timeout: 120000 + KIL
     }
     await everyoneDecodes([ann, ben, cat], 'the call across three entry nodes');
     await Promise.all([ann.close(), ben.close(), cat.close()]);
+  });
+
+  step('WHIP and WHEP through two other nodes meet on the room\'s node', async () => {
+    const room = `e2e-cluster-whip-${RUN}`;
+    const presenterToken = tokenFor(room, 'Gus', { grants: { role: 'presenter', plaintext: true } });
+    const presenter = jsonLinesProcess('/usr/bin/python3',
+      [GST_WHIP, 'whip', `${base(NODES[0])}/whip`, presenterToken, '--seconds', '40']);
+    try {
+      await waitFor('the WHIP presenter to be answered', async () => {
+        const answer = presenter.lines.find((l) => l.event === 'http');
+        if (answer && answer.status !== 201) return { fatal: JSON.stringify(presenter.lines) };
+        return { ok: !!answer, lines: presenter.lines.slice(-3) };
+      }, { timeout: 20000, interval: 250 });
+      const viewerToken = tokenFor(room, 'Walt', { grants: { role: 'viewer' } });
+      const viewer = jsonLinesProcess('/usr/bin/python3',
+        [GST_WHIP, 'whep', `${base(NODES[2])}/whep`, viewerToken, '--seconds', '12']);
+      const result = await viewer.done;
+      const done = result.lines.find((l) => l.event === 'done');
+      console.log(`E2E cluster whep-viewer ${JSON.stringify(done)}`);
+      assert.ok(done && done.ok, `the WHEP exchange: ${JSON.stringify(result.lines.slice(-4))} ${result.stderr}`);
+      assert.deepEqual(done.size, [640, 360], 'decoded the presenter\'s frames');
+      const owner = NODES.find((n) => n.id === ownerOf(room));
+      assert.ok(owner, 'Redis names the room\'s node');
+      const redirects = [...presenter.lines, ...result.lines].filter((l) => l.event === 'redirect');
+      const expected = [NODES[0], NODES[2]].filter((n) => n !== owner).length;
+      assert.equal(redirects.length, expected, `redirects: ${JSON.stringify(redirects)}`);
+      for (const r of redirects) assert.ok(r.location.startsWith(base(owner)), `to the room's node: ${r.location}`);
+    } finally {
+      presenter.child.kill('SIGTERM');
+    }
   });
 
   step(`kill -9 of a call's node: its pages are back in a call within ${BACK_WITHIN_MS / 1000} s (${KILLS} round(s))`, async () => {
@@ -206,5 +249,30 @@ describe('a cluster of three nodes with Chromium peers', { timeout: 120000 + KIL
       await sleep(2500);
     }
     if (times.length > 1) console.log(`E2E cluster kill-to-media median ms=${median(times)} over ${times.length}: ${times.join(', ')}`);
+  });
+
+  step('Redis stopped for 10 s: the call goes on, new rooms wait for it', async () => {
+    const stopped = Date.now();
+    redis.kill('SIGKILL');
+    await waitFor('every node to say Redis is out of reach', async () => {
+      const says = await Promise.all(NODES.map(async (n) => {
+        const res = await fetch(`${base(n)}/readyz`).catch(() => null);
+        return res ? `${res.status} ${(await res.text()).trim()}` : 'no answer';
+      }));
+      return { ok: says.every((s) => s === '503 redis_unreachable'), says };
+    });
+    await everyoneDecodes([dan, eve], 'the call while Redis is away');
+    const token = tokenFor(`e2e-cluster-new-${RUN}`, 'Newcomer');
+    const { results } = await wsScript(dan.page, [{ send: JSON.stringify({ type: 'join', token, e2ee: true }) }],
+      { url: `ws://${HOST}:${NODES[0].port}/ws`, awaitCloseMs: 3000 });
+    assert.equal(errorCode(results[0]), 'cluster_unavailable', JSON.stringify(results[0]));
+    await sleep(Math.max(0, 10000 - (Date.now() - stopped)));
+    redis = startRedis();
+    for (const node of NODES) await running.get(node.id).ready(ready(node));
+    const again = await wsScript(dan.page, [{ send: JSON.stringify({ type: 'join', token, e2ee: true }) }],
+      { url: `ws://127.0.0.1:${LB_PORT}/ws`, awaitCloseMs: 0 });
+    const reply = again.results[0].message || {};
+    assert.ok(['joined', 'redirect'].includes(reply.type), JSON.stringify(again.results[0]));
+    await everyoneDecodes([dan, eve], 'the call after Redis came back');
   });
 });

@@ -161,7 +161,14 @@ class Client:
             )
         if self.verbose:
             say(event="offer", sdp=sdp)
-        status, headers, body = self.request("POST", self.url, sdp.encode(), "application/sdp")
+        # A server of a cluster may send the offer to the node that hosts the room: 307
+        # (or 308) with its endpoint, where the same POST goes (RFC 9725, section 4.5).
+        for _ in range(4):
+            status, headers, body = self.request("POST", self.url, sdp.encode(), "application/sdp")
+            if status not in (307, 308) or not headers.get("Location"):
+                break
+            self.url = urllib.parse.urljoin(self.url, headers.get("Location"))
+            say(event="redirect", status=status, location=self.url)
         say(event="http", method="POST", status=status, location=headers.get("Location"),
             etag=headers.get("ETag"), content_type=headers.get("Content-Type"),
             body=body if status != 201 else None)
