@@ -168,9 +168,22 @@ impl Cluster {
         result
     }
 
-    /// Takes this node out of the registry (a clean exit).
+    /// Takes this node out of the registry and frees the rooms it held (a clean exit:
+    /// their participants, told to join again, find them free at once).
     pub async fn leave(&self) {
-        if let Err(e) = self.store.unregister(&self.me).await {
+        let held: Vec<String> = {
+            let view = self.view.lock();
+            view.hosted
+                .iter()
+                .chain(view.arriving.keys())
+                .cloned()
+                .collect()
+        };
+        let left = async {
+            self.store.release(&self.me, &held).await?;
+            self.store.unregister(&self.me).await
+        };
+        if let Err(e) = left.await {
             warn!("cluster: could not leave the registry: {e}");
         }
     }
