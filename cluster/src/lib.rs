@@ -11,7 +11,8 @@
 //!   ([`Cluster::place`]), and the heartbeat that keeps its report and its rooms' claims
 //!   alive ([`Cluster::beat`]).
 //!
-//! No media crosses nodes here: a room lives wholly on its node.
+//! No media crosses nodes here: a room lives wholly on its node. (`testing.rs` starts
+//! Redis for tests.)
 
 #![forbid(unsafe_code)]
 
@@ -19,6 +20,8 @@ mod node;
 mod relay;
 mod select;
 mod store;
+#[doc(hidden)]
+pub mod testing;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -310,15 +310,7 @@ impl Store {
 
     /// A connection of its own for subscribing (pub/sub takes a connection over).
     pub async fn subscriber(&self) -> RedisResult<redis::aio::PubSub> {
-        let client = match &self.source {
-            Source::Direct(client) => client.clone(),
-            Source::Sentinel(sentinel) => {
-                let mut sentinel = sentinel.lock().await;
-                tokio::time::timeout(COMMAND_TIMEOUT, sentinel.async_get_client())
-                    .await
-                    .map_err(|_| timed_out())??
-            }
-        };
+        let client = self.client().await?;
         tokio::time::timeout(COMMAND_TIMEOUT, client.get_async_pubsub())
             .await
             .map_err(|_| timed_out())?
@@ -350,19 +342,24 @@ impl Store {
         format!("{}:room:{room}", self.prefix)
     }
 
-    async fn connection(&self) -> RedisResult<ConnectionManager> {
-        if let Some(c) = self.connection.lock().clone() {
-            return Ok(c);
-        }
-        let client = match &self.source {
-            Source::Direct(client) => client.clone(),
+    /// A client of the server, or of the master the Sentinels name now.
+    async fn client(&self) -> RedisResult<redis::Client> {
+        match &self.source {
+            Source::Direct(client) => Ok(client.clone()),
             Source::Sentinel(sentinel) => {
                 let mut sentinel = sentinel.lock().await;
                 tokio::time::timeout(COMMAND_TIMEOUT, sentinel.async_get_client())
                     .await
-                    .map_err(|_| timed_out())??
+                    .map_err(|_| timed_out())?
             }
-        };
+        }
+    }
+
+    async fn connection(&self) -> RedisResult<ConnectionManager> {
+        if let Some(c) = self.connection.lock().clone() {
+            return Ok(c);
+        }
+        let client = self.client().await?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(COMMAND_TIMEOUT))
             .set_response_timeout(Some(COMMAND_TIMEOUT))

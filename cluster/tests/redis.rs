@@ -3,60 +3,10 @@
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cluster::testing::{RedisServer as Redis, Sentinel};
 use cluster::{Cluster, ClusterConfig, LEASE, Node, NodeLoad, NodeState, PlaceError, Placed};
-
-/// A `redis-server` on a free loopback port, killed when dropped.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Redis::on(port)
-    }
-
-    fn on(port: u16) -> Redis {
-        Redis::with(port, &[])
-    }
-
-    /// A server on `port` with more arguments.
-    fn with(port: u16, extra: &[&str]) -> Redis {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(extra)
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (Debian's redis-server package; the README's test command installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Redis { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn node(redis: &Redis, id: &str) -> Cluster {
     Cluster::new(&ClusterConfig {
@@ -97,12 +47,16 @@ fn placed_on(placed: &Placed, me: &str) -> String {
     }
 }
 
+/// `n` reports itself in `state` with `load` rooms and participants, hosting `hosts`.
+async fn beat(n: &Cluster, state: NodeState, load: u32, hosts: &[&str]) {
+    let hosts = hosts.iter().map(|h| (*h).to_owned()).collect();
+    n.beat(&report(n.id(), state, load), hosts).await.unwrap();
+}
+
 /// Every node beats twice: each then sees all the others.
 async fn beat_all(nodes: &[&Cluster]) {
     for n in nodes.iter().chain(nodes) {
-        n.beat(&report(n.id(), NodeState::Serving, 0), Vec::new())
-            .await
-            .unwrap();
+        beat(n, NodeState::Serving, 0, &[]).await;
     }
 }
 
@@ -161,12 +115,8 @@ async fn rooms_placed_through_one_node_spread_by_load() {
     let redis = Redis::start();
     let (a, b, c) = (node(&redis, "a"), node(&redis, "b"), node(&redis, "c"));
     beat_all(&[&a, &c]).await;
-    b.beat(&report("b", NodeState::Serving, 30), Vec::new())
-        .await
-        .unwrap();
-    a.beat(&report("a", NodeState::Serving, 0), Vec::new())
-        .await
-        .unwrap();
+    beat(&b, NodeState::Serving, 30, &[]).await;
+    beat(&a, NodeState::Serving, 0, &[]).await;
     for i in 0..10 {
         let placed = a
             .place(&format!("room-{i}"), false, now_ms())
@@ -180,12 +130,8 @@ async fn rooms_placed_through_one_node_spread_by_load() {
 async fn draining_nodes_take_no_new_room_and_hand_theirs_on_once_empty() {
     let redis = Redis::start();
     let (a, b) = (node(&redis, "a"), node(&redis, "b"));
-    b.beat(&report("b", NodeState::Serving, 0), Vec::new())
-        .await
-        .unwrap();
-    a.beat(&report("a", NodeState::Draining, 0), Vec::new())
-        .await
-        .unwrap();
+    beat(&b, NodeState::Serving, 0, &[]).await;
+    beat(&a, NodeState::Draining, 0, &[]).await;
     for i in 0..5 {
         let placed = a.place(&format!("new-{i}"), true, now_ms()).await.unwrap();
         assert_eq!(placed_on(&placed, "a"), "b");
@@ -194,31 +140,21 @@ async fn draining_nodes_take_no_new_room_and_hand_theirs_on_once_empty() {
     // join hands it on.
     let redis = Redis::start();
     let (a, b) = (node(&redis, "a"), node(&redis, "b"));
-    a.beat(&report("a", NodeState::Serving, 0), Vec::new())
-        .await
-        .unwrap();
+    beat(&a, NodeState::Serving, 0, &[]).await;
     assert_eq!(
         a.place("call", false, now_ms()).await.unwrap(),
         Placed::Here
     );
-    a.beat(&report("a", NodeState::Draining, 1), vec!["call".into()])
-        .await
-        .unwrap();
-    b.beat(&report("b", NodeState::Serving, 0), Vec::new())
-        .await
-        .unwrap();
+    beat(&a, NodeState::Draining, 1, &["call"]).await;
+    beat(&b, NodeState::Serving, 0, &[]).await;
     assert_eq!(a.place("call", true, now_ms()).await.unwrap(), Placed::Here);
     assert_eq!(
         placed_on(&b.place("call", false, now_ms()).await.unwrap(), "b"),
         "a"
     );
     // The call ended: released at a's next beat, then placed on b.
-    a.beat(&report("a", NodeState::Draining, 0), Vec::new())
-        .await
-        .unwrap();
-    b.beat(&report("b", NodeState::Serving, 0), Vec::new())
-        .await
-        .unwrap();
+    beat(&a, NodeState::Draining, 0, &[]).await;
+    beat(&b, NodeState::Serving, 0, &[]).await;
     assert_eq!(
         placed_on(&a.place("call", true, now_ms()).await.unwrap(), "a"),
         "b"
@@ -234,26 +170,18 @@ async fn a_dead_nodes_rooms_go_to_a_live_one_within_the_lease() {
     let redis = Redis::start();
     let (a, b) = (node(&redis, "a"), node(&redis, "b"));
     beat_all(&[&a, &b]).await;
-    a.beat(&report("a", NodeState::Serving, 0), Vec::new())
-        .await
-        .unwrap();
+    beat(&a, NodeState::Serving, 0, &[]).await;
     // b is busier: the room goes to a, which then stops beating (dies).
-    b.beat(&report("b", NodeState::Serving, 5), Vec::new())
-        .await
-        .unwrap();
+    beat(&b, NodeState::Serving, 5, &[]).await;
     assert_eq!(
         b.place("call", false, now_ms()).await.unwrap(),
         Placed::Elsewhere(a.nodes().into_iter().find(|n| n.id == "a").unwrap())
     );
-    a.beat(&report("a", NodeState::Serving, 1), vec!["call".into()])
-        .await
-        .unwrap();
+    beat(&a, NodeState::Serving, 1, &["call"]).await;
     let died = Instant::now();
     drop(a);
     loop {
-        b.beat(&report("b", NodeState::Serving, 5), Vec::new())
-            .await
-            .unwrap();
+        beat(&b, NodeState::Serving, 5, &[]).await;
         if b.place("call", false, now_ms()).await.unwrap() == Placed::Here {
             break;
         }
@@ -271,22 +199,16 @@ async fn a_dead_nodes_rooms_go_to_a_live_one_within_the_lease() {
 
 #[tokio::test]
 async fn without_redis_no_new_room_but_hosted_rooms_go_on_then_claims_return() {
-    let mut redis = Redis::start();
-    let port = redis.port;
+    let redis = Redis::start();
     let a = node(&redis, "a");
-    a.beat(&report("a", NodeState::Serving, 0), Vec::new())
-        .await
-        .unwrap();
+    beat(&a, NodeState::Serving, 0, &[]).await;
     assert_eq!(
         a.place("call", false, now_ms()).await.unwrap(),
         Placed::Here
     );
-    a.beat(&report("a", NodeState::Serving, 1), vec!["call".into()])
-        .await
-        .unwrap();
+    beat(&a, NodeState::Serving, 1, &["call"]).await;
     assert!(a.reachable());
-    let _ = redis.child.kill();
-    let _ = redis.child.wait();
+    let port = redis.stop();
     let asked = Instant::now();
     let refused = a.place("other", false, now_ms()).await;
     assert!(
@@ -309,7 +231,7 @@ async fn without_redis_no_new_room_but_hosted_rooms_go_on_then_claims_return() {
         "its own call"
     );
     // Redis back, empty (no persistence): the next beat claims the hosted room again.
-    let redis = Redis::on(port);
+    let redis = Redis::with(port, &[]);
     let b = node(&redis, "b");
     let mut beaten = false;
     for _ in 0..20 {
@@ -323,9 +245,7 @@ async fn without_redis_no_new_room_but_hosted_rooms_go_on_then_claims_return() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(beaten && a.reachable(), "a reconnects by itself");
-    b.beat(&report("b", NodeState::Serving, 0), Vec::new())
-        .await
-        .unwrap();
+    beat(&b, NodeState::Serving, 0, &[]).await;
     assert_eq!(
         placed_on(&b.place("call", false, now_ms()).await.unwrap(), "b"),
         "a"
@@ -333,61 +253,11 @@ async fn without_redis_no_new_room_but_hosted_rooms_go_on_then_claims_return() {
     assert!(a.place("other", false, now_ms()).await.is_ok());
 }
 
-/// A `redis-sentinel` watching `master` as `mymaster`, killed when dropped.
-struct Sentinel {
-    child: Child,
-    port: u16,
-    _dir: std::path::PathBuf,
-}
-
-impl Sentinel {
-    fn start(master: &Redis) -> Sentinel {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        // Sentinel rewrites its config file: one of its own.
-        let dir =
-            std::env::temp_dir().join(format!("cluster-sentinel-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("sentinel.conf");
-        let text = format!(
-            "port {port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {} 1\n",
-            master.port
-        );
-        std::fs::write(&config, text).unwrap();
-        let child = Command::new("redis-sentinel")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-sentinel (Debian's redis-sentinel package; the README's test command installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-sentinel did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Sentinel {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Sentinel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self._dir);
-    }
-}
-
 #[tokio::test]
 async fn a_node_finds_redis_through_sentinel() {
     let redis = Redis::start();
     let sentinel = Sentinel::start(&redis);
-    let url = format!("redis+sentinel://127.0.0.1:{}/mymaster", sentinel.port);
+    let url = format!("redis+sentinel://127.0.0.1:{}/mymaster", sentinel.port());
     let config = |id: &str| ClusterConfig {
         redis: url.clone(),
         node: id.into(),
@@ -403,25 +273,18 @@ async fn a_node_finds_redis_through_sentinel() {
         owner
     );
     // A master with a password: given before the sentinels.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let guarded = Redis::with(port, &["--requirepass", "hunter2"]);
+    let guarded = Redis::with(cluster::testing::free_port(), &["--requirepass", "hunter2"]);
     let sentinel = Sentinel::start(&guarded);
     let config = |password: &str| ClusterConfig {
         redis: format!(
             "redis+sentinel://:{password}@127.0.0.1:{}/mymaster",
-            sentinel.port
+            sentinel.port()
         ),
         node: "d".into(),
         region: None,
     };
     let d = Cluster::new(&config("hunter2")).unwrap();
-    d.beat(&report("d", NodeState::Serving, 0), Vec::new())
-        .await
-        .unwrap();
+    beat(&d, NodeState::Serving, 0, &[]).await;
     assert_eq!(
         d.place("call", false, now_ms()).await.unwrap(),
         Placed::Here

@@ -11,63 +11,14 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use cluster::testing::RedisServer as Redis;
 use common::Dir;
 use common::server::*;
 use serde_json::{Value, json};
 use tungstenite::{Message, WebSocket};
-
-/// A `redis-server` on loopback, killed when dropped.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Redis::on(port)
-    }
-
-    fn on(port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (the README's test command installs it)");
-        let deadline = Instant::now() + BOUND;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Redis { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn stop(mut self) -> u16 {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.port
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Three nodes of one cluster, `n1` to `n3`, each with its own directory.
 struct Cluster {
@@ -122,32 +73,16 @@ struct Joined {
     redirects: usize,
 }
 
-fn token(server: &Server, room: &str, identity: &str) -> String {
-    let secret = server.secret.to_str().unwrap();
-    let args = [
-        "token",
-        "--room",
-        room,
-        "--identity",
-        identity,
-        "--secret-file",
-        secret,
-    ];
-    sfu(&args).ok().trim().to_owned()
-}
-
 /// Joins `room` through `entry`, following redirects (three at most) as the client
 /// library does; the server's refusal otherwise (`{"code": "connect"}` when a node
 /// cannot be reached).
 fn join(entry: &Server, room: &str, identity: &str) -> Result<Joined, Value> {
-    let token = token(entry, room, identity);
+    let token = join_token(entry, room, identity);
     let mut port = entry.port;
     for redirects in 0..=3 {
-        let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        let Some(mut ws) = websocket(port) else {
             return Err(json!({ "code": "connect", "port": port }));
         };
-        stream.set_read_timeout(Some(BOUND)).unwrap();
-        let (mut ws, _) = tungstenite::client(format!("ws://127.0.0.1:{port}/ws"), stream).unwrap();
         let join = json!({ "type": "join", "token": token, "e2ee": true });
         ws.send(Message::text(join.to_string())).unwrap();
         let reply = read(&mut ws).expect("an answer to join");
@@ -324,7 +259,7 @@ fn without_redis_calls_go_on_and_new_rooms_wait_for_it() {
     assert_eq!(read(&mut ann.ws).unwrap()["type"], "participant_joined");
     let left = Duration::from_secs(10).saturating_sub(stopped.elapsed());
     std::thread::sleep(left);
-    let _redis = Redis::on(port);
+    let _redis = Redis::with(port, &[]);
     for (server, _) in &cluster.nodes {
         wait_for(server, "ready again", || {
             get(server.port, "/readyz").0 == 200

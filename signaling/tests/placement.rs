@@ -84,22 +84,11 @@ async fn a_node_cut_off_from_the_cluster_refuses_new_rooms() {
 
 /// POSTs a minimal offer to `path`: one video m-line, sending or receiving.
 async fn post(addr: &str, path: &str, token: &str, direction: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let body = format!(
         "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na={direction}\r\n\
          a=rtpmap:96 VP8/90000\r\n"
     );
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
-         Authorization: Bearer {token}\r\nContent-Type: application/sdp\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
+    post_sdp(addr, path, token, &body).await
 }
 
 #[tokio::test]

@@ -517,21 +517,7 @@ async fn whip_ingest_needs_the_plaintext_grant_and_whep_does_not() {
     let (addr, plane) = start(false).await;
     let post = |path: &'static str, token: String| {
         let addr = addr.clone();
-        async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-            let body = "v=0\r\n";
-            let request = format!(
-                "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
-                 Authorization: Bearer {token}\r\nContent-Type: application/sdp\r\n\
-                 Content-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            s.write_all(request.as_bytes()).await.unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).await.unwrap();
-            out
-        }
+        async move { post_sdp(&addr, path, &token, "v=0\r\n").await }
     };
     let refused = post("/whip", token("r", "obs")).await;
     assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");

@@ -203,26 +203,36 @@ pub struct Member {
     pub id: u64,
 }
 
+/// A join token of `server`'s for `identity` in `room`, from `sfu token`.
+pub fn join_token(server: &Server, room: &str, identity: &str) -> String {
+    let secret = server.secret.to_str().unwrap();
+    let args = [
+        "token",
+        "--room",
+        room,
+        "--identity",
+        identity,
+        "--secret-file",
+        secret,
+    ];
+    sfu(&args).ok().trim().to_owned()
+}
+
+/// The signaling WebSocket of the server on `port`; `None` when nothing listens there.
+pub fn websocket(port: u16) -> Option<WebSocket<TcpStream>> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(BOUND)).unwrap();
+    stream.set_write_timeout(Some(BOUND)).unwrap();
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    Some(tungstenite::client(url, stream).unwrap().0)
+}
+
 impl Member {
     pub fn join(server: &Server, room: &str, identity: &str) -> Member {
-        let secret = server.secret.to_str().unwrap();
-        let token = sfu(&[
-            "token",
-            "--room",
-            room,
-            "--identity",
-            identity,
-            "--secret-file",
-            secret,
-        ])
-        .ok();
-        let stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-        stream.set_read_timeout(Some(BOUND)).unwrap();
-        stream.set_write_timeout(Some(BOUND)).unwrap();
-        let url = format!("ws://127.0.0.1:{}/ws", server.port);
-        let (ws, _) = tungstenite::client(url, stream).unwrap();
+        let token = join_token(server, room, identity);
+        let ws = websocket(server.port).expect("the server listens");
         let mut member = Member { ws, id: 0 };
-        let join = json!({ "type": "join", "token": token.trim(), "e2ee": true });
+        let join = json!({ "type": "join", "token": token, "e2ee": true });
         member.ws.send(Message::text(join.to_string())).unwrap();
         let joined = member.until("joined");
         assert_eq!(joined["room"], room, "{joined}");

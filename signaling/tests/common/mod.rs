@@ -378,3 +378,20 @@ pub async fn http_body(
         .unwrap();
     out
 }
+
+/// POSTs `body` as `application/sdp` to `path` with `token` as its Bearer token, over a
+/// connection of its own; the whole answer, status line first.
+pub async fn post_sdp(addr: &str, path: &str, token: &str, body: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
