@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use cluster::{BEAT, Cluster, ClusterConfig, Node, NodeLoad, NodeState, PlaceError, Placed};
 use prometheus::{IntCounter, IntGauge, Registry};
@@ -11,6 +12,7 @@ use protocol::{ErrorCode, ErrorMessage};
 use sfu::driver::wall_ms;
 use sfu::plane::Plane;
 use signaling::{Answer, MediaPlane};
+use tokio::sync::Notify;
 use tracing::{info, warn};
 
 /// One node's part in the cluster.
@@ -22,6 +24,10 @@ pub struct ClusterNode {
     media: Vec<String>,
     region: Option<String>,
     metrics: ClusterMetrics,
+    /// Its signaling listens: it reports itself serving (`starting` until then).
+    serving: AtomicBool,
+    /// Asks for a beat now.
+    wake: Notify,
 }
 
 /// The node's view of the cluster on `/metrics`, updated at each beat.
@@ -86,7 +92,15 @@ impl ClusterNode {
             media: advertise.iter().map(ToString::to_string).collect(),
             region,
             metrics: ClusterMetrics::new(registry)?,
+            serving: AtomicBool::new(false),
+            wake: Notify::new(),
         })
+    }
+
+    /// Its signaling listens: from the next beat on it is `serving` (or `draining`).
+    pub fn serving(&self) {
+        self.serving.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
     }
 
     /// Whether Redis answered the last beat: `/readyz` says 503 otherwise.
@@ -94,12 +108,17 @@ impl ClusterNode {
         self.cluster.reachable()
     }
 
-    /// Beats every [`BEAT`] until the process ends.
+    /// Beats every [`BEAT`] until the process ends, and at once when its signaling
+    /// starts to listen (the others may place rooms on it without waiting). A drain shows
+    /// at the next beat; meanwhile joins for new rooms that reach it are handed on.
     pub async fn run(self: Arc<Self>) {
         let mut ticks = tokio::time::interval(BEAT);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            ticks.tick().await;
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = self.wake.notified() => {}
+            }
             self.beat().await;
         }
     }
@@ -153,8 +172,10 @@ impl ClusterNode {
             media: self.media.clone(),
             state: if lifecycle.is_draining() {
                 NodeState::Draining
-            } else {
+            } else if self.serving.load(Ordering::Relaxed) {
                 NodeState::Serving
+            } else {
+                NodeState::Starting
             },
             load: NodeLoad {
                 rooms: rooms.len() as u32,

@@ -248,6 +248,9 @@ pub fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(places.http)
             .await
             .with_context(|| format!("cannot listen on {}", places.http))?;
+        if let Some(node) = &cluster_node {
+            node.serving();
+        }
         info!(
             "signaling on {}",
             places.signaling_url(listener.local_addr()?)
