@@ -9,9 +9,10 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
@@ -27,7 +28,7 @@ use crate::life::{Exit, Habits, Life};
 use crate::link::{Link, LinkConfig};
 use crate::mlines::{MLines, Publication};
 use crate::outgoing::{Outgoing, send_media};
-use crate::ws::{next, send};
+use crate::ws::{self, next, send};
 
 /// The rids of the simulcast layers, lowest quality first (as the web client names them).
 pub const RIDS: [&str; 3] = ["q", "h", "f"];
@@ -97,11 +98,19 @@ pub struct Shared {
     pub until: Instant,
     /// Clients join with `e2ee` and encrypt every frame (not `--plaintext`).
     pub e2ee: bool,
+    /// Clients whose join was answered (`joined`, or refused), so far.
+    pub joins_settled: Arc<AtomicUsize>,
 }
 
 /// What a client measured.
 pub struct Stats {
     pub joined: bool,
+    /// The `host:port` of the node whose socket accepted the join.
+    pub node: Option<String>,
+    /// Redirects its join followed (a cluster's entry node sends it to the room's).
+    pub redirects: u32,
+    /// Socket opened to `joined`, redirects included.
+    pub join_to_joined: Option<Duration>,
     /// Token sent to first media packet received.
     pub join_to_first_media: Option<Duration>,
     /// Media connected (ICE and DTLS) to the first video packet received: the start of
@@ -142,6 +151,9 @@ impl Stats {
     fn new() -> Stats {
         Stats {
             joined: false,
+            node: None,
+            redirects: 0,
+            join_to_joined: None,
             join_to_first_media: None,
             connected_to_first_video: None,
             packets_sent: 0,
@@ -188,25 +200,20 @@ async fn session(
     stats: &mut Stats,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (mut ws, _) = tokio_tungstenite::connect_async(shared.ws_url.as_str())
-        .await
-        .context("WebSocket")?;
-    send(
-        &mut ws,
-        json!({"type": "join", "token": token, "e2ee": shared.e2ee}),
-    )
-    .await?;
-    let joined = loop {
-        let m = next(&mut ws)
-            .await?
-            .context("socket closed before joined")?;
-        match m["type"].as_str() {
-            Some("joined") => break m,
-            Some("error") => bail!("join refused: {m}"),
-            _ => {}
-        }
-    };
+    let join = json!({"type": "join", "token": token, "e2ee": shared.e2ee});
+    let answered = ws::join(&shared.ws_url, &join).await;
+    shared.joins_settled.fetch_add(1, Ordering::Relaxed);
+    let ws::Joined {
+        mut ws,
+        joined,
+        url,
+        redirects,
+        took,
+    } = answered?;
     stats.joined = true;
+    stats.node = Some(ws::authority(&url).to_owned());
+    stats.redirects = redirects;
+    stats.join_to_joined = Some(took);
     let me = joined["participant_id"].as_u64().unwrap_or(0);
     let mut announced: Vec<(u64, MediaKind)> = Vec::new();
     let note_track = |t: &Value, announced: &mut Vec<(u64, MediaKind)>| {

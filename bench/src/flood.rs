@@ -6,12 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
 use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::ws::{Ws, next, send};
+use crate::ws::{self, Ws, next};
 
 /// M-lines in each offer: the protocol's bound.
 const M_LINES: usize = protocol::offer::MAX_MEDIA_LINES;
@@ -57,22 +56,8 @@ async fn session(
     until: Instant,
     stats: &mut FloodStats,
 ) -> anyhow::Result<()> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
-        .await
-        .context("WebSocket")?;
-    send(
-        &mut ws,
-        json!({"type": "join", "token": token, "e2ee": e2ee}),
-    )
-    .await?;
-    loop {
-        let m = next(&mut ws).await?.context("closed before joined")?;
-        match m["type"].as_str() {
-            Some("joined") => break,
-            Some("error") => bail!("join refused: {m}"),
-            _ => {}
-        }
-    }
+    let join = json!({"type": "join", "token": token, "e2ee": e2ee});
+    let mut ws = ws::join(ws_url, &join).await?.ws;
     let publish: Vec<Value> = ["microphone", "camera", "screen", "camera"]
         .iter()
         .enumerate()

@@ -4,6 +4,7 @@
 
 mod ceiling;
 mod client;
+mod cluster;
 mod e2ee;
 mod flood;
 mod frames;
@@ -20,15 +21,22 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use protocol::Grants;
+use serde_json::json;
 use signaling::TokenKey;
 
 use crate::client::{Role, Shared};
+use crate::cluster::{Deployment, PhaseStart};
+use crate::flood::FloodStats;
 use crate::life::Life;
 use crate::link::LinkConfig;
-use crate::report::Report;
-use crate::server::{Launch, Server};
+use crate::report::{Report, Section};
+use crate::server::{Launch, Sample};
+
+/// Joins per second at most in a quick run of a cluster.
+const QUICK_CLUSTER_JOIN_RATE: f64 = 10.0;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -45,9 +53,17 @@ enum Scenario {
     /// Everyone publishes audio and simulcast video and subscribes to everyone; the
     /// server picks what each receives (loudest audio, thumbnails, the speaker's top layer).
     Conference {
-        /// Participants in the one room.
-        #[arg(long, default_value_t = 70)]
-        participants: usize,
+        /// Participants in each room [default: 70 in one room, 4 in each of several].
+        #[arg(long)]
+        participants: Option<usize>,
+        /// Rooms, joined in turns (the first of each, then the second, ...) [default: 1;
+        /// with --nodes, 10 per node].
+        #[arg(long)]
+        rooms: Option<usize>,
+        /// Servers: more than 1 makes them the nodes of a cluster on a redis-server the
+        /// bench starts, every join sent to the first (which redirects it to the room's).
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
         /// Each participant's video: the bitrates (bits/s, k and M suffixes) of its
         /// simulcast layers, lowest first, comma-separated, at most 3 (rids q, h, f); a
         /// single value is one stream, no simulcast (what `--bitrate` was).
@@ -186,9 +202,11 @@ fn parse_slots(s: &str) -> Result<(usize, usize), String> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let (name, clients, common, video_layers_bps) = match cli.scenario {
+    let (name, clients, common, video_layers_bps, layout) = match cli.scenario {
         Scenario::Conference {
             participants,
+            rooms,
+            nodes,
             layers,
             slots,
             common,
@@ -199,7 +217,22 @@ fn main() -> anyhow::Result<()> {
                     client::RIDS.len()
                 );
             }
-            let n = if common.quick { 3 } else { participants };
+            if nodes == 0 || nodes > cluster::MAX_NODES {
+                anyhow::bail!("--nodes: 1 to {}", cluster::MAX_NODES);
+            }
+            let rooms = match rooms {
+                Some(0) => anyhow::bail!("--rooms: at least 1"),
+                Some(r) => r,
+                None if nodes > 1 && common.quick => 2 * nodes,
+                None if nodes > 1 => 10 * nodes,
+                None => 1,
+            };
+            let per_room = match (common.quick, rooms) {
+                (true, 1) => 3,
+                (true, _) => 2,
+                (false, 1) => participants.unwrap_or(70),
+                (false, _) => participants.unwrap_or(4),
+            };
             let role = Role {
                 audio: true,
                 voice: None,
@@ -212,14 +245,19 @@ fn main() -> anyhow::Result<()> {
                 link: LinkConfig::default(),
             };
             // A meeting: three people talk (at different levels, in spurts), the rest
-            // listen.
-            let roles = (0..n)
+            // listen. Client i joins room i % rooms, so that every room opens early.
+            let roles = (0..rooms * per_room)
                 .map(|i| Role {
-                    voice: [-25, -30, -35].get(i).copied(),
+                    voice: [-25, -30, -35].get(i / rooms).copied(),
                     ..role.clone()
                 })
                 .collect();
-            ("conference", roles, common, layers)
+            let layout = Layout {
+                rooms,
+                nodes,
+                per_room,
+            };
+            ("conference", roles, common, layers, layout)
         }
         Scenario::Broadcast {
             viewers,
@@ -251,7 +289,12 @@ fn main() -> anyhow::Result<()> {
             };
             let mut roles = vec![presenter];
             roles.extend(std::iter::repeat_n(viewer, n));
-            ("broadcast", roles, common, vec![bitrate])
+            let layout = Layout {
+                rooms: 1,
+                nodes: 1,
+                per_room: n + 1,
+            };
+            ("broadcast", roles, common, vec![bitrate], layout)
         }
         Scenario::Ceiling {
             fanout,
@@ -284,6 +327,11 @@ fn main() -> anyhow::Result<()> {
         } => return ceiling::forward(&listen, first_port, fanout, send_batch, seconds),
     };
     let mut common = common;
+    if common.quick && layout.nodes > 1 {
+        // Joins that reach the entry at the same moment may all be placed on one node
+        // (bench/README.md): spaced out, so that the smoke test's few rooms spread.
+        common.join_rate = common.join_rate.min(QUICK_CLUSTER_JOIN_RATE);
+    }
     let runtime = common.place.generator_runtime()?;
     let duration = Duration::from_secs(if common.quick {
         3
@@ -291,26 +339,31 @@ fn main() -> anyhow::Result<()> {
         common.duration.max(1)
     });
     let secret = format!("bench-{:032x}", rand::random::<u128>());
-    let server = Server::start(&Launch {
-        bin: &common.place.sfu_bin,
-        secret: &secret,
-        base_port: common.place.base_port,
-        capacity: clients.len() + 1,
-        cpus: &common.place.server_cpus,
-        shards: common.shards,
-        ice_tcp: false,
-        participant_timeout: None,
-    })?;
+    let servers = Deployment::start(
+        layout.nodes,
+        &Launch {
+            bin: &common.place.sfu_bin,
+            secret: &secret,
+            base_port: common.place.base_port,
+            capacity: clients.len() + 1,
+            cpus: &common.place.server_cpus,
+            shards: common.shards,
+            ice_tcp: false,
+            participant_timeout: None,
+            member: None,
+        },
+    )?;
     let mut report = runtime.block_on(run(
         name,
-        &server,
+        &servers,
         &secret,
         clients,
+        layout,
         &common,
         duration,
         &video_layers_bps,
     ))?;
-    drop(server);
+    drop(servers);
     drop(runtime);
     // The raw forwarder under the same shape: the publishers' packets in, each to every
     // receiver of it, where the server ran.
@@ -334,10 +387,12 @@ fn main() -> anyhow::Result<()> {
         }
     }
     report.print();
+    // A cluster's runs are not comparable with one server's: a file of their own.
+    let file = if layout.nodes > 1 { "cluster" } else { name };
     let path = common
         .results
         .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("bench/results/{name}.json")));
+        .unwrap_or_else(|| PathBuf::from(format!("bench/results/{file}.json")));
     if !common.quick {
         report.append(&path)?;
         println!("appended to {}", path.display());
@@ -345,29 +400,57 @@ fn main() -> anyhow::Result<()> {
     report.check_harness()
 }
 
+/// How a scenario's clients are spread: over rooms, and the rooms over nodes.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    /// Client i joins room i % rooms.
+    rooms: usize,
+    /// Servers; more than one are a cluster's nodes.
+    nodes: usize,
+    /// Clients in each room.
+    per_room: usize,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run(
     name: &'static str,
-    server: &Server,
+    servers: &Deployment,
     secret: &str,
     roles: Vec<Role>,
+    layout: Layout,
     common: &Common,
     duration: Duration,
     video_layers_bps: &[u64],
 ) -> anyhow::Result<Report> {
     let key = TokenKey::new(secret.as_bytes());
-    let room = format!("bench-{name}");
+    let room_name = |r: usize| {
+        if layout.rooms == 1 {
+            format!("bench-{name}")
+        } else {
+            format!("bench-{name}-{r}")
+        }
+    };
+    let seats: Vec<usize> = (0..roles.len()).map(|i| i % layout.rooms).collect();
     let interval = Duration::from_secs_f64(1.0 / common.join_rate);
     let ramp = interval * roles.len() as u32 + Duration::from_secs(2);
+    // A cluster's counters just before the first join.
+    let phase_start = if servers.is_cluster() {
+        Some(PhaseStart::read(servers).await?)
+    } else {
+        None
+    };
     let start = Instant::now();
     let shared = Arc::new(Shared {
-        ws_url: server.ws_url(),
+        ws_url: servers.entry().ws_url(),
         epoch: start,
         measure_from: start + ramp,
         until: start + ramp + duration,
         e2ee: !common.plaintext,
+        joins_settled: Default::default(),
     });
     let mut tasks = Vec::new();
     for (i, role) in roles.iter().enumerate() {
+        let room = room_name(seats[i]);
         let mut claims = TokenKey::claims(&room, &format!("c{i}"), None, Duration::from_secs(3600));
         claims.grants = Grants {
             publish_audio: role.audio,
@@ -386,11 +469,82 @@ async fn run(
             client::run(shared, token, role).await
         }));
     }
+    // The join phase's end is read while the run goes on.
+    let phase = async {
+        match phase_start {
+            Some(p) => {
+                let settled = &shared.joins_settled;
+                p.finish(servers, settled, roles.len(), shared.until)
+                    .await
+                    .map(Some)
+            }
+            None => Ok(None),
+        }
+    };
+    let (phase, window) = tokio::join!(phase, measure(servers, &shared, common, &key, name));
+    let (phase, window) = (phase?, window?);
+    let mut stats = Vec::new();
+    for t in tasks {
+        stats.push(t.await?);
+    }
+    let (before, after) = (&window.before[..], &window.after[..]);
+    let section =
+        phase.map(|phase| cluster::section(servers, &stats, &seats, (before, after), &phase));
+    let mut report = Report::new(
+        name,
+        &roles,
+        stats,
+        Sample::sum(before).context("no server sampled")?,
+        Sample::sum(after).context("no server sampled")?,
+        window.generator_cpu_s,
+        common,
+        video_layers_bps,
+    );
+    if layout.rooms > 1 {
+        report.add_section(Section {
+            key: "rooms",
+            lines: vec![format!(
+                "rooms            {} of {} clients each",
+                layout.rooms, layout.per_room
+            )],
+            json: json!({"rooms": layout.rooms, "per_room": layout.per_room}),
+            problems: Vec::new(),
+        });
+    }
+    if let Some(section) = section {
+        report.add_section(section);
+    }
+    if common.offer_flood > 0 {
+        report.add_flood(&window.floods);
+    }
+    Ok(report)
+}
+
+/// What the measured window saw.
+struct Window {
+    /// Every server at its start and at its end.
+    before: Vec<Sample>,
+    after: Vec<Sample>,
+    /// The generator's CPU seconds over it.
+    generator_cpu_s: f64,
+    /// What the offer flood's participants did.
+    floods: Vec<FloodStats>,
+}
+
+/// The measured window: waits for it, starts the offer flood if any, and samples every
+/// server at both ends and the generator's CPU over it.
+async fn measure(
+    servers: &Deployment,
+    shared: &Shared,
+    common: &Common,
+    key: &TokenKey,
+    name: &str,
+) -> anyhow::Result<Window> {
     tokio::time::sleep_until(shared.measure_from.into()).await;
     let mut floods = Vec::new();
     for i in 0..common.offer_flood {
         let mut claims = TokenKey::claims(
-            &format!("{room}-flood"),
+            &format!("bench-{name}-flood"),
             &format!("f{i}"),
             None,
             Duration::from_secs(3600),
@@ -407,31 +561,19 @@ async fn run(
         let (url, e2ee, until) = (shared.ws_url.clone(), shared.e2ee, shared.until);
         floods.push(tokio::spawn(flood::run(url, token, e2ee, until)));
     }
-    let before = server.sample().await?;
+    let before = servers.sample().await?;
     let gen_before = server::self_cpu_seconds();
     tokio::time::sleep_until(shared.until.into()).await;
-    let after = server.sample().await?;
+    let after = servers.sample().await?;
     let gen_after = server::self_cpu_seconds();
-    let mut stats = Vec::new();
-    for t in tasks {
-        stats.push(t.await?);
-    }
     let mut flooded = Vec::new();
     for f in floods {
         flooded.push(f.await?);
     }
-    let mut report = Report::new(
-        name,
-        &roles,
-        stats,
+    Ok(Window {
         before,
         after,
-        gen_after - gen_before,
-        common,
-        video_layers_bps,
-    );
-    if common.offer_flood > 0 {
-        report.add_flood(&flooded);
-    }
-    Ok(report)
+        generator_cpu_s: gen_after - gen_before,
+        floods: flooded,
+    })
 }

@@ -23,12 +23,17 @@ pub struct Report {
     server_pps_per_core: f64,
 }
 
-fn pct(h: &Histogram<u64>, q: f64) -> Option<f64> {
-    (!h.is_empty()).then(|| h.value_at_quantile(q) as f64 / 1000.0)
+/// A part of the report another module works out (the cluster's): its lines, its JSON
+/// under `key`, and what makes the run unusable.
+pub struct Section {
+    pub key: &'static str,
+    pub lines: Vec<String>,
+    pub json: serde_json::Value,
+    pub problems: Vec<String>,
 }
 
-fn metric(s: &Sample, name: &str) -> f64 {
-    s.metrics.get(name).copied().unwrap_or(0.0)
+fn pct(h: &Histogram<u64>, q: f64) -> Option<f64> {
+    (!h.is_empty()).then(|| h.value_at_quantile(q) as f64 / 1000.0)
 }
 
 /// Appends one JSON line to a results file, making its directory if need be.
@@ -61,7 +66,7 @@ impl Report {
         video_layers_bps: &[u64],
     ) -> Report {
         let window = after.at.duration_since(before.at).as_secs_f64().max(1e-3);
-        let d = |name: &str| metric(&after, name) - metric(&before, name);
+        let d = |name: &str| after.metric(name) - before.metric(name);
         let egress_pps = d("sfu_udp_tx_packets_total") / window;
         let ingress_pps = d("sfu_udp_rx_packets_total") / window;
         let egress_mbps = d("sfu_udp_tx_bytes_total") * 8.0 / window / 1e6;
@@ -486,6 +491,18 @@ impl Report {
         self.json["offer_flood"] = json!({
             "sockets": floods.len(), "sent": sent, "answered": answered, "refused": refused,
         });
+    }
+
+    /// Adds `section`: its lines before the generator's CPU line and the warnings.
+    pub fn add_section(&mut self, section: Section) {
+        let at = self
+            .lines
+            .iter()
+            .position(|l| l.starts_with("generator CPU"))
+            .unwrap_or(self.lines.len());
+        self.lines.splice(at..at, section.lines);
+        self.json[section.key] = section.json;
+        self.problems.extend(section.problems);
     }
 
     pub fn print(&self) {

@@ -27,7 +27,39 @@ pub struct Sample {
     pub metrics: HashMap<String, f64>,
 }
 
-/// How a run starts the server.
+impl Sample {
+    /// Several servers' samples as one, for the figures of a whole cluster: CPU, memory
+    /// and every metric summed; the time and the machine's counter of the first.
+    pub fn sum(samples: &[Sample]) -> Option<Sample> {
+        let (first, rest) = samples.split_first()?;
+        let mut sum = first.clone();
+        for s in rest {
+            sum.cpu_s += s.cpu_s;
+            sum.rss_bytes += s.rss_bytes;
+            for (name, v) in &s.metrics {
+                *sum.metrics.entry(name.clone()).or_default() += v;
+            }
+        }
+        Some(sum)
+    }
+
+    /// A metric's value; 0 when absent.
+    pub fn metric(&self, name: &str) -> f64 {
+        self.metrics.get(name).copied().unwrap_or(0.0)
+    }
+
+    /// A metric summed over its labels (`sfu_rooms{shard="0"}`, ...).
+    pub fn total(&self, name: &str) -> f64 {
+        self.metrics
+            .iter()
+            .filter(|(k, _)| {
+                k.as_str() == name || k.strip_prefix(name).is_some_and(|r| r.starts_with('{'))
+            })
+            .map(|(_, v)| *v)
+            .sum()
+    }
+}
+
 /// Where a scenario runs the server and itself: the options every scenario shares.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Placement {
@@ -63,6 +95,7 @@ impl Placement {
     }
 }
 
+/// How a run starts the server.
 pub struct Launch<'a> {
     pub bin: &'a Path,
     pub secret: &'a str,
@@ -77,6 +110,18 @@ pub struct Launch<'a> {
     pub ice_tcp: bool,
     /// Seconds without media after which it removes a participant; `None`: its default.
     pub participant_timeout: Option<u64>,
+    /// The cluster it is a node of; `None`: it runs alone.
+    pub member: Option<Member<'a>>,
+}
+
+/// A server's place in a cluster: its Redis and its node id. Its public URL (where joins
+/// for its rooms are redirected) is its own HTTP address.
+#[derive(Clone, Copy)]
+pub struct Member<'a> {
+    /// `redis://127.0.0.1:PORT/`.
+    pub redis: &'a str,
+    /// Unique in the cluster: `n1`, `n2`, ...
+    pub node: &'a str,
 }
 
 impl Server {
@@ -91,6 +136,7 @@ impl Server {
             shards,
             ice_tcp,
             participant_timeout,
+            member,
         } = *launch;
         if !bin.exists() {
             bail!(
@@ -129,6 +175,10 @@ impl Server {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
+        if let Some(Member { redis, node }) = member {
+            let public = format!("http://{http}");
+            cmd.args(["--redis", redis, "--node", node, "--public-url", &public]);
+        }
         if ice_tcp {
             cmd.args(["--tcp-port", &(base_port + 9).to_string()]);
         } else {
@@ -158,6 +208,11 @@ impl Server {
 
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.http)
+    }
+
+    /// Its HTTP address, `127.0.0.1:PORT`.
+    pub fn authority(&self) -> &str {
+        &self.http
     }
 
     /// Its CPU time, memory and metrics now.

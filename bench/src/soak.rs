@@ -218,6 +218,7 @@ pub fn run(mut args: SoakArgs) -> anyhow::Result<()> {
         shards: None,
         ice_tcp: true,
         participant_timeout: Some(participant_timeout),
+        member: None,
     })?;
     runtime.block_on(soak(&args, &server, &secret, participant_timeout))
 }
@@ -236,6 +237,7 @@ async fn soak(
         measure_from: start,
         until: start + duration,
         e2ee: true,
+        joins_settled: Default::default(),
     });
     let plan = Arc::new(Plan {
         key: TokenKey::new(secret.as_bytes()),
@@ -443,28 +445,17 @@ fn slow_reader_token(key: &TokenKey, room: &str, i: usize) -> anyhow::Result<Str
     Ok(key.issue(&claims)?)
 }
 
-/// The sum of a gauge over its labels.
-fn gauge(s: &Sample, name: &str) -> f64 {
-    s.metrics
-        .iter()
-        .filter(|(k, _)| {
-            k.as_str() == name || k.strip_prefix(name).is_some_and(|r| r.starts_with('{'))
-        })
-        .map(|(_, v)| *v)
-        .sum()
-}
-
 fn leftovers(s: &Sample) -> Vec<(&'static str, f64)> {
-    LEFTOVERS.iter().map(|n| (*n, gauge(s, n))).collect()
+    LEFTOVERS.iter().map(|n| (*n, s.total(n))).collect()
 }
 
 fn point(start: Instant, s: &Sample) -> Point {
     Point {
         at: s.at - start,
         rss_mb: s.rss_bytes as f64 / 1e6,
-        participants: gauge(s, "sfu_participants"),
-        tracks: gauge(s, "sfu_published_tracks"),
-        sockets: gauge(s, "sfu_signaling_sockets"),
+        participants: s.total("sfu_participants"),
+        tracks: s.total("sfu_published_tracks"),
+        sockets: s.total("sfu_signaling_sockets"),
         cpu_s: s.cpu_s,
     }
 }
@@ -528,7 +519,9 @@ impl Outcome<'_> {
                 s.packets_received, s.error
             );
         }
-        let tcp_full = gauge(self.loaded, "sfu_dropped_total{reason=\"tcp_queue_full\"}");
+        let tcp_full = self
+            .loaded
+            .total("sfu_dropped_total{reason=\"tcp_queue_full\"}");
         println!("tcp queue full   {tcp_full:>10} packets dropped for slow readers");
         if let (Some(base), Some(g)) = (self.baseline(), self.growth()) {
             println!(
