@@ -127,24 +127,21 @@ impl Cluster {
         }
         let nodes = self.fresh_nodes().await?;
         let exclude = draining.then_some(self.me.as_str());
-        let target = self.choose(&nodes, exclude);
-        let owner = self.watch(
-            self.store
-                .claim(room, target.as_ref().map(|n| n.id.as_str()))
-                .await,
-        )?;
+        let target = self.reserve(&nodes, exclude, now_ms);
+        let claimed = self
+            .store
+            .claim(room, target.as_ref().map(|n| n.id.as_str()))
+            .await;
+        let owner = self.settle(target.as_ref(), self.watch(claimed), now_ms)?;
         let Some(owner) = owner else {
             return Err(PlaceError::NoNode);
         };
-        if target.as_ref().is_some_and(|t| t.id == owner) {
-            self.placed(&owner, room, now_ms);
-        }
         if owner == self.me {
-            return if draining {
-                self.hand_off(room, &owner, &nodes, now_ms, true).await
-            } else {
-                Ok(Placed::Here)
-            };
+            if draining {
+                return self.hand_off(room, &owner, &nodes, now_ms, true).await;
+            }
+            self.arrive(room);
+            return Ok(Placed::Here);
         }
         match self.node(&nodes, &owner).await? {
             Some(node) => Ok(Placed::Elsewhere(node)),
@@ -280,18 +277,45 @@ impl Cluster {
         Ok(nodes)
     }
 
-    fn choose(&self, nodes: &[Node], exclude: Option<&str>) -> Option<Node> {
-        let view = self.view.lock();
+    /// Chooses the node for a new room and counts the room as placed there at once,
+    /// before the claim's round trip: placements under way at the same moment see it, and
+    /// spread instead of all going to the node that was emptiest.
+    fn reserve(&self, nodes: &[Node], exclude: Option<&str>, now_ms: u64) -> Option<Node> {
+        let mut view = self.view.lock();
         let pending = |id: &str| view.placed.get(id).map_or(0, |t| t.len() as u32);
-        choose(nodes, self.region.as_deref(), exclude, pending).cloned()
+        let target = choose(nodes, self.region.as_deref(), exclude, pending).cloned()?;
+        view.placed
+            .entry(target.id.clone())
+            .or_default()
+            .push(now_ms);
+        Some(target)
     }
 
-    fn placed(&self, node: &str, room: &str, now_ms: u64) {
-        let mut view = self.view.lock();
-        view.placed.entry(node.to_owned()).or_default().push(now_ms);
-        if node == self.me {
-            view.arriving.insert(room.to_owned(), Instant::now());
+    /// The claim came back: a reservation for another node than the owner is undone.
+    fn settle<T: AsRef<str>>(
+        &self,
+        reserved: Option<&Node>,
+        owner: Result<Option<T>, RedisError>,
+        now_ms: u64,
+    ) -> Result<Option<T>, RedisError> {
+        let kept = matches!((&owner, reserved), (Ok(Some(o)), Some(r)) if o.as_ref() == r.id);
+        if let Some(reserved) = reserved.filter(|_| !kept) {
+            let mut view = self.view.lock();
+            if let Some(times) = view.placed.get_mut(&reserved.id)
+                && let Some(i) = times.iter().position(|t| *t == now_ms)
+            {
+                times.swap_remove(i);
+            }
         }
+        owner
+    }
+
+    /// A room placed here: not released before its first participant had time to come.
+    fn arrive(&self, room: &str) {
+        self.view
+            .lock()
+            .arriving
+            .insert(room.to_owned(), Instant::now());
     }
 
     /// `id`'s report: from the last beat, else from Redis; `None` if it is dead.
@@ -317,15 +341,18 @@ impl Cluster {
             .filter(|n| n.id != from && !(draining && n.id == self.me))
             .cloned()
             .collect();
-        let Some(target) = self.choose(&live, Some(from)) else {
+        let Some(target) = self.reserve(&live, Some(from), now_ms) else {
             return Err(PlaceError::NoNode);
         };
-        let owner = self.watch(self.store.move_room(room, from, &target.id).await)?;
+        let moved = self.store.move_room(room, from, &target.id).await;
+        let owner = self
+            .settle(Some(&target), self.watch(moved).map(Some), now_ms)?
+            .unwrap_or_default();
         if owner == target.id {
             info!(%room, from, to = %owner, "cluster: room handed to another node");
-            self.placed(&owner, room, now_ms);
         }
         if owner == self.me {
+            self.arrive(room);
             return Ok(Placed::Here);
         }
         match self.node(&live, &owner).await? {

@@ -111,6 +111,21 @@ async fn rooms_placed_through_one_node_spread_by_load() {
     }
     assert_eq!(count.len(), 3, "{count:?}");
     assert!(count.values().all(|&n| n == 7), "{count:?}");
+    // At once, as a burst of joins reaching one node places them: the same spread.
+    let redis = Redis::start();
+    let (a, b, c) = (node(&redis, "a"), node(&redis, "b"), node(&redis, "c"));
+    beat_all(&[&a, &b, &c]).await;
+    let rooms: Vec<String> = (0..21).map(|i| format!("burst-{i}")).collect();
+    let placed =
+        futures_util::future::join_all(rooms.iter().map(|r| a.place(r, false, now_ms()))).await;
+    let mut count = std::collections::HashMap::<String, u32>::new();
+    for placed in placed {
+        *count.entry(placed_on(&placed.unwrap(), "a")).or_default() += 1;
+    }
+    assert!(
+        count.len() == 3 && count.values().all(|&n| n == 7),
+        "{count:?}"
+    );
     // A loaded node gets fewer: b reports 30 participants, the others none.
     let redis = Redis::start();
     let (a, b, c) = (node(&redis, "a"), node(&redis, "b"), node(&redis, "c"));

@@ -44,7 +44,8 @@ impl ClusterMetrics {
     fn new(registry: &Registry) -> prometheus::Result<ClusterMetrics> {
         let commands = IntCounter::new(
             "sfu_cluster_redis_commands_total",
-            "Redis commands this node sent: its placements of joins and its heartbeats",
+            "Redis commands this node sent: its placements of joins and its heartbeats (a \
+             script counts once, though its first use on a connection also loads it)",
         )?;
         let reachable = IntGauge::new(
             "sfu_cluster_redis_reachable",
