@@ -35,9 +35,6 @@ use crate::link::LinkConfig;
 use crate::report::{Report, Section};
 use crate::server::{Launch, Sample};
 
-/// Joins per second at most in a quick run of a cluster.
-const QUICK_CLUSTER_JOIN_RATE: f64 = 10.0;
-
 #[derive(Parser, Debug)]
 #[command(
     name = "bench",
@@ -327,11 +324,6 @@ fn main() -> anyhow::Result<()> {
         } => return ceiling::forward(&listen, first_port, fanout, send_batch, seconds),
     };
     let mut common = common;
-    if common.quick && layout.nodes > 1 {
-        // Joins that reach the entry at the same moment may all be placed on one node
-        // (bench/README.md): spaced out, so that the smoke test's few rooms spread.
-        common.join_rate = common.join_rate.min(QUICK_CLUSTER_JOIN_RATE);
-    }
     let runtime = common.place.generator_runtime()?;
     let duration = Duration::from_secs(if common.quick {
         3
