@@ -16,6 +16,10 @@
 //   {op: 'add_key', kid, key}               a sender's base key for its KID (and later
 //                                           ratchet steps of it)
 //   {op: 'drop_keys', sender}               forget a sender's keys (it left)
+//   {op: 'drop_all_keys'}                   forget every sender's keys (a new session:
+//                                           participant ids start anew, and a stale key
+//                                           of an id's earlier holder, further ratcheted,
+//                                           would hide the new holder's)
 //   {op: 'codecs', codecs}                  {payloadType: 'VP8'|'VP9'|'AV1'|'H264'|...}
 //   {op: 'plaintext', id, on}               receiver `id` carries a sender that does not
 //                                           encrypt (a room that allows it): pass through
@@ -91,6 +95,9 @@ self.onmessage = async ({ data }) => {
       for (const name of [...generations.keys()]) {
         if (name.startsWith(`${data.sender}/`)) generations.delete(name);
       }
+      break;
+    case 'drop_all_keys':
+      generations.clear();
       break;
     case 'codecs':
       codecs = data.codecs || {};

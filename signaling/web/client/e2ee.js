@@ -116,6 +116,9 @@ export class E2ee {
   /** A new session (`joined`): a fresh exchange, a fresh sender key, greetings to all. */
   onJoined(joined) {
     if (!this.enabled) return;
+    // The last session's keys go: its participant ids may be given to others now (a
+    // rejoin on another server or cluster node, which counts from 1 again).
+    this._worker.postMessage({ op: 'drop_all_keys' });
     this.peers = new Map();
     this._self = joined.participant_id;
     this._viewer = !!(joined.grants && joined.grants.role === 'viewer');
