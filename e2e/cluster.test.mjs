@@ -17,7 +17,10 @@
 //    E2E_CLUSTER_KILLS (default 3: by the third, the call lands on a node that gave its
 //    participant ids to others before), the killed node restarted between rounds; the
 //    median is printed.
-// 4. Redis stops for 10 s: Dan and Eve's call goes on, decoding, while a join for a new
+// 4. SIGTERM of the node hosting Dan and Eve's call (a rolling upgrade): the call goes on
+//    while it drains; at its deadline (3 s here) it tells them to join again, exits and
+//    frees the room, and both land together on a live node (`E2E cluster drain-move`).
+// 5. Redis stops for 10 s: Dan and Eve's call goes on, decoding, while a join for a new
 //    room is refused with `cluster_unavailable`; once Redis is back, a new room opens.
 // Run through e2e/run.sh.
 
@@ -47,11 +50,14 @@ const LB = `http://127.0.0.1:${LB_PORT}`;
 const KILLS = Number(process.env.E2E_CLUSTER_KILLS || 3);
 /** What the issue asks: back in a call, media flowing, within this of the kill. */
 const BACK_WITHIN_MS = 10000;
+/** The nodes' drain timeout: a draining node's calls move on at this deadline. */
+const DRAIN_TIMEOUT_S = 3;
 
 /** Node `node` of the cluster (started anew after a kill: same id, same ports). */
 const startNode = (node, round = 0) => new OwnServer(`cluster-${node.id}-${round}`, [
   '--http-listen', `${HOST}:${node.port}`, '--udp-ports', node.udp, '--udp-bind', HOST,
   '--redis', `redis://127.0.0.1:${REDIS_PORT}/`, '--node', node.id, '--public-url', base(node),
+  '--drain-timeout', String(DRAIN_TIMEOUT_S),
 ]);
 
 /** Redis, in sfu-srv on 127.0.0.1 (no persistence: the cluster's state is leases). */
@@ -213,8 +219,47 @@ describe('a cluster of three nodes with Chromium peers', { timeout: 120000 + KIL
     }
   });
 
+  /**
+   * Once the call's node went away (or from `since`, ms, on): waits until Dan and Eve are
+   * back in a call with each other on new connections, media flowing both ways, and
+   * returns how long after `since` that was.
+   */
+  async function backInCall(what, since) {
+    for (const p of [dan, eve]) p.currentId = null;
+    await waitFor(`Dan and Eve back in a call, media flowing (${what})`, async () => {
+      for (const p of [dan, eve]) {
+        p.currentId = await p.page.evaluate(() => {
+          const c = window.demo.call;
+          return c.state === 'joined' && c.pc && c.pc !== window.__oldPc ? c.participantId : null;
+        });
+      }
+      const seen = await Promise.all([flowing(dan, [eve]), flowing(eve, [dan])]);
+      const fatal = seen.find((s) => s.st.state === 'closed') ? 'a call ended' : null;
+      return { ok: seen.every((s) => s.ok), fatal, seen };
+    }, { timeout: 30000, interval: 100 });
+    const ms = Date.now() - since;
+    for (const p of [dan, eve]) p.id = p.currentId;
+    await everyoneDecodes([dan, eve], `the call after ${what}`);
+    return ms;
+  }
+
+  /** Notes Dan's and Eve's connections: backInCall waits for new ones. */
+  async function markConnections() {
+    for (const p of [dan, eve]) await p.page.evaluate(() => { window.__oldPc = window.demo.call.pc; });
+  }
+
+  /** Starts node `node` again (after a kill or a drain), once it takes rooms. */
+  async function restart(node, label) {
+    const again = startNode(node, label);
+    servers.push(again);
+    running.set(node.id, again);
+    await again.ready(ready(node));
+    await sleep(2500);
+  }
+
+  const room = `e2e-cluster-kill-${RUN}`;
+
   step(`kill -9 of a call's node: its pages are back in a call within ${BACK_WITHIN_MS / 1000} s (${KILLS} round(s))`, async () => {
-    const room = `e2e-cluster-kill-${RUN}`;
     await dan.join(room, { base: LB, args });
     await eve.join(room, { base: LB, args });
     await everyoneDecodes([dan, eve], 'the call through the load balancer');
@@ -223,33 +268,41 @@ describe('a cluster of three nodes with Chromium peers', { timeout: 120000 + KIL
       const owner = ownerOf(room);
       const node = NODES.find((n) => n.id === owner);
       assert.ok(node, `Redis names the call's node: ${owner}`);
+      await markConnections();
       const killed = Date.now();
       running.get(owner).child.kill('SIGKILL');
-      for (const p of [dan, eve]) p.currentId = null;
-      await waitFor(`Dan and Eve back in a call, media flowing (round ${round})`, async () => {
-        for (const p of [dan, eve]) {
-          p.currentId = await p.page.evaluate(() => (window.demo.call.state === 'joined' ? window.demo.call.participantId : null));
-        }
-        const seen = await Promise.all([flowing(dan, [eve]), flowing(eve, [dan])]);
-        const fatal = seen.find((s) => s.st.state === 'closed') ? 'a call ended' : null;
-        return { ok: seen.every((s) => s.ok), fatal, seen };
-      }, { timeout: 30000, interval: 100 });
-      const ms = Date.now() - killed;
+      const ms = await backInCall(`the kill (round ${round})`, killed);
       times.push(ms);
       const now = ownerOf(room);
       console.log(`E2E cluster kill-to-media round=${round} ms=${ms} (from ${owner} to ${now})`);
       assert.notEqual(now, owner, 'the call lives on a live node');
       assert.ok(ms < BACK_WITHIN_MS, `back in a call ${ms} ms after the kill`);
-      for (const p of [dan, eve]) p.id = p.currentId;
-      await everyoneDecodes([dan, eve], `the call after the kill (round ${round})`);
-      // The killed node comes back for the next round.
-      const again = startNode(node, round);
-      servers.push(again);
-      running.set(node.id, again);
-      await again.ready(ready(node));
-      await sleep(2500);
+      await restart(node, `killed-${round}`);
     }
-    if (times.length > 1) console.log(`E2E cluster kill-to-media median ms=${median(times)} over ${times.length}: ${times.join(', ')}`);
+    console.log(`E2E cluster kill-to-media median ms=${median(times)} over ${times.length}: ${times.join(', ')}`);
+  });
+
+  step(`SIGTERM of a call's node: its call goes on, and moves to a live node at the ${DRAIN_TIMEOUT_S} s deadline`, async () => {
+    const owner = ownerOf(room);
+    const node = NODES.find((n) => n.id === owner);
+    assert.ok(node, `Redis names the call's node: ${owner}`);
+    const server = running.get(owner);
+    await markConnections();
+    const sigterm = Date.now();
+    server.child.kill('SIGTERM');
+    await waitFor('/readyz to say draining', async () => {
+      const res = await fetch(`${base(node)}/readyz`).catch(() => null);
+      const says = res ? `${res.status} ${(await res.text()).trim()}` : 'no answer';
+      return { ok: says === '503 draining', says };
+    });
+    await everyoneDecodes([dan, eve], 'the call while its node drains');
+    const deadline = sigterm + DRAIN_TIMEOUT_S * 1000;
+    const ms = await backInCall('the drain deadline', deadline);
+    await server.exits(10000, 'after its drain deadline');
+    const now = ownerOf(room);
+    console.log(`E2E cluster drain-move ms=${ms} from the drain deadline to media on the new node (from ${owner} to ${now})`);
+    assert.notEqual(now, owner, 'the call lives on a live node');
+    await restart(node, 'drained');
   });
 
   step('Redis stopped for 10 s: the call goes on, new rooms wait for it', async () => {

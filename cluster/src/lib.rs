@@ -171,13 +171,11 @@ impl Cluster {
     /// Takes this node out of the registry and frees the rooms it held (a clean exit:
     /// their participants, told to join again, find them free at once).
     pub async fn leave(&self) {
+        // Forgotten here too: a join that still reaches this node is placed elsewhere.
         let held: Vec<String> = {
-            let view = self.view.lock();
-            view.hosted
-                .iter()
-                .chain(view.arriving.keys())
-                .cloned()
-                .collect()
+            let mut view = self.view.lock();
+            let arriving: Vec<String> = view.arriving.drain().map(|(room, _)| room).collect();
+            view.hosted.drain().chain(arriving).collect()
         };
         let left = async {
             self.store.release(&self.me, &held).await?;

@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use cluster::{BEAT, Cluster, ClusterConfig, Node, NodeLoad, NodeState, PlaceError, Placed};
 use prometheus::{IntCounter, IntGauge, Registry};
@@ -14,6 +15,9 @@ use sfu::plane::Plane;
 use signaling::{Answer, MediaPlane};
 use tokio::sync::Notify;
 use tracing::{info, warn};
+
+/// How often the heartbeat task looks for a shut-down media plane.
+const SHUTDOWN_WATCH: Duration = Duration::from_millis(250);
 
 /// One node's part in the cluster.
 pub struct ClusterNode {
@@ -109,16 +113,27 @@ impl ClusterNode {
         self.cluster.reachable()
     }
 
-    /// Beats every [`BEAT`] until the process ends, and at once when its signaling
-    /// starts to listen (the others may place rooms on it without waiting). A drain shows
-    /// at the next beat; meanwhile joins for new rooms that reach it are handed on.
+    /// Beats every [`BEAT`], and at once when its signaling starts to listen (the others
+    /// may place rooms on it without waiting). A drain shows at the next beat; meanwhile
+    /// joins for new rooms that reach it are handed on. When the media plane shuts down
+    /// (a drain's deadline), the node leaves the cluster at once, freeing its rooms for
+    /// the participants it told to join again, and beats no more.
     pub async fn run(self: Arc<Self>) {
         let mut ticks = tokio::time::interval(BEAT);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut watch = tokio::time::interval(SHUTDOWN_WATCH);
         loop {
             tokio::select! {
                 _ = ticks.tick() => {}
                 () = self.wake.notified() => {}
+                _ = watch.tick() => {
+                    if self.plane.lifecycle().is_shut_down() {
+                        info!("cluster: the media plane shut down: leaving the cluster");
+                        self.leave().await;
+                        return;
+                    }
+                    continue;
+                }
             }
             self.beat().await;
         }
