@@ -17,10 +17,13 @@
 //    E2E_CLUSTER_KILLS (default 3: by the third, the call lands on a node that gave its
 //    participant ids to others before), the killed node restarted between rounds; the
 //    median is printed.
-// 4. SIGTERM of the node hosting Dan and Eve's call (a rolling upgrade): the call goes on
+// 4. The node hosting Dan and Eve's call freezes (SIGSTOP: its sockets stay open, nothing
+//    tells the pages): they notice the media loss, join again, and meet on a live node
+//    once the frozen node's lease expired (`E2E cluster freeze-to-media`).
+// 5. SIGTERM of the node hosting Dan and Eve's call (a rolling upgrade): the call goes on
 //    while it drains; at its deadline (3 s here) it tells them to join again, exits and
 //    frees the room, and both land together on a live node (`E2E cluster drain-move`).
-// 5. Redis stops for 10 s: Dan and Eve's call goes on, decoding, while a join for a new
+// 6. Redis stops for 10 s: Dan and Eve's call goes on, decoding, while a join for a new
 //    room is refused with `cluster_unavailable`; once Redis is back, a new room opens.
 // Run through e2e/run.sh.
 
@@ -280,6 +283,27 @@ describe('a cluster of three nodes with Chromium peers', { timeout: 120000 + KIL
       await restart(node, `killed-${round}`);
     }
     console.log(`E2E cluster kill-to-media median ms=${median(times)} over ${times.length}: ${times.join(', ')}`);
+  });
+
+  step('a call\'s node frozen (SIGSTOP, its sockets open): its pages notice the media loss and move', async () => {
+    const owner = ownerOf(room);
+    const node = NODES.find((n) => n.id === owner);
+    assert.ok(node, `Redis names the call's node: ${owner}`);
+    const server = running.get(owner);
+    await markConnections();
+    const frozen = Date.now();
+    server.child.kill('SIGSTOP');
+    try {
+      const ms = await backInCall('the freeze', frozen);
+      const now = ownerOf(room);
+      console.log(`E2E cluster freeze-to-media ms=${ms} (from ${owner} to ${now})`);
+      assert.notEqual(now, owner, 'the call lives on a live node');
+    } finally {
+      server.child.kill('SIGKILL');
+      server.child.kill('SIGCONT');
+    }
+    await server.exited;
+    await restart(node, 'frozen');
   });
 
   step(`SIGTERM of a call's node: its call goes on, and moves to a live node at the ${DRAIN_TIMEOUT_S} s deadline`, async () => {

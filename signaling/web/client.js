@@ -114,8 +114,8 @@ export class Call extends EventTarget {
    *   connection fails or does not come up in time (default true)
    * @param {boolean} [opts.rejoinOnShutdown] join again when the server shuts down with
    *   the call going on, or is lost (its socket closes without a word, or the media
-   *   connection fails after it had worked) (default true; `false`: the call ends, `left`
-   *   with reason `server_shutdown`, or `closed`)
+   *   connection, after it had worked, fails or stays disconnected for 3 s) (default true;
+   *   `false`: the call ends, `left` with reason `server_shutdown`, or `closed`)
    * @param {boolean} [opts.simulcast] send the camera as three layers (default true)
    * @param {string} [opts.svc] send the camera as one stream of layers instead (SVC), in
    *   this scalability mode (e.g. `L3T3_KEY`: three spatial and three temporal layers),
@@ -442,6 +442,7 @@ export class Call extends EventTarget {
   _teardown(reason, closeEvent) {
     if (this._state === 'closed') return;
     clearTimeout(this._connectTimer);
+    clearTimeout(this._lossTimer);
     const wasJoined = this._state === 'joined';
     this._state = 'closed';
     this._leaving = true;

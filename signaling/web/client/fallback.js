@@ -3,7 +3,8 @@
 // TCP or TLS only), the rejoin after the server shut down with the call going on
 // (`left`, reason `server_shutdown`: it drained for a restart or an upgrade), and the
 // rejoin after the server was lost (its socket closed without a word, or the media
-// connection failed after it had worked: the process or the machine died). Each joins
+// connection, after it had worked, failed or stayed disconnected for MEDIA_LOSS_MS: the
+// process or the machine died or froze). Each joins
 // with the same token where the URL leads now (the restarted server, another behind a
 // load balancer, or the cluster node the room is placed on next), retried while there
 // is no server to take it.
@@ -29,6 +30,9 @@ const LOSS_REJOIN = { tries: 20, firstWaitMs: 1000, factor: 1 };
 
 /** Refusals another try would get again: the call ends at the first. */
 const FINAL_REFUSALS = ['unauthorized', 'forbidden', 'e2ee_required'];
+
+/** How long a media connection may stay `disconnected` before the call joins again. */
+const MEDIA_LOSS_MS = 3000;
 
 /** How long a rejoin waits for the old session's negotiation to end. */
 const OLD_NEGOTIATION_WAIT_MS = 1000;
@@ -68,9 +72,23 @@ export function createPeerConnection(call) {
     if (pc.connectionState === 'connected') {
       call._everConnected = true;
       clearTimeout(call._connectTimer);
+      clearTimeout(call._lossTimer);
       if (call.timings.connected == null) call.timings.connected = performance.now();
     }
     call._emit('connection_state', { state: pc.connectionState });
+    // Media stopped (the server's machine died or froze, its sockets still open): join
+    // again if it does not come back soon. ICE says `disconnected` within seconds and
+    // `failed` only tens of seconds later.
+    if (pc.connectionState === 'disconnected' && call._everConnected) {
+      clearTimeout(call._lossTimer);
+      call._lossTimer = setTimeout(() => {
+        if (call.pc === pc && pc.connectionState !== 'connected' && call.rejoinOnShutdown
+          && call._state === 'joined' && !call._rejoining) {
+          console.warn(`call: no media for ${MEDIA_LOSS_MS / 1000} s more: joining again`);
+          rejoinAfterLoss(call);
+        }
+      }, MEDIA_LOSS_MS);
+    }
     if (pc.connectionState === 'failed') {
       if (!call._everConnected && canFallBack(call)) {
         fallBack(call, 'the media connection failed');
