@@ -17,13 +17,13 @@
 //    E2E_CLUSTER_KILLS (default 3: by the third, the call lands on a node that gave its
 //    participant ids to others before), the killed node restarted between rounds; the
 //    median is printed.
-// 4. The node hosting Dan and Eve's call freezes (SIGSTOP: its sockets stay open, nothing
+// 4. The node hosting Fay and Gil's call freezes (SIGSTOP: its sockets stay open, nothing
 //    tells the pages): they notice the media loss, join again, and meet on a live node
 //    once the frozen node's lease expired (`E2E cluster freeze-to-media`).
-// 5. SIGTERM of the node hosting Dan and Eve's call (a rolling upgrade): the call goes on
+// 5. SIGTERM of the node hosting Hal and Ida's call (a rolling upgrade): the call goes on
 //    while it drains; at its deadline (3 s here) it tells them to join again, exits and
 //    frees the room, and both land together on a live node (`E2E cluster drain-move`).
-// 6. Redis stops for 10 s: Dan and Eve's call goes on, decoding, while a join for a new
+// 6. Redis stops for 10 s: Hal and Ida's call goes on, decoding, while a join for a new
 //    room is refused with `cluster_unavailable`; once Redis is back, a new room opens.
 // Run through e2e/run.sh.
 
@@ -147,8 +147,10 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 describe('a cluster of three nodes with Chromium peers', { timeout: 120000 + KILLS * 60000 }, () => {
   const { step, failed } = steps({ timeout: 120000 });
-  const people = ['Ann', 'Ben', 'Cat', 'Dan', 'Eve'].map((n) => new Participant(n));
-  const [ann, ben, cat, dan, eve] = people;
+  const people = ['Ann', 'Ben', 'Cat', 'Dan', 'Eve', 'Fay', 'Gil', 'Hal', 'Ida'].map((n) => new Participant(n));
+  const [ann, ben, cat, dan, eve, fay, gil, hal, ida] = people;
+  // The two pages whose call the next step moves: each scenario starts from a fresh pair.
+  let pair = [dan, eve];
   const servers = [];
   const running = new Map(); // node id -> OwnServer
   let redis = null;
@@ -228,27 +230,28 @@ describe('a cluster of three nodes with Chromium peers', { timeout: 120000 + KIL
    * returns how long after `since` that was.
    */
   async function backInCall(what, since) {
-    for (const p of [dan, eve]) p.currentId = null;
-    await waitFor(`Dan and Eve back in a call, media flowing (${what})`, async () => {
-      for (const p of [dan, eve]) {
+    const [a, b] = pair;
+    for (const p of pair) p.currentId = null;
+    await waitFor(`${a.name} and ${b.name} back in a call, media flowing (${what})`, async () => {
+      for (const p of pair) {
         p.currentId = await p.page.evaluate(() => {
           const c = window.demo.call;
           return c.state === 'joined' && c.pc && c.pc !== window.__oldPc ? c.participantId : null;
         });
       }
-      const seen = await Promise.all([flowing(dan, [eve]), flowing(eve, [dan])]);
+      const seen = await Promise.all([flowing(a, [b]), flowing(b, [a])]);
       const fatal = seen.find((s) => s.st.state === 'closed') ? 'a call ended' : null;
       return { ok: seen.every((s) => s.ok), fatal, seen };
     }, { timeout: 30000, interval: 100 });
     const ms = Date.now() - since;
-    for (const p of [dan, eve]) p.id = p.currentId;
-    await everyoneDecodes([dan, eve], `the call after ${what}`);
+    for (const p of pair) p.id = p.currentId;
+    await everyoneDecodes(pair, `the call after ${what}`);
     return ms;
   }
 
-  /** Notes Dan's and Eve's connections: backInCall waits for new ones. */
+  /** Notes the pair's connections: backInCall waits for new ones. */
   async function markConnections() {
-    for (const p of [dan, eve]) await p.page.evaluate(() => { window.__oldPc = window.demo.call.pc; });
+    for (const p of pair) await p.page.evaluate(() => { window.__oldPc = window.demo.call.pc; });
   }
 
   /** Starts node `node` again (after a kill or a drain), once it takes rooms. */
@@ -260,12 +263,18 @@ describe('a cluster of three nodes with Chromium peers', { timeout: 120000 + KIL
     await sleep(2500);
   }
 
-  const room = `e2e-cluster-kill-${RUN}`;
+  /** `pair` in a new call `room` through the load balancer; returns the room. */
+  async function newCall(name, a, b) {
+    const room = `e2e-cluster-${name}-${RUN}`;
+    pair = [a, b];
+    await a.join(room, { base: LB, args });
+    await b.join(room, { base: LB, args });
+    await everyoneDecodes(pair, `the call through the load balancer (${name})`);
+    return room;
+  }
 
   step(`kill -9 of a call's node: its pages are back in a call within ${BACK_WITHIN_MS / 1000} s (${KILLS} round(s))`, async () => {
-    await dan.join(room, { base: LB, args });
-    await eve.join(room, { base: LB, args });
-    await everyoneDecodes([dan, eve], 'the call through the load balancer');
+    const room = await newCall('kill', dan, eve);
     const times = [];
     for (let round = 1; round <= KILLS; round++) {
       const owner = ownerOf(room);
@@ -286,6 +295,8 @@ describe('a cluster of three nodes with Chromium peers', { timeout: 120000 + KIL
   });
 
   step('a call\'s node frozen (SIGSTOP, its sockets open): its pages notice the media loss and move', async () => {
+    await Promise.all([dan.close(), eve.close()]);
+    const room = await newCall('freeze', fay, gil);
     const owner = ownerOf(room);
     const node = NODES.find((n) => n.id === owner);
     assert.ok(node, `Redis names the call's node: ${owner}`);
@@ -307,6 +318,8 @@ describe('a cluster of three nodes with Chromium peers', { timeout: 120000 + KIL
   });
 
   step(`SIGTERM of a call's node: its call goes on, and moves to a live node at the ${DRAIN_TIMEOUT_S} s deadline`, async () => {
+    await Promise.all([fay.close(), gil.close()]);
+    const room = await newCall('drain', hal, ida);
     const owner = ownerOf(room);
     const node = NODES.find((n) => n.id === owner);
     assert.ok(node, `Redis names the call's node: ${owner}`);
@@ -319,7 +332,7 @@ describe('a cluster of three nodes with Chromium peers', { timeout: 120000 + KIL
       const says = res ? `${res.status} ${(await res.text()).trim()}` : 'no answer';
       return { ok: says === '503 draining', says };
     });
-    await everyoneDecodes([dan, eve], 'the call while its node drains');
+    await everyoneDecodes(pair, 'the call while its node drains');
     const deadline = sigterm + DRAIN_TIMEOUT_S * 1000;
     const ms = await backInCall('the drain deadline', deadline);
     await server.exits(10000, 'after its drain deadline');
@@ -339,18 +352,18 @@ describe('a cluster of three nodes with Chromium peers', { timeout: 120000 + KIL
       }));
       return { ok: says.every((s) => s === '503 redis_unreachable'), says };
     });
-    await everyoneDecodes([dan, eve], 'the call while Redis is away');
+    await everyoneDecodes(pair, 'the call while Redis is away');
     const token = tokenFor(`e2e-cluster-new-${RUN}`, 'Newcomer');
-    const { results } = await wsScript(dan.page, [{ send: JSON.stringify({ type: 'join', token, e2ee: true }) }],
+    const { results } = await wsScript(pair[0].page, [{ send: JSON.stringify({ type: 'join', token, e2ee: true }) }],
       { url: `ws://${HOST}:${NODES[0].port}/ws`, awaitCloseMs: 3000 });
     assert.equal(errorCode(results[0]), 'cluster_unavailable', JSON.stringify(results[0]));
     await sleep(Math.max(0, 10000 - (Date.now() - stopped)));
     redis = startRedis();
     for (const node of NODES) await running.get(node.id).ready(ready(node));
-    const again = await wsScript(dan.page, [{ send: JSON.stringify({ type: 'join', token, e2ee: true }) }],
+    const again = await wsScript(pair[0].page, [{ send: JSON.stringify({ type: 'join', token, e2ee: true }) }],
       { url: `ws://127.0.0.1:${LB_PORT}/ws`, awaitCloseMs: 0 });
     const reply = again.results[0].message || {};
     assert.ok(['joined', 'redirect'].includes(reply.type), JSON.stringify(again.results[0]));
-    await everyoneDecodes([dan, eve], 'the call after Redis came back');
+    await everyoneDecodes(pair, 'the call after Redis came back');
   });
 });

@@ -8,6 +8,9 @@ import { onOfferError, rejectOffer } from './negotiation.js';
 const JOIN_TIMEOUT_MS = 15000;
 const LEAVE_TIMEOUT_MS = 3000;
 
+/** How long a WebSocket may take to open. */
+const OPEN_TIMEOUT_MS = 5000;
+
 /** Redirects a join follows (a cluster node names the one that hosts the room). */
 const MAX_REDIRECTS = 3;
 
@@ -70,7 +73,15 @@ export function openSocket(call, url = call.url) {
     }
     call.ws = ws;
     let opened = false;
+    // A server whose process froze still completes TCP handshakes (its kernel does), and
+    // never the WebSocket's: given up on, so that a rejoin tries again elsewhere.
+    const timer = setTimeout(() => {
+      if (opened) return;
+      reject(new CallError('network', `WebSocket to ${url} did not open in ${OPEN_TIMEOUT_MS / 1000} s`));
+      ws.close();
+    }, OPEN_TIMEOUT_MS);
     ws.addEventListener('open', () => {
+      clearTimeout(timer);
       opened = true;
       call.timings.wsOpen = performance.now();
       resolve();
@@ -80,6 +91,7 @@ export function openSocket(call, url = call.url) {
       if (call.ws === ws) onMessage(call, e.data);
     });
     ws.addEventListener('close', (e) => {
+      clearTimeout(timer);
       if (!opened) {
         // Nothing was joined on it: whoever opened it decides (a join fails, a rejoin
         // after a shutdown tries again).
