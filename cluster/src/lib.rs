@@ -245,7 +245,10 @@ impl Cluster {
                 times.retain(|at| *at > node.at_ms);
             }
         }
-        view.placed.retain(|_, times| !times.is_empty());
+        // A node gone from the registry takes its pending placements with it: the map
+        // holds live nodes only.
+        view.placed
+            .retain(|id, times| !times.is_empty() && nodes.iter().any(|n| &n.id == id));
         view.nodes = nodes;
         view.fetched = Some(Instant::now());
         for (room, owner) in &others {
