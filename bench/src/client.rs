@@ -19,15 +19,14 @@ use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{MediaKind, Mid, Rid};
 use str0m::net::Receive;
-use str0m::rtp::Ssrc;
 use str0m::{Event, Input, Output, Rtc};
 
-use crate::e2ee::Codec as FrameCodec;
-use crate::frames::{Assembly, Crypt, E2eeCounts};
+use crate::frames::{Crypt, E2eeCounts};
 use crate::life::{Exit, Habits, Life};
 use crate::link::{Link, LinkConfig};
 use crate::mlines::{MLines, Publication};
 use crate::outgoing::{Outgoing, send_media};
+use crate::receive::{Receiving, keyframe_requested};
 use crate::ws::{self, next, send};
 
 /// The rids of the simulcast layers, lowest quality first (as the web client names them).
@@ -113,8 +112,8 @@ pub struct Stats {
     pub join_to_joined: Option<Duration>,
     /// Token sent to first media packet received.
     pub join_to_first_media: Option<Duration>,
-    /// Media connected (ICE and DTLS) to the first video packet received: the start of
-    /// a keyframe, since the server starts a subscriber's video at one.
+    /// Media connected (ICE and DTLS) to the first packet of a keyframe received: when
+    /// its first picture can be decoded.
     pub connected_to_first_video: Option<Duration>,
     pub packets_sent: u64,
     pub bytes_sent: u64,
@@ -148,7 +147,7 @@ pub struct Stats {
 }
 
 impl Stats {
-    fn new() -> Stats {
+    pub fn new() -> Stats {
         Stats {
             joined: false,
             node: None,
@@ -174,14 +173,6 @@ impl Stats {
             error: None,
         }
     }
-}
-
-/// Sequence tracking of one incoming stream: highest seen and how many arrived.
-#[derive(Default)]
-struct SeqTrack {
-    first: u64,
-    highest: u64,
-    received: u64,
 }
 
 /// Runs one client until `shared.until` (or the end of its `life`); returns what it measured (errors included).
@@ -309,19 +300,16 @@ async fn session(
     // The track each receiving m-line carries: from our subscriptions, or the server's
     // `slots` messages.
     let mut mid_tracks: HashMap<Mid, u64> = subscribed.iter().map(|(t, m)| (*m, *t)).collect();
-    let mut assemblies: HashMap<Ssrc, Assembly> = HashMap::new();
     // Video tracks whose frames came before their sender's key, by sender: a keyframe is
     // asked for when the key comes.
     let mut key_wanted: HashMap<u64, Vec<u64>> = HashMap::new();
 
     let mut outgoing: Vec<Outgoing> = Vec::new();
-    let mut tracks: HashMap<Ssrc, SeqTrack> = HashMap::new();
     let mut renegotiate = false;
     let mut rtc_deadline;
     let mut talking = role.voice.is_some();
     let mut talk_switch = now + Duration::from_millis(1500);
-    let mut first_media = false;
-    let mut connected_at: Option<Instant> = None;
+    let mut receiving = Receiving::new(started);
     loop {
         // Drain the Rtc: transmits out, events handled, its next deadline.
         loop {
@@ -334,45 +322,6 @@ async fn session(
                     break;
                 }
                 Output::Event(Event::RtpPacket(p)) => {
-                    let at = Instant::now();
-                    if !first_media {
-                        first_media = true;
-                        stats.join_to_first_media = Some(at - started);
-                    }
-                    if let (None, Some(connected)) = (stats.connected_to_first_video, connected_at)
-                    {
-                        let pt = p.header.payload_type;
-                        let video = rtc
-                            .codec_config()
-                            .params()
-                            .iter()
-                            .any(|x| x.pt() == pt && x.spec().codec.is_video());
-                        if video {
-                            stats.connected_to_first_video = Some(at - connected);
-                        }
-                    }
-                    stats.packets_received += 1;
-                    if at >= shared.measure_from {
-                        stats.window_received += 1;
-                    }
-                    stats.bytes_received += p.payload.len() as u64;
-                    let seq = *p.seq_no;
-                    let t = tracks.entry(p.header.ssrc).or_insert_with(|| SeqTrack {
-                        first: seq,
-                        highest: seq,
-                        received: 0,
-                    });
-                    t.received += 1;
-                    t.highest = t.highest.max(seq);
-                    t.first = t.first.min(seq);
-                    // The frame this packet completes, decrypted: its send time.
-                    let pt = p.header.payload_type;
-                    let codec = rtc
-                        .codec_config()
-                        .params()
-                        .iter()
-                        .find(|x| x.pt() == pt)
-                        .map(|x| x.spec().codec);
                     let track = rtc
                         .direct_api()
                         .stream_rx(&p.header.ssrc)
@@ -382,29 +331,8 @@ async fn session(
                     let no_key = crypt.counts.no_key;
                     // When no key decrypts a frame: is a publisher's key still to come?
                     let waiting = |c: &Crypt| owners.values().any(|o| *o != me && !c.knows(*o));
-                    let (sent, arrivals) = match codec {
-                        Some(Codec::Opus) => (
-                            crypt.open(FrameCodec::Opus, sender, &p.payload, waiting),
-                            std::slice::from_ref(&at),
-                        ),
-                        Some(Codec::Vp8) => {
-                            let assembly = assemblies.entry(p.header.ssrc).or_default();
-                            let sent = assembly
-                                .push(
-                                    seq,
-                                    p.header.timestamp,
-                                    p.header.marker,
-                                    &p.payload,
-                                    at,
-                                    &mut crypt.counts.incomplete,
-                                )
-                                .and_then(|frame| {
-                                    crypt.open(FrameCodec::Vp8, sender, frame, waiting)
-                                });
-                            (sent, &assembly.arrivals[..])
-                        }
-                        _ => (None, &[][..]),
-                    };
+                    let codec =
+                        receiving.packet(&rtc, &p, shared, stats, &mut crypt, sender, waiting);
                     // A video frame that came before its sender's key: as a browser does,
                     // ask for a keyframe once the key is there.
                     if crypt.counts.no_key > no_key
@@ -416,37 +344,11 @@ async fn session(
                             tracks.push(track);
                         }
                     }
-                    if let Some(sent) = sent {
-                        for arrived in arrivals.iter().filter(|a| **a >= shared.measure_from) {
-                            let ns = arrived.duration_since(shared.epoch).as_nanos() as u64;
-                            let us = ns.saturating_sub(sent) / 1000;
-                            let _ = stats.latency_us.record(us.max(1));
-                        }
-                    }
                 }
                 Output::Event(Event::KeyframeRequest(r)) => {
-                    stats.keyframe_requests += 1;
-                    if Instant::now() >= shared.measure_from {
-                        stats.window_keyframe_requests += 1;
-                        let audio = publish
-                            .iter()
-                            .any(|p| p.mid == r.mid && p.kind == MediaKind::Audio);
-                        if audio {
-                            stats.window_audio_keyframe_requests += 1;
-                        }
-                        let layer = r.rid.and_then(|rid| RIDS.iter().position(|x| *x == &*rid));
-                        if let Some(i) = layer {
-                            stats.window_layer_keyframe_requests[i] += 1;
-                        }
-                    }
-                    if let Some(o) = outgoing
-                        .iter_mut()
-                        .find(|o| o.mid == r.mid && o.rid == r.rid)
-                    {
-                        o.keyframe_due = true;
-                    }
+                    keyframe_requested(&r, &publish, &mut outgoing, shared, stats);
                 }
-                Output::Event(Event::Connected) => connected_at = Some(Instant::now()),
+                Output::Event(Event::Connected) => receiving.connected_at = Some(Instant::now()),
                 Output::Event(_) => {}
             }
         }
@@ -680,10 +582,7 @@ async fn session(
         .filter(|o| o.rid.is_some())
         .map(|o| o.active)
         .collect();
-    stats.lost = tracks
-        .values()
-        .map(|t| (t.highest - t.first + 1).saturating_sub(t.received))
-        .sum();
+    stats.lost = receiving.lost();
     stats.e2ee = crypt.counts;
     Ok(())
 }

@@ -77,6 +77,12 @@ fn vp8_descriptor(first: bool, picture_id: u16) -> [u8; VP8_DESCRIPTOR] {
     ]
 }
 
+/// Whether a VP8 RTP payload starts a keyframe: its descriptor starts a frame, and the
+/// frame tag after it (in the clear, end-to-end encrypted or not) has P clear.
+pub fn starts_keyframe(payload: &[u8]) -> bool {
+    matches!(parse_vp8_descriptor(payload), Some((len, true)) if payload.get(len).is_some_and(|tag| tag & 0x01 == 0))
+}
+
 /// The length of a VP8 payload descriptor (RFC 7741, section 4.2), and whether it starts
 /// a frame (S = 1, PID = 0).
 fn parse_vp8_descriptor(payload: &[u8]) -> Option<(usize, bool)> {

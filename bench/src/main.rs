@@ -8,13 +8,16 @@ mod cluster;
 mod e2ee;
 mod flood;
 mod frames;
+mod janus;
 mod life;
 mod link;
 mod mlines;
 mod outgoing;
+mod receive;
 mod report;
 mod server;
 mod soak;
+mod target;
 mod ws;
 
 use std::path::PathBuf;
@@ -30,10 +33,12 @@ use signaling::TokenKey;
 use crate::client::{Role, Shared};
 use crate::cluster::{Deployment, PhaseStart};
 use crate::flood::FloodStats;
+use crate::janus::{Janus, JanusLaunch};
 use crate::life::Life;
 use crate::link::LinkConfig;
 use crate::report::{Report, Section};
 use crate::server::{Launch, Sample};
+use crate::target::{Servers, Target};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -162,6 +167,17 @@ struct Common {
     /// that grant `plaintext`) instead of encrypting every frame end to end (SFrame).
     #[arg(long)]
     plaintext: bool,
+    /// The server loaded: ours, or Janus's VideoRoom (always in the clear: Janus has no
+    /// way to carry the clients' keys; bench/README.md, "Side by side with Janus").
+    #[arg(long, value_enum, default_value = "sfu")]
+    target: Target,
+    /// Janus's binary, for `--target janus`.
+    #[arg(long, default_value = "janus")]
+    janus_bin: PathBuf,
+    /// Janus's `event_loops` (threads that carry all its peer connections); unset:
+    /// Janus's default, a thread for each peer connection.
+    #[arg(long)]
+    janus_event_loops: Option<usize>,
 }
 
 fn parse_rate(s: &str) -> Result<u64, String> {
@@ -324,6 +340,18 @@ fn main() -> anyhow::Result<()> {
         } => return ceiling::forward(&listen, first_port, fanout, send_batch, seconds),
     };
     let mut common = common;
+    if common.target == Target::Janus {
+        let unsupported = [
+            (layout.nodes > 1, "--nodes"),
+            (clients.iter().any(|r| r.slots.is_some()), "--slots"),
+            (common.offer_flood > 0, "--offer-flood"),
+            (common.shards.is_some(), "--shards"),
+        ];
+        if let Some((_, flag)) = unsupported.iter().find(|(on, _)| *on) {
+            anyhow::bail!("{flag} is ours alone: Janus has nothing like it");
+        }
+        common.plaintext = true;
+    }
     let runtime = common.place.generator_runtime()?;
     let duration = Duration::from_secs(if common.quick {
         3
@@ -331,20 +359,30 @@ fn main() -> anyhow::Result<()> {
         common.duration.max(1)
     });
     let secret = format!("bench-{:032x}", rand::random::<u128>());
-    let servers = Deployment::start(
-        layout.nodes,
-        &Launch {
-            bin: &common.place.sfu_bin,
-            secret: &secret,
+    let servers = match common.target {
+        Target::Sfu => Servers::Ours(Deployment::start(
+            layout.nodes,
+            &Launch {
+                bin: &common.place.sfu_bin,
+                secret: &secret,
+                base_port: common.place.base_port,
+                capacity: clients.len() + 1,
+                cpus: &common.place.server_cpus,
+                shards: common.shards,
+                ice_tcp: false,
+                participant_timeout: None,
+                member: None,
+            },
+        )?),
+        // A publishing and a receiving peer connection per client.
+        Target::Janus => Servers::Janus(Janus::start(&JanusLaunch {
+            bin: &common.janus_bin,
             base_port: common.place.base_port,
-            capacity: clients.len() + 1,
+            peer_connections: 2 * clients.len(),
             cpus: &common.place.server_cpus,
-            shards: common.shards,
-            ice_tcp: false,
-            participant_timeout: None,
-            member: None,
-        },
-    )?;
+            event_loops: common.janus_event_loops,
+        })?),
+    };
     let mut report = runtime.block_on(run(
         name,
         &servers,
@@ -379,8 +417,13 @@ fn main() -> anyhow::Result<()> {
         }
     }
     report.print();
-    // A cluster's runs are not comparable with one server's: a file of their own.
-    let file = if layout.nodes > 1 { "cluster" } else { name };
+    // A cluster's runs, and Janus's, are not comparable with one server's: files of
+    // their own.
+    let file = match common.target {
+        Target::Janus => format!("janus-{name}"),
+        Target::Sfu if layout.nodes > 1 => "cluster".to_owned(),
+        Target::Sfu => name.to_owned(),
+    };
     let path = common
         .results
         .clone()
@@ -406,7 +449,7 @@ struct Layout {
 #[allow(clippy::too_many_arguments)]
 async fn run(
     name: &'static str,
-    servers: &Deployment,
+    servers: &Servers,
     secret: &str,
     roles: Vec<Role>,
     layout: Layout,
@@ -426,14 +469,18 @@ async fn run(
     let interval = Duration::from_secs_f64(1.0 / common.join_rate);
     let ramp = interval * roles.len() as u32 + Duration::from_secs(2);
     // A cluster's counters just before the first join.
-    let phase_start = if servers.is_cluster() {
-        Some(PhaseStart::read(servers).await?)
-    } else {
-        None
+    let phase_start = match servers.cluster() {
+        Some(cluster) => Some(PhaseStart::read(cluster).await?),
+        None => None,
     };
+    // Janus's rooms are made before anyone joins; ours open at their first join.
+    if let Servers::Janus(janus) = servers {
+        let rooms: Vec<u64> = (0..layout.rooms).map(janus_room).collect();
+        janus.create_rooms(&rooms, layout.per_room).await?;
+    }
     let start = Instant::now();
     let shared = Arc::new(Shared {
-        ws_url: servers.entry().ws_url(),
+        ws_url: servers.entry_url(),
         epoch: start,
         measure_from: start + ramp,
         until: start + ramp + duration,
@@ -454,11 +501,29 @@ async fn run(
             ..Grants::default()
         };
         let token = key.issue(&claims)?;
+        // In Janus, each watches the top layer of its room's loudest (client r of room r,
+        // who talks at -25 dBov) and the lowest of the others, as our server would choose;
+        // the loudest itself watches the next loudest's (client r + rooms).
+        let speaker = if i == seats[i] {
+            i + layout.rooms
+        } else {
+            seats[i]
+        };
+        let place = janus::client::Place {
+            url: shared.ws_url.clone(),
+            room: janus_room(seats[i]),
+            name: format!("c{i}"),
+            top_layer_of: (role.video_layers_bps.len() > 1).then(|| format!("c{speaker}")),
+        };
+        let target = common.target;
         let (shared, role) = (shared.clone(), role.clone());
         let at = start + interval * i as u32;
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(at.into()).await;
-            client::run(shared, token, role).await
+            match target {
+                Target::Sfu => client::run(shared, token, role).await,
+                Target::Janus => janus::client::run(shared, place, role).await,
+            }
         }));
     }
     // The join phase's end is read while the run goes on.
@@ -466,7 +531,8 @@ async fn run(
         match phase_start {
             Some(p) => {
                 let settled = &shared.joins_settled;
-                p.finish(servers, settled, roles.len(), shared.until)
+                let cluster = servers.cluster().context("a cluster")?;
+                p.finish(cluster, settled, roles.len(), shared.until)
                     .await
                     .map(Some)
             }
@@ -480,8 +546,16 @@ async fn run(
         stats.push(t.await?);
     }
     let (before, after) = (&window.before[..], &window.after[..]);
-    let section =
-        phase.map(|phase| cluster::section(servers, &stats, &seats, (before, after), &phase));
+    let section = phase.and_then(|phase| {
+        let cluster = servers.cluster()?;
+        Some(cluster::section(
+            cluster,
+            &stats,
+            &seats,
+            (before, after),
+            &phase,
+        ))
+    });
     let mut report = Report::new(
         name,
         &roles,
@@ -526,7 +600,7 @@ struct Window {
 /// The measured window: waits for it, starts the offer flood if any, and samples every
 /// server at both ends and the generator's CPU over it.
 async fn measure(
-    servers: &Deployment,
+    servers: &Servers,
     shared: &Shared,
     common: &Common,
     key: &TokenKey,
@@ -568,4 +642,9 @@ async fn measure(
         generator_cpu_s: gen_after - gen_before,
         floods: flooded,
     })
+}
+
+/// Janus's number for room `r` of a run.
+fn janus_room(r: usize) -> u64 {
+    1000 + r as u64
 }

@@ -11,6 +11,7 @@ use crate::ceiling::Ceiling;
 use crate::client::{RIDS, Role, Stats};
 use crate::flood::FloodStats;
 use crate::server::Sample;
+use crate::target::Target;
 
 pub struct Report {
     json: serde_json::Value,
@@ -168,8 +169,15 @@ impl Report {
         };
         let shape = (fanout > 0 && in_packets > 0)
             .then(|| (fanout, in_pps, (in_bytes / in_packets) as usize + 12));
+        // Against the raw ceiling: the server's egress, or for Janus, which counts none,
+        // what its subscribers received.
+        let egress_measured = if common.target == Target::Janus {
+            window_received as f64 / window
+        } else {
+            egress_pps
+        };
         let server_pps_per_core = if server_cores > 0.0 {
-            egress_pps / server_cores
+            egress_measured / server_cores
         } else {
             0.0
         };
@@ -305,7 +313,7 @@ impl Report {
                 fmt_ms(pct(&join, 0.99))
             ),
             format!(
-                "first frame      p50 {} ms  p99 {} ms  max {} ms  (media connected to first video packet, a keyframe's; {} clients)",
+                "first frame      p50 {} ms  p99 {} ms  max {} ms  (media connected to a keyframe's first packet; {} clients)",
                 fmt_ms(pct(&first_frame, 0.5)),
                 fmt_ms(pct(&first_frame, 0.99)),
                 fmt_ms(pct(&first_frame, 1.0)),
@@ -356,6 +364,35 @@ impl Report {
                     "layers sending   {} of {simulcast_publishers} publishers at the end (as the server's `layers` asked)",
                     sending.join(", ")
                 ),
+            );
+        }
+        // What reached the subscribers, counted where they got it: the one figure of
+        // egress that reads the same for any server, ours or Janus.
+        let delivered_pps = window_received as f64 / window;
+        let cpu_per_1000_delivered =
+            (window_received > 0).then(|| server_cpu * 1000.0 / window_received as f64);
+        lines.insert(
+            4,
+            format!(
+                "delivered        {delivered_pps:>10.0} packets/s  RTP received by the subscribers; server CPU {} ms per 1000 of them",
+                cpu_per_1000_delivered.map_or("-".into(), |v| format!("{:.3}", v * 1000.0))
+            ),
+        );
+        if common.target == Target::Janus {
+            // Janus keeps no counters the bench can read: the lines made of ours go.
+            let ours = [
+                "server egress",
+                "server ingress",
+                "dropped",
+                "layer switches",
+                "layer choices",
+                "video frozen",
+                "layers sending",
+            ];
+            lines.retain(|l| !ours.iter().any(|o| l.starts_with(o)));
+            lines.insert(
+                1,
+                "server           Janus VideoRoom (--target janus): its own figures are its CPU and memory; traffic is counted at the clients".to_owned(),
             );
         }
         let gen_limit = common.place.generator_cpus.split(',').count().max(1) as f64;
@@ -423,6 +460,10 @@ impl Report {
                 "incomplete": e2ee.incomplete,
             },
         });
+        json["target"] = json!(format!("{:?}", common.target).to_lowercase());
+        json["delivered_pps"] = json!(delivered_pps);
+        json["server_cpu_ms_per_1000_delivered"] =
+            json!(cpu_per_1000_delivered.map(|v| v * 1000.0));
         json["layer_choices_per_s"] = choices_json.into();
         json["video_frozen_ms_per_s"] = frozen_json.into();
         Report {

@@ -43,6 +43,17 @@ impl Sample {
         Some(sum)
     }
 
+    /// Process `pid`'s CPU time and memory now, with `metrics`.
+    pub fn of_process(pid: u32, metrics: HashMap<String, f64>) -> anyhow::Result<Sample> {
+        Ok(Sample {
+            at: Instant::now(),
+            cpu_s: cpu_seconds(&format!("/proc/{pid}/stat"))?,
+            rss_bytes: rss_bytes(pid)?,
+            rcvbuf_errors: rcvbuf_errors(),
+            metrics,
+        })
+    }
+
     /// A metric's value; 0 when absent.
     pub fn metric(&self, name: &str) -> f64 {
         self.metrics.get(name).copied().unwrap_or(0.0)
@@ -226,14 +237,7 @@ impl Server {
                 metrics.insert(name.to_string(), v);
             }
         }
-        let pid = self.child.id();
-        Ok(Sample {
-            at: Instant::now(),
-            cpu_s: cpu_seconds(&format!("/proc/{pid}/stat"))?,
-            rss_bytes: rss_bytes(pid)?,
-            rcvbuf_errors: rcvbuf_errors(),
-            metrics,
-        })
+        Sample::of_process(self.child.id(), metrics)
     }
 
     /// A plain HTTP/1.0 GET on the server; the body.
