@@ -25,7 +25,7 @@ use crate::frames::{Crypt, E2eeCounts};
 use crate::life::{Exit, Habits, Life};
 use crate::link::{Link, LinkConfig};
 use crate::mlines::{MLines, Publication};
-use crate::outgoing::{Outgoing, send_media};
+use crate::outgoing::{Outgoing, send_due};
 use crate::receive::{Receiving, keyframe_requested};
 use crate::ws::{self, next, send};
 
@@ -172,6 +172,20 @@ impl Stats {
             link_dropped: 0,
             error: None,
         }
+    }
+}
+
+impl Stats {
+    /// What a client's run leaves at its end: the layers it was sending, the packets
+    /// missing from what it received, its frames' counts.
+    pub fn finish(&mut self, outgoing: &[Outgoing], receiving: &Receiving, counts: E2eeCounts) {
+        self.layers_sending = outgoing
+            .iter()
+            .filter(|o| o.rid.is_some())
+            .map(|o| o.active)
+            .collect();
+        self.lost = receiving.lost();
+        self.e2ee = counts;
     }
 }
 
@@ -547,15 +561,7 @@ async fn session(
                     talk_switch = now + Duration::from_millis(if talking { 2500 } else { 1200 });
                 }
                 rtc.handle_input(Input::Timeout(now))?;
-                for o in outgoing.iter_mut().filter(|o| o.active && o.next_send <= now) {
-                    let (packets, bytes) =
-                        send_media(&mut rtc, o, role, talking, shared.epoch, now, &mut crypt)?;
-                    stats.packets_sent += packets;
-                    stats.bytes_sent += bytes;
-                    if now >= shared.measure_from {
-                        stats.window_packets_sent += packets;
-                    }
-                }
+                send_due(&mut rtc, &mut outgoing, role, talking, shared, now, &mut crypt, stats)?;
             }
         }
         if renegotiate && !offer_in_flight {
@@ -577,12 +583,6 @@ async fn session(
             }
         }
     }
-    stats.layers_sending = outgoing
-        .iter()
-        .filter(|o| o.rid.is_some())
-        .map(|o| o.active)
-        .collect();
-    stats.lost = receiving.lost();
-    stats.e2ee = crypt.counts;
+    stats.finish(&outgoing, &receiving, crypt.counts);
     Ok(())
 }

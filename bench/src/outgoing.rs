@@ -10,7 +10,7 @@ use str0m::format::Codec;
 use str0m::media::{MediaKind, Mid, Pt, Rid};
 use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo};
 
-use crate::client::Role;
+use crate::client::{Role, Shared, Stats};
 use crate::e2ee::Codec as FrameCodec;
 use crate::frames::{Crypt, audio_frame, vp8_frame, vp8_packets};
 use crate::mlines::Publication;
@@ -100,10 +100,37 @@ impl Outgoing {
     }
 }
 
+/// Sends what is due at `now` on every active stream (see [`send_media`]), counted in
+/// `stats`.
+#[allow(clippy::too_many_arguments)]
+pub fn send_due(
+    rtc: &mut Rtc,
+    outgoing: &mut [Outgoing],
+    role: &Role,
+    talking: bool,
+    shared: &Shared,
+    now: Instant,
+    crypt: &mut Crypt,
+    stats: &mut Stats,
+) -> anyhow::Result<()> {
+    for o in outgoing
+        .iter_mut()
+        .filter(|o| o.active && o.next_send <= now)
+    {
+        let (packets, bytes) = send_media(rtc, o, role, talking, shared.epoch, now, crypt)?;
+        stats.packets_sent += packets;
+        stats.bytes_sent += bytes;
+        if now >= shared.measure_from {
+            stats.window_packets_sent += packets;
+        }
+    }
+    Ok(())
+}
+
 /// Sends what is due on one outgoing stream, each frame encrypted by `crypt` (unless the
 /// run is in the clear) before it is split into packets; returns how many packets and
 /// payload bytes.
-pub fn send_media(
+fn send_media(
     rtc: &mut Rtc,
     o: &mut Outgoing,
     role: &Role,

@@ -23,7 +23,7 @@ use crate::client::{Role, Shared, Stats};
 use crate::frames::Crypt;
 use crate::link::Link;
 use crate::mlines::{MLines, Publication};
-use crate::outgoing::{Outgoing, send_media};
+use crate::outgoing::{Outgoing, send_due};
 use crate::receive::{Receiving, keyframe_requested};
 
 use super::api::Session;
@@ -332,26 +332,13 @@ async fn session(
                     peer.rtc.handle_input(Input::Timeout(now))?;
                 }
                 if let Some(peer) = sending.as_mut() {
-                    for o in outgoing.iter_mut().filter(|o| o.active && o.next_send <= now) {
-                        let (packets, bytes) =
-                            send_media(&mut peer.rtc, o, role, talking, shared.epoch, now, &mut crypt)?;
-                        stats.packets_sent += packets;
-                        stats.bytes_sent += bytes;
-                        if now >= shared.measure_from {
-                            stats.window_packets_sent += packets;
-                        }
-                    }
+                    let rtc = &mut peer.rtc;
+                    send_due(rtc, &mut outgoing, role, talking, shared, now, &mut crypt, stats)?;
                 }
             }
         }
     }
-    stats.layers_sending = outgoing
-        .iter()
-        .filter(|o| o.rid.is_some())
-        .map(|o| o.active)
-        .collect();
-    stats.lost = receiving.lost();
-    stats.e2ee = crypt.counts;
+    stats.finish(&outgoing, &receiving, crypt.counts);
     Ok(())
 }
 
