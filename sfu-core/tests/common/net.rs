@@ -74,6 +74,9 @@ pub struct Net {
     /// this order).
     pub longest_run: HashMap<SocketAddr, usize>,
     run: Option<(Instant, SocketAddr, usize)>,
+    /// Media and time go into the shard through [`in_shard`] (`bench cost` counts the
+    /// instructions there, the clients' own left out).
+    pub measure: bool,
 }
 
 impl Net {
@@ -110,6 +113,7 @@ impl Net {
             events: Vec::new(),
             longest_run: HashMap::new(),
             run: None,
+            measure: false,
         }
     }
 
@@ -375,12 +379,14 @@ impl Net {
         }
         for _ in 0..10_000 {
             let mut moved = !to_server.is_empty();
+            let (now, measure) = (self.now, self.measure);
             for (proto, destination, source, data) in to_server.drain(..) {
-                self.shard
-                    .handle_datagram(self.now, proto, destination, source, &data);
+                shard_call(measure, &mut self.shard, |s| {
+                    s.handle_datagram(now, proto, destination, source, &data);
+                });
             }
             loop {
-                match self.shard.poll_output() {
+                match shard_call(measure, &mut self.shard, Shard::poll_output) {
                     ShardOutput::Transmit(t) => {
                         moved = true;
                         let run = match self.run {
@@ -519,7 +525,7 @@ impl Net {
                 })
                 .collect();
             for id in caught_up {
-                self.shard.resync(self.now, id);
+                shard_call(measure, &mut self.shard, |s| s.resync(now, id));
                 moved = true;
             }
             if !moved {
@@ -540,7 +546,8 @@ impl Net {
                 // Time always moves on, if only by a microsecond, as it does in a driver.
                 self.now = self.deadline.max(self.now + Duration::from_micros(1));
                 self.wakes += 1;
-                self.shard.handle_timeout(self.now);
+                let now = self.now;
+                shard_call(self.measure, &mut self.shard, |s| s.handle_timeout(now));
                 self.pump();
             }
             self.now = step_end;
@@ -562,7 +569,7 @@ impl Net {
             {
                 let _ = c.rtc.handle_input(Input::Timeout(now));
             }
-            self.shard.handle_timeout(now);
+            shard_call(self.measure, &mut self.shard, |s| s.handle_timeout(now));
             self.pump();
         }
     }
@@ -570,6 +577,24 @@ impl Net {
     pub fn client(&self, i: usize) -> &Client {
         &self.clients[i]
     }
+}
+
+/// Calls `f` on the shard: through [`in_shard`] when `measure` is on.
+fn shard_call<R>(measure: bool, shard: &mut Shard, f: impl FnOnce(&mut Shard) -> R) -> R {
+    if measure {
+        in_shard(shard, f)
+    } else {
+        f(shard)
+    }
+}
+
+/// The shard's own work, apart from its clients': while [`Net::measure`] is on, the run's
+/// every call into the shard (datagrams, timeouts, outputs) goes through this function,
+/// the one that `bench cost` has callgrind count (`--toggle-collect=*in_shard*`). Never
+/// inlined, so that it stays a function of its own.
+#[inline(never)]
+pub fn in_shard<R>(shard: &mut Shard, f: impl FnOnce(&mut Shard) -> R) -> R {
+    f(shard)
 }
 
 /// A room of `n` (above the loudest-N threshold of 8), everyone publishing a microphone
