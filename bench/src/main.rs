@@ -5,6 +5,7 @@
 mod ceiling;
 mod client;
 mod cluster;
+mod cost;
 mod e2ee;
 mod flood;
 mod frames;
@@ -118,6 +119,9 @@ enum Scenario {
         #[arg(long, default_value_t = 28020)]
         base_port: u16,
     },
+    /// The shard's own work per forwarded packet: instructions and allocations counted by
+    /// callgrind over a fixed scenario in virtual time (bench/src/cost.rs).
+    Cost(cost::CostArgs),
     /// Half an hour of rooms of mixed sizes whose people come and go, mute, change what
     /// they watch and vanish, over lossy links, with a slow reader over ICE-TCP; checks
     /// the server's memory held and nothing was left behind (bench/src/soak.rs).
@@ -331,6 +335,7 @@ fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Scenario::Soak(args) => return soak::run(args),
+        Scenario::Cost(args) => return cost::run(args),
         Scenario::Forward {
             listen,
             first_port,
