@@ -119,8 +119,8 @@ enum Scenario {
         #[arg(long, default_value_t = 28020)]
         base_port: u16,
     },
-    /// The shard's own work per forwarded packet: instructions and allocations counted by
-    /// callgrind over a fixed scenario in virtual time (bench/src/cost.rs).
+    /// The shard's own work per forwarded packet: instructions counted by callgrind over
+    /// a fixed scenario in virtual time (bench/src/cost.rs).
     Cost(cost::CostArgs),
     /// Half an hour of rooms of mixed sizes whose people come and go, mute, change what
     /// they watch and vanish, over lossy links, with a slow reader over ICE-TCP; checks
