@@ -5,8 +5,9 @@
 # alternate which server goes first. For each scenario and server it prints the median and
 # the spread (min-max) over the rounds of: delivered packets/s (RTP the subscribers got),
 # server cores, ms of server CPU per 1000 delivered, RSS, loss, latency p50/p99, join
-# p50/p99, first frame p50; then the ratios ours/Janus of the medians. Appends one JSON line
-# to bench/results/vs-janus.json. How to read it: bench/README.md, "Side by side with Janus".
+# p50/p99, first frame p50; then the ratios ours/Janus of the medians. Runs whose clients
+# failed are left out (and named). Appends one JSON line to bench/results/vs-janus.json.
+# How to read it: bench/README.md, "Side by side with Janus".
 #
 # Usage: bench/vs-janus.sh
 #   SCENARIOS="broadcast conference"   which scenarios
@@ -40,9 +41,11 @@ JANUS_EVENT_LOOPS=${JANUS_EVENT_LOOPS:-}
 RESULTS=${RESULTS:-$ROOT/bench/results/vs-janus.json}
 
 die() { echo "vs-janus: $*" >&2; exit 1; }
-command -v "$JANUS_BIN" >/dev/null || die "$JANUS_BIN not found (Debian: apt-get install janus)"
 command -v python3 >/dev/null || die "python3 not found"
 for s in $SERVERS; do [ "$s" = sfu ] || [ "$s" = janus ] || die "SERVERS: sfu and/or janus, not $s"; done
+if [[ " $SERVERS " == *" janus "* ]]; then
+    command -v "$JANUS_BIN" >/dev/null || die "$JANUS_BIN not found (Debian: apt-get install janus)"
+fi
 if [ ! -x "$SFU_BIN" ] || [ ! -x "$BENCH_BIN" ]; then
     echo "vs-janus: building the release binaries (cargo build --release -p sfu -p bench) ..." >&2
     (cd "$ROOT" && nice -n 10 cargo build --release -p sfu -p bench) || die "the build failed"
@@ -86,12 +89,19 @@ python3 - "$WORK" "$RESULTS" "$ROUNDS" "$JANUS_EVENT_LOOPS" <<'PY'
 import glob, json, os, statistics, sys, time
 work, results, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 event_loops = int(sys.argv[4]) if sys.argv[4] else None
-runs = {}
+runs, unusable = {}, []
 for path in sorted(glob.glob(os.path.join(work, "*.json"))):
     scenario, server, _ = os.path.basename(path)[:-5].split("-")
     with open(path) as f:
         for line in f:
-            runs.setdefault((scenario, server), []).append(json.loads(line))
+            run = json.loads(line)
+            # A run whose clients failed measured the harness, not the server: left out.
+            if run["failed_clients"] > 0:
+                unusable.append(os.path.basename(path))
+                continue
+            runs.setdefault((scenario, server), []).append(run)
+if unusable:
+    print(f"\nleft out, clients failed: {', '.join(unusable)}")
 figures = [
     ("delivered packets/s", lambda r: r["delivered_pps"], "{:.0f}"),
     ("server cores", lambda r: r["server_cores"], "{:.2f}"),
@@ -103,10 +113,11 @@ figures = [
     ("join p50 ms", lambda r: r["join_ms"]["p50"], "{:.0f}"),
     ("join p99 ms", lambda r: r["join_ms"]["p99"], "{:.0f}"),
     ("first frame p50 ms", lambda r: r["first_frame_ms"]["p50"], "{:.0f}"),
-    ("failed clients", lambda r: r["failed_clients"], "{:.0f}"),
+    ("kernel rcvbuf drops", lambda r: r["kernel_rcvbuf_drops"], "{:.0f}"),
     ("generator cores", lambda r: r["generator_cores"], "{:.2f}"),
 ]
-summary = {"date": int(time.time()), "rounds": rounds, "janus_event_loops": event_loops, "scenarios": {}}
+summary = {"date": int(time.time()), "rounds": rounds, "janus_event_loops": event_loops,
+           "left_out": unusable, "scenarios": {}}
 for scenario in sorted({s for s, _ in runs}):
     servers = [s for s in ("sfu", "janus") if (scenario, s) in runs]
     first = runs[(scenario, servers[0])][0]

@@ -390,6 +390,14 @@ impl Report {
                 "layers sending",
             ];
             lines.retain(|l| !ours.iter().any(|o| l.starts_with(o)));
+            let at = lines
+                .iter()
+                .position(|l| l.starts_with("generator CPU"))
+                .unwrap_or(lines.len());
+            lines.insert(
+                at,
+                format!("dropped          kernel, full receive buffers (whole machine): {rcvbuf_drops}  (over the window)"),
+            );
             lines.insert(
                 1,
                 "server           Janus VideoRoom (--target janus): its own figures are its CPU and memory; traffic is counted at the clients".to_owned(),

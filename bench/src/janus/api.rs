@@ -21,7 +21,7 @@ use crate::ws::Ws;
 /// (60 s by default).
 const KEEPALIVE: Duration = Duration::from_secs(20);
 
-/// The longest a request waits for its answer.
+/// The longest a request waits for its answer (and a connection or a send for Janus).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What a plugin sent back: its `plugindata.data`, and the offer or answer if any.
@@ -50,8 +50,10 @@ impl Session {
             "Sec-WebSocket-Protocol",
             HeaderValue::from_static("janus-protocol"),
         );
-        let (ws, _) = tokio_tungstenite::connect_async(request)
+        let connect = tokio_tungstenite::connect_async(request);
+        let (ws, _) = tokio::time::timeout(REQUEST_TIMEOUT, connect)
             .await
+            .with_context(|| format!("Janus WebSocket {url}: no answer in {REQUEST_TIMEOUT:?}"))?
             .with_context(|| format!("Janus WebSocket {url}"))?;
         let mut session = Session {
             ws,
@@ -165,7 +167,10 @@ impl Session {
     }
 
     async fn send(&mut self, message: &Value) -> anyhow::Result<()> {
-        self.ws.send(Message::text(message.to_string())).await?;
+        let send = self.ws.send(Message::text(message.to_string()));
+        tokio::time::timeout(REQUEST_TIMEOUT, send)
+            .await
+            .with_context(|| format!("Janus took no message in {REQUEST_TIMEOUT:?}"))??;
         Ok(())
     }
 

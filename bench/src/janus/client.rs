@@ -299,7 +299,16 @@ async fn session(
             }
             e = janus.next_event() => {
                 let e = e?.context("Janus closed the socket")?;
+                let subscriber = receiving_peer.as_ref().map(|(_, h)| *h);
                 match e["janus"].as_str() {
+                    // Janus offers again by itself (a publisher left): answered as its
+                    // other offers are.
+                    Some("event") if e.get("jsep").is_some() && e["sender"].as_u64() == subscriber => {
+                        if let Some((peer, handle)) = receiving_peer.as_mut() {
+                            let answer = peer.answer(e.get("jsep").cloned())?;
+                            janus.request(*handle, json!({"request": "start"}), Some(answer)).await?;
+                        }
+                    }
                     Some("event") if role.subscribe && e["sender"].as_u64() == Some(publisher) => {
                         note(publishers(&e["plugindata"]["data"]), &mut names, &mut waiting);
                     }

@@ -27,8 +27,9 @@ const START_BOUND: Duration = Duration::from_secs(15);
 /// The shim that lets Janus gather on loopback (its comment says why).
 const UNLOOPBACK: &str = include_str!("../../janus/unloopback.c");
 
-/// UDP ports past the WebSocket port where its media range starts (our server's range
-/// and the ceiling's forwarder sit below).
+/// UDP ports past the WebSocket port where its media range starts, above our server's
+/// HTTP and media ports. (The ceiling's forwarder, which runs after Janus has stopped,
+/// takes ports from `base_port + 20` on, one per receiver.)
 const RANGE_OFFSET: u16 = 100;
 
 /// A running Janus.
@@ -70,12 +71,22 @@ impl Janus {
                 bin.display()
             );
         }
+        let first = launch.base_port + RANGE_OFFSET;
+        let last = u16::try_from(launch.peer_connections + 16)
+            .ok()
+            .and_then(|n| first.checked_add(n))
+            .context("too many peer connections for Janus's port range")?;
         let dir = std::env::temp_dir().join(format!("bench-janus-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let first = launch.base_port + RANGE_OFFSET;
-        let last = first + launch.peer_connections as u16 + 16;
-        write_config(&dir, launch.base_port, first, last, launch.event_loops)?;
-        let shim = build_shim(&dir)?;
+        let prepared = write_config(&dir, launch.base_port, first, last, launch.event_loops)
+            .and_then(|()| build_shim(&dir));
+        let shim = match prepared {
+            Ok(shim) => shim,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
         let mut cmd = if launch.cpus.is_empty() {
             Command::new(bin)
         } else {
@@ -89,27 +100,43 @@ impl Janus {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
+        let child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e).with_context(|| format!("starting {}", bin.display()));
+            }
+        };
         let url = format!("ws://127.0.0.1:{}/", launch.base_port);
         let mut janus = Janus { child, url, dir };
         let deadline = Instant::now() + START_BOUND;
         let address = format!("127.0.0.1:{}", launch.base_port);
         loop {
             if let Some(status) = janus.child.try_wait()? {
-                bail!(
-                    "Janus exited at start: {status} (its log: {})",
-                    janus.dir.join("janus.log").display()
-                );
+                bail!("Janus exited at start: {status}{}", janus.log_tail());
             }
             if std::net::TcpStream::connect(&address).is_ok() {
                 return Ok(janus);
             }
             if Instant::now() > deadline {
-                bail!("Janus did not listen on {address} within {START_BOUND:?}");
+                bail!(
+                    "Janus did not listen on {address} within {START_BOUND:?}{}",
+                    janus.log_tail()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The last lines of its log, for an error (its folder goes when it is dropped).
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("janus.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(10)..];
+        if tail.is_empty() {
+            String::new()
+        } else {
+            format!("; the end of its log:\n{}", tail.join("\n"))
         }
     }
 
