@@ -254,6 +254,18 @@ describe('a cluster of three nodes with Chromium peers', { timeout: 120000 + KIL
     for (const p of pair) await p.page.evaluate(() => { window.__oldPc = window.demo.call.pc; });
   }
 
+  /**
+   * The node Redis names for `room`, and its server, once the pages' connections are
+   * marked (`backInCall` tells new ones from them): the call's node, about to be taken away.
+   */
+  async function callsNode(room) {
+    const owner = ownerOf(room);
+    const node = NODES.find((n) => n.id === owner);
+    assert.ok(node, `Redis names the call's node: ${owner}`);
+    await markConnections();
+    return { owner, node, server: running.get(owner) };
+  }
+
   /** Starts node `node` again (after a kill or a drain), once it takes rooms. */
   async function restart(node, label) {
     const again = startNode(node, label);
@@ -277,12 +289,9 @@ describe('a cluster of three nodes with Chromium peers', { timeout: 120000 + KIL
     const room = await newCall('kill', dan, eve);
     const times = [];
     for (let round = 1; round <= KILLS; round++) {
-      const owner = ownerOf(room);
-      const node = NODES.find((n) => n.id === owner);
-      assert.ok(node, `Redis names the call's node: ${owner}`);
-      await markConnections();
+      const { owner, node, server } = await callsNode(room);
       const killed = Date.now();
-      running.get(owner).child.kill('SIGKILL');
+      server.child.kill('SIGKILL');
       const ms = await backInCall(`the kill (round ${round})`, killed);
       times.push(ms);
       const now = ownerOf(room);
@@ -297,11 +306,7 @@ describe('a cluster of three nodes with Chromium peers', { timeout: 120000 + KIL
   step('a call\'s node frozen (SIGSTOP, its sockets open): its pages notice the media loss and move', async () => {
     await Promise.all([dan.close(), eve.close()]);
     const room = await newCall('freeze', fay, gil);
-    const owner = ownerOf(room);
-    const node = NODES.find((n) => n.id === owner);
-    assert.ok(node, `Redis names the call's node: ${owner}`);
-    const server = running.get(owner);
-    await markConnections();
+    const { owner, node, server } = await callsNode(room);
     const frozen = Date.now();
     server.child.kill('SIGSTOP');
     try {
@@ -320,11 +325,7 @@ describe('a cluster of three nodes with Chromium peers', { timeout: 120000 + KIL
   step(`SIGTERM of a call's node: its call goes on, and moves to a live node at the ${DRAIN_TIMEOUT_S} s deadline`, async () => {
     await Promise.all([fay.close(), gil.close()]);
     const room = await newCall('drain', hal, ida);
-    const owner = ownerOf(room);
-    const node = NODES.find((n) => n.id === owner);
-    assert.ok(node, `Redis names the call's node: ${owner}`);
-    const server = running.get(owner);
-    await markConnections();
+    const { owner, node, server } = await callsNode(room);
     const sigterm = Date.now();
     server.child.kill('SIGTERM');
     await waitFor('/readyz to say draining', async () => {
