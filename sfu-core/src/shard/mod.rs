@@ -84,6 +84,8 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use rustc_hash::FxHashMap;
+
 use protocol::{
     ErrorCode, ErrorMessage, LeaveReason, ParticipantId, Request, RequestType, ServerMessage,
     TrackId,
@@ -113,11 +115,14 @@ pub struct Shard {
     config: ShardConfig,
     /// The latest time seen in any input.
     now: Instant,
-    participants: HashMap<ParticipantId, Participant>,
+    // Looked up several times per packet forwarded: hashed with FxHash (rustc-hash), not
+    // SipHash. Their keys are the shard's own ids (and addresses ICE has verified), which
+    // no one outside chooses freely enough to flood a bucket.
+    participants: FxHashMap<ParticipantId, Participant>,
     rooms: HashMap<String, Room>,
-    tracks: HashMap<TrackId, Track>,
+    tracks: FxHashMap<TrackId, Track>,
     by_ufrag: HashMap<String, ParticipantId>,
-    by_remote: HashMap<Remote, ParticipantId>,
+    by_remote: FxHashMap<Remote, ParticipantId>,
     /// Participants whose `Rtc` has output to drain, in order.
     dirty: VecDeque<ParticipantId>,
     /// Signals and closes waiting to be polled.
@@ -144,11 +149,11 @@ impl Shard {
         Shard {
             config,
             now,
-            participants: HashMap::new(),
+            participants: FxHashMap::default(),
             rooms: HashMap::new(),
-            tracks: HashMap::new(),
+            tracks: FxHashMap::default(),
             by_ufrag: HashMap::new(),
-            by_remote: HashMap::new(),
+            by_remote: FxHashMap::default(),
             dirty: VecDeque::new(),
             outputs: VecDeque::new(),
             next_tick: now + TICK,

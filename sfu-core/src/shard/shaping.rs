@@ -24,10 +24,10 @@
 //! back and its pacer holds no backlog, or when every video is paused (the estimate
 //! finds when one fits again).
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use protocol::{Kind, ParticipantId, TrackId};
+use rustc_hash::FxHashMap;
 use str0m::media::Mid;
 use tracing::debug;
 
@@ -375,7 +375,7 @@ impl Shard {
 /// until the forwarder cut them), else every one but the floor video sent past it on
 /// purpose (`Downlink::unpaced`, `allocation.rs`). Every m-line it took out is put back,
 /// whether a subscription still holds it or not (an idle one waits for its next track).
-fn str0m_paces_video(p: &mut Participant, tracks: &HashMap<TrackId, Track>) {
+fn str0m_paces_video(p: &mut Participant, tracks: &FxHashMap<TrackId, Track>) {
     let shaped = p.downlink.shape.rate.is_some();
     let floor = p.downlink.unpaced;
     let taken = &mut p.downlink.str0m_unpaced;
