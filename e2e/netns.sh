@@ -42,6 +42,11 @@ link() {
     ip -n "$ns" addr add "$cli_addr/24" dev "$cli_if"
     ip -n "$ns" link set lo up
     ip -n "$SRV_NS" link set "$srv_if" up
+    # The SFU sends a frame's packets to one client as one segmented message (UDP GSO),
+    # which a NIC splits before the wire: a router, and a policer, sees each packet. A
+    # veth would carry the message whole to the client's namespace, where the tests'
+    # nftables policers would see one 12 kB packet: split it here, as a NIC does.
+    ip -n "$SRV_NS" link set dev "$srv_if" gso_max_segs 1
     ip -n "$ns" link set "$cli_if" up
     if [ "$srv_addr" != 10.77.0.1 ]; then
         ip -n "$ns" route add default via "$srv_addr"

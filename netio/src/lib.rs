@@ -6,7 +6,8 @@
 //! per datagram.
 //!
 //! - [`udp`]: sockets with large buffers, read in batches (recvmmsg, GRO, through
-//!   quinn-udp) and written in batches (sendmmsg).
+//!   quinn-udp) and written in batches (sendmmsg, GSO).
+//! - [`gso`]: which datagrams of a run go as one segmented message.
 //! - [`tcp`]: listeners and the accept loop.
 //! - [`stream`]: the bounded write queue of one stream connection (TCP or TLS), so that
 //!   a client that does not read loses packets instead of stalling its thread.
@@ -17,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod gso;
 pub mod runtime;
 pub mod stream;
 pub mod tcp;

@@ -1,5 +1,5 @@
 //! UDP sockets with large kernel buffers, read in batches (recvmmsg with GRO, through
-//! quinn-udp) and written in batches (sendmmsg).
+//! quinn-udp) and written in batches (sendmmsg, with GSO for runs to one destination).
 //!
 //! A driver thread binds its sockets with [`bind`] (where it can fail fast), turns each
 //! into a [`Socket`] on its runtime, and runs [`Socket::receive`] in a task per socket
@@ -20,6 +20,8 @@ use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, 
 use quinn_udp::{RecvMeta, UdpSocketState};
 use tokio::io::Interest;
 use tracing::{debug, warn};
+
+use crate::gso;
 
 /// Socket buffers asked for, per socket. The default 208 KiB overflows, and drops, under
 /// bursts (a keyframe to hundreds of viewers, tens of thousands of relayed packets/s); the
@@ -191,22 +193,36 @@ impl<'a> Read<'a> {
 }
 
 /// Sends runs of datagrams from one socket with sendmmsg: the fan-out of one packet to
-/// hundreds of receivers costs a few system calls, not one each. Keeps its message
-/// headers between calls.
+/// hundreds of receivers costs a few system calls, not one each. Consecutive datagrams to
+/// one destination (a frame's packets to one subscriber) go as one message that the
+/// kernel splits again (UDP GSO, [`crate::gso`]), where the socket has it: the stack's
+/// work per datagram is then done once per message. Keeps its message headers between
+/// calls.
 ///
 /// A run may name the local IP it leaves from. A socket bound to every address (0.0.0.0
 /// or ::) serves every address of a host that has several (public, private, IPv6), and
 /// without that the kernel would choose the source by its routes, not by where the
 /// request came: a peer that checks who answers (ICE does) would not recognise the
 /// answer. The source goes in an `IP_PKTINFO` (or `IPV6_PKTINFO`) control message, the
-/// same for every datagram of the call; each layout of control message has headers of
-/// its own whose control buffer is exactly its size, as the kernel reads a header's whole
-/// control buffer.
+/// same for every datagram of the call; each layout of control messages (source or not,
+/// segmented or not) has headers of its own whose control buffer is exactly its size, as
+/// the kernel reads a header's whole control buffer.
 #[derive(Debug)]
 pub struct SendBatch {
     plain: MultiHeaders<SockaddrStorage>,
     from_v4: MultiHeaders<SockaddrStorage>,
     from_v6: MultiHeaders<SockaddrStorage>,
+    segmented: MultiHeaders<SockaddrStorage>,
+    segmented_v4: MultiHeaders<SockaddrStorage>,
+    segmented_v6: MultiHeaders<SockaddrStorage>,
+    /// The messages of the run being sent (kept for its allocation).
+    plan: Vec<gso::Message>,
+    /// The kernel refused a segmented message (a device that cannot checksum it, mostly):
+    /// every datagram goes alone from then on.
+    gso_refused: bool,
+    /// Messages sent segmented, and the datagrams they carried.
+    gso_messages: u64,
+    gso_datagrams: u64,
 }
 
 impl SendBatch {
@@ -215,15 +231,29 @@ impl SendBatch {
             plain: MultiHeaders::preallocate(SEND_BATCH, None),
             from_v4: MultiHeaders::preallocate(SEND_BATCH, Some(cmsg_space!(libc::in_pktinfo))),
             from_v6: MultiHeaders::preallocate(SEND_BATCH, Some(cmsg_space!(libc::in6_pktinfo))),
+            segmented: MultiHeaders::preallocate(SEND_BATCH, Some(cmsg_space!(u16))),
+            segmented_v4: MultiHeaders::preallocate(
+                SEND_BATCH,
+                Some(cmsg_space!(libc::in_pktinfo, u16)),
+            ),
+            segmented_v6: MultiHeaders::preallocate(
+                SEND_BATCH,
+                Some(cmsg_space!(libc::in6_pktinfo, u16)),
+            ),
+            plan: Vec::new(),
+            gso_refused: false,
+            gso_messages: 0,
+            gso_datagrams: 0,
         }
     }
 
-    /// Sends `run` from `socket`, in order, [`SEND_BATCH`] per system call; `parts` tells
-    /// each one's destination and bytes. `from` is the local IP they leave from, honoured
-    /// when the socket is bound to every address (otherwise they leave from the one it is
-    /// bound to); it must be an address of this host. One datagram that the kernel cannot
-    /// take now (a full send buffer) is dropped, as a router would, and the others still
-    /// go. Returns how many were dropped so; other failures are logged.
+    /// Sends `run` from `socket`, in order for each destination, [`SEND_BATCH`] messages
+    /// per system call; `parts` tells each one's destination and bytes. `from` is the
+    /// local IP they leave from, honoured when the socket is bound to every address
+    /// (otherwise they leave from the one it is bound to); it must be an address of this
+    /// host. A message that the kernel cannot take now (a full send buffer) is dropped,
+    /// as a router would, and the others still go. Returns how many datagrams were
+    /// dropped so; other failures are logged.
     pub fn send<T>(
         &mut self,
         socket: &Socket,
@@ -231,12 +261,8 @@ impl SendBatch {
         run: &[T],
         parts: impl Fn(&T) -> (SocketAddr, &[u8]),
     ) -> usize {
-        let addrs: Vec<Option<SockaddrStorage>> = run
-            .iter()
-            .map(|t| Some(SockaddrStorage::from(parts(t).0)))
-            .collect();
-        let iov: Vec<[IoSlice<'_>; 1]> = run.iter().map(|t| [IoSlice::new(parts(t).1)]).collect();
-        self.send_all(socket, from, &iov, &addrs)
+        let datagrams: Vec<(SocketAddr, &[u8])> = run.iter().map(parts).collect();
+        self.send_datagrams(socket, from, &datagrams)
     }
 
     /// Sends one datagram as [`SendBatch::send`] does, without allocating (a relay's
@@ -248,59 +274,152 @@ impl SendBatch {
         to: SocketAddr,
         datagram: &[u8],
     ) -> bool {
+        let source = from.and_then(|ip| Source::new(socket.local, ip));
         let addrs = [Some(SockaddrStorage::from(to))];
-        let iov = [[IoSlice::new(datagram)]];
-        self.send_all(socket, from, &iov, &addrs) > 0
+        let iov = [IoSlice::new(datagram)];
+        let messages = [&iov[..]];
+        let (full, _) = self.send_messages(socket, source.as_ref(), None, &messages, &addrs, &[1]);
+        full > 0
     }
 
-    fn send_all(
+    /// Messages sent segmented (GSO) since the last call, and the datagrams they carried.
+    pub fn take_segmented(&mut self) -> (u64, u64) {
+        let taken = (self.gso_messages, self.gso_datagrams);
+        (self.gso_messages, self.gso_datagrams) = (0, 0);
+        taken
+    }
+
+    fn send_datagrams(
         &mut self,
         socket: &Socket,
         from: Option<IpAddr>,
-        iov: &[[IoSlice<'_>; 1]],
-        addrs: &[Option<SockaddrStorage>],
+        datagrams: &[(SocketAddr, &[u8])],
     ) -> usize {
-        let fd = socket.io.as_raw_fd();
         let source = from.and_then(|ip| Source::new(socket.local, ip));
-        let (v4, v6);
-        let (headers, cmsgs): (&mut MultiHeaders<SockaddrStorage>, &[ControlMessage<'_>]) =
-            match &source {
-                None => (&mut self.plain, &[]),
-                Some(Source::V4(info)) => {
-                    v4 = [ControlMessage::Ipv4PacketInfo(info)];
-                    (&mut self.from_v4, &v4)
-                }
-                Some(Source::V6(info)) => {
-                    v6 = [ControlMessage::Ipv6PacketInfo(info)];
-                    (&mut self.from_v6, &v6)
-                }
-            };
+        let max_segments = if self.gso_refused {
+            1
+        } else {
+            socket.state.max_gso_segments()
+        };
+        let mut plan = std::mem::take(&mut self.plan);
+        gso::messages(
+            datagrams.iter().map(|(to, d)| (*to, d.len())),
+            max_segments,
+            &mut plan,
+        );
+        let iov: Vec<IoSlice<'_>> = datagrams.iter().map(|(_, d)| IoSlice::new(d)).collect();
+        let mut full = 0;
+        let mut first = 0;
+        while first < plan.len() {
+            let segment = plan[first].segment;
+            let end = first
+                + plan[first..]
+                    .iter()
+                    .take_while(|m| m.segment == segment)
+                    .count();
+            let group = &plan[first..end];
+            let messages: Vec<&[IoSlice<'_>]> = group
+                .iter()
+                .map(|m| &iov[m.start..m.start + m.count])
+                .collect();
+            let addrs: Vec<Option<SockaddrStorage>> = group
+                .iter()
+                .map(|m| Some(SockaddrStorage::from(datagrams[m.start].0)))
+                .collect();
+            let counts: Vec<usize> = group.iter().map(|m| m.count).collect();
+            let (dropped, refused) =
+                self.send_messages(socket, source.as_ref(), segment, &messages, &addrs, &counts);
+            full += dropped;
+            if let Some(at) = refused {
+                // The kernel takes no segmented message from this socket: the rest, from
+                // the refused message on, goes datagram by datagram.
+                self.gso_refused = true;
+                let rest = group[at].start;
+                self.plan = plan;
+                return full + self.send_datagrams(socket, from, &datagrams[rest..]);
+            }
+            if segment.is_some() {
+                self.gso_messages += group.len() as u64;
+                self.gso_datagrams += counts.iter().sum::<usize>() as u64;
+            }
+            first = end;
+        }
+        self.plan = plan;
+        full
+    }
+
+    /// Sends `messages` (each its datagrams' slices, to its address), segmented at
+    /// `segment` bytes when given, in order. Returns the datagrams dropped for a full
+    /// send buffer, and the index of a segmented message the kernel refused (sending
+    /// stopped there).
+    fn send_messages(
+        &mut self,
+        socket: &Socket,
+        source: Option<&Source>,
+        segment: Option<u16>,
+        messages: &[&[IoSlice<'_>]],
+        addrs: &[Option<SockaddrStorage>],
+        counts: &[usize],
+    ) -> (usize, Option<usize>) {
+        let fd = socket.io.as_raw_fd();
+        let (headers, cmsgs) = self.headers(source, segment.as_ref());
         let mut full = 0;
         let mut offset = 0;
-        while offset < iov.len() {
+        while offset < messages.len() {
             let sent = sendmmsg(
                 fd,
                 headers,
-                iov[offset..].iter(),
+                messages[offset..].iter(),
                 &addrs[offset..],
-                cmsgs,
+                &cmsgs,
                 MsgFlags::empty(),
             );
             match sent {
                 Ok(results) => offset += results.count().max(1),
                 Err(Errno::EINTR) => {}
                 Err(Errno::EAGAIN) => {
-                    full += 1;
+                    full += counts[offset];
                     offset += 1;
+                }
+                Err(e) if segment.is_some() => {
+                    warn!(local = %socket.local, "segmented send (GSO) refused: {e}; \
+                        sending each datagram alone from now on");
+                    return (full, Some(offset));
                 }
                 Err(e) => {
                     let to = addrs[offset].as_ref().map(ToString::to_string);
-                    debug!(?from, ?to, "send failed: {e}");
+                    debug!(?to, "send failed: {e}");
                     offset += 1;
                 }
             }
         }
-        full
+        (full, None)
+    }
+
+    /// The headers and control messages for a source and a segment size.
+    fn headers<'a>(
+        &mut self,
+        source: Option<&'a Source>,
+        segment: Option<&'a u16>,
+    ) -> (&mut MultiHeaders<SockaddrStorage>, Vec<ControlMessage<'a>>) {
+        let mut cmsgs = Vec::with_capacity(2);
+        match source {
+            Some(Source::V4(info)) => cmsgs.push(ControlMessage::Ipv4PacketInfo(info)),
+            Some(Source::V6(info)) => cmsgs.push(ControlMessage::Ipv6PacketInfo(info)),
+            None => {}
+        }
+        if let Some(size) = segment {
+            cmsgs.push(ControlMessage::UdpGsoSegments(size));
+        }
+        let headers = match (source, segment.is_some()) {
+            (None, false) => &mut self.plain,
+            (Some(Source::V4(_)), false) => &mut self.from_v4,
+            (Some(Source::V6(_)), false) => &mut self.from_v6,
+            (None, true) => &mut self.segmented,
+            (Some(Source::V4(_)), true) => &mut self.segmented_v4,
+            (Some(Source::V6(_)), true) => &mut self.segmented_v6,
+        };
+        (headers, cmsgs)
     }
 }
 
@@ -409,6 +528,47 @@ mod tests {
             // The receive loop runs until its socket fails: stop it once all is in.
             let _ = tokio::time::timeout(std::time::Duration::from_millis(300), receive).await;
             assert_eq!(got, run);
+        });
+    }
+
+    #[test]
+    fn a_frame_to_each_receiver_goes_segmented_and_arrives_whole() {
+        runtime().block_on(async {
+            let a = Socket::from_std(bind("127.0.0.1:0".parse().unwrap()).unwrap()).unwrap();
+            assert!(
+                a.state.max_gso_segments() > 1,
+                "this kernel sends no UDP GSO (Linux 4.18 and later do)"
+            );
+            let receivers: Vec<Socket> = (0..2)
+                .map(|_| Socket::from_std(bind("127.0.0.1:0".parse().unwrap()).unwrap()).unwrap())
+                .collect();
+            // Per receiver: a frame of eleven 1000-byte packets and a shorter last one,
+            // each packet numbered; then a packet alone.
+            let mut run: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+            for r in &receivers {
+                for i in 0..12u8 {
+                    let len = if i == 11 { 400 } else { 1000 };
+                    run.push((r.local_addr(), vec![i; len]));
+                }
+            }
+            run.push((receivers[0].local_addr(), vec![99; 1200]));
+            let mut batch = SendBatch::new();
+            assert_eq!(batch.send(&a, None, &run, |(to, d)| (*to, &d[..])), 0);
+            assert_eq!(
+                batch.take_segmented(),
+                (2, 24),
+                "two messages of twelve datagrams"
+            );
+            assert_eq!(batch.take_segmented(), (0, 0));
+            for (n, r) in receivers.iter().enumerate() {
+                let got: Vec<Vec<u8>> = arrivals(r).await.into_iter().map(|(_, d)| d).collect();
+                let sent: Vec<Vec<u8>> = run
+                    .iter()
+                    .filter(|(to, _)| *to == r.local_addr())
+                    .map(|(_, d)| d.clone())
+                    .collect();
+                assert_eq!(got, sent, "receiver {n}");
+            }
         });
     }
 

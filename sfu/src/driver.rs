@@ -652,6 +652,7 @@ async fn flush_metrics(
         let sizes = d.core.sizes();
         metrics.flush(&shard, &counters, sizes);
         metrics.tcp_connections(&shard, d.tcp.len());
+        metrics.segmented(d.sending.take_segmented());
         metrics.entries(&shard, &d.entries());
         let busy = d.timings.flush();
         load.publish(

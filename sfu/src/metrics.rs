@@ -19,6 +19,8 @@ pub struct Metrics {
     rx_packets: IntCounter,
     rx_bytes: IntCounter,
     tx_packets: IntCounter,
+    gso_messages: IntCounter,
+    gso_datagrams: IntCounter,
     tx_bytes: IntCounter,
     forwarded: IntCounter,
     calls: IntCounter,
@@ -93,6 +95,14 @@ impl Metrics {
             rx_bytes: IntCounter::new("sfu_udp_rx_bytes_total", "UDP bytes received")?,
             tx_packets: IntCounter::new("sfu_udp_tx_packets_total", "UDP datagrams sent")?,
             tx_bytes: IntCounter::new("sfu_udp_tx_bytes_total", "UDP bytes sent")?,
+            gso_messages: IntCounter::new(
+                "sfu_udp_gso_messages_total",
+                "Segmented UDP sends (GSO): datagrams to one peer sent as one message",
+            )?,
+            gso_datagrams: IntCounter::new(
+                "sfu_udp_gso_datagrams_total",
+                "UDP datagrams sent inside segmented messages (GSO)",
+            )?,
             forwarded: IntCounter::new(
                 "sfu_rtp_forwarded_total",
                 "RTP packets forwarded to a subscriber",
@@ -200,6 +210,8 @@ impl Metrics {
             &m.rx_bytes,
             &m.tx_packets,
             &m.tx_bytes,
+            &m.gso_messages,
+            &m.gso_datagrams,
             &m.forwarded,
             &m.calls,
             &m.keyframe_requests,
@@ -269,6 +281,12 @@ impl Metrics {
                 .with_label_values(&[shard, table])
                 .set(*n as i64);
         }
+    }
+
+    /// Adds a shard's segmented sends since the last flush: messages, datagrams.
+    pub fn segmented(&self, (messages, datagrams): (u64, u64)) {
+        self.gso_messages.inc_by(messages);
+        self.gso_datagrams.inc_by(datagrams);
     }
 
     pub fn tcp_connections(&self, shard: &str, n: usize) {
