@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 pub(crate) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -15,6 +16,24 @@ pub(crate) type Ws =
 /// signaling/web/client/signaling.js): a node of a cluster names the node that hosts the
 /// room, and that one hosts it, so one is all a join ever needs.
 pub(crate) const MAX_REDIRECTS: u32 = 3;
+
+/// What a socket's reader zeroes at each read attempt (tungstenite resizes its buffer to
+/// this before each read, 128 KiB by default). A client's loop polls its socket at every
+/// packet it receives: at the default, zeroing that buffer took a quarter of the
+/// generator's time in `bench broadcast` (perf, 500 viewers). Larger messages still come
+/// whole, in more reads.
+pub(crate) const READ_BUFFER: usize = 4096;
+
+/// Opens a WebSocket with the generator's settings ([`READ_BUFFER`]).
+pub(crate) async fn connect<R>(request: R) -> anyhow::Result<Ws>
+where
+    R: tokio_tungstenite::tungstenite::client::IntoClientRequest + Unpin,
+{
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+    let (ws, _) =
+        tokio_tungstenite::connect_async_with_config(request, Some(config), false).await?;
+    Ok(ws)
+}
 
 /// A join the server accepted.
 pub(crate) struct Joined {
@@ -56,7 +75,7 @@ pub(crate) async fn join(url: &str, join: &Value) -> anyhow::Result<Joined> {
     let mut url = url.to_owned();
     let mut redirects = 0;
     loop {
-        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        let mut ws = connect(url.as_str())
             .await
             .with_context(|| format!("WebSocket {url}"))?;
         send(&mut ws, join.clone()).await?;

@@ -50,8 +50,8 @@ impl Session {
             "Sec-WebSocket-Protocol",
             HeaderValue::from_static("janus-protocol"),
         );
-        let connect = tokio_tungstenite::connect_async(request);
-        let (ws, _) = tokio::time::timeout(REQUEST_TIMEOUT, connect)
+        let connect = crate::ws::connect(request);
+        let ws = tokio::time::timeout(REQUEST_TIMEOUT, connect)
             .await
             .with_context(|| format!("Janus WebSocket {url}: no answer in {REQUEST_TIMEOUT:?}"))?
             .with_context(|| format!("Janus WebSocket {url}"))?;
