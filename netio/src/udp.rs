@@ -295,12 +295,49 @@ impl SendBatch {
         from: Option<IpAddr>,
         datagrams: &[(SocketAddr, &[u8])],
     ) -> usize {
+        let mut full = 0;
+        let mut rest = datagrams;
+        while !rest.is_empty() {
+            let segments = if self.gso_refused {
+                1
+            } else {
+                socket.state.max_gso_segments()
+            };
+            let (dropped, refused) = self.send_planned(socket, from, rest, segments);
+            full += dropped;
+            let Some((start, count, errno)) = refused else {
+                break;
+            };
+            if errno == Errno::EIO {
+                // The device cannot segment (checksum offload off, mostly): every
+                // datagram alone from now on, from the refused message's on.
+                warn!(local = %socket.local, "segmented send (GSO) refused: {errno}; \
+                    sending each datagram alone from now on");
+                self.gso_refused = true;
+                rest = &rest[start..];
+            } else {
+                // That message only (its segments larger than the path's MTU, mostly):
+                // its datagrams alone, and the rest as before.
+                debug!(local = %socket.local, "segmented send refused: {errno}");
+                let (dropped, _) = self.send_planned(socket, from, &rest[start..start + count], 1);
+                full += dropped;
+                rest = &rest[start + count..];
+            }
+        }
+        full
+    }
+
+    /// Sends `datagrams` as messages of up to `max_segments` each. Returns the datagrams
+    /// dropped for a full send buffer, and a segmented message the kernel refused (its
+    /// first datagram, their count, the error), where sending stopped.
+    fn send_planned(
+        &mut self,
+        socket: &Socket,
+        from: Option<IpAddr>,
+        datagrams: &[(SocketAddr, &[u8])],
+        max_segments: usize,
+    ) -> (usize, Option<(usize, usize, Errno)>) {
         let source = from.and_then(|ip| Source::new(socket.local, ip));
-        let max_segments = if self.gso_refused {
-            1
-        } else {
-            socket.state.max_gso_segments()
-        };
         let mut plan = std::mem::take(&mut self.plan);
         gso::messages(
             datagrams.iter().map(|(to, d)| (*to, d.len())),
@@ -309,6 +346,7 @@ impl SendBatch {
         );
         let iov: Vec<IoSlice<'_>> = datagrams.iter().map(|(_, d)| IoSlice::new(d)).collect();
         let mut full = 0;
+        let mut refusal = None;
         let mut first = 0;
         while first < plan.len() {
             let segment = plan[first].segment;
@@ -330,28 +368,25 @@ impl SendBatch {
             let (dropped, refused) =
                 self.send_messages(socket, source.as_ref(), segment, &messages, &addrs, &counts);
             full += dropped;
-            if let Some(at) = refused {
-                // The kernel takes no segmented message from this socket: the rest, from
-                // the refused message on, goes datagram by datagram.
-                self.gso_refused = true;
-                let rest = group[at].start;
-                self.plan = plan;
-                return full + self.send_datagrams(socket, from, &datagrams[rest..]);
-            }
+            let sent = refused.map_or(group.len(), |(at, _)| at);
             if segment.is_some() {
-                self.gso_messages += group.len() as u64;
-                self.gso_datagrams += counts.iter().sum::<usize>() as u64;
+                self.gso_messages += sent as u64;
+                self.gso_datagrams += counts[..sent].iter().sum::<usize>() as u64;
+            }
+            if let Some((at, errno)) = refused {
+                refusal = Some((group[at].start, group[at].count, errno));
+                break;
             }
             first = end;
         }
         self.plan = plan;
-        full
+        (full, refusal)
     }
 
     /// Sends `messages` (each its datagrams' slices, to its address), segmented at
     /// `segment` bytes when given, in order. Returns the datagrams dropped for a full
-    /// send buffer, and the index of a segmented message the kernel refused (sending
-    /// stopped there).
+    /// send buffer, and the index of a segmented message the kernel refused and why
+    /// (sending stopped there).
     fn send_messages(
         &mut self,
         socket: &Socket,
@@ -360,7 +395,7 @@ impl SendBatch {
         messages: &[&[IoSlice<'_>]],
         addrs: &[Option<SockaddrStorage>],
         counts: &[usize],
-    ) -> (usize, Option<usize>) {
+    ) -> (usize, Option<(usize, Errno)>) {
         let fd = socket.io.as_raw_fd();
         let (headers, cmsgs) = self.headers(source, segment.as_ref());
         let mut full = 0;
@@ -381,11 +416,7 @@ impl SendBatch {
                     full += counts[offset];
                     offset += 1;
                 }
-                Err(e) if segment.is_some() => {
-                    warn!(local = %socket.local, "segmented send (GSO) refused: {e}; \
-                        sending each datagram alone from now on");
-                    return (full, Some(offset));
-                }
+                Err(e) if segment.is_some() => return (full, Some((offset, e))),
                 Err(e) => {
                     let to = addrs[offset].as_ref().map(ToString::to_string);
                     debug!(?to, "send failed: {e}");
